@@ -1,0 +1,18 @@
+//! The pure core of mbc-node.
+//!
+//! Nothing in this crate touches the network, the disk or the clock: every function is a
+//! function of its inputs, so it is unit-tested without a runtime (DESIGN.md §3). The `node`
+//! crate does all I/O and calls in here.
+//!
+//! - [`instrument`]: outcome measures (PHQ-9, GAD-7, CORE-10, user-defined), their ranges,
+//!   thresholds and codes, and the problem domains they back.
+//! - [`scoring`]: totals from item responses, prorating, FHIR answer codes.
+//! - [`pseudonym`]: HMAC-SHA256 pseudonyms that replace local identifiers at import (P6).
+#![warn(missing_docs)]
+
+pub mod instrument;
+pub mod pseudonym;
+pub mod scoring;
+
+/// Version of the wire protocol and of every domain-separation label built on it.
+pub const PROTOCOL_VERSION: u16 = 1;
