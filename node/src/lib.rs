@@ -1,1 +1,20 @@
-//! tmp
+//! mbc-node: a clinic's node in a measurement-based-care research network.
+//!
+//! This crate does the I/O; pure logic lives in the `protocol` crate. Modules:
+//! - [`cli`]: the `mbc-node` command line (clap) and dispatch.
+//! - [`config`]: `config.toml` in the data directory.
+//! - [`keystore`]: identity seed and pseudonymisation secret files.
+//! - [`store`]: the SQLite store, its schema and migrations.
+//! - [`registry`]: instruments and domains, built-in and clinic-defined.
+//! - [`import`]: CSV and FHIR R4 import, all or nothing per file.
+//! - [`synth`]: the synthetic clinic-data generator (DOMAIN.md §11).
+//! - [`status`]: the offline summary of a node's store.
+
+pub mod cli;
+pub mod config;
+pub mod import;
+pub mod keystore;
+pub mod registry;
+pub mod status;
+pub mod store;
+pub mod synth;

@@ -1,0 +1,415 @@
+//! The `mbc-node` command line: one binary, subcommands grouped by job (DESIGN.md §11).
+//!
+//! Every command takes `--data-dir` (or env `MBC_NODE_DIR`), prints for people by default and
+//! JSON with `--json`. Exit codes: 0 success, 1 runtime failure (including bad input files),
+//! 2 usage error.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{CONFIG_FILE, Config};
+use crate::import::{self, Format};
+use crate::store::{Clinic, Store};
+use crate::{keystore, registry, status, synth};
+
+/// A clinic's node in a privacy-preserving measurement-based-care network.
+///
+/// Raw patient data stays in this node's local store; only differentially private,
+/// securely aggregated statistics ever leave it.
+#[derive(Debug, Parser)]
+#[command(name = "mbc-node", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a new node: config, keys and an empty store
+    ///
+    /// Example: mbc-node init --data-dir /srv/mbc --name "Riverside Talking Therapies"
+    Init(InitArgs),
+    /// Import outcome data (CSV or FHIR R4 JSON), all or nothing per file
+    ///
+    /// Example: mbc-node import --data-dir /srv/mbc therapists.csv patients.csv assessments.csv
+    Import(ImportArgs),
+    /// Generate synthetic clinic data with planted therapist effects (DOMAIN.md §11)
+    ///
+    /// Example: mbc-node synth --out synth --clinics 3 --seed 1
+    Synth(SynthArgs),
+    /// Summarise what the node's store holds
+    ///
+    /// Example: mbc-node status --data-dir /srv/mbc
+    Status(StatusArgs),
+    /// Manage outcome instruments and problem domains
+    #[command(subcommand)]
+    Instruments(InstrumentsCommand),
+    /// Run the end-to-end demo on synthetic data (synth, init and import 3 clinics, status)
+    ///
+    /// Example: mbc-node demo --dir mbc-demo
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+struct DataDir {
+    /// The node's data directory
+    #[arg(long, env = "MBC_NODE_DIR", value_name = "DIR")]
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct InitArgs {
+    #[command(flatten)]
+    dir: DataDir,
+    /// The clinic's display name
+    #[arg(long)]
+    name: String,
+    /// ISO 3166 country code, e.g. GB
+    #[arg(long)]
+    country: Option<String>,
+    /// Kind of service, e.g. "NHS Talking Therapies"
+    #[arg(long)]
+    service_type: Option<String>,
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    #[command(flatten)]
+    dir: DataDir,
+    /// Files to import, in order; each is imported whole or not at all
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Read every file as this format instead of detecting it from the content
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Validate only: report what would be imported, change nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Print a JSON summary instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct SynthArgs {
+    /// Directory to write (one folder per clinic plus truth.json); must not exist or be empty
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    #[command(flatten)]
+    params: synth::Params,
+    /// Print a JSON summary instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    dir: DataDir,
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum InstrumentsCommand {
+    /// Add instruments and domains defined in a TOML file (see README, "Defining instruments")
+    ///
+    /// Example: mbc-node instruments add --data-dir /srv/mbc wsas.toml
+    Add {
+        #[command(flatten)]
+        dir: DataDir,
+        /// The TOML definitions file
+        file: PathBuf,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// List instruments and domains
+    ///
+    /// Example: mbc-node instruments list --data-dir /srv/mbc
+    List {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Working directory for the demo's data and nodes (replaced if it holds an earlier demo)
+    #[arg(long, default_value = "mbc-demo", value_name = "DIR")]
+    dir: PathBuf,
+    /// Number of clinics
+    #[arg(long, default_value_t = 3)]
+    clinics: u32,
+    /// Random seed
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Init(a) => init(a),
+        Command::Import(a) => import_cmd(a),
+        Command::Synth(a) => synth_cmd(a),
+        Command::Status(a) => status_cmd(&a.dir.data_dir, a.json),
+        Command::Instruments(InstrumentsCommand::Add { dir, file, json }) => {
+            instruments_add(&dir.data_dir, &file, json)
+        }
+        Command::Instruments(InstrumentsCommand::List { dir, json }) => {
+            instruments_list(&dir.data_dir, json)
+        }
+        Command::Demo(a) => demo(a),
+    }
+}
+
+/// The current time, UTC, RFC 3339 to the second. Time enters the program here.
+pub fn now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
+}
+
+/// Creates a node in `dir`. Returns its PeerId.
+pub fn init_node(dir: &Path, clinic: Clinic) -> Result<String> {
+    for existing in [CONFIG_FILE, "local.db", "identity.key", "pseudonym.key"] {
+        if dir.join(existing).exists() {
+            bail!(
+                "{} already holds an mbc-node (found {existing}); refusing to overwrite it",
+                dir.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("couldn't create data directory {}", dir.display()))?;
+    let config = Config::new(clinic.name.clone(), clinic.country.clone(), clinic.service_type.clone());
+    let created = || -> Result<String> {
+        let identity = dir.join(&config.keys.identity_key_file);
+        keystore::create_key_file(&identity)?;
+        keystore::create_key_file(&dir.join(&config.keys.pseudonym_secret_file))?;
+        Store::create(&config.store_path(dir), &clinic, &now())?;
+        // The config is written last: its presence marks a complete node.
+        std::fs::write(dir.join(CONFIG_FILE), config.to_toml())
+            .with_context(|| format!("couldn't write {}", dir.join(CONFIG_FILE).display()))?;
+        Ok(keystore::peer_id(keystore::read_key_file(&identity)?)?.to_string())
+    };
+    created().inspect_err(|_| {
+        for f in [CONFIG_FILE, "local.db", "local.db-wal", "local.db-shm", "identity.key", "pseudonym.key"] {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+    })
+}
+
+fn init(a: InitArgs) -> Result<()> {
+    let dir = &a.dir.data_dir;
+    let clinic = Clinic { name: a.name, country: a.country, service_type: a.service_type };
+    let peer_id = init_node(dir, clinic.clone())?;
+    if a.json {
+        let out = serde_json::json!({"data_dir": dir, "clinic": clinic.name, "peer_id": peer_id});
+        println!("{out}");
+    } else {
+        println!("created node for {:?} in {}", clinic.name, dir.display());
+        println!("peer id: {peer_id}");
+        println!("next: mbc-node import --data-dir {} FILE...", dir.display());
+    }
+    Ok(())
+}
+
+/// Opens the node in `dir`: its config and store.
+pub fn open_node(dir: &Path) -> Result<(Config, Store)> {
+    let config = Config::load(dir)?;
+    let store = Store::open(&config.store_path(dir))?;
+    Ok((config, store))
+}
+
+/// Imports `files` into the node in `dir`, each in its own transaction, stopping at the first
+/// bad file.
+pub fn import_files(dir: &Path, files: &[PathBuf], options: import::Options) -> Result<Vec<import::FileOutcome>> {
+    let (config, mut store) = open_node(dir)?;
+    let pseudo = keystore::pseudonymiser(&dir.join(&config.keys.pseudonym_secret_file))?;
+    let mut outcomes = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        let outcome = import::import_file(&mut store, &pseudo, file, options, &now()).map_err(|e| {
+            let note = match (i, files.len() - i - 1) {
+                (0, 0) => "nothing was imported".to_string(),
+                (done, 0) => format!("nothing of this file was imported; the {done} file(s) before it were"),
+                (0, rest) => format!("nothing was imported; the {rest} file(s) after it were not attempted"),
+                (done, rest) => format!(
+                    "nothing of this file was imported; the {done} file(s) before it were, the {rest} after it were not attempted"
+                ),
+            };
+            e.context(note)
+        })?;
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+fn import_cmd(a: ImportArgs) -> Result<()> {
+    let options = import::Options { format: a.format, dry_run: a.dry_run, progress: !a.json };
+    let outcomes = import_files(&a.dir.data_dir, &a.files, options)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&outcomes)?);
+        return Ok(());
+    }
+    for o in &outcomes {
+        let c = &o.counts;
+        match o.status {
+            "already_imported" => println!(
+                "{}: already imported on {} (same content); nothing to do",
+                o.file,
+                o.previously_imported_at.as_deref().unwrap_or("?")
+            ),
+            status => println!(
+                "{}: {status} ({}, {} rows): {} new assessments ({} already stored), {} sessions, \
+                 {} episodes, {} patients, {} therapists",
+                o.file, o.kind, o.rows, c.assessments, c.assessments_unchanged, c.sessions, c.episodes,
+                c.patients, c.therapists
+            ),
+        }
+    }
+    if a.dry_run {
+        println!("dry run: nothing was changed");
+    }
+    Ok(())
+}
+
+fn synth_cmd(a: SynthArgs) -> Result<()> {
+    let summary = synth::generate_to_dir(&a.params, &a.out)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!("{summary}");
+    }
+    Ok(())
+}
+
+fn status_cmd(dir: &Path, json: bool) -> Result<()> {
+    let (_, store) = open_node(dir)?;
+    let summary = status::summary(&store)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{summary}");
+    }
+    Ok(())
+}
+
+fn instruments_add(dir: &Path, file: &Path, json: bool) -> Result<()> {
+    let (_, mut store) = open_node(dir)?;
+    let text = std::fs::read_to_string(file).with_context(|| format!("couldn't read {}", file.display()))?;
+    let outcome = registry::add_from_toml(store.conn_mut(), &file.display().to_string(), &text)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+    } else {
+        println!(
+            "instruments added: {}; domains added: {}; unchanged: {}",
+            list_or_none(&outcome.instruments_added),
+            list_or_none(&outcome.domains_added),
+            list_or_none(&outcome.unchanged)
+        );
+    }
+    Ok(())
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() { "none".into() } else { items.join(", ") }
+}
+
+fn instruments_list(dir: &Path, json: bool) -> Result<()> {
+    let (_, store) = open_node(dir)?;
+    let reg = store.registry()?;
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| v.to_string());
+    if json {
+        let instruments: Vec<_> = reg
+            .instruments()
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "id": i.id, "name": i.name, "min": i.min, "max": i.max,
+                    "direction": i.direction.as_str(), "caseness_cutoff": i.caseness_cutoff,
+                    "reliable_change": i.reliable_change(), "reliability": i.reliability,
+                    "loinc_total": i.loinc_total, "items": i.items.len(), "builtin": i.builtin,
+                })
+            })
+            .collect();
+        let domains: Vec<_> = reg
+            .domains()
+            .iter()
+            .map(|d| serde_json::json!({"id": d.id, "name": d.name, "instrument": d.instrument_id,
+                "transform": d.transform.as_str(), "elevated_threshold": d.elevated_threshold}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"instruments": instruments, "domains": domains}))?);
+        return Ok(());
+    }
+    println!("{:<10} {:<9} {:>8} {:>8} {:>6} {:<10} {}", "instrument", "range", "caseness", "reliable", "items", "loinc", "name");
+    for i in reg.instruments() {
+        println!(
+            "{:<10} {:<9} {:>8} {:>8} {:>6} {:<10} {}{}",
+            i.id,
+            format!("{}-{}", i.min, i.max),
+            opt(i.caseness_cutoff),
+            opt(i.reliable_change()),
+            i.items.len(),
+            i.loinc_total.as_deref().unwrap_or("-"),
+            i.name,
+            if i.builtin { "" } else { " (clinic-defined)" }
+        );
+    }
+    println!();
+    println!("{:<14} {:<10} {:<9} {}", "domain", "instrument", "elevated", "name");
+    for d in reg.domains() {
+        println!("{:<14} {:<10} {:<9} {}", d.id, d.instrument_id, opt(d.elevated_threshold), d.name);
+    }
+    Ok(())
+}
+
+/// Marks a directory as made by `demo`, so a later demo may replace it.
+const DEMO_MARKER: &str = ".mbc-demo";
+
+fn demo(a: DemoArgs) -> Result<()> {
+    let dir = &a.dir;
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir)?.next().is_none();
+        if !empty && !dir.join(DEMO_MARKER).exists() {
+            bail!("{} exists and was not made by `mbc-node demo`; choose another --dir", dir.display());
+        }
+        std::fs::remove_dir_all(dir).with_context(|| format!("couldn't clear {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join(DEMO_MARKER), "made by mbc-node demo; safe to delete\n")?;
+    let params = synth::Params { clinics: a.clinics, seed: a.seed, ..synth::Params::default() };
+    let data = dir.join("synth");
+    println!("1. generating synthetic data for {} clinics (seed {}) in {}", a.clinics, a.seed, data.display());
+    let summary = synth::generate_to_dir(&params, &data)?;
+    println!("{summary}");
+    for clinic in &summary.clinics {
+        let node = dir.join("nodes").join(&clinic.id);
+        println!("2. {}: init node in {}", clinic.id, node.display());
+        let peer = init_node(&node, Clinic { name: clinic.name.clone(), country: Some("GB".into()), service_type: None })?;
+        println!("   peer id {peer}");
+        let files: Vec<PathBuf> = clinic.csv_files.iter().map(|f| data.join(f)).collect();
+        let started = std::time::Instant::now();
+        let outcomes = import_files(&node, &files, import::Options { progress: true, ..Default::default() })?;
+        let rows: u64 = outcomes.iter().map(|o| o.rows).sum();
+        println!("3. {}: imported {} files, {rows} rows in {:.2?}", clinic.id, outcomes.len(), started.elapsed());
+        let (_, store) = open_node(&node)?;
+        for line in status::summary(&store)?.to_string().lines() {
+            println!("   {line}");
+        }
+    }
+    println!("demo done; nodes are in {}/nodes (try: mbc-node status --data-dir {}/nodes/clinic-01)", dir.display(), dir.display());
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! The node's configuration file, `config.toml` in the data directory.
+//!
+//! Closed (`deny_unknown_fields`): a misspelt key is an error, not a silent default. Key
+//! material is referenced by path, never inlined. Paths are relative to the data directory.
+//!
+//! ```
+//! let text = r#"
+//! [clinic]
+//! name = "Riverside Talking Therapies"
+//! country = "GB"
+//! "#;
+//! let config = mbc_node::config::Config::parse(text).unwrap();
+//! assert_eq!(config.clinic.name, "Riverside Talking Therapies");
+//! assert_eq!(config.store.path, "local.db");
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Name of the configuration file inside the data directory.
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Who this node is.
+    pub clinic: ClinicConfig,
+    /// Where the local store lives.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Where key material lives.
+    #[serde(default)]
+    pub keys: KeysConfig,
+}
+
+/// `[clinic]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClinicConfig {
+    /// Display name, shown to the network coordinator. Required.
+    pub name: String,
+    /// ISO 3166 country code; selects national comparisons (e.g. "GB"). Default: none.
+    pub country: Option<String>,
+    /// Kind of service, e.g. "NHS Talking Therapies". Default: none.
+    pub service_type: Option<String>,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// SQLite database file. Default: "local.db".
+    #[serde(default = "default_store_path")]
+    pub path: String,
+}
+
+/// `[keys]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// 32-byte Ed25519 seed: the node's network identity (PeerId). Default: "identity.key".
+    #[serde(default = "default_identity")]
+    pub identity_key_file: String,
+    /// 32-byte secret keying the HMAC pseudonyms of local identifiers; never leaves the node.
+    /// Default: "pseudonym.key".
+    #[serde(default = "default_pseudonym")]
+    pub pseudonym_secret_file: String,
+}
+
+fn default_store_path() -> String {
+    "local.db".into()
+}
+fn default_identity() -> String {
+    "identity.key".into()
+}
+fn default_pseudonym() -> String {
+    "pseudonym.key".into()
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { path: default_store_path() }
+    }
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self { identity_key_file: default_identity(), pseudonym_secret_file: default_pseudonym() }
+    }
+}
+
+impl Config {
+    /// A new configuration with defaults.
+    pub fn new(name: String, country: Option<String>, service_type: Option<String>) -> Self {
+        Self {
+            clinic: ClinicConfig { name, country, service_type },
+            store: StoreConfig::default(),
+            keys: KeysConfig::default(),
+        }
+    }
+
+    /// Parses a configuration file's text.
+    pub fn parse(text: &str) -> Result<Self> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Loads `DIR/config.toml`.
+    pub fn load(data_dir: &Path) -> Result<Self> {
+        let path = data_dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!("couldn't read {} (is {} an mbc-node data directory?)", path.display(), data_dir.display())
+        })?;
+        Self::parse(&text).with_context(|| format!("couldn't parse {}", path.display()))
+    }
+
+    /// The configuration as a commented TOML file.
+    pub fn to_toml(&self) -> String {
+        let opt = |v: &Option<String>, key: &str| match v {
+            Some(v) => format!("{key} = {}\n", toml_string(v)),
+            None => format!("# {key} = \"\"\n"),
+        };
+        format!(
+            "# mbc-node configuration. Paths are relative to this directory.\n\
+             # Unknown keys are an error. See README.md, \"Configuration\".\n\n\
+             [clinic]\n\
+             # Display name, shown to the network coordinator.\n\
+             name = {}\n\
+             # ISO 3166 country code (selects national comparisons, e.g. \"GB\").\n{}\
+             # Kind of service, e.g. \"NHS Talking Therapies\".\n{}\n\
+             [store]\n\
+             # SQLite database holding the pseudonymised outcome data. Never leaves this machine.\n\
+             path = {}\n\n\
+             [keys]\n\
+             # Ed25519 seed (32 bytes, mode 0600): this node's network identity.\n\
+             identity_key_file = {}\n\
+             # HMAC key (32 bytes, mode 0600) for pseudonyms of local identifiers. Back it up:\n\
+             # without it, re-imports cannot be matched to stored records.\n\
+             pseudonym_secret_file = {}\n",
+            toml_string(&self.clinic.name),
+            opt(&self.clinic.country, "country"),
+            opt(&self.clinic.service_type, "service_type"),
+            toml_string(&self.store.path),
+            toml_string(&self.keys.identity_key_file),
+            toml_string(&self.keys.pseudonym_secret_file),
+        )
+    }
+
+    /// Absolute path of the store.
+    pub fn store_path(&self, data_dir: &Path) -> PathBuf {
+        data_dir.join(&self.store.path)
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_file_parses_back() {
+        let c = Config::new("St \"Mary's\" Clinic".into(), Some("GB".into()), None);
+        let back = Config::parse(&c.to_toml()).unwrap();
+        assert_eq!(back.clinic.name, c.clinic.name);
+        assert_eq!(back.clinic.country.as_deref(), Some("GB"));
+        assert_eq!(back.clinic.service_type, None);
+        assert_eq!(back.keys.pseudonym_secret_file, "pseudonym.key");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = Config::parse("[clinic]\nname = \"x\"\nnmae = \"y\"\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field `nmae`"), "{err}");
+    }
+}

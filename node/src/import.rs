@@ -1,0 +1,268 @@
+//! `mbc-node import`: loads CSV and FHIR R4 files into the store, all or nothing per file.
+//!
+//! Each file is read whole, hashed (SHA-256) and parsed inside one transaction. Any error rolls
+//! the whole file back and is reported with the file, line (or FHIR resource) and field. A file
+//! whose hash is already in the `imports` table is skipped; overlapping exports are idempotent
+//! row by row (see [`writer`]). Identifiers are pseudonymised by the writer before storage.
+
+mod csv;
+pub(crate) mod fhir;
+mod fields;
+mod records;
+mod writer;
+
+use std::fmt;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use protocol::pseudonym::Pseudonymiser;
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+pub use self::csv::CsvKind;
+pub use self::writer::Counts;
+use crate::registry::Registry;
+use crate::store::Store;
+
+/// Where in a file an error is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A 1-based line of a CSV or NDJSON file.
+    Line(u64),
+    /// A FHIR resource, as `Type/id`.
+    Resource(String),
+}
+
+/// A bad input file: names the file, where, which field and why. The file was not imported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportError {
+    /// The file as given on the command line.
+    pub file: String,
+    /// The line or resource, when the problem is in one.
+    pub location: Option<Location>,
+    /// The column or FHIR element, when the problem is in one.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl ImportError {
+    fn file(file: &str, reason: impl Into<String>) -> Self {
+        Self { file: file.to_string(), location: None, field: None, reason: reason.into() }
+    }
+
+    fn at(file: &str, location: Location, e: fields::FieldError) -> Self {
+        Self { file: file.to_string(), location: Some(location), field: Some(e.field), reason: e.reason }
+    }
+}
+
+impl fmt::Display for ImportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        match &self.location {
+            Some(Location::Line(n)) => write!(f, ", line {n}")?,
+            Some(Location::Resource(r)) => write!(f, ", resource {r}")?,
+            None => {}
+        }
+        if let Some(field) = &self.field {
+            write!(f, ", field {field}")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+impl std::error::Error for ImportError {}
+
+/// The input format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One of the documented CSV layouts.
+    Csv,
+    /// FHIR R4 JSON: a Bundle, a single resource, or NDJSON (one resource per line).
+    Fhir,
+}
+
+impl Format {
+    /// Guesses the format from the first non-blank byte: JSON starts with `{` or `[`.
+    pub fn detect(content: &[u8]) -> Self {
+        let first = content.iter().copied().find(|b| !b.is_ascii_whitespace() && *b != 0xEF && *b != 0xBB && *b != 0xBF);
+        match first {
+            Some(b'{') | Some(b'[') => Format::Fhir,
+            _ => Format::Csv,
+        }
+    }
+}
+
+/// Options for one `import` run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Forces a format instead of detecting it.
+    pub format: Option<Format>,
+    /// Validates everything, then rolls back.
+    pub dry_run: bool,
+    /// Shows a progress bar for large files (on a terminal).
+    pub progress: bool,
+}
+
+/// What happened to one file.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileOutcome {
+    /// The file as given.
+    pub file: String,
+    /// SHA-256 of its content.
+    pub sha256: String,
+    /// Format read.
+    pub format: Format,
+    /// The kind of content (a CSV kind, or "fhir").
+    pub kind: String,
+    /// `imported`, `validated` (dry run) or `already_imported`.
+    pub status: &'static str,
+    /// Rows (CSV) or resources (FHIR) read.
+    pub rows: u64,
+    /// What changed.
+    pub counts: Counts,
+    /// When the same content was imported before, for `already_imported`.
+    pub previously_imported_at: Option<String>,
+}
+
+/// Files this large (bytes, ≈10^5 rows) get a progress bar.
+const PROGRESS_MIN_BYTES: u64 = 8 << 20;
+
+/// Tracks rows for the progress bar and the test-only pause hook.
+pub(crate) struct Progress {
+    bar: Option<ProgressBar>,
+    rows: u64,
+    hang_after: Option<u64>,
+}
+
+impl Progress {
+    fn new(total_bytes: u64, show: bool) -> Self {
+        let bar = (show && total_bytes >= PROGRESS_MIN_BYTES).then(|| {
+            let bar = ProgressBar::new(total_bytes);
+            bar.set_style(
+                ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})")
+                    // Unwrap safety: the template is a constant checked by the tests.
+                    .unwrap()
+                    .progress_chars("=> "),
+            );
+            bar.set_message("importing");
+            bar
+        });
+        // Test-only fault injection: pause (forever) after N rows so a test can kill -9 the
+        // process mid-transaction without timing guesses. See ARCHITECTURE.md, "Testing".
+        let hang_after = std::env::var("MBC_NODE_TEST_HANG_AFTER_ROWS").ok().and_then(|v| v.parse().ok());
+        Self { bar, rows: 0, hang_after }
+    }
+
+    pub(crate) fn row(&mut self, bytes_read: u64) {
+        self.rows += 1;
+        if self.rows % 8192 == 0
+            && let Some(bar) = &self.bar
+        {
+            bar.set_position(bytes_read);
+        }
+        if self.hang_after == Some(self.rows) {
+            eprintln!("test hook: import paused after {} rows", self.rows);
+            loop {
+                std::thread::park();
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Imports one file in its own transaction.
+pub fn import_file(
+    store: &mut Store,
+    pseudo: &Pseudonymiser,
+    path: &Path,
+    options: Options,
+    now: &str,
+) -> Result<FileOutcome> {
+    let file = path.display().to_string();
+    let content = std::fs::read(path).with_context(|| format!("couldn't read {file}"))?;
+    let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &content));
+    let format = options.format.unwrap_or_else(|| Format::detect(&content));
+    let registry = store.registry()?;
+    let previous: Option<(String, String, u64)> = store
+        .conn()
+        .query_row("SELECT imported_at, kind, rows FROM imports WHERE sha256 = ?1", [&sha256], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    if let Some((at, kind, rows)) = previous {
+        return Ok(FileOutcome {
+            file,
+            sha256,
+            format,
+            kind,
+            status: "already_imported",
+            rows,
+            counts: Counts::default(),
+            previously_imported_at: Some(at),
+        });
+    }
+    let tx = store.conn_mut().transaction()?;
+    let mut progress = Progress::new(content.len() as u64, options.progress);
+    let (kind, rows, counts) = {
+        let mut writer = writer::Writer::new(&tx, pseudo)?;
+        let (kind, rows) = read(format, &content, &file, &registry, &mut writer, &mut progress)?;
+        let counts = writer.finish().map_err(|e| ImportError {
+            file: file.clone(),
+            location: None,
+            field: Some(e.field),
+            reason: e.reason,
+        })?;
+        (kind, rows, counts)
+    };
+    progress.finish();
+    let file_name = path.file_name().map_or(file.clone(), |n| n.to_string_lossy().into_owned());
+    tx.execute(
+        "INSERT INTO imports (file_name, sha256, format, kind, rows, inserted, imported_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            file_name,
+            sha256,
+            format!("{format:?}").to_lowercase(),
+            kind,
+            rows,
+            counts.assessments,
+            now
+        ],
+    )?;
+    let status = if options.dry_run {
+        tx.rollback()?;
+        "validated"
+    } else {
+        tx.commit()?;
+        "imported"
+    };
+    Ok(FileOutcome { file, sha256, format, kind, status, rows, counts, previously_imported_at: None })
+}
+
+fn read(
+    format: Format,
+    content: &[u8],
+    file: &str,
+    registry: &Registry,
+    writer: &mut writer::Writer<'_>,
+    progress: &mut Progress,
+) -> Result<(String, u64), ImportError> {
+    match format {
+        Format::Csv => {
+            let (kind, rows) = csv::import(content, file, registry, writer, progress)?;
+            Ok((kind.as_str().to_string(), rows))
+        }
+        Format::Fhir => {
+            let rows = fhir::import(content, file, registry, writer, progress)?;
+            Ok(("fhir".to_string(), rows))
+        }
+    }
+}

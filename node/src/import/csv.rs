@@ -1,0 +1,324 @@
+//! The documented CSV layouts (README.md, "Import formats"): one file kind per header shape.
+//!
+//! | kind | recognised by | required columns |
+//! |---|---|---|
+//! | assessments | an `instrument` column | patient_id, therapist_id, episode_id, session, date, instrument, score |
+//! | episodes | `episode_id` without `instrument` | episode_id, patient_id, therapist_id |
+//! | patients | `patient_id` only | patient_id |
+//! | therapists | `therapist_id` only | therapist_id |
+//!
+//! Unknown columns are an error (a misspelt column must not be silently dropped). Rows are
+//! streamed into the writer; the caller owns the transaction.
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use csv::StringRecord;
+
+use super::fields::{self, FieldError, FieldResult};
+use super::records::{
+    AssessmentRecord, Casemix, EpisodeAttrs, PatientAttrs, SessionKey, SessionRecord, TherapistAttrs,
+};
+use super::writer::Writer;
+use super::{ImportError, Location, Progress};
+use crate::registry::Registry;
+
+/// The kinds of CSV file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CsvKind {
+    /// Long format: one row per instrument administration (or session without a measure).
+    Assessments,
+    /// Episodes (referrals) with dates, end reason and case mix.
+    Episodes,
+    /// Patient demographics.
+    Patients,
+    /// Therapist profiles.
+    Therapists,
+}
+
+impl CsvKind {
+    /// Lower-case name used in summaries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CsvKind::Assessments => "assessments",
+            CsvKind::Episodes => "episodes",
+            CsvKind::Patients => "patients",
+            CsvKind::Therapists => "therapists",
+        }
+    }
+
+    fn required(self) -> &'static [&'static str] {
+        match self {
+            CsvKind::Assessments => {
+                &["patient_id", "therapist_id", "episode_id", "session", "date", "instrument", "score"]
+            }
+            CsvKind::Episodes => &["episode_id", "patient_id", "therapist_id"],
+            CsvKind::Patients => &["patient_id"],
+            CsvKind::Therapists => &["therapist_id"],
+        }
+    }
+
+    fn optional(self) -> &'static [&'static str] {
+        match self {
+            CsvKind::Assessments => &["attended", "kind", "items"],
+            CsvKind::Episodes => &[
+                "referral_date",
+                "start_date",
+                "end_date",
+                "end_reason",
+                "sessions_planned",
+                "sessions_attended",
+                "step",
+                "provisional_dx",
+                "age",
+                "employment",
+                "prior_treatment",
+                "psychotropic_med",
+                "long_term_condition",
+                "disability",
+                "duration_of_problem_months",
+                "comorbidity_count",
+                "referral_source",
+                "wsas",
+            ],
+            CsvKind::Patients => &["birth_year", "sex", "ethnicity_group", "deprivation_decile"],
+            CsvKind::Therapists => &[
+                "profession",
+                "grade",
+                "start_year",
+                "gender",
+                "languages",
+                "modalities",
+                "accepting_new",
+                "wait_weeks",
+                "payers",
+                "location",
+            ],
+        }
+    }
+
+    /// The kind a header row describes.
+    pub(crate) fn detect(headers: &[String]) -> Option<Self> {
+        let has = |c: &str| headers.iter().any(|h| h == c);
+        if has("instrument") {
+            Some(CsvKind::Assessments)
+        } else if has("episode_id") {
+            Some(CsvKind::Episodes)
+        } else if has("patient_id") {
+            Some(CsvKind::Patients)
+        } else if has("therapist_id") {
+            Some(CsvKind::Therapists)
+        } else {
+            None
+        }
+    }
+}
+
+struct Row<'r> {
+    record: &'r StringRecord,
+    columns: &'r HashMap<&'static str, usize>,
+}
+
+impl Row<'_> {
+    /// The trimmed value, `None` if the column is absent or the cell empty.
+    fn opt(&self, name: &str) -> Option<&str> {
+        let v = self.record.get(*self.columns.get(name)?)?.trim();
+        (!v.is_empty()).then_some(v)
+    }
+
+    fn req(&self, name: &str) -> FieldResult<&str> {
+        self.opt(name).ok_or_else(|| FieldError::new(name, "is empty"))
+    }
+
+    fn string(&self, name: &str) -> Option<String> {
+        self.opt(name).map(str::to_string)
+    }
+
+    fn parse<T>(&self, name: &str, f: impl Fn(&str, &str) -> FieldResult<T>) -> FieldResult<Option<T>> {
+        self.opt(name).map(|v| f(name, v)).transpose()
+    }
+}
+
+/// Reads a CSV file of any kind into `writer`. Returns (kind, rows read).
+pub(crate) fn import(
+    input: impl Read,
+    file: &str,
+    registry: &Registry,
+    writer: &mut Writer<'_>,
+    progress: &mut Progress,
+) -> Result<(CsvKind, u64), ImportError> {
+    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(input);
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|e| ImportError::file(file, format!("couldn't read the header row: {e}")))?
+        .iter()
+        .map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
+        .collect();
+    let header_error = |field: &str, reason: String| ImportError {
+        file: file.to_string(),
+        location: Some(Location::Line(1)),
+        field: Some(field.to_string()),
+        reason,
+    };
+    let kind = CsvKind::detect(&headers).ok_or_else(|| {
+        header_error(
+            "(header)",
+            "not a recognised CSV layout: expected an assessments, episodes, patients or \
+             therapists header (see README.md, \"Import formats\")"
+                .into(),
+        )
+    })?;
+    let mut columns = HashMap::new();
+    for (i, h) in headers.iter().enumerate() {
+        let known = kind.required().iter().chain(kind.optional()).find(|c| **c == h.as_str());
+        let Some(known) = known else {
+            return Err(header_error(
+                h,
+                format!(
+                    "unknown column for a {} file (known columns: {})",
+                    kind.as_str(),
+                    kind.required().iter().chain(kind.optional()).copied().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        };
+        if columns.insert(*known, i).is_some() {
+            return Err(header_error(h, "column appears twice".into()));
+        }
+    }
+    if let Some(missing) = kind.required().iter().find(|c| !columns.contains_key(**c)) {
+        return Err(header_error(missing, format!("required column is missing from a {} file", kind.as_str())));
+    }
+    let mut record = StringRecord::new();
+    let mut rows = 0u64;
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                return Err(ImportError {
+                    file: file.to_string(),
+                    location: Some(Location::Line(line)),
+                    field: None,
+                    reason: format!("malformed CSV: {e}"),
+                });
+            }
+        }
+        rows += 1;
+        let line = record.position().map_or(rows + 1, |p| p.line());
+        let row = Row { record: &record, columns: &columns };
+        let result = match kind {
+            CsvKind::Assessments => assessment_row(&row, registry, writer),
+            CsvKind::Episodes => episode_row(&row, writer),
+            CsvKind::Patients => patient_row(&row, writer),
+            CsvKind::Therapists => therapist_row(&row, writer),
+        };
+        result.map_err(|e| ImportError::at(file, Location::Line(line), e))?;
+        progress.row(reader.position().byte());
+    }
+    Ok((kind, rows))
+}
+
+fn therapist_row(row: &Row<'_>, w: &mut Writer<'_>) -> FieldResult<()> {
+    let id = fields::identifier("therapist_id", row.req("therapist_id")?)?;
+    let attrs = TherapistAttrs {
+        profession: row.string("profession"),
+        grade: row.string("grade"),
+        start_year: row.parse("start_year", |f, v| fields::integer(f, v, 1900, 2200))?,
+        gender: row.string("gender"),
+        languages: row.string("languages"),
+        modalities: row.string("modalities"),
+        accepting_new: row.parse("accepting_new", fields::boolean)?,
+        wait_weeks: row.parse("wait_weeks", fields::number)?,
+        payers: row.string("payers"),
+        location: row.string("location"),
+    };
+    w.upsert_therapist(&id, &attrs)
+}
+
+fn patient_row(row: &Row<'_>, w: &mut Writer<'_>) -> FieldResult<()> {
+    let id = fields::identifier("patient_id", row.req("patient_id")?)?;
+    let attrs = PatientAttrs {
+        birth_year: row.parse("birth_year", |f, v| fields::integer(f, v, 1900, 2200))?,
+        sex: row.parse("sex", fields::sex)?.map(str::to_string),
+        ethnicity_group: row.string("ethnicity_group"),
+        deprivation_decile: row.parse("deprivation_decile", |f, v| fields::integer(f, v, 1, 10))?,
+    };
+    w.upsert_patient(&id, &attrs)
+}
+
+fn episode_row(row: &Row<'_>, w: &mut Writer<'_>) -> FieldResult<()> {
+    let id = fields::identifier("episode_id", row.req("episode_id")?)?;
+    let patient = fields::identifier("patient_id", row.req("patient_id")?)?;
+    let therapist = fields::identifier("therapist_id", row.req("therapist_id")?)?;
+    let count = |f: &str, v: &str| fields::integer(f, v, 0, 10_000);
+    let attrs = EpisodeAttrs {
+        referral_date: row.parse("referral_date", fields::date)?,
+        start_date: row.parse("start_date", fields::date)?,
+        end_date: row.parse("end_date", fields::date)?,
+        end_reason: row.parse("end_reason", |f, v| fields::one_of(f, v, fields::END_REASONS))?,
+        sessions_planned: row.parse("sessions_planned", count)?,
+        sessions_attended: row.parse("sessions_attended", count)?,
+        step: row.parse("step", |f, v| fields::one_of(f, v, fields::STEPS))?,
+        provisional_dx: row.string("provisional_dx"),
+    };
+    let casemix = Casemix {
+        age: row.parse("age", |f, v| fields::integer(f, v, 0, 130))?,
+        employment: row.string("employment"),
+        prior_treatment: row.parse("prior_treatment", fields::boolean)?,
+        psychotropic_med: row.parse("psychotropic_med", fields::boolean)?,
+        long_term_condition: row.parse("long_term_condition", fields::boolean)?,
+        disability: row.parse("disability", fields::boolean)?,
+        duration_of_problem_months: row.parse("duration_of_problem_months", fields::number)?,
+        comorbidity_count: row.parse("comorbidity_count", count)?,
+        referral_source: row.string("referral_source"),
+        wsas: row.parse("wsas", fields::number)?,
+    };
+    w.upsert_episode(&id, &patient, &therapist, &attrs, &casemix)
+}
+
+fn assessment_row(row: &Row<'_>, registry: &Registry, w: &mut Writer<'_>) -> FieldResult<()> {
+    let session = SessionRecord {
+        key: SessionKey {
+            patient: fields::identifier("patient_id", row.req("patient_id")?)?,
+            therapist: fields::identifier("therapist_id", row.req("therapist_id")?)?,
+            episode: fields::identifier("episode_id", row.req("episode_id")?)?,
+            seq: fields::integer("session", row.req("session")?, 1, 10_000)?,
+        },
+        date: fields::date("date", row.req("date")?)?,
+        attended: row.parse("attended", fields::boolean)?.unwrap_or(true),
+        kind: row.parse("kind", |f, v| fields::one_of(f, v, fields::SESSION_KINDS))?.unwrap_or("treatment"),
+    };
+    let (instrument, score, items) = (row.opt("instrument"), row.opt("score"), row.opt("items"));
+    let Some(name) = instrument else {
+        if score.is_some() || items.is_some() {
+            return Err(FieldError::new("instrument", "is empty but a score or items are given"));
+        }
+        // A session without a measure.
+        w.session(&session)?;
+        return Ok(());
+    };
+    let inst = registry.find(name).ok_or_else(|| {
+        let known: Vec<&str> = registry.instruments().iter().map(|i| i.id.as_str()).collect();
+        FieldError::new(
+            "instrument",
+            format!(
+                "unknown instrument {name:?} (known: {}; define others with `mbc-node instruments add`)",
+                known.join(", ")
+            ),
+        )
+    })?;
+    let score = row.parse("score", fields::number)?;
+    let answers = items
+        .map(|text| {
+            text.split(';')
+                .map(|v| {
+                    let v = v.trim();
+                    (!v.is_empty()).then(|| fields::number("items", v)).transpose()
+                })
+                .collect::<FieldResult<Vec<_>>>()
+        })
+        .transpose()?;
+    let record = AssessmentRecord::from_parts(inst, score, answers.as_deref())?;
+    w.assessment(&session, &record)
+}

@@ -1,0 +1,412 @@
+//! Writes normalised records into the store inside one transaction, replacing raw identifiers
+//! with pseudonyms. Lookups are cached by raw identifier for the length of one file, so each
+//! identifier is hashed once. Conflicts with what is already stored (a different score for the
+//! same session and instrument, an episode moving to another patient) are errors; identical
+//! rows are no-ops, which makes re-importing overlapping exports idempotent.
+
+use std::collections::HashMap;
+
+use protocol::pseudonym::{IdKind, Pseudonymiser};
+use rusqlite::{OptionalExtension, Statement, Transaction, params};
+
+use super::fields::{FieldError, FieldResult};
+use super::records::{
+    AssessmentRecord, Casemix, EpisodeAttrs, PatientAttrs, SessionRecord, TherapistAttrs,
+};
+
+/// Counts of what a file changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    /// Therapists newly created.
+    pub therapists: u64,
+    /// Patients newly created.
+    pub patients: u64,
+    /// Episodes newly created.
+    pub episodes: u64,
+    /// Sessions newly created.
+    pub sessions: u64,
+    /// Assessments newly stored.
+    pub assessments: u64,
+    /// Assessments already stored with the same score (no-ops).
+    pub assessments_unchanged: u64,
+}
+
+struct SessionInfo {
+    id: i64,
+    date: String,
+    attended: bool,
+    kind: &'static str,
+}
+
+pub(crate) struct Writer<'a> {
+    tx: &'a Transaction<'a>,
+    pseudo: &'a Pseudonymiser,
+    therapists: HashMap<String, i64>,
+    patients: HashMap<String, i64>,
+    /// raw episode id -> (episode rowid, patient rowid)
+    episodes: HashMap<String, (i64, i64)>,
+    sessions: HashMap<(i64, i64), SessionInfo>,
+    /// (episode, therapist) -> (first, last) session seq seen in this file.
+    episode_therapists: HashMap<(i64, i64), (i64, i64)>,
+    insert_session: Statement<'a>,
+    insert_assessment: Statement<'a>,
+    insert_item: Statement<'a>,
+    pub(crate) counts: Counts,
+}
+
+impl<'a> Writer<'a> {
+    pub(crate) fn new(tx: &'a Transaction<'a>, pseudo: &'a Pseudonymiser) -> rusqlite::Result<Self> {
+        Ok(Self {
+            tx,
+            pseudo,
+            therapists: HashMap::new(),
+            patients: HashMap::new(),
+            episodes: HashMap::new(),
+            sessions: HashMap::new(),
+            episode_therapists: HashMap::new(),
+            insert_session: tx.prepare(
+                "INSERT INTO session (episode_id, seq, date, attended, kind) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?,
+            insert_assessment: tx.prepare(
+                "INSERT INTO assessment (episode_id, session_id, instrument_id, score, n_missing_items, prorated)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (session_id, instrument_id) DO NOTHING",
+            )?,
+            insert_item: tx.prepare(
+                "INSERT OR IGNORE INTO item_response (assessment_id, item_no, item_code, value) VALUES (?1, ?2, ?3, ?4)",
+            )?,
+            counts: Counts::default(),
+        })
+    }
+
+    /// The therapist's rowid, creating a bare row on first sight.
+    pub(crate) fn therapist(&mut self, raw: &str) -> FieldResult<i64> {
+        if let Some(id) = self.therapists.get(raw) {
+            return Ok(*id);
+        }
+        let pseudonym = self.pseudo.pseudonym(IdKind::Therapist, raw);
+        let (id, created) = get_or_insert(self.tx, "therapist", "therapist_id", &pseudonym)?;
+        self.counts.therapists += u64::from(created);
+        self.therapists.insert(raw.to_string(), id);
+        Ok(id)
+    }
+
+    /// Creates or updates a therapist's attributes (given values overwrite stored ones).
+    pub(crate) fn upsert_therapist(&mut self, raw: &str, a: &TherapistAttrs) -> FieldResult<()> {
+        let id = self.therapist(raw)?;
+        self.tx
+            .execute(
+                "UPDATE therapist SET profession = coalesce(?2, profession),
+                    grade = coalesce(?3, grade), start_year = coalesce(?4, start_year),
+                    gender = coalesce(?5, gender), languages = coalesce(?6, languages),
+                    modalities = coalesce(?7, modalities), accepting_new = coalesce(?8, accepting_new),
+                    wait_weeks = coalesce(?9, wait_weeks), payers = coalesce(?10, payers),
+                    location = coalesce(?11, location)
+                 WHERE therapist_id = ?1",
+                params![
+                    id,
+                    a.profession,
+                    a.grade,
+                    a.start_year,
+                    a.gender,
+                    a.languages,
+                    a.modalities,
+                    a.accepting_new,
+                    a.wait_weeks,
+                    a.payers,
+                    a.location
+                ],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// The patient's rowid, creating a bare row on first sight.
+    pub(crate) fn patient(&mut self, raw: &str) -> FieldResult<i64> {
+        if let Some(id) = self.patients.get(raw) {
+            return Ok(*id);
+        }
+        let pseudonym = self.pseudo.pseudonym(IdKind::Patient, raw);
+        let (id, created) = get_or_insert(self.tx, "patient", "patient_id", &pseudonym)?;
+        self.counts.patients += u64::from(created);
+        self.patients.insert(raw.to_string(), id);
+        Ok(id)
+    }
+
+    /// Creates or updates a patient's demographics.
+    pub(crate) fn upsert_patient(&mut self, raw: &str, a: &PatientAttrs) -> FieldResult<()> {
+        let id = self.patient(raw)?;
+        self.tx
+            .execute(
+                "UPDATE patient SET birth_year = coalesce(?2, birth_year), sex = coalesce(?3, sex),
+                    ethnicity_group = coalesce(?4, ethnicity_group),
+                    deprivation_decile = coalesce(?5, deprivation_decile)
+                 WHERE patient_id = ?1",
+                params![id, a.birth_year, a.sex, a.ethnicity_group, a.deprivation_decile],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// The episode's rowid, creating it (for `patient`, with `therapist` as primary) on first
+    /// sight. An episode already recorded for another patient is an error.
+    pub(crate) fn episode(&mut self, raw: &str, patient: &str, therapist: &str) -> FieldResult<i64> {
+        let patient_id = self.patient(patient)?;
+        if let Some((id, owner)) = self.episodes.get(raw) {
+            return check_owner(raw, *owner, patient_id).map(|()| *id);
+        }
+        let therapist_id = self.therapist(therapist)?;
+        let pseudonym = self.pseudo.pseudonym(IdKind::Episode, raw);
+        let existing: Option<(i64, i64)> = self
+            .tx
+            .query_row(
+                "SELECT episode_id, patient_id FROM episode WHERE pseudonym = ?1",
+                [&pseudonym],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db)?;
+        let id = match existing {
+            Some((id, owner)) => {
+                check_owner(raw, owner, patient_id)?;
+                id
+            }
+            None => {
+                self.tx
+                    .execute(
+                        "INSERT INTO episode (pseudonym, patient_id, therapist_id) VALUES (?1, ?2, ?3)",
+                        params![pseudonym, patient_id, therapist_id],
+                    )
+                    .map_err(db)?;
+                self.counts.episodes += 1;
+                self.tx.last_insert_rowid()
+            }
+        };
+        self.episodes.insert(raw.to_string(), (id, patient_id));
+        Ok(id)
+    }
+
+    /// Creates or updates an episode with its attributes and case mix; `therapist` becomes
+    /// the episode's primary therapist.
+    pub(crate) fn upsert_episode(
+        &mut self,
+        raw: &str,
+        patient: &str,
+        therapist: &str,
+        a: &EpisodeAttrs,
+        casemix: &Casemix,
+    ) -> FieldResult<()> {
+        let id = self.episode(raw, patient, therapist)?;
+        let therapist_id = self.therapist(therapist)?;
+        self.tx
+            .execute(
+                "UPDATE episode SET therapist_id = ?2,
+                    referral_date = coalesce(?3, referral_date), start_date = coalesce(?4, start_date),
+                    end_date = coalesce(?5, end_date), end_reason = coalesce(?6, end_reason),
+                    sessions_planned = coalesce(?7, sessions_planned),
+                    sessions_attended = coalesce(?8, sessions_attended), step = coalesce(?9, step),
+                    provisional_dx = coalesce(?10, provisional_dx)
+                 WHERE episode_id = ?1",
+                params![
+                    id,
+                    therapist_id,
+                    a.referral_date,
+                    a.start_date,
+                    a.end_date,
+                    a.end_reason,
+                    a.sessions_planned,
+                    a.sessions_attended,
+                    a.step,
+                    a.provisional_dx
+                ],
+            )
+            .map_err(db)?;
+        if casemix.is_empty() {
+            return Ok(());
+        }
+        let c = casemix;
+        self.tx
+            .execute(
+                "INSERT INTO casemix (episode_id, age, employment, prior_treatment, psychotropic_med,
+                    long_term_condition, disability, duration_of_problem_months, comorbidity_count,
+                    referral_source, wsas)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (episode_id) DO UPDATE SET age = coalesce(excluded.age, age),
+                    employment = coalesce(excluded.employment, employment),
+                    prior_treatment = coalesce(excluded.prior_treatment, prior_treatment),
+                    psychotropic_med = coalesce(excluded.psychotropic_med, psychotropic_med),
+                    long_term_condition = coalesce(excluded.long_term_condition, long_term_condition),
+                    disability = coalesce(excluded.disability, disability),
+                    duration_of_problem_months = coalesce(excluded.duration_of_problem_months, duration_of_problem_months),
+                    comorbidity_count = coalesce(excluded.comorbidity_count, comorbidity_count),
+                    referral_source = coalesce(excluded.referral_source, referral_source),
+                    wsas = coalesce(excluded.wsas, wsas)",
+                params![
+                    id,
+                    c.age,
+                    c.employment,
+                    c.prior_treatment,
+                    c.psychotropic_med,
+                    c.long_term_condition,
+                    c.disability,
+                    c.duration_of_problem_months,
+                    c.comorbidity_count,
+                    c.referral_source,
+                    c.wsas
+                ],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// The session's rowid (and its episode's), creating it on first sight. A session already
+    /// recorded with another date, attendance or kind is an error.
+    pub(crate) fn session(&mut self, s: &SessionRecord) -> FieldResult<(i64, i64)> {
+        let k = &s.key;
+        let episode = self.episode(&k.episode, &k.patient, &k.therapist)?;
+        let therapist = self.therapist(&k.therapist)?;
+        let range = self.episode_therapists.entry((episode, therapist)).or_insert((k.seq, k.seq));
+        *range = (range.0.min(k.seq), range.1.max(k.seq));
+        if !self.sessions.contains_key(&(episode, k.seq)) {
+            let stored = self
+                .tx
+                .query_row(
+                    "SELECT session_id, date, attended, kind FROM session WHERE episode_id = ?1 AND seq = ?2",
+                    [episode, k.seq],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, bool>(2)?, r.get::<_, String>(3)?)),
+                )
+                .optional()
+                .map_err(db)?;
+            let info = match stored {
+                Some((id, date, attended, kind)) => SessionInfo {
+                    id,
+                    date,
+                    attended,
+                    kind: super::fields::SESSION_KINDS
+                        .iter()
+                        .find(|k| **k == kind)
+                        .copied()
+                        .unwrap_or("treatment"),
+                },
+                None => {
+                    self.insert_session
+                        .execute(params![episode, k.seq, s.date, s.attended, s.kind])
+                        .map_err(db)?;
+                    self.counts.sessions += 1;
+                    SessionInfo {
+                        id: self.tx.last_insert_rowid(),
+                        date: s.date.clone(),
+                        attended: s.attended,
+                        kind: s.kind,
+                    }
+                }
+            };
+            self.sessions.insert((episode, k.seq), info);
+        }
+        let info = &self.sessions[&(episode, k.seq)];
+        let conflict = |field: &str, stored: &str, given: &str| {
+            FieldError::new(
+                field,
+                format!(
+                    "session {} of episode {} is already recorded with {field} {stored}, not {given}",
+                    k.seq, k.episode
+                ),
+            )
+        };
+        if info.date != s.date {
+            return Err(conflict("date", &info.date, &s.date));
+        }
+        if info.attended != s.attended {
+            return Err(conflict("attended", &info.attended.to_string(), &s.attended.to_string()));
+        }
+        if info.kind != s.kind {
+            return Err(conflict("kind", info.kind, s.kind));
+        }
+        Ok((info.id, episode))
+    }
+
+    /// Stores an assessment at a session. The same score again is a no-op; a different score
+    /// for the same session and instrument is an error.
+    pub(crate) fn assessment(&mut self, s: &SessionRecord, a: &AssessmentRecord) -> FieldResult<()> {
+        let (session, episode) = self.session(s)?;
+        if !s.attended {
+            return Err(FieldError::new(
+                "attended",
+                format!("session {} is marked not attended but has a {} score", s.key.seq, a.instrument_id),
+            ));
+        }
+        let inserted = self
+            .insert_assessment
+            .execute(params![episode, session, a.instrument_id, a.score, a.n_missing, a.prorated])
+            .map_err(db)?;
+        if inserted == 0 {
+            let stored: f64 = self
+                .tx
+                .query_row(
+                    "SELECT score FROM assessment WHERE session_id = ?1 AND instrument_id = ?2",
+                    params![session, a.instrument_id],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if stored != a.score {
+                return Err(FieldError::new(
+                    "score",
+                    format!(
+                        "session {} of episode {} already has a {} score of {stored}; this one says {}",
+                        s.key.seq, s.key.episode, a.instrument_id, a.score
+                    ),
+                ));
+            }
+            self.counts.assessments_unchanged += 1;
+            return Ok(());
+        }
+        self.counts.assessments += 1;
+        let assessment = self.tx.last_insert_rowid();
+        for (no, code, value) in &a.items {
+            self.insert_item.execute(params![assessment, *no as i64, code, value]).map_err(db)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is accumulated across rows (therapist ranges per episode).
+    pub(crate) fn finish(self) -> FieldResult<Counts> {
+        let mut stmt = self
+            .tx
+            .prepare(
+                "INSERT INTO episode_therapist (episode_id, therapist_id, first_session, last_session)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (episode_id, therapist_id) DO UPDATE SET
+                    first_session = min(first_session, excluded.first_session),
+                    last_session = max(last_session, excluded.last_session)",
+            )
+            .map_err(db)?;
+        for ((episode, therapist), (first, last)) in &self.episode_therapists {
+            stmt.execute([episode, therapist, first, last]).map_err(db)?;
+        }
+        Ok(self.counts)
+    }
+}
+
+fn check_owner(raw: &str, owner: i64, patient: i64) -> FieldResult<()> {
+    if owner == patient {
+        return Ok(());
+    }
+    Err(FieldError::new(
+        "patient_id",
+        format!("episode {raw} is already recorded for a different patient"),
+    ))
+}
+
+/// Looks a pseudonym up in `table`, inserting a bare row if absent. Returns (rowid, created).
+fn get_or_insert(tx: &Transaction<'_>, table: &str, key: &str, pseudonym: &str) -> FieldResult<(i64, bool)> {
+    let select = format!("SELECT {key} FROM {table} WHERE pseudonym = ?1");
+    if let Some(id) = tx.prepare_cached(&select).and_then(|mut s| s.query_row([pseudonym], |r| r.get(0)).optional()).map_err(db)? {
+        return Ok((id, false));
+    }
+    let insert = format!("INSERT INTO {table} (pseudonym) VALUES (?1)");
+    tx.prepare_cached(&insert).and_then(|mut s| s.execute([pseudonym])).map_err(db)?;
+    Ok((tx.last_insert_rowid(), true))
+}
+
+/// A database error while writing a row: reported against the row, since it rolls back the file.
+fn db(e: rusqlite::Error) -> FieldError {
+    FieldError::new("(store)", format!("database error: {e}"))
+}

@@ -1,0 +1,113 @@
+//! The node's local SQLite store: the only place raw (pseudonymised) outcome data lives.
+//!
+//! `Store` owns the connection. Opening it turns on WAL and foreign keys and runs the
+//! append-only migrations in [`migrations`]. Writers take one transaction per call, so a
+//! failure or a kill leaves the store as it was before the call.
+
+pub(crate) mod migrations;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::registry::Registry;
+
+/// The clinic a node belongs to (one row).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Clinic {
+    /// Display name.
+    pub name: String,
+    /// ISO country code, if given.
+    pub country: Option<String>,
+    /// Kind of service (e.g. "NHS Talking Therapies"), if given.
+    pub service_type: Option<String>,
+}
+
+/// An open store.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens an existing store (it must exist: use [`Store::create`] for a new node).
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            anyhow::bail!("no store at {} (run `mbc-node init` first)", path.display());
+        }
+        Self::open_or_create(path)
+    }
+
+    /// Creates a new store for `clinic`, with the built-in instruments and domains.
+    pub fn create(path: &Path, clinic: &Clinic, now: &str) -> Result<Self> {
+        if path.exists() {
+            anyhow::bail!("a store already exists at {}", path.display());
+        }
+        let mut store = Self::open_or_create(path)?;
+        let tx = store.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO clinic (clinic_id, name, country, service_type, created_at)
+             VALUES (1, ?1, ?2, ?3, ?4)",
+            params![clinic.name, clinic.country, clinic.service_type, now],
+        )?;
+        Registry::builtin().insert_all(&tx)?;
+        tx.commit()?;
+        Ok(store)
+    }
+
+    /// An in-memory store for unit tests, with the built-in registry.
+    pub fn open_in_memory() -> Result<Self> {
+        let mut conn = Connection::open_in_memory()?;
+        Self::configure(&mut conn)?;
+        let mut store = Self { conn };
+        let tx = store.conn.transaction()?;
+        Registry::builtin().insert_all(&tx)?;
+        tx.commit()?;
+        Ok(store)
+    }
+
+    fn open_or_create(path: &Path) -> Result<Self> {
+        let mut conn = Connection::open(path)
+            .with_context(|| format!("couldn't open store at {}", path.display()))?;
+        Self::configure(&mut conn)
+            .with_context(|| format!("couldn't prepare store at {}", path.display()))?;
+        Ok(Self { conn })
+    }
+
+    fn configure(conn: &mut Connection) -> Result<()> {
+        // WAL lets readers (status, reports) run while an import writes; NORMAL is durable
+        // across application crashes in WAL mode and loses at most the last commit on power loss.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        migrations::migrate(conn)?;
+        Ok(())
+    }
+
+    /// The connection, for modules that own a table family (import, registry, status).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The connection, mutably, to open transactions.
+    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// The clinic row.
+    pub fn clinic(&self) -> Result<Option<Clinic>> {
+        Ok(self
+            .conn
+            .query_row("SELECT name, country, service_type FROM clinic", [], |r| {
+                Ok(Clinic { name: r.get(0)?, country: r.get(1)?, service_type: r.get(2)? })
+            })
+            .optional()?)
+    }
+
+    /// Loads the instrument and domain registry.
+    pub fn registry(&self) -> Result<Registry> {
+        Registry::load(&self.conn)
+    }
+}

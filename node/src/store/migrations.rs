@@ -1,0 +1,49 @@
+//! Schema migrations, tracked by index in `PRAGMA user_version` (cargo's pattern).
+//!
+//! **Never remove, edit or reorder an entry.** A migration's index is its version: version N
+//! means migrations `0..N` have run. Append a new entry, with a comment saying why, to change
+//! the schema.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+/// One schema step.
+pub(crate) type Migration = fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>;
+
+/// Every migration, in order. Be sure not to change the order or the entries.
+pub(crate) fn migrations() -> Vec<Migration> {
+    vec![
+        // 1: the initial schema (issue 2).
+        |tx| tx.execute_batch(include_str!("schema_v1.sql")),
+    ]
+}
+
+/// Brings the schema up to date in one exclusive transaction. Returns the new version.
+pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<usize> {
+    let migrations = migrations();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    let version: usize =
+        tx.query_row("SELECT user_version FROM pragma_user_version", [], |row| row.get(0))?;
+    if version < migrations.len() {
+        for migration in &migrations[version..] {
+            migration(&tx)?;
+        }
+        tx.pragma_update(None, "user_version", migrations.len())?;
+    }
+    tx.commit()?;
+    Ok(migrations.len().max(version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrate_twice() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), migrations().len());
+        assert_eq!(migrate(&mut conn).unwrap(), migrations().len());
+        let version: usize =
+            conn.query_row("SELECT user_version FROM pragma_user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, migrations().len());
+    }
+}

@@ -1,0 +1,483 @@
+//! The generative model of DOMAIN.md §11, as a pure function of [`Params`] (seeded).
+//!
+//! Per domain d (PHQ-9 depression, GAD-7 anxiety; lower = better), patient i of therapist j,
+//! session t: y_it = y_i1 + (b_d + b_i + s_i + g_j + h_jd)·ln t + e_it.
+//! - b_PHQ = −7.8/ln 8, b_GAD = −7.3/ln 8: tuned, as §11 allows, so that completers at
+//!   caseness reach the NHS TT rates (reliable improvement ≈ 0.68, recovery ≈ 0.51, reliable
+//!   recovery ≈ 0.51). With the published −6 / −5.6, recovery stays near 0.40 under any slope
+//!   distribution tried; the price is post means about 1 point below the NHS TT anchors.
+//! - b_i: a responder (60 %) / non-responder (flat) mixture with mean b_d, within-class SD 1.2
+//!   (total SD ≈ 3.3 for PHQ-9, wider than §11's 2.0: the class split carries the skew the
+//!   rates need), correlated 0.8 across domains; session noise SD 1.5 (not 2.5), correlated
+//!   0.8; severity s_i = −0.1·(y_i1 − intake mean).
+//! - Therapist effect g_j + h_jd with total SD τ_slope = τ_end/ln 8, τ_end = 5.7·√(ICC/(1−ICC))
+//!   (≈1.31 PHQ-9 points at ICC .05); half general (g_j), half domain-specific (h_jd,
+//!   correlated 0.3 across domains). Planted cells: 10 % effective (total −2τ), 5 % ineffective
+//!   (+2τ), the rest drawn. ICC = 0 plants nothing.
+//! - Planned sessions T = 2 + Poisson(6); Weibull-shaped dropout (shape 2) with a per-session
+//!   hazard ×1.5 when the latest PHQ-9 is above the population expectation (MNAR).
+//! - 3 % of items missing at random (one missing: the total is left to be prorated; two or
+//!   more: the administration is dropped), 5 % of later sessions without a measure.
+
+use chrono::{Days, NaiveDate};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Gamma, Normal, Poisson};
+
+/// Version of the generator; recorded in truth.json. Bump when output for a seed changes.
+pub const GENERATOR_VERSION: u32 = 1;
+
+/// The two simulated domains: (domain id, instrument id, intake mean, intake SD, max score,
+/// mean slope per ln-session, number of items).
+pub const DOMAINS: [(&str, &str, f64, f64, f64, f64, usize); 2] = [
+    ("depression", "PHQ-9", 15.4, 5.5, 27.0, -7.8, 9),
+    ("anxiety", "GAD-7", 14.0, 4.5, 21.0, -7.3, 7),
+];
+
+/// How patients are assigned to therapists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Assignment {
+    /// Case assignment as usual: at random.
+    #[default]
+    Random,
+    /// Confounded by severity: some therapists get the more severe patients (tests risk
+    /// adjustment).
+    Confounded,
+}
+
+/// Generator parameters (also the `synth` command's flags).
+#[derive(Debug, Clone, clap::Args, serde::Serialize)]
+pub struct Params {
+    /// Number of clinics
+    #[arg(long, default_value_t = 3)]
+    pub clinics: u32,
+    /// Random seed; the same seed gives the same files
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Target patients per clinic (default: therapists × caseloads of mean 40)
+    #[arg(long)]
+    pub patients_per_clinic: Option<u32>,
+    /// Therapists per clinic (default: uniform 5 to 15)
+    #[arg(long)]
+    pub therapists_per_clinic: Option<u32>,
+    /// Give every therapist exactly this many patients (default: negative binomial, mean 40)
+    #[arg(long)]
+    pub caseload: Option<u32>,
+    /// Intraclass correlation of therapist effects on the post score (0 = no therapist effects)
+    #[arg(long, default_value_t = 0.05)]
+    pub icc: f64,
+    /// Patient-to-therapist assignment
+    #[arg(long, value_enum, default_value_t = Assignment::Random)]
+    pub assignment: Assignment,
+    /// Also write each clinic's data as FHIR R4 NDJSON
+    #[arg(long)]
+    pub fhir: bool,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            clinics: 3,
+            seed: 1,
+            patients_per_clinic: None,
+            therapists_per_clinic: None,
+            caseload: None,
+            icc: 0.05,
+            assignment: Assignment::Random,
+            fhir: false,
+        }
+    }
+}
+
+impl Params {
+    /// Checks ranges.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!((1..=99).contains(&self.clinics), "--clinics must be 1 to 99");
+        anyhow::ensure!((0.0..0.5).contains(&self.icc), "--icc must be in [0, 0.5)");
+        if let Some(t) = self.therapists_per_clinic {
+            anyhow::ensure!((1..=500).contains(&t), "--therapists-per-clinic must be 1 to 500");
+        }
+        if let Some(c) = self.caseload {
+            anyhow::ensure!((1..=10_000).contains(&c), "--caseload must be 1 to 10000");
+        }
+        if let Some(p) = self.patients_per_clinic {
+            anyhow::ensure!((1..=5_000_000).contains(&p), "--patients-per-clinic must be 1 to 5000000");
+        }
+        Ok(())
+    }
+
+    /// Between-therapist SD of the end-of-treatment (session 8) score, in points.
+    pub fn tau_end(&self) -> f64 {
+        RESIDUAL_POST_SD * (self.icc / (1.0 - self.icc)).sqrt()
+    }
+
+    /// Between-therapist SD in slope units (per ln-session).
+    pub fn tau_slope(&self) -> f64 {
+        self.tau_end() / 8f64.ln()
+    }
+}
+
+/// Residual SD of the post score given pre, PHQ-9 points (DOMAIN.md §11).
+const RESIDUAL_POST_SD: f64 = 5.7;
+/// Within-class SD of patient slopes [D, calibrated].
+const WITHIN_CLASS_SLOPE_SD: f64 = 1.2;
+/// Share of patients in the responder class [D, calibrated].
+const RESPONDER_SHARE: f64 = 0.6;
+/// Non-responders' mean slope as a fraction of the domain mean [D, calibrated].
+const NON_RESPONDER_SCALE: f64 = 0.0;
+const NOISE_SD: f64 = 1.5;
+/// Correlation of patient slopes across domains [D]: depression and anxiety change together.
+const SLOPE_CORRELATION: f64 = 0.8;
+/// Correlation of session-level noise across domains [D].
+const NOISE_CORRELATION: f64 = 0.8;
+const SEVERITY_SLOPE: f64 = -0.1;
+const ITEM_MISSING: f64 = 0.03;
+const SESSION_UNMEASURED: f64 = 0.05;
+const MNAR_FACTOR: f64 = 1.5;
+/// Weibull scale of dropout by the end of planned treatment, before the MNAR factor; chosen
+/// so that about 30 % of episodes end in dropout (checked by the calibration test).
+const DROPOUT_BASE: f64 = 0.30;
+
+/// A planted therapist × domain label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Planted {
+    /// Planted 2τ better than average.
+    Effective,
+    /// Planted 2τ worse than average.
+    Ineffective,
+    /// Drawn from N(0, τ²).
+    Typical,
+}
+
+/// A synthetic therapist.
+#[derive(Debug, Clone)]
+pub struct Therapist {
+    /// Local staff id, e.g. `C01-T007`.
+    pub id: String,
+    /// Matching attributes (column name, value) as written to therapists.csv.
+    pub attrs: Vec<(&'static str, String)>,
+    /// General effect g_j, slope units (negative = better).
+    pub general: f64,
+    /// Total effect g_j + h_jd per domain, slope units.
+    pub effect: [f64; 2],
+    /// Planted label per domain.
+    pub planted: [Planted; 2],
+}
+
+/// One instrument administration.
+#[derive(Debug, Clone)]
+pub struct Measure {
+    /// Index into [`DOMAINS`].
+    pub domain: usize,
+    /// Item answers (`None` = missing).
+    pub items: Vec<Option<u8>>,
+    /// The total when every item is answered; `None` when one is missing (to be prorated).
+    pub score: Option<u32>,
+}
+
+/// One attended session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// 1-based number within the episode.
+    pub seq: u32,
+    /// Date.
+    pub date: NaiveDate,
+    /// Measures taken.
+    pub measures: Vec<Measure>,
+}
+
+/// A synthetic patient with one episode.
+#[derive(Debug, Clone)]
+pub struct Patient {
+    /// Local MRN-like id, e.g. `C01-P00042`.
+    pub id: String,
+    /// Episode id.
+    pub episode_id: String,
+    /// Index of the therapist in the clinic.
+    pub therapist: usize,
+    /// Demographics (column, value) as in patients.csv.
+    pub demographics: Vec<(&'static str, String)>,
+    /// Episode attributes and case mix (column, value) as in episodes.csv.
+    pub episode: Vec<(&'static str, String)>,
+    /// True intake scores per domain.
+    pub intake: [f64; 2],
+    /// Whether the episode ended in dropout.
+    pub dropout: bool,
+    /// Planned sessions.
+    pub planned: u32,
+    /// Attended sessions, in order.
+    pub sessions: Vec<Session>,
+}
+
+impl Patient {
+    /// Number of instrument administrations.
+    pub fn measures(&self) -> usize {
+        self.sessions.iter().map(|s| s.measures.len()).sum()
+    }
+}
+
+/// One synthetic clinic.
+#[derive(Debug, Clone)]
+pub struct Clinic {
+    /// Folder name and id, e.g. `clinic-01`.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Therapists.
+    pub therapists: Vec<Therapist>,
+    /// Patients.
+    pub patients: Vec<Patient>,
+}
+
+/// The whole synthetic network.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// Clinics.
+    pub clinics: Vec<Clinic>,
+}
+
+/// Draws the dataset. Deterministic in `params` (each clinic has its own stream).
+pub fn generate(params: &Params) -> Dataset {
+    let clinics = (1..=params.clinics)
+        .map(|c| {
+            let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+            rng.set_stream(u64::from(c));
+            clinic(params, c, &mut rng)
+        })
+        .collect();
+    Dataset { clinics }
+}
+
+fn normal(rng: &mut ChaCha8Rng, mean: f64, sd: f64) -> f64 {
+    // Unwrap safety: every SD passed here is a finite non-negative constant or derived from
+    // a validated ICC.
+    Normal::new(mean, sd).unwrap().sample(rng)
+}
+
+/// Two standard normals with correlation `rho`.
+fn correlated(rng: &mut ChaCha8Rng, rho: f64) -> [f64; 2] {
+    let a = normal(rng, 0.0, 1.0);
+    let b = normal(rng, 0.0, 1.0);
+    [a, rho * a + (1.0 - rho * rho).sqrt() * b]
+}
+
+fn pick<'a>(rng: &mut ChaCha8Rng, choices: &[(&'a str, f64)]) -> &'a str {
+    let mut u = rng.r#gen::<f64>();
+    for (value, p) in choices {
+        if u < *p {
+            return value;
+        }
+        u -= p;
+    }
+    choices[choices.len() - 1].0
+}
+
+fn clinic(params: &Params, c: u32, rng: &mut ChaCha8Rng) -> Clinic {
+    let n_therapists = params.therapists_per_clinic.unwrap_or_else(|| rng.gen_range(5..=15)) as usize;
+    let therapists: Vec<Therapist> = (1..=n_therapists).map(|t| therapist(params, c, t, rng)).collect();
+    let caseloads: Vec<usize> = match (params.caseload, params.patients_per_clinic) {
+        (Some(k), _) => vec![k as usize; n_therapists],
+        (None, target) => {
+            let mean = target.map_or(40.0, |p| f64::from(p) / n_therapists as f64);
+            // Negative binomial (size 4) as a gamma-Poisson mixture, at least 5 (or 1 for tiny targets).
+            let min = if mean < 5.0 { 1 } else { 5 };
+            (0..n_therapists)
+                .map(|_| {
+                    // Unwrap safety: shape 4 and a positive scale are valid.
+                    let lambda = Gamma::new(4.0, mean.max(0.25) / 4.0).unwrap().sample(rng);
+                    (Poisson::new(lambda.max(1e-9)).unwrap().sample(rng) as usize).max(min)
+                })
+                .collect()
+        }
+    };
+    let n_patients: usize = caseloads.iter().sum();
+    let mut intakes: Vec<[f64; 2]> = (0..n_patients)
+        .map(|_| {
+            let z = correlated(rng, 0.65);
+            [0, 1].map(|d| {
+                let (_, _, mean, sd, max, _, _) = DOMAINS[d];
+                (mean + sd * z[d]).round().clamp(0.0, max)
+            })
+        })
+        .collect();
+    let mut slots: Vec<usize> = caseloads.iter().enumerate().flat_map(|(j, k)| std::iter::repeat_n(j, *k)).collect();
+    match params.assignment {
+        Assignment::Random => slots.shuffle(rng),
+        Assignment::Confounded => {
+            // Therapists get a severity preference; patients sorted by severity (plus noise)
+            // fill slots sorted by preference: the most severe go to the highest preferences.
+            let prefs: Vec<f64> = (0..n_therapists).map(|_| normal(rng, 0.0, 1.0)).collect();
+            slots.sort_by(|a, b| prefs[*a].total_cmp(&prefs[*b]));
+            let mut keyed: Vec<(f64, [f64; 2])> =
+                intakes.iter().map(|y| ((y[0] - 15.4) / 5.5 + normal(rng, 0.0, 0.5), *y)).collect();
+            keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
+            intakes = keyed.into_iter().map(|(_, y)| y).collect();
+        }
+    }
+    let patients = intakes
+        .iter()
+        .zip(&slots)
+        .enumerate()
+        .map(|(i, (intake, j))| patient(c, i + 1, *j, *intake, &therapists[*j], rng))
+        .collect();
+    Clinic { id: format!("clinic-{c:02}"), name: format!("Synthetic Clinic {c:02}"), therapists, patients }
+}
+
+fn therapist(params: &Params, c: u32, t: usize, rng: &mut ChaCha8Rng) -> Therapist {
+    let tau = params.tau_slope();
+    let half = tau / std::f64::consts::SQRT_2;
+    let general = normal(rng, 0.0, 1.0) * half;
+    let specific = correlated(rng, 0.3).map(|z| z * half);
+    let mut effect = [0.0; 2];
+    let mut planted = [Planted::Typical; 2];
+    for d in 0..2 {
+        let u = rng.r#gen::<f64>();
+        (effect[d], planted[d]) = match u {
+            _ if params.icc == 0.0 => (0.0, Planted::Typical),
+            u if u < 0.10 => (-2.0 * tau, Planted::Effective),
+            u if u < 0.15 => (2.0 * tau, Planted::Ineffective),
+            _ => (general + specific[d], Planted::Typical),
+        };
+    }
+    let attrs = vec![
+        ("profession", pick(rng, &[("CBT therapist", 0.45), ("Counsellor", 0.25), ("Clinical psychologist", 0.15), ("PWP", 0.15)]).to_string()),
+        ("grade", pick(rng, &[("Band 5", 0.2), ("Band 6", 0.3), ("Band 7", 0.35), ("Band 8a", 0.15)]).to_string()),
+        ("start_year", rng.gen_range(1995..=2023).to_string()),
+        ("gender", pick(rng, &[("female", 0.7), ("male", 0.28), ("other", 0.02)]).to_string()),
+        ("languages", pick(rng, &[("en", 0.8), ("en;pl", 0.05), ("en;ur", 0.05), ("en;es", 0.05), ("en;cy", 0.05)]).to_string()),
+        ("modalities", pick(rng, &[("CBT", 0.4), ("CBT;EMDR", 0.15), ("Counselling", 0.2), ("IPT", 0.1), ("CBT;IPT", 0.15)]).to_string()),
+        ("accepting_new", if rng.r#gen::<f64>() < 0.8 { "yes" } else { "no" }.to_string()),
+        ("wait_weeks", rng.gen_range(0..=12).to_string()),
+        ("payers", pick(rng, &[("NHS", 0.8), ("NHS;private", 0.2)]).to_string()),
+        ("location", pick(rng, &[("Central", 0.5), ("North site", 0.3), ("Remote", 0.2)]).to_string()),
+    ];
+    Therapist { id: format!("C{c:02}-T{t:03}"), attrs, general, effect, planted }
+}
+
+fn patient(c: u32, i: usize, j: usize, intake: [f64; 2], th: &Therapist, rng: &mut ChaCha8Rng) -> Patient {
+    let day0 = NaiveDate::from_ymd_opt(2023, 1, 2).unwrap_or_default();
+    let start = day0 + Days::new(rng.gen_range(0..900));
+    let referral = start - Days::new(rng.gen_range(7..60));
+    let age = normal(rng, 38.0, 13.0).round().clamp(18.0, 85.0) as i32;
+    let demographics = vec![
+        ("birth_year", (chrono::Datelike::year(&start) - age).to_string()),
+        ("sex", pick(rng, &[("female", 0.65), ("male", 0.33), ("other", 0.02)]).to_string()),
+        ("ethnicity_group", pick(rng, &[("White", 0.8), ("Asian", 0.08), ("Black", 0.05), ("Mixed", 0.04), ("Other", 0.03)]).to_string()),
+        ("deprivation_decile", rng.gen_range(1..=10).to_string()),
+    ];
+    // Trajectory slopes per domain.
+    // Patient slopes: a latent responder class (DOMAIN.md §4.1: distinct trajectory classes)
+    // scales the domain's mean slope, so the population mean change stays at b_d while the
+    // outcome distribution has the responder / non-responder shape behind the NHS TT rates;
+    // within-class deviations are normal, correlated across domains.
+    let responder = rng.r#gen::<f64>() < RESPONDER_SHARE;
+    let class_scale = if responder {
+        (1.0 - (1.0 - RESPONDER_SHARE) * NON_RESPONDER_SCALE) / RESPONDER_SHARE
+    } else {
+        NON_RESPONDER_SCALE
+    };
+    let zi = correlated(rng, SLOPE_CORRELATION);
+    let slopes: [f64; 2] = [0, 1].map(|d| {
+        let (_, _, mean, _, _, change8, _) = DOMAINS[d];
+        class_scale * change8 / 8f64.ln() + WITHIN_CLASS_SLOPE_SD * zi[d] + SEVERITY_SLOPE * (intake[d] - mean) + th.effect[d]
+    });
+    // Unwrap safety: constant rate.
+    let planned = 2 + Poisson::new(6.0).unwrap().sample(rng) as u32;
+    let mut sessions = Vec::new();
+    let mut dropout = false;
+    for t in 1..=planned {
+        let date = start + Days::new(u64::from(7 * (t - 1)) + rng.gen_range(0..3));
+        let lt = f64::from(t).ln();
+        let noise = correlated(rng, NOISE_CORRELATION);
+        let true_scores: [f64; 2] = [0, 1].map(|d| {
+            let max = DOMAINS[d].4;
+            if t == 1 { intake[d] } else { (intake[d] + slopes[d] * lt + NOISE_SD * noise[d]).round().clamp(0.0, max) }
+        });
+        let measured = t == 1 || rng.r#gen::<f64>() >= SESSION_UNMEASURED;
+        let measures = if measured {
+            (0..2).filter_map(|d| measure(d, true_scores[d] as u32, rng)).collect()
+        } else {
+            Vec::new()
+        };
+        sessions.push(Session { seq: t, date, measures });
+        if t >= 2 && t < planned {
+            let f = |s: u32| DROPOUT_BASE * (f64::from(s) / f64::from(planned)).powi(2);
+            let mut hazard = (f(t) - f(t - 1)) / (1.0 - f(t - 1));
+            let expected = intake[0] + (DOMAINS[0].5 / 8f64.ln()) * lt;
+            if true_scores[0] > expected {
+                hazard *= MNAR_FACTOR;
+            }
+            if rng.r#gen::<f64>() < hazard {
+                dropout = true;
+                break;
+            }
+        }
+    }
+    let last = sessions.last().map_or(start, |s| s.date);
+    let yes_no = |rng: &mut ChaCha8Rng, p: f64| if rng.r#gen::<f64>() < p { "yes" } else { "no" }.to_string();
+    let dx = if intake[0] - 15.4 > intake[1] - 14.0 + 2.0 {
+        "F32.1"
+    } else if intake[1] - 14.0 > intake[0] - 15.4 + 2.0 {
+        "F41.1"
+    } else {
+        "F41.2"
+    };
+    let severe = intake[0] >= 15.0;
+    let episode = vec![
+        ("referral_date", referral.to_string()),
+        ("start_date", start.to_string()),
+        ("end_date", last.to_string()),
+        ("end_reason", if dropout { "dropout" } else { "completed" }.to_string()),
+        ("sessions_planned", planned.to_string()),
+        ("sessions_attended", sessions.len().to_string()),
+        ("step", if (rng.r#gen::<f64>() < 0.7) == severe { "HI" } else { "LI" }.to_string()),
+        ("provisional_dx", dx.to_string()),
+        ("age", age.to_string()),
+        ("employment", pick(rng, &[("employed", 0.55), ("unemployed", 0.2), ("student", 0.1), ("retired", 0.08), ("other", 0.07)]).to_string()),
+        ("prior_treatment", yes_no(rng, 0.35)),
+        ("psychotropic_med", yes_no(rng, 0.4)),
+        ("long_term_condition", yes_no(rng, 0.25)),
+        ("disability", yes_no(rng, 0.1)),
+        ("duration_of_problem_months", format!("{:.1}", normal(rng, 2.5, 1.0).exp())),
+        // Unwrap safety: constant rate.
+        ("comorbidity_count", (Poisson::new(0.8).unwrap().sample(rng) as u32).to_string()),
+        ("referral_source", pick(rng, &[("self", 0.5), ("gp", 0.4), ("other", 0.1)]).to_string()),
+        ("wsas", normal(rng, 18.0 + 0.5 * (intake[0] - 15.4), 8.0).round().clamp(0.0, 40.0).to_string()),
+    ];
+    Patient {
+        id: format!("C{c:02}-P{i:05}"),
+        episode_id: format!("C{c:02}-E{i:05}"),
+        therapist: j,
+        demographics,
+        episode,
+        intake,
+        dropout,
+        planned,
+        sessions,
+    }
+}
+
+/// Item answers adding up to `total`, with items missing at random. `None` when two or more
+/// are missing (the administration cannot be scored and is left out).
+fn measure(domain: usize, total: u32, rng: &mut ChaCha8Rng) -> Option<Measure> {
+    let n = DOMAINS[domain].6;
+    let mut items = vec![0u8; n];
+    for _ in 0..total {
+        let open: Vec<usize> = (0..n).filter(|i| items[*i] < 3).collect();
+        let Some(i) = open.choose(rng) else { break };
+        items[*i] += 1;
+    }
+    let items: Vec<Option<u8>> = items.into_iter().map(|v| (rng.r#gen::<f64>() >= ITEM_MISSING).then_some(v)).collect();
+    let missing = items.iter().filter(|v| v.is_none()).count();
+    match missing {
+        0 => Some(Measure { domain, score: Some(total), items }),
+        1 => Some(Measure { domain, score: None, items }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;
