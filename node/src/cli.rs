@@ -194,6 +194,9 @@ pub fn init_node(dir: &Path, clinic: Clinic) -> Result<String> {
     }
     std::fs::create_dir_all(dir)
         .with_context(|| format!("couldn't create data directory {}", dir.display()))?;
+    // The directory holds pseudonymised health data and keys: owner only.
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .with_context(|| format!("couldn't restrict permissions of {}", dir.display()))?;
     let config = Config::new(clinic.name.clone(), clinic.country.clone(), clinic.service_type.clone());
     let created = || -> Result<String> {
         let identity = dir.join(&config.keys.identity_key_file);

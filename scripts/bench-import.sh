@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Import throughput: `mbc-node import` against the sqlite3 shell bulk-inserting the same rows
+# into the same schema, in the same run on the same machine (DESIGN.md §12: target ratio >= 0.5).
+#
+# 1. generates one synthetic clinic with >= 10^6 assessments (`mbc-node synth`);
+# 2. times `mbc-node import` of its four CSV files into a fresh node (parse, validate,
+#    pseudonymise, insert, all in one transaction per file);
+# 3. exports exactly the rows that import stored as one CSV file per table, and times the
+#    sqlite3 shell's bulk loader (`.import`, its fastest path) loading them in one transaction
+#    into another fresh node (same schema, same indexes, foreign keys on, synchronous=NORMAL as
+#    the node uses). Synthetic data has no NULLs, so CSV round-trips every value;
+# 4. prints both rates and the ratio mbc-node / sqlite3.
+#
+# Usage: scripts/bench-import.sh [PATIENTS]   (default 75000 patients ≈ 1.1 million assessments)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+patients=${1:-75000}
+
+if ! command -v sqlite3 >/dev/null; then
+    echo "installing sqlite3 (Debian package) for the baseline" >&2
+    apt-get update -qq && apt-get install -y -qq sqlite3 >/dev/null
+fi
+cargo build --release -q -p mbc-node
+bin=target/release/mbc-node
+work=$(mktemp -d "${TMPDIR:-/tmp}/mbc-bench-import.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+"$bin" synth --out "$work/synth" --clinics 1 --seed 42 --patients-per-clinic "$patients" >/dev/null
+data="$work/synth/clinic-01"
+"$bin" init --data-dir "$work/node" --name bench >/dev/null
+"$bin" init --data-dir "$work/baseline" --name bench >/dev/null
+
+now() { date +%s.%N; }
+t0=$(now)
+"$bin" import --data-dir "$work/node" "$data/therapists.csv" "$data/patients.csv" \
+    "$data/episodes.csv" "$data/assessments.csv" >/dev/null
+t1=$(now)
+
+tables="therapist patient episode casemix episode_therapist session assessment item_response"
+{
+    echo "PRAGMA foreign_keys = ON;"
+    echo "PRAGMA synchronous = NORMAL;"
+    echo ".mode csv"
+    echo "BEGIN;"
+    for t in $tables; do
+        sqlite3 -csv "$work/node/local.db" "SELECT * FROM $t" >"$work/$t.csv"
+        echo ".import $work/$t.csv $t"
+    done
+    echo "COMMIT;"
+} >"$work/load.sql"
+t2=$(now)
+sqlite3 -bail "$work/baseline/local.db" <"$work/load.sql"
+t3=$(now)
+
+count() { sqlite3 "$1" "SELECT (SELECT count(*) FROM assessment), (SELECT count(*) FROM item_response), (SELECT count(*) FROM session)"; }
+mine=$(count "$work/node/local.db")
+theirs=$(count "$work/baseline/local.db")
+[ "$mine" = "$theirs" ] || { echo "row counts differ: $mine vs $theirs" >&2; exit 1; }
+IFS='|' read -r assessments items sessions <<<"$mine"
+python3 - "$t0" "$t1" "$t2" "$t3" "$assessments" "$items" "$sessions" <<'PY'
+import sys
+t0, t1, t2, t3 = map(float, sys.argv[1:5])
+a, items, sessions = map(int, sys.argv[5:8])
+mbc, base = t1 - t0, t3 - t2
+print(f"rows: {a:,} assessments, {items:,} item responses, {sessions:,} sessions")
+print(f"mbc-node import : {mbc:7.2f} s  {a / mbc:12,.0f} assessments/s")
+print(f"sqlite3 baseline: {base:7.2f} s  {a / base:12,.0f} assessments/s")
+print(f"ratio mbc-node / sqlite3 = {base / mbc:.2f} (target >= 0.5)")
+PY
