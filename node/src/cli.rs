@@ -197,7 +197,11 @@ pub fn init_node(dir: &Path, clinic: Clinic) -> Result<String> {
     // The directory holds pseudonymised health data and keys: owner only.
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .with_context(|| format!("couldn't restrict permissions of {}", dir.display()))?;
-    let config = Config::new(clinic.name.clone(), clinic.country.clone(), clinic.service_type.clone());
+    let config = Config::new(
+        clinic.name.clone(),
+        clinic.country.clone(),
+        clinic.service_type.clone(),
+    );
     let created = || -> Result<String> {
         let identity = dir.join(&config.keys.identity_key_file);
         keystore::create_key_file(&identity)?;
@@ -209,7 +213,14 @@ pub fn init_node(dir: &Path, clinic: Clinic) -> Result<String> {
         Ok(keystore::peer_id(keystore::read_key_file(&identity)?)?.to_string())
     };
     created().inspect_err(|_| {
-        for f in [CONFIG_FILE, "local.db", "local.db-wal", "local.db-shm", "identity.key", "pseudonym.key"] {
+        for f in [
+            CONFIG_FILE,
+            "local.db",
+            "local.db-wal",
+            "local.db-shm",
+            "identity.key",
+            "pseudonym.key",
+        ] {
             let _ = std::fs::remove_file(dir.join(f));
         }
     })
@@ -217,7 +228,11 @@ pub fn init_node(dir: &Path, clinic: Clinic) -> Result<String> {
 
 fn init(a: InitArgs) -> Result<()> {
     let dir = &a.dir.data_dir;
-    let clinic = Clinic { name: a.name, country: a.country, service_type: a.service_type };
+    let clinic = Clinic {
+        name: a.name,
+        country: a.country,
+        service_type: a.service_type,
+    };
     let peer_id = init_node(dir, clinic.clone())?;
     if a.json {
         let out = serde_json::json!({"data_dir": dir, "clinic": clinic.name, "peer_id": peer_id});
@@ -239,7 +254,11 @@ pub fn open_node(dir: &Path) -> Result<(Config, Store)> {
 
 /// Imports `files` into the node in `dir`, each in its own transaction, stopping at the first
 /// bad file.
-pub fn import_files(dir: &Path, files: &[PathBuf], options: import::Options) -> Result<Vec<import::FileOutcome>> {
+pub fn import_files(
+    dir: &Path,
+    files: &[PathBuf],
+    options: import::Options,
+) -> Result<Vec<import::FileOutcome>> {
     let (config, mut store) = open_node(dir)?;
     let pseudo = keystore::pseudonymiser(&dir.join(&config.keys.pseudonym_secret_file))?;
     let mut outcomes = Vec::new();
@@ -261,7 +280,11 @@ pub fn import_files(dir: &Path, files: &[PathBuf], options: import::Options) -> 
 }
 
 fn import_cmd(a: ImportArgs) -> Result<()> {
-    let options = import::Options { format: a.format, dry_run: a.dry_run, progress: !a.json };
+    let options = import::Options {
+        format: a.format,
+        dry_run: a.dry_run,
+        progress: !a.json,
+    };
     let outcomes = import_files(&a.dir.data_dir, &a.files, options)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&outcomes)?);
@@ -278,8 +301,15 @@ fn import_cmd(a: ImportArgs) -> Result<()> {
             status => println!(
                 "{}: {status} ({}, {} rows): {} new assessments ({} already stored), {} sessions, \
                  {} episodes, {} patients, {} therapists",
-                o.file, o.kind, o.rows, c.assessments, c.assessments_unchanged, c.sessions, c.episodes,
-                c.patients, c.therapists
+                o.file,
+                o.kind,
+                o.rows,
+                c.assessments,
+                c.assessments_unchanged,
+                c.sessions,
+                c.episodes,
+                c.patients,
+                c.therapists
             ),
         }
     }
@@ -312,7 +342,8 @@ fn status_cmd(dir: &Path, json: bool) -> Result<()> {
 
 fn instruments_add(dir: &Path, file: &Path, json: bool) -> Result<()> {
     let (_, mut store) = open_node(dir)?;
-    let text = std::fs::read_to_string(file).with_context(|| format!("couldn't read {}", file.display()))?;
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("couldn't read {}", file.display()))?;
     let outcome = registry::add_from_toml(store.conn_mut(), &file.display().to_string(), &text)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
@@ -328,7 +359,11 @@ fn instruments_add(dir: &Path, file: &Path, json: bool) -> Result<()> {
 }
 
 fn list_or_none(items: &[String]) -> String {
-    if items.is_empty() { "none".into() } else { items.join(", ") }
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
 }
 
 fn instruments_list(dir: &Path, json: bool) -> Result<()> {
@@ -351,13 +386,23 @@ fn instruments_list(dir: &Path, json: bool) -> Result<()> {
         let domains: Vec<_> = reg
             .domains()
             .iter()
-            .map(|d| serde_json::json!({"id": d.id, "name": d.name, "instrument": d.instrument_id,
-                "transform": d.transform.as_str(), "elevated_threshold": d.elevated_threshold}))
+            .map(|d| {
+                serde_json::json!({"id": d.id, "name": d.name, "instrument": d.instrument_id,
+                "transform": d.transform.as_str(), "elevated_threshold": d.elevated_threshold})
+            })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"instruments": instruments, "domains": domains}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"instruments": instruments, "domains": domains})
+            )?
+        );
         return Ok(());
     }
-    println!("{:<10} {:<9} {:>8} {:>8} {:>6} {:<10} {}", "instrument", "range", "caseness", "reliable", "items", "loinc", "name");
+    println!(
+        "{:<10} {:<9} {:>8} {:>8} {:>6} {:<10} name",
+        "instrument", "range", "caseness", "reliable", "items", "loinc"
+    );
     for i in reg.instruments() {
         println!(
             "{:<10} {:<9} {:>8} {:>8} {:>6} {:<10} {}{}",
@@ -372,9 +417,18 @@ fn instruments_list(dir: &Path, json: bool) -> Result<()> {
         );
     }
     println!();
-    println!("{:<14} {:<10} {:<9} {}", "domain", "instrument", "elevated", "name");
+    println!(
+        "{:<14} {:<10} {:<9} name",
+        "domain", "instrument", "elevated"
+    );
     for d in reg.domains() {
-        println!("{:<14} {:<10} {:<9} {}", d.id, d.instrument_id, opt(d.elevated_threshold), d.name);
+        println!(
+            "{:<14} {:<10} {:<9} {}",
+            d.id,
+            d.instrument_id,
+            opt(d.elevated_threshold),
+            d.name
+        );
     }
     Ok(())
 }
@@ -387,32 +441,71 @@ fn demo(a: DemoArgs) -> Result<()> {
     if dir.exists() {
         let empty = std::fs::read_dir(dir)?.next().is_none();
         if !empty && !dir.join(DEMO_MARKER).exists() {
-            bail!("{} exists and was not made by `mbc-node demo`; choose another --dir", dir.display());
+            bail!(
+                "{} exists and was not made by `mbc-node demo`; choose another --dir",
+                dir.display()
+            );
         }
-        std::fs::remove_dir_all(dir).with_context(|| format!("couldn't clear {}", dir.display()))?;
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("couldn't clear {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join(DEMO_MARKER), "made by mbc-node demo; safe to delete\n")?;
-    let params = synth::Params { clinics: a.clinics, seed: a.seed, ..synth::Params::default() };
+    std::fs::write(
+        dir.join(DEMO_MARKER),
+        "made by mbc-node demo; safe to delete\n",
+    )?;
+    let params = synth::Params {
+        clinics: a.clinics,
+        seed: a.seed,
+        ..synth::Params::default()
+    };
     let data = dir.join("synth");
-    println!("1. generating synthetic data for {} clinics (seed {}) in {}", a.clinics, a.seed, data.display());
+    println!(
+        "1. generating synthetic data for {} clinics (seed {}) in {}",
+        a.clinics,
+        a.seed,
+        data.display()
+    );
     let summary = synth::generate_to_dir(&params, &data)?;
     println!("{summary}");
     for clinic in &summary.clinics {
         let node = dir.join("nodes").join(&clinic.id);
         println!("2. {}: init node in {}", clinic.id, node.display());
-        let peer = init_node(&node, Clinic { name: clinic.name.clone(), country: Some("GB".into()), service_type: None })?;
+        let peer = init_node(
+            &node,
+            Clinic {
+                name: clinic.name.clone(),
+                country: Some("GB".into()),
+                service_type: None,
+            },
+        )?;
         println!("   peer id {peer}");
         let files: Vec<PathBuf> = clinic.csv_files.iter().map(|f| data.join(f)).collect();
         let started = std::time::Instant::now();
-        let outcomes = import_files(&node, &files, import::Options { progress: true, ..Default::default() })?;
+        let outcomes = import_files(
+            &node,
+            &files,
+            import::Options {
+                progress: true,
+                ..Default::default()
+            },
+        )?;
         let rows: u64 = outcomes.iter().map(|o| o.rows).sum();
-        println!("3. {}: imported {} files, {rows} rows in {:.2?}", clinic.id, outcomes.len(), started.elapsed());
+        println!(
+            "3. {}: imported {} files, {rows} rows in {:.2?}",
+            clinic.id,
+            outcomes.len(),
+            started.elapsed()
+        );
         let (_, store) = open_node(&node)?;
         for line in status::summary(&store)?.to_string().lines() {
             println!("   {line}");
         }
     }
-    println!("demo done; nodes are in {}/nodes (try: mbc-node status --data-dir {}/nodes/clinic-01)", dir.display(), dir.display());
+    println!(
+        "demo done; nodes are in {}/nodes (try: mbc-node status --data-dir {}/nodes/clinic-01)",
+        dir.display(),
+        dir.display()
+    );
     Ok(())
 }

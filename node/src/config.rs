@@ -82,13 +82,18 @@ fn default_pseudonym() -> String {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { path: default_store_path() }
+        Self {
+            path: default_store_path(),
+        }
     }
 }
 
 impl Default for KeysConfig {
     fn default() -> Self {
-        Self { identity_key_file: default_identity(), pseudonym_secret_file: default_pseudonym() }
+        Self {
+            identity_key_file: default_identity(),
+            pseudonym_secret_file: default_pseudonym(),
+        }
     }
 }
 
@@ -96,7 +101,11 @@ impl Config {
     /// A new configuration with defaults.
     pub fn new(name: String, country: Option<String>, service_type: Option<String>) -> Self {
         Self {
-            clinic: ClinicConfig { name, country, service_type },
+            clinic: ClinicConfig {
+                name,
+                country,
+                service_type,
+            },
             store: StoreConfig::default(),
             keys: KeysConfig::default(),
         }
@@ -111,7 +120,11 @@ impl Config {
     pub fn load(data_dir: &Path) -> Result<Self> {
         let path = data_dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&path).with_context(|| {
-            format!("couldn't read {} (is {} an mbc-node data directory?)", path.display(), data_dir.display())
+            format!(
+                "couldn't read {} (is {} an mbc-node data directory?)",
+                path.display(),
+                data_dir.display()
+            )
         })?;
         Self::parse(&text).with_context(|| format!("couldn't parse {}", path.display()))
     }

@@ -49,11 +49,21 @@ pub struct ImportError {
 
 impl ImportError {
     fn file(file: &str, reason: impl Into<String>) -> Self {
-        Self { file: file.to_string(), location: None, field: None, reason: reason.into() }
+        Self {
+            file: file.to_string(),
+            location: None,
+            field: None,
+            reason: reason.into(),
+        }
     }
 
     fn at(file: &str, location: Location, e: fields::FieldError) -> Self {
-        Self { file: file.to_string(), location: Some(location), field: Some(e.field), reason: e.reason }
+        Self {
+            file: file.to_string(),
+            location: Some(location),
+            field: Some(e.field),
+            reason: e.reason,
+        }
     }
 }
 
@@ -87,7 +97,10 @@ pub enum Format {
 impl Format {
     /// Guesses the format from the first non-blank byte: JSON starts with `{` or `[`.
     pub fn detect(content: &[u8]) -> Self {
-        let first = content.iter().copied().find(|b| !b.is_ascii_whitespace() && *b != 0xEF && *b != 0xBB && *b != 0xBF);
+        let first = content
+            .iter()
+            .copied()
+            .find(|b| !b.is_ascii_whitespace() && *b != 0xEF && *b != 0xBB && *b != 0xBF);
         match first {
             Some(b'{') | Some(b'[') => Format::Fhir,
             _ => Format::Csv,
@@ -152,13 +165,19 @@ impl Progress {
         });
         // Test-only fault injection: pause (forever) after N rows so a test can kill -9 the
         // process mid-transaction without timing guesses. See ARCHITECTURE.md, "Testing".
-        let hang_after = std::env::var("MBC_NODE_TEST_HANG_AFTER_ROWS").ok().and_then(|v| v.parse().ok());
-        Self { bar, rows: 0, hang_after }
+        let hang_after = std::env::var("MBC_NODE_TEST_HANG_AFTER_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok());
+        Self {
+            bar,
+            rows: 0,
+            hang_after,
+        }
     }
 
     pub(crate) fn row(&mut self, bytes_read: u64) {
         self.rows += 1;
-        if self.rows % 8192 == 0
+        if self.rows.is_multiple_of(8192)
             && let Some(bar) = &self.bar
         {
             bar.set_position(bytes_read);
@@ -193,9 +212,11 @@ pub fn import_file(
     let registry = store.registry()?;
     let previous: Option<(String, String, u64)> = store
         .conn()
-        .query_row("SELECT imported_at, kind, rows FROM imports WHERE sha256 = ?1", [&sha256], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
+        .query_row(
+            "SELECT imported_at, kind, rows FROM imports WHERE sha256 = ?1",
+            [&sha256],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
         .optional()?;
     if let Some((at, kind, rows)) = previous {
         return Ok(FileOutcome {
@@ -213,7 +234,14 @@ pub fn import_file(
     let mut progress = Progress::new(content.len() as u64, options.progress);
     let (kind, rows, counts) = {
         let mut writer = writer::Writer::new(&tx, pseudo)?;
-        let (kind, rows) = read(format, &content, &file, &registry, &mut writer, &mut progress)?;
+        let (kind, rows) = read(
+            format,
+            &content,
+            &file,
+            &registry,
+            &mut writer,
+            &mut progress,
+        )?;
         let counts = writer.finish().map_err(|e| ImportError {
             file: file.clone(),
             location: None,
@@ -223,7 +251,9 @@ pub fn import_file(
         (kind, rows, counts)
     };
     progress.finish();
-    let file_name = path.file_name().map_or(file.clone(), |n| n.to_string_lossy().into_owned());
+    let file_name = path
+        .file_name()
+        .map_or(file.clone(), |n| n.to_string_lossy().into_owned());
     tx.execute(
         "INSERT INTO imports (file_name, sha256, format, kind, rows, inserted, imported_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -244,7 +274,16 @@ pub fn import_file(
         tx.commit()?;
         "imported"
     };
-    Ok(FileOutcome { file, sha256, format, kind, status, rows, counts, previously_imported_at: None })
+    Ok(FileOutcome {
+        file,
+        sha256,
+        format,
+        kind,
+        status,
+        rows,
+        counts,
+        previously_imported_at: None,
+    })
 }
 
 fn read(

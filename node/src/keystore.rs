@@ -49,7 +49,11 @@ pub fn read_key_file(path: &Path) -> Result<[u8; KEY_LEN]> {
     let bytes = std::fs::read(path)
         .with_context(|| format!("couldn't read key file {}", path.display()))?;
     bytes.try_into().map_err(|b: Vec<u8>| {
-        anyhow::anyhow!("key file {} has {} bytes, expected {KEY_LEN}", path.display(), b.len())
+        anyhow::anyhow!(
+            "key file {} has {} bytes, expected {KEY_LEN}",
+            path.display(),
+            b.len()
+        )
     })
 }
 
@@ -78,12 +82,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k");
         create_key_file(&path).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let key = read_key_file(&path).unwrap();
         assert!(create_key_file(&path).is_err());
         assert_eq!(read_key_file(&path).unwrap(), key);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(read_key_file(&path).unwrap_err().to_string().contains("chmod 600"));
+        assert!(
+            read_key_file(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("chmod 600")
+        );
     }
 
     #[test]

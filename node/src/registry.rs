@@ -32,13 +32,22 @@ impl Registry {
     fn new(instruments: Vec<Instrument>, domains: Vec<Domain>) -> Self {
         let mut by_name = HashMap::new();
         for (i, inst) in instruments.iter().enumerate() {
-            let names = std::iter::once(&inst.id).chain(&inst.aliases).map(|n| normalise_name(n));
-            let codes = [&inst.loinc_total, &inst.snomed_total].into_iter().flatten().cloned();
+            let names = std::iter::once(&inst.id)
+                .chain(&inst.aliases)
+                .map(|n| normalise_name(n));
+            let codes = [&inst.loinc_total, &inst.snomed_total]
+                .into_iter()
+                .flatten()
+                .cloned();
             for key in names.chain(codes) {
                 by_name.entry(key).or_insert(i);
             }
         }
-        Self { instruments, domains, by_name }
+        Self {
+            instruments,
+            domains,
+            by_name,
+        }
     }
 
     /// The instrument a file calls `name` (id, alias, LOINC or SNOMED total code).
@@ -57,7 +66,9 @@ impl Registry {
 
     /// The instrument whose LOINC panel is `code`.
     pub fn by_panel(&self, code: &str) -> Option<&Instrument> {
-        self.instruments.iter().find(|i| i.loinc_panel.as_deref() == Some(code))
+        self.instruments
+            .iter()
+            .find(|i| i.loinc_panel.as_deref() == Some(code))
     }
 
     /// All instruments.
@@ -166,7 +177,8 @@ pub fn add_from_toml(conn: &mut Connection, file: &str, text: &str) -> Result<Ad
     let mut outcome = AddOutcome::default();
     let tx = conn.transaction()?;
     for inst in &new_instruments {
-        inst.validate().with_context(|| format!("invalid definition in {file}"))?;
+        inst.validate()
+            .with_context(|| format!("invalid definition in {file}"))?;
         match existing.get(&inst.id) {
             Some(old) if old == inst => outcome.unchanged.push(inst.id.clone()),
             Some(_) => bail!(
@@ -177,7 +189,11 @@ pub fn add_from_toml(conn: &mut Connection, file: &str, text: &str) -> Result<Ad
             ),
             None => {
                 if let Some(clash) = existing.find(&inst.id) {
-                    bail!("{file}: instrument id {} clashes with {}'s name or alias", inst.id, clash.id);
+                    bail!(
+                        "{file}: instrument id {} clashes with {}'s name or alias",
+                        inst.id,
+                        clash.id
+                    );
                 }
                 insert_instrument(&tx, inst)?;
                 all_instruments.push(inst.clone());
@@ -187,10 +203,15 @@ pub fn add_from_toml(conn: &mut Connection, file: &str, text: &str) -> Result<Ad
     }
     for def in defs.domain {
         let domain = def.into_domain()?;
-        domain.validate(&all_instruments).with_context(|| format!("invalid definition in {file}"))?;
+        domain
+            .validate(&all_instruments)
+            .with_context(|| format!("invalid definition in {file}"))?;
         match existing.domains.iter().find(|d| d.id == domain.id) {
             Some(old) if *old == domain => outcome.unchanged.push(domain.id.clone()),
-            Some(_) => bail!("{file}: domain {} is already defined differently", domain.id),
+            Some(_) => bail!(
+                "{file}: domain {} is already defined differently",
+                domain.id
+            ),
             None => {
                 insert_domain(&tx, &domain)?;
                 outcome.domains_added.push(domain.id.clone());
@@ -244,7 +265,14 @@ fn insert_domain(tx: &Transaction<'_>, d: &Domain) -> Result<()> {
     tx.execute(
         "INSERT INTO domain (domain_id, name, instrument_id, score_transform, elevated_threshold,
             builtin) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![d.id, d.name, d.instrument_id, d.transform.as_str(), d.elevated_threshold, d.builtin],
+        params![
+            d.id,
+            d.name,
+            d.instrument_id,
+            d.transform.as_str(),
+            d.elevated_threshold,
+            d.builtin
+        ],
     )?;
     Ok(())
 }
@@ -285,7 +313,14 @@ impl StoredInstrument {
             aliases: serde_json::from_str(&self.aliases).with_context(context)?,
             direction: Direction::parse(&self.direction).with_context(context)?,
             bands: serde_json::from_str(&self.bands).with_context(context)?,
-            items: items.into_iter().map(|i| Item { code: i.code, min: i.min, max: i.max }).collect(),
+            items: items
+                .into_iter()
+                .map(|i| Item {
+                    code: i.code,
+                    min: i.min,
+                    max: i.max,
+                })
+                .collect(),
             id: self.id,
             name: self.name,
             min: self.min,
@@ -376,7 +411,10 @@ impl InstrumentDef {
             let (Some(min), Some(max)) = (self.item_min, self.item_max) else {
                 bail!("instrument {}: items need item_min and item_max", self.id);
             };
-            self.items.into_iter().map(|code| Item { code, min, max }).collect()
+            self.items
+                .into_iter()
+                .map(|code| Item { code, min, max })
+                .collect()
         };
         Ok(Instrument {
             id: self.id.trim().to_string(),
@@ -424,7 +462,10 @@ fn default_transform() -> String {
 impl DomainDef {
     fn into_domain(self) -> Result<Domain> {
         let transform = ScoreTransform::parse(&self.transform).with_context(|| {
-            format!("domain {}: transform must be \"raw\" or \"z\", not {:?}", self.id, self.transform)
+            format!(
+                "domain {}: transform must be \"raw\" or \"z\", not {:?}",
+                self.id, self.transform
+            )
         })?;
         Ok(Domain {
             id: self.id.trim().to_string(),
@@ -489,7 +530,10 @@ elevated_threshold = 10
         assert_eq!(again.unchanged, ["WSAS", "functioning"]);
         let changed = WSAS.replace("reliable_change = 8", "reliable_change = 9");
         let err = add_from_toml(store.conn_mut(), "wsas.toml", &changed).unwrap_err();
-        assert!(format!("{err:#}").contains("already defined differently"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("already defined differently"),
+            "{err:#}"
+        );
         let reg = store.registry().unwrap();
         assert_eq!(reg.get("WSAS").unwrap().items.len(), 5);
     }
@@ -497,7 +541,10 @@ elevated_threshold = 10
     #[track_caller]
     fn check_refused(toml: &str, fragment: &str) {
         let mut store = Store::open_in_memory().unwrap();
-        let err = format!("{:#}", add_from_toml(store.conn_mut(), "bad.toml", toml).unwrap_err());
+        let err = format!(
+            "{:#}",
+            add_from_toml(store.conn_mut(), "bad.toml", toml).unwrap_err()
+        );
         assert!(err.contains(fragment), "{err}");
         // Nothing was stored.
         assert_eq!(store.registry().unwrap().instruments().len(), 3);
@@ -507,9 +554,18 @@ elevated_threshold = 10
     #[test]
     fn bad_definitions_change_nothing() {
         check_refused(&WSAS.replace("max = 40", "max = 20"), "item ranges add up");
-        check_refused(&WSAS.replace("instrument = \"WSAS\"", "instrument = \"NOPE\""), "unknown instrument");
-        check_refused(&WSAS.replace("min = 0\nmax = 40", "min = 0\nmax = 40\ncolour = 1"), "unknown field");
-        check_refused(&WSAS.replace("id = \"WSAS\"", "id = \"PHQ-9\""), "already defined differently");
+        check_refused(
+            &WSAS.replace("instrument = \"WSAS\"", "instrument = \"NOPE\""),
+            "unknown instrument",
+        );
+        check_refused(
+            &WSAS.replace("min = 0\nmax = 40", "min = 0\nmax = 40\ncolour = 1"),
+            "unknown field",
+        );
+        check_refused(
+            &WSAS.replace("id = \"WSAS\"", "id = \"PHQ-9\""),
+            "already defined differently",
+        );
         check_refused(&WSAS.replace("id = \"WSAS\"", "id = \"phq9\""), "clashes");
     }
 }

@@ -67,10 +67,16 @@ pub fn summary(store: &Store) -> Result<Summary> {
         Ok(conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
     };
     let (first_session, last_session) =
-        conn.query_row("SELECT min(date), max(date) FROM session", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        conn.query_row("SELECT min(date), max(date) FROM session", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
     Ok(Summary {
         clinic: store.clinic()?.map(|c| c.name).unwrap_or_default(),
-        schema_version: conn.query_row("SELECT user_version FROM pragma_user_version", [], |r| r.get(0))?,
+        schema_version: conn.query_row(
+            "SELECT user_version FROM pragma_user_version",
+            [],
+            |r| r.get(0),
+        )?,
         therapists: count("therapist")?,
         patients: count("patient")?,
         episodes: count("episode")?,
@@ -88,7 +94,11 @@ fn assessments(conn: &Connection) -> Result<Vec<InstrumentCount>> {
          GROUP BY instrument_id ORDER BY instrument_id",
     )?;
     let rows = stmt.query_map([], |r| {
-        Ok(InstrumentCount { instrument: r.get(0)?, assessments: r.get(1)?, episodes: r.get(2)? })
+        Ok(InstrumentCount {
+            instrument: r.get(0)?,
+            assessments: r.get(1)?,
+            episodes: r.get(2)?,
+        })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -126,7 +136,11 @@ impl std::fmt::Display for Summary {
             writeln!(f, "  (none yet: run `mbc-node import`)")?;
         }
         for a in &self.assessments {
-            writeln!(f, "  {:<10} {:>9} in {} episodes", a.instrument, a.assessments, a.episodes)?;
+            writeln!(
+                f,
+                "  {:<10} {:>9} in {} episodes",
+                a.instrument, a.assessments, a.episodes
+            )?;
         }
         writeln!(f, "recent imports")?;
         for i in &self.recent_imports {

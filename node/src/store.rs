@@ -101,7 +101,11 @@ impl Store {
         Ok(self
             .conn
             .query_row("SELECT name, country, service_type FROM clinic", [], |r| {
-                Ok(Clinic { name: r.get(0)?, country: r.get(1)?, service_type: r.get(2)? })
+                Ok(Clinic {
+                    name: r.get(0)?,
+                    country: r.get(1)?,
+                    service_type: r.get(2)?,
+                })
             })
             .optional()?)
     }

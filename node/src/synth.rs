@@ -50,7 +50,13 @@ pub struct Summary {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "wrote synthetic data for {} clinics (seed {}) to {}", self.clinics.len(), self.seed, self.out)?;
+        writeln!(
+            f,
+            "wrote synthetic data for {} clinics (seed {}) to {}",
+            self.clinics.len(),
+            self.seed,
+            self.out
+        )?;
         for c in &self.clinics {
             writeln!(
                 f,
@@ -58,7 +64,11 @@ impl fmt::Display for Summary {
                 c.id, c.therapists, c.patients, c.assessments
             )?;
         }
-        write!(f, "  ground truth (planted effects and labels): {}", self.truth)
+        write!(
+            f,
+            "  ground truth (planted effects and labels): {}",
+            self.truth
+        )
     }
 }
 
@@ -66,7 +76,10 @@ impl fmt::Display for Summary {
 pub fn generate_to_dir(params: &Params, out: &Path) -> Result<Summary> {
     params.validate()?;
     if out.exists() && std::fs::read_dir(out)?.next().is_some() {
-        bail!("{} is not empty; choose a new --out directory", out.display());
+        bail!(
+            "{} is not empty; choose a new --out directory",
+            out.display()
+        );
     }
     std::fs::create_dir_all(out).with_context(|| format!("couldn't create {}", out.display()))?;
     let data = model::generate(params);
@@ -75,7 +88,11 @@ pub fn generate_to_dir(params: &Params, out: &Path) -> Result<Summary> {
         let dir = out.join(&clinic.id);
         std::fs::create_dir_all(&dir)?;
         let csv_files = write::csv(clinic, &dir)?;
-        let fhir_files = if params.fhir { vec![write::fhir(clinic, &dir)?] } else { Vec::new() };
+        let fhir_files = if params.fhir {
+            vec![write::fhir(clinic, &dir)?]
+        } else {
+            Vec::new()
+        };
         let rel = |f: &str| format!("{}/{f}", clinic.id);
         clinics.push(ClinicSummary {
             id: clinic.id.clone(),
@@ -88,6 +105,14 @@ pub fn generate_to_dir(params: &Params, out: &Path) -> Result<Summary> {
         });
     }
     let truth = out.join("truth.json");
-    std::fs::write(&truth, serde_json::to_string_pretty(&write::truth(params, &data))?)?;
-    Ok(Summary { out: out.display().to_string(), seed: params.seed, clinics, truth: truth.display().to_string() })
+    std::fs::write(
+        &truth,
+        serde_json::to_string_pretty(&write::truth(params, &data))?,
+    )?;
+    Ok(Summary {
+        out: out.display().to_string(),
+        seed: params.seed,
+        clinics,
+        truth: truth.display().to_string(),
+    })
 }

@@ -156,29 +156,45 @@ impl Instrument {
 
     /// Checks that the definition is internally consistent.
     pub fn validate(&self) -> Result<(), Error> {
-        let fail = |reason: String| Error::InvalidInstrument { id: self.id.clone(), reason };
+        let fail = |reason: String| Error::InvalidInstrument {
+            id: self.id.clone(),
+            reason,
+        };
         if self.id.trim().is_empty() || self.id.len() > 64 {
             return Err(fail("id must be 1 to 64 characters".into()));
         }
         if !(self.min.is_finite() && self.max.is_finite() && self.min < self.max) {
-            return Err(fail(format!("min ({}) must be below max ({})", self.min, self.max)));
+            return Err(fail(format!(
+                "min ({}) must be below max ({})",
+                self.min, self.max
+            )));
         }
         if let Some(c) = self.caseness_cutoff
             && !self.in_range(c)
         {
-            return Err(fail(format!("caseness_cutoff {c} is outside [{}, {}]", self.min, self.max)));
+            return Err(fail(format!(
+                "caseness_cutoff {c} is outside [{}, {}]",
+                self.min, self.max
+            )));
         }
         if let Some(rc) = self.reliable_change
             && !(rc > 0.0 && rc <= self.max - self.min)
         {
-            return Err(fail(format!("reliable_change {rc} must be positive and within the range")));
+            return Err(fail(format!(
+                "reliable_change {rc} must be positive and within the range"
+            )));
         }
         if let Some(r) = self.reliability
             && !(r > 0.0 && r < 1.0)
         {
-            return Err(fail(format!("reliability {r} must be strictly between 0 and 1")));
+            return Err(fail(format!(
+                "reliability {r} must be strictly between 0 and 1"
+            )));
         }
-        for sd in [self.norms.functional_sd, self.norms.clinical_sd].into_iter().flatten() {
+        for sd in [self.norms.functional_sd, self.norms.clinical_sd]
+            .into_iter()
+            .flatten()
+        {
             if !(sd > 0.0 && sd.is_finite()) {
                 return Err(fail(format!("norm SD {sd} must be positive")));
             }
@@ -187,8 +203,13 @@ impl Instrument {
             return Err(fail("severity bands must be in ascending order".into()));
         }
         for item in &self.items {
-            if item.code.trim().is_empty() || !(item.min < item.max) {
-                return Err(fail(format!("item {:?} needs a code and min < max", item.code)));
+            if item.code.trim().is_empty()
+                || item.min.partial_cmp(&item.max) != Some(std::cmp::Ordering::Less)
+            {
+                return Err(fail(format!(
+                    "item {:?} needs a code and min < max",
+                    item.code
+                )));
             }
         }
         if !self.items.is_empty() {
@@ -258,7 +279,10 @@ pub struct Domain {
 impl Domain {
     /// Checks the domain against the instruments it may reference.
     pub fn validate(&self, instruments: &[Instrument]) -> Result<(), Error> {
-        let fail = |reason: String| Error::InvalidDomain { id: self.id.clone(), reason };
+        let fail = |reason: String| Error::InvalidDomain {
+            id: self.id.clone(),
+            reason,
+        };
         if self.id.trim().is_empty() || self.id.len() > 64 {
             return Err(fail("id must be 1 to 64 characters".into()));
         }
@@ -279,11 +303,21 @@ impl Domain {
 
 /// Lower-cases and drops everything but letters and digits: `PHQ-9`, `phq9` and `Phq 9` match.
 pub fn normalise_name(name: &str) -> String {
-    name.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect()
+    name.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
 }
 
 fn items(codes: &[&str], min: f64, max: f64) -> Vec<Item> {
-    codes.iter().map(|c| Item { code: (*c).to_string(), min, max }).collect()
+    codes
+        .iter()
+        .map(|c| Item {
+            code: (*c).to_string(),
+            min,
+            max,
+        })
+        .collect()
 }
 
 fn bands(b: &[(f64, &str)]) -> Vec<(f64, String)> {
@@ -296,8 +330,9 @@ pub const PHQ9_ITEMS: [&str; 9] = [
     "44260-8",
 ];
 /// LOINC item codes of GAD-7 items 1–7 (DOMAIN.md §9; item 6 is 69689-8, see §13.6).
-pub const GAD7_ITEMS: [&str; 7] =
-    ["69725-0", "68509-9", "69733-4", "69734-2", "69735-9", "69689-8", "69736-7"];
+pub const GAD7_ITEMS: [&str; 7] = [
+    "69725-0", "68509-9", "69733-4", "69734-2", "69735-9", "69689-8", "69736-7",
+];
 
 /// The instruments that ship with mbc-node: open measures only.
 ///
@@ -320,7 +355,11 @@ pub fn builtin_instruments() -> Vec<Instrument> {
             caseness_cutoff: Some(10.0),
             reliable_change: Some(6.0),
             reliability: Some(0.89),
-            norms: Norms { clinical_mean: Some(15.4), clinical_sd: Some(5.5), ..Norms::default() },
+            norms: Norms {
+                clinical_mean: Some(15.4),
+                clinical_sd: Some(5.5),
+                ..Norms::default()
+            },
             bands: bands(&[
                 (0.0, "minimal"),
                 (5.0, "mild"),
@@ -345,8 +384,17 @@ pub fn builtin_instruments() -> Vec<Instrument> {
             caseness_cutoff: Some(8.0),
             reliable_change: Some(4.0),
             reliability: Some(0.92),
-            norms: Norms { clinical_mean: Some(14.0), clinical_sd: Some(4.5), ..Norms::default() },
-            bands: bands(&[(0.0, "minimal"), (5.0, "mild"), (10.0, "moderate"), (15.0, "severe")]),
+            norms: Norms {
+                clinical_mean: Some(14.0),
+                clinical_sd: Some(4.5),
+                ..Norms::default()
+            },
+            bands: bands(&[
+                (0.0, "minimal"),
+                (5.0, "mild"),
+                (10.0, "moderate"),
+                (15.0, "severe"),
+            ]),
             loinc_panel: Some("69737-5".into()),
             loinc_total: Some("70274-6".into()),
             snomed_total: Some("445455005".into()),
@@ -377,7 +425,11 @@ pub fn builtin_instruments() -> Vec<Instrument> {
             loinc_total: None,
             snomed_total: None,
             items: (1..=10)
-                .map(|i| Item { code: format!("CORE10-{i}"), min: 0.0, max: 4.0 })
+                .map(|i| Item {
+                    code: format!("CORE10-{i}"),
+                    min: 0.0,
+                    max: 4.0,
+                })
                 .collect(),
             licence: "free to use, unaltered (CORE System Trust)".into(),
             builtin: true,
@@ -387,12 +439,16 @@ pub fn builtin_instruments() -> Vec<Instrument> {
 
 /// The domains that ship with mbc-node, one per built-in instrument; elevated = caseness.
 pub fn builtin_domains() -> Vec<Domain> {
-    [("depression", "Depression", "PHQ-9", 10.0), ("anxiety", "Anxiety", "GAD-7", 8.0), (
-        "distress",
-        "General psychological distress",
-        "CORE-10",
-        11.0,
-    )]
+    [
+        ("depression", "Depression", "PHQ-9", 10.0),
+        ("anxiety", "Anxiety", "GAD-7", 8.0),
+        (
+            "distress",
+            "General psychological distress",
+            "CORE-10",
+            11.0,
+        ),
+    ]
     .into_iter()
     .map(|(id, name, inst, threshold)| Domain {
         id: id.into(),
@@ -410,7 +466,10 @@ mod tests {
     use super::*;
 
     fn phq9() -> Instrument {
-        builtin_instruments().into_iter().find(|i| i.id == "PHQ-9").unwrap()
+        builtin_instruments()
+            .into_iter()
+            .find(|i| i.id == "PHQ-9")
+            .unwrap()
     }
 
     #[test]
@@ -427,9 +486,15 @@ mod tests {
     #[test]
     fn jacobson_truax_known_answer() {
         // DOMAIN.md §6.4: SD 8.16, r = .81 gives a minimum reliable change of 9.86.
-        assert_eq!((jacobson_truax_min_change(8.16, 0.81) * 100.0).round() / 100.0, 9.86);
+        assert_eq!(
+            (jacobson_truax_min_change(8.16, 0.81) * 100.0).round() / 100.0,
+            9.86
+        );
         // CORE-OM (Evans, Margison & Barkham 1998): SD .53, α = .89 gives RC 0.487.
-        assert_eq!((jacobson_truax_min_change(0.53, 0.89) * 1000.0).round() / 1000.0, 0.487);
+        assert_eq!(
+            (jacobson_truax_min_change(0.53, 0.89) * 1000.0).round() / 1000.0,
+            0.487
+        );
     }
 
     #[test]
@@ -488,8 +553,18 @@ mod tests {
         let instruments = builtin_instruments();
         let mut d = builtin_domains().remove(0);
         d.transform = ScoreTransform::Z;
-        assert!(d.validate(&instruments).unwrap_err().to_string().contains("functional_mean"));
+        assert!(
+            d.validate(&instruments)
+                .unwrap_err()
+                .to_string()
+                .contains("functional_mean")
+        );
         d.instrument_id = "TOP".into();
-        assert!(d.validate(&instruments).unwrap_err().to_string().contains("unknown instrument"));
+        assert!(
+            d.validate(&instruments)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown instrument")
+        );
     }
 }

@@ -51,7 +51,9 @@ impl fmt::Debug for Pseudonymiser {
 impl Pseudonymiser {
     /// A pseudonymiser keyed by the node's secret.
     pub fn new(secret: &[u8; SECRET_LEN]) -> Self {
-        Self { key: hmac::Key::new(hmac::HMAC_SHA256, secret) }
+        Self {
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+        }
     }
 
     /// The pseudonym of `raw` (leading and trailing whitespace ignored): 64 hex digits.
@@ -89,9 +91,18 @@ mod tests {
         let a = Pseudonymiser::new(&[1; 32]);
         let b = Pseudonymiser::new(&[2; 32]);
         let id = "12345";
-        assert_ne!(a.pseudonym(IdKind::Patient, id), a.pseudonym(IdKind::Therapist, id));
-        assert_ne!(a.pseudonym(IdKind::Patient, id), b.pseudonym(IdKind::Patient, id));
-        assert_eq!(a.pseudonym(IdKind::Patient, id), a.pseudonym(IdKind::Patient, id));
+        assert_ne!(
+            a.pseudonym(IdKind::Patient, id),
+            a.pseudonym(IdKind::Therapist, id)
+        );
+        assert_ne!(
+            a.pseudonym(IdKind::Patient, id),
+            b.pseudonym(IdKind::Patient, id)
+        );
+        assert_eq!(
+            a.pseudonym(IdKind::Patient, id),
+            a.pseudonym(IdKind::Patient, id)
+        );
         // Length prefixes: moving bytes between kind and id cannot collide.
         assert_eq!(a.pseudonym(IdKind::Episode, id).len(), 64);
         assert!(!a.pseudonym(IdKind::Patient, id).contains(id));
@@ -99,6 +110,9 @@ mod tests {
 
     #[test]
     fn debug_hides_the_key() {
-        assert_eq!(format!("{:?}", Pseudonymiser::new(&[7; 32])), "Pseudonymiser(..)");
+        assert_eq!(
+            format!("{:?}", Pseudonymiser::new(&[7; 32])),
+            "Pseudonymiser(..)"
+        );
     }
 }

@@ -112,10 +112,18 @@ pub fn total_from_items(inst: &Instrument, answers: &[Option<f64>]) -> Result<To
         });
     }
     if n_missing == 0 {
-        return Ok(Total { total: sum, n_missing, prorated: false });
+        return Ok(Total {
+            total: sum,
+            n_missing,
+            prorated: false,
+        });
     }
     let total = (sum * n as f64 / answered as f64).round();
-    Ok(Total { total, n_missing, prorated: true })
+    Ok(Total {
+        total,
+        n_missing,
+        prorated: true,
+    })
 }
 
 /// The value of a LOINC answer code from the PHQ-9/GAD-7 answer list (DOMAIN.md §9).
@@ -133,7 +141,9 @@ pub fn loinc_answer_value(code: &str) -> Option<f64> {
 pub fn loinc_answer_code(value: f64) -> Option<&'static str> {
     const CODES: [&str; 4] = ["LA6568-5", "LA6569-3", "LA6570-1", "LA6571-9"];
     let index = value as usize;
-    (value.fract() == 0.0 && value >= 0.0).then(|| CODES.get(index).copied()).flatten()
+    (value.fract() == 0.0 && value >= 0.0)
+        .then(|| CODES.get(index).copied())
+        .flatten()
 }
 
 #[cfg(test)]
@@ -142,7 +152,10 @@ mod tests {
     use crate::instrument::builtin_instruments;
 
     fn inst(id: &str) -> Instrument {
-        builtin_instruments().into_iter().find(|i| i.id == id).unwrap()
+        builtin_instruments()
+            .into_iter()
+            .find(|i| i.id == id)
+            .unwrap()
     }
 
     #[track_caller]
@@ -150,7 +163,10 @@ mod tests {
         let got = total_from_items(&inst(id), answers);
         match (got, expect) {
             (Ok(t), Ok((total, missing, prorated))) => {
-                assert_eq!((t.total, t.n_missing, t.prorated), (total, missing, prorated))
+                assert_eq!(
+                    (t.total, t.n_missing, t.prorated),
+                    (total, missing, prorated)
+                )
             }
             (Err(e), Err(fragment)) => assert!(e.to_string().contains(fragment), "{e}"),
             (got, expect) => panic!("got {got:?}, expected {expect:?}"),
@@ -165,7 +181,11 @@ mod tests {
     fn complete_totals() {
         check("PHQ-9", &all(&[3.0; 9]), Ok((27.0, 0, false)));
         check("PHQ-9", &all(&[0.0; 9]), Ok((0.0, 0, false)));
-        check("GAD-7", &all(&[1.0, 2.0, 3.0, 0.0, 1.0, 2.0, 3.0]), Ok((12.0, 0, false)));
+        check(
+            "GAD-7",
+            &all(&[1.0, 2.0, 3.0, 0.0, 1.0, 2.0, 3.0]),
+            Ok((12.0, 0, false)),
+        );
         check("CORE-10", &all(&[4.0; 10]), Ok((40.0, 0, false)));
     }
 

@@ -1,1 +1,4 @@
+//! End-to-end tests of the real `mbc-node` binary. One test binary; modules by area.
 
+mod import;
+mod node;

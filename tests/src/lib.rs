@@ -1,1 +1,199 @@
-//! tmp
+//! Helpers for end-to-end tests: run the real `mbc-node` binary as a user would, in temporary
+//! directories, and inspect the store it leaves behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rusqlite::{Connection, OpenFlags, types::ValueRef};
+
+/// The `mbc-node` binary built alongside this test binary (`cargo test --workspace` builds it
+/// because the node package has integration tests of its own).
+pub fn bin() -> PathBuf {
+    // Unwrap safety: a test binary always has a path.
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/integration-<hash> -> target/<profile>/mbc-node
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("mbc-node"));
+    match path {
+        Some(p) if p.exists() => p,
+        _ => panic!(
+            "mbc-node binary not found next to {}; run `cargo test --workspace`",
+            exe.display()
+        ),
+    }
+}
+
+/// The result of one command.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (-1 if killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Self {
+        Self {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// Panics with both streams unless the command succeeded.
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "command failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// The stdout parsed as JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// Runs `mbc-node ARGS` in `cwd` with `MBC_NODE_DIR` unset.
+pub fn mbc(cwd: &Path, args: &[&str]) -> Run {
+    mbc_env(cwd, args, &[])
+}
+
+/// Runs `mbc-node ARGS` in `cwd` with extra environment variables.
+pub fn mbc_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(cwd).args(args).env_remove("MBC_NODE_DIR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    // Unwrap safety: the binary exists (checked by `bin`).
+    Run::from(cmd.output().unwrap())
+}
+
+fn open(db: &Path) -> Connection {
+    // Unwrap safety: tests only inspect stores they created.
+    Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()
+}
+
+fn render(v: ValueRef<'_>) -> String {
+    match v {
+        ValueRef::Null => "NULL".into(),
+        ValueRef::Integer(i) => i.to_string(),
+        ValueRef::Real(r) => format!("{r:?}"),
+        ValueRef::Text(t) => format!("{:?}", String::from_utf8_lossy(t)),
+        ValueRef::Blob(b) => hex::encode(b),
+    }
+}
+
+fn rows(conn: &Connection, sql: &str) -> Vec<String> {
+    // Unwrap safety: the queries are fixed and match the schema.
+    let mut stmt = conn.prepare(sql).unwrap();
+    let n = stmt.column_count();
+    let mut out = Vec::new();
+    let mut rows = stmt.query([]).unwrap();
+    while let Some(row) = rows.next().unwrap() {
+        out.push(
+            (0..n)
+                .map(|i| render(row.get_ref(i).unwrap()))
+                .collect::<Vec<_>>()
+                .join("|"),
+        );
+    }
+    out
+}
+
+/// SHA-256 over every row of every table (and the schema), in a fixed order: equal iff the
+/// store's content is byte-for-byte the same.
+pub fn checksum(db: &Path) -> String {
+    let conn = open(db);
+    let tables = rows(
+        &conn,
+        "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
+    );
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for row in rows(
+        &conn,
+        "SELECT type, name, sql FROM sqlite_master ORDER BY name",
+    ) {
+        ctx.update(row.as_bytes());
+    }
+    for t in tables {
+        let name = t.trim_matches('"');
+        let n: usize = conn
+            .query_row(
+                &format!("SELECT count(*) FROM pragma_table_info('{name}')"),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let order: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
+        for row in rows(
+            &conn,
+            &format!("SELECT * FROM \"{name}\" ORDER BY {}", order.join(", ")),
+        ) {
+            ctx.update(name.as_bytes());
+            ctx.update(row.as_bytes());
+            ctx.update(b"\n");
+        }
+    }
+    hex::encode(ctx.finish())
+}
+
+/// The store's outcome content with row ids replaced by pseudonyms, sorted: equal for two
+/// stores holding the same data under the same pseudonymisation key, whatever the order or
+/// format it was imported in.
+pub fn canonical_content(db: &Path) -> Vec<String> {
+    let conn = open(db);
+    let queries = [
+        "SELECT 'therapist', pseudonym, profession, grade, start_year, gender, languages, modalities,
+                accepting_new, wait_weeks, payers, location FROM therapist",
+        "SELECT 'patient', pseudonym, birth_year, sex, ethnicity_group, deprivation_decile FROM patient",
+        "SELECT 'episode', e.pseudonym, p.pseudonym, t.pseudonym, referral_date, start_date, end_date,
+                end_reason, sessions_planned, sessions_attended, step, provisional_dx
+         FROM episode e JOIN patient p USING (patient_id) JOIN therapist t USING (therapist_id)",
+        "SELECT 'casemix', e.pseudonym, c.age, c.employment, c.prior_treatment, c.psychotropic_med,
+                c.long_term_condition, c.disability, c.duration_of_problem_months,
+                c.comorbidity_count, c.referral_source, c.wsas
+         FROM casemix c JOIN episode e USING (episode_id)",
+        "SELECT 'episode_therapist', e.pseudonym, t.pseudonym, first_session, last_session
+         FROM episode_therapist et JOIN episode e USING (episode_id) JOIN therapist t ON t.therapist_id = et.therapist_id",
+        "SELECT 'session', e.pseudonym, seq, date, attended, kind FROM session JOIN episode e USING (episode_id)",
+        "SELECT 'assessment', e.pseudonym, s.seq, instrument_id, score, n_missing_items, prorated
+         FROM assessment a JOIN session s USING (session_id) JOIN episode e ON e.episode_id = a.episode_id",
+        "SELECT 'item', e.pseudonym, s.seq, a.instrument_id, item_no, item_code, value
+         FROM item_response i JOIN assessment a USING (assessment_id) JOIN session s USING (session_id)
+         JOIN episode e ON e.episode_id = a.episode_id",
+    ];
+    let mut out: Vec<String> = queries.iter().flat_map(|q| rows(&conn, q)).collect();
+    out.sort();
+    out
+}
+
+/// Every byte of every file in `dir` (the store, its WAL and shared memory, config, keys).
+pub fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    // Unwrap safety: tests only read directories they created.
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect()
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}

@@ -17,7 +17,8 @@ use csv::StringRecord;
 
 use super::fields::{self, FieldError, FieldResult};
 use super::records::{
-    AssessmentRecord, Casemix, EpisodeAttrs, PatientAttrs, SessionKey, SessionRecord, TherapistAttrs,
+    AssessmentRecord, Casemix, EpisodeAttrs, PatientAttrs, SessionKey, SessionRecord,
+    TherapistAttrs,
 };
 use super::writer::Writer;
 use super::{ImportError, Location, Progress};
@@ -49,9 +50,15 @@ impl CsvKind {
 
     fn required(self) -> &'static [&'static str] {
         match self {
-            CsvKind::Assessments => {
-                &["patient_id", "therapist_id", "episode_id", "session", "date", "instrument", "score"]
-            }
+            CsvKind::Assessments => &[
+                "patient_id",
+                "therapist_id",
+                "episode_id",
+                "session",
+                "date",
+                "instrument",
+                "score",
+            ],
             CsvKind::Episodes => &["episode_id", "patient_id", "therapist_id"],
             CsvKind::Patients => &["patient_id"],
             CsvKind::Therapists => &["therapist_id"],
@@ -127,14 +134,19 @@ impl Row<'_> {
     }
 
     fn req(&self, name: &str) -> FieldResult<&str> {
-        self.opt(name).ok_or_else(|| FieldError::new(name, "is empty"))
+        self.opt(name)
+            .ok_or_else(|| FieldError::new(name, "is empty"))
     }
 
     fn string(&self, name: &str) -> Option<String> {
         self.opt(name).map(str::to_string)
     }
 
-    fn parse<T>(&self, name: &str, f: impl Fn(&str, &str) -> FieldResult<T>) -> FieldResult<Option<T>> {
+    fn parse<T>(
+        &self,
+        name: &str,
+        f: impl Fn(&str, &str) -> FieldResult<T>,
+    ) -> FieldResult<Option<T>> {
         self.opt(name).map(|v| f(name, v)).transpose()
     }
 }
@@ -170,14 +182,23 @@ pub(crate) fn import(
     })?;
     let mut columns = HashMap::new();
     for (i, h) in headers.iter().enumerate() {
-        let known = kind.required().iter().chain(kind.optional()).find(|c| **c == h.as_str());
+        let known = kind
+            .required()
+            .iter()
+            .chain(kind.optional())
+            .find(|c| **c == h.as_str());
         let Some(known) = known else {
             return Err(header_error(
                 h,
                 format!(
                     "unknown column for a {} file (known columns: {})",
                     kind.as_str(),
-                    kind.required().iter().chain(kind.optional()).copied().collect::<Vec<_>>().join(", ")
+                    kind.required()
+                        .iter()
+                        .chain(kind.optional())
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         };
@@ -186,7 +207,10 @@ pub(crate) fn import(
         }
     }
     if let Some(missing) = kind.required().iter().find(|c| !columns.contains_key(**c)) {
-        return Err(header_error(missing, format!("required column is missing from a {} file", kind.as_str())));
+        return Err(header_error(
+            missing,
+            format!("required column is missing from a {} file", kind.as_str()),
+        ));
     }
     let mut record = StringRecord::new();
     let mut rows = 0u64;
@@ -206,7 +230,10 @@ pub(crate) fn import(
         }
         rows += 1;
         let line = record.position().map_or(rows + 1, |p| p.line());
-        let row = Row { record: &record, columns: &columns };
+        let row = Row {
+            record: &record,
+            columns: &columns,
+        };
         let result = match kind {
             CsvKind::Assessments => assessment_row(&row, registry, writer),
             CsvKind::Episodes => episode_row(&row, writer),
@@ -256,7 +283,9 @@ fn episode_row(row: &Row<'_>, w: &mut Writer<'_>) -> FieldResult<()> {
         referral_date: row.parse("referral_date", fields::date)?,
         start_date: row.parse("start_date", fields::date)?,
         end_date: row.parse("end_date", fields::date)?,
-        end_reason: row.parse("end_reason", |f, v| fields::one_of(f, v, fields::END_REASONS))?,
+        end_reason: row.parse("end_reason", |f, v| {
+            fields::one_of(f, v, fields::END_REASONS)
+        })?,
         sessions_planned: row.parse("sessions_planned", count)?,
         sessions_attended: row.parse("sessions_attended", count)?,
         step: row.parse("step", |f, v| fields::one_of(f, v, fields::STEPS))?,
@@ -287,12 +316,17 @@ fn assessment_row(row: &Row<'_>, registry: &Registry, w: &mut Writer<'_>) -> Fie
         },
         date: fields::date("date", row.req("date")?)?,
         attended: row.parse("attended", fields::boolean)?.unwrap_or(true),
-        kind: row.parse("kind", |f, v| fields::one_of(f, v, fields::SESSION_KINDS))?.unwrap_or("treatment"),
+        kind: row
+            .parse("kind", |f, v| fields::one_of(f, v, fields::SESSION_KINDS))?
+            .unwrap_or("treatment"),
     };
     let (instrument, score, items) = (row.opt("instrument"), row.opt("score"), row.opt("items"));
     let Some(name) = instrument else {
         if score.is_some() || items.is_some() {
-            return Err(FieldError::new("instrument", "is empty but a score or items are given"));
+            return Err(FieldError::new(
+                "instrument",
+                "is empty but a score or items are given",
+            ));
         }
         // A session without a measure.
         w.session(&session)?;
@@ -314,7 +348,9 @@ fn assessment_row(row: &Row<'_>, registry: &Registry, w: &mut Writer<'_>) -> Fie
             text.split(';')
                 .map(|v| {
                     let v = v.trim();
-                    (!v.is_empty()).then(|| fields::number("items", v)).transpose()
+                    (!v.is_empty())
+                        .then(|| fields::number("items", v))
+                        .transpose()
                 })
                 .collect::<FieldResult<Vec<_>>>()
         })

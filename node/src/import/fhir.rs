@@ -17,7 +17,8 @@ use serde_json::Value;
 
 use super::fields::{self, FieldError, FieldResult};
 use super::records::{
-    AssessmentRecord, Casemix, EpisodeAttrs, PatientAttrs, SessionKey, SessionRecord, TherapistAttrs,
+    AssessmentRecord, Casemix, EpisodeAttrs, PatientAttrs, SessionKey, SessionRecord,
+    TherapistAttrs,
 };
 use super::writer::Writer;
 use super::{ImportError, Location, Progress};
@@ -46,10 +47,16 @@ impl Res {
 
     /// An mbc-node extension's value (valueString, valueInteger, …).
     fn ext(&self, name: &str) -> Option<&Value> {
-        self.value.get("extension")?.as_array()?.iter().find_map(|e| {
-            let url = e.get("url")?.as_str()?;
-            (url.strip_prefix(EXT_BASE) == Some(name)).then(|| value_x(e)).flatten()
-        })
+        self.value
+            .get("extension")?
+            .as_array()?
+            .iter()
+            .find_map(|e| {
+                let url = e.get("url")?.as_str()?;
+                (url.strip_prefix(EXT_BASE) == Some(name))
+                    .then(|| value_x(e))
+                    .flatten()
+            })
     }
 
     fn ext_str(&self, name: &str) -> Option<String> {
@@ -59,21 +66,30 @@ impl Res {
         }
     }
 
-    fn ext_parse<T>(&self, name: &str, f: impl Fn(&str, &str) -> FieldResult<T>) -> FieldResult<Option<T>> {
-        self.ext_str(name).map(|v| f(&format!("extension {name}"), &v)).transpose()
+    fn ext_parse<T>(
+        &self,
+        name: &str,
+        f: impl Fn(&str, &str) -> FieldResult<T>,
+    ) -> FieldResult<Option<T>> {
+        self.ext_str(name)
+            .map(|v| f(&format!("extension {name}"), &v))
+            .transpose()
     }
 }
 
 fn path_get<'v>(v: &'v Value, path: &[&str]) -> Option<&'v Value> {
-    path.iter().try_fold(v, |v, key| match key.parse::<usize>() {
-        Ok(i) => v.get(i),
-        Err(_) => v.get(*key),
-    })
+    path.iter()
+        .try_fold(v, |v, key| match key.parse::<usize>() {
+            Ok(i) => v.get(i),
+            Err(_) => v.get(*key),
+        })
 }
 
 /// The `value[x]` of an extension or answer.
 fn value_x(v: &Value) -> Option<&Value> {
-    v.as_object()?.iter().find_map(|(k, v)| k.starts_with("value").then_some(v))
+    v.as_object()?
+        .iter()
+        .find_map(|(k, v)| k.starts_with("value").then_some(v))
 }
 
 /// Splits the input into resources.
@@ -83,7 +99,13 @@ fn resources(content: &[u8], file: &str) -> Result<Vec<Res>, ImportError> {
         Ok(v) if v.get("resourceType").and_then(Value::as_str) == Some("Bundle") => v
             .get("entry")
             .and_then(Value::as_array)
-            .map(|entries| entries.iter().filter_map(|e| e.get("resource").cloned()).map(|r| (r, None)).collect())
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter_map(|e| e.get("resource").cloned())
+                    .map(|r| (r, None))
+                    .collect()
+            })
             .unwrap_or_default(),
         Ok(v) => vec![(v, None)],
         Err(whole) => {
@@ -99,7 +121,11 @@ fn resources(content: &[u8], file: &str) -> Result<Vec<Res>, ImportError> {
                     file: file.to_string(),
                     location: Some(Location::Line(i as u64 + 1)),
                     field: None,
-                    reason: if i == 0 { format!("not valid JSON: {whole}") } else { format!("not valid JSON: {e}") },
+                    reason: if i == 0 {
+                        format!("not valid JSON: {whole}")
+                    } else {
+                        format!("not valid JSON: {e}")
+                    },
                 })?;
                 out.push((v, Some(i as u64 + 1)));
             }
@@ -115,21 +141,36 @@ fn resources(content: &[u8], file: &str) -> Result<Vec<Res>, ImportError> {
                 field: None,
                 reason: reason.to_string(),
             };
-            let ty = value.get("resourceType").and_then(Value::as_str).ok_or_else(|| at("a resource has no resourceType"))?;
-            let id = value.get("id").and_then(Value::as_str).ok_or_else(|| at(&format!("a {ty} resource has no id")))?;
-            Ok(Res { ty: ty.to_string(), id: fields::identifier("id", id).map_err(|e| at(&e.reason))?, value })
+            let ty = value
+                .get("resourceType")
+                .and_then(Value::as_str)
+                .ok_or_else(|| at("a resource has no resourceType"))?;
+            let id = value
+                .get("id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| at(&format!("a {ty} resource has no id")))?;
+            Ok(Res {
+                ty: ty.to_string(),
+                id: fields::identifier("id", id).map_err(|e| at(&e.reason))?,
+                value,
+            })
         })
         .collect()
 }
 
 /// The id a reference points at: `Patient/123` and `https://host/fhir/Patient/123` give `123`.
 fn reference_id(res: &Res, field: &str, path: &[&str], expect: &str) -> FieldResult<String> {
-    let reference = res.str(path).ok_or_else(|| FieldError::new(field, "is missing"))?;
+    let reference = res
+        .str(path)
+        .ok_or_else(|| FieldError::new(field, "is missing"))?;
     let mut parts = reference.rsplit('/');
     let id = parts.next().unwrap_or_default();
     let ty = parts.next().unwrap_or_default();
     if ty != expect {
-        return Err(FieldError::new(field, format!("{reference:?} is not a reference to a {expect}")));
+        return Err(FieldError::new(
+            field,
+            format!("{reference:?} is not a reference to a {expect}"),
+        ));
     }
     fields::identifier(field, id)
 }
@@ -164,12 +205,14 @@ pub(crate) fn import(
         episode_people.insert(r.id.clone(), people);
         progress.row(0);
     }
-    let sessions = encounters(of(&all, "Encounter"), &episode_people).map_err(|(r, e)| fail(r)(e))?;
+    let sessions =
+        encounters(of(&all, "Encounter"), &episode_people).map_err(|(r, e)| fail(r)(e))?;
     for (r, s) in &sessions {
         writer.session(s).map_err(fail(r))?;
         progress.row(0);
     }
-    let by_encounter: HashMap<&str, &SessionRecord> = sessions.iter().map(|(r, s)| (r.id.as_str(), s)).collect();
+    let by_encounter: HashMap<&str, &SessionRecord> =
+        sessions.iter().map(|(r, s)| (r.id.as_str(), s)).collect();
     let mut pending: HashMap<(String, String), Pending<'_>> = HashMap::new();
     for r in of(&all, "QuestionnaireResponse") {
         questionnaire_response(r, registry, &mut pending).map_err(fail(r))?;
@@ -184,12 +227,15 @@ pub(crate) fn import(
         let session = by_encounter.get(encounter.as_str()).ok_or_else(|| {
             fail(r)(FieldError::new(
                 "encounter",
-                format!("Encounter/{encounter} is not in this file (or is planned / entered in error)"),
+                format!(
+                    "Encounter/{encounter} is not in this file (or is planned / entered in error)"
+                ),
             ))
         })?;
         // Unwrap safety: `pending` keys are instrument ids taken from the registry.
         let inst = registry.get(&instrument).unwrap();
-        let record = AssessmentRecord::from_parts(inst, p.score, p.items.as_deref()).map_err(fail(r))?;
+        let record =
+            AssessmentRecord::from_parts(inst, p.score, p.items.as_deref()).map_err(fail(r))?;
         writer.assessment(session, &record).map_err(fail(r))?;
         progress.row(0);
     }
@@ -219,9 +265,14 @@ fn patient(r: &Res, w: &mut Writer<'_>) -> FieldResult<()> {
         .transpose()?;
     let attrs = PatientAttrs {
         birth_year,
-        sex: r.str(&["gender"]).map(|g| fields::sex("gender", g)).transpose()?.map(str::to_string),
+        sex: r
+            .str(&["gender"])
+            .map(|g| fields::sex("gender", g))
+            .transpose()?
+            .map(str::to_string),
         ethnicity_group: r.ext_str("ethnicity-group"),
-        deprivation_decile: r.ext_parse("deprivation-decile", |f, v| fields::integer(f, v, 1, 10))?,
+        deprivation_decile: r
+            .ext_parse("deprivation-decile", |f, v| fields::integer(f, v, 1, 10))?,
     };
     w.upsert_patient(&r.id, &attrs)
 }
@@ -229,14 +280,21 @@ fn patient(r: &Res, w: &mut Writer<'_>) -> FieldResult<()> {
 /// Stores an EpisodeOfCare; returns its (patient, therapist) raw ids.
 fn episode(r: &Res, w: &mut Writer<'_>) -> FieldResult<(String, String)> {
     let patient = reference_id(r, "patient", &["patient", "reference"], "Patient")?;
-    let therapist = reference_id(r, "careManager", &["careManager", "reference"], "Practitioner")?;
+    let therapist = reference_id(
+        r,
+        "careManager",
+        &["careManager", "reference"],
+        "Practitioner",
+    )?;
     let count = |f: &str, v: &str| fields::integer(f, v, 0, 10_000);
     let date = |path: &[&str], field: &str| r.str(path).map(|v| fields::date(field, v)).transpose();
     let attrs = EpisodeAttrs {
         referral_date: r.ext_parse("referral-date", fields::date)?,
         start_date: date(&["period", "start"], "period.start")?,
         end_date: date(&["period", "end"], "period.end")?,
-        end_reason: r.ext_parse("end-reason", |f, v| fields::one_of(f, v, fields::END_REASONS))?,
+        end_reason: r.ext_parse("end-reason", |f, v| {
+            fields::one_of(f, v, fields::END_REASONS)
+        })?,
         sessions_planned: r.ext_parse("sessions-planned", count)?,
         sessions_attended: r.ext_parse("sessions-attended", count)?,
         step: r.ext_parse("step", |f, v| fields::one_of(f, v, fields::STEPS))?,
@@ -271,30 +329,69 @@ fn encounters<'r>(
             "finished" | "arrived" | "triaged" | "in-progress" | "onleave" => true,
             "cancelled" | "noshow" => false,
             "planned" | "entered-in-error" => continue,
-            other => return Err((r, FieldError::new("status", format!("{other:?} is not a supported Encounter status")))),
+            other => {
+                return Err((
+                    r,
+                    FieldError::new(
+                        "status",
+                        format!("{other:?} is not a supported Encounter status"),
+                    ),
+                ));
+            }
         };
         let session = (|| {
-            let episode = reference_id(r, "episodeOfCare", &["episodeOfCare", "0", "reference"], "EpisodeOfCare")?;
+            let episode = reference_id(
+                r,
+                "episodeOfCare",
+                &["episodeOfCare", "0", "reference"],
+                "EpisodeOfCare",
+            )?;
             let known = episode_people.get(&episode);
             let patient = match r.str(&["subject", "reference"]) {
                 Some(_) => reference_id(r, "subject", &["subject", "reference"], "Patient")?,
-                None => known.map(|k| k.0.clone()).ok_or_else(|| FieldError::new("subject", "is missing"))?,
+                None => known
+                    .map(|k| k.0.clone())
+                    .ok_or_else(|| FieldError::new("subject", "is missing"))?,
             };
             let therapist = match r.str(&["participant", "0", "individual", "reference"]) {
-                Some(_) => reference_id(r, "participant", &["participant", "0", "individual", "reference"], "Practitioner")?,
-                None => known
-                    .map(|k| k.1.clone())
-                    .ok_or_else(|| FieldError::new("participant", "is missing and the episode is not in this file"))?,
+                Some(_) => reference_id(
+                    r,
+                    "participant",
+                    &["participant", "0", "individual", "reference"],
+                    "Practitioner",
+                )?,
+                None => known.map(|k| k.1.clone()).ok_or_else(|| {
+                    FieldError::new(
+                        "participant",
+                        "is missing and the episode is not in this file",
+                    )
+                })?,
             };
-            let date = fields::date("period.start", r.str(&["period", "start"]).ok_or_else(|| FieldError::new("period.start", "is missing"))?)?;
-            let seq = r.ext_parse("session-number", |f, v| fields::integer(f, v, 1, 10_000))?.unwrap_or(0);
+            let date = fields::date(
+                "period.start",
+                r.str(&["period", "start"])
+                    .ok_or_else(|| FieldError::new("period.start", "is missing"))?,
+            )?;
+            let seq = r
+                .ext_parse("session-number", |f, v| fields::integer(f, v, 1, 10_000))?
+                .unwrap_or(0);
             let kind = r
                 .str(&["type", "0", "text"])
                 .or_else(|| r.str(&["type", "0", "coding", "0", "code"]))
                 .map(|k| fields::one_of("type", k, fields::SESSION_KINDS))
                 .transpose()?
                 .unwrap_or("treatment");
-            Ok(SessionRecord { key: SessionKey { patient, therapist, episode, seq }, date, attended, kind })
+            Ok(SessionRecord {
+                key: SessionKey {
+                    patient,
+                    therapist,
+                    episode,
+                    seq,
+                },
+                date,
+                attended,
+                kind,
+            })
         })()
         .map_err(|e| (r, e))?;
         out.push((r, session));
@@ -330,30 +427,76 @@ fn questionnaire_response<'r>(
     if !matches!(r.str(&["status"]), Some("completed") | Some("amended")) {
         return Ok(()); // in-progress, stopped or entered-in-error: not a valid administration
     }
-    let canonical = r.str(&["questionnaire"]).ok_or_else(|| FieldError::new("questionnaire", "is missing"))?;
+    let canonical = r
+        .str(&["questionnaire"])
+        .ok_or_else(|| FieldError::new("questionnaire", "is missing"))?;
     let inst = registry
         .instruments()
         .iter()
-        .find(|i| i.loinc_panel.as_deref().is_some_and(|p| canonical.contains(p)))
-        .or_else(|| registry.find(canonical.rsplit(['/', '|']).find(|s| !s.is_empty()).unwrap_or(canonical)))
-        .ok_or_else(|| FieldError::new("questionnaire", format!("{canonical:?} is not a known instrument")))?;
+        .find(|i| {
+            i.loinc_panel
+                .as_deref()
+                .is_some_and(|p| canonical.contains(p))
+        })
+        .or_else(|| {
+            registry.find(
+                canonical
+                    .rsplit(['/', '|'])
+                    .find(|s| !s.is_empty())
+                    .unwrap_or(canonical),
+            )
+        })
+        .ok_or_else(|| {
+            FieldError::new(
+                "questionnaire",
+                format!("{canonical:?} is not a known instrument"),
+            )
+        })?;
     let encounter = reference_id(r, "encounter", &["encounter", "reference"], "Encounter")?;
     let mut answers = vec![None; inst.items.len()];
     let mut total = None;
-    for (n, item) in r.value.get("item").and_then(Value::as_array).into_iter().flatten().enumerate() {
+    for (n, item) in r
+        .value
+        .get("item")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let field = format!("item[{n}]");
-        let link = item.get("linkId").and_then(Value::as_str).unwrap_or_default();
-        let Some(answer) = path_get(item, &["answer", "0"]) else { continue };
-        let value = || answer_value(answer).ok_or_else(|| FieldError::new(&field, "has no numeric answer, LOINC answer code or ordinalValue"));
+        let link = item
+            .get("linkId")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let Some(answer) = path_get(item, &["answer", "0"]) else {
+            continue;
+        };
+        let value = || {
+            answer_value(answer).ok_or_else(|| {
+                FieldError::new(
+                    &field,
+                    "has no numeric answer, LOINC answer code or ordinalValue",
+                )
+            })
+        };
         if let Some(i) = inst.items.iter().position(|it| it.code == link) {
             answers[i] = Some(value()?);
         } else if inst.loinc_total.as_deref() == Some(link) {
             total = Some(value()?);
         }
     }
-    let entry = pending.entry((encounter, inst.id.clone())).or_insert(Pending { source: r, score: None, items: None });
+    let entry = pending
+        .entry((encounter, inst.id.clone()))
+        .or_insert(Pending {
+            source: r,
+            score: None,
+            items: None,
+        });
     if entry.items.is_some() {
-        return Err(FieldError::new("encounter", format!("a second {} response for the same encounter", inst.id)));
+        return Err(FieldError::new(
+            "encounter",
+            format!("a second {} response for the same encounter", inst.id),
+        ));
     }
     entry.items = (!inst.items.is_empty()).then_some(answers);
     entry.score = entry.score.or(total);
@@ -363,12 +506,23 @@ fn questionnaire_response<'r>(
 
 fn answer_value(answer: &Value) -> Option<f64> {
     if let Some(coding) = answer.get("valueCoding") {
-        let ordinal = coding.get("extension").and_then(Value::as_array).into_iter().flatten().find_map(|e| {
-            (e.get("url")?.as_str()? == ORDINAL_VALUE).then(|| value_x(e)?.as_f64()).flatten()
-        });
-        return ordinal.or_else(|| protocol::scoring::loinc_answer_value(coding.get("code")?.as_str()?));
+        let ordinal = coding
+            .get("extension")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find_map(|e| {
+                (e.get("url")?.as_str()? == ORDINAL_VALUE)
+                    .then(|| value_x(e)?.as_f64())
+                    .flatten()
+            });
+        return ordinal
+            .or_else(|| protocol::scoring::loinc_answer_value(coding.get("code")?.as_str()?));
     }
-    answer.get("valueInteger").or_else(|| answer.get("valueDecimal"))?.as_f64()
+    answer
+        .get("valueInteger")
+        .or_else(|| answer.get("valueDecimal"))?
+        .as_f64()
 }
 
 fn observation<'r>(
@@ -376,13 +530,22 @@ fn observation<'r>(
     registry: &Registry,
     pending: &mut HashMap<(String, String), Pending<'r>>,
 ) -> FieldResult<()> {
-    if !matches!(r.str(&["status"]), Some("final") | Some("amended") | Some("corrected")) {
+    if !matches!(
+        r.str(&["status"]),
+        Some("final") | Some("amended") | Some("corrected")
+    ) {
         return Ok(());
     }
-    let codes = r.value.get("code").and_then(|c| c.get("coding")).and_then(Value::as_array);
+    let codes = r
+        .value
+        .get("code")
+        .and_then(|c| c.get("coding"))
+        .and_then(Value::as_array);
     let inst = codes.into_iter().flatten().find_map(|c| {
         let code = c.get("code")?.as_str()?;
-        registry.instruments().iter().find(|i| i.loinc_total.as_deref() == Some(code) || i.snomed_total.as_deref() == Some(code))
+        registry.instruments().iter().find(|i| {
+            i.loinc_total.as_deref() == Some(code) || i.snomed_total.as_deref() == Some(code)
+        })
     });
     let Some(inst) = inst else { return Ok(()) }; // not a total score we know: other clinical data
     let score = r
@@ -393,11 +556,23 @@ fn observation<'r>(
         .and_then(Value::as_f64)
         .ok_or_else(|| FieldError::new("valueQuantity.value", "is missing or not a number"))?;
     let encounter = reference_id(r, "encounter", &["encounter", "reference"], "Encounter")?;
-    let entry = pending.entry((encounter, inst.id.clone())).or_insert(Pending { source: r, score: None, items: None });
+    let entry = pending
+        .entry((encounter, inst.id.clone()))
+        .or_insert(Pending {
+            source: r,
+            score: None,
+            items: None,
+        });
     if let Some(previous) = entry.score
         && previous != score
     {
-        return Err(FieldError::new("valueQuantity.value", format!("{score} conflicts with another {} total of {previous} for the same encounter", inst.id)));
+        return Err(FieldError::new(
+            "valueQuantity.value",
+            format!(
+                "{score} conflicts with another {} total of {previous} for the same encounter",
+                inst.id
+            ),
+        ));
     }
     entry.score = Some(score);
     entry.source = r;

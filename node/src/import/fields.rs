@@ -12,7 +12,10 @@ pub(crate) struct FieldError {
 
 impl FieldError {
     pub(crate) fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { field: field.into(), reason: reason.into() }
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -27,7 +30,12 @@ pub(crate) fn date(field: &str, value: &str) -> FieldResult<String> {
     };
     NaiveDate::parse_from_str(day, "%Y-%m-%d")
         .map(|d| d.format("%Y-%m-%d").to_string())
-        .map_err(|_| FieldError::new(field, format!("{value:?} is not a date (expected YYYY-MM-DD)")))
+        .map_err(|_| {
+            FieldError::new(
+                field,
+                format!("{value:?} is not a date (expected YYYY-MM-DD)"),
+            )
+        })
 }
 
 /// A finite number.
@@ -47,7 +55,10 @@ pub(crate) fn integer(field: &str, value: &str, min: i64, max: i64) -> FieldResu
         .parse()
         .map_err(|_| FieldError::new(field, format!("{value:?} is not a whole number")))?;
     if v < min || v > max {
-        return Err(FieldError::new(field, format!("{v} is outside [{min}, {max}]")));
+        return Err(FieldError::new(
+            field,
+            format!("{v} is outside [{min}, {max}]"),
+        ));
     }
     Ok(v)
 }
@@ -57,16 +68,30 @@ pub(crate) fn boolean(field: &str, value: &str) -> FieldResult<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "y" => Ok(true),
         "0" | "false" | "no" | "n" => Ok(false),
-        _ => Err(FieldError::new(field, format!("{value:?} is not yes/no (use 1/0, true/false or yes/no)"))),
+        _ => Err(FieldError::new(
+            field,
+            format!("{value:?} is not yes/no (use 1/0, true/false or yes/no)"),
+        )),
     }
 }
 
 /// One of a fixed set of values, matched ignoring case; returns the canonical spelling.
-pub(crate) fn one_of(field: &str, value: &str, allowed: &[&'static str]) -> FieldResult<&'static str> {
+pub(crate) fn one_of(
+    field: &str,
+    value: &str,
+    allowed: &[&'static str],
+) -> FieldResult<&'static str> {
     let v = value.trim();
-    allowed.iter().find(|a| a.eq_ignore_ascii_case(v)).copied().ok_or_else(|| {
-        FieldError::new(field, format!("{value:?} is not one of {}", allowed.join(", ")))
-    })
+    allowed
+        .iter()
+        .find(|a| a.eq_ignore_ascii_case(v))
+        .copied()
+        .ok_or_else(|| {
+            FieldError::new(
+                field,
+                format!("{value:?} is not one of {}", allowed.join(", ")),
+            )
+        })
 }
 
 /// Sex, normalised: `female`, `male`, `other` or `unknown` (F/M/X accepted).
@@ -76,7 +101,10 @@ pub(crate) fn sex(field: &str, value: &str) -> FieldResult<&'static str> {
         "m" | "male" => Ok("male"),
         "x" | "o" | "other" => Ok("other"),
         "u" | "unknown" => Ok("unknown"),
-        _ => Err(FieldError::new(field, format!("{value:?} is not female, male, other or unknown"))),
+        _ => Err(FieldError::new(
+            field,
+            format!("{value:?} is not female, male, other or unknown"),
+        )),
     }
 }
 
@@ -110,7 +138,11 @@ mod tests {
         for bad in ["2023-02-29", "29/02/2024", "2024-2-3x", "", "yesterday"] {
             let e = date("date", bad).unwrap_err();
             assert_eq!(e.field, "date");
-            assert!(e.reason.contains("expected YYYY-MM-DD"), "{bad}: {}", e.reason);
+            assert!(
+                e.reason.contains("expected YYYY-MM-DD"),
+                "{bad}: {}",
+                e.reason
+            );
         }
     }
 
@@ -120,12 +152,22 @@ mod tests {
         assert!(number("s", "NaN").is_err());
         assert!(number("s", "12a").is_err());
         assert_eq!(integer("n", "3", 1, 5).unwrap(), 3);
-        assert!(integer("n", "0", 1, 5).unwrap_err().reason.contains("outside [1, 5]"));
+        assert!(
+            integer("n", "0", 1, 5)
+                .unwrap_err()
+                .reason
+                .contains("outside [1, 5]")
+        );
         assert!(boolean("b", "Yes").unwrap());
         assert!(!boolean("b", "0").unwrap());
         assert!(boolean("b", "maybe").is_err());
         assert_eq!(one_of("e", "Dropout", END_REASONS).unwrap(), "dropout");
-        assert!(one_of("e", "left", END_REASONS).unwrap_err().reason.contains("completed, dropout"));
+        assert!(
+            one_of("e", "left", END_REASONS)
+                .unwrap_err()
+                .reason
+                .contains("completed, dropout")
+        );
         assert_eq!(sex("s", "F").unwrap(), "female");
         assert!(identifier("id", "  ").is_err());
     }

@@ -108,14 +108,23 @@ impl AssessmentRecord {
             let items = answered
                 .filter_map(|(i, v)| v.map(|v| (i + 1, inst.items[i].code.clone(), v)))
                 .collect();
-            AssessmentRecord { instrument_id: inst.id.clone(), score, n_missing, prorated, items }
+            AssessmentRecord {
+                instrument_id: inst.id.clone(),
+                score,
+                n_missing,
+                prorated,
+                items,
+            }
         };
         match (score, from_items) {
             (Some(score), from_items) => {
                 if !inst.in_range(score) {
                     return Err(FieldError::new(
                         "score",
-                        format!("{score} is outside the {} range [{}, {}]", inst.id, inst.min, inst.max),
+                        format!(
+                            "{score} is outside the {} range [{}, {}]",
+                            inst.id, inst.min, inst.max
+                        ),
                     ));
                 }
                 if let Some(t) = from_items
@@ -124,15 +133,19 @@ impl AssessmentRecord {
                 {
                     return Err(FieldError::new(
                         "score",
-                        format!("{score} does not equal the sum of the item answers ({})", t.total),
+                        format!(
+                            "{score} does not equal the sum of the item answers ({})",
+                            t.total
+                        ),
                     ));
                 }
                 Ok(record(score, from_items.map_or(0, |t| t.n_missing), false))
             }
             (None, Some(t)) => Ok(record(t.total, t.n_missing, t.prorated)),
-            (None, None) => {
-                Err(FieldError::new("score", "is empty (give a total score or the item answers)"))
-            }
+            (None, None) => Err(FieldError::new(
+                "score",
+                "is empty (give a total score or the item answers)",
+            )),
         }
     }
 }

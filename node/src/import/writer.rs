@@ -55,7 +55,10 @@ pub(crate) struct Writer<'a> {
 }
 
 impl<'a> Writer<'a> {
-    pub(crate) fn new(tx: &'a Transaction<'a>, pseudo: &'a Pseudonymiser) -> rusqlite::Result<Self> {
+    pub(crate) fn new(
+        tx: &'a Transaction<'a>,
+        pseudo: &'a Pseudonymiser,
+    ) -> rusqlite::Result<Self> {
         Ok(Self {
             tx,
             pseudo,
@@ -141,7 +144,13 @@ impl<'a> Writer<'a> {
                     ethnicity_group = coalesce(?4, ethnicity_group),
                     deprivation_decile = coalesce(?5, deprivation_decile)
                  WHERE patient_id = ?1",
-                params![id, a.birth_year, a.sex, a.ethnicity_group, a.deprivation_decile],
+                params![
+                    id,
+                    a.birth_year,
+                    a.sex,
+                    a.ethnicity_group,
+                    a.deprivation_decile
+                ],
             )
             .map_err(db)?;
         Ok(())
@@ -149,7 +158,12 @@ impl<'a> Writer<'a> {
 
     /// The episode's rowid, creating it (for `patient`, with `therapist` as primary) on first
     /// sight. An episode already recorded for another patient is an error.
-    pub(crate) fn episode(&mut self, raw: &str, patient: &str, therapist: &str) -> FieldResult<i64> {
+    pub(crate) fn episode(
+        &mut self,
+        raw: &str,
+        patient: &str,
+        therapist: &str,
+    ) -> FieldResult<i64> {
         let patient_id = self.patient(patient)?;
         if let Some((id, owner)) = self.episodes.get(raw) {
             return check_owner(raw, *owner, patient_id).map(|()| *id);
@@ -264,7 +278,10 @@ impl<'a> Writer<'a> {
         let k = &s.key;
         let episode = self.episode(&k.episode, &k.patient, &k.therapist)?;
         let therapist = self.therapist(&k.therapist)?;
-        let range = self.episode_therapists.entry((episode, therapist)).or_insert((k.seq, k.seq));
+        let range = self
+            .episode_therapists
+            .entry((episode, therapist))
+            .or_insert((k.seq, k.seq));
         *range = (range.0.min(k.seq), range.1.max(k.seq));
         if !self.sessions.contains_key(&(episode, k.seq)) {
             let stored = self
@@ -316,7 +333,11 @@ impl<'a> Writer<'a> {
             return Err(conflict("date", &info.date, &s.date));
         }
         if info.attended != s.attended {
-            return Err(conflict("attended", &info.attended.to_string(), &s.attended.to_string()));
+            return Err(conflict(
+                "attended",
+                &info.attended.to_string(),
+                &s.attended.to_string(),
+            ));
         }
         if info.kind != s.kind {
             return Err(conflict("kind", info.kind, s.kind));
@@ -326,17 +347,31 @@ impl<'a> Writer<'a> {
 
     /// Stores an assessment at a session. The same score again is a no-op; a different score
     /// for the same session and instrument is an error.
-    pub(crate) fn assessment(&mut self, s: &SessionRecord, a: &AssessmentRecord) -> FieldResult<()> {
+    pub(crate) fn assessment(
+        &mut self,
+        s: &SessionRecord,
+        a: &AssessmentRecord,
+    ) -> FieldResult<()> {
         let (session, episode) = self.session(s)?;
         if !s.attended {
             return Err(FieldError::new(
                 "attended",
-                format!("session {} is marked not attended but has a {} score", s.key.seq, a.instrument_id),
+                format!(
+                    "session {} is marked not attended but has a {} score",
+                    s.key.seq, a.instrument_id
+                ),
             ));
         }
         let inserted = self
             .insert_assessment
-            .execute(params![episode, session, a.instrument_id, a.score, a.n_missing, a.prorated])
+            .execute(params![
+                episode,
+                session,
+                a.instrument_id,
+                a.score,
+                a.n_missing,
+                a.prorated
+            ])
             .map_err(db)?;
         if inserted == 0 {
             let stored: f64 = self
@@ -362,7 +397,9 @@ impl<'a> Writer<'a> {
         self.counts.assessments += 1;
         let assessment = self.tx.last_insert_rowid();
         for (no, code, value) in &a.items {
-            self.insert_item.execute(params![assessment, *no as i64, code, value]).map_err(db)?;
+            self.insert_item
+                .execute(params![assessment, *no as i64, code, value])
+                .map_err(db)?;
         }
         Ok(())
     }
@@ -379,7 +416,8 @@ impl<'a> Writer<'a> {
             )
             .map_err(db)?;
         for ((episode, therapist), (first, last)) in &self.episode_therapists {
-            stmt.execute([episode, therapist, first, last]).map_err(db)?;
+            stmt.execute([episode, therapist, first, last])
+                .map_err(db)?;
         }
         Ok(self.counts)
     }
@@ -396,13 +434,24 @@ fn check_owner(raw: &str, owner: i64, patient: i64) -> FieldResult<()> {
 }
 
 /// Looks a pseudonym up in `table`, inserting a bare row if absent. Returns (rowid, created).
-fn get_or_insert(tx: &Transaction<'_>, table: &str, key: &str, pseudonym: &str) -> FieldResult<(i64, bool)> {
+fn get_or_insert(
+    tx: &Transaction<'_>,
+    table: &str,
+    key: &str,
+    pseudonym: &str,
+) -> FieldResult<(i64, bool)> {
     let select = format!("SELECT {key} FROM {table} WHERE pseudonym = ?1");
-    if let Some(id) = tx.prepare_cached(&select).and_then(|mut s| s.query_row([pseudonym], |r| r.get(0)).optional()).map_err(db)? {
+    if let Some(id) = tx
+        .prepare_cached(&select)
+        .and_then(|mut s| s.query_row([pseudonym], |r| r.get(0)).optional())
+        .map_err(db)?
+    {
         return Ok((id, false));
     }
     let insert = format!("INSERT INTO {table} (pseudonym) VALUES (?1)");
-    tx.prepare_cached(&insert).and_then(|mut s| s.execute([pseudonym])).map_err(db)?;
+    tx.prepare_cached(&insert)
+        .and_then(|mut s| s.execute([pseudonym]))
+        .map_err(db)?;
     Ok((tx.last_insert_rowid(), true))
 }
 

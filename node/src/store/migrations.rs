@@ -22,7 +22,9 @@ pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<usize> {
     let migrations = migrations();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
     let version: usize =
-        tx.query_row("SELECT user_version FROM pragma_user_version", [], |row| row.get(0))?;
+        tx.query_row("SELECT user_version FROM pragma_user_version", [], |row| {
+            row.get(0)
+        })?;
     if version < migrations.len() {
         for migration in &migrations[version..] {
             migration(&tx)?;
@@ -42,8 +44,11 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         assert_eq!(migrate(&mut conn).unwrap(), migrations().len());
         assert_eq!(migrate(&mut conn).unwrap(), migrations().len());
-        let version: usize =
-            conn.query_row("SELECT user_version FROM pragma_user_version", [], |r| r.get(0)).unwrap();
+        let version: usize = conn
+            .query_row("SELECT user_version FROM pragma_user_version", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
         assert_eq!(version, migrations().len());
     }
 }

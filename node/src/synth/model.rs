@@ -94,16 +94,25 @@ impl Default for Params {
 impl Params {
     /// Checks ranges.
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!((1..=99).contains(&self.clinics), "--clinics must be 1 to 99");
+        anyhow::ensure!(
+            (1..=99).contains(&self.clinics),
+            "--clinics must be 1 to 99"
+        );
         anyhow::ensure!((0.0..0.5).contains(&self.icc), "--icc must be in [0, 0.5)");
         if let Some(t) = self.therapists_per_clinic {
-            anyhow::ensure!((1..=500).contains(&t), "--therapists-per-clinic must be 1 to 500");
+            anyhow::ensure!(
+                (1..=500).contains(&t),
+                "--therapists-per-clinic must be 1 to 500"
+            );
         }
         if let Some(c) = self.caseload {
             anyhow::ensure!((1..=10_000).contains(&c), "--caseload must be 1 to 10000");
         }
         if let Some(p) = self.patients_per_clinic {
-            anyhow::ensure!((1..=5_000_000).contains(&p), "--patients-per-clinic must be 1 to 5000000");
+            anyhow::ensure!(
+                (1..=5_000_000).contains(&p),
+                "--patients-per-clinic must be 1 to 5000000"
+            );
         }
         Ok(())
     }
@@ -276,8 +285,12 @@ fn pick<'a>(rng: &mut ChaCha8Rng, choices: &[(&'a str, f64)]) -> &'a str {
 }
 
 fn clinic(params: &Params, c: u32, rng: &mut ChaCha8Rng) -> Clinic {
-    let n_therapists = params.therapists_per_clinic.unwrap_or_else(|| rng.gen_range(5..=15)) as usize;
-    let therapists: Vec<Therapist> = (1..=n_therapists).map(|t| therapist(params, c, t, rng)).collect();
+    let n_therapists = params
+        .therapists_per_clinic
+        .unwrap_or_else(|| rng.gen_range(5..=15)) as usize;
+    let therapists: Vec<Therapist> = (1..=n_therapists)
+        .map(|t| therapist(params, c, t, rng))
+        .collect();
     let caseloads: Vec<usize> = match (params.caseload, params.patients_per_clinic) {
         (Some(k), _) => vec![k as usize; n_therapists],
         (None, target) => {
@@ -303,7 +316,11 @@ fn clinic(params: &Params, c: u32, rng: &mut ChaCha8Rng) -> Clinic {
             })
         })
         .collect();
-    let mut slots: Vec<usize> = caseloads.iter().enumerate().flat_map(|(j, k)| std::iter::repeat_n(j, *k)).collect();
+    let mut slots: Vec<usize> = caseloads
+        .iter()
+        .enumerate()
+        .flat_map(|(j, k)| std::iter::repeat_n(j, *k))
+        .collect();
     match params.assignment {
         Assignment::Random => slots.shuffle(rng),
         Assignment::Confounded => {
@@ -311,8 +328,10 @@ fn clinic(params: &Params, c: u32, rng: &mut ChaCha8Rng) -> Clinic {
             // fill slots sorted by preference: the most severe go to the highest preferences.
             let prefs: Vec<f64> = (0..n_therapists).map(|_| normal(rng, 0.0, 1.0)).collect();
             slots.sort_by(|a, b| prefs[*a].total_cmp(&prefs[*b]));
-            let mut keyed: Vec<(f64, [f64; 2])> =
-                intakes.iter().map(|y| ((y[0] - 15.4) / 5.5 + normal(rng, 0.0, 0.5), *y)).collect();
+            let mut keyed: Vec<(f64, [f64; 2])> = intakes
+                .iter()
+                .map(|y| ((y[0] - 15.4) / 5.5 + normal(rng, 0.0, 0.5), *y))
+                .collect();
             keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
             intakes = keyed.into_iter().map(|(_, y)| y).collect();
         }
@@ -323,7 +342,12 @@ fn clinic(params: &Params, c: u32, rng: &mut ChaCha8Rng) -> Clinic {
         .enumerate()
         .map(|(i, (intake, j))| patient(c, i + 1, *j, *intake, &therapists[*j], rng))
         .collect();
-    Clinic { id: format!("clinic-{c:02}"), name: format!("Synthetic Clinic {c:02}"), therapists, patients }
+    Clinic {
+        id: format!("clinic-{c:02}"),
+        name: format!("Synthetic Clinic {c:02}"),
+        therapists,
+        patients,
+    }
 }
 
 fn therapist(params: &Params, c: u32, t: usize, rng: &mut ChaCha8Rng) -> Therapist {
@@ -343,29 +367,132 @@ fn therapist(params: &Params, c: u32, t: usize, rng: &mut ChaCha8Rng) -> Therapi
         };
     }
     let attrs = vec![
-        ("profession", pick(rng, &[("CBT therapist", 0.45), ("Counsellor", 0.25), ("Clinical psychologist", 0.15), ("PWP", 0.15)]).to_string()),
-        ("grade", pick(rng, &[("Band 5", 0.2), ("Band 6", 0.3), ("Band 7", 0.35), ("Band 8a", 0.15)]).to_string()),
+        (
+            "profession",
+            pick(
+                rng,
+                &[
+                    ("CBT therapist", 0.45),
+                    ("Counsellor", 0.25),
+                    ("Clinical psychologist", 0.15),
+                    ("PWP", 0.15),
+                ],
+            )
+            .to_string(),
+        ),
+        (
+            "grade",
+            pick(
+                rng,
+                &[
+                    ("Band 5", 0.2),
+                    ("Band 6", 0.3),
+                    ("Band 7", 0.35),
+                    ("Band 8a", 0.15),
+                ],
+            )
+            .to_string(),
+        ),
         ("start_year", rng.gen_range(1995..=2023).to_string()),
-        ("gender", pick(rng, &[("female", 0.7), ("male", 0.28), ("other", 0.02)]).to_string()),
-        ("languages", pick(rng, &[("en", 0.8), ("en;pl", 0.05), ("en;ur", 0.05), ("en;es", 0.05), ("en;cy", 0.05)]).to_string()),
-        ("modalities", pick(rng, &[("CBT", 0.4), ("CBT;EMDR", 0.15), ("Counselling", 0.2), ("IPT", 0.1), ("CBT;IPT", 0.15)]).to_string()),
-        ("accepting_new", if rng.r#gen::<f64>() < 0.8 { "yes" } else { "no" }.to_string()),
+        (
+            "gender",
+            pick(rng, &[("female", 0.7), ("male", 0.28), ("other", 0.02)]).to_string(),
+        ),
+        (
+            "languages",
+            pick(
+                rng,
+                &[
+                    ("en", 0.8),
+                    ("en;pl", 0.05),
+                    ("en;ur", 0.05),
+                    ("en;es", 0.05),
+                    ("en;cy", 0.05),
+                ],
+            )
+            .to_string(),
+        ),
+        (
+            "modalities",
+            pick(
+                rng,
+                &[
+                    ("CBT", 0.4),
+                    ("CBT;EMDR", 0.15),
+                    ("Counselling", 0.2),
+                    ("IPT", 0.1),
+                    ("CBT;IPT", 0.15),
+                ],
+            )
+            .to_string(),
+        ),
+        (
+            "accepting_new",
+            if rng.r#gen::<f64>() < 0.8 {
+                "yes"
+            } else {
+                "no"
+            }
+            .to_string(),
+        ),
         ("wait_weeks", rng.gen_range(0..=12).to_string()),
-        ("payers", pick(rng, &[("NHS", 0.8), ("NHS;private", 0.2)]).to_string()),
-        ("location", pick(rng, &[("Central", 0.5), ("North site", 0.3), ("Remote", 0.2)]).to_string()),
+        (
+            "payers",
+            pick(rng, &[("NHS", 0.8), ("NHS;private", 0.2)]).to_string(),
+        ),
+        (
+            "location",
+            pick(
+                rng,
+                &[("Central", 0.5), ("North site", 0.3), ("Remote", 0.2)],
+            )
+            .to_string(),
+        ),
     ];
-    Therapist { id: format!("C{c:02}-T{t:03}"), attrs, general, effect, planted }
+    Therapist {
+        id: format!("C{c:02}-T{t:03}"),
+        attrs,
+        general,
+        effect,
+        planted,
+    }
 }
 
-fn patient(c: u32, i: usize, j: usize, intake: [f64; 2], th: &Therapist, rng: &mut ChaCha8Rng) -> Patient {
+fn patient(
+    c: u32,
+    i: usize,
+    j: usize,
+    intake: [f64; 2],
+    th: &Therapist,
+    rng: &mut ChaCha8Rng,
+) -> Patient {
     let day0 = NaiveDate::from_ymd_opt(2023, 1, 2).unwrap_or_default();
     let start = day0 + Days::new(rng.gen_range(0..900));
     let referral = start - Days::new(rng.gen_range(7..60));
     let age = normal(rng, 38.0, 13.0).round().clamp(18.0, 85.0) as i32;
     let demographics = vec![
-        ("birth_year", (chrono::Datelike::year(&start) - age).to_string()),
-        ("sex", pick(rng, &[("female", 0.65), ("male", 0.33), ("other", 0.02)]).to_string()),
-        ("ethnicity_group", pick(rng, &[("White", 0.8), ("Asian", 0.08), ("Black", 0.05), ("Mixed", 0.04), ("Other", 0.03)]).to_string()),
+        (
+            "birth_year",
+            (chrono::Datelike::year(&start) - age).to_string(),
+        ),
+        (
+            "sex",
+            pick(rng, &[("female", 0.65), ("male", 0.33), ("other", 0.02)]).to_string(),
+        ),
+        (
+            "ethnicity_group",
+            pick(
+                rng,
+                &[
+                    ("White", 0.8),
+                    ("Asian", 0.08),
+                    ("Black", 0.05),
+                    ("Mixed", 0.04),
+                    ("Other", 0.03),
+                ],
+            )
+            .to_string(),
+        ),
         ("deprivation_decile", rng.gen_range(1..=10).to_string()),
     ];
     // Trajectory slopes per domain.
@@ -382,7 +509,10 @@ fn patient(c: u32, i: usize, j: usize, intake: [f64; 2], th: &Therapist, rng: &m
     let zi = correlated(rng, SLOPE_CORRELATION);
     let slopes: [f64; 2] = [0, 1].map(|d| {
         let (_, _, mean, _, _, change8, _) = DOMAINS[d];
-        class_scale * change8 / 8f64.ln() + WITHIN_CLASS_SLOPE_SD * zi[d] + SEVERITY_SLOPE * (intake[d] - mean) + th.effect[d]
+        class_scale * change8 / 8f64.ln()
+            + WITHIN_CLASS_SLOPE_SD * zi[d]
+            + SEVERITY_SLOPE * (intake[d] - mean)
+            + th.effect[d]
     });
     // Unwrap safety: constant rate.
     let planned = 2 + Poisson::new(6.0).unwrap().sample(rng) as u32;
@@ -394,15 +524,27 @@ fn patient(c: u32, i: usize, j: usize, intake: [f64; 2], th: &Therapist, rng: &m
         let noise = correlated(rng, NOISE_CORRELATION);
         let true_scores: [f64; 2] = [0, 1].map(|d| {
             let max = DOMAINS[d].4;
-            if t == 1 { intake[d] } else { (intake[d] + slopes[d] * lt + NOISE_SD * noise[d]).round().clamp(0.0, max) }
+            if t == 1 {
+                intake[d]
+            } else {
+                (intake[d] + slopes[d] * lt + NOISE_SD * noise[d])
+                    .round()
+                    .clamp(0.0, max)
+            }
         });
         let measured = t == 1 || rng.r#gen::<f64>() >= SESSION_UNMEASURED;
         let measures = if measured {
-            (0..2).filter_map(|d| measure(d, true_scores[d] as u32, rng)).collect()
+            (0..2)
+                .filter_map(|d| measure(d, true_scores[d] as u32, rng))
+                .collect()
         } else {
             Vec::new()
         };
-        sessions.push(Session { seq: t, date, measures });
+        sessions.push(Session {
+            seq: t,
+            date,
+            measures,
+        });
         if t >= 2 && t < planned {
             let f = |s: u32| DROPOUT_BASE * (f64::from(s) / f64::from(planned)).powi(2);
             let mut hazard = (f(t) - f(t - 1)) / (1.0 - f(t - 1));
@@ -417,7 +559,9 @@ fn patient(c: u32, i: usize, j: usize, intake: [f64; 2], th: &Therapist, rng: &m
         }
     }
     let last = sessions.last().map_or(start, |s| s.date);
-    let yes_no = |rng: &mut ChaCha8Rng, p: f64| if rng.r#gen::<f64>() < p { "yes" } else { "no" }.to_string();
+    let yes_no = |rng: &mut ChaCha8Rng, p: f64| {
+        if rng.r#gen::<f64>() < p { "yes" } else { "no" }.to_string()
+    };
     let dx = if intake[0] - 15.4 > intake[1] - 14.0 + 2.0 {
         "F32.1"
     } else if intake[1] - 14.0 > intake[0] - 15.4 + 2.0 {
@@ -430,22 +574,61 @@ fn patient(c: u32, i: usize, j: usize, intake: [f64; 2], th: &Therapist, rng: &m
         ("referral_date", referral.to_string()),
         ("start_date", start.to_string()),
         ("end_date", last.to_string()),
-        ("end_reason", if dropout { "dropout" } else { "completed" }.to_string()),
+        (
+            "end_reason",
+            if dropout { "dropout" } else { "completed" }.to_string(),
+        ),
         ("sessions_planned", planned.to_string()),
         ("sessions_attended", sessions.len().to_string()),
-        ("step", if (rng.r#gen::<f64>() < 0.7) == severe { "HI" } else { "LI" }.to_string()),
+        (
+            "step",
+            if (rng.r#gen::<f64>() < 0.7) == severe {
+                "HI"
+            } else {
+                "LI"
+            }
+            .to_string(),
+        ),
         ("provisional_dx", dx.to_string()),
         ("age", age.to_string()),
-        ("employment", pick(rng, &[("employed", 0.55), ("unemployed", 0.2), ("student", 0.1), ("retired", 0.08), ("other", 0.07)]).to_string()),
+        (
+            "employment",
+            pick(
+                rng,
+                &[
+                    ("employed", 0.55),
+                    ("unemployed", 0.2),
+                    ("student", 0.1),
+                    ("retired", 0.08),
+                    ("other", 0.07),
+                ],
+            )
+            .to_string(),
+        ),
         ("prior_treatment", yes_no(rng, 0.35)),
         ("psychotropic_med", yes_no(rng, 0.4)),
         ("long_term_condition", yes_no(rng, 0.25)),
         ("disability", yes_no(rng, 0.1)),
-        ("duration_of_problem_months", format!("{:.1}", normal(rng, 2.5, 1.0).exp())),
+        (
+            "duration_of_problem_months",
+            format!("{:.1}", normal(rng, 2.5, 1.0).exp()),
+        ),
         // Unwrap safety: constant rate.
-        ("comorbidity_count", (Poisson::new(0.8).unwrap().sample(rng) as u32).to_string()),
-        ("referral_source", pick(rng, &[("self", 0.5), ("gp", 0.4), ("other", 0.1)]).to_string()),
-        ("wsas", normal(rng, 18.0 + 0.5 * (intake[0] - 15.4), 8.0).round().clamp(0.0, 40.0).to_string()),
+        (
+            "comorbidity_count",
+            (Poisson::new(0.8).unwrap().sample(rng) as u32).to_string(),
+        ),
+        (
+            "referral_source",
+            pick(rng, &[("self", 0.5), ("gp", 0.4), ("other", 0.1)]).to_string(),
+        ),
+        (
+            "wsas",
+            normal(rng, 18.0 + 0.5 * (intake[0] - 15.4), 8.0)
+                .round()
+                .clamp(0.0, 40.0)
+                .to_string(),
+        ),
     ];
     Patient {
         id: format!("C{c:02}-P{i:05}"),
@@ -470,11 +653,22 @@ fn measure(domain: usize, total: u32, rng: &mut ChaCha8Rng) -> Option<Measure> {
         let Some(i) = open.choose(rng) else { break };
         items[*i] += 1;
     }
-    let items: Vec<Option<u8>> = items.into_iter().map(|v| (rng.r#gen::<f64>() >= ITEM_MISSING).then_some(v)).collect();
+    let items: Vec<Option<u8>> = items
+        .into_iter()
+        .map(|v| (rng.r#gen::<f64>() >= ITEM_MISSING).then_some(v))
+        .collect();
     let missing = items.iter().filter(|v| v.is_none()).count();
     match missing {
-        0 => Some(Measure { domain, score: Some(total), items }),
-        1 => Some(Measure { domain, score: None, items }),
+        0 => Some(Measure {
+            domain,
+            score: Some(total),
+            items,
+        }),
+        1 => Some(Measure {
+            domain,
+            score: None,
+            items,
+        }),
         _ => None,
     }
 }

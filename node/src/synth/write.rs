@@ -9,7 +9,9 @@ use anyhow::Result;
 use protocol::instrument::{GAD7_ITEMS, PHQ9_ITEMS};
 use serde_json::{Value, json};
 
-use super::model::{Clinic, DOMAINS, Dataset, GENERATOR_VERSION, Measure, Params, Patient, Session};
+use super::model::{
+    Clinic, DOMAINS, Dataset, GENERATOR_VERSION, Measure, Params, Patient, Session,
+};
 use crate::import::fhir::EXT_BASE;
 
 /// CSV files in import order.
@@ -17,47 +19,95 @@ pub(super) fn csv(clinic: &Clinic, dir: &Path) -> Result<Vec<String>> {
     let mut names = Vec::new();
     let mut file = |name: &str| -> Result<csv::Writer<BufWriter<File>>> {
         names.push(name.to_string());
-        Ok(csv::Writer::from_writer(BufWriter::new(File::create(dir.join(name))?)))
+        Ok(csv::Writer::from_writer(BufWriter::new(File::create(
+            dir.join(name),
+        )?)))
     };
     let mut w = file("therapists.csv")?;
-    let Some(first) = clinic.therapists.first() else { return Ok(names) };
+    let Some(first) = clinic.therapists.first() else {
+        return Ok(names);
+    };
     w.write_record(std::iter::once("therapist_id").chain(first.attrs.iter().map(|(k, _)| *k)))?;
     for t in &clinic.therapists {
-        w.write_record(std::iter::once(t.id.as_str()).chain(t.attrs.iter().map(|(_, v)| v.as_str())))?;
+        w.write_record(
+            std::iter::once(t.id.as_str()).chain(t.attrs.iter().map(|(_, v)| v.as_str())),
+        )?;
     }
     w.flush()?;
 
     let mut w = file("patients.csv")?;
-    let Some(first) = clinic.patients.first() else { return Ok(names) };
-    w.write_record(std::iter::once("patient_id").chain(first.demographics.iter().map(|(k, _)| *k)))?;
+    let Some(first) = clinic.patients.first() else {
+        return Ok(names);
+    };
+    w.write_record(
+        std::iter::once("patient_id").chain(first.demographics.iter().map(|(k, _)| *k)),
+    )?;
     for p in &clinic.patients {
-        w.write_record(std::iter::once(p.id.as_str()).chain(p.demographics.iter().map(|(_, v)| v.as_str())))?;
+        w.write_record(
+            std::iter::once(p.id.as_str()).chain(p.demographics.iter().map(|(_, v)| v.as_str())),
+        )?;
     }
     w.flush()?;
 
     let mut w = file("episodes.csv")?;
-    w.write_record(["episode_id", "patient_id", "therapist_id"].into_iter().chain(first.episode.iter().map(|(k, _)| *k)))?;
+    w.write_record(
+        ["episode_id", "patient_id", "therapist_id"]
+            .into_iter()
+            .chain(first.episode.iter().map(|(k, _)| *k)),
+    )?;
     for p in &clinic.patients {
-        let ids = [p.episode_id.as_str(), p.id.as_str(), clinic.therapists[p.therapist].id.as_str()];
-        w.write_record(ids.into_iter().chain(p.episode.iter().map(|(_, v)| v.as_str())))?;
+        let ids = [
+            p.episode_id.as_str(),
+            p.id.as_str(),
+            clinic.therapists[p.therapist].id.as_str(),
+        ];
+        w.write_record(
+            ids.into_iter()
+                .chain(p.episode.iter().map(|(_, v)| v.as_str())),
+        )?;
     }
     w.flush()?;
 
     let mut w = file("assessments.csv")?;
-    w.write_record(["patient_id", "therapist_id", "episode_id", "session", "date", "kind", "instrument", "score", "items"])?;
+    w.write_record([
+        "patient_id",
+        "therapist_id",
+        "episode_id",
+        "session",
+        "date",
+        "kind",
+        "instrument",
+        "score",
+        "items",
+    ])?;
     for p in &clinic.patients {
         let therapist = clinic.therapists[p.therapist].id.as_str();
         for s in &p.sessions {
             let (seq, date) = (s.seq.to_string(), s.date.to_string());
-            let ids = [p.id.as_str(), therapist, p.episode_id.as_str(), &seq, &date, kind(s)];
+            let ids = [
+                p.id.as_str(),
+                therapist,
+                p.episode_id.as_str(),
+                &seq,
+                &date,
+                kind(s),
+            ];
             if s.measures.is_empty() {
                 w.write_record(ids.iter().copied().chain(["", "", ""]))?;
             }
             for m in &s.measures {
                 let score = m.score.map(|v| v.to_string()).unwrap_or_default();
-                let items: Vec<String> = m.items.iter().map(|v| v.map(|v| v.to_string()).unwrap_or_default()).collect();
+                let items: Vec<String> = m
+                    .items
+                    .iter()
+                    .map(|v| v.map(|v| v.to_string()).unwrap_or_default())
+                    .collect();
                 let items = items.join(";");
-                w.write_record(ids.iter().copied().chain([DOMAINS[m.domain].1, &score, &items]))?;
+                w.write_record(
+                    ids.iter()
+                        .copied()
+                        .chain([DOMAINS[m.domain].1, &score, &items]),
+                )?;
             }
         }
     }
@@ -66,7 +116,11 @@ pub(super) fn csv(clinic: &Clinic, dir: &Path) -> Result<Vec<String>> {
 }
 
 fn kind(s: &Session) -> &'static str {
-    if s.seq == 1 { "assessment" } else { "treatment" }
+    if s.seq == 1 {
+        "assessment"
+    } else {
+        "treatment"
+    }
 }
 
 /// An mbc-node extension with a string, integer, decimal or boolean value.
@@ -108,7 +162,9 @@ pub(super) fn fhir(clinic: &Clinic, dir: &Path) -> Result<String> {
                 _ => extension.push(ext(k, v)),
             }
         }
-        emit(json!({"resourceType": "Practitioner", "id": t.id, "gender": gender, "extension": extension}))?;
+        emit(
+            json!({"resourceType": "Practitioner", "id": t.id, "gender": gender, "extension": extension}),
+        )?;
     }
     for p in &clinic.patients {
         emit(patient(p))?;
@@ -126,7 +182,10 @@ pub(super) fn fhir(clinic: &Clinic, dir: &Path) -> Result<String> {
 }
 
 fn field<'a>(pairs: &'a [(&'static str, String)], key: &str) -> &'a str {
-    pairs.iter().find(|(k, _)| *k == key).map_or("", |(_, v)| v.as_str())
+    pairs
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map_or("", |(_, v)| v.as_str())
 }
 
 fn patient(p: &Patient) -> Value {
@@ -145,8 +204,20 @@ fn patient(p: &Patient) -> Value {
 
 fn episode(p: &Patient, therapist: &str) -> Value {
     let e = &p.episode;
-    let strings = ["end_reason", "step", "provisional_dx", "employment", "referral_source", "referral_date"];
-    let booleans = ["prior_treatment", "psychotropic_med", "long_term_condition", "disability"];
+    let strings = [
+        "end_reason",
+        "step",
+        "provisional_dx",
+        "employment",
+        "referral_source",
+        "referral_date",
+    ];
+    let booleans = [
+        "prior_treatment",
+        "psychotropic_med",
+        "long_term_condition",
+        "disability",
+    ];
     let extension: Vec<Value> = e
         .iter()
         .filter(|(k, _)| !matches!(*k, "start_date" | "end_date"))
@@ -197,7 +268,10 @@ fn measure(p: &Patient, encounter: &str, s: &Session, m: &Measure) -> Vec<Value>
         0 => ("44249-1", "44261-6", &PHQ9_ITEMS),
         _ => ("69737-5", "70274-6", &GAD7_ITEMS),
     };
-    let qr_id = format!("{encounter}-{}", DOMAINS[m.domain].1.to_lowercase().replace('-', ""));
+    let qr_id = format!(
+        "{encounter}-{}",
+        DOMAINS[m.domain].1.to_lowercase().replace('-', "")
+    );
     let items: Vec<Value> = m
         .items
         .iter()

@@ -11,7 +11,10 @@ fn first_last(p: &Patient, d: usize) -> Option<(f64, f64)> {
         .map(|m| {
             let answered: Vec<f64> = m.items.iter().flatten().map(|v| f64::from(*v)).collect();
             m.score.map_or_else(
-                || (answered.iter().sum::<f64>() * DOMAINS[d].6 as f64 / answered.len() as f64).round(),
+                || {
+                    (answered.iter().sum::<f64>() * DOMAINS[d].6 as f64 / answered.len() as f64)
+                        .round()
+                },
                 f64::from,
             )
         })
@@ -23,8 +26,15 @@ fn first_last(p: &Patient, d: usize) -> Option<(f64, f64)> {
 /// recovery, reliable recovery, reliable deterioration), with the "other measure" clause.
 fn iapt_rates(data: &Dataset) -> (f64, f64, f64, f64, usize) {
     let (mut n, mut ri, mut rec, mut rr, mut rd) = (0usize, 0, 0, 0, 0);
-    for p in data.clinics.iter().flat_map(|c| &c.patients).filter(|p| !p.dropout && p.sessions.len() >= 2) {
-        let (Some(phq), Some(gad)) = (first_last(p, 0), first_last(p, 1)) else { continue };
+    for p in data
+        .clinics
+        .iter()
+        .flat_map(|c| &c.patients)
+        .filter(|p| !p.dropout && p.sessions.len() >= 2)
+    {
+        let (Some(phq), Some(gad)) = (first_last(p, 0), first_last(p, 1)) else {
+            continue;
+        };
         let case_pre = phq.0 >= 10.0 || gad.0 >= 8.0;
         if !case_pre {
             continue;
@@ -45,7 +55,11 @@ fn iapt_rates(data: &Dataset) -> (f64, f64, f64, f64, usize) {
 }
 
 fn big() -> Dataset {
-    generate(&Params { clinics: 6, seed: 7, ..Params::default() })
+    generate(&Params {
+        clinics: 6,
+        seed: 7,
+        ..Params::default()
+    })
 }
 
 #[test]
@@ -58,7 +72,10 @@ fn calibration_matches_nhs_talking_therapies() {
     assert!((0.62..=0.74).contains(&ri), "reliable improvement {ri:.3}");
     assert!((0.45..=0.56).contains(&rec), "recovery {rec:.3}");
     assert!((0.42..=0.54).contains(&rr), "reliable recovery {rr:.3}");
-    assert!((0.02..=0.12).contains(&rd), "reliable deterioration {rd:.3}");
+    assert!(
+        (0.02..=0.12).contains(&rd),
+        "reliable deterioration {rd:.3}"
+    );
 }
 
 #[test]
@@ -68,26 +85,57 @@ fn dose_and_dropout() {
     let dropout = patients.iter().filter(|p| p.dropout).count() as f64 / patients.len() as f64;
     assert!((0.25..=0.35).contains(&dropout), "dropout {dropout:.3}");
     let completers: Vec<_> = patients.iter().filter(|p| !p.dropout).collect();
-    let mean_sessions = completers.iter().map(|p| p.sessions.len() as f64).sum::<f64>() / completers.len() as f64;
-    assert!((7.0..=9.0).contains(&mean_sessions), "mean sessions of completers {mean_sessions:.2}");
+    let mean_sessions = completers
+        .iter()
+        .map(|p| p.sessions.len() as f64)
+        .sum::<f64>()
+        / completers.len() as f64;
+    assert!(
+        (7.0..=9.0).contains(&mean_sessions),
+        "mean sessions of completers {mean_sessions:.2}"
+    );
     // Non-completers change less on PHQ-9 (Saxon 2017: ≈6 points less).
     let change = |ps: &[&&Patient]| {
-        let v: Vec<f64> = ps.iter().filter_map(|p| first_last(p, 0)).map(|(a, b)| a - b).collect();
+        let v: Vec<f64> = ps
+            .iter()
+            .filter_map(|p| first_last(p, 0))
+            .map(|(a, b)| a - b)
+            .collect();
         v.iter().sum::<f64>() / v.len() as f64
     };
     let dropouts: Vec<_> = patients.iter().filter(|p| p.dropout).collect();
     let gap = change(&completers) - change(&dropouts);
-    assert!((1.5..=8.0).contains(&gap), "completer minus dropout change {gap:.2}");
+    assert!(
+        (1.5..=8.0).contains(&gap),
+        "completer minus dropout change {gap:.2}"
+    );
 }
 
 #[test]
 fn planted_cells_and_icc_zero() {
     let data = big();
-    let cells: Vec<Planted> = data.clinics.iter().flat_map(|c| &c.therapists).flat_map(|t| t.planted).collect();
+    let cells: Vec<Planted> = data
+        .clinics
+        .iter()
+        .flat_map(|c| &c.therapists)
+        .flat_map(|t| t.planted)
+        .collect();
     let share = |label| cells.iter().filter(|p| **p == label).count() as f64 / cells.len() as f64;
-    assert!((0.05..=0.16).contains(&share(Planted::Effective)), "{}", share(Planted::Effective));
-    assert!((0.01..=0.10).contains(&share(Planted::Ineffective)), "{}", share(Planted::Ineffective));
-    let flat = generate(&Params { icc: 0.0, clinics: 2, ..Params::default() });
+    assert!(
+        (0.05..=0.16).contains(&share(Planted::Effective)),
+        "{}",
+        share(Planted::Effective)
+    );
+    assert!(
+        (0.01..=0.10).contains(&share(Planted::Ineffective)),
+        "{}",
+        share(Planted::Ineffective)
+    );
+    let flat = generate(&Params {
+        icc: 0.0,
+        clinics: 2,
+        ..Params::default()
+    });
     for t in flat.clinics.iter().flat_map(|c| &c.therapists) {
         assert_eq!(t.effect, [0.0, 0.0]);
         assert_eq!(t.planted, [Planted::Typical; 2]);
@@ -106,32 +154,69 @@ fn tau_matches_domain_figures() {
 fn deterministic_and_seed_sensitive() {
     let a = generate(&Params::default());
     let b = generate(&Params::default());
-    let c = generate(&Params { seed: 2, ..Params::default() });
-    let fingerprint = |d: &Dataset| format!("{:?}", d.clinics.iter().map(|c| (&c.patients[0].sessions, c.patients.len())).collect::<Vec<_>>());
+    let c = generate(&Params {
+        seed: 2,
+        ..Params::default()
+    });
+    let fingerprint = |d: &Dataset| {
+        format!(
+            "{:?}",
+            d.clinics
+                .iter()
+                .map(|c| (&c.patients[0].sessions, c.patients.len()))
+                .collect::<Vec<_>>()
+        )
+    };
     assert_eq!(fingerprint(&a), fingerprint(&b));
     assert_ne!(fingerprint(&a), fingerprint(&c));
 }
 
 #[test]
 fn confounded_assignment_correlates_severity_with_therapist() {
-    let data = generate(&Params { assignment: Assignment::Confounded, clinics: 1, therapists_per_clinic: Some(10), caseload: Some(40), ..Params::default() });
+    let data = generate(&Params {
+        assignment: Assignment::Confounded,
+        clinics: 1,
+        therapists_per_clinic: Some(10),
+        caseload: Some(40),
+        ..Params::default()
+    });
     let c = &data.clinics[0];
     let means: Vec<f64> = (0..10)
         .map(|j| {
-            let v: Vec<f64> = c.patients.iter().filter(|p| p.therapist == j).map(|p| p.intake[0]).collect();
+            let v: Vec<f64> = c
+                .patients
+                .iter()
+                .filter(|p| p.therapist == j)
+                .map(|p| p.intake[0])
+                .collect();
             v.iter().sum::<f64>() / v.len() as f64
         })
         .collect();
-    let spread = means.iter().cloned().fold(f64::MIN, f64::max) - means.iter().cloned().fold(f64::MAX, f64::min);
-    assert!(spread > 8.0, "intake means by therapist span only {spread:.1} points");
-    let random = generate(&Params { clinics: 1, therapists_per_clinic: Some(10), caseload: Some(40), ..Params::default() });
+    let spread = means.iter().cloned().fold(f64::MIN, f64::max)
+        - means.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(
+        spread > 8.0,
+        "intake means by therapist span only {spread:.1} points"
+    );
+    let random = generate(&Params {
+        clinics: 1,
+        therapists_per_clinic: Some(10),
+        caseload: Some(40),
+        ..Params::default()
+    });
     let c = &random.clinics[0];
     let means: Vec<f64> = (0..10)
         .map(|j| {
-            let v: Vec<f64> = c.patients.iter().filter(|p| p.therapist == j).map(|p| p.intake[0]).collect();
+            let v: Vec<f64> = c
+                .patients
+                .iter()
+                .filter(|p| p.therapist == j)
+                .map(|p| p.intake[0])
+                .collect();
             v.iter().sum::<f64>() / v.len() as f64
         })
         .collect();
-    let spread = means.iter().cloned().fold(f64::MIN, f64::max) - means.iter().cloned().fold(f64::MAX, f64::min);
+    let spread = means.iter().cloned().fold(f64::MIN, f64::max)
+        - means.iter().cloned().fold(f64::MAX, f64::min);
     assert!(spread < 6.0, "random assignment spread {spread:.1}");
 }

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite, as README.md gives it and CI runs it: formatting, lints, every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked

@@ -1,0 +1,524 @@
+//! Import as a clinic uses it: all or nothing per file, clear errors, idempotent re-imports,
+//! crash safety, format equivalence, and no raw identifier ever stored.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use integration_tests::{all_bytes, bin, canonical_content, checksum, contains, mbc};
+
+const BASE: &str = "patient_id,therapist_id,episode_id,session,date,instrument,score
+P1,T1,E1,1,2024-01-08,PHQ-9,15
+P1,T1,E1,1,2024-01-08,GAD-7,12
+P1,T1,E1,2,2024-01-15,PHQ-9,12
+";
+
+/// A node with BASE imported, in a fresh temporary directory.
+fn node_with_base() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    mbc(
+        tmp.path(),
+        &["init", "--data-dir", "node", "--name", "Test"],
+    )
+    .ok();
+    std::fs::write(tmp.path().join("base.csv"), BASE).unwrap();
+    mbc(tmp.path(), &["import", "--data-dir", "node", "base.csv"]).ok();
+    tmp
+}
+
+/// Imports `content` as `name`; it must fail naming every `fragment`, and change nothing.
+#[track_caller]
+fn check_rejected(name: &str, content: &str, fragments: &[&str]) {
+    let tmp = node_with_base();
+    let cwd = tmp.path();
+    let db = cwd.join("node/local.db");
+    let before = checksum(&db);
+    std::fs::write(cwd.join(name), content).unwrap();
+    let out = mbc(cwd, &["import", "--data-dir", "node", name]);
+    assert_eq!(out.code, 1, "{name} was accepted:\n{}", out.stdout);
+    for f in fragments.iter().chain(&[name, "nothing was imported"]) {
+        assert!(
+            out.stderr.contains(f),
+            "{name}: error lacks {f:?}:\n{}",
+            out.stderr
+        );
+    }
+    assert_eq!(checksum(&db), before, "{name}: the store changed");
+}
+
+const HEAD: &str = "patient_id,therapist_id,episode_id,session,date,instrument,score\n";
+const GOOD_ROW: &str = "P2,T1,E2,1,2024-02-05,PHQ-9,18\n";
+
+fn csv(rows: &[&str]) -> String {
+    let mut s = format!("{HEAD}{GOOD_ROW}");
+    for r in rows {
+        s.push_str(r);
+        s.push('\n');
+    }
+    s
+}
+
+#[test]
+fn bad_csv_rows_reject_the_whole_file() {
+    check_rejected(
+        "range.csv",
+        &csv(&["P2,T1,E2,2,2024-02-12,PHQ-9,28"]),
+        &["line 3", "field score", "outside the PHQ-9 range [0, 27]"],
+    );
+    check_rejected(
+        "instrument.csv",
+        &csv(&["P2,T1,E2,2,2024-02-12,BDI-II,20"]),
+        &[
+            "line 3",
+            "field instrument",
+            "unknown instrument \"BDI-II\"",
+        ],
+    );
+    check_rejected(
+        "date.csv",
+        &csv(&["P2,T1,E2,2,2024-13-01,PHQ-9,10"]),
+        &["line 3", "field date", "not a date"],
+    );
+    check_rejected(
+        "dup.csv",
+        &csv(&["P2,T1,E2,1,2024-02-05,PHQ-9,17"]),
+        &[
+            "line 3",
+            "field score",
+            "already has a PHQ-9 score of 18; this one says 17",
+        ],
+    );
+    check_rejected(
+        "stored.csv",
+        &csv(&["P1,T1,E1,2,2024-01-15,PHQ-9,13"]),
+        &["line 3", "field score", "already has a PHQ-9 score of 12"],
+    );
+    check_rejected(
+        "owner.csv",
+        &csv(&["P9,T1,E1,3,2024-01-22,PHQ-9,10"]),
+        &["line 3", "field patient_id", "different patient"],
+    );
+    check_rejected(
+        "sessiondate.csv",
+        &csv(&["P1,T1,E1,2,2024-01-16,GAD-7,10"]),
+        &[
+            "line 3",
+            "field date",
+            "already recorded with date 2024-01-15",
+        ],
+    );
+    check_rejected(
+        "empty.csv",
+        &csv(&["P2,T1,E2,2,2024-02-12,PHQ-9,"]),
+        &["line 3", "field score", "is empty"],
+    );
+    check_rejected(
+        "session.csv",
+        &csv(&["P2,T1,E2,0,2024-02-12,PHQ-9,3"]),
+        &["line 3", "field session", "outside [1, 10000]"],
+    );
+    check_rejected(
+        "ragged.csv",
+        &csv(&["P2,T1,E2,2,2024-02-12,PHQ-9"]),
+        &["line 3", "malformed CSV"],
+    );
+    check_rejected(
+        "column.csv",
+        "patient_id,therapist_id,episode_id,session,date,instrument,scor\n",
+        &["line 1", "field scor", "unknown column"],
+    );
+    check_rejected(
+        "missing.csv",
+        "patient_id,therapist_id,episode_id,session,instrument,score\n",
+        &["line 1", "field date", "required column is missing"],
+    );
+    check_rejected(
+        "layout.csv",
+        "name,mrn\nA,1\n",
+        &["line 1", "not a recognised CSV layout"],
+    );
+}
+
+#[test]
+fn bad_item_answers_reject_the_whole_file() {
+    let head = "patient_id,therapist_id,episode_id,session,date,instrument,score,items\n";
+    let good = "P2,T1,E2,1,2024-02-05,PHQ-9,,1;1;1;1;1;1;1;1;1\n";
+    check_rejected(
+        "missing2.csv",
+        &format!("{head}{good}P2,T1,E2,2,2024-02-12,PHQ-9,,1;;1;1;;1;1;1;1\n"),
+        &["line 3", "field items", "2 items missing"],
+    );
+    check_rejected(
+        "sum.csv",
+        &format!("{head}{good}P2,T1,E2,2,2024-02-12,PHQ-9,10,1;1;1;1;1;1;1;1;1\n"),
+        &[
+            "line 3",
+            "field score",
+            "does not equal the sum of the item answers (9)",
+        ],
+    );
+    check_rejected(
+        "item.csv",
+        &format!("{head}{good}P2,T1,E2,2,2024-02-12,GAD-7,,1;1;4;1;1;1;1\n"),
+        &["line 3", "field items", "item 3 (69733-4) answer 4"],
+    );
+}
+
+#[test]
+fn bad_episode_and_demographic_rows_reject_the_whole_file() {
+    check_rejected(
+        "ep.csv",
+        "episode_id,patient_id,therapist_id,end_reason\nE5,P5,T1,completed\nE6,P6,T1,finished\n",
+        &[
+            "line 3",
+            "field end_reason",
+            "not one of completed, dropout, referred_on, unknown",
+        ],
+    );
+    check_rejected(
+        "pt.csv",
+        "patient_id,birth_year,sex\nP5,1980,F\nP6,19x0,M\n",
+        &["line 3", "field birth_year", "not a whole number"],
+    );
+    check_rejected(
+        "th.csv",
+        "therapist_id,accepting_new\nT5,yes\nT6,perhaps\n",
+        &["line 3", "field accepting_new", "not yes/no"],
+    );
+}
+
+fn encounter(id: &str, date: &str) -> String {
+    format!(
+        r#"{{"resourceType":"Encounter","id":"{id}","status":"finished","subject":{{"reference":"Patient/P7"}},"episodeOfCare":[{{"reference":"EpisodeOfCare/E7"}}],"participant":[{{"individual":{{"reference":"Practitioner/T1"}}}}],"period":{{"start":"{date}"}}}}"#
+    )
+}
+
+fn observation(id: &str, encounter: &str, value: &str) -> String {
+    format!(
+        r#"{{"resourceType":"Observation","id":"{id}","status":"final","code":{{"coding":[{{"system":"http://loinc.org","code":"44261-6"}}]}},"encounter":{{"reference":"Encounter/{encounter}"}},"valueQuantity":{{"value":{value}}}}}"#
+    )
+}
+
+#[test]
+fn bad_fhir_resources_reject_the_whole_file() {
+    let good = encounter("S1", "2024-03-01");
+    check_rejected(
+        "obs.ndjson",
+        &format!("{good}\n{}\n", observation("O1", "S1", "30")),
+        &[
+            "resource Observation/O1",
+            "field score",
+            "outside the PHQ-9 range",
+        ],
+    );
+    check_rejected(
+        "enc.ndjson",
+        &format!("{good}\n{}\n", encounter("S2", "01/03/2024")),
+        &["resource Encounter/S2", "field period.start", "not a date"],
+    );
+    check_rejected(
+        "ref.ndjson",
+        &format!("{good}\n{}\n", observation("O1", "S9", "10")),
+        &[
+            "resource Observation/O1",
+            "field encounter",
+            "Encounter/S9 is not in this file",
+        ],
+    );
+    let qr = r#"{"resourceType":"QuestionnaireResponse","id":"Q1","status":"completed","questionnaire":"http://loinc.org/q/44249-1","encounter":{"reference":"Encounter/S1"},"item":[{"linkId":"44250-9","answer":[{"valueCoding":{"code":"LA9999-9"}}]}]}"#;
+    check_rejected(
+        "qr.ndjson",
+        &format!("{good}\n{qr}\n"),
+        &[
+            "resource QuestionnaireResponse/Q1",
+            "field item[0]",
+            "no numeric answer",
+        ],
+    );
+    check_rejected(
+        "json.ndjson",
+        &format!("{good}\n{{\"resourceType\": \n"),
+        &["line 2", "not valid JSON"],
+    );
+    check_rejected(
+        "noid.json",
+        r#"{"resourceType":"Patient","gender":"female"}"#,
+        &["a Patient resource has no id"],
+    );
+}
+
+#[test]
+fn a_bundle_with_items_only_is_scored_and_prorated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    mbc(cwd, &["init", "--data-dir", "node", "--name", "F"]).ok();
+    // PHQ-9 with item 9 missing: 8 answers of "More than half the days" (2) -> 16 * 9/8 = 18.
+    let items: Vec<String> = protocol_phq9_items()[..8]
+        .iter()
+        .map(|c| format!(r#"{{"linkId":"{c}","answer":[{{"valueCoding":{{"system":"http://loinc.org","code":"LA6570-1"}}}}]}}"#))
+        .collect();
+    let bundle = format!(
+        r#"{{"resourceType":"Bundle","type":"collection","entry":[
+        {{"resource":{{"resourceType":"Practitioner","id":"T1"}}}},
+        {{"resource":{{"resourceType":"Patient","id":"P1","birthDate":"1980-05-01","gender":"female"}}}},
+        {{"resource":{{"resourceType":"EpisodeOfCare","id":"E1","status":"active","patient":{{"reference":"Patient/P1"}},"careManager":{{"reference":"Practitioner/T1"}},"period":{{"start":"2024-01-01"}}}}}},
+        {{"resource":{{"resourceType":"Encounter","id":"S1","status":"finished","subject":{{"reference":"Patient/P1"}},"episodeOfCare":[{{"reference":"EpisodeOfCare/E1"}}],"period":{{"start":"2024-01-08T09:00:00Z"}}}}}},
+        {{"resource":{{"resourceType":"QuestionnaireResponse","id":"Q1","status":"completed","questionnaire":"http://loinc.org/q/44249-1","encounter":{{"reference":"Encounter/S1"}},"item":[{}]}}}}]}}"#,
+        items.join(",")
+    );
+    std::fs::write(cwd.join("b.json"), bundle).unwrap();
+    let out = mbc(cwd, &["import", "--data-dir", "node", "b.json", "--json"])
+        .ok()
+        .json();
+    assert_eq!(out[0]["format"], "fhir");
+    assert_eq!(out[0]["counts"]["assessments"], 1);
+    let db = rusqlite::Connection::open(cwd.join("node/local.db")).unwrap();
+    let (score, missing, prorated, items): (f64, i64, bool, i64) = db
+        .query_row(
+            "SELECT score, n_missing_items, prorated, (SELECT count(*) FROM item_response) FROM assessment",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!((score, missing, prorated, items), (18.0, 1, true, 8));
+    let (seq, date, therapist): (i64, String, i64) = db
+        .query_row(
+            "SELECT seq, date, (SELECT count(*) FROM therapist) FROM session",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((seq, date.as_str(), therapist), (1, "2024-01-08", 1));
+}
+
+fn protocol_phq9_items() -> [&'static str; 9] {
+    [
+        "44250-9", "44255-8", "44259-0", "44254-1", "44251-7", "44258-2", "44252-5", "44253-3",
+        "44260-8",
+    ]
+}
+
+#[test]
+fn reimport_is_idempotent_and_overlapping_exports_add_only_new_rows() {
+    let tmp = node_with_base();
+    let cwd = tmp.path();
+    let db = cwd.join("node/local.db");
+    let before = checksum(&db);
+    let again = mbc(cwd, &["import", "--data-dir", "node", "base.csv", "--json"])
+        .ok()
+        .json();
+    assert_eq!(again[0]["status"], "already_imported");
+    assert_eq!(checksum(&db), before);
+    // A later export containing the same rows and one new one.
+    std::fs::write(
+        cwd.join("later.csv"),
+        format!("{BASE}P1,T1,E1,2,2024-01-15,GAD-7,9\n"),
+    )
+    .unwrap();
+    let later = mbc(
+        cwd,
+        &["import", "--data-dir", "node", "later.csv", "--json"],
+    )
+    .ok()
+    .json();
+    assert_eq!(later[0]["counts"]["assessments"], 1);
+    assert_eq!(later[0]["counts"]["assessments_unchanged"], 3);
+    assert_eq!(later[0]["counts"]["sessions"], 0);
+    // Dry run validates and changes nothing.
+    let now = checksum(&db);
+    std::fs::write(cwd.join("more.csv"), format!("{HEAD}{GOOD_ROW}")).unwrap();
+    let dry = mbc(
+        cwd,
+        &[
+            "import",
+            "--data-dir",
+            "node",
+            "more.csv",
+            "--dry-run",
+            "--json",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(dry[0]["status"], "validated");
+    assert_eq!(dry[0]["counts"]["assessments"], 1);
+    assert_eq!(checksum(&db), now);
+}
+
+#[test]
+fn files_before_a_bad_file_stay_imported_and_later_ones_are_not_attempted() {
+    let tmp = node_with_base();
+    let cwd = tmp.path();
+    std::fs::write(cwd.join("good.csv"), format!("{HEAD}{GOOD_ROW}")).unwrap();
+    std::fs::write(
+        cwd.join("bad.csv"),
+        csv(&["P2,T1,E2,2,2024-02-12,PHQ-9,99"]),
+    )
+    .unwrap();
+    std::fs::write(
+        cwd.join("after.csv"),
+        format!("{HEAD}P3,T1,E3,1,2024-02-05,PHQ-9,11\n"),
+    )
+    .unwrap();
+    let out = mbc(
+        cwd,
+        &[
+            "import",
+            "--data-dir",
+            "node",
+            "good.csv",
+            "bad.csv",
+            "after.csv",
+        ],
+    );
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("the 1 file(s) before it were, the 1 after it were not attempted"),
+        "{}",
+        out.stderr
+    );
+    let status = mbc(cwd, &["status", "--data-dir", "node", "--json"])
+        .ok()
+        .json();
+    assert_eq!(
+        status["patients"], 2,
+        "P1 from base, P2 from good.csv, not P3"
+    );
+}
+
+/// A small synthetic clinic, with FHIR, in `cwd/data`.
+fn synth(cwd: &Path) -> serde_json::Value {
+    mbc(
+        cwd,
+        &[
+            "synth",
+            "--out",
+            "data",
+            "--clinics",
+            "1",
+            "--seed",
+            "4",
+            "--patients-per-clinic",
+            "200",
+            "--therapists-per-clinic",
+            "6",
+            "--fhir",
+            "--json",
+        ],
+    )
+    .ok()
+    .json()
+}
+
+#[test]
+fn kill_9_during_import_leaves_no_partial_import() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    synth(cwd);
+    mbc(cwd, &["init", "--data-dir", "node", "--name", "K"]).ok();
+    let db = cwd.join("node/local.db");
+    let before = checksum(&db);
+    let mut child = Command::new(bin())
+        .current_dir(cwd)
+        .args([
+            "import",
+            "--data-dir",
+            "node",
+            "data/clinic-01/assessments.csv",
+        ])
+        .env("MBC_NODE_TEST_HANG_AFTER_ROWS", "1500")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (on the pipe, not the clock) until the importer is mid-transaction.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("import paused after 1500 rows") {
+        line.clear();
+        assert_ne!(
+            stderr.read_line(&mut line).unwrap(),
+            0,
+            "importer exited before the hook"
+        );
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_eq!(checksum(&db), before, "a killed import left rows behind");
+    // The same file imports cleanly afterwards.
+    let out = mbc(
+        cwd,
+        &[
+            "import",
+            "--data-dir",
+            "node",
+            "data/clinic-01/assessments.csv",
+            "--json",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(out[0]["status"], "imported");
+    assert!(out[0]["counts"]["assessments"].as_u64().unwrap() > 1500);
+}
+
+#[test]
+fn csv_and_fhir_give_identical_stored_content_and_no_raw_identifier_is_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let summary = synth(cwd);
+    mbc(cwd, &["init", "--data-dir", "csv", "--name", "C"]).ok();
+    mbc(cwd, &["init", "--data-dir", "fhir", "--name", "F"]).ok();
+    // Same pseudonymisation key, as for one clinic re-importing its data in another format.
+    std::fs::copy(
+        cwd.join("csv/pseudonym.key"),
+        cwd.join("fhir/pseudonym.key"),
+    )
+    .unwrap();
+    let clinic = &summary["clinics"][0];
+    let mut args = vec!["import".to_string(), "--data-dir".into(), "csv".into()];
+    args.extend(
+        clinic["csv_files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| format!("data/{}", f.as_str().unwrap())),
+    );
+    mbc(cwd, &args.iter().map(String::as_str).collect::<Vec<_>>()).ok();
+    let fhir_file = format!("data/{}", clinic["fhir_files"][0].as_str().unwrap());
+    mbc(cwd, &["import", "--data-dir", "fhir", &fhir_file]).ok();
+    let a = canonical_content(&cwd.join("csv/local.db"));
+    let b = canonical_content(&cwd.join("fhir/local.db"));
+    assert!(a.len() > 5000, "only {} rows", a.len());
+    assert!(
+        a.iter().any(|r| r.starts_with("\"item\"|"))
+            && a.iter().any(|r| r.starts_with("\"casemix\"|"))
+    );
+    if a != b {
+        let diff: Vec<_> = a.iter().zip(&b).filter(|(x, y)| x != y).take(5).collect();
+        panic!(
+            "CSV and FHIR stores differ ({} vs {} rows); first differences: {diff:#?}",
+            a.len(),
+            b.len()
+        );
+    }
+    // Raw identifiers (C01-P00001, C01-T001, C01-E00001, ...) appear in no byte of either node.
+    for node in ["csv", "fhir"] {
+        for (path, bytes) in all_bytes(&cwd.join(node)) {
+            for raw in [&b"C01-P"[..], b"C01-T", b"C01-E"] {
+                assert!(
+                    !contains(&bytes, raw),
+                    "{} contains {}",
+                    path.display(),
+                    String::from_utf8_lossy(raw)
+                );
+            }
+        }
+    }
+    // The check can fail: the source files do contain them.
+    assert!(contains(
+        &std::fs::read(cwd.join("data/clinic-01/assessments.csv")).unwrap(),
+        b"C01-P"
+    ));
+}

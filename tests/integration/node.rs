@@ -1,0 +1,173 @@
+//! A clinic's first steps: init, synth, import, status, instruments.
+
+use integration_tests::{mbc, mbc_env};
+
+#[test]
+fn init_synth_import_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let synth = mbc(
+        cwd,
+        &[
+            "synth",
+            "--out",
+            "data",
+            "--clinics",
+            "2",
+            "--seed",
+            "9",
+            "--patients-per-clinic",
+            "150",
+            "--json",
+        ],
+    )
+    .ok()
+    .json();
+    let init = mbc(
+        cwd,
+        &[
+            "init",
+            "--data-dir",
+            "node",
+            "--name",
+            "Riverside",
+            "--json",
+        ],
+    )
+    .ok()
+    .json();
+    assert!(init["peer_id"].as_str().unwrap().starts_with("12D3KooW"));
+    let clinic = &synth["clinics"][0];
+    let files: Vec<String> = clinic["csv_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| format!("data/{}", f.as_str().unwrap()))
+        .collect();
+    let mut args = vec!["import", "--data-dir", "node", "--json"];
+    args.extend(files.iter().map(String::as_str));
+    let outcomes = mbc(cwd, &args).ok().json();
+    assert_eq!(outcomes.as_array().unwrap().len(), 4);
+    let status = mbc(cwd, &["status", "--data-dir", "node", "--json"])
+        .ok()
+        .json();
+    assert_eq!(status["clinic"], "Riverside");
+    assert_eq!(status["patients"], clinic["patients"]);
+    assert_eq!(status["therapists"], clinic["therapists"]);
+    assert_eq!(status["episodes"], clinic["patients"]);
+    let stored: u64 = status["assessments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["assessments"].as_u64().unwrap())
+        .sum();
+    assert_eq!(stored, clinic["assessments"].as_u64().unwrap());
+    assert_eq!(status["recent_imports"].as_array().unwrap().len(), 4);
+    let text = mbc(cwd, &["status", "--data-dir", "node"]).ok().stdout;
+    assert!(
+        text.contains("PHQ-9") && text.contains("GAD-7") && text.contains("assessments.csv"),
+        "{text}"
+    );
+    // The ground truth names every therapist with planted labels.
+    let truth: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cwd.join("data/truth.json")).unwrap()).unwrap();
+    assert_eq!(
+        truth["clinics"][0]["therapists"].as_array().unwrap().len() as u64,
+        clinic["therapists"].as_u64().unwrap()
+    );
+}
+
+#[test]
+fn init_refuses_to_overwrite_and_reads_the_data_dir_from_env() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    mbc(cwd, &["init", "--data-dir", "node", "--name", "A"]).ok();
+    let before = std::fs::read(cwd.join("node/pseudonym.key")).unwrap();
+    let again = mbc(cwd, &["init", "--data-dir", "node", "--name", "B"]);
+    assert_eq!(again.code, 1);
+    assert!(
+        again.stderr.contains("refusing to overwrite"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(
+        std::fs::read(cwd.join("node/pseudonym.key")).unwrap(),
+        before
+    );
+    let dir = cwd.join("node");
+    let status = mbc_env(
+        cwd,
+        &["status", "--json"],
+        &[("MBC_NODE_DIR", dir.to_str().unwrap())],
+    )
+    .ok()
+    .json();
+    assert_eq!(status["clinic"], "A");
+    use std::os::unix::fs::PermissionsExt;
+    for (file, mode) in [
+        ("identity.key", 0o600),
+        ("pseudonym.key", 0o600),
+        ("", 0o700),
+    ] {
+        let meta = std::fs::metadata(dir.join(file)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, mode, "{file}");
+    }
+    let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+    assert!(config.contains("name = \"A\""), "{config}");
+}
+
+#[test]
+fn clinic_defined_instruments_are_listed_and_importable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    mbc(cwd, &["init", "--data-dir", "node", "--name", "A"]).ok();
+    std::fs::write(
+        cwd.join("wsas.toml"),
+        "[[instrument]]\nid = \"WSAS\"\nname = \"Work and Social Adjustment Scale\"\nmin = 0\nmax = 40\n\
+         caseness_cutoff = 10\nreliable_change = 8\n\n[[domain]]\nid = \"functioning\"\nname = \"Functioning\"\n\
+         instrument = \"WSAS\"\nelevated_threshold = 10\n",
+    )
+    .unwrap();
+    let added = mbc(
+        cwd,
+        &[
+            "instruments",
+            "add",
+            "--data-dir",
+            "node",
+            "wsas.toml",
+            "--json",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(added["instruments_added"][0], "WSAS");
+    let list = mbc(
+        cwd,
+        &["instruments", "list", "--data-dir", "node", "--json"],
+    )
+    .ok()
+    .json();
+    let ids: Vec<&str> = list["instruments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"WSAS") && ids.contains(&"PHQ-9"), "{ids:?}");
+    assert!(
+        mbc(cwd, &["instruments", "list", "--data-dir", "node"])
+            .ok()
+            .stdout
+            .contains("(clinic-defined)")
+    );
+    std::fs::write(
+        cwd.join("a.csv"),
+        "patient_id,therapist_id,episode_id,session,date,instrument,score\nP1,T1,E1,1,2024-01-08,wsas,22\n",
+    )
+    .unwrap();
+    let out = mbc(cwd, &["import", "--data-dir", "node", "a.csv", "--json"])
+        .ok()
+        .json();
+    assert_eq!(out[0]["counts"]["assessments"], 1);
+}
