@@ -298,19 +298,32 @@ fn import_cmd(a: ImportArgs) -> Result<()> {
                 o.file,
                 o.previously_imported_at.as_deref().unwrap_or("?")
             ),
-            status => println!(
-                "{}: {status} ({}, {} rows): {} new assessments ({} already stored), {} sessions, \
-                 {} episodes, {} patients, {} therapists",
-                o.file,
-                o.kind,
-                o.rows,
-                c.assessments,
-                c.assessments_unchanged,
-                c.sessions,
-                c.episodes,
-                c.patients,
-                c.therapists
-            ),
+            status => {
+                let parts: Vec<String> = [
+                    (c.assessments, "assessments"),
+                    (c.sessions, "sessions"),
+                    (c.episodes, "episodes"),
+                    (c.patients, "patients"),
+                    (c.therapists, "therapists"),
+                ]
+                .iter()
+                .filter(|(n, _)| *n > 0)
+                .map(|(n, what)| format!("{n} {what}"))
+                .collect();
+                let new = if parts.is_empty() {
+                    "no new records".into()
+                } else {
+                    format!("new: {}", parts.join(", "))
+                };
+                let unchanged = match c.assessments_unchanged {
+                    0 => String::new(),
+                    n => format!("; {n} assessments were already stored"),
+                };
+                println!(
+                    "{}: {status} ({}, {} rows): {new}{unchanged}",
+                    o.file, o.kind, o.rows
+                );
+            }
         }
     }
     if a.dry_run {

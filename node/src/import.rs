@@ -305,3 +305,94 @@ fn read(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Runs one reader over `content` in a throwaway in-memory store.
+    fn try_read(format: Format, content: &[u8]) -> Result<(String, u64), ImportError> {
+        let mut store = Store::open_in_memory().unwrap();
+        let registry = store.registry().unwrap();
+        let pseudo = Pseudonymiser::new(&[0; 32]);
+        let tx = store.conn_mut().transaction().unwrap();
+        let mut writer = writer::Writer::new(&tx, &pseudo).unwrap();
+        let mut progress = Progress::new(0, false);
+        read(
+            format,
+            content,
+            "fuzz",
+            &registry,
+            &mut writer,
+            &mut progress,
+        )
+    }
+
+    const HEADERS: [&str; 4] = [
+        "patient_id,therapist_id,episode_id,session,date,instrument,score,items\n",
+        "episode_id,patient_id,therapist_id,start_date,end_reason,age,wsas\n",
+        "patient_id,birth_year,sex,deprivation_decile\n",
+        "therapist_id,start_year,accepting_new,wait_weeks\n",
+    ];
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400), fhir: bool) {
+            let format = if fhir { Format::Fhir } else { Format::Csv };
+            let _ = try_read(format, &bytes);
+        }
+
+        #[test]
+        fn csv_rows_of_plausible_characters_never_panic(
+            header in 0..HEADERS.len(),
+            body in "[A-Za-z0-9,;.:\\- \"\n]{0,300}",
+        ) {
+            let _ = try_read(Format::Csv, format!("{}{body}", HEADERS[header]).as_bytes());
+        }
+
+        #[test]
+        fn fhir_resources_with_arbitrary_fields_never_panic(
+            ty in "(Patient|Practitioner|EpisodeOfCare|Encounter|QuestionnaireResponse|Observation)",
+            body in "[a-zA-Z0-9\":,{}\\[\\]/.\\- ]{0,200}",
+        ) {
+            let text = format!("{{\"resourceType\":\"{ty}\",\"id\":\"x\",{body}}}");
+            let _ = try_read(Format::Fhir, text.as_bytes());
+        }
+    }
+
+    #[test]
+    fn format_detection() {
+        assert_eq!(
+            Format::detect(b"  {\"resourceType\": \"Bundle\"}"),
+            Format::Fhir
+        );
+        assert_eq!(Format::detect(b"\xEF\xBB\xBF{}"), Format::Fhir);
+        assert_eq!(Format::detect(b"patient_id,score\n"), Format::Csv);
+        assert_eq!(Format::detect(b""), Format::Csv);
+    }
+
+    #[test]
+    fn errors_name_file_location_and_field() {
+        let e = ImportError {
+            file: "a.csv".into(),
+            location: Some(Location::Line(7)),
+            field: Some("date".into()),
+            reason: "\"x\" is not a date".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "a.csv, line 7, field date: \"x\" is not a date"
+        );
+        let e = ImportError {
+            location: Some(Location::Resource("Encounter/1".into())),
+            field: None,
+            ..e
+        };
+        assert_eq!(
+            e.to_string(),
+            "a.csv, resource Encounter/1: \"x\" is not a date"
+        );
+    }
+}

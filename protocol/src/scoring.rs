@@ -225,3 +225,27 @@ mod tests {
         assert_eq!(loinc_answer_value("LA0000-0"), None);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::instrument::builtin_instruments;
+
+    proptest! {
+        /// Any accepted set of answers gives a total inside the instrument's range, prorated
+        /// exactly when one item is missing, and never more than the items could add up to.
+        #[test]
+        fn totals_stay_in_range(which in 0usize..3, answers in proptest::collection::vec(proptest::option::weighted(0.9, 0u8..=4), 10)) {
+            let inst = &builtin_instruments()[which];
+            let answers: Vec<Option<f64>> = answers[..inst.items.len()].iter().map(|a| a.map(f64::from)).collect();
+            if let Ok(t) = total_from_items(inst, &answers) {
+                prop_assert!(inst.in_range(t.total));
+                prop_assert_eq!(t.prorated, t.n_missing == 1);
+                prop_assert!(t.n_missing <= MAX_PRORATED_MISSING);
+                prop_assert_eq!(t.total.fract(), 0.0);
+            }
+        }
+    }
+}
