@@ -17,7 +17,7 @@ use csv::StringRecord;
 
 use super::fields::{self, FieldError, FieldResult};
 use super::records::{
-    AssessmentRecord, Casemix, EpisodeAttrs, PatientAttrs, SessionKey, SessionRecord,
+    AssessmentRecord, Casemix, EpisodeAttrs, Fields, PatientAttrs, SessionKey, SessionRecord,
     TherapistAttrs,
 };
 use super::writer::Writer;
@@ -137,18 +137,6 @@ impl Row<'_> {
         self.opt(name)
             .ok_or_else(|| FieldError::new(name, "is empty"))
     }
-
-    fn string(&self, name: &str) -> Option<String> {
-        self.opt(name).map(str::to_string)
-    }
-
-    fn parse<T>(
-        &self,
-        name: &str,
-        f: impl Fn(&str, &str) -> FieldResult<T>,
-    ) -> FieldResult<Option<T>> {
-        self.opt(name).map(|v| f(name, v)).transpose()
-    }
 }
 
 /// Reads a CSV file of any kind into `writer`. Returns (kind, rows read).
@@ -246,64 +234,37 @@ pub(crate) fn import(
     Ok((kind, rows))
 }
 
+impl Fields for Row<'_> {
+    fn get(&self, column: &str) -> Option<String> {
+        self.opt(column).map(str::to_string)
+    }
+
+    fn name(&self, column: &str) -> String {
+        column.to_string()
+    }
+}
+
 fn therapist_row(row: &Row<'_>, w: &mut Writer<'_>) -> FieldResult<()> {
     let id = fields::identifier("therapist_id", row.req("therapist_id")?)?;
-    let attrs = TherapistAttrs {
-        profession: row.string("profession"),
-        grade: row.string("grade"),
-        start_year: row.parse("start_year", |f, v| fields::integer(f, v, 1900, 2200))?,
-        gender: row.string("gender"),
-        languages: row.string("languages"),
-        modalities: row.string("modalities"),
-        accepting_new: row.parse("accepting_new", fields::boolean)?,
-        wait_weeks: row.parse("wait_weeks", fields::number)?,
-        payers: row.string("payers"),
-        location: row.string("location"),
-    };
-    w.upsert_therapist(&id, &attrs)
+    w.upsert_therapist(&id, &TherapistAttrs::read(row)?)
 }
 
 fn patient_row(row: &Row<'_>, w: &mut Writer<'_>) -> FieldResult<()> {
     let id = fields::identifier("patient_id", row.req("patient_id")?)?;
-    let attrs = PatientAttrs {
-        birth_year: row.parse("birth_year", |f, v| fields::integer(f, v, 1900, 2200))?,
-        sex: row.parse("sex", fields::sex)?.map(str::to_string),
-        ethnicity_group: row.string("ethnicity_group"),
-        deprivation_decile: row.parse("deprivation_decile", |f, v| fields::integer(f, v, 1, 10))?,
-    };
-    w.upsert_patient(&id, &attrs)
+    w.upsert_patient(&id, &PatientAttrs::read(row)?)
 }
 
 fn episode_row(row: &Row<'_>, w: &mut Writer<'_>) -> FieldResult<()> {
     let id = fields::identifier("episode_id", row.req("episode_id")?)?;
     let patient = fields::identifier("patient_id", row.req("patient_id")?)?;
     let therapist = fields::identifier("therapist_id", row.req("therapist_id")?)?;
-    let count = |f: &str, v: &str| fields::integer(f, v, 0, 10_000);
-    let attrs = EpisodeAttrs {
-        referral_date: row.parse("referral_date", fields::date)?,
-        start_date: row.parse("start_date", fields::date)?,
-        end_date: row.parse("end_date", fields::date)?,
-        end_reason: row.parse("end_reason", |f, v| {
-            fields::one_of(f, v, fields::END_REASONS)
-        })?,
-        sessions_planned: row.parse("sessions_planned", count)?,
-        sessions_attended: row.parse("sessions_attended", count)?,
-        step: row.parse("step", |f, v| fields::one_of(f, v, fields::STEPS))?,
-        provisional_dx: row.string("provisional_dx"),
-    };
-    let casemix = Casemix {
-        age: row.parse("age", |f, v| fields::integer(f, v, 0, 130))?,
-        employment: row.string("employment"),
-        prior_treatment: row.parse("prior_treatment", fields::boolean)?,
-        psychotropic_med: row.parse("psychotropic_med", fields::boolean)?,
-        long_term_condition: row.parse("long_term_condition", fields::boolean)?,
-        disability: row.parse("disability", fields::boolean)?,
-        duration_of_problem_months: row.parse("duration_of_problem_months", fields::number)?,
-        comorbidity_count: row.parse("comorbidity_count", count)?,
-        referral_source: row.string("referral_source"),
-        wsas: row.parse("wsas", fields::number)?,
-    };
-    w.upsert_episode(&id, &patient, &therapist, &attrs, &casemix)
+    w.upsert_episode(
+        &id,
+        &patient,
+        &therapist,
+        &EpisodeAttrs::read(row)?,
+        &Casemix::read(row)?,
+    )
 }
 
 fn assessment_row(row: &Row<'_>, registry: &Registry, w: &mut Writer<'_>) -> FieldResult<()> {

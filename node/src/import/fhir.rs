@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::fields::{self, FieldError, FieldResult};
 use super::records::{
-    AssessmentRecord, Casemix, EpisodeAttrs, PatientAttrs, SessionKey, SessionRecord,
+    AssessmentRecord, Casemix, EpisodeAttrs, Fields, PatientAttrs, SessionKey, SessionRecord,
     TherapistAttrs,
 };
 use super::writer::Writer;
@@ -242,39 +242,67 @@ pub(crate) fn import(
     Ok(all.len() as u64)
 }
 
+/// A resource's attributes by CSV column name: the FHIR element where FHIR has one, else the
+/// mbc-node extension named after the column (`_` written `-`).
+struct ResourceFields<'r> {
+    res: &'r Res,
+    /// (column, JSON path of the element)
+    elements: &'static [(&'static str, &'static [&'static str])],
+}
+
+const PRACTITIONER: &[(&str, &[&str])] = &[("gender", &["gender"])];
+const PATIENT: &[(&str, &[&str])] = &[("birth_year", &["birthDate"]), ("sex", &["gender"])];
+const EPISODE: &[(&str, &[&str])] = &[
+    ("start_date", &["period", "start"]),
+    ("end_date", &["period", "end"]),
+];
+
+impl ResourceFields<'_> {
+    fn element(&self, column: &str) -> Option<&'static [&'static str]> {
+        self.elements
+            .iter()
+            .find(|(c, _)| *c == column)
+            .map(|(_, path)| *path)
+    }
+}
+
+impl Fields for ResourceFields<'_> {
+    fn get(&self, column: &str) -> Option<String> {
+        let Some(path) = self.element(column) else {
+            return self.res.ext_str(&column.replace('_', "-"));
+        };
+        let value = self.res.str(path)?;
+        // A FHIR date may be a full date; the store keeps only the birth year.
+        let value = if column == "birth_year" {
+            value.get(..4).unwrap_or(value)
+        } else {
+            value
+        };
+        Some(value.to_string())
+    }
+
+    fn name(&self, column: &str) -> String {
+        match self.element(column) {
+            Some(path) => path.join("."),
+            None => format!("extension {}", column.replace('_', "-")),
+        }
+    }
+}
+
 fn practitioner(r: &Res, w: &mut Writer<'_>) -> FieldResult<()> {
-    let attrs = TherapistAttrs {
-        profession: r.ext_str("profession"),
-        grade: r.ext_str("grade"),
-        start_year: r.ext_parse("start-year", |f, v| fields::integer(f, v, 1900, 2200))?,
-        gender: r.str(&["gender"]).map(str::to_string),
-        languages: r.ext_str("languages"),
-        modalities: r.ext_str("modalities"),
-        accepting_new: r.ext_parse("accepting-new", fields::boolean)?,
-        wait_weeks: r.ext_parse("wait-weeks", fields::number)?,
-        payers: r.ext_str("payers"),
-        location: r.ext_str("location"),
+    let f = ResourceFields {
+        res: r,
+        elements: PRACTITIONER,
     };
-    w.upsert_therapist(&r.id, &attrs)
+    w.upsert_therapist(&r.id, &TherapistAttrs::read(&f)?)
 }
 
 fn patient(r: &Res, w: &mut Writer<'_>) -> FieldResult<()> {
-    let birth_year = r
-        .str(&["birthDate"])
-        .map(|d| fields::integer("birthDate", d.get(..4).unwrap_or(d), 1900, 2200))
-        .transpose()?;
-    let attrs = PatientAttrs {
-        birth_year,
-        sex: r
-            .str(&["gender"])
-            .map(|g| fields::sex("gender", g))
-            .transpose()?
-            .map(str::to_string),
-        ethnicity_group: r.ext_str("ethnicity-group"),
-        deprivation_decile: r
-            .ext_parse("deprivation-decile", |f, v| fields::integer(f, v, 1, 10))?,
+    let f = ResourceFields {
+        res: r,
+        elements: PATIENT,
     };
-    w.upsert_patient(&r.id, &attrs)
+    w.upsert_patient(&r.id, &PatientAttrs::read(&f)?)
 }
 
 /// Stores an EpisodeOfCare; returns its (patient, therapist) raw ids.
@@ -286,33 +314,17 @@ fn episode(r: &Res, w: &mut Writer<'_>) -> FieldResult<(String, String)> {
         &["careManager", "reference"],
         "Practitioner",
     )?;
-    let count = |f: &str, v: &str| fields::integer(f, v, 0, 10_000);
-    let date = |path: &[&str], field: &str| r.str(path).map(|v| fields::date(field, v)).transpose();
-    let attrs = EpisodeAttrs {
-        referral_date: r.ext_parse("referral-date", fields::date)?,
-        start_date: date(&["period", "start"], "period.start")?,
-        end_date: date(&["period", "end"], "period.end")?,
-        end_reason: r.ext_parse("end-reason", |f, v| {
-            fields::one_of(f, v, fields::END_REASONS)
-        })?,
-        sessions_planned: r.ext_parse("sessions-planned", count)?,
-        sessions_attended: r.ext_parse("sessions-attended", count)?,
-        step: r.ext_parse("step", |f, v| fields::one_of(f, v, fields::STEPS))?,
-        provisional_dx: r.ext_str("provisional-dx"),
+    let f = ResourceFields {
+        res: r,
+        elements: EPISODE,
     };
-    let casemix = Casemix {
-        age: r.ext_parse("age", |f, v| fields::integer(f, v, 0, 130))?,
-        employment: r.ext_str("employment"),
-        prior_treatment: r.ext_parse("prior-treatment", fields::boolean)?,
-        psychotropic_med: r.ext_parse("psychotropic-med", fields::boolean)?,
-        long_term_condition: r.ext_parse("long-term-condition", fields::boolean)?,
-        disability: r.ext_parse("disability", fields::boolean)?,
-        duration_of_problem_months: r.ext_parse("duration-of-problem-months", fields::number)?,
-        comorbidity_count: r.ext_parse("comorbidity-count", count)?,
-        referral_source: r.ext_str("referral-source"),
-        wsas: r.ext_parse("wsas", fields::number)?,
-    };
-    w.upsert_episode(&r.id, &patient, &therapist, &attrs, &casemix)?;
+    w.upsert_episode(
+        &r.id,
+        &patient,
+        &therapist,
+        &EpisodeAttrs::read(&f)?,
+        &Casemix::read(&f)?,
+    )?;
     Ok((patient, therapist))
 }
 
@@ -419,6 +431,21 @@ struct Pending<'r> {
     items: Option<Vec<Option<f64>>>,
 }
 
+fn pending_entry<'p, 'r>(
+    pending: &'p mut HashMap<(String, String), Pending<'r>>,
+    encounter: String,
+    instrument: &str,
+    source: &'r Res,
+) -> &'p mut Pending<'r> {
+    pending
+        .entry((encounter, instrument.to_string()))
+        .or_insert(Pending {
+            source,
+            score: None,
+            items: None,
+        })
+}
+
 fn questionnaire_response<'r>(
     r: &'r Res,
     registry: &Registry,
@@ -485,13 +512,7 @@ fn questionnaire_response<'r>(
             total = Some(value()?);
         }
     }
-    let entry = pending
-        .entry((encounter, inst.id.clone()))
-        .or_insert(Pending {
-            source: r,
-            score: None,
-            items: None,
-        });
+    let entry = pending_entry(pending, encounter, &inst.id, r);
     if entry.items.is_some() {
         return Err(FieldError::new(
             "encounter",
@@ -556,13 +577,7 @@ fn observation<'r>(
         .and_then(Value::as_f64)
         .ok_or_else(|| FieldError::new("valueQuantity.value", "is missing or not a number"))?;
     let encounter = reference_id(r, "encounter", &["encounter", "reference"], "Encounter")?;
-    let entry = pending
-        .entry((encounter, inst.id.clone()))
-        .or_insert(Pending {
-            source: r,
-            score: None,
-            items: None,
-        });
+    let entry = pending_entry(pending, encounter, &inst.id, r);
     if let Some(previous) = entry.score
         && previous != score
     {

@@ -1,5 +1,38 @@
 //! Normalised records that both readers (CSV, FHIR) produce and the writer stores. Identifiers
 //! here are still the raw local ones; the writer replaces them with pseudonyms.
+//!
+//! Attribute records are read through [`Fields`], keyed by CSV column name, so both formats
+//! parse every attribute with the same code.
+
+use super::fields::{self, FieldResult};
+
+/// Where a reader finds a record's attributes, by CSV column name.
+pub(crate) trait Fields {
+    /// The value of `column`, `None` if absent or empty.
+    fn get(&self, column: &str) -> Option<String>;
+
+    /// How error messages name `column` in this format.
+    fn name(&self, column: &str) -> String;
+
+    /// Parses `column` with `f` when present.
+    fn parse<T>(
+        &self,
+        column: &str,
+        f: impl Fn(&str, &str) -> FieldResult<T>,
+    ) -> FieldResult<Option<T>> {
+        self.get(column)
+            .map(|v| f(&self.name(column), &v))
+            .transpose()
+    }
+}
+
+fn count(field: &str, value: &str) -> FieldResult<i64> {
+    fields::integer(field, value, 0, 10_000)
+}
+
+fn year(field: &str, value: &str) -> FieldResult<i64> {
+    fields::integer(field, value, 1900, 2200)
+}
 
 /// Matching attributes of a therapist. `None` leaves a stored value as it is.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -43,6 +76,67 @@ pub(crate) struct Casemix {
 impl Casemix {
     pub(crate) fn is_empty(&self) -> bool {
         *self == Casemix::default()
+    }
+
+    pub(crate) fn read(f: &impl Fields) -> FieldResult<Self> {
+        Ok(Self {
+            age: f.parse("age", |n, v| fields::integer(n, v, 0, 130))?,
+            employment: f.get("employment"),
+            prior_treatment: f.parse("prior_treatment", fields::boolean)?,
+            psychotropic_med: f.parse("psychotropic_med", fields::boolean)?,
+            long_term_condition: f.parse("long_term_condition", fields::boolean)?,
+            disability: f.parse("disability", fields::boolean)?,
+            duration_of_problem_months: f.parse("duration_of_problem_months", fields::number)?,
+            comorbidity_count: f.parse("comorbidity_count", count)?,
+            referral_source: f.get("referral_source"),
+            wsas: f.parse("wsas", fields::number)?,
+        })
+    }
+}
+
+impl TherapistAttrs {
+    pub(crate) fn read(f: &impl Fields) -> FieldResult<Self> {
+        Ok(Self {
+            profession: f.get("profession"),
+            grade: f.get("grade"),
+            start_year: f.parse("start_year", year)?,
+            gender: f.get("gender"),
+            languages: f.get("languages"),
+            modalities: f.get("modalities"),
+            accepting_new: f.parse("accepting_new", fields::boolean)?,
+            wait_weeks: f.parse("wait_weeks", fields::number)?,
+            payers: f.get("payers"),
+            location: f.get("location"),
+        })
+    }
+}
+
+impl PatientAttrs {
+    pub(crate) fn read(f: &impl Fields) -> FieldResult<Self> {
+        Ok(Self {
+            birth_year: f.parse("birth_year", year)?,
+            sex: f.parse("sex", fields::sex)?.map(str::to_string),
+            ethnicity_group: f.get("ethnicity_group"),
+            deprivation_decile: f
+                .parse("deprivation_decile", |n, v| fields::integer(n, v, 1, 10))?,
+        })
+    }
+}
+
+impl EpisodeAttrs {
+    pub(crate) fn read(f: &impl Fields) -> FieldResult<Self> {
+        Ok(Self {
+            referral_date: f.parse("referral_date", fields::date)?,
+            start_date: f.parse("start_date", fields::date)?,
+            end_date: f.parse("end_date", fields::date)?,
+            end_reason: f.parse("end_reason", |n, v| {
+                fields::one_of(n, v, fields::END_REASONS)
+            })?,
+            sessions_planned: f.parse("sessions_planned", count)?,
+            sessions_attended: f.parse("sessions_attended", count)?,
+            step: f.parse("step", |n, v| fields::one_of(n, v, fields::STEPS))?,
+            provisional_dx: f.get("provisional_dx"),
+        })
     }
 }
 

@@ -171,10 +171,10 @@ fn deterministic_and_seed_sensitive() {
     assert_ne!(fingerprint(&a), fingerprint(&c));
 }
 
-#[test]
-fn confounded_assignment_correlates_severity_with_therapist() {
+/// Range of the therapists' mean PHQ-9 intake in a one-clinic, 10 × 40 dataset.
+fn intake_spread(assignment: Assignment) -> f64 {
     let data = generate(&Params {
-        assignment: Assignment::Confounded,
+        assignment,
         clinics: 1,
         therapists_per_clinic: Some(10),
         caseload: Some(40),
@@ -192,31 +192,16 @@ fn confounded_assignment_correlates_severity_with_therapist() {
             v.iter().sum::<f64>() / v.len() as f64
         })
         .collect();
-    let spread = means.iter().cloned().fold(f64::MIN, f64::max)
-        - means.iter().cloned().fold(f64::MAX, f64::min);
+    means.iter().cloned().fold(f64::MIN, f64::max) - means.iter().cloned().fold(f64::MAX, f64::min)
+}
+
+#[test]
+fn confounded_assignment_correlates_severity_with_therapist() {
+    let confounded = intake_spread(Assignment::Confounded);
     assert!(
-        spread > 8.0,
-        "intake means by therapist span only {spread:.1} points"
+        confounded > 8.0,
+        "intake means by therapist span only {confounded:.1} points"
     );
-    let random = generate(&Params {
-        clinics: 1,
-        therapists_per_clinic: Some(10),
-        caseload: Some(40),
-        ..Params::default()
-    });
-    let c = &random.clinics[0];
-    let means: Vec<f64> = (0..10)
-        .map(|j| {
-            let v: Vec<f64> = c
-                .patients
-                .iter()
-                .filter(|p| p.therapist == j)
-                .map(|p| p.intake[0])
-                .collect();
-            v.iter().sum::<f64>() / v.len() as f64
-        })
-        .collect();
-    let spread = means.iter().cloned().fold(f64::MIN, f64::max)
-        - means.iter().cloned().fold(f64::MAX, f64::min);
-    assert!(spread < 6.0, "random assignment spread {spread:.1}");
+    let random = intake_spread(Assignment::Random);
+    assert!(random < 6.0, "random assignment spread {random:.1}");
 }
