@@ -3,7 +3,7 @@
 //! Each file is read whole, hashed (SHA-256) and parsed inside one transaction. Any error rolls
 //! the whole file back and is reported with the file, line (or FHIR resource) and field. A file
 //! whose hash is already in the `imports` table is skipped; overlapping exports are idempotent
-//! row by row (see [`writer`]). Identifiers are pseudonymised by the writer before storage.
+//! row by row (see `import/writer.rs`). Identifiers are pseudonymised by the writer before storage.
 
 mod csv;
 pub(crate) mod fhir;

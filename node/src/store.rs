@@ -1,7 +1,7 @@
 //! The node's local SQLite store: the only place raw (pseudonymised) outcome data lives.
 //!
 //! `Store` owns the connection. Opening it turns on WAL and foreign keys and runs the
-//! append-only migrations in [`migrations`]. Writers take one transaction per call, so a
+//! append-only migrations in `store/migrations.rs`. Writers take one transaction per call, so a
 //! failure or a kill leaves the store as it was before the call.
 
 pub(crate) mod migrations;
