@@ -171,3 +171,48 @@ fn clinic_defined_instruments_are_listed_and_importable() {
         .json();
     assert_eq!(out[0]["counts"]["assessments"], 1);
 }
+
+#[test]
+fn synth_is_deterministic_for_a_seed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let args = |out: &'static str, seed: &'static str| {
+        [
+            "synth",
+            "--out",
+            out,
+            "--clinics",
+            "2",
+            "--seed",
+            seed,
+            "--patients-per-clinic",
+            "60",
+            "--fhir",
+        ]
+    };
+    mbc(cwd, &args("a", "5")).ok();
+    mbc(cwd, &args("b", "5")).ok();
+    mbc(cwd, &args("c", "6")).ok();
+    let files = [
+        "truth.json",
+        "clinic-01/assessments.csv",
+        "clinic-02/episodes.csv",
+        "clinic-02/fhir.ndjson",
+    ];
+    for f in files {
+        let a = std::fs::read(cwd.join("a").join(f)).unwrap();
+        assert_eq!(
+            a,
+            std::fs::read(cwd.join("b").join(f)).unwrap(),
+            "{f} differs for the same seed"
+        );
+        assert_ne!(
+            a,
+            std::fs::read(cwd.join("c").join(f)).unwrap(),
+            "{f} is the same for another seed"
+        );
+    }
+    let again = mbc(cwd, &args("a", "5"));
+    assert_eq!(again.code, 1);
+    assert!(again.stderr.contains("is not empty"), "{}", again.stderr);
+}

@@ -146,8 +146,8 @@ const ITEM_MISSING: f64 = 0.03;
 const SESSION_UNMEASURED: f64 = 0.05;
 const MNAR_FACTOR: f64 = 1.5;
 /// Weibull scale of dropout by the end of planned treatment, before the MNAR factor; chosen
-/// so that about 30 % of episodes end in dropout (checked by the calibration test).
-const DROPOUT_BASE: f64 = 0.30;
+/// so that about 30 % of episodes end in dropout (0.303 at seed 7; checked by a test).
+const DROPOUT_BASE: f64 = 0.34;
 
 /// A planted therapist × domain label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
