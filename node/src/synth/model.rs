@@ -3,8 +3,8 @@
 //! Per domain d (PHQ-9 depression, GAD-7 anxiety; lower = better), patient i of therapist j,
 //! session t: y_it = y_i1 + (b_d + b_i + s_i + g_j + h_jd)·ln t + e_it.
 //! - b_PHQ = −7.8/ln 8, b_GAD = −7.3/ln 8: tuned, as §11 allows, so that completers at
-//!   caseness reach the NHS TT rates (reliable improvement ≈ 0.68, recovery ≈ 0.51, reliable
-//!   recovery ≈ 0.51). With the published −6 / −5.6, recovery stays near 0.40 under any slope
+//!   caseness reach the NHS TT rates (measured: reliable improvement 0.70, recovery 0.53,
+//!   reliable recovery 0.52). With the published −6 / −5.6, recovery stays near 0.40 under any slope
 //!   distribution tried; the price is post means about 1 point below the NHS TT anchors.
 //! - b_i: a responder (60 %) / non-responder (flat) mixture with mean b_d, within-class SD 1.2
 //!   (total SD ≈ 3.3 for PHQ-9, wider than §11's 2.0: the class split carries the skew the
