@@ -8,11 +8,17 @@
 //!   thresholds and codes, and the problem domains they back.
 //! - [`scoring`]: totals from item responses, prorating, FHIR answer codes.
 //! - [`pseudonym`]: HMAC-SHA256 pseudonyms that replace local identifiers at import (P6).
+//! - [`outcome`]: pre/post change, reliable change, caseness, NHS Talking Therapies metrics.
+//! - [`risk`]: the risk model (ridge least squares from sufficient statistics).
+//! - [`therapist`]: variance components, empirical-Bayes track records, labels, Wilson intervals.
 #![warn(missing_docs)]
 
 pub mod instrument;
+pub mod outcome;
 pub mod pseudonym;
+pub mod risk;
 pub mod scoring;
+pub mod therapist;
 
 /// Version of the wire protocol and of every domain-separation label built on it.
 pub const PROTOCOL_VERSION: u16 = 1;

@@ -71,8 +71,8 @@ impl<'a> Writer<'a> {
                 "INSERT INTO session (episode_id, seq, date, attended, kind) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?,
             insert_assessment: tx.prepare(
-                "INSERT INTO assessment (episode_id, session_id, instrument_id, score, n_missing_items, prorated)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (session_id, instrument_id) DO NOTHING",
+                "INSERT INTO assessment (episode_id, session_id, session_seq, instrument_id, score, n_missing_items, prorated)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (session_id, instrument_id) DO NOTHING",
             )?,
             insert_item: tx.prepare(
                 "INSERT OR IGNORE INTO item_response (assessment_id, item_no, item_code, value) VALUES (?1, ?2, ?3, ?4)",

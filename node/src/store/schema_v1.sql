@@ -112,6 +112,7 @@ CREATE TABLE assessment (
     assessment_id    INTEGER PRIMARY KEY,
     episode_id       INTEGER NOT NULL REFERENCES episode (episode_id),
     session_id       INTEGER NOT NULL REFERENCES session (session_id),
+    session_seq      INTEGER NOT NULL,       -- = session.seq, kept here so outcome scans need no join
     instrument_id    TEXT NOT NULL REFERENCES instrument (instrument_id),
     score            REAL NOT NULL,
     n_missing_items  INTEGER NOT NULL DEFAULT 0,

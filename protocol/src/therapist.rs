@@ -1,0 +1,392 @@
+//! Therapist × domain track records (DOMAIN.md §2.5, §7).
+//!
+//! Residuals are oriented so that **negative = better than expected** on every instrument. Per
+//! therapist j the engine needs only (n_j, Σr, Σr²), so the same estimators work on one
+//! clinic's data or on DP-noised network sums.
+//!
+//! - Variance components by one-way ANOVA (method of moments): MSB, MSW, n₀,
+//!   τ² = max(0, (MSB − MSW)/n₀), σ² = MSW, with a 95 % interval from the F distribution of
+//!   MSB/MSW (Searle 1971), exact for balanced groups and normal effects.
+//! - Empirical Bayes: λ_j = τ²/(τ² + σ²/n_j), û_j = λ_j·r̄_j, interval û_j ± z·√(τ²(1−λ_j)).
+//! - Labels: EB interval entirely below 0 = effective, above 0 = ineffective (default); or the
+//!   Kraus rule r̄_j ≤ −RC effective, ≥ +RC ineffective. Below the classification minimum the
+//!   label is "insufficient data"; below the display minimum nothing is reported.
+
+use statrs::distribution::{ContinuousCDF, FisherSnedecor, Normal};
+
+/// One therapist's residual sums on a domain.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Group {
+    /// Eligible patients.
+    pub n: u64,
+    /// Σ r.
+    pub sum: f64,
+    /// Σ r².
+    pub sum_sq: f64,
+}
+
+impl Group {
+    /// Adds one residual.
+    pub fn add(&mut self, r: f64) {
+        self.n += 1;
+        self.sum += r;
+        self.sum_sq += r * r;
+    }
+
+    /// Mean residual.
+    pub fn mean(&self) -> f64 {
+        self.sum / self.n as f64
+    }
+}
+
+/// Between- and within-therapist variance of residuals.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VarianceComponents {
+    /// Therapists (groups with n ≥ 1).
+    pub therapists: u64,
+    /// Patients.
+    pub patients: u64,
+    /// Between-therapist variance τ² (≥ 0).
+    pub tau2: f64,
+    /// Within-therapist variance σ².
+    pub sigma2: f64,
+    /// 95 % interval of τ².
+    pub tau2_interval: (f64, f64),
+    /// Intraclass correlation τ²/(τ² + σ²).
+    pub icc: f64,
+    /// Effective group size n₀.
+    pub n0: f64,
+    /// Overall mean residual.
+    pub mean: f64,
+}
+
+/// One-way ANOVA estimates from per-therapist sums. `None` with fewer than 2 therapists or no
+/// within-therapist degrees of freedom.
+pub fn variance_components(groups: &[Group]) -> Option<VarianceComponents> {
+    let groups: Vec<&Group> = groups.iter().filter(|g| g.n > 0).collect();
+    let j = groups.len() as f64;
+    let n: f64 = groups.iter().map(|g| g.n as f64).sum();
+    if j < 2.0 || n - j < 1.0 {
+        return None;
+    }
+    let total: f64 = groups.iter().map(|g| g.sum).sum();
+    let mean = total / n;
+    let ssb: f64 = groups
+        .iter()
+        .map(|g| g.n as f64 * (g.mean() - mean).powi(2))
+        .sum();
+    let ssw: f64 = groups
+        .iter()
+        .map(|g| g.sum_sq - g.sum * g.sum / g.n as f64)
+        .sum::<f64>()
+        .max(0.0);
+    let (df_b, df_w) = (j - 1.0, n - j);
+    let (msb, msw) = (ssb / df_b, ssw / df_w);
+    let n0 = (n - groups.iter().map(|g| (g.n as f64).powi(2)).sum::<f64>() / n) / df_b;
+    let tau2 = ((msb - msw) / n0).max(0.0);
+    let icc = if tau2 + msw > 0.0 {
+        tau2 / (tau2 + msw)
+    } else {
+        0.0
+    };
+    let tau2_interval = tau2_interval(msb, msw, n0, df_b, df_w);
+    Some(VarianceComponents {
+        therapists: j as u64,
+        patients: n as u64,
+        tau2,
+        sigma2: msw,
+        tau2_interval,
+        icc,
+        n0,
+        mean,
+    })
+}
+
+/// 95 % interval for τ² from the interval for the ICC based on F = MSB/MSW.
+fn tau2_interval(msb: f64, msw: f64, n0: f64, df_b: f64, df_w: f64) -> (f64, f64) {
+    if msw <= 0.0 {
+        return (0.0, f64::INFINITY);
+    }
+    let Ok(f) = FisherSnedecor::new(df_b, df_w) else {
+        return (0.0, f64::INFINITY);
+    };
+    let f0 = msb / msw;
+    let icc = |fx: f64| ((fx - 1.0) / (fx + n0 - 1.0)).clamp(0.0, 1.0 - 1e-12);
+    let lo = icc(f0 / f.inverse_cdf(0.975));
+    let hi = icc(f0 / f.inverse_cdf(0.025));
+    // ICC = τ²/(τ² + σ²) ⇒ τ² = σ²·ICC/(1 − ICC), with σ² estimated by MSW.
+    let to_tau2 = |icc: f64| msw * icc / (1.0 - icc);
+    (to_tau2(lo), to_tau2(hi))
+}
+
+/// A therapist's label on a domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Label {
+    /// Patients reliably did better than expected.
+    Effective,
+    /// Neither.
+    Neutral,
+    /// Patients reliably did worse than expected.
+    Ineffective,
+    /// Fewer patients than the classification minimum.
+    InsufficientData,
+}
+
+impl Label {
+    /// Lower-case, as stored and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Label::Effective => "effective",
+            Label::Neutral => "neutral",
+            Label::Ineffective => "ineffective",
+            Label::InsufficientData => "insufficient data",
+        }
+    }
+}
+
+/// How labels are assigned (DOMAIN.md §2.5.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rule {
+    /// (b) the 95 % empirical-Bayes interval excludes 0.
+    #[default]
+    EbInterval,
+    /// (a) Kraus: the mean residual is beyond ± the instrument's reliable change.
+    Kraus,
+}
+
+impl Rule {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::EbInterval => "eb-interval",
+            Rule::Kraus => "kraus",
+        }
+    }
+}
+
+/// Minimum patients per therapist × domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Minimums {
+    /// To show the statistic at all (default 10).
+    pub show: u64,
+    /// To give a label other than "insufficient data" (default 30).
+    pub classify: u64,
+}
+
+impl Default for Minimums {
+    fn default() -> Self {
+        Self {
+            show: 10,
+            classify: 30,
+        }
+    }
+}
+
+/// One therapist's record on one domain.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrackRecord {
+    /// Eligible patients.
+    pub n: u64,
+    /// Mean residual r̄ (negative = better than expected).
+    pub mean: f64,
+    /// Standard error of r̄, √(σ²/n).
+    pub se: f64,
+    /// Shrinkage factor λ.
+    pub shrinkage: f64,
+    /// Empirical-Bayes effect û.
+    pub eb: f64,
+    /// 95 % EB interval.
+    pub eb_interval: (f64, f64),
+    /// Label.
+    pub label: Label,
+}
+
+/// The track record of one group, or `None` below the display minimum. `reliable_change` is
+/// the instrument's threshold, used by the Kraus rule.
+pub fn track_record(
+    g: &Group,
+    vc: &VarianceComponents,
+    rule: Rule,
+    reliable_change: Option<f64>,
+    min: Minimums,
+) -> Option<TrackRecord> {
+    if g.n < min.show.max(1) {
+        return None;
+    }
+    let n = g.n as f64;
+    let mean = g.mean();
+    let se = (vc.sigma2 / n).sqrt();
+    let denom = vc.tau2 + vc.sigma2 / n;
+    let shrinkage = if denom > 0.0 { vc.tau2 / denom } else { 0.0 };
+    let eb = shrinkage * mean;
+    let half = z95() * (vc.tau2 * (1.0 - shrinkage)).sqrt();
+    let eb_interval = (eb - half, eb + half);
+    let label = if g.n < min.classify {
+        Label::InsufficientData
+    } else {
+        match rule {
+            Rule::EbInterval if eb_interval.1 < 0.0 => Label::Effective,
+            Rule::EbInterval if eb_interval.0 > 0.0 => Label::Ineffective,
+            Rule::Kraus => match reliable_change {
+                Some(rc) if mean <= -rc => Label::Effective,
+                Some(rc) if mean >= rc => Label::Ineffective,
+                _ => Label::Neutral,
+            },
+            Rule::EbInterval => Label::Neutral,
+        }
+    };
+    Some(TrackRecord {
+        n: g.n,
+        mean,
+        se,
+        shrinkage,
+        eb,
+        eb_interval,
+        label,
+    })
+}
+
+/// The two-sided 95 % normal quantile, 1.959964….
+pub fn z95() -> f64 {
+    // Unwrap safety: the standard normal is a valid distribution.
+    Normal::new(0.0, 1.0).unwrap().inverse_cdf(0.975)
+}
+
+/// Wilson score 95 % interval for k successes in n trials; `None` when n = 0.
+pub fn wilson(k: u64, n: u64) -> Option<(f64, f64)> {
+    if n == 0 {
+        return None;
+    }
+    let (k, n, z) = (k as f64, n as f64, z95());
+    let p = k / n;
+    let centre = (p + z * z / (2.0 * n)) / (1.0 + z * z / n);
+    let half = z / (1.0 + z * z / n) * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt();
+    Some(((centre - half).max(0.0), (centre + half).min(1.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(rs: &[f64]) -> Group {
+        let mut g = Group::default();
+        rs.iter().for_each(|r| g.add(*r));
+        g
+    }
+
+    #[test]
+    fn anova_hand_computed() {
+        // Groups {1,2,3}, {4,5,6}, {7,8,9}: means 2, 5, 8, grand mean 5.
+        // SSB = 3·(9 + 0 + 9) = 54, MSB = 27; SSW = 3·2 = 6, MSW = 1; n₀ = 3.
+        // τ² = (27 − 1)/3 = 26/3; ICC = (26/3)/(26/3 + 1) = 26/29.
+        let vc = variance_components(&[
+            group(&[1., 2., 3.]),
+            group(&[4., 5., 6.]),
+            group(&[7., 8., 9.]),
+        ])
+        .unwrap();
+        assert!((vc.tau2 - 26.0 / 3.0).abs() < 1e-12);
+        assert!((vc.sigma2 - 1.0).abs() < 1e-12);
+        assert!((vc.n0 - 3.0).abs() < 1e-12);
+        assert!((vc.icc - 26.0 / 29.0).abs() < 1e-12);
+        assert!(vc.tau2_interval.0 < vc.tau2 && vc.tau2 < vc.tau2_interval.1);
+        // Unbalanced n₀ = (N − Σn²/N)/(J − 1): sizes 2 and 4 -> (6 − 20/6)/1 = 8/3.
+        let vc = variance_components(&[group(&[0., 1.]), group(&[2., 3., 4., 5.])]).unwrap();
+        assert!((vc.n0 - 8.0 / 3.0).abs() < 1e-12);
+        assert!(variance_components(&[group(&[1., 2.])]).is_none());
+    }
+
+    #[test]
+    fn no_between_variance_truncates_at_zero() {
+        let vc = variance_components(&[group(&[1., -1.]), group(&[2., -2.]), group(&[3., -3.])])
+            .unwrap();
+        assert_eq!(vc.tau2, 0.0);
+        assert_eq!(vc.icc, 0.0);
+        assert_eq!(vc.tau2_interval.0, 0.0);
+    }
+
+    fn vc(tau2: f64, sigma2: f64) -> VarianceComponents {
+        VarianceComponents {
+            therapists: 50,
+            patients: 2000,
+            tau2,
+            sigma2,
+            tau2_interval: (0.0, 1.0),
+            icc: tau2 / (tau2 + sigma2),
+            n0: 40.0,
+            mean: 0.0,
+        }
+    }
+
+    #[test]
+    fn shrinkage_matches_domain_table() {
+        // DOMAIN.md §7: ICC .05 -> reliability .34 at n = 10, .61 at n = 30, .72 at n = 50.
+        let v = vc(0.05, 0.95);
+        for (n, lambda) in [(10, 0.34), (30, 0.61), (50, 0.72), (100, 0.84)] {
+            let g = Group {
+                n,
+                sum: -(n as f64),
+                sum_sq: 2.0 * n as f64,
+            };
+            let t = track_record(
+                &g,
+                &v,
+                Rule::EbInterval,
+                None,
+                Minimums {
+                    show: 1,
+                    classify: 1,
+                },
+            )
+            .unwrap();
+            assert_eq!((t.shrinkage * 100.0).round() / 100.0, lambda, "n = {n}");
+            assert!((t.eb - t.shrinkage * t.mean).abs() < 1e-12);
+            let half = z95() * (0.05 * (1.0 - t.shrinkage)).sqrt();
+            assert!((t.eb_interval.1 - t.eb - half).abs() < 1e-12);
+        }
+    }
+
+    #[track_caller]
+    fn label(mean: f64, n: u64, rule: Rule) -> Option<Label> {
+        let g = Group {
+            n,
+            sum: mean * n as f64,
+            sum_sq: 0.0,
+        };
+        track_record(&g, &vc(1.7, 32.5), rule, Some(6.0), Minimums::default()).map(|t| t.label)
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(
+            label(-3.0, 9, Rule::EbInterval),
+            None,
+            "below the display minimum"
+        );
+        assert_eq!(
+            label(-3.0, 29, Rule::EbInterval),
+            Some(Label::InsufficientData)
+        );
+        assert_eq!(label(-4.0, 50, Rule::EbInterval), Some(Label::Effective));
+        assert_eq!(label(4.0, 50, Rule::EbInterval), Some(Label::Ineffective));
+        assert_eq!(label(0.5, 50, Rule::EbInterval), Some(Label::Neutral));
+        assert_eq!(label(-6.0, 30, Rule::Kraus), Some(Label::Effective));
+        assert_eq!(label(-5.9, 30, Rule::Kraus), Some(Label::Neutral));
+        assert_eq!(label(6.0, 30, Rule::Kraus), Some(Label::Ineffective));
+    }
+
+    #[test]
+    fn wilson_known_values() {
+        // 50 of 100: 0.4038 to 0.5962 (standard tables).
+        let (lo, hi) = wilson(50, 100).unwrap();
+        assert!(
+            (lo - 0.4038).abs() < 1e-4 && (hi - 0.5962).abs() < 1e-4,
+            "{lo} {hi}"
+        );
+        // 0 of 10: 0 to 0.2775.
+        let (lo, hi) = wilson(0, 10).unwrap();
+        assert!(lo.abs() < 1e-12 && (hi - 0.2775).abs() < 1e-4, "{lo} {hi}");
+        assert_eq!(wilson(0, 0), None);
+        assert!((z95() - 1.959964).abs() < 1e-6);
+    }
+}
