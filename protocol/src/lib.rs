@@ -4,6 +4,7 @@
 //! function of its inputs, so it is unit-tested without a runtime (DESIGN.md §3). The `node`
 //! crate does all I/O and calls in here.
 //!
+//! - [`analysis`]: the effectiveness engine as one pure function.
 //! - [`instrument`]: outcome measures (PHQ-9, GAD-7, CORE-10, user-defined), their ranges,
 //!   thresholds and codes, and the problem domains they back.
 //! - [`scoring`]: totals from item responses, prorating, FHIR answer codes.
@@ -13,6 +14,7 @@
 //! - [`therapist`]: variance components, empirical-Bayes track records, labels, Wilson intervals.
 #![warn(missing_docs)]
 
+pub mod analysis;
 pub mod instrument;
 pub mod outcome;
 pub mod pseudonym;

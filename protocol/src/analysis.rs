@@ -1,0 +1,458 @@
+//! The local effectiveness engine as one pure function: episodes in, outcomes, risk models,
+//! therapist × domain track records and rates out (DOMAIN.md §2.5, §6, §7).
+//!
+//! The node loads [`EpisodeData`] from its store and stores what [`analyse`] returns; tests
+//! feed it synthetic episodes directly.
+
+use crate::instrument::{Direction, Domain, Instrument, ScoreTransform};
+use crate::outcome::{self, EpisodeMetrics, IaptRules, MeasureOutcome};
+use crate::risk::{RiskModel, SuffStats};
+use crate::therapist::{self, Group, Minimums, Rule, TrackRecord, VarianceComponents};
+
+/// Version of the derivation; stored with every derived row.
+pub const ALGORITHM_VERSION: u32 = 1;
+
+/// Intake case mix; `None` = not recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Covariates {
+    /// Age in years.
+    pub age: Option<f64>,
+    /// Female (sex recorded as female).
+    pub female: Option<bool>,
+    /// Previous psychological treatment.
+    pub prior_treatment: Option<bool>,
+    /// On psychotropic medication.
+    pub psychotropic_med: Option<bool>,
+    /// Long-term physical condition.
+    pub long_term_condition: Option<bool>,
+    /// Disability.
+    pub disability: Option<bool>,
+    /// Number of comorbid problems.
+    pub comorbidity_count: Option<f64>,
+    /// Unemployed.
+    pub unemployed: Option<bool>,
+    /// Work and Social Adjustment Scale total.
+    pub wsas: Option<f64>,
+}
+
+/// Names of the risk model's features, in order.
+pub const FEATURES: [&str; 12] = [
+    "intercept",
+    "intake",
+    "age_per_decade_from_40",
+    "female",
+    "prior_treatment",
+    "psychotropic_med",
+    "long_term_condition",
+    "disability",
+    "comorbidity_count",
+    "unemployed",
+    "wsas_per_10_from_20",
+    "casemix_missing",
+];
+
+impl Covariates {
+    /// The feature vector for intake score `pre`: missing values enter as 0 (the centre of
+    /// each covariate's scale) and set the `casemix_missing` indicator.
+    pub fn features(&self, pre: f64) -> [f64; FEATURES.len()] {
+        let b = |v: Option<bool>| v.map(f64::from);
+        let values = [
+            self.age.map(|a| (a - 40.0) / 10.0),
+            b(self.female),
+            b(self.prior_treatment),
+            b(self.psychotropic_med),
+            b(self.long_term_condition),
+            b(self.disability),
+            self.comorbidity_count,
+            b(self.unemployed),
+            self.wsas.map(|w| (w - 20.0) / 10.0),
+        ];
+        let missing = values.iter().any(Option::is_none);
+        let mut x = [0.0; FEATURES.len()];
+        x[0] = 1.0;
+        x[1] = pre;
+        for (i, v) in values.iter().enumerate() {
+            x[2 + i] = v.unwrap_or(0.0);
+        }
+        x[FEATURES.len() - 1] = f64::from(missing);
+        x
+    }
+}
+
+/// First and last valid scores of one instrument in an episode.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scores {
+    /// Index into the instrument list.
+    pub instrument: usize,
+    /// First valid score.
+    pub pre: f64,
+    /// Last valid score.
+    pub post: f64,
+    /// Number of valid scores.
+    pub count: u32,
+}
+
+/// One episode as the engine needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpisodeData {
+    /// Index of the primary therapist (caller's numbering).
+    pub therapist: usize,
+    /// Attended treatment sessions.
+    pub treatment_sessions: u32,
+    /// Intake case mix.
+    pub covariates: Covariates,
+    /// Per instrument with at least one score.
+    pub scores: Vec<Scores>,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// IAPT rule switches.
+    pub iapt: IaptRules,
+    /// Labelling rule.
+    pub rule: Rule,
+    /// Display / classification minimums.
+    pub minimums: Minimums,
+    /// Ridge penalty of the risk model.
+    pub ridge: f64,
+    /// Instruments (indexes) paired for the IAPT metrics (default: PHQ-9 and GAD-7).
+    pub paired: Vec<usize>,
+}
+
+/// Per-episode results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpisodeResult {
+    /// Per instrument with ≥ 2 scores: outcome, expected post and residual (domain-score units,
+    /// negative = better) for the first domain using that instrument, when a model exists.
+    pub measures: Vec<(usize, MeasureOutcome, Option<(f64, f64)>)>,
+    /// NHS TT metrics over the paired instruments.
+    pub iapt: Option<EpisodeMetrics>,
+    /// Finished course (≥ 2 attended treatment sessions).
+    pub finished: bool,
+}
+
+/// Counts behind the NHS TT rates, for a therapist or the clinic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rates {
+    /// Finished courses with paired measures (denominator of RI and RD).
+    pub finished: u64,
+    /// Of those, at caseness at the start (denominator of recovery and RR).
+    pub at_caseness: u64,
+    /// Reliable improvement.
+    pub reliable_improvement: u64,
+    /// Reliable deterioration.
+    pub reliable_deterioration: u64,
+    /// Recovery (among those at caseness).
+    pub recovered: u64,
+    /// Reliable recovery (among those at caseness).
+    pub reliable_recovery: u64,
+}
+
+impl Rates {
+    fn add(&mut self, m: &EpisodeMetrics) {
+        self.finished += 1;
+        self.reliable_improvement += u64::from(m.reliable_improvement);
+        self.reliable_deterioration += u64::from(m.reliable_deterioration);
+        if m.caseness_pre {
+            self.at_caseness += 1;
+            self.recovered += u64::from(m.recovered);
+            self.reliable_recovery += u64::from(m.reliable_recovery);
+        }
+    }
+}
+
+/// Results for one domain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DomainResult {
+    /// Index into the domain list.
+    pub domain: usize,
+    /// The risk model, if enough episodes.
+    pub model: Option<RiskModel>,
+    /// Variance components of eligible residuals.
+    pub variance: Option<VarianceComponents>,
+    /// Track records by therapist index (only those at or above the display minimum).
+    pub records: Vec<(usize, TrackRecord)>,
+    /// Per-therapist residual sums of eligible episodes (all therapists, for shrinkage and release).
+    pub groups: Vec<(usize, Group)>,
+    /// Episodes with pre and post on the domain.
+    pub episodes: u64,
+    /// Of those, elevated at intake (eligible).
+    pub eligible: u64,
+}
+
+/// Everything the engine computes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysis {
+    /// Per episode, in input order.
+    pub episodes: Vec<EpisodeResult>,
+    /// Per domain, in input order.
+    pub domains: Vec<DomainResult>,
+    /// Clinic-level rates.
+    pub clinic_rates: Rates,
+    /// Per-therapist rates, by therapist index.
+    pub therapist_rates: Vec<(usize, Rates)>,
+}
+
+/// The domain score for an instrument total (z against functional norms for `z` domains).
+pub fn domain_score(domain: &Domain, inst: &Instrument, total: f64) -> f64 {
+    match (
+        domain.transform,
+        inst.norms.functional_mean,
+        inst.norms.functional_sd,
+    ) {
+        (ScoreTransform::Z, Some(m), Some(sd)) => (total - m) / sd,
+        _ => total,
+    }
+}
+
+/// Whether a patient is elevated on the domain at intake (caseness-like; direction-aware).
+fn elevated(domain: &Domain, inst: &Instrument, pre: f64) -> bool {
+    match domain.elevated_threshold {
+        None => true,
+        Some(t) => match inst.direction {
+            Direction::LowerIsBetter => pre >= t,
+            Direction::HigherIsBetter => pre <= t,
+        },
+    }
+}
+
+/// Runs the engine.
+pub fn analyse(
+    instruments: &[Instrument],
+    domains: &[Domain],
+    episodes: &[EpisodeData],
+    settings: &Settings,
+) -> Analysis {
+    let mut results: Vec<EpisodeResult> = episodes
+        .iter()
+        .map(|e| {
+            let measures = e
+                .scores
+                .iter()
+                .filter(|s| s.count >= 2)
+                .map(|s| {
+                    (
+                        s.instrument,
+                        outcome::measure_outcome(&instruments[s.instrument], s.pre, s.post),
+                        None,
+                    )
+                })
+                .collect::<Vec<_>>();
+            let paired: Vec<MeasureOutcome> = measures
+                .iter()
+                .filter(|(i, _, _)| settings.paired.contains(i))
+                .map(|(_, m, _)| *m)
+                .collect();
+            EpisodeResult {
+                iapt: outcome::iapt_metrics(&paired, settings.iapt),
+                finished: outcome::finished_course(e.treatment_sessions),
+                measures,
+            }
+        })
+        .collect();
+    let domain_results = domains
+        .iter()
+        .enumerate()
+        .filter_map(|(d, domain)| {
+            let inst_index = instruments
+                .iter()
+                .position(|i| i.id == domain.instrument_id)?;
+            Some(analyse_domain(
+                d,
+                domain,
+                inst_index,
+                &instruments[inst_index],
+                episodes,
+                &mut results,
+                settings,
+            ))
+        })
+        .collect();
+    let mut clinic_rates = Rates::default();
+    let mut by_therapist: std::collections::BTreeMap<usize, Rates> = Default::default();
+    for (e, r) in episodes.iter().zip(&results) {
+        if let (true, Some(m)) = (r.finished, &r.iapt) {
+            clinic_rates.add(m);
+            by_therapist.entry(e.therapist).or_default().add(m);
+        }
+    }
+    Analysis {
+        episodes: results,
+        domains: domain_results,
+        clinic_rates,
+        therapist_rates: by_therapist.into_iter().collect(),
+    }
+}
+
+fn analyse_domain(
+    d: usize,
+    domain: &Domain,
+    inst_index: usize,
+    inst: &Instrument,
+    episodes: &[EpisodeData],
+    results: &mut [EpisodeResult],
+    settings: &Settings,
+) -> DomainResult {
+    // Orientation: residuals are negative when the patient did better than expected.
+    let sign = match inst.direction {
+        Direction::LowerIsBetter => 1.0,
+        Direction::HigherIsBetter => -1.0,
+    };
+    let pairs: Vec<(usize, f64, f64)> = episodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| {
+            let s = e
+                .scores
+                .iter()
+                .find(|s| s.instrument == inst_index && s.count >= 2)?;
+            Some((
+                i,
+                domain_score(domain, inst, s.pre),
+                domain_score(domain, inst, s.post),
+            ))
+        })
+        .collect();
+    let mut stats = SuffStats::new(FEATURES.len());
+    for (i, pre, post) in &pairs {
+        // Unwrap safety: the feature vector has FEATURES.len() entries by construction.
+        stats
+            .add(&episodes[*i].covariates.features(*pre), *post)
+            .unwrap();
+    }
+    let model = stats.fit(settings.ridge).ok();
+    let mut groups: std::collections::BTreeMap<usize, Group> = Default::default();
+    let mut eligible = 0;
+    if let Some(model) = &model {
+        for (i, pre, post) in &pairs {
+            let expected = model.predict(&episodes[*i].covariates.features(*pre));
+            let residual = sign * (post - expected);
+            if let Some(m) = results[*i]
+                .measures
+                .iter_mut()
+                .find(|(k, _, r)| *k == inst_index && r.is_none())
+            {
+                m.2 = Some((expected, residual));
+            }
+            if elevated(domain, inst, *pre) {
+                eligible += 1;
+                groups
+                    .entry(episodes[*i].therapist)
+                    .or_default()
+                    .add(residual);
+            }
+        }
+    }
+    let groups: Vec<(usize, Group)> = groups.into_iter().collect();
+    let plain: Vec<Group> = groups.iter().map(|(_, g)| *g).collect();
+    let variance = therapist::variance_components(&plain);
+    let reliable_change = inst.reliable_change().map(|rc| match domain.transform {
+        ScoreTransform::Z => rc / inst.norms.functional_sd.unwrap_or(1.0),
+        ScoreTransform::Raw => rc,
+    });
+    let records = match &variance {
+        Some(vc) => groups
+            .iter()
+            .filter_map(|(t, g)| {
+                Some((
+                    *t,
+                    therapist::track_record(
+                        g,
+                        vc,
+                        settings.rule,
+                        reliable_change,
+                        settings.minimums,
+                    )?,
+                ))
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    DomainResult {
+        domain: d,
+        model,
+        variance,
+        records,
+        groups,
+        episodes: pairs.len() as u64,
+        eligible,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::instrument::{builtin_domains, builtin_instruments};
+
+    fn settings() -> Settings {
+        Settings {
+            iapt: IaptRules::default(),
+            rule: Rule::EbInterval,
+            minimums: Minimums {
+                show: 1,
+                classify: 1,
+            },
+            ridge: 1e-6,
+            paired: vec![0, 1],
+        }
+    }
+
+    #[test]
+    fn planted_therapist_effect_is_recovered() {
+        // 20 therapists × 40 patients; therapist 0 is 4 points better, 1 is 4 points worse.
+        let mut state = 7u64;
+        let mut noise = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 6.0
+        };
+        let episodes: Vec<EpisodeData> = (0..800)
+            .map(|i| {
+                let t = i % 20;
+                let pre = 12.0 + (i % 13) as f64;
+                let effect = match t {
+                    0 => -4.0,
+                    1 => 4.0,
+                    _ => 0.0,
+                };
+                let post = (0.6 * pre + effect + noise()).clamp(0.0, 27.0);
+                EpisodeData {
+                    therapist: t,
+                    treatment_sessions: 6,
+                    covariates: Covariates::default(),
+                    scores: vec![Scores {
+                        instrument: 0,
+                        pre,
+                        post,
+                        count: 5,
+                    }],
+                }
+            })
+            .collect();
+        let a = analyse(
+            &builtin_instruments(),
+            &builtin_domains(),
+            &episodes,
+            &settings(),
+        );
+        let dep = &a.domains[0];
+        let model = dep.model.as_ref().unwrap();
+        assert!((model.beta[1] - 0.6).abs() < 0.1, "slope {}", model.beta[1]);
+        let label = |t: usize| dep.records.iter().find(|(k, _)| *k == t).unwrap().1.label;
+        assert_eq!(label(0), therapist::Label::Effective);
+        assert_eq!(label(1), therapist::Label::Ineffective);
+        let others = (2..20)
+            .filter(|t| label(*t) != therapist::Label::Neutral)
+            .count();
+        assert!(others <= 2, "{others} false labels");
+        // Without GAD-7 the NHS TT metrics use PHQ-9 alone; every intake here is at caseness.
+        assert_eq!(
+            (a.clinic_rates.finished, a.clinic_rates.at_caseness),
+            (800, 800)
+        );
+        assert!(a.clinic_rates.recovered <= a.clinic_rates.at_caseness);
+        assert!(a.clinic_rates.reliable_recovery <= a.clinic_rates.recovered);
+    }
+}
