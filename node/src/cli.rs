@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{CONFIG_FILE, Config};
 use crate::import::{self, Format};
 use crate::store::{Clinic, Store};
-use crate::{keystore, registry, status, synth};
+use crate::{keystore, registry, report, stats, status, synth};
 
 /// A clinic's node in a privacy-preserving measurement-based-care network.
 ///
@@ -43,6 +43,14 @@ enum Command {
     ///
     /// Example: mbc-node status --data-dir /srv/mbc
     Status(StatusArgs),
+    /// Therapist × domain track records and NHS Talking Therapies rates
+    ///
+    /// Example: mbc-node stats --data-dir /srv/mbc --domain depression
+    Stats(StatsArgs),
+    /// Write a self-contained HTML report (clinic summary, caterpillar plots, report cards)
+    ///
+    /// Example: mbc-node report --data-dir /srv/mbc --out report.html
+    Report(ReportArgs),
     /// Manage outcome instruments and problem domains
     #[command(subcommand)]
     Instruments(InstrumentsCommand),
@@ -107,6 +115,57 @@ struct SynthArgs {
     json: bool,
 }
 
+/// Overrides of `[stats]` in config.toml.
+#[derive(Debug, Args)]
+struct EngineArgs {
+    /// Labelling rule (default from config: eb-interval)
+    #[arg(long, value_parser = ["eb-interval", "kraus"])]
+    rule: Option<String>,
+    /// Patients needed to show a therapist × domain statistic (default from config: 10)
+    #[arg(long)]
+    min_show: Option<u64>,
+    /// Patients needed to label it (default from config: 30)
+    #[arg(long)]
+    min_classify: Option<u64>,
+    /// Turn off the NHS TT "other measure" clause for reliable improvement / deterioration
+    #[arg(long)]
+    no_other_measure_clause: bool,
+}
+
+#[derive(Debug, Args)]
+struct StatsArgs {
+    #[command(flatten)]
+    dir: DataDir,
+    /// Only this domain (e.g. depression)
+    #[arg(long)]
+    domain: Option<String>,
+    /// Only this therapist: the clinic's own staff id, or the first digits of the pseudonym
+    #[arg(long)]
+    therapist: Option<String>,
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Print JSON instead of a table
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// Print CSV (one row per therapist × domain) instead of a table
+    #[arg(long)]
+    csv: bool,
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    #[command(flatten)]
+    dir: DataDir,
+    /// The HTML file to write
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Write only this therapist's own report card (staff id or pseudonym prefix)
+    #[arg(long)]
+    therapist: Option<String>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
 #[derive(Debug, Args)]
 struct StatusArgs {
     #[command(flatten)]
@@ -162,6 +221,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Import(a) => import_cmd(a),
         Command::Synth(a) => synth_cmd(a),
         Command::Status(a) => status_cmd(&a.dir.data_dir, a.json),
+        Command::Stats(a) => stats_cmd(a),
+        Command::Report(a) => report_cmd(a),
         Command::Instruments(InstrumentsCommand::Add { dir, file, json }) => {
             instruments_add(&dir.data_dir, &file, json)
         }
@@ -339,6 +400,104 @@ fn synth_cmd(a: SynthArgs) -> Result<()> {
     } else {
         println!("{summary}");
     }
+    Ok(())
+}
+
+/// Runs the engine on the node in `dir` with config `[stats]` plus `overrides`.
+fn derive_node(dir: &Path, overrides: &EngineArgs) -> Result<(Config, Store, stats::Derived)> {
+    let (config, mut store) = open_node(dir)?;
+    let mut sc = config.stats.clone();
+    if let Some(rule) = &overrides.rule {
+        sc.rule = rule.clone();
+    }
+    sc.min_n_show = overrides.min_show.unwrap_or(sc.min_n_show);
+    sc.min_n_classify = overrides.min_classify.unwrap_or(sc.min_n_classify);
+    sc.other_measure_clause &= !overrides.no_other_measure_clause;
+    let settings = stats::settings(&sc, store.registry()?.instruments())?;
+    let derived = stats::derive(&mut store, settings, &now())?;
+    Ok((config, store, derived))
+}
+
+/// The pseudonyms `who` may mean: the pseudonym of a local staff id, or stored pseudonyms
+/// starting with `who` (at least 6 hex digits).
+fn resolve_therapist(
+    dir: &Path,
+    config: &Config,
+    derived: &stats::Derived,
+    who: &str,
+) -> Result<Vec<String>> {
+    let pseudo = keystore::pseudonymiser(&dir.join(&config.keys.pseudonym_secret_file))?;
+    let own = pseudo.pseudonym(protocol::pseudonym::IdKind::Therapist, who);
+    if derived.therapists.contains(&own) {
+        return Ok(vec![own]);
+    }
+    let prefix = who.trim().to_ascii_lowercase();
+    let matches: Vec<String> = if prefix.len() >= 6 && prefix.chars().all(|c| c.is_ascii_hexdigit())
+    {
+        derived
+            .therapists
+            .iter()
+            .filter(|p| p.starts_with(&prefix))
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    match matches.len() {
+        0 => bail!(
+            "no therapist {who:?} in this store (give the clinic's staff id or at least 6 digits of the pseudonym)"
+        ),
+        1 => Ok(matches),
+        n => bail!("{n} therapists' pseudonyms start with {prefix:?}; give more digits"),
+    }
+}
+
+fn stats_cmd(a: StatsArgs) -> Result<()> {
+    let dir = &a.dir.data_dir;
+    let (config, _, derived) = derive_node(dir, &a.engine)?;
+    if let Some(d) = &a.domain
+        && !derived.domains.iter().any(|x| x.id == *d)
+    {
+        let known: Vec<&str> = derived.domains.iter().map(|x| x.id.as_str()).collect();
+        bail!("unknown domain {d:?} (known: {})", known.join(", "));
+    }
+    let therapists = a
+        .therapist
+        .as_deref()
+        .map(|t| resolve_therapist(dir, &config, &derived, t))
+        .transpose()?;
+    let filter = stats::output::Filter {
+        domain: a.domain.clone(),
+        therapists,
+    };
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&derived.to_json(&filter))?
+        );
+    } else if a.csv {
+        print!("{}", derived.to_csv(&filter)?);
+    } else {
+        print!("{}", derived.to_text(&filter));
+    }
+    Ok(())
+}
+
+fn report_cmd(a: ReportArgs) -> Result<()> {
+    let dir = &a.dir.data_dir;
+    let (config, _, derived) = derive_node(dir, &a.engine)?;
+    let only = a
+        .therapist
+        .as_deref()
+        .map(|t| resolve_therapist(dir, &config, &derived, t))
+        .transpose()?;
+    let html = report::html(
+        &derived,
+        only.as_ref().and_then(|v| v.first()).map(String::as_str),
+        &now(),
+    );
+    std::fs::write(&a.out, html).with_context(|| format!("couldn't write {}", a.out.display()))?;
+    println!("wrote {}", a.out.display());
     Ok(())
 }
 

@@ -34,6 +34,66 @@ pub struct Config {
     /// Where key material lives.
     #[serde(default)]
     pub keys: KeysConfig,
+    /// How track records are computed.
+    #[serde(default)]
+    pub stats: StatsConfig,
+}
+
+/// `[stats]`: the effectiveness engine's rules (DOMAIN.md §2.5, §6.3). Every field is optional.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsConfig {
+    /// "eb-interval" (default: the 95 % empirical-Bayes interval excludes 0) or "kraus" (the
+    /// mean residual is beyond the instrument's reliable change).
+    #[serde(default = "default_rule")]
+    pub rule: String,
+    /// Patients needed to show a therapist × domain statistic. Default 10.
+    #[serde(default = "default_min_show")]
+    pub min_n_show: u64,
+    /// Patients needed to label it. Default 30.
+    #[serde(default = "default_min_classify")]
+    pub min_n_classify: u64,
+    /// NHS TT "other measure" clause for reliable improvement / deterioration. Default true.
+    #[serde(default = "default_true")]
+    pub other_measure_clause: bool,
+    /// Instruments paired for NHS TT metrics. Default ["PHQ-9", "GAD-7"].
+    #[serde(default = "default_paired")]
+    pub paired_instruments: Vec<String>,
+    /// Ridge penalty of the risk model (not applied to the intercept). Default 1e-6.
+    #[serde(default = "default_ridge")]
+    pub ridge: f64,
+}
+
+fn default_rule() -> String {
+    "eb-interval".into()
+}
+fn default_min_show() -> u64 {
+    10
+}
+fn default_min_classify() -> u64 {
+    30
+}
+fn default_true() -> bool {
+    true
+}
+fn default_paired() -> Vec<String> {
+    vec!["PHQ-9".into(), "GAD-7".into()]
+}
+fn default_ridge() -> f64 {
+    1e-6
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        Self {
+            rule: default_rule(),
+            min_n_show: default_min_show(),
+            min_n_classify: default_min_classify(),
+            other_measure_clause: true,
+            paired_instruments: default_paired(),
+            ridge: default_ridge(),
+        }
+    }
 }
 
 /// `[clinic]`
@@ -108,6 +168,7 @@ impl Config {
             },
             store: StoreConfig::default(),
             keys: KeysConfig::default(),
+            stats: StatsConfig::default(),
         }
     }
 
@@ -151,7 +212,19 @@ impl Config {
              identity_key_file = {}\n\
              # HMAC key (32 bytes, mode 0600) for pseudonyms of local identifiers. Back it up:\n\
              # without it, re-imports cannot be matched to stored records.\n\
-             pseudonym_secret_file = {}\n",
+             pseudonym_secret_file = {}\n\n\
+             [stats]\n\
+             # Labelling rule: \"eb-interval\" (95 % empirical-Bayes interval excludes 0) or \"kraus\".\n\
+             rule = \"eb-interval\"\n\
+             # Patients needed per therapist and domain to show a statistic, and to label it.\n\
+             min_n_show = 10\n\
+             min_n_classify = 30\n\
+             # NHS Talking Therapies: reliable improvement needs no reliable deterioration on the\n\
+             # other measure (and vice versa).\n\
+             other_measure_clause = true\n\
+             paired_instruments = [\"PHQ-9\", \"GAD-7\"]\n\
+             # Ridge penalty of the risk model.\n\
+             ridge = 1e-6\n",
             toml_string(&self.clinic.name),
             opt(&self.clinic.country, "country"),
             opt(&self.clinic.service_type, "service_type"),

@@ -6,8 +6,10 @@
 //! - [`keystore`]: identity seed and pseudonymisation secret files.
 //! - [`store`]: the SQLite store, its schema and migrations.
 //! - [`registry`]: instruments and domains, built-in and clinic-defined.
+//! - [`report`]: the self-contained HTML report (`mbc-node report`).
 //! - [`import`]: CSV and FHIR R4 import, all or nothing per file.
 //! - [`synth`]: the synthetic clinic-data generator (DOMAIN.md §11).
+//! - [`stats`]: the local effectiveness engine over the store (`mbc-node stats`).
 //! - [`status`]: the offline summary of a node's store.
 
 pub mod cli;
@@ -15,6 +17,8 @@ pub mod config;
 pub mod import;
 pub mod keystore;
 pub mod registry;
+pub mod report;
+pub mod stats;
 pub mod status;
 pub mod store;
 pub mod synth;

@@ -120,12 +120,23 @@ pub struct Settings {
     pub paired: Vec<usize>,
 }
 
+/// One instrument's outcome in an episode.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MeasureResult {
+    /// Index into the instrument list.
+    pub instrument: usize,
+    /// Pre/post outcome.
+    pub outcome: MeasureOutcome,
+    /// (expected post, residual) in domain-score units, residual negative = better, for the
+    /// first domain measured by this instrument, when its risk model exists.
+    pub fit: Option<(f64, f64)>,
+}
+
 /// Per-episode results.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EpisodeResult {
-    /// Per instrument with ≥ 2 scores: outcome, expected post and residual (domain-score units,
-    /// negative = better) for the first domain using that instrument, when a model exists.
-    pub measures: Vec<(usize, MeasureOutcome, Option<(f64, f64)>)>,
+    /// Per instrument with at least two scores.
+    pub measures: Vec<MeasureResult>,
     /// NHS TT metrics over the paired instruments.
     pub iapt: Option<EpisodeMetrics>,
     /// Finished course (≥ 2 attended treatment sessions).
@@ -231,18 +242,16 @@ pub fn analyse(
                 .scores
                 .iter()
                 .filter(|s| s.count >= 2)
-                .map(|s| {
-                    (
-                        s.instrument,
-                        outcome::measure_outcome(&instruments[s.instrument], s.pre, s.post),
-                        None,
-                    )
+                .map(|s| MeasureResult {
+                    instrument: s.instrument,
+                    outcome: outcome::measure_outcome(&instruments[s.instrument], s.pre, s.post),
+                    fit: None,
                 })
                 .collect::<Vec<_>>();
             let paired: Vec<MeasureOutcome> = measures
                 .iter()
-                .filter(|(i, _, _)| settings.paired.contains(i))
-                .map(|(_, m, _)| *m)
+                .filter(|m| settings.paired.contains(&m.instrument))
+                .map(|m| m.outcome)
                 .collect();
             EpisodeResult {
                 iapt: outcome::iapt_metrics(&paired, settings.iapt),
@@ -331,9 +340,9 @@ fn analyse_domain(
             if let Some(m) = results[*i]
                 .measures
                 .iter_mut()
-                .find(|(k, _, r)| *k == inst_index && r.is_none())
+                .find(|m| m.instrument == inst_index && m.fit.is_none())
             {
-                m.2 = Some((expected, residual));
+                m.fit = Some((expected, residual));
             }
             if elevated(domain, inst, *pre) {
                 eligible += 1;

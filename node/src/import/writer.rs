@@ -367,6 +367,7 @@ impl<'a> Writer<'a> {
             .execute(params![
                 episode,
                 session,
+                s.key.seq,
                 a.instrument_id,
                 a.score,
                 a.n_missing,

@@ -14,6 +14,8 @@ pub(crate) fn migrations() -> Vec<Migration> {
     vec![
         // 1: the initial schema (issue 2).
         |tx| tx.execute_batch(include_str!("schema_v1.sql")),
+        // 2: derived tables of the effectiveness engine (issue 3).
+        |tx| tx.execute_batch(include_str!("schema_v2.sql")),
     ]
 }
 
@@ -38,6 +40,32 @@ pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upgrades_a_version_1_store() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let tx = conn.transaction().unwrap();
+        migrations()[0](&tx).unwrap();
+        tx.pragma_update(None, "user_version", 1).unwrap();
+        tx.execute("INSERT INTO therapist (pseudonym) VALUES ('t')", [])
+            .unwrap();
+        tx.commit().unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), 2);
+        let kept: i64 = conn
+            .query_row("SELECT count(*) FROM therapist", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, 1);
+        conn.execute("SELECT count(*) FROM therapist_domain_stat", [])
+            .ok();
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'therapist_domain_stat'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 1);
+    }
 
     #[test]
     fn migrate_twice() {

@@ -2,14 +2,16 @@
 //!
 //! Per domain d (PHQ-9 depression, GAD-7 anxiety; lower = better), patient i of therapist j,
 //! session t: y_it = y_i1 + (b_d + b_i + s_i + g_j + h_jd)·ln t + e_it.
-//! - b_PHQ = −7.8/ln 8, b_GAD = −7.3/ln 8: tuned, as §11 allows, so that completers at
-//!   caseness reach the NHS TT rates (measured: reliable improvement 0.70, recovery 0.53,
-//!   reliable recovery 0.52). With the published −6 / −5.6, recovery stays near 0.40 under any slope
-//!   distribution tried; the price is post means about 1 point below the NHS TT anchors.
+//! - b_PHQ = −6.8/ln 8, b_GAD = −6.4/ln 8: tuned, as §11 allows, so that completers at
+//!   caseness reach the NHS TT rates (measured: reliable improvement 0.69, recovery 0.48,
+//!   reliable recovery 0.475, deterioration 0.057); the published −6 / −5.6 give recovery
+//!   near 0.40 with this model.
 //! - b_i: a responder (60 %) / non-responder (flat) mixture with mean b_d, within-class SD 1.2
 //!   (total SD ≈ 3.3 for PHQ-9, wider than §11's 2.0: the class split carries the skew the
 //!   rates need), correlated 0.8 across domains; session noise SD 1.5 (not 2.5), correlated
-//!   0.8; severity s_i = −0.1·(y_i1 − intake mean).
+//!   0.8; severity s_i = −0.23·(y_i1 − intake mean) (DOMAIN's −0.1 gave post ≈ 0.8·pre,
+//!   against the r ≈ .45 it also states); a centred prognostic index from case mix
+//!   (unemployment, comorbidity, long-term condition, disability, prior treatment, WSAS).
 //! - Therapist effect g_j + h_jd with total SD τ_slope = τ_end/ln 8, τ_end = 5.7·√(ICC/(1−ICC))
 //!   (≈1.31 PHQ-9 points at ICC .05); half general (g_j), half domain-specific (h_jd,
 //!   correlated 0.3 across domains). Planted cells: 10 % effective (total −2τ), 5 % ineffective
@@ -31,8 +33,8 @@ pub const GENERATOR_VERSION: u32 = 1;
 /// The two simulated domains: (domain id, instrument id, intake mean, intake SD, max score,
 /// mean slope per ln-session, number of items).
 pub const DOMAINS: [(&str, &str, f64, f64, f64, f64, usize); 2] = [
-    ("depression", "PHQ-9", 15.4, 5.5, 27.0, -7.8, 9),
-    ("anxiety", "GAD-7", 14.0, 4.5, 21.0, -7.3, 7),
+    ("depression", "PHQ-9", 15.4, 5.5, 27.0, -6.8, 9),
+    ("anxiety", "GAD-7", 14.0, 4.5, 21.0, -6.4, 7),
 ];
 
 /// How patients are assigned to therapists.
@@ -141,13 +143,22 @@ const NOISE_SD: f64 = 1.5;
 const SLOPE_CORRELATION: f64 = 0.8;
 /// Correlation of session-level noise across domains [D].
 const NOISE_CORRELATION: f64 = 0.8;
-const SEVERITY_SLOPE: f64 = -0.1;
+/// Severity effect on the slope [D]: −0.48/ln 8, so that post ≈ 0.52·pre, the regression
+/// implied by the pre–post correlation r ≈ .45 and SDs 5.5 → 6.4 of DOMAIN.md §11 / §6.3.
+const SEVERITY_SLOPE: f64 = -0.23;
+/// Prognostic effects on the slope per ln-session [D] (positive = less improvement):
+/// unemployed, per comorbid problem, long-term condition, disability, prior treatment, per
+/// WSAS point above 18. Case mix predicts change in routine data (DOMAIN.md §7).
+const PROGNOSIS_WEIGHTS: [f64; 6] = [1.0, 0.5, 0.5, 0.8, 0.4, 0.06];
+/// Expected value of the prognostic index: 1.0·0.2 + 0.5·0.8 + 0.5·0.25 + 0.8·0.1 + 0.4·0.35
+/// (WSAS is centred at its mean), subtracted so that mean change is unchanged.
+const PROGNOSIS_MEAN: f64 = 0.945;
 const ITEM_MISSING: f64 = 0.03;
 const SESSION_UNMEASURED: f64 = 0.05;
 const MNAR_FACTOR: f64 = 1.5;
 /// Weibull scale of dropout by the end of planned treatment, before the MNAR factor; chosen
 /// so that about 30 % of episodes end in dropout (0.303 at seed 7; checked by a test).
-const DROPOUT_BASE: f64 = 0.34;
+const DROPOUT_BASE: f64 = 0.35;
 
 /// A planted therapist × domain label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -219,6 +230,11 @@ pub struct Patient {
     pub planned: u32,
     /// Attended sessions, in order.
     pub sessions: Vec<Session>,
+    /// Per domain, the therapist's realized contribution to the last session's score on the
+    /// observed (rounded, clipped) scale: the score minus what the same noise would have given
+    /// without the therapist effect. Clipping at the floor attenuates planted effects; tests
+    /// use this to state the truth on the scale the engine sees.
+    pub realized_effect: [f64; 2],
 }
 
 impl Patient {
@@ -307,15 +323,7 @@ fn clinic(params: &Params, c: u32, rng: &mut ChaCha8Rng) -> Clinic {
         }
     };
     let n_patients: usize = caseloads.iter().sum();
-    let mut intakes: Vec<[f64; 2]> = (0..n_patients)
-        .map(|_| {
-            let z = correlated(rng, 0.65);
-            [0, 1].map(|d| {
-                let (_, _, mean, sd, max, _, _) = DOMAINS[d];
-                (mean + sd * z[d]).round().clamp(0.0, max)
-            })
-        })
-        .collect();
+    let mut profiles: Vec<Profile> = (0..n_patients).map(|_| profile(rng)).collect();
     let mut slots: Vec<usize> = caseloads
         .iter()
         .enumerate()
@@ -324,23 +332,26 @@ fn clinic(params: &Params, c: u32, rng: &mut ChaCha8Rng) -> Clinic {
     match params.assignment {
         Assignment::Random => slots.shuffle(rng),
         Assignment::Confounded => {
-            // Therapists get a severity preference; patients sorted by severity (plus noise)
-            // fill slots sorted by preference: the most severe go to the highest preferences.
+            // Therapists get a preference; patients sorted by intake severity (plus noise) fill
+            // slots sorted by preference, so the most severe cases go to the same therapists.
             let prefs: Vec<f64> = (0..n_therapists).map(|_| normal(rng, 0.0, 1.0)).collect();
             slots.sort_by(|a, b| prefs[*a].total_cmp(&prefs[*b]));
-            let mut keyed: Vec<(f64, [f64; 2])> = intakes
-                .iter()
-                .map(|y| ((y[0] - 15.4) / 5.5 + normal(rng, 0.0, 0.5), *y))
+            let mut keyed: Vec<(f64, Profile)> = profiles
+                .into_iter()
+                .map(|p| {
+                    let key = (p.intake[0] - 15.4) / 5.5 + normal(rng, 0.0, 0.5);
+                    (key, p)
+                })
                 .collect();
             keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
-            intakes = keyed.into_iter().map(|(_, y)| y).collect();
+            profiles = keyed.into_iter().map(|(_, p)| p).collect();
         }
     }
-    let patients = intakes
-        .iter()
+    let patients = profiles
+        .into_iter()
         .zip(&slots)
         .enumerate()
-        .map(|(i, (intake, j))| patient(c, i + 1, *j, *intake, &therapists[*j], rng))
+        .map(|(i, (profile, j))| patient(c, i + 1, *j, profile, &therapists[*j], rng))
         .collect();
     Clinic {
         id: format!("clinic-{c:02}"),
@@ -462,14 +473,15 @@ fn patient(
     c: u32,
     i: usize,
     j: usize,
-    intake: [f64; 2],
+    profile: Profile,
     th: &Therapist,
     rng: &mut ChaCha8Rng,
 ) -> Patient {
+    let intake = profile.intake;
     let day0 = NaiveDate::from_ymd_opt(2023, 1, 2).unwrap_or_default();
     let start = day0 + Days::new(rng.gen_range(0..900));
     let referral = start - Days::new(rng.gen_range(7..60));
-    let age = normal(rng, 38.0, 13.0).round().clamp(18.0, 85.0) as i32;
+    let age = profile.age;
     let demographics = vec![
         (
             "birth_year",
@@ -512,26 +524,29 @@ fn patient(
         class_scale * change8 / 8f64.ln()
             + WITHIN_CLASS_SLOPE_SD * zi[d]
             + SEVERITY_SLOPE * (intake[d] - mean)
+            + profile.prognosis
             + th.effect[d]
     });
     // Unwrap safety: constant rate.
     let planned = 2 + Poisson::new(6.0).unwrap().sample(rng) as u32;
     let mut sessions = Vec::new();
     let mut dropout = false;
+    let mut realized_effect = [0.0; 2];
     for t in 1..=planned {
         let date = start + Days::new(u64::from(7 * (t - 1)) + rng.gen_range(0..3));
         let lt = f64::from(t).ln();
         let noise = correlated(rng, NOISE_CORRELATION);
-        let true_scores: [f64; 2] = [0, 1].map(|d| {
-            let max = DOMAINS[d].4;
+        let score = |d: usize, slope: f64| {
             if t == 1 {
                 intake[d]
             } else {
-                (intake[d] + slopes[d] * lt + NOISE_SD * noise[d])
+                (intake[d] + slope * lt + NOISE_SD * noise[d])
                     .round()
-                    .clamp(0.0, max)
+                    .clamp(0.0, DOMAINS[d].4)
             }
-        });
+        };
+        let true_scores: [f64; 2] = [0, 1].map(|d| score(d, slopes[d]));
+        realized_effect = [0, 1].map(|d| true_scores[d] - score(d, slopes[d] - th.effect[d]));
         let measured = t == 1 || rng.r#gen::<f64>() >= SESSION_UNMEASURED;
         let measures = if measured {
             (0..2)
@@ -559,9 +574,6 @@ fn patient(
         }
     }
     let last = sessions.last().map_or(start, |s| s.date);
-    let yes_no = |rng: &mut ChaCha8Rng, p: f64| {
-        if rng.r#gen::<f64>() < p { "yes" } else { "no" }.to_string()
-    };
     let dx = if intake[0] - 15.4 > intake[1] - 14.0 + 2.0 {
         "F32.1"
     } else if intake[1] - 14.0 > intake[0] - 15.4 + 2.0 {
@@ -590,46 +602,9 @@ fn patient(
             .to_string(),
         ),
         ("provisional_dx", dx.to_string()),
-        ("age", age.to_string()),
-        (
-            "employment",
-            pick(
-                rng,
-                &[
-                    ("employed", 0.55),
-                    ("unemployed", 0.2),
-                    ("student", 0.1),
-                    ("retired", 0.08),
-                    ("other", 0.07),
-                ],
-            )
-            .to_string(),
-        ),
-        ("prior_treatment", yes_no(rng, 0.35)),
-        ("psychotropic_med", yes_no(rng, 0.4)),
-        ("long_term_condition", yes_no(rng, 0.25)),
-        ("disability", yes_no(rng, 0.1)),
-        (
-            "duration_of_problem_months",
-            format!("{:.1}", normal(rng, 2.5, 1.0).exp()),
-        ),
-        // Unwrap safety: constant rate.
-        (
-            "comorbidity_count",
-            (Poisson::new(0.8).unwrap().sample(rng) as u32).to_string(),
-        ),
-        (
-            "referral_source",
-            pick(rng, &[("self", 0.5), ("gp", 0.4), ("other", 0.1)]).to_string(),
-        ),
-        (
-            "wsas",
-            normal(rng, 18.0 + 0.5 * (intake[0] - 15.4), 8.0)
-                .round()
-                .clamp(0.0, 40.0)
-                .to_string(),
-        ),
     ];
+    let mut episode = episode;
+    episode.extend(profile.casemix);
     Patient {
         id: format!("C{c:02}-P{i:05}"),
         episode_id: format!("C{c:02}-E{i:05}"),
@@ -640,6 +615,74 @@ fn patient(
         dropout,
         planned,
         sessions,
+        realized_effect,
+    }
+}
+
+/// What is known of a patient at intake: scores and case mix. Drawn before assignment so that
+/// confounded assignment can sort on it.
+struct Profile {
+    intake: [f64; 2],
+    age: i32,
+    /// Case-mix columns of episodes.csv, in order.
+    casemix: Vec<(&'static str, String)>,
+    /// Centred prognostic index, slope units (positive = less improvement).
+    prognosis: f64,
+}
+
+fn profile(rng: &mut ChaCha8Rng) -> Profile {
+    let z = correlated(rng, 0.65);
+    let intake = [0, 1].map(|d| {
+        let (_, _, mean, sd, max, _, _) = DOMAINS[d];
+        (mean + sd * z[d]).round().clamp(0.0, max)
+    });
+    let age = normal(rng, 38.0, 13.0).round().clamp(18.0, 85.0) as i32;
+    let flag = |rng: &mut ChaCha8Rng, p: f64| rng.r#gen::<f64>() < p;
+    let employment = pick(
+        rng,
+        &[
+            ("employed", 0.55),
+            ("unemployed", 0.2),
+            ("student", 0.1),
+            ("retired", 0.08),
+            ("other", 0.07),
+        ],
+    );
+    let prior = flag(rng, 0.35);
+    let med = flag(rng, 0.4);
+    let ltc = flag(rng, 0.25);
+    let disability = flag(rng, 0.1);
+    let duration = normal(rng, 2.5, 1.0).exp();
+    // Unwrap safety: constant rate.
+    let comorbidity = Poisson::new(0.8).unwrap().sample(rng) as u32;
+    let referral = pick(rng, &[("self", 0.5), ("gp", 0.4), ("other", 0.1)]);
+    let wsas = normal(rng, 18.0 + 0.5 * (intake[0] - 15.4), 8.0)
+        .round()
+        .clamp(0.0, 40.0);
+    let f = f64::from;
+    let index = PROGNOSIS_WEIGHTS[0] * f(u8::from(employment == "unemployed"))
+        + PROGNOSIS_WEIGHTS[1] * f64::from(comorbidity)
+        + PROGNOSIS_WEIGHTS[2] * f(u8::from(ltc))
+        + PROGNOSIS_WEIGHTS[3] * f(u8::from(disability))
+        + PROGNOSIS_WEIGHTS[4] * f(u8::from(prior))
+        + PROGNOSIS_WEIGHTS[5] * (wsas - 18.0);
+    let yes = |b: bool| if b { "yes" } else { "no" }.to_string();
+    Profile {
+        intake,
+        age,
+        casemix: vec![
+            ("age", age.to_string()),
+            ("employment", employment.to_string()),
+            ("prior_treatment", yes(prior)),
+            ("psychotropic_med", yes(med)),
+            ("long_term_condition", yes(ltc)),
+            ("disability", yes(disability)),
+            ("duration_of_problem_months", format!("{duration:.1}")),
+            ("comorbidity_count", comorbidity.to_string()),
+            ("referral_source", referral.to_string()),
+            ("wsas", wsas.to_string()),
+        ],
+        prognosis: index - PROGNOSIS_MEAN,
     }
 }
 

@@ -1,0 +1,330 @@
+//! Rendering of [`Derived`]: a table for people, JSON for scripts, CSV for spreadsheets.
+//! Therapists appear by the first 8 hex digits of their pseudonym.
+
+use std::fmt::Write;
+
+use protocol::analysis::{FEATURES, Rates};
+use protocol::therapist::wilson;
+use serde_json::{Value, json};
+
+use super::Derived;
+
+/// What to show.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this domain id.
+    pub domain: Option<String>,
+    /// Only therapists whose pseudonym is one of these.
+    pub therapists: Option<Vec<String>>,
+}
+
+/// National NHS Talking Therapies figures to compare a clinic with (DOMAIN.md §6.3).
+pub const NATIONAL: [(&str, f64, &str); 4] = [
+    ("reliable_improvement", 0.664, "66.4 %, England 2017-18 [P]"),
+    ("recovery", 0.502, "50.2 %, England 2021-22 [P]"),
+    ("reliable_recovery", 0.484, "48.4 %, England April 2025 [P]"),
+    (
+        "reliable_deterioration",
+        0.075,
+        "5–10 % of adult outcomes [S]",
+    ),
+];
+
+/// The short display form of a pseudonym.
+pub fn short(pseudonym: &str) -> &str {
+    &pseudonym[..pseudonym.len().min(8)]
+}
+
+fn rate(k: u64, n: u64) -> Value {
+    let ci = wilson(k, n);
+    json!({"count": k, "of": n, "rate": (n > 0).then(|| k as f64 / n as f64), "ci95": ci.map(|c| [c.0, c.1])})
+}
+
+/// Rates as JSON: counts, proportions and Wilson intervals.
+pub fn rates_json(r: &Rates) -> Value {
+    json!({
+        "finished_courses": r.finished,
+        "at_caseness": r.at_caseness,
+        "reliable_improvement": rate(r.reliable_improvement, r.finished),
+        "reliable_deterioration": rate(r.reliable_deterioration, r.finished),
+        "recovery": rate(r.recovered, r.at_caseness),
+        "reliable_recovery": rate(r.reliable_recovery, r.at_caseness),
+    })
+}
+
+impl Derived {
+    fn keep_therapist(&self, f: &Filter, t: usize) -> bool {
+        f.therapists
+            .as_ref()
+            .is_none_or(|ids| ids.contains(&self.therapists[t]))
+    }
+
+    fn keep_domain(&self, f: &Filter, d: usize) -> bool {
+        f.domain.as_ref().is_none_or(|id| self.domains[d].id == *id)
+    }
+
+    /// The JSON document of `stats --json`.
+    pub fn to_json(&self, f: &Filter) -> Value {
+        let domains: Vec<Value> = self
+            .analysis
+            .domains
+            .iter()
+            .filter(|d| self.keep_domain(f, d.domain))
+            .map(|d| {
+                let dom = &self.domains[d.domain];
+                let records: Vec<Value> = d
+                    .records
+                    .iter()
+                    .filter(|(t, _)| self.keep_therapist(f, *t))
+                    .map(|(t, r)| {
+                        json!({
+                            "therapist": self.therapists[*t], "n": r.n, "mean_residual": r.mean, "se": r.se,
+                            "shrinkage": r.shrinkage, "eb_effect": r.eb,
+                            "eb_interval": [r.eb_interval.0, r.eb_interval.1], "label": r.label.as_str(),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "id": dom.id, "name": dom.name, "instrument": dom.instrument_id,
+                    "episodes_with_pre_and_post": d.episodes, "eligible": d.eligible,
+                    "risk_model": d.model.as_ref().map(|m| json!({
+                        "features": FEATURES, "beta": m.beta, "n": m.n, "residual_sd": m.residual_sd})),
+                    "variance": d.variance.as_ref().map(|v| json!({
+                        "therapists": v.therapists, "patients": v.patients, "tau2": v.tau2,
+                        "tau2_ci95": [v.tau2_interval.0, if v.tau2_interval.1.is_finite() { json!(v.tau2_interval.1) } else { Value::Null }],
+                        "sigma2": v.sigma2, "icc": v.icc})),
+                    "therapists": records,
+                })
+            })
+            .collect();
+        let therapists: Vec<Value> = self
+            .analysis
+            .therapist_rates
+            .iter()
+            .filter(|(t, _)| self.keep_therapist(f, *t))
+            .map(|(t, r)| json!({"therapist": self.therapists[*t], "rates": rates_json(r)}))
+            .collect();
+        let s = &self.settings;
+        json!({
+            "clinic": self.clinic,
+            "algorithm_version": protocol::analysis::ALGORITHM_VERSION,
+            "settings": {
+                "rule": s.rule.as_str(), "min_n_show": s.minimums.show, "min_n_classify": s.minimums.classify,
+                "other_measure_clause": s.iapt.other_measure_clause, "ridge": s.ridge,
+                "paired_instruments": s.paired.iter().map(|k| &self.instruments[*k].id).collect::<Vec<_>>(),
+            },
+            "residual_sign": "negative = better than expected",
+            "episodes": self.episodes,
+            "clinic_rates": rates_json(&self.analysis.clinic_rates),
+            "national": NATIONAL.iter().map(|(k, v, src)| (k.to_string(), json!({"rate": v, "source": src}))).collect::<serde_json::Map<_, _>>(),
+            "domains": domains,
+            "therapist_rates": therapists,
+        })
+    }
+
+    /// One CSV row per therapist × domain.
+    pub fn to_csv(&self, f: &Filter) -> anyhow::Result<String> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record([
+            "therapist",
+            "domain",
+            "instrument",
+            "n",
+            "mean_residual",
+            "se",
+            "shrinkage",
+            "eb_effect",
+            "eb_lo",
+            "eb_hi",
+            "label",
+            "rule",
+        ])?;
+        for d in self
+            .analysis
+            .domains
+            .iter()
+            .filter(|d| self.keep_domain(f, d.domain))
+        {
+            let dom = &self.domains[d.domain];
+            for (t, r) in d.records.iter().filter(|(t, _)| self.keep_therapist(f, *t)) {
+                w.write_record([
+                    self.therapists[*t].clone(),
+                    dom.id.clone(),
+                    dom.instrument_id.clone(),
+                    r.n.to_string(),
+                    format!("{:.4}", r.mean),
+                    format!("{:.4}", r.se),
+                    format!("{:.4}", r.shrinkage),
+                    format!("{:.4}", r.eb),
+                    format!("{:.4}", r.eb_interval.0),
+                    format!("{:.4}", r.eb_interval.1),
+                    r.label.as_str().to_string(),
+                    self.settings.rule.as_str().to_string(),
+                ])?;
+            }
+        }
+        Ok(String::from_utf8(w.into_inner()?)?)
+    }
+
+    /// The readable table of `stats`.
+    pub fn to_text(&self, f: &Filter) -> String {
+        let mut out = String::new();
+        let s = &self.settings;
+        let paired: Vec<&str> = s
+            .paired
+            .iter()
+            .map(|k| self.instruments[*k].id.as_str())
+            .collect();
+        let r = &self.analysis.clinic_rates;
+        let _ = writeln!(
+            out,
+            "{}: {} episodes; {} finished courses with {} (NHS Talking Therapies rules, other-measure clause {})",
+            self.clinic,
+            self.episodes,
+            r.finished,
+            paired.join("/"),
+            if s.iapt.other_measure_clause {
+                "on"
+            } else {
+                "off"
+            }
+        );
+        if f.therapists.is_none() {
+            write_rates(&mut out, r, true);
+        }
+        for (t, r) in self
+            .analysis
+            .therapist_rates
+            .iter()
+            .filter(|(t, _)| f.therapists.is_some() && self.keep_therapist(f, *t))
+        {
+            let _ = writeln!(
+                out,
+                "therapist {}: {} finished courses",
+                short(&self.therapists[*t]),
+                r.finished
+            );
+            write_rates(&mut out, r, false);
+        }
+        let _ = writeln!(
+            out,
+            "\nTrack records: residual = observed − expected end score (negative = better than expected);\n\
+             label by {} at n ≥ {}, shown at n ≥ {}.",
+            match s.rule {
+                protocol::therapist::Rule::EbInterval => "the 95 % empirical-Bayes interval",
+                protocol::therapist::Rule::Kraus =>
+                    "the Kraus rule (mean residual beyond ± reliable change)",
+            },
+            s.minimums.classify,
+            s.minimums.show
+        );
+        for d in self
+            .analysis
+            .domains
+            .iter()
+            .filter(|d| self.keep_domain(f, d.domain))
+        {
+            let dom = &self.domains[d.domain];
+            let _ = writeln!(
+                out,
+                "\n{} ({}): {} episodes with pre and post, {} elevated at intake",
+                dom.id, dom.instrument_id, d.episodes, d.eligible
+            );
+            match (&d.model, &d.variance) {
+                (Some(m), Some(v)) => {
+                    let hi = if v.tau2_interval.1.is_finite() {
+                        format!("{:.2}", v.tau2_interval.1)
+                    } else {
+                        "∞".into()
+                    };
+                    let _ = writeln!(
+                        out,
+                        "  risk model residual SD {:.2}; between-therapist τ² {:.2} (95 % {:.2}–{hi}), within σ² {:.2}, ICC {:.3}",
+                        m.residual_sd, v.tau2, v.tau2_interval.0, v.sigma2, v.icc
+                    );
+                }
+                (Some(m), None) => {
+                    let _ = writeln!(
+                        out,
+                        "  risk model residual SD {:.2}; too few therapists for variance components",
+                        m.residual_sd
+                    );
+                }
+                _ => {
+                    let _ = writeln!(out, "  not enough episodes for a risk model");
+                    continue;
+                }
+            }
+            let rows: Vec<_> = d
+                .records
+                .iter()
+                .filter(|(t, _)| self.keep_therapist(f, *t))
+                .collect();
+            if rows.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  no therapist has {} eligible patients yet",
+                    s.minimums.show
+                );
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "  {:<10} {:>4} {:>10} {:>6} {:>26}  label",
+                "therapist", "n", "mean resid", "SE", "EB effect (95 % interval)"
+            );
+            for (t, r) in rows {
+                let _ = writeln!(
+                    out,
+                    "  {:<10} {:>4} {:>10.2} {:>6.2} {:>7.2} ({:>7.2}, {:>7.2})  {}",
+                    short(&self.therapists[*t]),
+                    r.n,
+                    r.mean,
+                    r.se,
+                    r.eb,
+                    r.eb_interval.0,
+                    r.eb_interval.1,
+                    r.label.as_str()
+                );
+            }
+        }
+        out
+    }
+}
+
+fn write_rates(out: &mut String, r: &Rates, national: bool) {
+    let rows = [
+        (
+            "reliable improvement",
+            r.reliable_improvement,
+            r.finished,
+            0,
+        ),
+        ("recovery", r.recovered, r.at_caseness, 1),
+        ("reliable recovery", r.reliable_recovery, r.at_caseness, 2),
+        (
+            "reliable deterioration",
+            r.reliable_deterioration,
+            r.finished,
+            3,
+        ),
+    ];
+    for (name, k, n, i) in rows {
+        let Some((lo, hi)) = wilson(k, n) else {
+            let _ = writeln!(out, "  {name:<24} (no finished courses)");
+            continue;
+        };
+        let nat = if national {
+            format!("   national {}", NATIONAL[i].2)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "  {name:<24} {:>5.1} %  (95 % {:.1}–{:.1})  {k}/{n}{nat}",
+            100.0 * k as f64 / n as f64,
+            100.0 * lo,
+            100.0 * hi
+        );
+    }
+}

@@ -1,0 +1,282 @@
+//! DOMAIN.md §11 acceptance tests of the engine on synthetic data with known planted effects.
+//! They run the pure engine directly on generated episodes (no store), so many seeds fit in
+//! seconds; `tests/` covers the same engine through the store and the CLI.
+
+use protocol::analysis::{self, Covariates, EpisodeData, Scores, Settings};
+use protocol::instrument::{builtin_domains, builtin_instruments};
+use protocol::outcome::IaptRules;
+use protocol::therapist::{Label, Minimums, Rule};
+
+use crate::synth::model::{self, Assignment, DOMAINS, Params, Planted};
+
+/// The generated clinic as the engine sees it (PHQ-9 = instrument 0, GAD-7 = 1).
+pub(crate) fn episodes(clinic: &model::Clinic) -> Vec<EpisodeData> {
+    clinic
+        .patients
+        .iter()
+        .map(|p| {
+            let field = |k: &str| {
+                p.episode
+                    .iter()
+                    .find(|(c, _)| *c == k)
+                    .map(|(_, v)| v.as_str())
+            };
+            let yes = |k: &str| field(k).map(|v| v == "yes");
+            let sex = p
+                .demographics
+                .iter()
+                .find(|(c, _)| *c == "sex")
+                .map(|(_, v)| v.as_str());
+            let covariates = Covariates {
+                age: field("age").and_then(|v| v.parse().ok()),
+                female: sex.map(|s| s == "female"),
+                prior_treatment: yes("prior_treatment"),
+                psychotropic_med: yes("psychotropic_med"),
+                long_term_condition: yes("long_term_condition"),
+                disability: yes("disability"),
+                comorbidity_count: field("comorbidity_count").and_then(|v| v.parse().ok()),
+                unemployed: field("employment").map(|v| v == "unemployed"),
+                wsas: field("wsas").and_then(|v| v.parse().ok()),
+            };
+            let mut scores: Vec<Scores> = Vec::new();
+            for s in &p.sessions {
+                for m in &s.measures {
+                    let answered: Vec<f64> =
+                        m.items.iter().flatten().map(|v| f64::from(*v)).collect();
+                    let total = m.score.map_or_else(
+                        || {
+                            (answered.iter().sum::<f64>() * DOMAINS[m.domain].6 as f64
+                                / answered.len() as f64)
+                                .round()
+                        },
+                        f64::from,
+                    );
+                    match scores.iter_mut().find(|x| x.instrument == m.domain) {
+                        Some(x) => {
+                            x.post = total;
+                            x.count += 1;
+                        }
+                        None => scores.push(Scores {
+                            instrument: m.domain,
+                            pre: total,
+                            post: total,
+                            count: 1,
+                        }),
+                    }
+                }
+            }
+            EpisodeData {
+                therapist: p.therapist,
+                treatment_sessions: p.sessions.iter().filter(|s| s.seq >= 2).count() as u32,
+                covariates,
+                scores,
+            }
+        })
+        .collect()
+}
+
+fn settings(rule: Rule, classify: u64) -> Settings {
+    Settings {
+        iapt: IaptRules::default(),
+        rule,
+        minimums: Minimums { show: 1, classify },
+        ridge: 1e-6,
+        paired: vec![0, 1],
+    }
+}
+
+fn one_clinic(seed: u64, icc: f64, caseload: u32, assignment: Assignment) -> model::Clinic {
+    let params = Params {
+        clinics: 1,
+        seed,
+        icc,
+        therapists_per_clinic: Some(50),
+        caseload: Some(caseload),
+        assignment,
+        ..Params::default()
+    };
+    model::generate(&params).clinics.remove(0)
+}
+
+/// τ² of the data-generating process on the PHQ-9 end score, on the observed scale.
+///
+/// Planted therapist slope effects are a mixture (85 % N(0, τ²), 10 % at −2τ, 5 % at +2τ), of
+/// variance 1.44 τ²; at the end of treatment they scale by ln t_last, and rounding and the
+/// floor at 0 attenuate them by a factor `a`, measured from the generator's realized
+/// contributions (score with minus score without the effect, same noise).
+fn true_tau2(clinic: &model::Clinic, icc: f64) -> f64 {
+    let tau = Params {
+        icc,
+        ..Params::default()
+    }
+    .tau_slope();
+    let eligible: Vec<&model::Patient> = clinic
+        .patients
+        .iter()
+        .filter(|p| p.intake[0] >= 10.0 && p.sessions.len() >= 2)
+        .collect();
+    let ln_last = |p: &model::Patient| f64::from(p.sessions.last().map_or(1, |s| s.seq)).ln();
+    let (num, den) = eligible.iter().fold((0.0, 0.0), |(n, d), p| {
+        let planted = clinic.therapists[p.therapist].effect[0] * ln_last(p);
+        (n + p.realized_effect[0] * planted, d + planted * planted)
+    });
+    let attenuation = if den > 0.0 { num / den } else { 1.0 };
+    let mean_ln = eligible.iter().map(|p| ln_last(p)).sum::<f64>() / eligible.len() as f64;
+    1.44 * tau * tau * mean_ln * mean_ln * attenuation * attenuation
+}
+
+fn run(clinic: &model::Clinic, rule: Rule) -> analysis::Analysis {
+    analysis::analyse(
+        &builtin_instruments(),
+        &builtin_domains(),
+        &episodes(clinic),
+        &settings(rule, 30),
+    )
+}
+
+#[test]
+fn tau2_interval_covers_the_truth_at_icc_005() {
+    // DOMAIN.md §11 acceptance test 2: ICC .05, 50 therapists × 40 cases, ≥ 90 % of seeds.
+    assert_eq!(builtin_domains()[0].id, "depression");
+    let seeds = 100;
+    let mut covered = 0;
+    for seed in 0..seeds {
+        let clinic = one_clinic(1000 + seed, 0.05, 40, Assignment::Random);
+        let v = run(&clinic, Rule::EbInterval).domains[0].variance.unwrap();
+        let truth = true_tau2(&clinic, 0.05);
+        covered += usize::from(v.tau2_interval.0 <= truth && truth <= v.tau2_interval.1);
+    }
+    assert!(
+        covered >= 90,
+        "τ² interval covered the truth in {covered} of {seeds} seeds"
+    );
+}
+
+#[test]
+fn no_therapist_effects_gives_few_false_labels() {
+    // DOMAIN.md §11 acceptance test 1: τ = 0.
+    let (mut outside, mut ineffective, mut labelled, mut iccs) = (0, 0, 0, Vec::new());
+    for seed in 0..6 {
+        let clinic = one_clinic(2000 + seed, 0.0, 40, Assignment::Random);
+        let a = run(&clinic, Rule::EbInterval);
+        let dep = &a.domains[0];
+        iccs.push(dep.variance.unwrap().icc);
+        for (_, r) in &dep.records {
+            outside += usize::from(r.eb_interval.0 > 0.0 || r.eb_interval.1 < 0.0);
+            ineffective += usize::from(r.label == Label::Ineffective);
+            labelled += usize::from(r.label != Label::InsufficientData);
+        }
+    }
+    let mean_icc = iccs.iter().sum::<f64>() / iccs.len() as f64;
+    assert!(
+        mean_icc < 0.02,
+        "ICC estimate {mean_icc:.3} with no therapist effects"
+    );
+    let total = 6 * 50;
+    assert!(
+        outside as f64 / total as f64 <= 0.08,
+        "{outside} of {total} intervals exclude the true 0"
+    );
+    assert!(
+        ineffective as f64 / (labelled.max(1)) as f64 <= 0.05,
+        "{ineffective} of {labelled} falsely ineffective"
+    );
+}
+
+#[test]
+fn risk_adjustment_prevents_mislabelling_under_confounded_assignment() {
+    // No true therapist effects, but severe patients go to some therapists and severity
+    // changes expected improvement: raw change mislabels, risk-adjusted residuals do not.
+    let (mut raw_false, mut adjusted_false, mut n) = (0, 0, 0);
+    for seed in 0..4 {
+        let clinic = one_clinic(3000 + seed, 0.0, 40, Assignment::Confounded);
+        let eps = episodes(&clinic);
+        let a = run(&clinic, Rule::EbInterval);
+        adjusted_false += a.domains[0]
+            .records
+            .iter()
+            .filter(|(_, r)| matches!(r.label, Label::Effective | Label::Ineffective))
+            .count();
+        // Raw statistic: change minus the clinic's mean change, no case-mix model.
+        let pairs: Vec<(usize, f64, f64)> = eps
+            .iter()
+            .filter_map(|e| {
+                e.scores
+                    .iter()
+                    .find(|s| s.instrument == 0 && s.count >= 2 && s.pre >= 10.0)
+                    .map(|s| (e.therapist, s.pre, s.post))
+            })
+            .collect();
+        let mean_change = pairs.iter().map(|(_, a, b)| b - a).sum::<f64>() / pairs.len() as f64;
+        let mut groups = vec![protocol::therapist::Group::default(); 50];
+        for (t, pre, post) in &pairs {
+            groups[*t].add(post - pre - mean_change);
+        }
+        let vc = protocol::therapist::variance_components(&groups).unwrap();
+        for g in &groups {
+            let Some(r) = protocol::therapist::track_record(
+                g,
+                &vc,
+                Rule::EbInterval,
+                None,
+                Minimums {
+                    show: 1,
+                    classify: 30,
+                },
+            ) else {
+                continue; // no eligible patients
+            };
+            raw_false += usize::from(matches!(r.label, Label::Effective | Label::Ineffective));
+        }
+        n += 50;
+    }
+    assert!(
+        raw_false as f64 / n as f64 >= 0.10 && raw_false >= 3 * adjusted_false.max(1),
+        "raw change mislabelled only {raw_false} of {n} (risk-adjusted: {adjusted_false})"
+    );
+    assert!(
+        adjusted_false as f64 / n as f64 <= 0.05,
+        "risk-adjusted mislabelled {adjusted_false} of {n}"
+    );
+}
+
+#[test]
+fn planted_cells_are_labelled_with_high_precision() {
+    // ICC .05 with 60 cases per therapist: labels that are given are mostly right.
+    let (mut right, mut given, mut planted, mut found) = (0, 0, 0, 0);
+    for seed in 0..4 {
+        let clinic = one_clinic(4000 + seed, 0.05, 60, Assignment::Random);
+        let a = run(&clinic, Rule::EbInterval);
+        for (t, r) in &a.domains[0].records {
+            let truth = clinic.therapists[*t].planted[0];
+            let effect = clinic.therapists[*t].effect[0];
+            match r.label {
+                Label::Effective => {
+                    given += 1;
+                    right += usize::from(effect < 0.0);
+                }
+                Label::Ineffective => {
+                    given += 1;
+                    right += usize::from(effect > 0.0);
+                }
+                _ => {}
+            }
+            if truth != Planted::Typical {
+                planted += 1;
+                found += usize::from(matches!(
+                    (truth, r.label),
+                    (Planted::Effective, Label::Effective)
+                        | (Planted::Ineffective, Label::Ineffective)
+                ));
+            }
+        }
+    }
+    assert!(
+        given > 0 && right as f64 / given as f64 >= 0.85,
+        "{right} of {given} labels in the right direction"
+    );
+    assert!(
+        found as f64 / planted as f64 >= 0.4,
+        "found {found} of {planted} planted cells"
+    );
+}
