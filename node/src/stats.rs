@@ -1,13 +1,11 @@
 //! `mbc-node stats`: the local effectiveness engine over the store.
 //!
-//! [`derive`] loads episodes with one sequential scan of `assessment` (first and last valid
-//! score per episode and instrument), runs `protocol::analysis::analyse`, and replaces the
+//! [`derive`] loads episodes with the first and last valid score per episode and instrument
+//! (table `episode_scores`, maintained by import, so no scan of every assessment), runs `protocol::analysis::analyse`, and replaces the
 //! derived tables (schema v2) in one transaction. [`output`] renders the result for people
 //! (table), scripts (JSON) and spreadsheets (CSV).
 
 pub mod output;
-
-use std::collections::HashMap;
 
 use anyhow::{Context, Result, bail};
 use protocol::analysis::{self, Analysis, Covariates, EpisodeData, FEATURES, Scores, Settings};
@@ -84,7 +82,7 @@ pub fn derive(store: &mut Store, settings: Settings, now: &str) -> Result<Derive
     let instruments = registry.instruments().to_vec();
     let domains = registry.domains().to_vec();
     let clinic = store.clinic()?.map(|c| c.name).unwrap_or_default();
-    let (episode_ids, therapist_ids, therapists, episodes) = load(store.conn(), &instruments)?;
+    let (episode_ids, therapist_ids, therapists, episodes) = load(store, &instruments)?;
     let analysis = analysis::analyse(&instruments, &domains, &episodes, &settings);
     save(
         store.conn_mut(),
@@ -109,8 +107,95 @@ pub fn derive(store: &mut Store, settings: Settings, now: &str) -> Result<Derive
 
 type Loaded = (Vec<i64>, Vec<i64>, Vec<String>, Vec<EpisodeData>);
 
-fn load(conn: &Connection, instruments: &[Instrument]) -> Result<Loaded> {
-    let mut therapist_index: HashMap<i64, usize> = HashMap::new();
+/// Maps dense SQLite rowids to positions; rowids of a table are small integers in practice.
+struct RowIndex(Vec<u32>);
+
+impl RowIndex {
+    const NONE: u32 = u32::MAX;
+
+    fn get(&self, rowid: i64) -> Option<usize> {
+        let i = *self.0.get(usize::try_from(rowid).ok()?)?;
+        (i != Self::NONE).then_some(i as usize)
+    }
+
+    fn insert(&mut self, rowid: i64, position: usize) {
+        let Ok(r) = usize::try_from(rowid) else {
+            return;
+        };
+        if r >= self.0.len() {
+            self.0.resize(r + 1, Self::NONE);
+        }
+        self.0[r] = position as u32;
+    }
+}
+
+/// One row of `episode_scores`: episode, instrument index, first, last, count.
+type ScoreRow = (i64, usize, f64, f64, u32);
+/// Score rows and (episode, attended treatment sessions) rows.
+type ScoreSummaries = (Vec<ScoreRow>, Vec<(i64, u32)>);
+
+/// Reads `episode_scores` (first and last valid score per episode × instrument, maintained by
+/// import) and `episode_attendance`.
+fn load_scores(conn: &Connection, instruments: &[Instrument]) -> Result<ScoreSummaries> {
+    let mut scores = Vec::new();
+    let mut stmt = conn.prepare(
+        "SELECT episode_id, instrument_id, first_score, last_score, n FROM episode_scores",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let id = r.get_ref(1)?.as_str()?;
+        let Some(instrument) = instruments.iter().position(|i| i.id == id) else {
+            continue;
+        };
+        scores.push((r.get(0)?, instrument, r.get(2)?, r.get(3)?, r.get(4)?));
+    }
+    let mut attendance = Vec::new();
+    let mut stmt = conn.prepare("SELECT episode_id, attended_treatment FROM episode_attendance")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        attendance.push((r.get(0)?, r.get(1)?));
+    }
+    Ok((scores, attendance))
+}
+
+/// Loads every episode with its case mix, attendance and first/last scores. Sequential scans
+/// only, each table read once and joined in memory; the score summaries are read on a second
+/// connection in parallel when the store is a file.
+fn load(store: &Store, instruments: &[Instrument]) -> Result<Loaded> {
+    let reader = store.reader()?;
+    std::thread::scope(|scope| {
+        let scores = reader.map(|c| scope.spawn(move || load_scores(&c, instruments)));
+        let (episode_ids, therapist_ids, therapists, mut episodes, episode_index) =
+            load_episodes(store.conn())?;
+        let (scores, attendance) = match scores {
+            // Unwrap safety: a panic in the loader is a bug; propagate it.
+            Some(handle) => handle.join().unwrap()?,
+            None => load_scores(store.conn(), instruments)?,
+        };
+        for (episode, n) in attendance {
+            if let Some(e) = episode_index.get(episode) {
+                episodes[e].treatment_sessions = n;
+            }
+        }
+        for (episode, instrument, pre, post, count) in scores {
+            if let Some(e) = episode_index.get(episode) {
+                episodes[e].scores.push(Scores {
+                    instrument,
+                    pre,
+                    post,
+                    count,
+                });
+            }
+        }
+        Ok((episode_ids, therapist_ids, therapists, episodes))
+    })
+}
+
+type Episodes = (Vec<i64>, Vec<i64>, Vec<String>, Vec<EpisodeData>, RowIndex);
+
+/// Therapists, patients' sex, episodes and case mix.
+fn load_episodes(conn: &Connection) -> Result<Episodes> {
+    let mut therapist_index = RowIndex(Vec::new());
     let (mut therapist_ids, mut therapists) = (Vec::new(), Vec::new());
     let mut stmt =
         conn.prepare("SELECT therapist_id, pseudonym FROM therapist ORDER BY therapist_id")?;
@@ -120,98 +205,71 @@ fn load(conn: &Connection, instruments: &[Instrument]) -> Result<Loaded> {
         therapist_ids.push(r.get(0)?);
         therapists.push(r.get(1)?);
     }
-    let mut episode_index: HashMap<i64, usize> = HashMap::new();
-    let mut episode_ids = Vec::new();
-    let mut episodes = Vec::new();
+    // Patient sex as "female?" (NULL when unknown), by patient rowid.
+    let mut female: Vec<Option<bool>> = Vec::new();
     let mut stmt = conn.prepare(
-        "SELECT e.episode_id, e.therapist_id, p.sex, c.age, c.employment, c.prior_treatment,
-                c.psychotropic_med, c.long_term_condition, c.disability, c.comorbidity_count, c.wsas
-         FROM episode e JOIN patient p USING (patient_id) LEFT JOIN casemix c USING (episode_id)
-         ORDER BY e.episode_id",
+        "SELECT patient_id, CASE WHEN sex IS NULL OR sex = 'unknown' THEN NULL ELSE sex = 'female' END
+         FROM patient ORDER BY patient_id",
     )?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
+        let id = usize::try_from(r.get::<_, i64>(0)?)?;
+        if id >= female.len() {
+            female.resize(id + 1, None);
+        }
+        female[id] = r.get(1)?;
+    }
+    let mut episode_index = RowIndex(Vec::new());
+    let mut episode_ids = Vec::new();
+    let mut episodes = Vec::new();
+    let mut stmt = conn
+        .prepare("SELECT episode_id, patient_id, therapist_id FROM episode ORDER BY episode_id")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
         let id: i64 = r.get(0)?;
-        let sex: Option<String> = r.get(2)?;
-        let employment: Option<String> = r.get(4)?;
-        let covariates = Covariates {
-            age: r.get(3)?,
-            female: sex
-                .as_deref()
-                .filter(|s| *s != "unknown")
-                .map(|s| s == "female"),
-            prior_treatment: r.get(5)?,
-            psychotropic_med: r.get(6)?,
-            long_term_condition: r.get(7)?,
-            disability: r.get(8)?,
-            comorbidity_count: r.get(9)?,
-            unemployed: employment.map(|e| e == "unemployed"),
-            wsas: r.get(10)?,
-        };
+        let patient = usize::try_from(r.get::<_, i64>(1)?)?;
+        let therapist = therapist_index
+            .get(r.get(2)?)
+            .context("episode refers to a missing therapist")?;
         episode_index.insert(id, episodes.len());
         episode_ids.push(id);
         episodes.push(EpisodeData {
-            therapist: therapist_index[&r.get::<_, i64>(1)?],
+            therapist,
             treatment_sessions: 0,
-            covariates,
+            covariates: Covariates {
+                female: female.get(patient).copied().flatten(),
+                ..Covariates::default()
+            },
             scores: Vec::new(),
         });
     }
     let mut stmt = conn.prepare(
-        "SELECT episode_id, count(*) FROM session WHERE attended = 1 AND kind = 'treatment'
-         GROUP BY episode_id",
+        "SELECT episode_id, age, CASE WHEN employment IS NULL THEN NULL ELSE employment = 'unemployed' END,
+                prior_treatment, psychotropic_med, long_term_condition, disability, comorbidity_count, wsas
+         FROM casemix",
     )?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        if let Some(i) = episode_index.get(&r.get::<_, i64>(0)?) {
-            episodes[*i].treatment_sessions = r.get(1)?;
-        }
-    }
-    // One sequential scan: first and last valid score per episode and instrument.
-    let mut last_seq: Vec<Vec<(i64, i64)>> = vec![Vec::new(); episodes.len()];
-    let mut stmt =
-        conn.prepare("SELECT episode_id, instrument_id, session_seq, score FROM assessment")?;
-    let mut rows = stmt.query([])?;
-    let mut cached: (String, usize) = (String::new(), usize::MAX);
-    while let Some(r) = rows.next()? {
-        let episode: i64 = r.get(0)?;
-        let inst_ref = r.get_ref(1)?.as_str()?;
-        if inst_ref != cached.0 {
-            let Some(k) = instruments.iter().position(|i| i.id == inst_ref) else {
-                continue;
-            };
-            cached = (inst_ref.to_string(), k);
-        }
-        let k = cached.1;
-        let (seq, score): (i64, f64) = (r.get(2)?, r.get(3)?);
-        let Some(&e) = episode_index.get(&episode) else {
+        let Some(e) = episode_index.get(r.get(0)?) else {
             continue;
         };
-        let ep = &mut episodes[e];
-        match ep.scores.iter().position(|s| s.instrument == k) {
-            None => {
-                ep.scores.push(Scores {
-                    instrument: k,
-                    pre: score,
-                    post: score,
-                    count: 1,
-                });
-                last_seq[e].push((seq, seq));
-            }
-            Some(j) => {
-                let s = &mut ep.scores[j];
-                let (first, last) = &mut last_seq[e][j];
-                s.count += 1;
-                if seq < *first {
-                    (*first, s.pre) = (seq, score);
-                }
-                if seq > *last {
-                    (*last, s.post) = (seq, score);
-                }
-            }
-        }
+        let c = &mut episodes[e].covariates;
+        c.age = r.get(1)?;
+        c.unemployed = r.get(2)?;
+        c.prior_treatment = r.get(3)?;
+        c.psychotropic_med = r.get(4)?;
+        c.long_term_condition = r.get(5)?;
+        c.disability = r.get(6)?;
+        c.comorbidity_count = r.get(7)?;
+        c.wsas = r.get(8)?;
     }
-    Ok((episode_ids, therapist_ids, therapists, episodes))
+    Ok((
+        episode_ids,
+        therapist_ids,
+        therapists,
+        episodes,
+        episode_index,
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -225,8 +283,32 @@ fn save(
     settings: &Settings,
     now: &str,
 ) -> Result<()> {
+    let settings_json = serde_json::json!({
+        "rule": settings.rule.as_str(),
+        "min_n_show": settings.minimums.show,
+        "min_n_classify": settings.minimums.classify,
+        "other_measure_clause": settings.iapt.other_measure_clause,
+        "ridge": settings.ridge,
+        "paired_instruments": settings.paired.iter().map(|k| &instruments[*k].id).collect::<Vec<_>>(),
+        // The registry shapes the analysis too.
+        "instruments": instruments.iter().map(|i| &i.id).collect::<Vec<_>>(),
+        "domains": domains.iter().map(|d| (&d.id, &d.instrument_id)).collect::<Vec<_>>(),
+    })
+    .to_string();
     let version = analysis::ALGORITHM_VERSION;
     let tx = conn.transaction()?;
+    // Derived tables that already hold this exact derivation (same data, settings, registry and
+    // algorithm) are left as they are: rewriting them would change nothing.
+    let current: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM derivation d WHERE derivation_id = (SELECT max(derivation_id) FROM derivation)
+            AND algorithm_version = ?1 AND settings = ?2
+            AND last_import_id IS (SELECT max(import_id) FROM imports))",
+        params![version, settings_json],
+        |r| r.get(0),
+    )?;
+    if current {
+        return Ok(());
+    }
     for table in [
         "episode_outcome",
         "episode_metrics",
@@ -329,18 +411,10 @@ fn save(
             }
         }
     }
-    let settings_json = serde_json::json!({
-        "rule": settings.rule.as_str(),
-        "min_n_show": settings.minimums.show,
-        "min_n_classify": settings.minimums.classify,
-        "other_measure_clause": settings.iapt.other_measure_clause,
-        "ridge": settings.ridge,
-        "paired_instruments": settings.paired.iter().map(|k| &instruments[*k].id).collect::<Vec<_>>(),
-    });
     tx.execute(
         "INSERT INTO derivation (algorithm_version, computed_at, settings, last_import_id)
          VALUES (?1, ?2, ?3, (SELECT max(import_id) FROM imports))",
-        params![version, now, settings_json.to_string()],
+        params![version, now, settings_json],
     )?;
     tx.commit()?;
     Ok(())

@@ -28,6 +28,8 @@ pub struct Clinic {
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
+    /// The database file; `None` for in-memory stores.
+    path: Option<std::path::PathBuf>,
 }
 
 impl Store {
@@ -60,11 +62,22 @@ impl Store {
     pub fn open_in_memory() -> Result<Self> {
         let mut conn = Connection::open_in_memory()?;
         Self::configure(&mut conn)?;
-        let mut store = Self { conn };
+        let mut store = Self { conn, path: None };
         let tx = store.conn.transaction()?;
         Registry::builtin().insert_all(&tx)?;
         tx.commit()?;
         Ok(store)
+    }
+
+    /// A second, read-only connection for work that can run beside this one (WAL lets readers
+    /// proceed concurrently). `None` for in-memory stores.
+    pub(crate) fn reader(&self) -> Result<Option<Connection>> {
+        let Some(path) = &self.path else {
+            return Ok(None);
+        };
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("couldn't open store at {}", path.display()))?;
+        Ok(Some(conn))
     }
 
     fn open_or_create(path: &Path) -> Result<Self> {
@@ -72,7 +85,10 @@ impl Store {
             .with_context(|| format!("couldn't open store at {}", path.display()))?;
         Self::configure(&mut conn)
             .with_context(|| format!("couldn't prepare store at {}", path.display()))?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            path: Some(path.to_path_buf()),
+        })
     }
 
     fn configure(conn: &mut Connection) -> Result<()> {

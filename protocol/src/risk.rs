@@ -37,7 +37,7 @@ pub enum Error {
 pub struct SuffStats {
     p: usize,
     n: u64,
-    /// Row-major p × p.
+    /// Row-major p × p, upper triangle (j ≥ i) only.
     xtx: Vec<f64>,
     xty: Vec<f64>,
     yty: f64,
@@ -63,9 +63,10 @@ impl SuffStats {
                 got: x.len(),
             });
         }
+        // Only the upper triangle is accumulated; `fit` mirrors it.
         for i in 0..self.p {
             self.xty[i] += x[i] * y;
-            for j in 0..self.p {
+            for j in i..self.p {
                 self.xtx[i * self.p + j] += x[i] * x[j];
             }
         }
@@ -110,7 +111,8 @@ impl SuffStats {
                 have: self.n,
             });
         }
-        let mut a = DMatrix::from_row_slice(p, p, &self.xtx);
+        let xtx = DMatrix::from_fn(p, p, |i, j| self.xtx[i.min(j) * p + i.max(j)]);
+        let mut a = xtx.clone();
         for i in 1..p {
             a[(i, i)] += ridge;
         }
@@ -123,7 +125,6 @@ impl SuffStats {
             return Err(Error::Singular);
         }
         // RSS = yᵀy − 2βᵀXᵀy + βᵀXᵀXβ.
-        let xtx = DMatrix::from_row_slice(p, p, &self.xtx);
         let rss = (self.yty - 2.0 * beta.dot(&b) + beta.dot(&(&xtx * &beta))).max(0.0);
         let df = (self.n - p as u64).max(1) as f64;
         Ok(RiskModel {

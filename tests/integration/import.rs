@@ -522,3 +522,74 @@ fn csv_and_fhir_give_identical_stored_content_and_no_raw_identifier_is_stored() 
         b"C01-P"
     ));
 }
+
+/// The first/last-score and attendance summaries that import maintains equal a full
+/// recomputation from the assessment and session tables.
+#[track_caller]
+fn check_summaries(db: &Path) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mismatches: i64 = conn
+        .query_row(
+            "WITH ranked AS (
+                SELECT episode_id, instrument_id, score, session_seq,
+                       row_number() OVER (PARTITION BY episode_id, instrument_id ORDER BY session_seq) AS up,
+                       row_number() OVER (PARTITION BY episode_id, instrument_id ORDER BY session_seq DESC) AS down,
+                       count(*) OVER (PARTITION BY episode_id, instrument_id) AS n
+                FROM assessment),
+             truth AS (
+                SELECT episode_id, instrument_id, max(CASE WHEN up = 1 THEN score END) AS first,
+                       max(CASE WHEN down = 1 THEN score END) AS last, max(n) AS n
+                FROM ranked GROUP BY episode_id, instrument_id)
+             SELECT (SELECT count(*) FROM truth t LEFT JOIN episode_scores s USING (episode_id, instrument_id)
+                     WHERE s.first_score IS NOT t.first OR s.last_score IS NOT t.last OR s.n IS NOT t.n)
+                  + (SELECT count(*) FROM episode_scores) - (SELECT count(*) FROM truth)
+                  + (SELECT count(*) FROM (SELECT episode_id, count(*) AS k FROM session
+                        WHERE attended = 1 AND kind = 'treatment' GROUP BY episode_id) x
+                     LEFT JOIN episode_attendance a USING (episode_id) WHERE a.attended_treatment IS NOT x.k)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        mismatches, 0,
+        "import-maintained summaries disagree with the assessments"
+    );
+}
+
+#[test]
+fn score_summaries_stay_exact_across_out_of_order_files() {
+    let tmp = node_with_base(); // E1: PHQ-9 sessions 1 (15) and 2 (12); GAD-7 session 1
+    let cwd = tmp.path();
+    std::fs::write(
+        cwd.join("late.csv"),
+        format!("{HEAD}P1,T1,E1,4,2024-01-29,PHQ-9,7\nP1,T1,E1,3,2024-01-22,PHQ-9,9\n"),
+    )
+    .unwrap();
+    mbc(cwd, &["import", "--data-dir", "node", "late.csv"]).ok();
+    std::fs::write(
+        cwd.join("early.csv"),
+        format!("{HEAD}P1,T1,E1,1,2024-01-08,PHQ-9,15\n"),
+    )
+    .unwrap();
+    mbc(cwd, &["import", "--data-dir", "node", "early.csv"]).ok(); // the same session 1 again: a no-op
+    let db = cwd.join("node/local.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let row: (f64, f64, i64) = conn
+        .query_row(
+            "SELECT first_score, last_score, n FROM episode_scores WHERE instrument_id = 'PHQ-9'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(row, (15.0, 7.0, 4));
+    check_summaries(&db);
+    // And on a whole synthetic clinic, imported as FHIR.
+    synth(cwd);
+    mbc(cwd, &["init", "--data-dir", "f", "--name", "F"]).ok();
+    mbc(
+        cwd,
+        &["import", "--data-dir", "f", "data/clinic-01/fhir.ndjson"],
+    )
+    .ok();
+    check_summaries(&cwd.join("f/local.db"));
+}

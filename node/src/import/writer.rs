@@ -31,6 +31,25 @@ pub struct Counts {
     pub assessments_unchanged: u64,
 }
 
+/// First and last (session, score) and count of new assessments of one episode × instrument.
+struct ScoreRange {
+    first: (i64, f64),
+    last: (i64, f64),
+    n: i64,
+}
+
+impl ScoreRange {
+    fn add(&mut self, seq: i64, score: f64) {
+        if seq < self.first.0 {
+            self.first = (seq, score);
+        }
+        if seq > self.last.0 {
+            self.last = (seq, score);
+        }
+        self.n += 1;
+    }
+}
+
 struct SessionInfo {
     id: i64,
     date: String,
@@ -48,6 +67,10 @@ pub(crate) struct Writer<'a> {
     sessions: HashMap<(i64, i64), SessionInfo>,
     /// (episode, therapist) -> (first, last) session seq seen in this file.
     episode_therapists: HashMap<(i64, i64), (i64, i64)>,
+    /// (episode, instrument) -> first and last score of this file's new assessments.
+    episode_scores: HashMap<(i64, String), ScoreRange>,
+    /// episode -> attended treatment sessions newly stored from this file.
+    attendance: HashMap<i64, i64>,
     insert_session: Statement<'a>,
     insert_assessment: Statement<'a>,
     insert_item: Statement<'a>,
@@ -67,6 +90,8 @@ impl<'a> Writer<'a> {
             episodes: HashMap::new(),
             sessions: HashMap::new(),
             episode_therapists: HashMap::new(),
+            episode_scores: HashMap::new(),
+            attendance: HashMap::new(),
             insert_session: tx.prepare(
                 "INSERT INTO session (episode_id, seq, date, attended, kind) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?,
@@ -309,6 +334,9 @@ impl<'a> Writer<'a> {
                         .execute(params![episode, k.seq, s.date, s.attended, s.kind])
                         .map_err(db)?;
                     self.counts.sessions += 1;
+                    if s.attended && s.kind == "treatment" {
+                        *self.attendance.entry(episode).or_insert(0) += 1;
+                    }
                     SessionInfo {
                         id: self.tx.last_insert_rowid(),
                         date: s.date.clone(),
@@ -397,6 +425,15 @@ impl<'a> Writer<'a> {
         }
         self.counts.assessments += 1;
         let assessment = self.tx.last_insert_rowid();
+        let seq = s.key.seq;
+        self.episode_scores
+            .entry((episode, a.instrument_id.clone()))
+            .and_modify(|r| r.add(seq, a.score))
+            .or_insert(ScoreRange {
+                first: (seq, a.score),
+                last: (seq, a.score),
+                n: 1,
+            });
         for (no, code, value) in &a.items {
             self.insert_item
                 .execute(params![assessment, *no as i64, code, value])
@@ -419,6 +456,39 @@ impl<'a> Writer<'a> {
         for ((episode, therapist), (first, last)) in &self.episode_therapists {
             stmt.execute([episode, therapist, first, last])
                 .map_err(db)?;
+        }
+        // SET expressions see the old row, so each CASE compares against the stored range.
+        let mut stmt = self
+            .tx
+            .prepare(
+                "INSERT INTO episode_scores (episode_id, instrument_id, first_seq, first_score,
+                    last_seq, last_score, n) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (episode_id, instrument_id) DO UPDATE SET
+                    first_seq = min(first_seq, excluded.first_seq),
+                    first_score = CASE WHEN excluded.first_seq < first_seq
+                        THEN excluded.first_score ELSE first_score END,
+                    last_seq = max(last_seq, excluded.last_seq),
+                    last_score = CASE WHEN excluded.last_seq > last_seq
+                        THEN excluded.last_score ELSE last_score END,
+                    n = n + excluded.n",
+            )
+            .map_err(db)?;
+        for ((episode, instrument), r) in &self.episode_scores {
+            stmt.execute(params![
+                episode, instrument, r.first.0, r.first.1, r.last.0, r.last.1, r.n
+            ])
+            .map_err(db)?;
+        }
+        let mut stmt = self
+            .tx
+            .prepare(
+                "INSERT INTO episode_attendance (episode_id, attended_treatment) VALUES (?1, ?2)
+                 ON CONFLICT (episode_id) DO UPDATE SET
+                    attended_treatment = attended_treatment + excluded.attended_treatment",
+            )
+            .map_err(db)?;
+        for (episode, n) in &self.attendance {
+            stmt.execute([episode, n]).map_err(db)?;
         }
         Ok(self.counts)
     }

@@ -120,6 +120,25 @@ CREATE TABLE assessment (
     UNIQUE (session_id, instrument_id)
 );
 
+-- First and last valid score per episode and instrument, maintained by import (assessments are
+-- only ever added), so that statistics read one row per episode instead of every assessment.
+CREATE TABLE episode_scores (
+    episode_id     INTEGER NOT NULL REFERENCES episode (episode_id),
+    instrument_id  TEXT NOT NULL REFERENCES instrument (instrument_id),
+    first_seq      INTEGER NOT NULL,
+    first_score    REAL NOT NULL,
+    last_seq       INTEGER NOT NULL,
+    last_score     REAL NOT NULL,
+    n              INTEGER NOT NULL,
+    PRIMARY KEY (episode_id, instrument_id)
+) WITHOUT ROWID;
+
+-- Attended treatment sessions per episode (NHS TT "finished course"), maintained by import.
+CREATE TABLE episode_attendance (
+    episode_id          INTEGER PRIMARY KEY REFERENCES episode (episode_id),
+    attended_treatment  INTEGER NOT NULL
+);
+
 -- Optional item-level answers (needed for PHQ-9 item 9 alerts and prorating audits).
 CREATE TABLE item_response (
     assessment_id  INTEGER NOT NULL REFERENCES assessment (assessment_id),

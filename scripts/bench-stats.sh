@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Derivation speed: `mbc-node stats --json` (every episode's first and last scores, outcomes,
+# NHS TT metrics, risk models, variance components, track records) against a bare
+# `SELECT sum(score) FROM assessment` scan by the sqlite3 shell, on the same store in the same
+# run (DESIGN.md §12: target <= 2x). Each is run 5 times, alternating; medians and ratios.
+#
+# Two figures for mbc-node: "derive" is a run whose derived tables are already current (the
+# normal case when statistics are read again), "derive + store" forces rewriting all derived
+# tables (~240k rows for 10^6 assessments), as the first run after an import does.
+#
+# Usage: scripts/bench-stats.sh [PATIENTS]   (default 75000 patients ≈ 1.1 million assessments)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+patients=${1:-75000}
+
+if ! command -v sqlite3 >/dev/null; then
+    echo "installing sqlite3 (Debian package) for the baseline" >&2
+    apt-get update -qq && apt-get install -y -qq sqlite3 >/dev/null
+fi
+cargo build --release -q -p mbc-node
+bin=target/release/mbc-node
+work=$(mktemp -d "${TMPDIR:-/tmp}/mbc-bench-stats.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+"$bin" synth --out "$work/synth" --clinics 1 --seed 42 --patients-per-clinic "$patients" >/dev/null
+data="$work/synth/clinic-01"
+"$bin" init --data-dir "$work/node" --name bench >/dev/null
+"$bin" import --data-dir "$work/node" "$data/therapists.csv" "$data/patients.csv" \
+    "$data/episodes.csv" "$data/assessments.csv" >/dev/null
+db="$work/node/local.db"
+"$bin" stats --data-dir "$work/node" --json >/dev/null # warm the page cache for both
+
+now() { date +%s.%N; }
+mine=() stored=() theirs=()
+rule=kraus
+for _ in 1 2 3 4 5; do
+    t0=$(now); "$bin" stats --data-dir "$work/node" --json >/dev/null; t1=$(now)
+    sqlite3 "$db" "SELECT sum(score) FROM assessment" >/dev/null; t2=$(now)
+    # A different rule each time: the derived tables must be rewritten.
+    "$bin" stats --data-dir "$work/node" --json --rule "$rule" >/dev/null; t3=$(now)
+    rule=$([ "$rule" = kraus ] && echo eb-interval || echo kraus)
+    mine+=("$t0 $t1") theirs+=("$t1 $t2") stored+=("$t2 $t3")
+    "$bin" stats --data-dir "$work/node" --json >/dev/null # back to the default derivation
+done
+assessments=$(sqlite3 "$db" "SELECT count(*) FROM assessment")
+python3 - "$assessments" "${mine[*]}" "${theirs[*]}" "${stored[*]}" <<'PY'
+import statistics, sys
+n = int(sys.argv[1])
+def median(pairs):
+    v = list(map(float, pairs.split()))
+    return statistics.median(b - a for a, b in zip(v[::2], v[1::2]))
+mine, base, stored = median(sys.argv[2]), median(sys.argv[3]), median(sys.argv[4])
+print(f"assessments: {n:,}")
+print(f"mbc-node stats --json (derive)          : {mine:6.3f} s (median of 5)")
+print(f"mbc-node stats --json (derive + store)  : {stored:6.3f} s (median of 5)")
+print(f"sqlite3 SELECT sum(score) FROM assessment: {base:6.3f} s (median of 5)")
+print(f"ratio derive / scan = {mine / base:.2f} (target <= 2); derive + store / scan = {stored / base:.2f}")
+PY
