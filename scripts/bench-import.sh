@@ -36,7 +36,7 @@ t0=$(now)
     "$data/episodes.csv" "$data/assessments.csv" >/dev/null
 t1=$(now)
 
-tables="therapist patient episode casemix episode_therapist session assessment item_response"
+tables="therapist patient episode casemix episode_therapist session assessment item_response episode_scores episode_attendance"
 {
     echo "PRAGMA foreign_keys = ON;"
     echo "PRAGMA synchronous = NORMAL;"
