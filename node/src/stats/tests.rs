@@ -280,3 +280,45 @@ fn planted_cells_are_labelled_with_high_precision() {
         "found {found} of {planted} planted cells"
     );
 }
+
+#[test]
+fn generator_reaches_nhs_talking_therapies_rates() {
+    // DOMAIN.md §11 calibration targets, measured with the engine's own NHS TT definitions
+    // (finished course = at least two attended treatment sessions, dropouts included):
+    // reliable improvement 66–69 %, recovery ≈ 50 %, reliable recovery 47–48 %,
+    // deterioration 5–10 %. Tolerances ≈ ±0.05 (about 5 SEs at n ≈ 2,800).
+    let data = model::generate(&Params {
+        clinics: 6,
+        seed: 7,
+        ..Params::default()
+    });
+    let mut r = analysis::Rates::default();
+    for c in &data.clinics {
+        let x = analysis::analyse(
+            &builtin_instruments(),
+            &builtin_domains(),
+            &episodes(c),
+            &settings(Rule::EbInterval, 30),
+        )
+        .clinic_rates;
+        r.finished += x.finished;
+        r.at_caseness += x.at_caseness;
+        r.reliable_improvement += x.reliable_improvement;
+        r.reliable_deterioration += x.reliable_deterioration;
+        r.recovered += x.recovered;
+        r.reliable_recovery += x.reliable_recovery;
+    }
+    assert!(r.finished > 2000, "{} finished courses", r.finished);
+    let f = |k: u64, n: u64| k as f64 / n as f64;
+    let ri = f(r.reliable_improvement, r.finished);
+    let rec = f(r.recovered, r.at_caseness);
+    let rr = f(r.reliable_recovery, r.at_caseness);
+    let rd = f(r.reliable_deterioration, r.finished);
+    assert!((0.62..=0.72).contains(&ri), "reliable improvement {ri:.3}");
+    assert!((0.44..=0.55).contains(&rec), "recovery {rec:.3}");
+    assert!((0.42..=0.53).contains(&rr), "reliable recovery {rr:.3}");
+    assert!(
+        (0.04..=0.11).contains(&rd),
+        "reliable deterioration {rd:.3}"
+    );
+}
