@@ -54,7 +54,7 @@ enum Command {
     /// Manage outcome instruments and problem domains
     #[command(subcommand)]
     Instruments(InstrumentsCommand),
-    /// Run the end-to-end demo on synthetic data (synth, init and import 3 clinics, status)
+    /// Run the end-to-end demo on synthetic data (synth, init and import 3 clinics, stats, reports)
     ///
     /// Example: mbc-node demo --dir mbc-demo
     Demo(DemoArgs),
@@ -673,10 +673,49 @@ fn demo(a: DemoArgs) -> Result<()> {
         for line in status::summary(&store)?.to_string().lines() {
             println!("   {line}");
         }
+        let engine = EngineArgs {
+            rule: None,
+            min_show: None,
+            min_classify: None,
+            no_other_measure_clause: false,
+        };
+        let (_, _, derived) = derive_node(&node, &engine)?;
+        println!(
+            "4. {}: track records and NHS Talking Therapies rates",
+            clinic.id
+        );
+        for line in derived
+            .to_text(&stats::output::Filter::default())
+            .lines()
+            .take(5)
+        {
+            println!("   {line}");
+        }
+        let labels = derived
+            .analysis
+            .domains
+            .iter()
+            .flat_map(|d| &d.records)
+            .fold([0; 3], |mut n, (_, r)| {
+                match r.label {
+                    protocol::therapist::Label::Effective => n[0] += 1,
+                    protocol::therapist::Label::Ineffective => n[1] += 1,
+                    _ => n[2] += 1,
+                }
+                n
+            });
+        let report = dir.join(format!("report-{}.html", clinic.id));
+        std::fs::write(&report, report::html(&derived, None, &now()))?;
+        println!(
+            "   therapist × domain labels: {} effective, {} ineffective, {} neutral or too few patients; report: {}",
+            labels[0],
+            labels[1],
+            labels[2],
+            report.display()
+        );
     }
     println!(
-        "demo done; nodes are in {}/nodes (try: mbc-node status --data-dir {}/nodes/clinic-01)",
-        dir.display(),
+        "demo done; nodes are in {0}/nodes, reports in {0}/report-*.html (try: mbc-node stats --data-dir {0}/nodes/clinic-01)",
         dir.display()
     );
     Ok(())
