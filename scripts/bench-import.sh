@@ -16,21 +16,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 patients=${1:-75000}
 
-if ! command -v sqlite3 >/dev/null; then
-    echo "installing sqlite3 (Debian package) for the baseline" >&2
-    apt-get update -qq && apt-get install -y -qq sqlite3 >/dev/null
-fi
-cargo build --release -q -p mbc-node
-bin=target/release/mbc-node
-work=$(mktemp -d "${TMPDIR:-/tmp}/mbc-bench-import.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-
-"$bin" synth --out "$work/synth" --clinics 1 --seed 42 --patients-per-clinic "$patients" >/dev/null
-data="$work/synth/clinic-01"
+source scripts/bench-common.sh
 "$bin" init --data-dir "$work/node" --name bench >/dev/null
 "$bin" init --data-dir "$work/baseline" --name bench >/dev/null
 
-now() { date +%s.%N; }
 t0=$(now)
 "$bin" import --data-dir "$work/node" "$data/therapists.csv" "$data/patients.csv" \
     "$data/episodes.csv" "$data/assessments.csv" >/dev/null

@@ -13,24 +13,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 patients=${1:-75000}
 
-if ! command -v sqlite3 >/dev/null; then
-    echo "installing sqlite3 (Debian package) for the baseline" >&2
-    apt-get update -qq && apt-get install -y -qq sqlite3 >/dev/null
-fi
-cargo build --release -q -p mbc-node
-bin=target/release/mbc-node
-work=$(mktemp -d "${TMPDIR:-/tmp}/mbc-bench-stats.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-
-"$bin" synth --out "$work/synth" --clinics 1 --seed 42 --patients-per-clinic "$patients" >/dev/null
-data="$work/synth/clinic-01"
+source scripts/bench-common.sh
 "$bin" init --data-dir "$work/node" --name bench >/dev/null
 "$bin" import --data-dir "$work/node" "$data/therapists.csv" "$data/patients.csv" \
     "$data/episodes.csv" "$data/assessments.csv" >/dev/null
 db="$work/node/local.db"
 "$bin" stats --data-dir "$work/node" --json >/dev/null # warm the page cache for both
 
-now() { date +%s.%N; }
 mine=() stored=() theirs=()
 rule=kraus
 for _ in 1 2 3 4 5; do

@@ -8,7 +8,7 @@ use protocol::analysis::Rates;
 use protocol::therapist::{Label, TrackRecord, wilson};
 
 use crate::stats::Derived;
-use crate::stats::output::{NATIONAL, short};
+use crate::stats::output::{NATIONAL, rate_rows, short};
 
 /// Escapes text for HTML.
 fn esc(s: &str) -> String {
@@ -174,16 +174,7 @@ fn rates_table(h: &mut String, r: &Rates, national: bool) {
         "<table><tr><th>NHS Talking Therapies measure</th><th>rate</th><th>95 % interval</th><th>of</th>{}</tr>",
         if national { "<th>national</th>" } else { "" }
     );
-    let rows = [
-        ("Reliable improvement", r.reliable_improvement, r.finished),
-        ("Recovery", r.recovered, r.at_caseness),
-        ("Reliable recovery", r.reliable_recovery, r.at_caseness),
-        (
-            "Reliable deterioration",
-            r.reliable_deterioration,
-            r.finished,
-        ),
-    ];
+    let rows = rate_rows(r);
     for (i, (name, k, n)) in rows.into_iter().enumerate() {
         let nat = if national {
             format!("<td>{}</td>", esc(NATIONAL[i].2))
@@ -213,16 +204,7 @@ fn rates_table(h: &mut String, r: &Rates, national: bool) {
 
 /// Bars with Wilson intervals for the clinic's rates, ticks at the national figures.
 fn rates_svg(r: &Rates) -> String {
-    let rows = [
-        ("Reliable improvement", r.reliable_improvement, r.finished),
-        ("Recovery", r.recovered, r.at_caseness),
-        ("Reliable recovery", r.reliable_recovery, r.at_caseness),
-        (
-            "Reliable deterioration",
-            r.reliable_deterioration,
-            r.finished,
-        ),
-    ];
+    let rows = rate_rows(r);
     let (left, width, row) = (170.0, 420.0, 26.0);
     let height = row * rows.len() as f64 + 30.0;
     let x = |p: f64| left + p * width;

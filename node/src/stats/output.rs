@@ -30,6 +30,20 @@ pub const NATIONAL: [(&str, f64, &str); 4] = [
     ),
 ];
 
+/// The four NHS TT rates as (name, count, denominator), in the order of [`NATIONAL`].
+pub fn rate_rows(r: &Rates) -> [(&'static str, u64, u64); 4] {
+    [
+        ("Reliable improvement", r.reliable_improvement, r.finished),
+        ("Recovery", r.recovered, r.at_caseness),
+        ("Reliable recovery", r.reliable_recovery, r.at_caseness),
+        (
+            "Reliable deterioration",
+            r.reliable_deterioration,
+            r.finished,
+        ),
+    ]
+}
+
 /// The short display form of a pseudonym.
 pub fn short(pseudonym: &str) -> &str {
     &pseudonym[..pseudonym.len().min(8)]
@@ -59,17 +73,18 @@ impl Derived {
             .is_none_or(|ids| ids.contains(&self.therapists[t]))
     }
 
-    fn keep_domain(&self, f: &Filter, d: usize) -> bool {
-        f.domain.as_ref().is_none_or(|id| self.domains[d].id == *id)
+    /// The domain results `f` selects.
+    fn domains_shown<'a>(
+        &'a self,
+        f: &'a Filter,
+    ) -> impl Iterator<Item = &'a protocol::analysis::DomainResult> {
+        let keep = |d: usize| f.domain.as_ref().is_none_or(|id| self.domains[d].id == *id);
+        self.analysis.domains.iter().filter(move |d| keep(d.domain))
     }
 
     /// The JSON document of `stats --json`.
     pub fn to_json(&self, f: &Filter) -> Value {
-        let domains: Vec<Value> = self
-            .analysis
-            .domains
-            .iter()
-            .filter(|d| self.keep_domain(f, d.domain))
+        let domains: Vec<Value> = self.domains_shown(f)
             .map(|d| {
                 let dom = &self.domains[d.domain];
                 let records: Vec<Value> = d
@@ -139,12 +154,7 @@ impl Derived {
             "label",
             "rule",
         ])?;
-        for d in self
-            .analysis
-            .domains
-            .iter()
-            .filter(|d| self.keep_domain(f, d.domain))
-        {
+        for d in self.domains_shown(f) {
             let dom = &self.domains[d.domain];
             for (t, r) in d.records.iter().filter(|(t, _)| self.keep_therapist(f, *t)) {
                 w.write_record([
@@ -218,12 +228,7 @@ impl Derived {
             s.minimums.classify,
             s.minimums.show
         );
-        for d in self
-            .analysis
-            .domains
-            .iter()
-            .filter(|d| self.keep_domain(f, d.domain))
-        {
+        for d in self.domains_shown(f) {
             let dom = &self.domains[d.domain];
             let _ = writeln!(
                 out,
@@ -293,23 +298,8 @@ impl Derived {
 }
 
 fn write_rates(out: &mut String, r: &Rates, national: bool) {
-    let rows = [
-        (
-            "reliable improvement",
-            r.reliable_improvement,
-            r.finished,
-            0,
-        ),
-        ("recovery", r.recovered, r.at_caseness, 1),
-        ("reliable recovery", r.reliable_recovery, r.at_caseness, 2),
-        (
-            "reliable deterioration",
-            r.reliable_deterioration,
-            r.finished,
-            3,
-        ),
-    ];
-    for (name, k, n, i) in rows {
+    for (i, (name, k, n)) in rate_rows(r).into_iter().enumerate() {
+        let name = name.to_lowercase();
         let Some((lo, hi)) = wilson(k, n) else {
             let _ = writeln!(out, "  {name:<24} (no finished courses)");
             continue;
