@@ -1,9 +1,10 @@
 //! `mbc-node stats`: the local effectiveness engine over the store.
 //!
-//! [`derive`] loads episodes with the first and last valid score per episode and instrument
-//! (table `episode_scores`, maintained by import, so no scan of every assessment), runs `protocol::analysis::analyse`, and replaces the
-//! derived tables (schema v2) in one transaction. [`output`] renders the result for people
-//! (table), scripts (JSON) and spreadsheets (CSV).
+//! [`derive`](fn@derive) loads each episode's first and last valid score per instrument (table
+//! `episode_scores`, maintained by import, so no scan of every assessment), runs
+//! `protocol::analysis::analyse`, and replaces the derived tables (schema v2) in one
+//! transaction when they are stale. [`output`] renders the result for people (table), scripts
+//! (JSON) and spreadsheets (CSV).
 
 pub mod output;
 
