@@ -437,6 +437,11 @@ pub fn builtin_instruments() -> Vec<Instrument> {
     ]
 }
 
+/// The built-in instrument with id `id`, if there is one.
+pub fn builtin_instrument(id: &str) -> Option<Instrument> {
+    builtin_instruments().into_iter().find(|i| i.id == id)
+}
+
 /// The domains that ship with mbc-node, one per built-in instrument; elevated = caseness.
 pub fn builtin_domains() -> Vec<Domain> {
     [
@@ -466,10 +471,7 @@ mod tests {
     use super::*;
 
     fn phq9() -> Instrument {
-        builtin_instruments()
-            .into_iter()
-            .find(|i| i.id == "PHQ-9")
-            .unwrap()
+        builtin_instrument("PHQ-9").unwrap()
     }
 
     #[test]

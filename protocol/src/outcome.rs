@@ -155,13 +155,10 @@ pub fn jacobson_truax_cutoffs(m_clin: f64, s_clin: f64, m_func: f64, s_func: f64
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::instrument::builtin_instruments;
+    use crate::instrument::builtin_instrument;
 
     fn inst(id: &str) -> Instrument {
-        builtin_instruments()
-            .into_iter()
-            .find(|i| i.id == id)
-            .unwrap()
+        builtin_instrument(id).unwrap()
     }
 
     /// (PHQ pre, post, GAD pre, post) -> (caseness, RI, recovery, RR, RD)

@@ -149,13 +149,10 @@ pub fn loinc_answer_code(value: f64) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::instrument::builtin_instruments;
+    use crate::instrument::builtin_instrument;
 
     fn inst(id: &str) -> Instrument {
-        builtin_instruments()
-            .into_iter()
-            .find(|i| i.id == id)
-            .unwrap()
+        builtin_instrument(id).unwrap()
     }
 
     #[track_caller]
