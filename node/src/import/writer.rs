@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use protocol::pseudonym::{IdKind, Pseudonymiser};
-use rusqlite::{OptionalExtension, Statement, Transaction, params};
+use rusqlite::{OptionalExtension, Params, Row, Statement, Transaction, params};
 
 use super::fields::{FieldError, FieldResult};
 use super::records::{
@@ -121,16 +121,13 @@ impl<'a> Writer<'a> {
     /// Creates or updates a therapist's attributes (given values overwrite stored ones).
     pub(crate) fn upsert_therapist(&mut self, raw: &str, a: &TherapistAttrs) -> FieldResult<()> {
         let id = self.therapist(raw)?;
-        self.tx
-            .execute(
-                "UPDATE therapist SET profession = coalesce(?2, profession),
+        exec(self.tx, "UPDATE therapist SET profession = coalesce(?2, profession),
                     grade = coalesce(?3, grade), start_year = coalesce(?4, start_year),
                     gender = coalesce(?5, gender), languages = coalesce(?6, languages),
                     modalities = coalesce(?7, modalities), accepting_new = coalesce(?8, accepting_new),
                     wait_weeks = coalesce(?9, wait_weeks), payers = coalesce(?10, payers),
                     location = coalesce(?11, location)
-                 WHERE therapist_id = ?1",
-                params![
+                 WHERE therapist_id = ?1", params![
                     id,
                     a.profession,
                     a.grade,
@@ -142,9 +139,7 @@ impl<'a> Writer<'a> {
                     a.wait_weeks,
                     a.payers,
                     a.location
-                ],
-            )
-            .map_err(db)?;
+                ])?;
         Ok(())
     }
 
@@ -163,21 +158,20 @@ impl<'a> Writer<'a> {
     /// Creates or updates a patient's demographics.
     pub(crate) fn upsert_patient(&mut self, raw: &str, a: &PatientAttrs) -> FieldResult<()> {
         let id = self.patient(raw)?;
-        self.tx
-            .execute(
-                "UPDATE patient SET birth_year = coalesce(?2, birth_year), sex = coalesce(?3, sex),
+        exec(
+            self.tx,
+            "UPDATE patient SET birth_year = coalesce(?2, birth_year), sex = coalesce(?3, sex),
                     ethnicity_group = coalesce(?4, ethnicity_group),
                     deprivation_decile = coalesce(?5, deprivation_decile)
                  WHERE patient_id = ?1",
-                params![
-                    id,
-                    a.birth_year,
-                    a.sex,
-                    a.ethnicity_group,
-                    a.deprivation_decile
-                ],
-            )
-            .map_err(db)?;
+            params![
+                id,
+                a.birth_year,
+                a.sex,
+                a.ethnicity_group,
+                a.deprivation_decile
+            ],
+        )?;
         Ok(())
     }
 
@@ -195,27 +189,23 @@ impl<'a> Writer<'a> {
         }
         let therapist_id = self.therapist(therapist)?;
         let pseudonym = self.pseudo.pseudonym(IdKind::Episode, raw);
-        let existing: Option<(i64, i64)> = self
-            .tx
-            .query_row(
-                "SELECT episode_id, patient_id FROM episode WHERE pseudonym = ?1",
-                [&pseudonym],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(db)?;
+        let existing: Option<(i64, i64)> = row(
+            self.tx,
+            "SELECT episode_id, patient_id FROM episode WHERE pseudonym = ?1",
+            [&pseudonym],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         let id = match existing {
             Some((id, owner)) => {
                 check_owner(raw, owner, patient_id)?;
                 id
             }
             None => {
-                self.tx
-                    .execute(
-                        "INSERT INTO episode (pseudonym, patient_id, therapist_id) VALUES (?1, ?2, ?3)",
-                        params![pseudonym, patient_id, therapist_id],
-                    )
-                    .map_err(db)?;
+                exec(
+                    self.tx,
+                    "INSERT INTO episode (pseudonym, patient_id, therapist_id) VALUES (?1, ?2, ?3)",
+                    params![pseudonym, patient_id, therapist_id],
+                )?;
                 self.counts.episodes += 1;
                 self.tx.last_insert_rowid()
             }
@@ -236,16 +226,13 @@ impl<'a> Writer<'a> {
     ) -> FieldResult<()> {
         let id = self.episode(raw, patient, therapist)?;
         let therapist_id = self.therapist(therapist)?;
-        self.tx
-            .execute(
-                "UPDATE episode SET therapist_id = ?2,
+        exec(self.tx, "UPDATE episode SET therapist_id = ?2,
                     referral_date = coalesce(?3, referral_date), start_date = coalesce(?4, start_date),
                     end_date = coalesce(?5, end_date), end_reason = coalesce(?6, end_reason),
                     sessions_planned = coalesce(?7, sessions_planned),
                     sessions_attended = coalesce(?8, sessions_attended), step = coalesce(?9, step),
                     provisional_dx = coalesce(?10, provisional_dx)
-                 WHERE episode_id = ?1",
-                params![
+                 WHERE episode_id = ?1", params![
                     id,
                     therapist_id,
                     a.referral_date,
@@ -256,16 +243,12 @@ impl<'a> Writer<'a> {
                     a.sessions_attended,
                     a.step,
                     a.provisional_dx
-                ],
-            )
-            .map_err(db)?;
+                ])?;
         if casemix.is_empty() {
             return Ok(());
         }
         let c = casemix;
-        self.tx
-            .execute(
-                "INSERT INTO casemix (episode_id, age, employment, prior_treatment, psychotropic_med,
+        exec(self.tx, "INSERT INTO casemix (episode_id, age, employment, prior_treatment, psychotropic_med,
                     long_term_condition, disability, duration_of_problem_months, comorbidity_count,
                     referral_source, wsas)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
@@ -278,8 +261,7 @@ impl<'a> Writer<'a> {
                     duration_of_problem_months = coalesce(excluded.duration_of_problem_months, duration_of_problem_months),
                     comorbidity_count = coalesce(excluded.comorbidity_count, comorbidity_count),
                     referral_source = coalesce(excluded.referral_source, referral_source),
-                    wsas = coalesce(excluded.wsas, wsas)",
-                params![
+                    wsas = coalesce(excluded.wsas, wsas)", params![
                     id,
                     c.age,
                     c.employment,
@@ -291,9 +273,7 @@ impl<'a> Writer<'a> {
                     c.comorbidity_count,
                     c.referral_source,
                     c.wsas
-                ],
-            )
-            .map_err(db)?;
+                ])?;
         Ok(())
     }
 
@@ -309,15 +289,19 @@ impl<'a> Writer<'a> {
             .or_insert((k.seq, k.seq));
         *range = (range.0.min(k.seq), range.1.max(k.seq));
         if !self.sessions.contains_key(&(episode, k.seq)) {
-            let stored = self
-                .tx
-                .query_row(
-                    "SELECT session_id, date, attended, kind FROM session WHERE episode_id = ?1 AND seq = ?2",
-                    [episode, k.seq],
-                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, bool>(2)?, r.get::<_, String>(3)?)),
-                )
-                .optional()
-                .map_err(db)?;
+            let stored = row(
+                self.tx,
+                "SELECT session_id, date, attended, kind FROM session WHERE episode_id = ?1 AND seq = ?2",
+                [episode, k.seq],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, bool>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                },
+            )?;
             let info = match stored {
                 Some((id, date, attended, kind)) => SessionInfo {
                     id,
@@ -403,14 +387,18 @@ impl<'a> Writer<'a> {
             ])
             .map_err(db)?;
         if inserted == 0 {
-            let stored: f64 = self
-                .tx
-                .query_row(
-                    "SELECT score FROM assessment WHERE session_id = ?1 AND instrument_id = ?2",
-                    params![session, a.instrument_id],
-                    |r| r.get(0),
+            let stored: f64 = row(
+                self.tx,
+                "SELECT score FROM assessment WHERE session_id = ?1 AND instrument_id = ?2",
+                params![session, a.instrument_id],
+                |r| r.get(0),
+            )?
+            .ok_or_else(|| {
+                FieldError::new(
+                    "(store)",
+                    "database error: the conflicting assessment is missing",
                 )
-                .map_err(db)?;
+            })?;
             if stored != a.score {
                 return Err(FieldError::new(
                     "score",
@@ -512,18 +500,35 @@ fn get_or_insert(
     pseudonym: &str,
 ) -> FieldResult<(i64, bool)> {
     let select = format!("SELECT {key} FROM {table} WHERE pseudonym = ?1");
-    if let Some(id) = tx
-        .prepare_cached(&select)
-        .and_then(|mut s| s.query_row([pseudonym], |r| r.get(0)).optional())
-        .map_err(db)?
-    {
+    if let Some(id) = row(tx, &select, [pseudonym], |r| r.get(0))? {
         return Ok((id, false));
     }
-    let insert = format!("INSERT INTO {table} (pseudonym) VALUES (?1)");
-    tx.prepare_cached(&insert)
-        .and_then(|mut s| s.execute([pseudonym]))
-        .map_err(db)?;
+    exec(
+        tx,
+        &format!("INSERT INTO {table} (pseudonym) VALUES (?1)"),
+        [pseudonym],
+    )?;
     Ok((tx.last_insert_rowid(), true))
+}
+
+/// Runs `sql` through the connection's statement cache: the writer's statements run once per
+/// row or entity, and preparing them afresh each time would dominate large imports.
+fn exec(tx: &Transaction<'_>, sql: &str, params: impl Params) -> FieldResult<usize> {
+    tx.prepare_cached(sql)
+        .and_then(|mut s| s.execute(params))
+        .map_err(db)
+}
+
+/// The first row of `sql` mapped by `f`, `None` if there is none; cached like [`exec`].
+fn row<T>(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: impl Params,
+    f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> FieldResult<Option<T>> {
+    tx.prepare_cached(sql)
+        .and_then(|mut s| s.query_row(params, f).optional())
+        .map_err(db)
 }
 
 /// A database error while writing a row: reported against the row, since it rolls back the file.
