@@ -5,7 +5,9 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use integration_tests::{all_bytes, bin, canonical_content, checksum, contains, mbc};
+use integration_tests::{
+    all_bytes, bin, canonical_content, checksum, contains, import_clinic_csv, mbc,
+};
 
 const BASE: &str = "patient_id,therapist_id,episode_id,session,date,instrument,score
 P1,T1,E1,1,2024-01-08,PHQ-9,15
@@ -477,15 +479,7 @@ fn csv_and_fhir_give_identical_stored_content_and_no_raw_identifier_is_stored() 
     )
     .unwrap();
     let clinic = &summary["clinics"][0];
-    let mut args = vec!["import".to_string(), "--data-dir".into(), "csv".into()];
-    args.extend(
-        clinic["csv_files"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| format!("data/{}", f.as_str().unwrap())),
-    );
-    mbc(cwd, &args.iter().map(String::as_str).collect::<Vec<_>>()).ok();
+    import_clinic_csv(cwd, "csv", clinic);
     let fhir_file = format!("data/{}", clinic["fhir_files"][0].as_str().unwrap());
     mbc(cwd, &["import", "--data-dir", "fhir", &fhir_file]).ok();
     let a = canonical_content(&cwd.join("csv/local.db"));

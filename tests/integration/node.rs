@@ -1,6 +1,6 @@
 //! A clinic's first steps: init, synth, import, status, instruments.
 
-use integration_tests::{mbc, mbc_env};
+use integration_tests::{import_clinic_csv, mbc, mbc_env};
 
 #[test]
 fn init_synth_import_status() {
@@ -38,15 +38,7 @@ fn init_synth_import_status() {
     .json();
     assert!(init["peer_id"].as_str().unwrap().starts_with("12D3KooW"));
     let clinic = &synth["clinics"][0];
-    let files: Vec<String> = clinic["csv_files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| format!("data/{}", f.as_str().unwrap()))
-        .collect();
-    let mut args = vec!["import", "--data-dir", "node", "--json"];
-    args.extend(files.iter().map(String::as_str));
-    let outcomes = mbc(cwd, &args).ok().json();
+    let outcomes = import_clinic_csv(cwd, "node", clinic);
     assert_eq!(outcomes.as_array().unwrap().len(), 4);
     let status = mbc(cwd, &["status", "--data-dir", "node", "--json"])
         .ok()

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use integration_tests::mbc;
+use integration_tests::{import_clinic_csv, mbc};
 
 /// A node holding one synthetic clinic (12 therapists × 45 patients), in `cwd/node`.
 fn node(cwd: &Path, extra: &[&str]) -> serde_json::Value {
@@ -24,15 +24,7 @@ fn node(cwd: &Path, extra: &[&str]) -> serde_json::Value {
     args.extend(extra);
     let summary = mbc(cwd, &args).ok().json();
     mbc(cwd, &["init", "--data-dir", "node", "--name", "Riverside"]).ok();
-    let files: Vec<String> = summary["clinics"][0]["csv_files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| format!("data/{}", f.as_str().unwrap()))
-        .collect();
-    let mut args = vec!["import", "--data-dir", "node"];
-    args.extend(files.iter().map(String::as_str));
-    mbc(cwd, &args).ok();
+    import_clinic_csv(cwd, "node", &summary["clinics"][0]);
     serde_json::from_slice(&std::fs::read(cwd.join("data/truth.json")).unwrap()).unwrap()
 }
 

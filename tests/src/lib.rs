@@ -197,3 +197,23 @@ pub fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// Imports the CSV files `synth` wrote for `clinic` (an element of its `--json` summary's
+/// `clinics`, data under `cwd/data`) into the node in `cwd/node_dir`; returns the `--json`
+/// outcomes. Panics if the import fails.
+#[track_caller]
+pub fn import_clinic_csv(
+    cwd: &Path,
+    node_dir: &str,
+    clinic: &serde_json::Value,
+) -> serde_json::Value {
+    let files: Vec<String> = clinic["csv_files"]
+        .as_array()
+        .expect("a synth clinic summary lists its csv_files")
+        .iter()
+        .map(|f| format!("data/{}", f.as_str().unwrap_or_default()))
+        .collect();
+    let mut args = vec!["import", "--data-dir", node_dir, "--json"];
+    args.extend(files.iter().map(String::as_str));
+    mbc(cwd, &args).ok().json()
+}
