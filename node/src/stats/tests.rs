@@ -7,7 +7,7 @@ use protocol::instrument::{builtin_domains, builtin_instruments};
 use protocol::outcome::IaptRules;
 use protocol::therapist::{Label, Minimums, Rule};
 
-use crate::synth::model::{self, Assignment, DOMAINS, Params, Planted};
+use crate::synth::model::{self, Assignment, Params, Planted};
 
 /// The generated clinic as the engine sees it (PHQ-9 = instrument 0, GAD-7 = 1).
 pub(crate) fn episodes(clinic: &model::Clinic) -> Vec<EpisodeData> {
@@ -41,16 +41,7 @@ pub(crate) fn episodes(clinic: &model::Clinic) -> Vec<EpisodeData> {
             let mut scores: Vec<Scores> = Vec::new();
             for s in &p.sessions {
                 for m in &s.measures {
-                    let answered: Vec<f64> =
-                        m.items.iter().flatten().map(|v| f64::from(*v)).collect();
-                    let total = m.score.map_or_else(
-                        || {
-                            (answered.iter().sum::<f64>() * DOMAINS[m.domain].6 as f64
-                                / answered.len() as f64)
-                                .round()
-                        },
-                        f64::from,
-                    );
+                    let total = m.total();
                     match scores.iter_mut().find(|x| x.instrument == m.domain) {
                         Some(x) => {
                             x.post = total;

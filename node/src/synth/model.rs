@@ -208,6 +208,23 @@ pub struct Measure {
     pub score: Option<u32>,
 }
 
+impl Measure {
+    /// The total the node will store: the score, or the importer's prorated total when an item
+    /// is missing (`protocol::scoring`, the one place the prorating rule lives).
+    pub fn total(&self) -> f64 {
+        let Some(score) = self.score else {
+            // Unwrap safety: DOMAINS names built-in instruments, and `measure` leaves at most
+            // one item missing, which the scoring rule accepts.
+            let inst = protocol::instrument::builtin_instrument(DOMAINS[self.domain].1).unwrap();
+            let answers: Vec<Option<f64>> = self.items.iter().map(|v| v.map(f64::from)).collect();
+            return protocol::scoring::total_from_items(&inst, &answers)
+                .unwrap()
+                .total;
+        };
+        f64::from(score)
+    }
+}
+
 /// One attended session.
 #[derive(Debug, Clone)]
 pub struct Session {

@@ -9,16 +9,7 @@ fn first_last(p: &Patient, d: usize) -> Option<(f64, f64)> {
         .iter()
         .flat_map(|s| s.measures.iter())
         .filter(|m| m.domain == d)
-        .map(|m| {
-            let answered: Vec<f64> = m.items.iter().flatten().map(|v| f64::from(*v)).collect();
-            m.score.map_or_else(
-                || {
-                    (answered.iter().sum::<f64>() * DOMAINS[d].6 as f64 / answered.len() as f64)
-                        .round()
-                },
-                f64::from,
-            )
-        })
+        .map(Measure::total)
         .collect();
     Some((*scores.first()?, *scores.last()?))
 }
