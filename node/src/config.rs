@@ -215,22 +215,34 @@ impl Config {
              pseudonym_secret_file = {}\n\n\
              [stats]\n\
              # Labelling rule: \"eb-interval\" (95 % empirical-Bayes interval excludes 0) or \"kraus\".\n\
-             rule = \"eb-interval\"\n\
+             rule = {}\n\
              # Patients needed per therapist and domain to show a statistic, and to label it.\n\
-             min_n_show = 10\n\
-             min_n_classify = 30\n\
+             min_n_show = {}\n\
+             min_n_classify = {}\n\
              # NHS Talking Therapies: reliable improvement needs no reliable deterioration on the\n\
              # other measure (and vice versa).\n\
-             other_measure_clause = true\n\
-             paired_instruments = [\"PHQ-9\", \"GAD-7\"]\n\
+             other_measure_clause = {}\n\
+             paired_instruments = {}\n\
              # Ridge penalty of the risk model.\n\
-             ridge = 1e-6\n",
+             ridge = {}\n",
             toml_string(&self.clinic.name),
             opt(&self.clinic.country, "country"),
             opt(&self.clinic.service_type, "service_type"),
             toml_string(&self.store.path),
             toml_string(&self.keys.identity_key_file),
             toml_string(&self.keys.pseudonym_secret_file),
+            toml_string(&self.stats.rule),
+            self.stats.min_n_show,
+            self.stats.min_n_classify,
+            self.stats.other_measure_clause,
+            toml::Value::Array(
+                self.stats
+                    .paired_instruments
+                    .iter()
+                    .map(|i| toml::Value::String(i.clone()))
+                    .collect()
+            ),
+            toml::Value::Float(self.stats.ridge),
         )
     }
 
@@ -256,6 +268,30 @@ mod tests {
         assert_eq!(back.clinic.country.as_deref(), Some("GB"));
         assert_eq!(back.clinic.service_type, None);
         assert_eq!(back.keys.pseudonym_secret_file, "pseudonym.key");
+    }
+
+    #[test]
+    fn stats_settings_are_written_as_they_are() {
+        let mut c = Config::new("x".into(), None, None);
+        c.stats = StatsConfig {
+            rule: "kraus".into(),
+            min_n_show: 5,
+            min_n_classify: 15,
+            other_measure_clause: false,
+            paired_instruments: vec!["PHQ-9".into(), "CORE-10".into()],
+            ridge: 0.5,
+        };
+        let back = Config::parse(&c.to_toml()).unwrap().stats;
+        assert_eq!(back.rule, "kraus");
+        assert_eq!((back.min_n_show, back.min_n_classify), (5, 15));
+        assert!(!back.other_measure_clause);
+        assert_eq!(back.paired_instruments, ["PHQ-9", "CORE-10"]);
+        assert_eq!(back.ridge, 0.5);
+        let defaults = Config::parse(&Config::new("x".into(), None, None).to_toml())
+            .unwrap()
+            .stats;
+        assert_eq!(defaults.ridge, 1e-6);
+        assert_eq!(defaults.rule, "eb-interval");
     }
 
     #[test]
