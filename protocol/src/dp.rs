@@ -113,7 +113,7 @@ pub struct Block {
     hi: Vec<f64>,
     /// Feature and target bounds of a sum-of-products block.
     products: Option<(Vec<Interval>, Interval)>,
-    /// Per-entry bound of one therapist's whole contribution (P3), for aggregate blocks.
+    /// Per-entry bound of how far one therapist's caseload can move each entry (P3).
     therapist: Option<Vec<f64>>,
     weight: f64,
     // Set by Layout::new.
@@ -121,6 +121,8 @@ pub struct Block {
     scale: f64,
     /// Per-entry integer bound of one episode's encoded contribution.
     episode_bound: Vec<u64>,
+    /// L2 bound of one patient's encoded contribution to this block.
+    patient_bound: f64,
 }
 
 impl Block {
@@ -137,6 +139,7 @@ impl Block {
             offset: 0,
             scale: 0.0,
             episode_bound: Vec::new(),
+            patient_bound: 0.0,
         }
     }
 
@@ -236,6 +239,25 @@ impl Block {
         self.scale
     }
 
+    /// L2 bound of one patient's encoded contribution to this block (its share of the
+    /// layout's sensitivity).
+    pub fn patient_bound(&self) -> f64 {
+        self.patient_bound
+    }
+
+    /// Per-entry bound of one patient's encoded contribution (integer units): k·eᵢ for
+    /// per-episode blocks, ⌈scale·k·mᵢ⌉ + 1 for aggregates.
+    pub fn patient_entry_bounds(&self, max_episodes: u32) -> Vec<u64> {
+        let k = u64::from(max_episodes);
+        match self.kind {
+            BlockKind::Aggregate => self
+                .magnitudes()
+                .map(|m| (self.scale * k as f64 * m).ceil() as u64 + 1)
+                .collect(),
+            _ => self.episode_bound.iter().map(|e| k * e).collect(),
+        }
+    }
+
     /// Per-entry clipping bounds of one episode's contribution, in real units.
     pub fn bounds(&self) -> impl Iterator<Item = (f64, f64)> + '_ {
         self.lo.iter().copied().zip(self.hi.iter().copied())
@@ -274,7 +296,7 @@ impl Block {
         if self.magnitudes().all(|m| m == 0.0) {
             return Err(self.error("bounds are all zero"));
         }
-        if !(self.weight.is_finite() && self.weight > 0.0) {
+        if !self.weight.is_finite() || self.weight <= 0.0 {
             return Err(self.error("weight must be positive"));
         }
         if let Some(t) = &self.therapist
@@ -362,13 +384,15 @@ impl Layout {
                         .magnitudes()
                         .map(|m| (b.scale * m).ceil() as u64)
                         .collect();
-                    patient_sq += b
+                    let block_sq = b
                         .magnitudes()
                         .map(|m| {
                             let e = (b.scale * k * m).ceil() as u128 + 1;
                             e * e
                         })
                         .sum::<u128>();
+                    b.patient_bound = sqrt_up(block_sq);
+                    patient_sq += block_sq;
                     if let Some(t) = &b.therapist {
                         *therapist_sq.get_or_insert(0) += t
                             .iter()
@@ -386,7 +410,7 @@ impl Layout {
                         .map(|m| (b.scale * m).ceil() as u64)
                         .collect();
                     let k = u128::from(max_episodes);
-                    patient_sq += b
+                    let block_sq = b
                         .episode_bound
                         .iter()
                         .map(|e| {
@@ -394,6 +418,8 @@ impl Layout {
                             e * e
                         })
                         .sum::<u128>();
+                    b.patient_bound = sqrt_up(block_sq);
+                    patient_sq += block_sq;
                 }
             }
         }

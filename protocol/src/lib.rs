@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod analysis;
+pub mod benchmark;
 pub mod dp;
 pub mod instrument;
 pub mod outcome;

@@ -55,6 +55,35 @@ impl SuffStats {
         }
     }
 
+    /// Statistics from sums computed elsewhere (e.g. a DP release): `xtx_upper` is the upper
+    /// triangle of XᵀX, row-major, p(p+1)/2 entries; `n` the number of observations.
+    pub fn from_sums(
+        p: usize,
+        n: u64,
+        xtx_upper: &[f64],
+        xty: &[f64],
+        yty: f64,
+    ) -> Result<Self, Error> {
+        if xtx_upper.len() != p * (p + 1) / 2 || xty.len() != p {
+            return Err(Error::Shape {
+                expected: p * (p + 1) / 2,
+                got: xtx_upper.len(),
+            });
+        }
+        let mut s = Self::new(p);
+        let mut k = 0;
+        for i in 0..p {
+            for j in i..p {
+                s.xtx[i * p + j] = xtx_upper[k];
+                k += 1;
+            }
+        }
+        s.xty.copy_from_slice(xty);
+        s.yty = yty;
+        s.n = n;
+        Ok(s)
+    }
+
     /// Adds one observation.
     pub fn add(&mut self, x: &[f64], y: f64) -> Result<(), Error> {
         if x.len() != self.p {

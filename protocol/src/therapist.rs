@@ -60,29 +60,88 @@ pub struct VarianceComponents {
     pub mean: f64,
 }
 
+/// The sums one-way ANOVA needs, over therapists with at least one patient. They add across
+/// clinics, and are what a network release carries (`benchmark` block `anova`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct AnovaSums {
+    /// N = Σⱼ nⱼ.
+    pub n: f64,
+    /// Σ r.
+    pub sum: f64,
+    /// Σ r².
+    pub sum_sq: f64,
+    /// Σⱼ Sⱼ²/nⱼ.
+    pub between: f64,
+    /// J, therapists.
+    pub therapists: f64,
+    /// Σⱼ nⱼ².
+    pub n_sq: f64,
+}
+
+impl AnovaSums {
+    /// The sums of per-therapist groups (empty groups ignored).
+    pub fn of<'a>(groups: impl IntoIterator<Item = &'a Group>) -> Self {
+        let mut s = Self::default();
+        for g in groups.into_iter().filter(|g| g.n > 0) {
+            let n = g.n as f64;
+            s.n += n;
+            s.sum += g.sum;
+            s.sum_sq += g.sum_sq;
+            s.between += g.sum * g.sum / n;
+            s.therapists += 1.0;
+            s.n_sq += n * n;
+        }
+        s
+    }
+
+    /// As an array, in the order [N, Σr, Σr², Σⱼ Sⱼ²/nⱼ, J, Σⱼ nⱼ²].
+    pub fn to_array(self) -> [f64; 6] {
+        [
+            self.n,
+            self.sum,
+            self.sum_sq,
+            self.between,
+            self.therapists,
+            self.n_sq,
+        ]
+    }
+
+    /// From an array in [`AnovaSums::to_array`] order.
+    pub fn from_array(a: [f64; 6]) -> Self {
+        Self {
+            n: a[0],
+            sum: a[1],
+            sum_sq: a[2],
+            between: a[3],
+            therapists: a[4],
+            n_sq: a[5],
+        }
+    }
+}
+
 /// One-way ANOVA estimates from per-therapist sums. `None` with fewer than 2 therapists or no
 /// within-therapist degrees of freedom.
 pub fn variance_components(groups: &[Group]) -> Option<VarianceComponents> {
-    let groups: Vec<&Group> = groups.iter().filter(|g| g.n > 0).collect();
-    let j = groups.len() as f64;
-    let n: f64 = groups.iter().map(|g| g.n as f64).sum();
+    variance_from_sums(AnovaSums::of(groups))
+}
+
+/// One-way ANOVA estimates (method of moments, DOMAIN.md §7) from sums that may carry DP noise:
+/// J is rounded, sums of squares are clamped at 0. `None` with fewer than 2 therapists, no
+/// within-therapist degrees of freedom, or a non-positive n₀ or MSW.
+pub fn variance_from_sums(s: AnovaSums) -> Option<VarianceComponents> {
+    let (j, n) = (s.therapists.round(), s.n);
     if j < 2.0 || n - j < 1.0 {
         return None;
     }
-    let total: f64 = groups.iter().map(|g| g.sum).sum();
-    let mean = total / n;
-    let ssb: f64 = groups
-        .iter()
-        .map(|g| g.n as f64 * (g.mean() - mean).powi(2))
-        .sum();
-    let ssw: f64 = groups
-        .iter()
-        .map(|g| g.sum_sq - g.sum * g.sum / g.n as f64)
-        .sum::<f64>()
-        .max(0.0);
+    let mean = s.sum / n;
+    let ssb = (s.between - s.sum * s.sum / n).max(0.0);
+    let ssw = (s.sum_sq - s.between).max(0.0);
     let (df_b, df_w) = (j - 1.0, n - j);
     let (msb, msw) = (ssb / df_b, ssw / df_w);
-    let n0 = (n - groups.iter().map(|g| (g.n as f64).powi(2)).sum::<f64>() / n) / df_b;
+    let n0 = (n - s.n_sq / n) / df_b;
+    if n0.is_nan() || n0 <= 0.0 {
+        return None;
+    }
     let tau2 = ((msb - msw) / n0).max(0.0);
     let icc = if tau2 + msw > 0.0 {
         tau2 / (tau2 + msw)
@@ -92,7 +151,7 @@ pub fn variance_components(groups: &[Group]) -> Option<VarianceComponents> {
     let tau2_interval = tau2_interval(msb, msw, n0, df_b, df_w);
     Some(VarianceComponents {
         therapists: j as u64,
-        patients: n as u64,
+        patients: n.round().max(0.0) as u64,
         tau2,
         sigma2: msw,
         tau2_interval,

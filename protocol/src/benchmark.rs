@@ -1,0 +1,544 @@
+//! The `benchmark` release vector, layout version [`LAYOUT_VERSION`] (DESIGN.md §10).
+//!
+//! Per domain, six blocks (names prefixed `<domain>.`):
+//!
+//! | block | kind | entries |
+//! |---|---|---|
+//! | `outcomes` | counts | episodes, finished, finished at caseness, reliable improvement, reliable deterioration, recovered, reliable recovery |
+//! | `intake` | histogram | intake score (unit bins for ranges of 10–40 points, else 41 equal bins) |
+//! | `change` | histogram | post − pre over ±range |
+//! | `risk` | sums of products | XᵀX (upper triangle), Xᵀy, yᵀy of the risk model's features and post score |
+//! | `curves` | clipped sums by intake-severity band | score sum and count at sessions 1..[`SESSIONS`] |
+//! | `anova` | aggregate | N, Σr, Σr², Σⱼ Sⱼ²/nⱼ, J, Σⱼ nⱼ² over elevated episodes' residuals |
+//!
+//! Every block is bounded per episode; a patient contributes at most `max_episodes` episodes per
+//! domain (the first ones in the caller's order), so [`crate::dp::Layout`] derives the
+//! per-patient sensitivity. Residuals are clipped to ±(score range). For the `anova` block each
+//! therapist contributes at most `caseload_cap` episodes (the first in order); one new episode
+//! may then displace another, which the declared bounds cover (2R, 4R²; see [`anova_bounds`]),
+//! and the cap bounds how far one therapist's outcomes can move the block (P3).
+//!
+//! [`BenchmarkLayout::summarise`] post-processes a released (noisy) vector: counts clamped at 0,
+//! rates, histogram means and quartiles, the risk model solved with a noise-scaled ridge,
+//! τ² and σ² by one-way ANOVA, expected curves per band, and suppression where noise dominates.
+//! Post-processing costs no privacy budget.
+
+use crate::analysis::{FEATURES, domain_score};
+use crate::dp::{self, Block, Layout};
+use crate::instrument::{Direction, Domain, Instrument};
+use crate::risk::SuffStats;
+use crate::therapist::{AnovaSums, Group, VarianceComponents, variance_from_sums};
+
+/// Version of the vector layout below; bump it on any change to blocks, bins or bounds.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Sessions covered by the expected-curve block.
+pub const SESSIONS: usize = 12;
+
+/// Histogram bins when unit bins do not fit.
+const MAX_BINS: usize = 40;
+
+/// Relative noise (SD / value) beyond which a derived figure is suppressed.
+const SUPPRESS_RELATIVE_SD: f64 = 0.1;
+
+/// Contribution bounding parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Params {
+    /// Episodes one patient may contribute per domain.
+    pub max_episodes: u32,
+    /// Episodes one therapist may contribute per domain to the `anova` block.
+    pub caseload_cap: u32,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            max_episodes: 1,
+            caseload_cap: 200,
+        }
+    }
+}
+
+/// A domain as the benchmark sees it: score range and severity bands in domain units.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DomainSpec {
+    /// Domain id.
+    pub id: String,
+    /// Lowest domain score.
+    pub lo: f64,
+    /// Highest domain score.
+    pub hi: f64,
+    /// Lower bounds of the intake severity bands (least to most severe), domain units.
+    pub bands: Vec<f64>,
+    /// Which way is better.
+    pub direction: Direction,
+}
+
+impl DomainSpec {
+    /// The spec of `domain`, measured by `inst`: its range and severity bands transformed to
+    /// domain units; four equal bands when the instrument declares none.
+    pub fn new(domain: &Domain, inst: &Instrument) -> Self {
+        let t = |x| domain_score(domain, inst, x);
+        let (lo, hi) = (t(inst.min).min(t(inst.max)), t(inst.min).max(t(inst.max)));
+        let mut bands: Vec<f64> = if inst.bands.is_empty() {
+            (0..4)
+                .map(|i| lo + (hi - lo) * f64::from(i) / 4.0)
+                .collect()
+        } else {
+            inst.bands.iter().map(|(b, _)| t(*b)).collect()
+        };
+        bands.sort_by(f64::total_cmp);
+        Self {
+            id: domain.id.clone(),
+            lo,
+            hi,
+            bands,
+            direction: inst.direction,
+        }
+    }
+
+    fn range(&self) -> f64 {
+        self.hi - self.lo
+    }
+
+    /// Index of the severity band of intake score `pre`.
+    pub fn band(&self, pre: f64) -> usize {
+        self.bands.iter().rposition(|b| pre >= *b).unwrap_or(0)
+    }
+}
+
+/// Equal-width bins: bin i covers [start + i·width, start + (i+1)·width).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bins {
+    /// Left edge of the first bin.
+    pub start: f64,
+    /// Bin width.
+    pub width: f64,
+    /// Number of bins.
+    pub n: usize,
+}
+
+impl Bins {
+    /// Unit bins centred on the integers of [lo, hi] when the range is 10 to `max − 1` points,
+    /// else `max` equal bins.
+    fn over(lo: f64, hi: f64, max: usize) -> Self {
+        let range = hi - lo;
+        if range.fract() == 0.0 && lo.fract() == 0.0 && (10.0..=(max - 1) as f64).contains(&range) {
+            Self {
+                start: lo - 0.5,
+                width: 1.0,
+                n: range as usize + 1,
+            }
+        } else {
+            Self {
+                start: lo,
+                width: range / max as f64,
+                n: max,
+            }
+        }
+    }
+
+    /// The bin of `x` (values outside the range go to the end bins).
+    pub fn index(&self, x: f64) -> usize {
+        let i = ((x - self.start) / self.width).floor();
+        (i.max(0.0) as usize).min(self.n - 1)
+    }
+
+    /// Centre of bin `i`.
+    pub fn centre(&self, i: usize) -> f64 {
+        self.start + (i as f64 + 0.5) * self.width
+    }
+}
+
+/// One episode's contribution to one domain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contribution {
+    /// The patient (any stable local key; never leaves the node).
+    pub patient: u64,
+    /// The primary therapist (any stable local key; never leaves the node).
+    pub therapist: u64,
+    /// Index into the layout's domains.
+    pub domain: usize,
+    /// First valid score, domain units.
+    pub pre: f64,
+    /// Last valid score, domain units.
+    pub post: f64,
+    /// Finished course (≥ 2 attended treatment sessions).
+    pub finished: bool,
+    /// At caseness at the start / the end (`None`: the instrument has no cut-off).
+    pub caseness: Option<(bool, bool)>,
+    /// Reliable improvement / deterioration (`None`: no reliable-change threshold).
+    pub reliable: Option<(bool, bool)>,
+    /// The risk model's features ([`FEATURES`]).
+    pub features: Vec<f64>,
+    /// Residual against the local risk model, for episodes elevated at intake (the ones that
+    /// enter therapist variance).
+    pub residual: Option<f64>,
+    /// (session sequence number, score in domain units), first score per session.
+    pub sessions: Vec<(u32, f64)>,
+}
+
+/// Bounds of the risk model's features, in [`FEATURES`] order, for a domain scored in [lo, hi].
+fn feature_bounds(lo: f64, hi: f64) -> Vec<(f64, f64)> {
+    let bounds: [(f64, f64); FEATURES.len()] = [
+        (1.0, 1.0),  // intercept
+        (lo, hi),    // intake
+        (-2.5, 5.0), // age per decade from 40: ages 15–90
+        (0.0, 1.0),  // female
+        (0.0, 1.0),  // prior treatment
+        (0.0, 1.0),  // psychotropic medication
+        (0.0, 1.0),  // long-term condition
+        (0.0, 1.0),  // disability
+        (0.0, 10.0), // comorbidity count
+        (0.0, 1.0),  // unemployed
+        (-2.0, 2.0), // WSAS per 10 from 20: WSAS 0–40
+        (0.0, 1.0),  // case mix missing
+    ];
+    bounds.to_vec()
+}
+
+/// Per-episode change bounds and one therapist's whole-caseload bounds of the `anova` block
+/// [N, Σr, Σr², Σⱼ Sⱼ²/nⱼ, J, Σⱼ nⱼ²] for residuals clipped to ±r and caseloads capped at c.
+///
+/// One added episode either joins a therapist below the cap (N +1, Σr ±r, Σr² +r²,
+/// Sⱼ²/nⱼ changes by at most 3r², J +1, nⱼ² by 2c − 1) or displaces the last of a capped
+/// therapist's episodes (Σr by ≤ 2r, Σr² by ≤ r², Sⱼ²/c by ≤ (2r)(2cr)/c = 4r²); the bounds are
+/// the larger of the two.
+///
+/// Therapist level (P3): the protected quantity is a therapist's effect, so neighbouring data
+/// sets differ in every outcome (residual) of one therapist's capped caseload, while caseload
+/// sizes stay: Σr moves by ≤ 2cr, Σr² and Sⱼ²/nⱼ by ≤ cr², N, J and Σnⱼ² not at all.
+pub fn anova_bounds(r: f64, c: u32) -> (Vec<f64>, Vec<f64>) {
+    let c = f64::from(c);
+    (
+        vec![1.0, 2.0 * r, r * r, 4.0 * r * r, 1.0, 2.0 * c - 1.0],
+        vec![0.0, 2.0 * c * r, c * r * r, c * r * r, 0.0, 0.0],
+    )
+}
+
+/// The benchmark layout for a list of domains.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchmarkLayout {
+    domains: Vec<DomainSpec>,
+    params: Params,
+    layout: Layout,
+    bins: Vec<(Bins, Bins)>,
+}
+
+/// Block names of one domain, in vector order.
+pub const BLOCKS: [&str; 6] = ["outcomes", "intake", "change", "risk", "curves", "anova"];
+
+impl BenchmarkLayout {
+    /// Builds the layout (and so its sensitivity) for `domains`.
+    pub fn new(domains: Vec<DomainSpec>, params: Params) -> Result<Self, dp::Error> {
+        if params.caseload_cap == 0 {
+            return Err(dp::Error::Parameter(
+                "caseload_cap must be at least 1".into(),
+            ));
+        }
+        let mut blocks = Vec::new();
+        let mut bins = Vec::new();
+        for d in &domains {
+            if d.range().is_nan() || d.range() <= 0.0 || d.bands.is_empty() {
+                return Err(dp::Error::Parameter(format!(
+                    "domain {:?} has no score range",
+                    d.id
+                )));
+            }
+            let intake = Bins::over(d.lo, d.hi, MAX_BINS + 1);
+            let change = Bins::over(-d.range(), d.range(), 2 * MAX_BINS + 1);
+            bins.push((intake, change));
+            let name = |b: &str| format!("{}.{b}", d.id);
+            let (slo, shi) = (d.lo.min(0.0), d.hi.max(0.0));
+            let mut curve_lo = vec![slo; SESSIONS];
+            curve_lo.extend([0.0; SESSIONS]);
+            let mut curve_hi = vec![shi; SESSIONS];
+            curve_hi.extend([1.0; SESSIONS]);
+            let (episode, therapist) = anova_bounds(d.range(), params.caseload_cap);
+            blocks.extend([
+                Block::counts(&name("outcomes"), 7),
+                Block::histogram(&name("intake"), intake.n),
+                Block::histogram(&name("change"), change.n),
+                Block::sum_of_products(&name("risk"), feature_bounds(d.lo, d.hi), (d.lo, d.hi)),
+                Block::clipped_sums(&name("curves"), d.bands.len(), curve_lo, curve_hi),
+                Block::aggregate(&name("anova"), episode, Some(therapist)),
+            ]);
+        }
+        let layout = Layout::new(blocks, params.max_episodes)?;
+        Ok(Self {
+            domains,
+            params,
+            layout,
+            bins,
+        })
+    }
+
+    /// The release layout (blocks, scales, sensitivity).
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The domains, in vector order.
+    pub fn domains(&self) -> &[DomainSpec] {
+        &self.domains
+    }
+
+    /// The contribution-bounding parameters.
+    pub fn params(&self) -> Params {
+        self.params
+    }
+
+    /// (intake, change) histogram bins of domain `d`.
+    pub fn bins(&self, d: usize) -> (Bins, Bins) {
+        self.bins[d]
+    }
+
+    fn block_index(&self, d: usize, block: usize) -> usize {
+        d * BLOCKS.len() + block
+    }
+
+    /// Encodes contributions (in the caller's order: a patient's first `max_episodes` episodes
+    /// per domain count, and a therapist's first `caseload_cap` elevated episodes per domain
+    /// enter the `anova` block).
+    pub fn encode(&self, contributions: &[Contribution]) -> Result<Vec<i64>, dp::Error> {
+        let mut enc = self.layout.encoder();
+        let mut admitted: std::collections::HashMap<(u64, usize), u32> = Default::default();
+        let mut groups: Vec<std::collections::BTreeMap<u64, Group>> =
+            vec![Default::default(); self.domains.len()];
+        for c in contributions {
+            let Some(d) = self.domains.get(c.domain) else {
+                return Err(dp::Error::Parameter(format!("no domain {}", c.domain)));
+            };
+            let n = admitted.entry((c.patient, c.domain)).or_insert(0);
+            if *n >= self.params.max_episodes {
+                continue;
+            }
+            *n += 1;
+            let (intake, change) = self.bins[c.domain];
+            let b = |i| self.block_index(c.domain, i);
+            let flag = |x: bool| f64::from(u8::from(x));
+            let (case_pre, case_post) = c.caseness.unwrap_or((false, false));
+            let (ri, rd) = c.reliable.unwrap_or((false, false));
+            let counted = c.finished;
+            let recovered = counted && case_pre && !case_post;
+            enc.add(
+                c.patient,
+                b(0),
+                0,
+                &[
+                    1.0,
+                    flag(counted),
+                    flag(counted && case_pre),
+                    flag(counted && ri),
+                    flag(counted && rd),
+                    flag(recovered),
+                    flag(recovered && ri),
+                ],
+            )?;
+            enc.add_bin(c.patient, b(1), intake.index(c.pre))?;
+            enc.add_bin(c.patient, b(2), change.index(c.post - c.pre))?;
+            enc.add_products(c.patient, b(3), &c.features, c.post)?;
+            let mut curve = vec![0.0; 2 * SESSIONS];
+            for (seq, score) in &c.sessions {
+                let s = *seq as usize;
+                if (1..=SESSIONS).contains(&s) && curve[SESSIONS + s - 1] == 0.0 {
+                    curve[s - 1] = *score;
+                    curve[SESSIONS + s - 1] = 1.0;
+                }
+            }
+            enc.add(c.patient, b(4), d.band(c.pre), &curve)?;
+            if let Some(r) = c.residual {
+                let g = groups[c.domain].entry(c.therapist).or_default();
+                if g.n < u64::from(self.params.caseload_cap) {
+                    g.add(r.clamp(-d.range(), d.range()));
+                }
+            }
+        }
+        for (d, groups) in groups.iter().enumerate() {
+            enc.set_aggregate(
+                self.block_index(d, 5),
+                &AnovaSums::of(groups.values()).to_array(),
+            )?;
+        }
+        Ok(enc.finish())
+    }
+
+    /// Post-processes a released vector whose noise has standard deviation `sigma` (encoded
+    /// units; 0 for an exact sum).
+    pub fn summarise(&self, values: &[i64], sigma: f64) -> Result<Vec<DomainSummary>, dp::Error> {
+        let decoded = self.layout.decode(values)?;
+        Ok((0..self.domains.len())
+            .map(|d| self.summarise_domain(d, &decoded, sigma))
+            .collect())
+    }
+
+    fn summarise_domain(&self, d: usize, decoded: &[f64], sigma: f64) -> DomainSummary {
+        let spec = &self.domains[d];
+        let block = |i: usize| {
+            let b = &self.layout.blocks()[self.block_index(d, i)];
+            (
+                &decoded[b.offset()..b.offset() + b.len()],
+                sigma / b.scale(),
+            )
+        };
+        let mut suppressed = Vec::new();
+        // Outcomes.
+        let (o, o_sd) = block(0);
+        let count = |i: usize| o[i].max(0.0);
+        let mut rate = |name: &str, num: usize, den: usize| {
+            let den_v = count(den);
+            if den_v <= 0.0 || o_sd / den_v > SUPPRESS_RELATIVE_SD {
+                suppressed.push(name.to_owned());
+                None
+            } else {
+                Some((count(num) / den_v).clamp(0.0, 1.0))
+            }
+        };
+        let rates = Rates {
+            reliable_improvement: rate("reliable_improvement", 3, 1),
+            reliable_deterioration: rate("reliable_deterioration", 4, 1),
+            recovery: rate("recovery", 5, 2),
+            reliable_recovery: rate("reliable_recovery", 6, 2),
+        };
+        let (intake_bins, change_bins) = self.bins[d];
+        let (ih, ih_sd) = block(1);
+        let (ch, ch_sd) = block(2);
+        let intake = Distribution::from_histogram(ih, intake_bins, ih_sd);
+        let change = Distribution::from_histogram(ch, change_bins, ch_sd);
+        if intake.is_none() {
+            suppressed.push("intake".into());
+        }
+        if change.is_none() {
+            suppressed.push("change".into());
+        }
+        // Risk model from the noisy sums, with a ridge on the scale of the noise.
+        let (r, r_sd) = block(3);
+        let p = FEATURES.len();
+        let tri = p * (p + 1) / 2;
+        let n = count(0).round() as u64;
+        let ridge = (3.0 * r_sd).max(1e-6);
+        let risk = SuffStats::from_sums(p, n, &r[..tri], &r[tri..tri + p], r[tri + p])
+            .ok()
+            .and_then(|s| s.fit(ridge).ok())
+            .map(|m| m.beta);
+        if risk.is_none() {
+            suppressed.push("risk".into());
+        }
+        // Expected curves per band.
+        let (cv, cv_sd) = block(4);
+        let curves = (0..spec.bands.len())
+            .map(|band| {
+                let g = &cv[band * 2 * SESSIONS..(band + 1) * 2 * SESSIONS];
+                (0..SESSIONS)
+                    .map(|s| {
+                        let n = g[SESSIONS + s];
+                        (n > 0.0 && cv_sd / n <= SUPPRESS_RELATIVE_SD)
+                            .then(|| (g[s] / n).clamp(spec.lo, spec.hi))
+                    })
+                    .collect()
+            })
+            .collect();
+        let (a, _) = block(5);
+        // Unwrap safety: the anova block has six entries by construction.
+        let variance = variance_from_sums(AnovaSums::from_array(a.try_into().unwrap()));
+        if variance.is_none() {
+            suppressed.push("variance".into());
+        }
+        DomainSummary {
+            id: spec.id.clone(),
+            episodes: count(0),
+            finished: count(1),
+            at_caseness: count(2),
+            rates,
+            intake,
+            change,
+            risk,
+            variance,
+            curves,
+            suppressed,
+        }
+    }
+}
+
+/// NHS TT-style rates among finished courses (`None`: suppressed).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rates {
+    /// Reliable improvement / finished.
+    pub reliable_improvement: Option<f64>,
+    /// Reliable deterioration / finished.
+    pub reliable_deterioration: Option<f64>,
+    /// Recovered / finished at caseness.
+    pub recovery: Option<f64>,
+    /// Reliably recovered / finished at caseness.
+    pub reliable_recovery: Option<f64>,
+}
+
+/// Mean and quartiles of a histogram (bin centres).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Distribution {
+    /// Mean.
+    pub mean: f64,
+    /// 25th, 50th and 75th percentiles.
+    pub quartiles: [f64; 3],
+}
+
+impl Distribution {
+    fn from_histogram(counts: &[f64], bins: Bins, sd: f64) -> Option<Self> {
+        let counts: Vec<f64> = counts.iter().map(|c| c.max(0.0)).collect();
+        let total: f64 = counts.iter().sum();
+        // Noise over all bins has SD sd·√bins; suppress when it is large against the total.
+        if total <= 0.0 || sd * (counts.len() as f64).sqrt() / total > SUPPRESS_RELATIVE_SD {
+            return None;
+        }
+        let mean = counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| c * bins.centre(i))
+            .sum::<f64>()
+            / total;
+        let quantile = |q: f64| {
+            let mut acc = 0.0;
+            for (i, c) in counts.iter().enumerate() {
+                acc += c;
+                if acc >= q * total {
+                    return bins.centre(i);
+                }
+            }
+            bins.centre(bins.n - 1)
+        };
+        Some(Self {
+            mean,
+            quartiles: [quantile(0.25), quantile(0.5), quantile(0.75)],
+        })
+    }
+}
+
+/// Post-processed benchmark figures for one domain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DomainSummary {
+    /// Domain id.
+    pub id: String,
+    /// Episodes with pre and post (noisy, ≥ 0).
+    pub episodes: f64,
+    /// Finished courses.
+    pub finished: f64,
+    /// Finished courses at caseness at the start.
+    pub at_caseness: f64,
+    /// Rates.
+    pub rates: Rates,
+    /// Intake score distribution.
+    pub intake: Option<Distribution>,
+    /// Change (post − pre) distribution.
+    pub change: Option<Distribution>,
+    /// Risk model coefficients in [`FEATURES`] order.
+    pub risk: Option<Vec<f64>>,
+    /// Therapist variance components.
+    pub variance: Option<VarianceComponents>,
+    /// Expected mean score per severity band (rows) and session 1..[`SESSIONS`] (columns).
+    pub curves: Vec<Vec<Option<f64>>>,
+    /// Figures withheld because noise dominates them.
+    pub suppressed: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,251 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::instrument::{builtin_domains, builtin_instruments};
+use crate::therapist::variance_components;
+
+fn phq9_spec() -> DomainSpec {
+    let inst = builtin_instruments()
+        .into_iter()
+        .find(|i| i.id == "PHQ-9")
+        .unwrap();
+    let domain = builtin_domains()
+        .into_iter()
+        .find(|d| d.instrument_id == "PHQ-9")
+        .unwrap();
+    DomainSpec::new(&domain, &inst)
+}
+
+fn two_domains() -> Vec<DomainSpec> {
+    let mut b = phq9_spec();
+    b.id = "other".into();
+    b.hi = 21.0;
+    vec![phq9_spec(), b]
+}
+
+fn distance(a: &[i64], b: &[i64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| ((*x as f64) - (*y as f64)).powi(2))
+        .sum::<f64>()
+        .sqrt()
+}
+
+prop_compose! {
+    fn contribution()(
+        patient in 0u64..8,
+        therapist in 0u64..3,
+        domain in 0usize..2,
+        pre in -5.0f64..35.0,
+        post in -5.0f64..35.0,
+        finished in any::<bool>(),
+        caseness in prop::option::of((any::<bool>(), any::<bool>())),
+        reliable in prop::option::of((any::<bool>(), any::<bool>())),
+        features in prop::collection::vec(-50.0f64..50.0, FEATURES.len()),
+        residual in prop::option::of(-60.0f64..60.0),
+        sessions in prop::collection::vec((0u32..15, -5.0f64..35.0), 0..6),
+    ) -> Contribution {
+        Contribution { patient, therapist, domain, pre, post, finished, caseness, reliable, features, residual, sessions }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// P2 for the whole benchmark vector: removing one patient (every episode, every domain)
+    /// never moves it by more than the declared sensitivity, with caseload caps small enough
+    /// that episodes displace each other in the `anova` block.
+    #[test]
+    fn one_patient_moves_the_benchmark_at_most_the_sensitivity(
+        k in 1u32..3,
+        cap in 1u32..4,
+        contributions in prop::collection::vec(contribution(), 1..40),
+    ) {
+        let b = BenchmarkLayout::new(two_domains(), Params { max_episodes: k, caseload_cap: cap }).unwrap();
+        let full = b.encode(&contributions).unwrap();
+        let delta = b.layout().sensitivity().patient;
+        for p in 0..8 {
+            let rest: Vec<Contribution> = contributions.iter().filter(|c| c.patient != p).cloned().collect();
+            let without = b.encode(&rest).unwrap();
+            prop_assert!(distance(&full, &without) <= delta);
+            // Block by block, so that slack in one block cannot hide an excess in another.
+            for bl in b.layout().blocks() {
+                let r = bl.offset()..bl.offset() + bl.len();
+                let d = distance(&full[r.clone()], &without[r]);
+                prop_assert!(d <= bl.patient_bound(), "patient {p}, {}: {d} > {}", bl.name(), bl.patient_bound());
+                // And entry by entry (the declared bounds themselves).
+                for (i, e) in bl.patient_entry_bounds(k).iter().enumerate() {
+                    let moved = (full[bl.offset() + i] - without[bl.offset() + i]).unsigned_abs();
+                    prop_assert!(moved <= *e, "patient {p}, {}[{i}]: {moved} > {e}", bl.name());
+                }
+            }
+        }
+    }
+
+    /// P3: changing one therapist's whole caseload's outcomes (every residual, anywhere in the
+    /// clipping range) moves the `anova` blocks (the therapist quantities) by at most the
+    /// therapist-level sensitivity.
+    #[test]
+    fn one_therapists_outcomes_move_the_anova_blocks_at_most_the_therapist_sensitivity(
+        cap in 1u32..5,
+        contributions in prop::collection::vec(contribution(), 1..40),
+        replacement in prop::collection::vec(-60.0f64..60.0, 40),
+    ) {
+        let b = BenchmarkLayout::new(two_domains(), Params { max_episodes: 2, caseload_cap: cap }).unwrap();
+        let anova = |v: &[i64]| -> Vec<i64> {
+            b.layout().blocks().iter().filter(|bl| bl.name().ends_with(".anova"))
+                .flat_map(|bl| v[bl.offset()..bl.offset() + bl.len()].to_vec()).collect()
+        };
+        let full = anova(&b.encode(&contributions).unwrap());
+        let delta = b.layout().sensitivity().therapist.unwrap();
+        for t in 0..3 {
+            let changed: Vec<Contribution> = contributions
+                .iter()
+                .zip(&replacement)
+                .map(|(c, r)| {
+                    let mut c = c.clone();
+                    if c.therapist == t && c.residual.is_some() {
+                        c.residual = Some(*r);
+                    }
+                    c
+                })
+                .collect();
+            let d = distance(&full, &anova(&b.encode(&changed).unwrap()));
+            prop_assert!(d <= delta, "therapist {t}: {d} > {delta}");
+        }
+    }
+}
+
+/// A small hand-made clinic on one domain.
+fn clinic() -> Vec<Contribution> {
+    let mut out = Vec::new();
+    for i in 0..60u64 {
+        let pre = 10.0 + (i % 15) as f64;
+        let post = (pre - 3.0 - (i % 7) as f64).max(0.0);
+        let mut features = vec![0.0; FEATURES.len()];
+        features[0] = 1.0;
+        features[1] = pre;
+        features[2] = ((i % 5) as f64 - 2.0) / 2.0;
+        features[3] = (i % 2) as f64;
+        out.push(Contribution {
+            patient: i,
+            therapist: i % 4,
+            domain: 0,
+            pre,
+            post,
+            finished: i % 10 != 0,
+            caseness: Some((pre >= 10.0, post >= 10.0)),
+            reliable: Some((pre - post >= 6.0, post - pre >= 6.0)),
+            features,
+            residual: Some((i % 9) as f64 - 4.0 + (i % 4) as f64),
+            sessions: vec![(1, pre), (2, (pre + post) / 2.0), (3, post)],
+        });
+    }
+    out
+}
+
+#[test]
+fn exact_sums_decode_to_the_local_statistics() {
+    let b = BenchmarkLayout::new(vec![phq9_spec()], Params::default()).unwrap();
+    let data = clinic();
+    let values = b.encode(&data).unwrap();
+    let s = &b.summarise(&values, 0.0).unwrap()[0];
+    let finished: Vec<&Contribution> = data.iter().filter(|c| c.finished).collect();
+    // Fixed-point rounding: at most half a unit per episode and entry.
+    let tol = 1e-4;
+    assert!((s.episodes - 60.0).abs() < tol);
+    assert!((s.finished - finished.len() as f64).abs() < tol);
+    let ri = finished.iter().filter(|c| c.reliable.unwrap().0).count() as f64;
+    assert!((s.rates.reliable_improvement.unwrap() - ri / finished.len() as f64).abs() < tol);
+    let recovered = finished
+        .iter()
+        .filter(|c| c.caseness.unwrap() == (true, false))
+        .count() as f64;
+    let at_case = finished.iter().filter(|c| c.caseness.unwrap().0).count() as f64;
+    assert!((s.rates.recovery.unwrap() - recovered / at_case).abs() < tol);
+    // Unit bins: the histogram mean is the exact mean of integer intake scores.
+    let mean_pre = data.iter().map(|c| c.pre).sum::<f64>() / 60.0;
+    assert!((s.intake.unwrap().mean - mean_pre).abs() < tol);
+    // Risk model: the same as fitting the raw data (ridge only 1e-6 at σ = 0).
+    let mut stats = SuffStats::new(FEATURES.len());
+    for c in &data {
+        stats.add(&c.features, c.post).unwrap();
+    }
+    // Compared through predictions: unused features make β itself ill-determined, and the
+    // solve amplifies fixed-point rounding (≤ ½ unit per episode and entry) by the condition
+    // number; on a 0–27 scale a hundredth of a point is far below any DP noise.
+    let exact = stats.fit(1e-6).unwrap();
+    let released = crate::risk::RiskModel {
+        beta: s.risk.clone().unwrap(),
+        n: 60,
+        residual_sd: 0.0,
+    };
+    for c in &data {
+        let (a, e) = (released.predict(&c.features), exact.predict(&c.features));
+        assert!((a - e).abs() < 1e-2, "{a} vs {e}");
+    }
+    // Variance components: the same as from the therapist groups.
+    let mut groups: std::collections::BTreeMap<u64, Group> = Default::default();
+    for c in &data {
+        groups
+            .entry(c.therapist)
+            .or_default()
+            .add(c.residual.unwrap());
+    }
+    let g: Vec<Group> = groups.into_values().collect();
+    let local = variance_components(&g).unwrap();
+    let v = s.variance.unwrap();
+    assert!((v.tau2 - local.tau2).abs() < 1e-4 && (v.sigma2 - local.sigma2).abs() < 1e-4);
+    // Curves: band of intake 10–14 at session 1 is the mean intake of those patients.
+    let band = b.domains()[0].band(12.0);
+    let in_band: Vec<f64> = data
+        .iter()
+        .filter(|c| b.domains()[0].band(c.pre) == band)
+        .map(|c| c.pre)
+        .collect();
+    let expected = in_band.iter().sum::<f64>() / in_band.len() as f64;
+    assert!((s.curves[band][0].unwrap() - expected).abs() < tol);
+    assert!(s.curves[band][5].is_none(), "no data at session 6");
+    assert!(s.suppressed.is_empty(), "{:?}", s.suppressed);
+}
+
+#[test]
+fn a_patients_later_episodes_are_not_counted() {
+    let b = BenchmarkLayout::new(vec![phq9_spec()], Params::default()).unwrap();
+    let mut data = clinic();
+    let mut again = data[0].clone();
+    again.pre = 27.0;
+    data.push(again);
+    let s = &b.summarise(&b.encode(&data).unwrap(), 0.0).unwrap()[0];
+    assert!((s.episodes - 60.0).abs() < 1e-4);
+}
+
+#[test]
+fn noise_that_dominates_suppresses_figures() {
+    let b = BenchmarkLayout::new(vec![phq9_spec()], Params::default()).unwrap();
+    let values = b.encode(&clinic()).unwrap();
+    // σ so large that the count of 60 episodes is pure noise.
+    let sigma = dp::sigma(b.layout().sensitivity().patient, 1e-4).unwrap();
+    let s = &b.summarise(&values, sigma).unwrap()[0];
+    assert!(s.rates.recovery.is_none() && s.intake.is_none());
+    assert!(s.suppressed.iter().any(|x| x == "recovery"));
+}
+
+#[test]
+fn bands_and_bins_follow_the_instrument() {
+    let spec = phq9_spec();
+    assert_eq!((spec.lo, spec.hi), (0.0, 27.0));
+    assert_eq!(spec.band(0.0), 0);
+    assert_eq!(spec.band(27.0), spec.bands.len() - 1);
+    let b = BenchmarkLayout::new(vec![spec], Params::default()).unwrap();
+    let (intake, change) = b.bins(0);
+    assert_eq!(
+        (intake.n, intake.index(0.0), intake.index(27.0)),
+        (28, 0, 27)
+    );
+    assert_eq!(
+        (change.n, change.index(-27.0), change.index(0.0)),
+        (55, 0, 27)
+    );
+    assert_eq!(b.layout().blocks().len(), BLOCKS.len());
+}
