@@ -218,7 +218,7 @@ pub fn domain_score(domain: &Domain, inst: &Instrument, total: f64) -> f64 {
 }
 
 /// Whether a patient is elevated on the domain at intake (caseness-like; direction-aware).
-fn elevated(domain: &Domain, inst: &Instrument, pre: f64) -> bool {
+pub fn elevated(domain: &Domain, inst: &Instrument, pre: f64) -> bool {
     match domain.elevated_threshold {
         None => true,
         Some(t) => match inst.direction {

@@ -1,6 +1,6 @@
 //! The `benchmark` release vector, layout version [`LAYOUT_VERSION`] (DESIGN.md §10).
 //!
-//! Per domain, six blocks (names prefixed `<domain>.`):
+//! Per domain, eight blocks (names prefixed `<domain>.`):
 //!
 //! | block | kind | entries |
 //! |---|---|---|
@@ -9,11 +9,16 @@
 //! | `change` | histogram | post − pre over ±range |
 //! | `risk` | sums of products | XᵀX (upper triangle), Xᵀy, yᵀy of the risk model's features and post score |
 //! | `curves` | clipped sums by intake-severity band | score sum and count at sessions 1..[`SESSIONS`] |
-//! | `anova` | aggregate | N, Σr, Σr², Σⱼ Sⱼ²/nⱼ, J, Σⱼ nⱼ² over elevated episodes' residuals |
+//! | `anova_counts` | aggregate | N, J (episodes and therapists in the therapist-variance sums) |
+//! | `anova_sums` | aggregate | Σr, Σr², Σⱼ Sⱼ²/nⱼ over elevated episodes' residuals |
+//! | `anova_caseload` | aggregate | Σⱼ nⱼ² |
+//!
+//! The ANOVA sums are three blocks so that each gets its own fixed-point scale and budget share:
+//! in one block the counts would carry noise on the scale of Σⱼ Sⱼ²/nⱼ's bound (4R²).
 //!
 //! Every block is bounded per episode; a patient contributes at most `max_episodes` episodes per
 //! domain (the first ones in the caller's order), so [`crate::dp::Layout`] derives the
-//! per-patient sensitivity. Residuals are clipped to ±(score range). For the `anova` block each
+//! per-patient sensitivity. Residuals are clipped to ±(score range). For the ANOVA blocks each
 //! therapist contributes at most `caseload_cap` episodes (the first in order); one new episode
 //! may then displace another, which the declared bounds cover (2R, 4R²; see [`anova_bounds`]),
 //! and the cap bounds how far one therapist's outcomes can move the block (P3).
@@ -226,7 +231,19 @@ pub struct BenchmarkLayout {
 }
 
 /// Block names of one domain, in vector order.
-pub const BLOCKS: [&str; 6] = ["outcomes", "intake", "change", "risk", "curves", "anova"];
+pub const BLOCKS: [&str; 8] = [
+    "outcomes",
+    "intake",
+    "change",
+    "risk",
+    "curves",
+    "anova_counts",
+    "anova_sums",
+    "anova_caseload",
+];
+
+/// Entries of [`AnovaSums::to_array`] in each of the three ANOVA blocks.
+const ANOVA_SPLIT: [&[usize]; 3] = [&[0, 4], &[1, 2, 3], &[5]];
 
 impl BenchmarkLayout {
     /// Builds the layout (and so its sensitivity) for `domains`.
@@ -261,8 +278,15 @@ impl BenchmarkLayout {
                 Block::histogram(&name("change"), change.n),
                 Block::sum_of_products(&name("risk"), feature_bounds(d.lo, d.hi), (d.lo, d.hi)),
                 Block::clipped_sums(&name("curves"), d.bands.len(), curve_lo, curve_hi),
-                Block::aggregate(&name("anova"), episode, Some(therapist)),
             ]);
+            for (i, entries) in ANOVA_SPLIT.iter().enumerate() {
+                let pick = |v: &[f64]| entries.iter().map(|e| v[*e]).collect::<Vec<_>>();
+                blocks.push(Block::aggregate(
+                    &name(BLOCKS[5 + i]),
+                    pick(&episode),
+                    Some(pick(&therapist)),
+                ));
+            }
         }
         let layout = Layout::new(blocks, params.max_episodes)?;
         Ok(Self {
@@ -355,10 +379,11 @@ impl BenchmarkLayout {
             }
         }
         for (d, groups) in groups.iter().enumerate() {
-            enc.set_aggregate(
-                self.block_index(d, 5),
-                &AnovaSums::of(groups.values()).to_array(),
-            )?;
+            let sums = AnovaSums::of(groups.values()).to_array();
+            for (i, entries) in ANOVA_SPLIT.iter().enumerate() {
+                let values: Vec<f64> = entries.iter().map(|e| sums[*e]).collect();
+                enc.set_aggregate(self.block_index(d, 5 + i), &values)?;
+            }
         }
         Ok(enc.finish())
     }
@@ -438,9 +463,20 @@ impl BenchmarkLayout {
                     .collect()
             })
             .collect();
-        let (a, _) = block(5);
-        // Unwrap safety: the anova block has six entries by construction.
-        let variance = variance_from_sums(AnovaSums::from_array(a.try_into().unwrap()));
+        let mut a = [0.0; 6];
+        for (i, entries) in ANOVA_SPLIT.iter().enumerate() {
+            let (v, _) = block(5 + i);
+            for (e, x) in entries.iter().zip(v) {
+                a[*e] = *x;
+            }
+        }
+        let (_, counts_sd) = block(5);
+        let sums = AnovaSums::from_array(a);
+        let variance = (sums.n > 0.0
+            && counts_sd / sums.n <= SUPPRESS_RELATIVE_SD
+            && counts_sd / sums.therapists.max(f64::MIN_POSITIVE) <= SUPPRESS_RELATIVE_SD)
+            .then(|| variance_from_sums(sums))
+            .flatten();
         if variance.is_none() {
             suppressed.push("variance".into());
         }

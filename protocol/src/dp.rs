@@ -775,12 +775,19 @@ impl Mechanism {
 
     /// A distributed release (P5): the sum of ≥ `threshold` nodes' shares carries σ = Δ₂/√(2ρ);
     /// this node adds σ/√t.
+    /// σ is nudged up by ulps until opendp's map certifies at most `rho`, so the charged cost
+    /// never exceeds the requested one by rounding.
     pub fn distributed(sensitivity: f64, rho: f64, threshold: u32) -> Result<Self, Error> {
-        let total_sigma = sigma(sensitivity, rho)?;
+        let mut total_sigma = sigma(sensitivity, rho)?;
+        let mut certified = self::rho(sensitivity, total_sigma)?;
+        while certified > rho {
+            total_sigma = total_sigma.next_up();
+            certified = self::rho(sensitivity, total_sigma)?;
+        }
         Ok(Self {
             sigma: share_sigma(total_sigma, threshold)?,
             total_sigma,
-            rho: self::rho(sensitivity, total_sigma)?,
+            rho: certified,
             sensitivity,
         })
     }

@@ -93,7 +93,7 @@ proptest! {
     ) {
         let b = BenchmarkLayout::new(two_domains(), Params { max_episodes: 2, caseload_cap: cap }).unwrap();
         let anova = |v: &[i64]| -> Vec<i64> {
-            b.layout().blocks().iter().filter(|bl| bl.name().ends_with(".anova"))
+            b.layout().blocks().iter().filter(|bl| bl.name().contains(".anova"))
                 .flat_map(|bl| v[bl.offset()..bl.offset() + bl.len()].to_vec()).collect()
         };
         let full = anova(&b.encode(&contributions).unwrap());
