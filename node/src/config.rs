@@ -37,6 +37,66 @@ pub struct Config {
     /// How track records are computed.
     #[serde(default)]
     pub stats: StatsConfig,
+    /// The clinic's privacy budget and contribution bounds.
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
+}
+
+/// `[privacy]`: the clinic's privacy budget (ρ-zCDP) and how its data are bounded before noise
+/// (DESIGN.md §2 P2–P4, §7). Every field is optional.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// ρ the clinic may spend per period. Default 1.0.
+    #[serde(default = "default_rho_per_period")]
+    pub rho_per_period: f64,
+    /// Budget period: "year", "quarter" or "month" (calendar, UTC). Default "year".
+    #[serde(default = "default_period")]
+    pub period: String,
+    /// Largest ρ one release may cost. Default 0.25.
+    #[serde(default = "default_max_rho")]
+    pub max_rho_per_release: f64,
+    /// δ at which ρ is shown as (ε, δ). Default 1e-6.
+    #[serde(default = "default_delta")]
+    pub delta: f64,
+    /// Episodes one patient may contribute per domain to a release. Default 1.
+    #[serde(default = "default_one")]
+    pub max_episodes_per_patient: u32,
+    /// Episodes one therapist may contribute per domain to therapist-variance sums. Default 200.
+    #[serde(default = "default_caseload_cap")]
+    pub caseload_cap: u32,
+}
+
+fn default_rho_per_period() -> f64 {
+    1.0
+}
+fn default_period() -> String {
+    "year".into()
+}
+fn default_max_rho() -> f64 {
+    0.25
+}
+fn default_delta() -> f64 {
+    protocol::dp::DEFAULT_DELTA
+}
+fn default_one() -> u32 {
+    1
+}
+fn default_caseload_cap() -> u32 {
+    200
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        Self {
+            rho_per_period: default_rho_per_period(),
+            period: default_period(),
+            max_rho_per_release: default_max_rho(),
+            delta: default_delta(),
+            max_episodes_per_patient: default_one(),
+            caseload_cap: default_caseload_cap(),
+        }
+    }
 }
 
 /// `[stats]`: the effectiveness engine's rules (DOMAIN.md §2.5, §6.3). Every field is optional.
@@ -169,6 +229,7 @@ impl Config {
             store: StoreConfig::default(),
             keys: KeysConfig::default(),
             stats: StatsConfig::default(),
+            privacy: PrivacyConfig::default(),
         }
     }
 
@@ -224,7 +285,20 @@ impl Config {
              other_measure_clause = {}\n\
              paired_instruments = {}\n\
              # Ridge penalty of the risk model.\n\
-             ridge = {}\n",
+             ridge = {}\n\n\
+             [privacy]\n\
+             # zero-concentrated DP budget: ρ this clinic may spend per period, and at most per\n\
+             # release. Every release is charged to the ledger before it leaves (mbc-node budget).\n\
+             rho_per_period = {}\n\
+             # \"year\", \"quarter\" or \"month\" (calendar, UTC).\n\
+             period = {}\n\
+             max_rho_per_release = {}\n\
+             # δ at which ρ is also shown as (ε, δ).\n\
+             delta = {}\n\
+             # Contribution bounds: episodes per patient and domain; episodes per therapist and\n\
+             # domain in therapist-variance sums.\n\
+             max_episodes_per_patient = {}\n\
+             caseload_cap = {}\n",
             toml_string(&self.clinic.name),
             opt(&self.clinic.country, "country"),
             opt(&self.clinic.service_type, "service_type"),
@@ -243,6 +317,12 @@ impl Config {
                     .collect()
             ),
             toml::Value::Float(self.stats.ridge),
+            toml::Value::Float(self.privacy.rho_per_period),
+            toml_string(&self.privacy.period),
+            toml::Value::Float(self.privacy.max_rho_per_release),
+            toml::Value::Float(self.privacy.delta),
+            self.privacy.max_episodes_per_patient,
+            self.privacy.caseload_cap,
         )
     }
 
@@ -292,6 +372,20 @@ mod tests {
             .stats;
         assert_eq!(defaults.ridge, 1e-6);
         assert_eq!(defaults.rule, "eb-interval");
+    }
+
+    #[test]
+    fn privacy_settings_are_written_as_they_are() {
+        let mut c = Config::new("x".into(), None, None);
+        c.privacy.rho_per_period = 2.5;
+        c.privacy.period = "quarter".into();
+        c.privacy.caseload_cap = 50;
+        let back = Config::parse(&c.to_toml()).unwrap().privacy;
+        assert_eq!(back.rho_per_period, 2.5);
+        assert_eq!(back.period, "quarter");
+        assert_eq!(back.caseload_cap, 50);
+        assert_eq!(back.delta, 1e-6);
+        assert_eq!(back.max_rho_per_release, 0.25);
     }
 
     #[test]
