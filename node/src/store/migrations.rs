@@ -16,6 +16,8 @@ pub(crate) fn migrations() -> Vec<Migration> {
         |tx| tx.execute_batch(include_str!("schema_v1.sql")),
         // 2: derived tables of the effectiveness engine (issue 3).
         |tx| tx.execute_batch(include_str!("schema_v2.sql")),
+        // 3: the privacy ledger (issue 4).
+        |tx| tx.execute_batch(include_str!("schema_v3.sql")),
     ]
 }
 
@@ -50,7 +52,7 @@ mod tests {
         tx.execute("INSERT INTO therapist (pseudonym) VALUES ('t')", [])
             .unwrap();
         tx.commit().unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), 2);
+        assert_eq!(migrate(&mut conn).unwrap(), migrations().len());
         let kept: i64 = conn
             .query_row("SELECT count(*) FROM therapist", [], |r| r.get(0))
             .unwrap();

@@ -1,0 +1,490 @@
+//! The privacy ledger: every release is charged here before it leaves (DESIGN.md §2 P4).
+//!
+//! [`charge`] checks the clinic's policy and budget and records the release, with exactly the
+//! bytes that will leave, in one `BEGIN IMMEDIATE` transaction: two processes releasing at once
+//! are serialised by SQLite, so they cannot overspend. Only a [`Charged`] release can be sent,
+//! and it carries its payload from the ledger; [`mark_sent`] records delivery. A crash between
+//! the two leaves a `charged` row whose payload is sent later by [`pending`] — never charged
+//! twice, never sent uncharged. Aborted releases (e.g. a round that failed) stay charged:
+//! conservative.
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use protocol::dp;
+use ring::digest;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+
+use crate::cli::rfc3339;
+use crate::config::PrivacyConfig;
+
+/// Budget period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    /// Calendar year.
+    Year,
+    /// Calendar quarter.
+    Quarter,
+    /// Calendar month.
+    Month,
+}
+
+impl Period {
+    /// Parses "year", "quarter" or "month".
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "year" => Self::Year,
+            "quarter" => Self::Quarter,
+            "month" => Self::Month,
+            other => {
+                bail!("[privacy] period must be \"year\", \"quarter\" or \"month\", not {other:?}")
+            }
+        })
+    }
+
+    /// The label of the period containing `t`: "2026", "2026-Q4", "2026-11".
+    pub fn label(self, t: DateTime<Utc>) -> String {
+        match self {
+            Self::Year => format!("{}", t.year()),
+            Self::Quarter => format!("{}-Q{}", t.year(), t.month0() / 3 + 1),
+            Self::Month => format!("{}-{:02}", t.year(), t.month()),
+        }
+    }
+
+    /// When the period containing `t` ends and the budget renews.
+    pub fn renews(self, t: DateTime<Utc>) -> DateTime<Utc> {
+        let (y, m) = match self {
+            Self::Year => (t.year() + 1, 1),
+            Self::Quarter => {
+                let next = (t.month0() / 3 + 1) * 3 + 1;
+                if next > 12 {
+                    (t.year() + 1, 1)
+                } else {
+                    (t.year(), next)
+                }
+            }
+            Self::Month => {
+                if t.month() == 12 {
+                    (t.year() + 1, 1)
+                } else {
+                    (t.year(), t.month() + 1)
+                }
+            }
+        };
+        // Unwrap safety: the first of a month in a representable year always exists.
+        Utc.from_utc_datetime(
+            &NaiveDate::from_ymd_opt(y, m, 1)
+                .unwrap()
+                .and_hms_opt(0, 0, 0)
+                .unwrap(),
+        )
+    }
+}
+
+/// The clinic's privacy policy, validated from `[privacy]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    /// ρ per period.
+    pub rho_per_period: f64,
+    /// The period.
+    pub period: Period,
+    /// Largest ρ of one release.
+    pub max_rho_per_release: f64,
+    /// δ for (ε, δ) display.
+    pub delta: f64,
+}
+
+impl Policy {
+    /// From the configuration, rejecting nonsense values.
+    pub fn from_config(c: &PrivacyConfig) -> Result<Self> {
+        let positive = |v: f64, key: &str| {
+            if v.is_finite() && v > 0.0 {
+                Ok(v)
+            } else {
+                bail!("[privacy] {key} must be a positive number, not {v}")
+            }
+        };
+        if !(c.delta > 0.0 && c.delta < 1.0) {
+            bail!("[privacy] delta must be between 0 and 1, not {}", c.delta);
+        }
+        Ok(Self {
+            rho_per_period: positive(c.rho_per_period, "rho_per_period")?,
+            period: Period::parse(&c.period)?,
+            max_rho_per_release: positive(c.max_rho_per_release, "max_rho_per_release")?,
+            delta: c.delta,
+        })
+    }
+}
+
+/// A release about to be charged: what it is, where it goes, its mechanism and its bytes.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// Release id (hex).
+    pub id: String,
+    /// Kind, e.g. "local-benchmark".
+    pub kind: String,
+    /// Where it goes.
+    pub counterpart: String,
+    /// The calibrated mechanism.
+    pub mechanism: dp::Mechanism,
+    /// Shares summed in the released value (1: central).
+    pub threshold: u32,
+    /// Therapist-level sensitivity of the layout, if any (P3).
+    pub therapist_sensitivity: Option<f64>,
+    /// The layout as JSON (version, blocks, bounds, scales).
+    pub layout: String,
+    /// Exactly the bytes that leave.
+    pub payload: Vec<u8>,
+}
+
+/// A fresh random release id (128 bits, hex).
+pub fn new_id() -> Result<String> {
+    let mut id = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
+        .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
+    Ok(hex::encode(id))
+}
+
+/// Why a release was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    /// Above the per-release maximum.
+    #[error(
+        "refused: this release would cost ρ = {rho}, above the clinic's maximum per release \
+         ({max}; [privacy] max_rho_per_release)"
+    )]
+    OverRelease {
+        /// Requested.
+        rho: f64,
+        /// Allowed.
+        max: f64,
+    },
+    /// The period's budget would be exceeded.
+    #[error(
+        "refused: this release would cost ρ = {rho}, but only ρ = {remaining:.6} of the {limit} \
+         budgeted for {period} is left ({spent:.6} spent); the budget renews on {renews}"
+    )]
+    OverBudget {
+        /// Requested.
+        rho: f64,
+        /// Spent so far in the period.
+        spent: f64,
+        /// Left.
+        remaining: f64,
+        /// The period's budget.
+        limit: f64,
+        /// The period's label.
+        period: String,
+        /// When it renews (date).
+        renews: String,
+    },
+}
+
+/// A charged release (a ledger row without its payload).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Entry {
+    /// Release id.
+    pub release_id: String,
+    /// Kind.
+    pub kind: String,
+    /// Where it went.
+    pub counterpart: String,
+    /// Budget period charged.
+    pub period: String,
+    /// ρ charged.
+    pub rho: f64,
+    /// ε at `delta`.
+    pub epsilon: f64,
+    /// δ.
+    pub delta: f64,
+    /// Noise SD in the released value (encoded units).
+    pub sigma: f64,
+    /// Noise SD this node added.
+    pub share_sigma: f64,
+    /// Shares summed.
+    pub threshold: u32,
+    /// Per-patient L2 sensitivity.
+    pub sensitivity: f64,
+    /// Therapist-level sensitivity (P3).
+    pub therapist_sensitivity: Option<f64>,
+    /// ρ at therapist level.
+    pub therapist_rho: Option<f64>,
+    /// Layout (JSON).
+    pub layout: serde_json::Value,
+    /// SHA-256 of the payload, hex.
+    pub payload_sha256: String,
+    /// charged, sent or aborted.
+    pub status: String,
+    /// When it was charged.
+    pub charged_at: String,
+    /// When it was sent.
+    pub sent_at: Option<String>,
+}
+
+/// A charged release with the bytes to send.
+#[derive(Debug, Clone)]
+pub struct Charged {
+    /// Its ledger entry.
+    pub entry: Entry,
+    /// The bytes to send.
+    pub payload: Vec<u8>,
+}
+
+fn spent_in(conn: &Connection, period: &str) -> rusqlite::Result<f64> {
+    conn.query_row(
+        "SELECT coalesce(sum(rho), 0.0) FROM release WHERE period = ?1",
+        [period],
+        |r| r.get(0),
+    )
+}
+
+/// Checks a cost against the policy and what is already spent.
+fn check(policy: &Policy, rho: f64, spent: f64, now: DateTime<Utc>) -> Result<(), Refusal> {
+    if rho > policy.max_rho_per_release {
+        return Err(Refusal::OverRelease {
+            rho,
+            max: policy.max_rho_per_release,
+        });
+    }
+    if spent + rho > policy.rho_per_period * (1.0 + 1e-12) {
+        return Err(Refusal::OverBudget {
+            rho,
+            spent,
+            remaining: (policy.rho_per_period - spent).max(0.0),
+            limit: policy.rho_per_period,
+            period: policy.period.label(now),
+            renews: policy.period.renews(now).format("%Y-%m-%d").to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks whether a release of cost `rho` would be allowed now, without charging (to refuse
+/// before doing expensive work; [`charge`] checks again, atomically).
+pub fn precheck(conn: &Connection, policy: &Policy, rho: f64, now: DateTime<Utc>) -> Result<()> {
+    let spent = spent_in(conn, &policy.period.label(now))?;
+    check(policy, rho, spent, now)?;
+    Ok(())
+}
+
+/// Charges a release: in one immediate transaction, checks the policy and budget and records
+/// the release and its payload. Returns the charged release, whose payload may now be sent.
+pub fn charge(
+    conn: &mut Connection,
+    policy: &Policy,
+    draft: Draft,
+    now: DateTime<Utc>,
+) -> Result<Charged> {
+    let m = draft.mechanism;
+    let epsilon = dp::epsilon(m.rho, policy.delta)?;
+    let therapist_rho = draft
+        .therapist_sensitivity
+        .map(|s| dp::rho(s, m.total_sigma))
+        .transpose()?;
+    let period = policy.period.label(now);
+    let sha = hex::encode(digest::digest(&digest::SHA256, &draft.payload));
+    let layout: serde_json::Value =
+        serde_json::from_str(&draft.layout).context("release layout is not JSON")?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let spent = spent_in(&tx, &period)?;
+    check(policy, m.rho, spent, now)?;
+    tx.execute(
+        "INSERT INTO release (release_id, kind, counterpart, period, rho, epsilon, delta, sigma,
+            share_sigma, threshold, sensitivity, therapist_sensitivity, therapist_rho, layout,
+            payload, payload_sha256, status, charged_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, 'charged', ?17)",
+        params![
+            draft.id,
+            draft.kind,
+            draft.counterpart,
+            period,
+            m.rho,
+            epsilon,
+            policy.delta,
+            m.total_sigma,
+            m.sigma,
+            draft.threshold,
+            m.sensitivity,
+            draft.therapist_sensitivity,
+            therapist_rho,
+            draft.layout,
+            draft.payload,
+            sha,
+            rfc3339(now),
+        ],
+    )?;
+    tx.commit()?;
+    Ok(Charged {
+        entry: Entry {
+            release_id: draft.id,
+            kind: draft.kind,
+            counterpart: draft.counterpart,
+            period,
+            rho: m.rho,
+            epsilon,
+            delta: policy.delta,
+            sigma: m.total_sigma,
+            share_sigma: m.sigma,
+            threshold: draft.threshold,
+            sensitivity: m.sensitivity,
+            therapist_sensitivity: draft.therapist_sensitivity,
+            therapist_rho,
+            layout,
+            payload_sha256: sha,
+            status: "charged".into(),
+            charged_at: rfc3339(now),
+            sent_at: None,
+        },
+        payload: draft.payload,
+    })
+}
+
+/// Records that a charged release was delivered.
+pub fn mark_sent(conn: &Connection, id: &str, now: DateTime<Utc>) -> Result<()> {
+    let n = conn.execute(
+        "UPDATE release SET status = 'sent', sent_at = ?2 WHERE release_id = ?1 AND status = 'charged'",
+        params![id, rfc3339(now)],
+    )?;
+    if n != 1 {
+        bail!("release {id} is not waiting to be sent");
+    }
+    Ok(())
+}
+
+/// Records that a charged release will never be sent (its cost stays spent).
+pub fn mark_aborted(conn: &Connection, id: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE release SET status = 'aborted' WHERE release_id = ?1 AND status = 'charged'",
+        [id],
+    )?;
+    Ok(())
+}
+
+const ENTRY_COLUMNS: &str = "release_id, kind, counterpart, period, rho, epsilon, delta, sigma,
+    share_sigma, threshold, sensitivity, therapist_sensitivity, therapist_rho, layout,
+    payload_sha256, status, charged_at, sent_at";
+
+fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
+    let layout: String = r.get(13)?;
+    Ok(Entry {
+        release_id: r.get(0)?,
+        kind: r.get(1)?,
+        counterpart: r.get(2)?,
+        period: r.get(3)?,
+        rho: r.get(4)?,
+        epsilon: r.get(5)?,
+        delta: r.get(6)?,
+        sigma: r.get(7)?,
+        share_sigma: r.get(8)?,
+        threshold: r.get(9)?,
+        sensitivity: r.get(10)?,
+        therapist_sensitivity: r.get(11)?,
+        therapist_rho: r.get(12)?,
+        layout: serde_json::from_str(&layout).unwrap_or(serde_json::Value::String(layout)),
+        payload_sha256: r.get(14)?,
+        status: r.get(15)?,
+        charged_at: r.get(16)?,
+        sent_at: r.get(17)?,
+    })
+}
+
+/// The oldest release of `kind` charged but not yet sent, with its payload.
+pub fn pending(conn: &Connection, kind: &str) -> Result<Option<Charged>> {
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT {ENTRY_COLUMNS}, payload FROM release
+                 WHERE kind = ?1 AND status = 'charged' ORDER BY charged_at, rowid LIMIT 1"
+            ),
+            [kind],
+            |r| {
+                Ok(Charged {
+                    entry: entry(r)?,
+                    payload: r.get(18)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Every release, oldest first.
+pub fn entries(conn: &Connection) -> Result<Vec<Entry>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {ENTRY_COLUMNS} FROM release ORDER BY charged_at, rowid"
+    ))?;
+    let rows = stmt.query_map([], entry)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The budget of one period.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PeriodBudget {
+    /// Label, e.g. "2026".
+    pub period: String,
+    /// Releases charged.
+    pub releases: u64,
+    /// ρ spent.
+    pub rho_spent: f64,
+    /// ρ budgeted.
+    pub rho_limit: f64,
+    /// ρ left.
+    pub rho_remaining: f64,
+    /// ε (at δ) of what was spent (zCDP composes by adding ρ).
+    pub epsilon_spent: f64,
+    /// ε (at δ) of the whole budget.
+    pub epsilon_limit: f64,
+}
+
+/// The budget now and in every period with releases.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Budget {
+    /// The current period.
+    pub current: PeriodBudget,
+    /// When the current period's budget renews.
+    pub renews: String,
+    /// Largest ρ per release.
+    pub max_rho_per_release: f64,
+    /// δ used for ε.
+    pub delta: f64,
+    /// Every period with releases, oldest first (the current one included once it has any).
+    pub periods: Vec<PeriodBudget>,
+}
+
+/// Spent and remaining budget.
+pub fn budget(conn: &Connection, policy: &Policy, now: DateTime<Utc>) -> Result<Budget> {
+    let period_budget = |period: String, releases: u64, spent: f64| -> Result<PeriodBudget> {
+        Ok(PeriodBudget {
+            period,
+            releases,
+            rho_spent: spent,
+            rho_limit: policy.rho_per_period,
+            rho_remaining: (policy.rho_per_period - spent).max(0.0),
+            epsilon_spent: dp::epsilon(spent, policy.delta)?,
+            epsilon_limit: dp::epsilon(policy.rho_per_period, policy.delta)?,
+        })
+    };
+    let mut stmt = conn.prepare(
+        "SELECT period, count(*), sum(rho) FROM release GROUP BY period ORDER BY period",
+    )?;
+    let rows: Vec<(String, u64, f64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let label = policy.period.label(now);
+    let (releases, spent) = rows
+        .iter()
+        .find(|r| r.0 == label)
+        .map_or((0, 0.0), |r| (r.1, r.2));
+    Ok(Budget {
+        current: period_budget(label, releases, spent)?,
+        renews: policy.period.renews(now).format("%Y-%m-%d").to_string(),
+        max_rho_per_release: policy.max_rho_per_release,
+        delta: policy.delta,
+        periods: rows
+            .into_iter()
+            .map(|(p, n, s)| period_budget(p, n, s))
+            .collect::<Result<_>>()?,
+    })
+}
+
+#[cfg(test)]
+mod tests;
