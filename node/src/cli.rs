@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{CONFIG_FILE, Config};
 use crate::import::{self, Format};
 use crate::store::{Clinic, Store};
-use crate::{keystore, registry, report, stats, status, synth};
+use crate::{keystore, ledger, registry, release, report, stats, status, synth};
 
 /// A clinic's node in a privacy-preserving measurement-based-care network.
 ///
@@ -51,6 +51,22 @@ enum Command {
     ///
     /// Example: mbc-node report --data-dir /srv/mbc --out report.html
     Report(ReportArgs),
+    /// Release the clinic's benchmark statistics with differential privacy, charged to the ledger
+    ///
+    /// The release is refused if it would exceed the clinic's privacy budget ([privacy] in
+    /// config.toml). A release charged but not written (a crash) is written by the next
+    /// `release` of the same kind, without a second charge.
+    ///
+    /// Example: mbc-node release --data-dir /srv/mbc --kind local-benchmark --rho 0.1 --out benchmark.json
+    Release(ReleaseArgs),
+    /// The privacy budget: spent and remaining, per period, in ρ (zCDP) and ε at δ
+    ///
+    /// Example: mbc-node budget --data-dir /srv/mbc
+    Budget(BudgetArgs),
+    /// Every release that left this clinic: what, to whom, when, at what privacy cost
+    ///
+    /// Example: mbc-node audit --data-dir /srv/mbc --json > audit-2026.json
+    Audit(AuditArgs),
     /// Manage outcome instruments and problem domains
     #[command(subcommand)]
     Instruments(InstrumentsCommand),
@@ -167,6 +183,44 @@ struct ReportArgs {
 }
 
 #[derive(Debug, Args)]
+struct ReleaseArgs {
+    #[command(flatten)]
+    dir: DataDir,
+    /// What to release (local-benchmark: the clinic's benchmark vector, stand-alone)
+    #[arg(long, value_parser = ["local-benchmark"])]
+    kind: String,
+    /// Privacy cost ρ (zero-concentrated DP); smaller is more private and noisier
+    #[arg(long)]
+    rho: f64,
+    /// The release document (JSON) to write
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Print the ledger entry as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct BudgetArgs {
+    #[command(flatten)]
+    dir: DataDir,
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct AuditArgs {
+    #[command(flatten)]
+    dir: DataDir,
+    /// Print JSON (every ledger entry, for an ethics board) instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
 struct StatusArgs {
     #[command(flatten)]
     dir: DataDir,
@@ -223,6 +277,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status(a) => status_cmd(&a.dir.data_dir, a.json),
         Command::Stats(a) => stats_cmd(a),
         Command::Report(a) => report_cmd(a),
+        Command::Release(a) => release_cmd(a),
+        Command::Budget(a) => budget_cmd(a),
+        Command::Audit(a) => audit_cmd(a),
         Command::Instruments(InstrumentsCommand::Add { dir, file, json }) => {
             instruments_add(&dir.data_dir, &file, json)
         }
@@ -233,14 +290,22 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The current time, UTC, RFC 3339 to the second. Time enters the program here.
-pub fn now() -> String {
+/// The current time, UTC, to the second. Time enters the program here.
+pub fn now_utc() -> chrono::DateTime<chrono::Utc> {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    chrono::DateTime::from_timestamp(secs, 0)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_default()
+    chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default()
+}
+
+/// A time as RFC 3339 to the second, e.g. 2026-11-23T10:00:00Z.
+pub fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// The current time, UTC, RFC 3339 to the second.
+pub fn now() -> String {
+    rfc3339(now_utc())
 }
 
 /// Creates a node in `dir`. Returns its PeerId.
@@ -406,6 +471,17 @@ fn synth_cmd(a: SynthArgs) -> Result<()> {
 /// Runs the engine on the node in `dir` with config `[stats]` plus `overrides`.
 fn derive_node(dir: &Path, overrides: &EngineArgs) -> Result<(Config, Store, stats::Derived)> {
     let (config, mut store) = open_node(dir)?;
+    let settings = engine_settings(&config, &store, overrides)?;
+    let derived = stats::derive(&mut store, settings, &now())?;
+    Ok((config, store, derived))
+}
+
+/// The engine settings of `[stats]` with command-line overrides.
+fn engine_settings(
+    config: &Config,
+    store: &Store,
+    overrides: &EngineArgs,
+) -> Result<protocol::analysis::Settings> {
     let mut sc = config.stats.clone();
     if let Some(rule) = &overrides.rule {
         sc.rule = rule.clone();
@@ -413,9 +489,103 @@ fn derive_node(dir: &Path, overrides: &EngineArgs) -> Result<(Config, Store, sta
     sc.min_n_show = overrides.min_show.unwrap_or(sc.min_n_show);
     sc.min_n_classify = overrides.min_classify.unwrap_or(sc.min_n_classify);
     sc.other_measure_clause &= !overrides.no_other_measure_clause;
-    let settings = stats::settings(&sc, store.registry()?.instruments())?;
-    let derived = stats::derive(&mut store, settings, &now())?;
-    Ok((config, store, derived))
+    stats::settings(&sc, store.registry()?.instruments())
+}
+
+fn release_cmd(a: ReleaseArgs) -> Result<()> {
+    release::check_rho_arg(a.rho)?;
+    let (config, mut store) = open_node(&a.dir.data_dir)?;
+    let settings = engine_settings(&config, &store, &a.engine)?;
+    let done = release::local_benchmark(&mut store, &config, settings, a.rho, &a.out, now_utc())?;
+    let e = &done.charged.entry;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(e)?);
+        return Ok(());
+    }
+    if done.resumed {
+        println!(
+            "Release {} was charged on {} but not written; wrote it now (no new charge).",
+            e.release_id, e.charged_at
+        );
+    }
+    println!(
+        "Wrote {} ({}, release {}).\nCharged ρ = {:.6} (ε = {:.3} at δ = {:e}) to the {} budget. \
+         Noise σ = {:.4e} on a per-patient sensitivity of {:.4e}.",
+        a.out.display(),
+        e.kind,
+        e.release_id,
+        e.rho,
+        e.epsilon,
+        e.delta,
+        e.period,
+        e.sigma,
+        e.sensitivity
+    );
+    Ok(())
+}
+
+fn budget_cmd(a: BudgetArgs) -> Result<()> {
+    let (config, store) = open_node(&a.dir.data_dir)?;
+    let policy = ledger::Policy::from_config(&config.privacy)?;
+    let b = ledger::budget(store.conn(), &policy, now_utc())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&b)?);
+        return Ok(());
+    }
+    let c = &b.current;
+    println!(
+        "Privacy budget for {} (ρ-zCDP; ε at δ = {:e}); renews {}",
+        c.period, b.delta, b.renews
+    );
+    println!(
+        "  spent      ρ {:>10.6}  (ε {:.3}) in {} release(s)",
+        c.rho_spent, c.epsilon_spent, c.releases
+    );
+    println!("  remaining  ρ {:>10.6}", c.rho_remaining);
+    println!(
+        "  budget     ρ {:>10.6}  (ε {:.3})",
+        c.rho_limit, c.epsilon_limit
+    );
+    println!("  largest release allowed: ρ {}", b.max_rho_per_release);
+    let earlier: Vec<_> = b.periods.iter().filter(|p| p.period != c.period).collect();
+    if !earlier.is_empty() {
+        println!("Other periods:");
+        for p in earlier {
+            println!(
+                "  {:<8} ρ {:.6} (ε {:.3}) in {} release(s)",
+                p.period, p.rho_spent, p.epsilon_spent, p.releases
+            );
+        }
+    }
+    Ok(())
+}
+
+fn audit_cmd(a: AuditArgs) -> Result<()> {
+    let (_, store) = open_node(&a.dir.data_dir)?;
+    let entries = ledger::entries(store.conn())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(());
+    }
+    if entries.is_empty() {
+        println!("No release has left this node.");
+        return Ok(());
+    }
+    println!(
+        "{:<32}  {:<15}  {:<8}  {:>9}  {:>7}  {:<7}  {:<20}  to",
+        "release", "kind", "period", "ρ", "ε", "status", "charged"
+    );
+    for e in &entries {
+        println!(
+            "{:<32}  {:<15}  {:<8}  {:>9.6}  {:>7.3}  {:<7}  {:<20}  {}",
+            e.release_id, e.kind, e.period, e.rho, e.epsilon, e.status, e.charged_at, e.counterpart
+        );
+    }
+    println!(
+        "ε at δ = {:e}; `mbc-node audit --json` has bounds, noise and layout of each.",
+        entries[0].delta
+    );
+    Ok(())
 }
 
 /// The pseudonyms `who` may mean: the pseudonym of a local staff id, or stored pseudonyms

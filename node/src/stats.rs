@@ -75,6 +75,12 @@ pub struct Derived {
     pub settings: Settings,
     /// Episodes in the store.
     pub episodes: usize,
+    /// Episode rowids, in analysis order.
+    pub episode_ids: Vec<i64>,
+    /// Patient rowid of each episode, in analysis order (local keys; never released).
+    pub patients: Vec<i64>,
+    /// The loaded episodes, in analysis order.
+    pub data: Vec<EpisodeData>,
 }
 
 /// Loads, analyses and stores. `now` is the derivation time.
@@ -83,7 +89,13 @@ pub fn derive(store: &mut Store, settings: Settings, now: &str) -> Result<Derive
     let instruments = registry.instruments().to_vec();
     let domains = registry.domains().to_vec();
     let clinic = store.clinic()?.map(|c| c.name).unwrap_or_default();
-    let (episode_ids, therapist_ids, therapists, episodes) = load(store, &instruments)?;
+    let Loaded {
+        episode_ids,
+        therapist_ids,
+        therapists,
+        episodes,
+        patients,
+    } = load(store, &instruments)?;
     let analysis = analysis::analyse(&instruments, &domains, &episodes, &settings);
     save(
         store.conn_mut(),
@@ -103,10 +115,20 @@ pub fn derive(store: &mut Store, settings: Settings, now: &str) -> Result<Derive
         analysis,
         settings,
         episodes: episodes.len(),
+        episode_ids,
+        patients,
+        data: episodes,
     })
 }
 
-type Loaded = (Vec<i64>, Vec<i64>, Vec<String>, Vec<EpisodeData>);
+/// Everything [`load`] reads, in episode order.
+struct Loaded {
+    episode_ids: Vec<i64>,
+    therapist_ids: Vec<i64>,
+    therapists: Vec<String>,
+    episodes: Vec<EpisodeData>,
+    patients: Vec<i64>,
+}
 
 /// Maps dense SQLite rowids to positions; rowids of a table are small integers in practice.
 struct RowIndex(Vec<u32>);
@@ -166,8 +188,14 @@ fn load(store: &Store, instruments: &[Instrument]) -> Result<Loaded> {
     let reader = store.reader()?;
     std::thread::scope(|scope| {
         let scores = reader.map(|c| scope.spawn(move || load_scores(&c, instruments)));
-        let (episode_ids, therapist_ids, therapists, mut episodes, episode_index) =
-            load_episodes(store.conn())?;
+        let Episodes {
+            episode_ids,
+            therapist_ids,
+            therapists,
+            mut episodes,
+            episode_index,
+            patients,
+        } = load_episodes(store.conn())?;
         let (scores, attendance) = match scores {
             // Unwrap safety: a panic in the loader is a bug; propagate it.
             Some(handle) => handle.join().unwrap()?,
@@ -188,11 +216,25 @@ fn load(store: &Store, instruments: &[Instrument]) -> Result<Loaded> {
                 });
             }
         }
-        Ok((episode_ids, therapist_ids, therapists, episodes))
+        Ok(Loaded {
+            episode_ids,
+            therapist_ids,
+            therapists,
+            episodes,
+            patients,
+        })
     })
 }
 
-type Episodes = (Vec<i64>, Vec<i64>, Vec<String>, Vec<EpisodeData>, RowIndex);
+/// Episodes with their keys, before scores are attached.
+struct Episodes {
+    episode_ids: Vec<i64>,
+    therapist_ids: Vec<i64>,
+    therapists: Vec<String>,
+    episodes: Vec<EpisodeData>,
+    episode_index: RowIndex,
+    patients: Vec<i64>,
+}
 
 /// Therapists, patients' sex, episodes and case mix.
 fn load_episodes(conn: &Connection) -> Result<Episodes> {
@@ -223,6 +265,7 @@ fn load_episodes(conn: &Connection) -> Result<Episodes> {
     let mut episode_index = RowIndex(Vec::new());
     let mut episode_ids = Vec::new();
     let mut episodes = Vec::new();
+    let mut patients = Vec::new();
     let mut stmt = conn
         .prepare("SELECT episode_id, patient_id, therapist_id FROM episode ORDER BY episode_id")?;
     let mut rows = stmt.query([])?;
@@ -234,6 +277,7 @@ fn load_episodes(conn: &Connection) -> Result<Episodes> {
             .context("episode refers to a missing therapist")?;
         episode_index.insert(id, episodes.len());
         episode_ids.push(id);
+        patients.push(patient as i64);
         episodes.push(EpisodeData {
             therapist,
             treatment_sessions: 0,
@@ -264,13 +308,14 @@ fn load_episodes(conn: &Connection) -> Result<Episodes> {
         c.comorbidity_count = r.get(7)?;
         c.wsas = r.get(8)?;
     }
-    Ok((
+    Ok(Episodes {
         episode_ids,
         therapist_ids,
         therapists,
         episodes,
         episode_index,
-    ))
+        patients,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]

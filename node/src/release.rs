@@ -1,0 +1,315 @@
+//! `mbc-node release`: differentially private releases out of the clinic, through the ledger.
+//!
+//! [`local_benchmark`] is the stand-alone release of the clinic's `benchmark` vector (the vector
+//! a network round sums, `protocol::benchmark`): noise is drawn first, the store is analysed,
+//! each patient's contribution is bounded and encoded, the noisy vector and its post-processed
+//! summary are put in a JSON document, the ledger is charged with exactly those bytes, and only
+//! then is the file written. A release charged but never written (a crash, a full disk) is
+//! written by the next `release` of the same kind instead of charging a new one.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use protocol::analysis::{FEATURES, domain_score, elevated};
+use protocol::benchmark::{BenchmarkLayout, Contribution, DomainSpec, LAYOUT_VERSION, Params};
+use protocol::dp::{self, Mechanism};
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::ledger::{self, Charged, Draft, Policy};
+use crate::stats::{self, Derived};
+use crate::store::Store;
+
+/// Kind of the stand-alone benchmark release.
+pub const LOCAL_BENCHMARK: &str = "local-benchmark";
+
+/// Test hook: when this variable is set, the process aborts right after the ledger charge and
+/// before the release is written (simulating a crash between charge and send).
+pub const FAIL_AFTER_CHARGE_ENV: &str = "MBC_NODE_TEST_FAIL_AFTER_CHARGE";
+
+/// The benchmark layout of this node's registry under its `[privacy]` bounds.
+pub fn benchmark_layout(store: &Store, config: &Config) -> Result<BenchmarkLayout> {
+    let registry = store.registry()?;
+    let specs = registry
+        .domains()
+        .iter()
+        .filter_map(|d| {
+            let inst = registry
+                .instruments()
+                .iter()
+                .find(|i| i.id == d.instrument_id)?;
+            Some(DomainSpec::new(d, inst))
+        })
+        .collect();
+    let params = Params {
+        max_episodes: config.privacy.max_episodes_per_patient,
+        caseload_cap: config.privacy.caseload_cap,
+    };
+    Ok(BenchmarkLayout::new(specs, params)?)
+}
+
+/// Per-session scores of every episode on `instrument`: episode rowid → (session seq, score).
+fn session_scores(store: &Store, instrument: &str) -> Result<HashMap<i64, Vec<(u32, f64)>>> {
+    let mut out: HashMap<i64, Vec<(u32, f64)>> = HashMap::new();
+    let mut stmt = store.conn().prepare(
+        "SELECT episode_id, session_seq, score FROM assessment WHERE instrument_id = ?1
+         ORDER BY episode_id, session_seq, assessment_id",
+    )?;
+    let mut rows = stmt.query([instrument])?;
+    while let Some(r) = rows.next()? {
+        out.entry(r.get(0)?)
+            .or_default()
+            .push((r.get(1)?, r.get(2)?));
+    }
+    Ok(out)
+}
+
+/// Every episode's contribution to every domain of `layout`, in episode order (so each
+/// patient's earliest episodes count, and each therapist's earliest enter the variance sums).
+pub fn contributions(
+    store: &Store,
+    derived: &Derived,
+    layout: &BenchmarkLayout,
+) -> Result<Vec<Contribution>> {
+    let mut out = Vec::new();
+    for (d, spec) in layout.domains().iter().enumerate() {
+        let domain = derived
+            .domains
+            .iter()
+            .find(|x| x.id == spec.id)
+            .with_context(|| format!("domain {} is not in the registry", spec.id))?;
+        let Some(inst_index) = derived
+            .instruments
+            .iter()
+            .position(|i| i.id == domain.instrument_id)
+        else {
+            continue;
+        };
+        let inst = &derived.instruments[inst_index];
+        let sessions = session_scores(store, &inst.id)?;
+        for (i, result) in derived.analysis.episodes.iter().enumerate() {
+            let Some(m) = result.measures.iter().find(|m| m.instrument == inst_index) else {
+                continue;
+            };
+            let o = &m.outcome;
+            let (pre, post) = (
+                domain_score(domain, inst, o.pre),
+                domain_score(domain, inst, o.post),
+            );
+            let data = &derived.data[i];
+            out.push(Contribution {
+                patient: derived.patients[i] as u64,
+                therapist: data.therapist as u64,
+                domain: d,
+                pre,
+                post,
+                finished: result.finished,
+                caseness: o.caseness_pre.zip(o.caseness_post),
+                reliable: o.reliable_improvement.zip(o.reliable_deterioration),
+                features: data.covariates.features(pre).to_vec(),
+                residual: m
+                    .fit
+                    .filter(|_| elevated(domain, inst, pre))
+                    .map(|(_, r)| r),
+                sessions: sessions
+                    .get(&derived.episode_ids[i])
+                    .map(|s| {
+                        s.iter()
+                            .map(|(seq, score)| (*seq, domain_score(domain, inst, *score)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The layout as JSON: what the release vector holds and how each block is bounded.
+pub fn layout_json(layout: &BenchmarkLayout) -> Value {
+    let l = layout.layout();
+    json!({
+        "kind": "benchmark",
+        "version": LAYOUT_VERSION,
+        "max_episodes_per_patient": layout.params().max_episodes,
+        "caseload_cap": layout.params().caseload_cap,
+        "features": FEATURES,
+        "sessions": protocol::benchmark::SESSIONS,
+        "domains": layout.domains().iter().enumerate().map(|(d, s)| {
+            let (intake, change) = layout.bins(d);
+            json!({
+                "id": s.id, "lo": s.lo, "hi": s.hi, "bands": s.bands,
+                "intake_bins": {"start": intake.start, "width": intake.width, "n": intake.n},
+                "change_bins": {"start": change.start, "width": change.width, "n": change.n},
+            })
+        }).collect::<Vec<_>>(),
+        "blocks": l.blocks().iter().map(|b| json!({
+            "name": b.name(),
+            "kind": b.kind().as_str(),
+            "offset": b.offset(),
+            "groups": b.groups(),
+            "width": b.width(),
+            "scale": b.scale(),
+            "episode_bounds": b.bounds().map(|(lo, hi)| [lo, hi]).collect::<Vec<_>>(),
+            "patient_l2_bound": b.patient_bound(),
+        })).collect::<Vec<_>>(),
+        "sensitivity": l.sensitivity().patient,
+        "therapist_sensitivity": l.sensitivity().therapist,
+    })
+}
+
+fn summary_json(s: &protocol::benchmark::DomainSummary) -> Value {
+    json!({
+        "domain": s.id,
+        "episodes": s.episodes,
+        "finished": s.finished,
+        "finished_at_caseness": s.at_caseness,
+        "reliable_improvement_rate": s.rates.reliable_improvement,
+        "reliable_deterioration_rate": s.rates.reliable_deterioration,
+        "recovery_rate": s.rates.recovery,
+        "reliable_recovery_rate": s.rates.reliable_recovery,
+        "intake": s.intake.map(|d| json!({"mean": d.mean, "quartiles": d.quartiles})),
+        "change": s.change.map(|d| json!({"mean": d.mean, "quartiles": d.quartiles})),
+        "risk_model": s.risk.as_ref().map(|b| FEATURES.iter().zip(b).map(|(f, v)| (f.to_string(), json!(v))).collect::<serde_json::Map<_, _>>()),
+        "therapist_variance": s.variance.map(|v| json!({
+            "therapists": v.therapists, "tau2": v.tau2, "sigma2": v.sigma2, "icc": v.icc,
+        })),
+        "expected_curves": s.curves,
+        "suppressed": s.suppressed,
+    })
+}
+
+/// What `release` did.
+#[derive(Debug)]
+pub struct Released {
+    /// The ledger entry.
+    pub charged: Charged,
+    /// Whether this wrote an earlier release that had been charged but not written.
+    pub resumed: bool,
+}
+
+/// Writes `bytes` to `out` atomically (temporary file in the same directory, then rename).
+fn write_atomically(out: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = out.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = std::path::PathBuf::from(tmp);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, out)
+    };
+    write().with_context(|| format!("couldn't write {}", out.display()))
+}
+
+/// Writes a charged release to `out` and records it as sent.
+fn deliver(store: &Store, charged: &Charged, out: &Path, now: DateTime<Utc>) -> Result<()> {
+    write_atomically(out, &charged.payload)?;
+    ledger::mark_sent(store.conn(), &charged.entry.release_id, now)
+}
+
+/// `mbc-node release --kind local-benchmark --rho R --out FILE`.
+pub fn local_benchmark(
+    store: &mut Store,
+    config: &Config,
+    settings: protocol::analysis::Settings,
+    rho: f64,
+    out: &Path,
+    now: DateTime<Utc>,
+) -> Result<Released> {
+    let policy = Policy::from_config(&config.privacy)?;
+    if let Some(pending) = ledger::pending(store.conn(), LOCAL_BENCHMARK)? {
+        deliver(store, &pending, out, now)?;
+        return Ok(Released {
+            charged: pending,
+            resumed: true,
+        });
+    }
+    let layout = benchmark_layout(store, config)?;
+    let sensitivity = layout.layout().sensitivity();
+    let mechanism = Mechanism::central(sensitivity.patient, rho)?;
+    ledger::precheck(store.conn(), &policy, mechanism.rho, now)?;
+    // Noise before any data-dependent work (timing).
+    let noise = mechanism.noise(layout.layout().len())?;
+    let derived = stats::derive(store, settings, &crate::cli::rfc3339(now))?;
+    let contributions = contributions(store, &derived, &layout)?;
+    if contributions.is_empty() {
+        bail!(
+            "nothing to release: no episode has two scores on any domain (import outcome data \
+             first); no budget was spent"
+        );
+    }
+    let patients = derived
+        .patients
+        .iter()
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    let mut values = layout.encode(&contributions)?;
+    layout
+        .layout()
+        .check_capacity(patients as u64, mechanism.total_sigma)?;
+    Mechanism::apply(&mut values, &noise)?;
+    let summary = layout.summarise(&values, mechanism.total_sigma)?;
+    let id = ledger::new_id()?;
+    let layout_value = layout_json(&layout);
+    let therapist_rho = sensitivity
+        .therapist
+        .map(|s| dp::rho(s, mechanism.total_sigma))
+        .transpose()?;
+    let document = json!({
+        "format": "mbc-node/release",
+        "kind": LOCAL_BENCHMARK,
+        "release_id": id,
+        "software": concat!("mbc-node ", env!("CARGO_PKG_VERSION")),
+        "clinic": derived.clinic,
+        "period": policy.period.label(now),
+        "privacy": {
+            "unit": "patient",
+            "rho": mechanism.rho,
+            "epsilon": dp::epsilon(mechanism.rho, policy.delta)?,
+            "delta": policy.delta,
+            "sigma": mechanism.total_sigma,
+            "sensitivity": sensitivity.patient,
+            "therapist_sensitivity": sensitivity.therapist,
+            "therapist_rho": therapist_rho,
+            "mechanism": "discrete Gaussian (OpenDP), ρ-zCDP",
+        },
+        "layout": layout_value,
+        "values": values,
+        "summary": summary.iter().map(summary_json).collect::<Vec<_>>(),
+    });
+    let payload = serde_json::to_vec_pretty(&document)?;
+    let charged = ledger::charge(
+        store.conn_mut(),
+        &policy,
+        Draft {
+            id,
+            kind: LOCAL_BENCHMARK.into(),
+            counterpart: format!("file:{}", out.display()),
+            mechanism,
+            threshold: 1,
+            therapist_sensitivity: sensitivity.therapist,
+            layout: layout_value.to_string(),
+            payload,
+        },
+        now,
+    )?;
+    if std::env::var_os(FAIL_AFTER_CHARGE_ENV).is_some() {
+        std::process::abort();
+    }
+    deliver(store, &charged, out, now)?;
+    Ok(Released {
+        charged,
+        resumed: false,
+    })
+}
+
+/// Refuses obviously wrong ρ values before any work, with the flag's name.
+pub fn check_rho_arg(rho: f64) -> Result<()> {
+    if !(rho.is_finite() && rho > 0.0) {
+        bail!("--rho must be a positive number, not {rho}");
+    }
+    Ok(())
+}
