@@ -2,4 +2,5 @@
 
 mod import;
 mod node;
+mod privacy;
 mod stats;

@@ -80,7 +80,8 @@ pub fn mbc_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     Run::from(cmd.output().unwrap())
 }
 
-fn open(db: &Path) -> Connection {
+/// Opens a store read-only.
+pub fn open(db: &Path) -> Connection {
     // Unwrap safety: tests only inspect stores they created.
     Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()
 }
@@ -95,7 +96,8 @@ fn render(v: ValueRef<'_>) -> String {
     }
 }
 
-fn rows(conn: &Connection, sql: &str) -> Vec<String> {
+/// Every row of a query, columns joined by `|`.
+pub fn rows(conn: &Connection, sql: &str) -> Vec<String> {
     // Unwrap safety: the queries are fixed and match the schema.
     let mut stmt = conn.prepare(sql).unwrap();
     let n = stmt.column_count();
