@@ -376,51 +376,28 @@ impl Layout {
             let share = TARGET_SENSITIVITY * (b.weight / total_weight).sqrt();
             b.offset = offset;
             offset += b.len();
-            match b.kind {
-                BlockKind::Aggregate => {
-                    // Encoded once: |round(s·v) − round(s·v')| ≤ ⌈s·k·m⌉ + 1.
-                    b.scale = share / (k * norm);
-                    b.episode_bound = b
-                        .magnitudes()
-                        .map(|m| (b.scale * m).ceil() as u64)
-                        .collect();
-                    let block_sq = b
-                        .magnitudes()
-                        .map(|m| {
-                            let e = (b.scale * k * m).ceil() as u128 + 1;
-                            e * e
-                        })
-                        .sum::<u128>();
-                    b.patient_bound = sqrt_up(block_sq);
-                    patient_sq += block_sq;
-                    if let Some(t) = &b.therapist {
-                        *therapist_sq.get_or_insert(0) += t
-                            .iter()
-                            .map(|m| {
-                                let e = (b.scale * m).ceil() as u128 + 1;
-                                e * e
-                            })
-                            .sum::<u128>();
-                    }
-                }
-                _ => {
-                    b.scale = share / (k * norm);
-                    b.episode_bound = b
-                        .magnitudes()
-                        .map(|m| (b.scale * m).ceil() as u64)
-                        .collect();
-                    let k = u128::from(max_episodes);
-                    let block_sq = b
-                        .episode_bound
-                        .iter()
-                        .map(|e| {
-                            let e = k * u128::from(*e);
-                            e * e
-                        })
-                        .sum::<u128>();
-                    b.patient_bound = sqrt_up(block_sq);
-                    patient_sq += block_sq;
-                }
+            b.scale = share / (k * norm);
+            b.episode_bound = b
+                .magnitudes()
+                .map(|m| (b.scale * m).ceil() as u64)
+                .collect();
+            // Per-episode blocks: k·eᵢ. Aggregates, encoded once as a whole:
+            // |round(s·v) − round(s·v')| ≤ ⌈s·k·m⌉ + 1 (see `patient_entry_bounds`).
+            let block_sq = b
+                .patient_entry_bounds(max_episodes)
+                .iter()
+                .map(|e| u128::from(*e) * u128::from(*e))
+                .sum::<u128>();
+            b.patient_bound = sqrt_up(block_sq);
+            patient_sq += block_sq;
+            if let Some(t) = &b.therapist {
+                *therapist_sq.get_or_insert(0) += t
+                    .iter()
+                    .map(|m| {
+                        let e = (b.scale * m).ceil() as u128 + 1;
+                        e * e
+                    })
+                    .sum::<u128>();
             }
         }
         Ok(Self {
