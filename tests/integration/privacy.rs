@@ -56,21 +56,31 @@ fn set_budget(cwd: &Path, per_period: f64, per_release: f64) {
     std::fs::write(path, text).unwrap();
 }
 
+/// `mbc-node release --kind local-benchmark --rho RHO --out OUT EXTRA…` with extra environment.
+fn release_with(
+    cwd: &Path,
+    rho: &str,
+    out: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> integration_tests::Run {
+    let mut args = vec![
+        "release",
+        "--data-dir",
+        "node",
+        "--kind",
+        "local-benchmark",
+        "--rho",
+        rho,
+        "--out",
+        out,
+    ];
+    args.extend(extra);
+    mbc_env(cwd, &args, env)
+}
+
 fn release(cwd: &Path, rho: &str, out: &str) -> integration_tests::Run {
-    mbc(
-        cwd,
-        &[
-            "release",
-            "--data-dir",
-            "node",
-            "--kind",
-            "local-benchmark",
-            "--rho",
-            rho,
-            "--out",
-            out,
-        ],
-    )
+    release_with(cwd, rho, out, &[], &[])
 }
 
 #[test]
@@ -113,18 +123,13 @@ fn a_crash_between_charge_and_write_is_resumed_without_a_second_charge() {
     let tmp = tempfile::tempdir().unwrap();
     let cwd = tmp.path();
     node_with_markers(cwd);
-    let args = [
-        "release",
-        "--data-dir",
-        "node",
-        "--kind",
-        "local-benchmark",
-        "--rho",
+    let crashed = release_with(
+        cwd,
         "0.1",
-        "--out",
         "bench.json",
-    ];
-    let crashed = mbc_env(cwd, &args, &[("MBC_NODE_TEST_FAIL_AFTER_CHARGE", "1")]);
+        &[],
+        &[("MBC_NODE_TEST_FAIL_AFTER_CHARGE", "1")],
+    );
     assert_ne!(crashed.code, 0);
     assert!(
         !cwd.join("bench.json").exists(),
@@ -137,7 +142,7 @@ fn a_crash_between_charge_and_write_is_resumed_without_a_second_charge() {
     assert_eq!(audit[0]["status"], "charged");
     let sha = audit[0]["payload_sha256"].as_str().unwrap().to_owned();
 
-    let resumed = mbc(cwd, &args).ok();
+    let resumed = release(cwd, "0.1", "bench.json").ok();
     assert!(
         resumed
             .stdout
@@ -183,22 +188,7 @@ fn nothing_the_node_emits_holds_identifiers_pseudonyms_dates_or_exact_values() {
     record("release", release(cwd, "0.25", "bench.json").ok());
     record(
         "release --json",
-        mbc(
-            cwd,
-            &[
-                "release",
-                "--data-dir",
-                "node",
-                "--kind",
-                "local-benchmark",
-                "--rho",
-                "0.25",
-                "--out",
-                "bench2.json",
-                "--json",
-            ],
-        )
-        .ok(),
+        release_with(cwd, "0.25", "bench2.json", &["--json"], &[]).ok(),
     );
     for cmd in ["budget", "audit"] {
         record(cmd, mbc(cwd, &[cmd, "--data-dir", "node"]).ok());
