@@ -19,6 +19,9 @@ fn every_command_has_help_with_an_example() {
         &["status"],
         &["instruments", "add"],
         &["instruments", "list"],
+        &["release"],
+        &["budget"],
+        &["audit"],
         &["demo"],
     ] {
         let mut args = cmd.to_vec();
