@@ -10,7 +10,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use libp2p_identity::{Keypair, PeerId};
+use libp2p::identity::{Keypair, PeerId};
 use protocol::pseudonym::{Pseudonymiser, SECRET_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
 

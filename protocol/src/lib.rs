@@ -11,6 +11,11 @@
 //! - [`pseudonym`]: HMAC-SHA256 pseudonyms that replace local identifiers at import (P6).
 //! - [`outcome`]: pre/post change, reliable change, caseness, NHS Talking Therapies metrics.
 //! - [`risk`]: the risk model (ridge least squares from sufficient statistics).
+//! - [`transcript`]: domain-separated, length-prefixed bytes: the only bytes ever signed.
+//! - [`keys`]: Ed25519 identity keys from the node seed; signing and verifying transcripts.
+//! - [`roster`]: the coordinator-signed membership list and clinics' join requests.
+//! - [`messages`]: the wire (versioned, size-bounded, signed envelopes), strict decoding,
+//!   replay protection.
 //! - [`therapist`]: variance components, empirical-Bayes track records, labels, Wilson intervals.
 #![warn(missing_docs)]
 
@@ -18,11 +23,15 @@ pub mod analysis;
 pub mod benchmark;
 pub mod dp;
 pub mod instrument;
+pub mod keys;
+pub mod messages;
 pub mod outcome;
 pub mod pseudonym;
 pub mod risk;
+pub mod roster;
 pub mod scoring;
 pub mod therapist;
+pub mod transcript;
 
 /// Version of the wire protocol and of every domain-separation label built on it.
 pub const PROTOCOL_VERSION: u16 = 1;

@@ -1,0 +1,415 @@
+//! The wire: every request, response and gossip message between nodes.
+//!
+//! These are the only serde types that cross the network (STYLE.md house rule 1). Each is
+//! carried in an [`Envelope`]: protocol version, network id, sender key, a random nonce, the
+//! send time, for a response the nonce of its request, the body, and the sender's Ed25519
+//! signature over a hand-built transcript of all of those (never over the CBOR bytes).
+//!
+//! Receiving is three steps, each with its own error so the node can log why it refused:
+//! [`decode`] (size bound first, strict CBOR, no trailing bytes, version, field bounds),
+//! [`Envelope::open`] (network id, sender is the authenticated peer, signature) and
+//! [`ReplayGuard::check`] (fresh, nonce never seen). Only then does the body reach the node.
+//!
+//! P1: no body carries patient, therapist or session data. Round traffic (issue 6) will add
+//! masked vectors and key material, never raw values.
+
+use std::collections::HashMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::PROTOCOL_VERSION;
+use crate::keys::{BadSignature, Bytes, NodeKey, Signature, Signer};
+use crate::roster::{SignedRoster, check_network_id};
+use crate::transcript::Transcript;
+
+/// Largest encoded request, in bytes.
+pub const MAX_REQUEST: usize = 1 << 20;
+/// Largest encoded response, in bytes.
+pub const MAX_RESPONSE: usize = 1 << 20;
+/// Largest encoded gossip message, in bytes.
+pub const MAX_GOSSIP: usize = 1 << 20;
+/// Largest echo payload, in bytes.
+pub const MAX_ECHO: usize = 64 << 10;
+/// Longest software-version string, in bytes.
+pub const MAX_SOFTWARE: usize = 64;
+/// How far a message's send time may be from the receiver's clock, in milliseconds.
+pub const FRESHNESS_MS: u64 = 5 * 60 * 1000;
+/// Nonces remembered per sender within the freshness window; a sender beyond this is refused
+/// until older nonces expire (members only, so memory is bounded by roster size × this).
+pub const NONCES_PER_SENDER: usize = 65_536;
+/// Nesting depth the CBOR decoder accepts.
+const MAX_DEPTH: usize = 16;
+
+/// Why bytes were not a valid message. Never echoes payload bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Longer than the bound for its kind.
+    #[error("message of {len} bytes exceeds the {max}-byte limit")]
+    Oversized {
+        /// Length received.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// Not CBOR of the expected shape.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// Bytes after the message.
+    #[error("{0} trailing bytes after the message")]
+    Trailing(usize),
+    /// Another protocol version.
+    #[error("protocol version {0} is not supported (this node speaks {PROTOCOL_VERSION})")]
+    Version(u16),
+    /// A field is out of bounds.
+    #[error("invalid field: {0}")]
+    Invalid(String),
+}
+
+/// Why a well-formed message was refused. Sent back to the peer in [`Response::Rejected`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejection {
+    /// Could not be decoded.
+    #[error("malformed")]
+    Malformed,
+    /// For another network.
+    #[error("wrong network")]
+    WrongNetwork,
+    /// Signed by a key other than the connection's peer.
+    #[error("sender is not the connected peer")]
+    WrongSender,
+    /// The signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    /// Sent too long ago or too far in the future.
+    #[error("stale")]
+    Stale,
+    /// The nonce was seen before.
+    #[error("replayed")]
+    Replay,
+    /// The sender has too many messages in flight.
+    #[error("too many messages")]
+    Flood,
+}
+
+impl Rejection {
+    fn tag(self) -> u8 {
+        self as u8
+    }
+}
+
+impl From<BadSignature> for Rejection {
+    fn from(_: BadSignature) -> Self {
+        Rejection::BadSignature
+    }
+}
+
+/// A message body: what it signs and how it is bounded.
+pub trait Body: Serialize + DeserializeOwned {
+    /// Transcript label, distinct per body type.
+    const PURPOSE: &'static str;
+    /// Largest encoded envelope carrying this body.
+    const MAX_LEN: usize;
+    /// Appends the body's fields to a transcript.
+    fn absorb(&self, t: Transcript) -> Transcript;
+    /// Checks field bounds.
+    fn validate(&self) -> Result<(), DecodeError>;
+}
+
+/// A request from one node to another (request-response).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// "Send me your roster if it is newer than `have`": the pull half of roster propagation.
+    Roster {
+        /// The version the requester holds.
+        have: u64,
+    },
+    /// "Tell me your roster version and software version."
+    Info,
+    /// Echo the payload back (liveness and latency measurement).
+    Echo(Bytes),
+}
+
+/// A node's short description of itself; no clinic data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeInfo {
+    /// The roster version the node holds.
+    pub roster_version: u64,
+    /// `mbc-node` version.
+    pub software: String,
+}
+
+/// A response to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Response {
+    /// The responder's roster if newer than the requester's, else none.
+    Roster(Option<SignedRoster>),
+    /// See [`NodeInfo`].
+    Info(NodeInfo),
+    /// The echoed payload.
+    Echo(Bytes),
+    /// The responder is at capacity; try again later.
+    Busy,
+    /// The request was refused, and why.
+    Rejected(Rejection),
+}
+
+/// A gossiped announcement (gossipsub).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Gossip {
+    /// A new roster version.
+    Roster(SignedRoster),
+}
+
+fn absorb_roster(t: Transcript, r: &SignedRoster) -> Transcript {
+    r.roster.absorb(t).bytes(&r.signature.0)
+}
+
+impl Body for Request {
+    const PURPOSE: &'static str = "request";
+    const MAX_LEN: usize = MAX_REQUEST;
+    fn absorb(&self, t: Transcript) -> Transcript {
+        match self {
+            Request::Roster { have } => t.tag(1).u64(*have),
+            Request::Info => t.tag(2),
+            Request::Echo(b) => t.tag(3).bytes(&b.0),
+        }
+    }
+    fn validate(&self) -> Result<(), DecodeError> {
+        match self {
+            Request::Echo(b) if b.0.len() > MAX_ECHO => Err(DecodeError::Invalid(format!(
+                "echo payload of {} bytes exceeds {MAX_ECHO}",
+                b.0.len()
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Body for Response {
+    const PURPOSE: &'static str = "response";
+    const MAX_LEN: usize = MAX_RESPONSE;
+    fn absorb(&self, t: Transcript) -> Transcript {
+        match self {
+            Response::Roster(None) => t.tag(1).tag(0),
+            Response::Roster(Some(r)) => absorb_roster(t.tag(1).tag(1), r),
+            Response::Info(i) => t.tag(2).u64(i.roster_version).str(&i.software),
+            Response::Echo(b) => t.tag(3).bytes(&b.0),
+            Response::Busy => t.tag(4),
+            Response::Rejected(r) => t.tag(5).tag(r.tag()),
+        }
+    }
+    fn validate(&self) -> Result<(), DecodeError> {
+        match self {
+            Response::Roster(Some(r)) => validate_roster(r),
+            Response::Info(i) if i.software.len() > MAX_SOFTWARE => Err(DecodeError::Invalid(
+                format!("software version longer than {MAX_SOFTWARE} bytes"),
+            )),
+            Response::Echo(b) if b.0.len() > MAX_ECHO => Err(DecodeError::Invalid(format!(
+                "echo payload of {} bytes exceeds {MAX_ECHO}",
+                b.0.len()
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Body for Gossip {
+    const PURPOSE: &'static str = "gossip";
+    const MAX_LEN: usize = MAX_GOSSIP;
+    fn absorb(&self, t: Transcript) -> Transcript {
+        match self {
+            Gossip::Roster(r) => absorb_roster(t.tag(1), r),
+        }
+    }
+    fn validate(&self) -> Result<(), DecodeError> {
+        match self {
+            Gossip::Roster(r) => validate_roster(r),
+        }
+    }
+}
+
+fn validate_roster(r: &SignedRoster) -> Result<(), DecodeError> {
+    r.roster
+        .validate()
+        .map_err(|e| DecodeError::Invalid(e.to_string()))
+}
+
+/// A signed message: header, body, signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope<B> {
+    /// [`PROTOCOL_VERSION`].
+    pub version: u16,
+    /// The network the message is for.
+    pub network_id: String,
+    /// The sender's identity key.
+    pub sender: NodeKey,
+    /// Random, unique per message: replay protection.
+    pub nonce: u64,
+    /// Sender's clock at sending, Unix milliseconds.
+    pub sent_at_ms: u64,
+    /// For a response, the nonce of the request it answers.
+    pub reply_to: Option<u64>,
+    /// The message.
+    pub body: B,
+    /// The sender's signature over [`Envelope::transcript`].
+    pub signature: Signature,
+}
+
+/// The header fields of a message to be sealed; time and randomness come from the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Header<'a> {
+    /// The network.
+    pub network_id: &'a str,
+    /// A fresh random nonce.
+    pub nonce: u64,
+    /// Now, Unix milliseconds.
+    pub sent_at_ms: u64,
+    /// For a response, the request's nonce.
+    pub reply_to: Option<u64>,
+}
+
+impl<B: Body> Envelope<B> {
+    /// Signs `body` under `header`.
+    pub fn seal(signer: &Signer, header: Header<'_>, body: B) -> Self {
+        let mut envelope = Envelope {
+            version: PROTOCOL_VERSION,
+            network_id: header.network_id.to_owned(),
+            sender: signer.key(),
+            nonce: header.nonce,
+            sent_at_ms: header.sent_at_ms,
+            reply_to: header.reply_to,
+            body,
+            signature: Signature([0; 64]),
+        };
+        envelope.signature = signer.sign(&envelope.transcript());
+        envelope
+    }
+
+    /// The bytes the sender signs: every field but the signature, labelled by body type.
+    pub fn transcript(&self) -> Vec<u8> {
+        let t = Transcript::new(B::PURPOSE)
+            .u64(u64::from(self.version))
+            .str(&self.network_id)
+            .bytes(&self.sender.0)
+            .u64(self.nonce)
+            .u64(self.sent_at_ms);
+        let t = match self.reply_to {
+            None => t.tag(0),
+            Some(n) => t.tag(1).u64(n),
+        };
+        self.body.absorb(t).finish()
+    }
+
+    /// Checks that the message is for `network_id`, was signed by `peer` (the key the
+    /// transport authenticated), and that the signature verifies.
+    pub fn open(&self, network_id: &str, peer: &NodeKey) -> Result<&B, Rejection> {
+        if self.network_id != network_id {
+            return Err(Rejection::WrongNetwork);
+        }
+        if &self.sender != peer {
+            return Err(Rejection::WrongSender);
+        }
+        self.sender.verify(&self.transcript(), &self.signature)?;
+        Ok(&self.body)
+    }
+}
+
+/// Encodes a message as CBOR.
+pub fn encode<B: Body>(envelope: &Envelope<B>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    // Unwrap safety: writing to a Vec cannot fail and every field is serialisable.
+    ciborium::into_writer(envelope, &mut out).expect("CBOR encoding into a Vec cannot fail");
+    out
+}
+
+/// Decodes a message strictly: size bound first, then CBOR with a depth limit, no unknown
+/// fields, no trailing bytes, this protocol version, bounded fields. Never panics.
+pub fn decode<B: Body>(bytes: &[u8]) -> Result<Envelope<B>, DecodeError> {
+    if bytes.len() > B::MAX_LEN {
+        return Err(DecodeError::Oversized {
+            len: bytes.len(),
+            max: B::MAX_LEN,
+        });
+    }
+    let mut reader = bytes;
+    let envelope: Envelope<B> =
+        ciborium::de::from_reader_with_recursion_limit(&mut reader, MAX_DEPTH)
+            .map_err(|e| DecodeError::Malformed(short_error(&e)))?;
+    if !reader.is_empty() {
+        return Err(DecodeError::Trailing(reader.len()));
+    }
+    if envelope.version != PROTOCOL_VERSION {
+        return Err(DecodeError::Version(envelope.version));
+    }
+    check_network_id(&envelope.network_id).map_err(|e| DecodeError::Invalid(e.to_string()))?;
+    envelope.body.validate()?;
+    Ok(envelope)
+}
+
+/// The error's kind without any payload bytes it might quote.
+fn short_error<E: std::fmt::Debug>(e: &ciborium::de::Error<E>) -> String {
+    match e {
+        ciborium::de::Error::Io(_) => "truncated".into(),
+        ciborium::de::Error::Syntax(at) => format!("syntax error at byte {at}"),
+        ciborium::de::Error::Semantic(at, msg) => {
+            let msg: String = msg.chars().take(80).collect();
+            match at {
+                Some(at) => format!("{msg} at byte {at}"),
+                None => msg,
+            }
+        }
+        ciborium::de::Error::RecursionLimitExceeded => "nested too deeply".into(),
+    }
+}
+
+/// Remembers recent nonces per sender and refuses stale or repeated messages.
+///
+/// Pure: the caller passes its clock. Memory is bounded by senders × [`NONCES_PER_SENDER`];
+/// senders are roster members (non-members cannot connect).
+#[derive(Debug, Default)]
+pub struct ReplayGuard {
+    seen: HashMap<NodeKey, HashMap<u64, u64>>,
+}
+
+impl ReplayGuard {
+    /// Accepts the message (and remembers its nonce) or says why not.
+    pub fn check(
+        &mut self,
+        sender: &NodeKey,
+        nonce: u64,
+        sent_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), Rejection> {
+        if sent_at_ms.abs_diff(now_ms) > FRESHNESS_MS {
+            return Err(Rejection::Stale);
+        }
+        let seen = self.seen.entry(*sender).or_default();
+        if seen.contains_key(&nonce) {
+            return Err(Rejection::Replay);
+        }
+        if seen.len() >= NONCES_PER_SENDER {
+            // A message older than the window is refused above, so its nonce can go.
+            seen.retain(|_, at| at.abs_diff(now_ms) <= FRESHNESS_MS);
+            if seen.len() >= NONCES_PER_SENDER {
+                return Err(Rejection::Flood);
+            }
+        }
+        seen.insert(nonce, sent_at_ms);
+        Ok(())
+    }
+
+    /// Forgets a sender (removed from the roster).
+    pub fn forget(&mut self, sender: &NodeKey) {
+        self.seen.remove(sender);
+    }
+}
+
+#[cfg(test)]
+mod tests;
