@@ -12,7 +12,9 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{CONFIG_FILE, Config};
 use crate::import::{self, Format};
 use crate::store::{Clinic, Store};
-use crate::{keystore, ledger, registry, release, report, stats, status, synth};
+use crate::{api, keystore, ledger, registry, release, report, stats, status, synth};
+
+mod network;
 
 /// A clinic's node in a privacy-preserving measurement-based-care network.
 ///
@@ -67,6 +69,15 @@ enum Command {
     ///
     /// Example: mbc-node audit --data-dir /srv/mbc --json > audit-2026.json
     Audit(AuditArgs),
+    /// Network membership: create, join, admit, remove, roster, peers
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
+    /// Run the node: join the network, answer peers, serve the local API (until SIGTERM)
+    ///
+    /// Prints one JSON line ({"event":"ready",...}) on stdout when listening; logs go to stderr.
+    ///
+    /// Example: mbc-node run --data-dir /srv/mbc
+    Run(network::RunArgs),
     /// Manage outcome instruments and problem domains
     #[command(subcommand)]
     Instruments(InstrumentsCommand),
@@ -77,10 +88,10 @@ enum Command {
 }
 
 #[derive(Debug, Args)]
-struct DataDir {
+pub(crate) struct DataDir {
     /// The node's data directory
     #[arg(long, env = "MBC_NODE_DIR", value_name = "DIR")]
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -96,6 +107,12 @@ struct InitArgs {
     /// Kind of service, e.g. "NHS Talking Therapies"
     #[arg(long)]
     service_type: Option<String>,
+    /// Address the daemon listens on (repeatable; default /ip4/0.0.0.0/tcp/7400)
+    #[arg(long = "listen", value_name = "MULTIADDR")]
+    listen: Vec<String>,
+    /// Local API port on 127.0.0.1 (default 0: any free port)
+    #[arg(long)]
+    api_port: Option<u16>,
     /// Print JSON instead of text
     #[arg(long)]
     json: bool,
@@ -286,6 +303,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Instruments(InstrumentsCommand::List { dir, json }) => {
             instruments_list(&dir.data_dir, json)
         }
+        Command::Network(c) => network::network_cmd(c),
+        Command::Run(a) => network::run_cmd(a),
         Command::Demo(a) => demo(a),
     }
 }
@@ -310,6 +329,15 @@ pub fn now() -> String {
 
 /// Creates a node in `dir`. Returns its PeerId.
 pub fn init_node(dir: &Path, clinic: Clinic) -> Result<String> {
+    init_node_with(dir, clinic, crate::config::NetworkConfig::default())
+}
+
+/// Creates a node in `dir` with the given `[network]` settings. Returns its PeerId.
+pub fn init_node_with(
+    dir: &Path,
+    clinic: Clinic,
+    network: crate::config::NetworkConfig,
+) -> Result<String> {
     for existing in [CONFIG_FILE, "local.db", "identity.key", "pseudonym.key"] {
         if dir.join(existing).exists() {
             bail!(
@@ -323,11 +351,12 @@ pub fn init_node(dir: &Path, clinic: Clinic) -> Result<String> {
     // The directory holds pseudonymised health data and keys: owner only.
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .with_context(|| format!("couldn't restrict permissions of {}", dir.display()))?;
-    let config = Config::new(
+    let mut config = Config::new(
         clinic.name.clone(),
         clinic.country.clone(),
         clinic.service_type.clone(),
     );
+    config.network = network;
     let created = || -> Result<String> {
         let identity = dir.join(&config.keys.identity_key_file);
         keystore::create_key_file(&identity)?;
@@ -359,7 +388,16 @@ fn init(a: InitArgs) -> Result<()> {
         country: a.country,
         service_type: a.service_type,
     };
-    let peer_id = init_node(dir, clinic.clone())?;
+    let mut network = crate::config::NetworkConfig::default();
+    if !a.listen.is_empty() {
+        for l in &a.listen {
+            l.parse::<libp2p::Multiaddr>()
+                .with_context(|| format!("--listen {l:?} is not a multiaddress"))?;
+        }
+        network.listen = a.listen;
+    }
+    network.api_port = a.api_port.unwrap_or(0);
+    let peer_id = init_node_with(dir, clinic.clone(), network)?;
     if a.json {
         let out = serde_json::json!({"data_dir": dir, "clinic": clinic.name, "peer_id": peer_id});
         println!("{out}");
@@ -673,11 +711,47 @@ fn report_cmd(a: ReportArgs) -> Result<()> {
 
 fn status_cmd(dir: &Path, json: bool) -> Result<()> {
     let (_, store) = open_node(dir)?;
-    let summary = status::summary(&store)?;
+    // The running node adds its network state; a stopped one gives the store summary alone.
+    let live = api::call(dir, "GET", "/v1/status", None);
     if json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-    } else {
-        print!("{summary}");
+        match live {
+            Ok(v) => println!("{}", serde_json::to_string_pretty(&v)?),
+            Err(_) => println!(
+                "{}",
+                serde_json::to_string_pretty(&status::summary(&store)?)?
+            ),
+        }
+        return Ok(());
+    }
+    print!("{}", status::summary(&store)?);
+    match live {
+        Ok(v) => {
+            let net = &v["network"];
+            println!(
+                "node: running {} s, peer id {}",
+                v["uptime_secs"],
+                v["peer_id"].as_str().unwrap_or("")
+            );
+            println!(
+                "network: {} · roster version {} · {} of {} peers connected{}",
+                net["network_id"].as_str().unwrap_or("-"),
+                net["roster_version"],
+                v["peers_connected"],
+                v["peers_total"],
+                if net["is_coordinator"] == true {
+                    " · coordinator"
+                } else {
+                    ""
+                }
+            );
+        }
+        Err(_) => match crate::network::load(store.conn())? {
+            Some(m) => println!(
+                "node: not running · network {} · roster version {}",
+                m.network_id, m.roster.roster.version
+            ),
+            None => println!("node: not running · not in a network"),
+        },
     }
     Ok(())
 }

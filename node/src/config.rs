@@ -40,6 +40,63 @@ pub struct Config {
     /// The clinic's privacy budget and contribution bounds.
     #[serde(default)]
     pub privacy: PrivacyConfig,
+    /// How the node takes part in the network.
+    #[serde(default)]
+    pub network: NetworkConfig,
+}
+
+/// `[network]`: the daemon's listen addresses and local API (DESIGN.md §8). Every field is
+/// optional.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// libp2p multiaddresses to listen on. Default ["/ip4/0.0.0.0/tcp/7400"].
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    /// Addresses other clinics dial, put in the join request. Default: the listen addresses
+    /// that name a concrete IP and port.
+    #[serde(default)]
+    pub advertise: Vec<String>,
+    /// Port of the local API on 127.0.0.1; 0 picks a free one. The address in use is written
+    /// to `api.addr` in the data directory. Default 0.
+    #[serde(default)]
+    pub api_port: u16,
+    /// Most simultaneous connections. Default 128.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+fn default_listen() -> Vec<String> {
+    vec!["/ip4/0.0.0.0/tcp/7400".into()]
+}
+fn default_max_connections() -> u32 {
+    128
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            advertise: Vec::new(),
+            api_port: 0,
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// The addresses to advertise: `advertise` if set, else the listen addresses with a
+    /// concrete IP and port.
+    pub fn advertised(&self) -> Vec<String> {
+        if !self.advertise.is_empty() {
+            return self.advertise.clone();
+        }
+        self.listen
+            .iter()
+            .filter(|a| !a.contains("/0.0.0.0/") && !a.contains("/::/") && !a.ends_with("/tcp/0"))
+            .cloned()
+            .collect()
+    }
 }
 
 /// `[privacy]`: the clinic's privacy budget (ρ-zCDP) and how its data are bounded before noise
@@ -230,6 +287,7 @@ impl Config {
             keys: KeysConfig::default(),
             stats: StatsConfig::default(),
             privacy: PrivacyConfig::default(),
+            network: NetworkConfig::default(),
         }
     }
 
@@ -298,7 +356,15 @@ impl Config {
              # Contribution bounds: episodes per patient and domain; episodes per therapist and\n\
              # domain in therapist-variance sums.\n\
              max_episodes_per_patient = {}\n\
-             caseload_cap = {}\n",
+             caseload_cap = {}\n\n\
+             [network]\n\
+             # libp2p addresses the daemon (mbc-node run) listens on.\n\
+             listen = {}\n\
+             # Addresses other clinics dial (default: the listen addresses with a concrete IP).\n\
+             advertise = {}\n\
+             # Local API port on 127.0.0.1 (0: any free port; the one in use is in api.addr).\n\
+             api_port = {}\n\
+             max_connections = {}\n",
             toml_string(&self.clinic.name),
             opt(&self.clinic.country, "country"),
             opt(&self.clinic.service_type, "service_type"),
@@ -309,13 +375,7 @@ impl Config {
             self.stats.min_n_show,
             self.stats.min_n_classify,
             self.stats.other_measure_clause,
-            toml::Value::Array(
-                self.stats
-                    .paired_instruments
-                    .iter()
-                    .map(|i| toml::Value::String(i.clone()))
-                    .collect()
-            ),
+            toml_strings(&self.stats.paired_instruments),
             toml::Value::Float(self.stats.ridge),
             toml::Value::Float(self.privacy.rho_per_period),
             toml_string(&self.privacy.period),
@@ -323,6 +383,10 @@ impl Config {
             toml::Value::Float(self.privacy.delta),
             self.privacy.max_episodes_per_patient,
             self.privacy.caseload_cap,
+            toml_strings(&self.network.listen),
+            toml_strings(&self.network.advertise),
+            self.network.api_port,
+            self.network.max_connections,
         )
     }
 
@@ -330,6 +394,10 @@ impl Config {
     pub fn store_path(&self, data_dir: &Path) -> PathBuf {
         data_dir.join(&self.store.path)
     }
+}
+
+fn toml_strings(v: &[String]) -> toml::Value {
+    toml::Value::Array(v.iter().map(|s| toml::Value::String(s.clone())).collect())
 }
 
 fn toml_string(s: &str) -> String {
@@ -386,6 +454,18 @@ mod tests {
         assert_eq!(back.caseload_cap, 50);
         assert_eq!(back.delta, 1e-6);
         assert_eq!(back.max_rho_per_release, 0.25);
+    }
+
+    #[test]
+    fn network_settings_are_written_as_they_are() {
+        let mut c = Config::new("x".into(), None, None);
+        assert_eq!(c.network.advertised(), Vec::<String>::new());
+        c.network.listen = vec!["/ip4/127.0.0.1/tcp/7411".into()];
+        c.network.api_port = 7412;
+        let back = Config::parse(&c.to_toml()).unwrap().network;
+        assert_eq!(back.listen, ["/ip4/127.0.0.1/tcp/7411"]);
+        assert_eq!(back.advertised(), ["/ip4/127.0.0.1/tcp/7411"]);
+        assert_eq!((back.api_port, back.max_connections), (7412, 128));
     }
 
     #[test]

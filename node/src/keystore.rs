@@ -2,7 +2,7 @@
 //!
 //! Both are 32 random bytes from the OS RNG (ring's `SystemRandom`), written with mode 0600 and
 //! `create_new`, so an existing key is never overwritten. The identity seed gives the libp2p
-//! `Keypair` (and so the PeerId) and, in later issues, the ring signing key: the same 32 bytes.
+//! `Keypair` (and so the PeerId) and the ring signing key of `protocol::keys`: the same 32 bytes.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -65,6 +65,11 @@ pub fn identity_keypair(seed: [u8; KEY_LEN]) -> Result<Keypair> {
 /// The PeerId for an identity seed.
 pub fn peer_id(seed: [u8; KEY_LEN]) -> Result<PeerId> {
     Ok(identity_keypair(seed)?.public().to_peer_id())
+}
+
+/// The protocol signer for an identity seed (the same key as the libp2p identity).
+pub fn signer(seed: [u8; KEY_LEN]) -> protocol::keys::Signer {
+    protocol::keys::Signer::from_seed(&seed)
 }
 
 /// The pseudonymiser keyed by the secret in `path`.

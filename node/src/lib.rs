@@ -11,12 +11,21 @@
 //! - [`synth`]: the synthetic clinic-data generator (DOMAIN.md §11).
 //! - [`stats`]: the local effectiveness engine over the store (`mbc-node stats`).
 //! - [`status`]: the offline summary of a node's store.
+//! - [`network`]: membership: create, join requests, admit, join, remove, roster updates.
+//! - [`net`]: the libp2p network: `Client`, events, and the `EventLoop` that owns the Swarm.
+//! - [`daemon`]: `mbc-node run`: the network, the local API and the node loop.
+//! - [`api`]: the local HTTP API on 127.0.0.1 (bearer token) and its blocking client.
+//! - [`ledger`], [`release`]: the privacy ledger and releases.
 
+pub mod api;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod import;
 pub mod keystore;
 pub mod ledger;
+pub mod net;
+pub mod network;
 pub mod registry;
 pub mod release;
 pub mod report;

@@ -18,6 +18,8 @@ pub(crate) fn migrations() -> Vec<Migration> {
         |tx| tx.execute_batch(include_str!("schema_v2.sql")),
         // 3: the privacy ledger (issue 4).
         |tx| tx.execute_batch(include_str!("schema_v3.sql")),
+        // 4: network membership: the pinned network and every accepted roster (issue 5).
+        |tx| tx.execute_batch(include_str!("schema_v4.sql")),
     ]
 }
 

@@ -1,0 +1,286 @@
+//! The local API: HTTP/1 on 127.0.0.1, for the CLI (`status`, `network peers`, ...) to talk to
+//! the running daemon (DESIGN.md §8).
+//!
+//! Every request must carry `Authorization: Bearer <token>`, where the token is the content of
+//! `api.token` (mode 0600) in the data directory, and must come from a loopback address; the
+//! server binds 127.0.0.1 only. The address in use is written to `api.addr`. The blocking
+//! [`call`] is the client side the CLI uses.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use protocol::keys::Bytes;
+use protocol::messages::{Gossip, MAX_ECHO, Request as NetRequest, Response as NetResponse};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::net::Client;
+use crate::{network, status};
+
+/// The bearer-token file in the data directory.
+pub const TOKEN_FILE: &str = "api.token";
+/// The file holding the API's address while the daemon runs.
+pub const ADDR_FILE: &str = "api.addr";
+/// Most echo round trips one diagnostics call may make.
+const MAX_ECHO_COUNT: u32 = 100_000;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The network.
+    pub client: Client,
+    /// The data directory (handlers open their own read connections to the store).
+    pub data_dir: PathBuf,
+    /// When the daemon started.
+    pub started: Instant,
+    /// This node's PeerId.
+    pub peer_id: String,
+    /// The bearer token.
+    pub token: String,
+}
+
+/// Creates `api.token` (32 random bytes, hex, mode 0600) if absent and returns the token.
+pub fn ensure_token(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join(TOKEN_FILE);
+    if !path.exists() {
+        crate::keystore::create_key_file(&path)?;
+    }
+    Ok(hex::encode(crate::keystore::read_key_file(&path)?))
+}
+
+/// Serves the API on `listener` until `cancel` fires.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let app = Router::new()
+        .route("/v1/status", get(status_handler))
+        .route("/v1/peers", get(peers_handler))
+        .route("/v1/roster/publish", post(publish_handler))
+        .route("/v1/echo", post(echo_handler))
+        .layer(middleware::from_fn_with_state(state.clone(), authorise))
+        .with_state(state);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { cancel.cancelled().await })
+    .await
+    .context("the local API failed")
+}
+
+/// Refuses non-loopback callers and requests without the right bearer token.
+async fn authorise(
+    State(state): State<ApiState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !remote.ip().is_loopback() {
+        tracing::warn!(%remote, "local API: refused a non-loopback caller");
+        return error(
+            StatusCode::FORBIDDEN,
+            "the local API answers loopback callers only",
+        );
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Compare digests so the comparison takes the same time wherever the strings differ.
+    let digest = |s: &str| ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+    if digest(presented).as_ref() != digest(&state.token).as_ref() {
+        tracing::warn!(%remote, "local API: refused a request without the bearer token");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token (see api.token in the data directory)",
+        );
+    }
+    next.run(request).await
+}
+
+fn error(code: StatusCode, message: &str) -> Response {
+    (code, Json(json!({ "error": message }))).into_response()
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}"))
+}
+
+async fn status_handler(State(state): State<ApiState>) -> Response {
+    let dir = state.data_dir.clone();
+    let offline = tokio::task::spawn_blocking(move || -> Result<(Value, Value)> {
+        let (_, store) = crate::cli::open_node(&dir)?;
+        let summary = serde_json::to_value(status::summary(&store)?)?;
+        let m = network::load(store.conn())?;
+        let net = match m {
+            Some(m) => json!({
+                "network_id": m.network_id,
+                "coordinator": network::peer_id(&m.coordinator).to_string(),
+                "is_coordinator": m.is_coordinator,
+                "roster_version": m.roster.roster.version,
+                "members": m.roster.roster.members.len(),
+            }),
+            None => Value::Null,
+        };
+        Ok((summary, net))
+    })
+    .await;
+    let (store, net) = match offline {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return internal(e),
+        Err(e) => return internal(e),
+    };
+    let peers = match state.client.peers().await {
+        Ok(p) => p,
+        Err(e) => return internal(e),
+    };
+    Json(json!({
+        "peer_id": state.peer_id,
+        "software": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": state.started.elapsed().as_secs(),
+        "network": net,
+        "peers_connected": peers.iter().filter(|p| p.connected).count(),
+        "peers_total": peers.len(),
+        "store": store,
+    }))
+    .into_response()
+}
+
+async fn peers_handler(State(state): State<ApiState>) -> Response {
+    match state.client.peers().await {
+        Ok(p) => Json(p).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// Adopts the newest stored roster (after `network admit` / `remove`) and gossips it.
+async fn publish_handler(State(state): State<ApiState>) -> Response {
+    let dir = state.data_dir.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let (_, store) = crate::cli::open_node(&dir)?;
+        network::load(store.conn())
+    })
+    .await;
+    let roster = match loaded {
+        Ok(Ok(Some(m))) => m.roster,
+        Ok(Ok(None)) => return error(StatusCode::CONFLICT, "this node is not in a network"),
+        Ok(Err(e)) => return internal(e),
+        Err(e) => return internal(e),
+    };
+    let version = roster.roster.version;
+    if let Err(e) = state.client.set_roster(roster.clone()).await {
+        return internal(e);
+    }
+    let published = state.client.publish(Gossip::Roster(roster)).await;
+    Json(json!({
+        "version": version,
+        "published": published.is_ok(),
+        "note": published.err().map(|e| e.to_string()),
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct EchoParams {
+    peer: String,
+    count: u32,
+    size: usize,
+}
+
+/// Diagnostics: `count` sequential signed echo round trips to `peer`; latency percentiles.
+async fn echo_handler(State(state): State<ApiState>, Json(p): Json<EchoParams>) -> Response {
+    let Ok(peer) = p.peer.parse() else {
+        return error(StatusCode::BAD_REQUEST, "peer is not a PeerId");
+    };
+    if p.count == 0 || p.count > MAX_ECHO_COUNT || p.size > MAX_ECHO {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("count must be 1-{MAX_ECHO_COUNT} and size at most {MAX_ECHO}"),
+        );
+    }
+    let payload = Bytes(vec![0x5a; p.size]);
+    let mut micros = Vec::with_capacity(p.count as usize);
+    for _ in 0..p.count {
+        let t = Instant::now();
+        match state
+            .client
+            .request(peer, NetRequest::Echo(payload.clone()))
+            .await
+        {
+            Ok(NetResponse::Echo(b)) if b == payload => {}
+            Ok(other) => return internal(format!("unexpected answer {other:?}")),
+            Err(e) => return internal(e),
+        }
+        micros.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    micros.sort_by(f64::total_cmp);
+    let q = |p: f64| micros[((micros.len() - 1) as f64 * p).round() as usize];
+    Json(json!({ "count": micros.len(), "p50_us": q(0.5), "p99_us": q(0.99) })).into_response()
+}
+
+/// Calls the running daemon's API: `method` GET or POST, `path` like `/v1/status`.
+pub fn call(data_dir: &Path, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+    let addr_file = data_dir.join(ADDR_FILE);
+    let not_running = || {
+        format!(
+            "the node in {} is not running (start it with `mbc-node run --data-dir {}`)",
+            data_dir.display(),
+            data_dir.display()
+        )
+    };
+    let addr: SocketAddr = std::fs::read_to_string(&addr_file)
+        .with_context(not_running)?
+        .trim()
+        .parse()
+        .with_context(|| format!("{} does not hold an address", addr_file.display()))?;
+    if !addr.ip().is_loopback() {
+        bail!("{} names a non-loopback address", addr_file.display());
+    }
+    let token = hex::encode(crate::keystore::read_key_file(&data_dir.join(TOKEN_FILE))?);
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).with_context(not_running)?;
+    stream.set_read_timeout(Some(Duration::from_secs(600)))?;
+    let body = body.map(Value::to_string).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .context("the node closed the local API connection")?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, payload) = text
+        .split_once("\r\n\r\n")
+        .context("malformed answer from the local API")?;
+    let code: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("malformed status line from the local API")?;
+    let value: Value = serde_json::from_str(payload)
+        .with_context(|| format!("the local API answered {code} with non-JSON"))?;
+    if code != 200 {
+        bail!(
+            "the node refused {path}: {}",
+            value["error"].as_str().unwrap_or("unknown error")
+        );
+    }
+    Ok(value)
+}

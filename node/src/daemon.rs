@@ -1,0 +1,231 @@
+//! `mbc-node run`: the daemon that keeps the node online (DESIGN.md §8).
+//!
+//! Starts the network event loop ([`crate::net`]) and the local API ([`crate::api`]), then
+//! runs the node's own loop: adopt verified rosters from peers into the store, answer
+//! application requests. Stops cleanly on SIGTERM or ctrl-c: cancellation first in every
+//! loop, bounded waits for the tasks, `api.addr` removed.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use libp2p::Multiaddr;
+use protocol::messages::{NodeInfo, Request, Response};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::net::{self, Client, Event};
+use crate::store::Store;
+use crate::{api, cli, keystore, network};
+
+/// How long shutdown waits for the network and API tasks.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// For people.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the tracing subscriber: stderr, level from `MBC_NODE_LOG` (default "info").
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MBC_NODE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Runs the daemon until SIGTERM or ctrl-c.
+pub fn run(data_dir: &Path) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("couldn't start the async runtime")?;
+    runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        let signals = tokio::spawn(stop_on_signal(cancel.clone()));
+        let result = serve(data_dir, cancel.clone()).await;
+        signals.abort();
+        result
+    })
+}
+
+async fn stop_on_signal(cancel: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("couldn't install the SIGTERM handler: {e}");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => info!("interrupt: shutting down"),
+    }
+    cancel.cancel();
+}
+
+/// Starts the node in `data_dir` and serves until `cancel` fires.
+pub async fn serve(data_dir: &Path, cancel: CancellationToken) -> Result<()> {
+    let (config, mut store) = cli::open_node(data_dir)?;
+    let membership = network::load(store.conn())?.with_context(|| {
+        format!(
+            "the node in {} is not in a network yet: run `mbc-node network create` (coordinator) \
+             or `mbc-node network join` (clinic) first",
+            data_dir.display()
+        )
+    })?;
+    let seed = keystore::read_key_file(&data_dir.join(&config.keys.identity_key_file))?;
+    let keypair = keystore::identity_keypair(seed)?;
+    let peer_id = keypair.public().to_peer_id();
+    let listen = config
+        .network
+        .listen
+        .iter()
+        .map(|a| {
+            a.parse::<Multiaddr>()
+                .with_context(|| format!("[network] listen: {a:?} is not a multiaddress"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let settings = net::Settings {
+        listen,
+        max_connections: config.network.max_connections,
+        software: env!("CARGO_PKG_VERSION").into(),
+    };
+    let roster_version = membership.roster.roster.version;
+    let (client, mut events, event_loop) = net::new(
+        keypair,
+        keystore::signer(seed),
+        membership.roster,
+        &settings,
+    )?;
+    let net_task = tokio::spawn(event_loop.run(cancel.child_token()));
+
+    let api_listener = tokio::net::TcpListener::bind(("127.0.0.1", config.network.api_port))
+        .await
+        .with_context(|| {
+            format!(
+                "couldn't bind the local API to 127.0.0.1:{}",
+                config.network.api_port
+            )
+        })?;
+    let api_addr = api_listener.local_addr()?;
+    let state = api::ApiState {
+        client: client.clone(),
+        data_dir: data_dir.to_path_buf(),
+        started: Instant::now(),
+        peer_id: peer_id.to_string(),
+        token: api::ensure_token(data_dir)?,
+    };
+    let api_task = tokio::spawn(api::serve(api_listener, state, cancel.child_token()));
+    let addr_file = data_dir.join(api::ADDR_FILE);
+    std::fs::write(&addr_file, format!("{api_addr}\n"))
+        .with_context(|| format!("couldn't write {}", addr_file.display()))?;
+
+    // Wait for the first listen address, then say we are ready (stdout, one JSON line).
+    let mut listening = Vec::new();
+    while listening.is_empty() {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            event = events.recv() => match event {
+                Some(Event::Listening(a)) => listening.push(a.to_string()),
+                Some(other) => on_event(&mut store, &client, other).await,
+                None => break,
+            }
+        }
+    }
+    println!(
+        "{}",
+        json!({
+            "event": "ready",
+            "peer_id": peer_id.to_string(),
+            "listen": listening,
+            "api": api_addr.to_string(),
+            "network_id": membership.network_id,
+            "roster_version": roster_version,
+        })
+    );
+    info!(%peer_id, api = %api_addr, network = %membership.network_id, "node running");
+
+    loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            event = events.recv() => match event {
+                Some(event) => on_event(&mut store, &client, event).await,
+                None => {
+                    warn!("the network event loop stopped");
+                    break;
+                }
+            },
+        }
+    }
+
+    cancel.cancel();
+    let _ = std::fs::remove_file(&addr_file);
+    drop(client);
+    let stopped = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let _ = net_task.await;
+        let _ = api_task.await;
+    })
+    .await;
+    if stopped.is_err() {
+        warn!("shutdown: tasks did not stop within {SHUTDOWN_GRACE:?}");
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// Handles one network event. Never fails the daemon: a peer's fault is logged.
+async fn on_event(store: &mut Store, client: &Client, event: Event) {
+    match event {
+        Event::Listening(_) => {} // The event loop logs it.
+        Event::Roster { from, roster } => {
+            let version = roster.roster.version;
+            match network::accept(store.conn_mut(), &roster, &cli::now()) {
+                Ok(true) => {
+                    info!(peer = %from, version, "accepted roster");
+                    let _ = client.set_roster(roster).await;
+                }
+                Ok(false) => {}
+                Err(e) => warn!(peer = %from, version, "refused roster: {e:#}"),
+            }
+        }
+        Event::Request {
+            peer,
+            request,
+            handle,
+        } => {
+            let response = match request {
+                Request::Info => {
+                    let version = network::load(store.conn())
+                        .ok()
+                        .flatten()
+                        .map_or(0, |m| m.roster.roster.version);
+                    Response::Info(NodeInfo {
+                        roster_version: version,
+                        software: env!("CARGO_PKG_VERSION").into(),
+                    })
+                }
+                other => {
+                    warn!(%peer, "no handler for {other:?}");
+                    Response::Busy
+                }
+            };
+            let _ = client.respond(handle, response).await;
+        }
+    }
+}
