@@ -22,6 +22,15 @@ fn every_command_has_help_with_an_example() {
         &["release"],
         &["budget"],
         &["audit"],
+        &["run"],
+        &["network", "create"],
+        &["network", "join-request"],
+        &["network", "admit"],
+        &["network", "remove"],
+        &["network", "join"],
+        &["network", "roster"],
+        &["network", "peers"],
+        &["network", "ping"],
         &["demo"],
     ] {
         let mut args = cmd.to_vec();

@@ -1,6 +1,7 @@
 //! End-to-end tests of the real `mbc-node` binary. One test binary; modules by area.
 
 mod import;
+mod network;
 mod node;
 mod privacy;
 mod stats;

@@ -6,6 +6,8 @@ use std::process::{Command, Output};
 
 use rusqlite::{Connection, OpenFlags, types::ValueRef};
 
+pub mod net;
+
 /// The `mbc-node` binary built alongside this test binary (`cargo test --workspace` builds it
 /// because the node package has integration tests of its own).
 pub fn bin() -> PathBuf {

@@ -45,7 +45,11 @@ impl libp2p::request_response::Codec for RawCodec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Vec<u8>> {
-        read_bounded(io, MAX_REQUEST).await
+        // libp2p reports a failed read only at debug level and without an event, so the
+        // refusal is logged here (the peer is not known at this layer).
+        read_bounded(io, MAX_REQUEST)
+            .await
+            .inspect_err(|e| tracing::warn!("refused request: {e}"))
     }
 
     async fn read_response<T: AsyncRead + Unpin + Send>(
@@ -53,7 +57,15 @@ impl libp2p::request_response::Codec for RawCodec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Vec<u8>> {
-        read_bounded(io, MAX_RESPONSE).await
+        let response = read_bounded(io, MAX_RESPONSE).await?;
+        if response.is_empty() {
+            // A peer that refuses a stream (e.g. an oversized request) closes it unanswered.
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the peer closed the stream without answering",
+            ));
+        }
+        Ok(response)
     }
 
     async fn write_request<T: AsyncWrite + Unpin + Send>(

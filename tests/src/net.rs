@@ -1,0 +1,263 @@
+//! Real nodes on 127.0.0.1: each an `mbc-node run` process with its own data directory and
+//! ports, formed into a network through the CLI exactly as a coordinator and clinics do it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::{bin, mbc};
+
+/// How long any wait on the network may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A free TCP port on 127.0.0.1 (bound, read and released).
+pub fn free_port() -> u16 {
+    // Unwrap safety: binding port 0 on loopback succeeds on any test machine.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Polls `check` until it returns `Some` or [`WAIT`] passes; the polling interval is not a
+/// synchronisation point, each poll reads the node's real state.
+#[track_caller]
+pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A node's data directory and listen address.
+#[derive(Debug, Clone)]
+pub struct NodeDir {
+    /// Data directory.
+    pub dir: PathBuf,
+    /// Listen multiaddress.
+    pub addr: String,
+    /// PeerId.
+    pub peer_id: String,
+}
+
+impl NodeDir {
+    /// `--data-dir` argument value.
+    pub fn arg(&self) -> &str {
+        // Unwrap safety: test directories are UTF-8 temp paths.
+        self.dir.to_str().unwrap()
+    }
+}
+
+/// `mbc-node init` with a fresh loopback port.
+pub fn init(root: &Path, name: &str) -> NodeDir {
+    let dir = root.join(name.replace(' ', "-").to_lowercase());
+    let addr = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+    let out = mbc(
+        root,
+        &[
+            "init",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--name",
+            name,
+            "--listen",
+            &addr,
+            "--json",
+        ],
+    )
+    .ok()
+    .json();
+    NodeDir {
+        dir,
+        addr,
+        peer_id: out["peer_id"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// A coordinator and `clinics` clinics, admitted one by one through join request, admit and
+/// join, as README describes. Nothing is running yet.
+pub fn form(root: &Path, network_id: &str, clinics: usize) -> (NodeDir, Vec<NodeDir>) {
+    let coord = init(root, "Coordinator");
+    mbc(
+        root,
+        &[
+            "network",
+            "create",
+            "--data-dir",
+            coord.arg(),
+            "--network-id",
+            network_id,
+        ],
+    )
+    .ok();
+    let members = (1..=clinics)
+        .map(|i| {
+            let c = init(root, &format!("Clinic {i}"));
+            admit(root, &coord, &c, network_id);
+            c
+        })
+        .collect();
+    (coord, members)
+}
+
+/// Admits `clinic` through the CLI: join request, admit (publishing if the coordinator runs),
+/// join with the roster written by admit.
+pub fn admit(root: &Path, coord: &NodeDir, clinic: &NodeDir, network_id: &str) {
+    let req = clinic.dir.with_extension("join.json");
+    let roster = clinic.dir.with_extension("roster.json");
+    mbc(
+        root,
+        &[
+            "network",
+            "join-request",
+            "--data-dir",
+            clinic.arg(),
+            "--network-id",
+            network_id,
+            "--out",
+            req.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    mbc(
+        root,
+        &[
+            "network",
+            "admit",
+            "--data-dir",
+            coord.arg(),
+            req.to_str().unwrap(),
+            "--out",
+            roster.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    mbc(
+        root,
+        &[
+            "network",
+            "join",
+            "--data-dir",
+            clinic.arg(),
+            "--roster",
+            roster.to_str().unwrap(),
+            "--coordinator",
+            &coord.peer_id,
+        ],
+    )
+    .ok();
+}
+
+/// A running `mbc-node run` process. Dropping it kills the process.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Child,
+    /// Its data directory.
+    pub node: NodeDir,
+    /// The "ready" line it printed.
+    pub ready: Value,
+}
+
+impl Daemon {
+    /// Starts `mbc-node run --log-json` and waits for its ready line. Logs go to
+    /// `<data dir>/daemon.log`.
+    pub fn start(node: &NodeDir) -> Daemon {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.dir.join("daemon.log"))
+            .unwrap();
+        let mut child = Command::new(bin())
+            .args(["run", "--data-dir", node.arg(), "--log-json"])
+            .env_remove("MBC_NODE_DIR")
+            .env(
+                "MBC_NODE_LOG",
+                std::env::var("MBC_NODE_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(WAIT).unwrap_or_default();
+        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!(
+                "{} did not start: {line:?}\nlog:\n{}",
+                node.arg(),
+                std::fs::read_to_string(node.dir.join("daemon.log")).unwrap_or_default()
+            )
+        });
+        Daemon {
+            child,
+            node: node.clone(),
+            ready,
+        }
+    }
+
+    /// `mbc-node status --json` of this node (through its local API).
+    pub fn status(&self) -> Value {
+        mbc(
+            &self.node.dir,
+            &["status", "--data-dir", self.node.arg(), "--json"],
+        )
+        .ok()
+        .json()
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.node.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits; returns the exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until every daemon holds roster `version` and is connected to `peers` peers.
+#[track_caller]
+pub fn wait_converged(daemons: &[&Daemon], version: u64, peers: u64) {
+    for d in daemons {
+        wait_for(
+            &format!("{} at roster v{version} with {peers} peers", d.node.arg()),
+            || {
+                let s = d.status();
+                (s["network"]["roster_version"] == version && s["peers_connected"] == peers)
+                    .then_some(())
+            },
+        );
+    }
+}
