@@ -1,0 +1,48 @@
+# Shared by demo-net.sh and bench-net.sh (sourced): start nodes on 127.0.0.1 as separate
+# processes and form a network through the CLI, as a coordinator and clinics would.
+# Needs $bin and $work. Defines init_node, admit_node, start_node, wait_peers, stop_all.
+pids=()
+port_base=$((20000 + RANDOM % 20000))
+n_nodes=0
+
+# init_node NAME -> prints the data dir; listens on the next free-looking port
+init_node() {
+    local dir="$work/$(echo "$1" | tr ' A-Z' '-a-z')"
+    local port=$((port_base + n_nodes)); n_nodes=$((n_nodes + 1))
+    "$bin" init --data-dir "$dir" --name "$1" --listen "/ip4/127.0.0.1/tcp/$port" >/dev/null
+    echo "$dir"
+}
+
+# admit_node COORD_DIR CLINIC_DIR NETWORK_ID
+admit_node() {
+    "$bin" network join-request --data-dir "$2" --network-id "$3" --out "$2.join.json" >/dev/null
+    "$bin" network admit --data-dir "$1" "$2.join.json" --out "$2.roster.json" >/dev/null
+    "$bin" network join --data-dir "$2" --roster "$2.roster.json" \
+        --coordinator "$("$bin" network roster --data-dir "$1" --json | sed 's/.*"coordinator":"\([^"]*\)".*/\1/')" >/dev/null
+}
+
+# start_node DIR: runs the daemon in the background and waits for its ready line
+start_node() {
+    "$bin" run --data-dir "$1" >"$1.out" 2>"$1.log" &
+    pids+=($!)
+    for _ in $(seq 1 300); do
+        [ -s "$1.out" ] && return 0
+        sleep 0.1
+    done
+    echo "node $1 did not start:" >&2; cat "$1.log" >&2; return 1
+}
+
+# wait_peers DIR N: until the node reports N connected peers
+wait_peers() {
+    for _ in $(seq 1 600); do
+        n=$("$bin" status --data-dir "$1" --json 2>/dev/null | sed -n 's/.*"peers_connected": \([0-9]*\).*/\1/p')
+        [ "${n:-0}" -ge "$2" ] && return 0
+        sleep 0.1
+    done
+    echo "node $1 did not reach $2 peers" >&2; return 1
+}
+
+stop_all() {
+    [ ${#pids[@]} -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null || true
+    wait 2>/dev/null || true
+}
