@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 nodes=${1:-20}; count=${2:-2000}; size=${3:-64}
-cargo build --release -q -p mbc-node --example tcp_echo
+cargo build --release -q -p mbc-node --bin mbc-node --example tcp_echo
 bin=target/release/mbc-node
 echo_bin=target/release/examples/tcp_echo
 work=$(mktemp -d "${TMPDIR:-/tmp}/mbc-bench-net.XXXXXX")
