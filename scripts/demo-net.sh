@@ -11,7 +11,8 @@ source scripts/net-common.sh
 trap 'stop_all; rm -rf "$work"' EXIT
 
 coord=$(init_node "Coordinator")
-"$bin" network create --data-dir "$coord" --network-id demo-net | head -1
+"$bin" network create --data-dir "$coord" --network-id demo-net >/dev/null
+echo "created network demo-net, coordinated by $(basename "$coord")"
 start_node "$coord"
 clinics=()
 for name in "Riverside Talking Therapies" "Hillview Psychology" "Northgate Wellbeing"; do

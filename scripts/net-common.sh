@@ -3,12 +3,12 @@
 # Needs $bin and $work. Defines init_node, admit_node, start_node, wait_peers, stop_all.
 pids=()
 port_base=$((20000 + RANDOM % 20000))
-n_nodes=0
 
-# init_node NAME -> prints the data dir; listens on the next free-looking port
+# init_node NAME -> prints the data dir; listens on port_base + the number of nodes so far
+# (counted from the directories, since this runs in a command substitution's subshell)
 init_node() {
     local dir="$work/$(echo "$1" | tr ' A-Z' '-a-z')"
-    local port=$((port_base + n_nodes)); n_nodes=$((n_nodes + 1))
+    local port=$((port_base + $(find "$work" -mindepth 1 -maxdepth 1 -type d | wc -l)))
     "$bin" init --data-dir "$dir" --name "$1" --listen "/ip4/127.0.0.1/tcp/$port" >/dev/null
     echo "$dir"
 }
