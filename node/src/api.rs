@@ -120,11 +120,22 @@ fn internal(e: impl std::fmt::Display) -> Response {
     error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}"))
 }
 
-async fn status_handler(State(state): State<ApiState>) -> Response {
+/// Runs `f` on a fresh connection to the store, off the async threads; errors become 500s.
+async fn with_store<T: Send + 'static>(
+    state: &ApiState,
+    f: impl FnOnce(&crate::store::Store) -> Result<T> + Send + 'static,
+) -> Result<T, Response> {
     let dir = state.data_dir.clone();
-    let offline = tokio::task::spawn_blocking(move || -> Result<(Value, Value)> {
-        let (_, store) = crate::cli::open_node(&dir)?;
-        let summary = serde_json::to_value(status::summary(&store)?)?;
+    match tokio::task::spawn_blocking(move || f(&crate::cli::open_node(&dir)?.1)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(internal(e)),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+async fn status_handler(State(state): State<ApiState>) -> Response {
+    let offline = with_store(&state, |store| {
+        let summary = serde_json::to_value(status::summary(store)?)?;
         let m = network::load(store.conn())?;
         let net = match m {
             Some(m) => json!({
@@ -140,9 +151,8 @@ async fn status_handler(State(state): State<ApiState>) -> Response {
     })
     .await;
     let (store, net) = match offline {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => return internal(e),
-        Err(e) => return internal(e),
+        Ok(v) => v,
+        Err(response) => return response,
     };
     let peers = match state.client.peers().await {
         Ok(p) => p,
@@ -169,17 +179,10 @@ async fn peers_handler(State(state): State<ApiState>) -> Response {
 
 /// Adopts the newest stored roster (after `network admit` / `remove`) and gossips it.
 async fn publish_handler(State(state): State<ApiState>) -> Response {
-    let dir = state.data_dir.clone();
-    let loaded = tokio::task::spawn_blocking(move || {
-        let (_, store) = crate::cli::open_node(&dir)?;
-        network::load(store.conn())
-    })
-    .await;
-    let roster = match loaded {
-        Ok(Ok(Some(m))) => m.roster,
-        Ok(Ok(None)) => return error(StatusCode::CONFLICT, "this node is not in a network"),
-        Ok(Err(e)) => return internal(e),
-        Err(e) => return internal(e),
+    let roster = match with_store(&state, |store| network::load(store.conn())).await {
+        Ok(Some(m)) => m.roster,
+        Ok(None) => return error(StatusCode::CONFLICT, "this node is not in a network"),
+        Err(response) => return response,
     };
     let version = roster.roster.version;
     if let Err(e) = state.client.set_roster(roster.clone()).await {

@@ -134,37 +134,28 @@ pub async fn serve(data_dir: &Path, cancel: CancellationToken) -> Result<()> {
     std::fs::write(&addr_file, format!("{api_addr}\n"))
         .with_context(|| format!("couldn't write {}", addr_file.display()))?;
 
-    // Wait for the first listen address, then say we are ready (stdout, one JSON line).
-    let mut listening = Vec::new();
-    while listening.is_empty() {
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => break,
-            event = events.recv() => match event {
-                Some(Event::Listening(a)) => listening.push(a.to_string()),
-                Some(other) => on_event(&mut store, &client, other).await,
-                None => break,
-            }
-        }
-    }
-    println!(
-        "{}",
-        json!({
-            "event": "ready",
-            "peer_id": peer_id.to_string(),
-            "listen": listening,
-            "api": api_addr.to_string(),
-            "network_id": membership.network_id,
-            "roster_version": roster_version,
-        })
-    );
-    info!(%peer_id, api = %api_addr, network = %membership.network_id, "node running");
-
+    // The first listen address makes the node ready: say so once (stdout, one JSON line).
+    let mut ready = false;
     loop {
         tokio::select! {
             biased;
             () = cancel.cancelled() => break,
             event = events.recv() => match event {
+                Some(Event::Listening(address)) if !ready => {
+                    ready = true;
+                    println!(
+                        "{}",
+                        json!({
+                            "event": "ready",
+                            "peer_id": peer_id.to_string(),
+                            "listen": [address.to_string()],
+                            "api": api_addr.to_string(),
+                            "network_id": membership.network_id,
+                            "roster_version": roster_version,
+                        })
+                    );
+                    info!(%peer_id, api = %api_addr, network = %membership.network_id, "node running");
+                }
                 Some(event) => on_event(&mut store, &client, event).await,
                 None => {
                     warn!("the network event loop stopped");

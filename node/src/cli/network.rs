@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use protocol::keys::Signer;
 use protocol::roster::{JoinRequest, SignedRoster};
 use serde_json::{Value, json};
 
@@ -144,8 +145,22 @@ pub(super) fn run_cmd(a: RunArgs) -> Result<()> {
     daemon::run(&a.dir.data_dir)
 }
 
-fn identity(dir: &Path, config: &Config) -> Result<[u8; 32]> {
-    keystore::read_key_file(&dir.join(&config.keys.identity_key_file))
+/// The node's signer (the key of its identity seed).
+fn signer(dir: &Path, config: &Config) -> Result<Signer> {
+    let seed = keystore::read_key_file(&dir.join(&config.keys.identity_key_file))?;
+    Ok(keystore::signer(seed))
+}
+
+/// A coordinator's roster change (admit or remove): sign and store the next version, tell a
+/// running node to publish it. Returns the roster, the publish outcome and the signer.
+fn change_roster(
+    dir: &Path,
+    change: impl FnOnce(&mut rusqlite::Connection, &Signer, (i64, &str)) -> Result<SignedRoster>,
+) -> Result<(SignedRoster, String, Signer)> {
+    let (config, mut store) = open_node(dir)?;
+    let signer = signer(dir, &config)?;
+    let roster = change(store.conn_mut(), &signer, (now_utc().timestamp(), &now()))?;
+    Ok((roster, publish(dir), signer))
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
@@ -236,7 +251,7 @@ pub(super) fn network_cmd(command: NetworkCommand) -> Result<()> {
         } => {
             let dir = &dir.data_dir;
             let (config, mut store) = open_node(dir)?;
-            let signer = keystore::signer(identity(dir, &config)?);
+            let signer = signer(dir, &config)?;
             let addrs = advertised(&config, Vec::new())?;
             let roster = network::create(
                 store.conn_mut(),
@@ -265,7 +280,7 @@ pub(super) fn network_cmd(command: NetworkCommand) -> Result<()> {
         } => {
             let dir = &dir.data_dir;
             let config = Config::load(dir)?;
-            let signer = keystore::signer(identity(dir, &config)?);
+            let signer = signer(dir, &config)?;
             let addrs = advertised(&config, addrs)?;
             if addrs.is_empty() {
                 bail!(
@@ -294,20 +309,14 @@ pub(super) fn network_cmd(command: NetworkCommand) -> Result<()> {
             json,
         } => {
             let dir = &dir.data_dir;
-            let (config, mut store) = open_node(dir)?;
-            let signer = keystore::signer(identity(dir, &config)?);
             let req: JoinRequest = read_json(&request, "join request")?;
-            let roster = network::admit(
-                store.conn_mut(),
-                &signer,
-                &req,
-                (now_utc().timestamp(), &now()),
-            )
-            .with_context(|| format!("couldn't admit {}", request.display()))?;
+            let (roster, published, signer) = change_roster(dir, |conn, signer, now| {
+                network::admit(conn, signer, &req, now)
+                    .with_context(|| format!("couldn't admit {}", request.display()))
+            })?;
             if let Some(out) = &out {
                 write_json(out, &roster)?;
             }
-            let published = publish(dir);
             if json {
                 println!(
                     "{}",
@@ -331,16 +340,9 @@ pub(super) fn network_cmd(command: NetworkCommand) -> Result<()> {
             }
         }
         NetworkCommand::Remove { dir, peer, json } => {
-            let dir = &dir.data_dir;
-            let (config, mut store) = open_node(dir)?;
-            let signer = keystore::signer(identity(dir, &config)?);
-            let roster = network::remove(
-                store.conn_mut(),
-                &signer,
-                &peer,
-                (now_utc().timestamp(), &now()),
-            )?;
-            let published = publish(dir);
+            let (roster, published, _) = change_roster(&dir.data_dir, |conn, signer, now| {
+                network::remove(conn, signer, &peer, now)
+            })?;
             if json {
                 println!(
                     "{}",
@@ -360,7 +362,7 @@ pub(super) fn network_cmd(command: NetworkCommand) -> Result<()> {
         } => {
             let dir = &dir.data_dir;
             let (config, mut store) = open_node(dir)?;
-            let own = keystore::signer(identity(dir, &config)?).key();
+            let own = signer(dir, &config)?.key();
             let signed: SignedRoster = read_json(&roster, "signed roster")?;
             network::join(
                 store.conn_mut(),
