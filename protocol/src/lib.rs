@@ -30,6 +30,7 @@ pub mod pseudonym;
 pub mod risk;
 pub mod roster;
 pub mod scoring;
+pub mod secagg;
 pub mod therapist;
 pub mod transcript;
 

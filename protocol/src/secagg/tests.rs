@@ -1,0 +1,285 @@
+use super::*;
+use proptest::prelude::*;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+
+fn signers(n: usize) -> Vec<Signer> {
+    (0..n)
+        .map(|i| Signer::from_seed(&[i as u8 + 1; 32]))
+        .collect()
+}
+
+fn session(signers: &[Signer], threshold: usize, dim: usize, round: u8) -> Session {
+    Session {
+        round: [round; 32],
+        participants: signers.iter().map(Signer::key).collect(),
+        threshold,
+        dim,
+    }
+}
+
+fn inputs(n: usize, dim: usize, rng: &mut ChaCha20Rng) -> Vec<Vec<u64>> {
+    (0..n)
+        .map(|_| (0..dim).map(|_| rng.next_u64()).collect())
+        .collect()
+}
+
+/// Runs a whole round in memory; participants in `drop[step]` stop answering at that step.
+/// Returns the aggregate and the survivors, or the error that ended it.
+fn run(
+    n: usize,
+    t: usize,
+    dim: usize,
+    drops: &BTreeMap<u32, Step>,
+    seed: u64,
+) -> (Result<(Vec<u64>, Vec<u32>), SecAggError>, Vec<Vec<u64>>) {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let signers = signers(n);
+    let s = session(&signers, t, dim, 7);
+    let xs = inputs(n, dim, &mut rng);
+    let result = (|| {
+        let mut agg = Aggregator::new(s.clone())?;
+        let alive = |i: u32, step: Step| drops.get(&i).is_none_or(|d| *d > step);
+        let mut parts = Vec::new();
+        for (i, signer) in signers.iter().enumerate() {
+            let (p, advert) = Participant::new(s.clone(), signer, xs[i].clone(), &mut rng)?;
+            if alive(i as u32, Step::Keys) {
+                agg.add_advert(&signer.key(), advert)?;
+            }
+            parts.push(p);
+        }
+        let adverts = agg.close_keys()?;
+        for v in agg.progress().keys {
+            if alive(v, Step::Shares) {
+                let shares = parts[v as usize].on_keys(&adverts, &mut rng)?;
+                agg.add_shares(&signers[v as usize].key(), shares)?;
+            }
+        }
+        let routed = agg.close_shares()?;
+        for (v, inbox) in routed {
+            if alive(v, Step::Masked) {
+                let y = parts[v as usize].on_shares(&inbox)?;
+                assert_ne!(y, xs[v as usize], "the masked input must not be the input");
+                agg.add_masked(&signers[v as usize].key(), y)?;
+            }
+        }
+        let survivors = agg.close_masked()?;
+        for v in &survivors {
+            if alive(*v, Step::Unmask) {
+                let revealed = parts[*v as usize].on_unmask(&survivors)?;
+                agg.add_reveal(&signers[*v as usize].key(), revealed)?;
+            }
+        }
+        agg.finish()
+    })();
+    (result, xs)
+}
+
+fn sum_of(xs: &[Vec<u64>], who: &[u32], dim: usize) -> Vec<u64> {
+    let mut s = vec![0u64; dim];
+    for w in who {
+        for (a, b) in s.iter_mut().zip(&xs[*w as usize]) {
+            *a = a.wrapping_add(*b);
+        }
+    }
+    s
+}
+
+/// ⌈2n/3⌉, the default threshold.
+fn default_t(n: usize) -> usize {
+    (2 * n).div_ceil(3)
+}
+
+#[test]
+fn no_dropouts_gives_the_exact_sum() {
+    let (r, xs) = run(5, 4, 50, &BTreeMap::new(), 1);
+    let (sum, survivors) = r.unwrap();
+    assert_eq!(survivors, [0, 1, 2, 3, 4]);
+    assert_eq!(sum, sum_of(&xs, &survivors, 50));
+}
+
+#[test]
+fn one_and_a_third_dropping_at_each_step_still_decode_exactly() {
+    let n = 9;
+    let t = default_t(n); // 6
+    for step in [Step::Keys, Step::Shares, Step::Masked, Step::Unmask] {
+        for k in [1, n / 3] {
+            let drops: BTreeMap<u32, Step> = (0..k as u32).map(|i| (i * 2, step)).collect();
+            let (r, xs) = run(n, t, 20, &drops, 10 + k as u64);
+            let (sum, survivors) = r.unwrap_or_else(|e| panic!("{k} dropouts at {step:?}: {e}"));
+            // Who is in the sum: everyone who sent a masked input.
+            let expected: Vec<u32> = (0..n as u32)
+                .filter(|i| drops.get(i).is_none_or(|d| *d > Step::Masked))
+                .collect();
+            assert_eq!(survivors, expected, "{k} dropouts at {step:?}");
+            assert_eq!(sum, sum_of(&xs, &expected, 20), "{k} dropouts at {step:?}");
+        }
+    }
+}
+
+#[test]
+fn fewer_than_t_at_any_step_aborts_with_nothing() {
+    let n = 6;
+    let t = default_t(n); // 4
+    for step in [Step::Keys, Step::Shares, Step::Masked, Step::Unmask] {
+        let drops: BTreeMap<u32, Step> = (0..(n - t + 1) as u32).map(|i| (i, step)).collect();
+        let (r, _) = run(n, t, 8, &drops, 3);
+        assert_eq!(
+            r,
+            Err(SecAggError::TooFew {
+                step,
+                have: t - 1,
+                need: t
+            })
+        );
+    }
+}
+
+#[test]
+fn a_share_for_another_round_or_from_another_sender_is_rejected() {
+    let mut rng = ChaCha20Rng::seed_from_u64(4);
+    let signers = signers(3);
+    let run_keys = |round: u8, rng: &mut ChaCha20Rng| {
+        let s = session(&signers, 2, 4, round);
+        let mut parts = Vec::new();
+        let mut adverts = Vec::new();
+        for signer in &signers {
+            let (p, a) = Participant::new(s.clone(), signer, vec![1; 4], rng).unwrap();
+            parts.push(p);
+            adverts.push(a);
+        }
+        let shares: Vec<Vec<EncryptedShare>> = parts
+            .iter_mut()
+            .map(|p| p.on_keys(&adverts, rng).unwrap())
+            .collect();
+        (parts, adverts, shares)
+    };
+    let (mut a_parts, a_adverts, a_shares) = run_keys(1, &mut rng);
+    let (_, b_adverts, b_shares) = run_keys(2, &mut rng);
+    let to_0 = |shares: &[Vec<EncryptedShare>]| -> Vec<EncryptedShare> {
+        shares
+            .iter()
+            .flatten()
+            .filter(|s| s.to == 0)
+            .cloned()
+            .collect()
+    };
+    // Round B's shares (same participants, same indices) do not open in round A.
+    assert_eq!(
+        a_parts[0].on_shares(&to_0(&b_shares)),
+        Err(SecAggError::BadShare(1))
+    );
+    // A share claiming another sender does not open either.
+    let mut forged = to_0(&a_shares);
+    forged[0].from = 2;
+    forged[1].from = 1;
+    assert_eq!(a_parts[0].on_shares(&forged), Err(SecAggError::BadShare(2)));
+    // A tampered ciphertext is refused.
+    let mut tampered = to_0(&a_shares);
+    tampered[0].ciphertext.0[3] ^= 0x40;
+    assert_eq!(
+        a_parts[0].on_shares(&tampered),
+        Err(SecAggError::BadShare(1))
+    );
+    // The genuine ones open.
+    assert!(a_parts[0].on_shares(&to_0(&a_shares)).is_ok());
+
+    // Adverts: another round's advert, or one signed by someone else, are refused.
+    let s_a = session(&signers, 2, 4, 1);
+    let mut agg = Aggregator::new(s_a.clone()).unwrap();
+    assert_eq!(
+        agg.add_advert(&signers[1].key(), b_adverts[1].clone()),
+        Err(SecAggError::BadSignature(1))
+    );
+    let mut wrong_signer = a_adverts[1].clone();
+    wrong_signer.signature = signers[2].sign(&wrong_signer.transcript(&s_a.round));
+    assert_eq!(
+        agg.add_advert(&signers[1].key(), wrong_signer),
+        Err(SecAggError::BadSignature(1))
+    );
+    // Sent by participant 2 in participant 1's name.
+    assert_eq!(
+        agg.add_advert(&signers[2].key(), a_adverts[1].clone()),
+        Err(SecAggError::WrongSender(1))
+    );
+    let outsider = Signer::from_seed(&[99; 32]);
+    assert!(matches!(
+        agg.add_advert(&outsider.key(), a_adverts[0].clone()),
+        Err(SecAggError::Malformed(_))
+    ));
+    agg.add_advert(&signers[1].key(), a_adverts[1].clone())
+        .unwrap();
+    assert_eq!(
+        agg.add_advert(&signers[1].key(), a_adverts[1].clone()),
+        Err(SecAggError::Duplicate(1))
+    );
+}
+
+#[test]
+fn revealing_both_secrets_of_one_participant_is_refused() {
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let signers = signers(3);
+    let s = session(&signers, 2, 2, 9);
+    let mut agg = Aggregator::new(s.clone()).unwrap();
+    let mut parts = Vec::new();
+    for signer in &signers {
+        let (p, a) = Participant::new(s.clone(), signer, vec![3, 4], &mut rng).unwrap();
+        agg.add_advert(&signer.key(), a).unwrap();
+        parts.push(p);
+    }
+    let adverts = agg.close_keys().unwrap();
+    for (i, p) in parts.iter_mut().enumerate() {
+        let shares = p.on_keys(&adverts, &mut rng).unwrap();
+        agg.add_shares(&signers[i].key(), shares).unwrap();
+    }
+    let routed = agg.close_shares().unwrap();
+    // Participant 2 drops before masking.
+    for i in 0..2 {
+        let y = parts[i].on_shares(&routed[&(i as u32)]).unwrap();
+        agg.add_masked(&signers[i].key(), y).unwrap();
+    }
+    let survivors = agg.close_masked().unwrap();
+    let mut revealed = parts[0].on_unmask(&survivors).unwrap();
+    // Also claim the self seed of the dropped participant 2: refused.
+    let extra = revealed.iter().find(|r| r.owner == 2).copied().unwrap();
+    assert_eq!(extra.secret, Secret::MaskKey);
+    revealed.push(Revealed {
+        secret: Secret::SelfSeed,
+        ..extra
+    });
+    assert!(matches!(
+        agg.add_reveal(&signers[0].key(), revealed),
+        Err(SecAggError::Malformed(_))
+    ));
+    // A survivor asked to unmask a list that omits it refuses.
+    assert!(matches!(
+        parts[1].on_unmask(&[0]),
+        Err(SecAggError::Malformed(_))
+    ));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Masks cancel for every survivor subset of size ≥ t.
+    #[test]
+    fn masks_cancel_for_every_survivor_subset(
+        n in 2usize..8,
+        t_frac in 0.0f64..1.0,
+        drop_mask in any::<u8>(),
+        seed in any::<u64>(),
+    ) {
+        let t = 1 + ((n - 1) as f64 * t_frac) as usize;
+        // Dropouts before masking, at most n − t of them.
+        let drops: BTreeMap<u32, Step> = (0..n as u32)
+            .filter(|i| drop_mask & (1 << i) != 0)
+            .take(n - t)
+            .map(|i| (i, Step::Masked))
+            .collect();
+        let (r, xs) = run(n, t, 6, &drops, seed);
+        let (sum, survivors) = r.unwrap();
+        let expected: Vec<u32> = (0..n as u32).filter(|i| !drops.contains_key(i)).collect();
+        prop_assert_eq!(&survivors, &expected);
+        prop_assert_eq!(sum, sum_of(&xs, &expected, 6));
+    }
+}
