@@ -65,7 +65,8 @@ impl Default for Params {
 }
 
 /// A domain as the benchmark sees it: score range and severity bands in domain units.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DomainSpec {
     /// Domain id.
     pub id: String,

@@ -29,7 +29,8 @@ pub enum Error {
 }
 
 /// Which way is better on a scale.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Lower scores mean less impairment (PHQ-9, GAD-7, CORE-10).
     LowerIsBetter,

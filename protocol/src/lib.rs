@@ -16,6 +16,12 @@
 //! - [`roster`]: the coordinator-signed membership list and clinics' join requests.
 //! - [`messages`]: the wire (versioned, size-bounded, signed envelopes), strict decoding,
 //!   replay protection.
+//! - [`secagg`]: secure aggregation (Bonawitz et al. 2017) as sans-IO participant and
+//!   aggregator state machines; Shamir sharing over GF(2^61 − 1).
+//! - [`round`]: signed round specifications (what is summed, ρ, t, who, deadlines) and signed
+//!   releases.
+//! - [`benchmark`]: the versioned `benchmark` release vector and its post-processing.
+//! - [`dp`]: the one wrapper around OpenDP: blocks, sensitivity, calibration, noise.
 //! - [`therapist`]: variance components, empirical-Bayes track records, labels, Wilson intervals.
 #![warn(missing_docs)]
 
@@ -29,6 +35,7 @@ pub mod outcome;
 pub mod pseudonym;
 pub mod risk;
 pub mod roster;
+pub mod round;
 pub mod scoring;
 pub mod secagg;
 pub mod therapist;

@@ -10,8 +10,9 @@
 //! [`Envelope::open`] (network id, sender is the authenticated peer, signature) and
 //! [`ReplayGuard::check`] (fresh, nonce never seen). Only then does the body reach the node.
 //!
-//! P1: no body carries patient, therapist or session data. Round traffic (issue 6) will add
-//! masked vectors and key material, never raw values.
+//! P1: no body carries patient, therapist or session data. Round traffic carries signed round
+//! specifications, fresh public keys, encrypted Shamir shares, masked vectors (uniformly
+//! random mod 2^64 to anyone without the masks) and revealed shares; a release is a DP output.
 
 use std::collections::HashMap;
 
@@ -21,6 +22,8 @@ use serde::{Deserialize, Serialize};
 use crate::PROTOCOL_VERSION;
 use crate::keys::{BadSignature, Bytes, NodeKey, Signature, Signer};
 use crate::roster::{SignedRoster, check_network_id};
+use crate::round::{MAX_DIM, MAX_RELEASE, SignedRelease, SignedRoundSpec};
+use crate::secagg::{Advert, EncryptedShare, MAX_PARTICIPANTS, Revealed, SHARE_CIPHERTEXT};
 use crate::transcript::Transcript;
 
 /// Largest encoded request, in bytes.
@@ -33,6 +36,8 @@ pub const MAX_GOSSIP: usize = 1 << 20;
 pub const MAX_ECHO: usize = 64 << 10;
 /// Longest software-version string, in bytes.
 pub const MAX_SOFTWARE: usize = 64;
+/// Longest reason in a declined round.
+pub const MAX_REASON: usize = 512;
 /// How far a message's send time may be from the receiver's clock, in milliseconds.
 pub const FRESHNESS_MS: u64 = 5 * 60 * 1000;
 /// Nonces remembered per sender within the freshness window; a sender beyond this is refused
@@ -118,7 +123,7 @@ pub trait Body: Serialize + DeserializeOwned {
 }
 
 /// A request from one node to another (request-response).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     /// "Send me your roster if it is newer than `have`": the pull half of roster propagation.
@@ -130,6 +135,60 @@ pub enum Request {
     Info,
     /// Echo the payload back (liveness and latency measurement).
     Echo(Bytes),
+    /// A step of a secure-aggregation round, from its aggregator.
+    Round(RoundRequest),
+}
+
+/// The aggregator's requests in a round (DESIGN.md §9); each names the round by its digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RoundRequest {
+    /// "Join this round": the signed specification.
+    Announce(SignedRoundSpec),
+    /// Step 2: the key adverts of everyone who joined.
+    Keys {
+        /// Round digest.
+        round: [u8; 32],
+        /// U1's adverts.
+        adverts: Vec<Advert>,
+    },
+    /// Step 3: the encrypted shares addressed to the recipient.
+    Shares {
+        /// Round digest.
+        round: [u8; 32],
+        /// Shares from the rest of U2.
+        shares: Vec<EncryptedShare>,
+    },
+    /// Step 4: the survivors; reveal your shares.
+    Unmask {
+        /// Round digest.
+        round: [u8; 32],
+        /// U3.
+        survivors: Vec<u32>,
+    },
+    /// Bench rounds only: send the synthetic vector unmasked (the baseline).
+    Plain {
+        /// Round digest.
+        round: [u8; 32],
+    },
+}
+
+/// A participant's answers in a round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RoundResponse {
+    /// Joined: the signed key advert (ρ was charged to the ledger first).
+    Joined(Advert),
+    /// Declined by local policy, and why.
+    Declined(String),
+    /// Encrypted shares for the other key holders.
+    Shares(Vec<EncryptedShare>),
+    /// The masked input.
+    Masked(Vec<u64>),
+    /// Revealed shares.
+    Revealed(Vec<Revealed>),
+    /// The unmasked synthetic vector of a bench round's baseline.
+    Plain(Vec<u64>),
 }
 
 /// A node's short description of itself; no clinic data.
@@ -143,7 +202,7 @@ pub struct NodeInfo {
 }
 
 /// A response to a [`Request`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Response {
     /// The responder's roster if newer than the requester's, else none.
@@ -156,14 +215,18 @@ pub enum Response {
     Busy,
     /// The request was refused, and why.
     Rejected(Rejection),
+    /// A participant's answer in a round.
+    Round(RoundResponse),
 }
 
 /// A gossiped announcement (gossipsub).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Gossip {
     /// A new roster version.
     Roster(SignedRoster),
+    /// A release signed by the aggregator.
+    Release(SignedRelease),
 }
 
 fn absorb_roster(t: Transcript, r: &SignedRoster) -> Transcript {
@@ -178,6 +241,7 @@ impl Body for Request {
             Request::Roster { have } => t.tag(1).u64(*have),
             Request::Info => t.tag(2),
             Request::Echo(b) => t.tag(3).bytes(&b.0),
+            Request::Round(r) => absorb_round_request(t.tag(4), r),
         }
     }
     fn validate(&self) -> Result<(), DecodeError> {
@@ -186,6 +250,7 @@ impl Body for Request {
                 "echo payload of {} bytes exceeds {MAX_ECHO}",
                 b.0.len()
             ))),
+            Request::Round(r) => validate_round_request(r),
             _ => Ok(()),
         }
     }
@@ -202,6 +267,7 @@ impl Body for Response {
             Response::Echo(b) => t.tag(3).bytes(&b.0),
             Response::Busy => t.tag(4),
             Response::Rejected(r) => t.tag(5).tag(r.tag()),
+            Response::Round(r) => absorb_round_response(t.tag(6), r),
         }
     }
     fn validate(&self) -> Result<(), DecodeError> {
@@ -214,6 +280,7 @@ impl Body for Response {
                 "echo payload of {} bytes exceeds {MAX_ECHO}",
                 b.0.len()
             ))),
+            Response::Round(r) => validate_round_response(r),
             _ => Ok(()),
         }
     }
@@ -225,12 +292,134 @@ impl Body for Gossip {
     fn absorb(&self, t: Transcript) -> Transcript {
         match self {
             Gossip::Roster(r) => absorb_roster(t.tag(1), r),
+            Gossip::Release(r) => t.tag(2).bytes(&r.document.0).bytes(&r.signature.0),
         }
     }
     fn validate(&self) -> Result<(), DecodeError> {
         match self {
             Gossip::Roster(r) => validate_roster(r),
+            Gossip::Release(r) if r.document.0.len() > MAX_RELEASE => Err(invalid(format!(
+                "release of {} bytes exceeds {MAX_RELEASE}",
+                r.document.0.len()
+            ))),
+            Gossip::Release(_) => Ok(()),
         }
+    }
+}
+
+fn invalid(m: String) -> DecodeError {
+    DecodeError::Invalid(m)
+}
+
+fn absorb_advert(t: Transcript, a: &Advert) -> Transcript {
+    t.u64(u64::from(a.index))
+        .bytes(&a.cipher_key)
+        .bytes(&a.mask_key)
+        .bytes(&a.seed_commitment)
+        .bytes(&a.signature.0)
+}
+
+fn absorb_shares(mut t: Transcript, shares: &[EncryptedShare]) -> Transcript {
+    t = t.u64(shares.len() as u64);
+    for s in shares {
+        t = t
+            .u64(u64::from(s.from))
+            .u64(u64::from(s.to))
+            .bytes(&s.ciphertext.0);
+    }
+    t
+}
+
+fn absorb_u64s(mut t: Transcript, values: &[u64]) -> Transcript {
+    t = t.u64(values.len() as u64);
+    for v in values {
+        t = t.u64(*v);
+    }
+    t
+}
+
+fn absorb_round_request(t: Transcript, r: &RoundRequest) -> Transcript {
+    match r {
+        RoundRequest::Announce(s) => t.tag(1).bytes(&s.spec.transcript()).bytes(&s.signature.0),
+        RoundRequest::Keys { round, adverts } => {
+            let mut t = t.tag(2).bytes(round).u64(adverts.len() as u64);
+            for a in adverts {
+                t = absorb_advert(t, a);
+            }
+            t
+        }
+        RoundRequest::Shares { round, shares } => absorb_shares(t.tag(3).bytes(round), shares),
+        RoundRequest::Unmask { round, survivors } => {
+            let survivors: Vec<u64> = survivors.iter().map(|s| u64::from(*s)).collect();
+            absorb_u64s(t.tag(4).bytes(round), &survivors)
+        }
+        RoundRequest::Plain { round } => t.tag(5).bytes(round),
+    }
+}
+
+fn absorb_round_response(t: Transcript, r: &RoundResponse) -> Transcript {
+    match r {
+        RoundResponse::Joined(a) => absorb_advert(t.tag(1), a),
+        RoundResponse::Declined(why) => t.tag(2).str(why),
+        RoundResponse::Shares(s) => absorb_shares(t.tag(3), s),
+        RoundResponse::Masked(y) => absorb_u64s(t.tag(4), y),
+        RoundResponse::Revealed(rs) => {
+            let mut t = t.tag(5).u64(rs.len() as u64);
+            for r in rs {
+                t = t
+                    .u64(u64::from(r.owner))
+                    .tag(r.secret as u8)
+                    .u64(u64::from(r.share.x));
+                for y in r.share.y {
+                    t = t.u64(y);
+                }
+            }
+            t
+        }
+        RoundResponse::Plain(y) => absorb_u64s(t.tag(6), y),
+    }
+}
+
+fn bounded(what: &str, len: usize, max: usize) -> Result<(), DecodeError> {
+    if len > max {
+        Err(invalid(format!("{len} {what}, at most {max} allowed")))
+    } else {
+        Ok(())
+    }
+}
+
+fn validate_shares(shares: &[EncryptedShare]) -> Result<(), DecodeError> {
+    bounded("shares", shares.len(), MAX_PARTICIPANTS)?;
+    if shares
+        .iter()
+        .any(|s| s.ciphertext.0.len() != SHARE_CIPHERTEXT)
+    {
+        return Err(invalid("share ciphertext of the wrong length".into()));
+    }
+    Ok(())
+}
+
+fn validate_round_request(r: &RoundRequest) -> Result<(), DecodeError> {
+    match r {
+        RoundRequest::Announce(s) => s.spec.validate().map_err(|e| invalid(e.to_string())),
+        RoundRequest::Keys { adverts, .. } => bounded("adverts", adverts.len(), MAX_PARTICIPANTS),
+        RoundRequest::Shares { shares, .. } => validate_shares(shares),
+        RoundRequest::Unmask { survivors, .. } => {
+            bounded("survivors", survivors.len(), MAX_PARTICIPANTS)
+        }
+        RoundRequest::Plain { .. } => Ok(()),
+    }
+}
+
+fn validate_round_response(r: &RoundResponse) -> Result<(), DecodeError> {
+    match r {
+        RoundResponse::Joined(_) => Ok(()),
+        RoundResponse::Declined(why) => bounded("bytes of reason", why.len(), MAX_REASON),
+        RoundResponse::Shares(s) => validate_shares(s),
+        RoundResponse::Masked(y) | RoundResponse::Plain(y) => {
+            bounded("vector entries", y.len(), MAX_DIM as usize)
+        }
+        RoundResponse::Revealed(rs) => bounded("revealed shares", rs.len(), MAX_PARTICIPANTS),
     }
 }
 

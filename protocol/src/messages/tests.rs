@@ -2,6 +2,10 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::roster::{JoinRequest, Roster};
+use crate::round::{RoundKind, RoundSpec, SignedRelease};
+use crate::secagg::{Participant, Secret, Session, shamir::Share};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
 
 const NET: &str = "net-1";
 
@@ -74,6 +78,156 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
             )),
         ),
     ]
+    .into_iter()
+    .chain(round_examples())
+    .collect()
+}
+
+fn round_spec() -> RoundSpec {
+    RoundSpec {
+        network_id: NET.into(),
+        round_id: 0x0123_4567_89ab_cdef,
+        kind: RoundKind::Bench {
+            dim: 3,
+            plain: false,
+        },
+        rho: 0.0,
+        threshold: 2,
+        participants: vec![signer(1).key(), signer(2).key()],
+        aggregator: signer(1).key(),
+        issued_at_ms: 1_700_000_000_000,
+        step_deadline_ms: 10_000,
+    }
+}
+
+/// One example of every round message (deterministic: keys from a seeded ChaCha20).
+fn round_examples() -> Vec<(&'static str, Vec<u8>)> {
+    let spec = round_spec();
+    let session: Session = spec.session().unwrap();
+    let round = session.round;
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let (mut p1, a1) =
+        Participant::new(session.clone(), &signer(1), vec![1, 2, 3], &mut rng).unwrap();
+    let (_, a2) = Participant::new(session, &signer(2), vec![4, 5, 6], &mut rng).unwrap();
+    let adverts = vec![a1.clone(), a2];
+    let shares = p1.on_keys(&adverts, &mut rng).unwrap();
+    let revealed = vec![crate::secagg::Revealed {
+        owner: 1,
+        secret: Secret::MaskKey,
+        share: Share {
+            x: 1,
+            y: [1, 2, 3, 4, 5],
+        },
+    }];
+    let agg = signer(1);
+    let req = |n, b| encode(&Envelope::seal(&agg, header(n, None), Request::Round(b)));
+    let s2 = signer(2);
+    let resp = |n, b| encode(&Envelope::seal(&s2, header(n, Some(7)), Response::Round(b)));
+    vec![
+        (
+            "request round announce",
+            req(20, RoundRequest::Announce(spec.sign(&agg))),
+        ),
+        (
+            "request round keys",
+            req(21, RoundRequest::Keys { round, adverts }),
+        ),
+        (
+            "request round shares",
+            req(
+                22,
+                RoundRequest::Shares {
+                    round,
+                    shares: shares.clone(),
+                },
+            ),
+        ),
+        (
+            "request round unmask",
+            req(
+                23,
+                RoundRequest::Unmask {
+                    round,
+                    survivors: vec![0, 1],
+                },
+            ),
+        ),
+        (
+            "request round plain",
+            req(24, RoundRequest::Plain { round }),
+        ),
+        ("response round joined", resp(25, RoundResponse::Joined(a1))),
+        (
+            "response round declined",
+            resp(26, RoundResponse::Declined("budget".into())),
+        ),
+        (
+            "response round shares",
+            resp(27, RoundResponse::Shares(shares)),
+        ),
+        (
+            "response round masked",
+            resp(28, RoundResponse::Masked(vec![u64::MAX, 0, 7])),
+        ),
+        (
+            "response round revealed",
+            resp(29, RoundResponse::Revealed(revealed)),
+        ),
+        (
+            "response round plain",
+            resp(30, RoundResponse::Plain(vec![1, 2, 3])),
+        ),
+        (
+            "gossip release",
+            encode(&Envelope::seal(
+                &agg,
+                header(31, None),
+                Gossip::Release(SignedRelease::sign(
+                    &agg,
+                    br#"{"kind":"benchmark"}"#.to_vec(),
+                )),
+            )),
+        ),
+    ]
+}
+
+#[test]
+fn round_messages_out_of_bounds_are_refused() {
+    let agg = signer(1);
+    let seal = |r: RoundResponse| {
+        encode(&Envelope::seal(
+            &agg,
+            header(1, Some(1)),
+            Response::Round(r),
+        ))
+    };
+    let long = seal(RoundResponse::Declined("x".repeat(MAX_REASON + 1)));
+    assert!(matches!(
+        decode::<Response>(&long),
+        Err(DecodeError::Invalid(_))
+    ));
+    let mut spec = round_spec();
+    spec.threshold = 3;
+    let bad = encode(&Envelope::seal(
+        &agg,
+        header(2, None),
+        Request::Round(RoundRequest::Announce(spec.sign(&agg))),
+    ));
+    assert!(matches!(
+        decode::<Request>(&bad),
+        Err(DecodeError::Invalid(_))
+    ));
+    let mut rng = ChaCha20Rng::seed_from_u64(2);
+    let session = round_spec().session().unwrap();
+    let (mut p, a) = Participant::new(session.clone(), &agg, vec![0; 3], &mut rng).unwrap();
+    let (_, b) = Participant::new(session, &signer(2), vec![0; 3], &mut rng).unwrap();
+    let mut shares = p.on_keys(&[a, b], &mut rng).unwrap();
+    shares[0].ciphertext.0.push(0);
+    let short = seal(RoundResponse::Shares(shares));
+    assert!(matches!(
+        decode::<Response>(&short),
+        Err(DecodeError::Invalid(_))
+    ));
 }
 
 fn round_trip(name: &str, bytes: &[u8]) {
@@ -270,7 +424,7 @@ proptest! {
 
     #[test]
     fn decode_never_panics_on_mutated_messages(
-        which in 0usize..10, at in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<bool>()
+        which in 0usize..22, at in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<bool>()
     ) {
         let (_, mut bytes) = examples().swap_remove(which);
         let i = at.index(bytes.len());

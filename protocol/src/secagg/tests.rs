@@ -3,6 +3,9 @@ use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
+/// The aggregate and the survivors, or the error that ended the round.
+type Outcome = Result<(Vec<u64>, Vec<u32>), SecAggError>;
+
 fn signers(n: usize) -> Vec<Signer> {
     (0..n)
         .map(|i| Signer::from_seed(&[i as u8 + 1; 32]))
@@ -32,7 +35,7 @@ fn run(
     dim: usize,
     drops: &BTreeMap<u32, Step>,
     seed: u64,
-) -> (Result<(Vec<u64>, Vec<u32>), SecAggError>, Vec<Vec<u64>>) {
+) -> (Outcome, Vec<Vec<u64>>) {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let signers = signers(n);
     let s = session(&signers, t, dim, 7);

@@ -1,0 +1,459 @@
+//! Round specifications and signed releases (DESIGN.md §9–10).
+//!
+//! The aggregator (the network's coordinator) signs a [`RoundSpec`]: which kind of vector is
+//! summed (its layout travels in the spec, so every node encodes the same vector), ρ of the
+//! release, the threshold t, the invited participants, the per-step deadline. Its digest
+//! ([`SignedRoundSpec::digest`]) is the round's identity inside SecAgg: every key, share and
+//! mask is bound to it. The result of a round is a [`SignedRelease`]: a JSON document signed
+//! by the aggregator, gossiped to every node.
+
+use ring::digest::{SHA256, digest};
+use serde::{Deserialize, Serialize};
+
+use crate::benchmark::{BenchmarkLayout, DomainSpec, LAYOUT_VERSION, Params};
+use crate::keys::{BadSignature, Bytes, NodeKey, Signature, Signer};
+use crate::secagg::{MAX_PARTICIPANTS, Session};
+use crate::transcript::Transcript;
+
+/// Largest vector a round may sum (the masked input must fit a 1 MiB message).
+pub const MAX_DIM: u32 = 100_000;
+/// Largest number of domains in a benchmark round.
+pub const MAX_DOMAINS: usize = 64;
+/// Shortest and longest per-step deadline.
+pub const DEADLINE_MS: (u64, u64) = (100, 3_600_000);
+/// Largest release document.
+pub const MAX_RELEASE: usize = 900 << 10;
+
+/// What a round sums.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RoundKind {
+    /// The cross-site benchmark vector ([`crate::benchmark`]) of the listed domains.
+    Benchmark {
+        /// [`LAYOUT_VERSION`] of the layout.
+        layout_version: u32,
+        /// Domains, in vector order.
+        domains: Vec<DomainSpec>,
+        /// Episodes one patient may contribute per domain.
+        max_episodes: u32,
+        /// Episodes one therapist may contribute per domain to the variance sums.
+        caseload_cap: u32,
+    },
+    /// A synthetic public vector of length `dim`, derived from the round and the node's key
+    /// (no clinic data, no privacy cost): for measuring the protocol itself.
+    Bench {
+        /// Vector length.
+        dim: u32,
+        /// Send the vector unmasked in one request (the baseline of `scripts/bench-round.sh`).
+        plain: bool,
+    },
+}
+
+impl RoundKind {
+    /// A benchmark round over `layout` (the aggregator's domains and bounds).
+    pub fn benchmark(layout: &BenchmarkLayout) -> Self {
+        RoundKind::Benchmark {
+            layout_version: LAYOUT_VERSION,
+            domains: layout.domains().to_vec(),
+            max_episodes: layout.params().max_episodes,
+            caseload_cap: layout.params().caseload_cap,
+        }
+    }
+
+    /// Short name: `benchmark` or `bench`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RoundKind::Benchmark { .. } => "benchmark",
+            RoundKind::Bench { .. } => "bench",
+        }
+    }
+
+    /// The benchmark layout, for a benchmark round.
+    pub fn layout(&self) -> Result<Option<BenchmarkLayout>, RoundError> {
+        match self {
+            RoundKind::Benchmark {
+                domains,
+                max_episodes,
+                caseload_cap,
+                ..
+            } => BenchmarkLayout::new(
+                domains.clone(),
+                Params {
+                    max_episodes: *max_episodes,
+                    caseload_cap: *caseload_cap,
+                },
+            )
+            .map(Some)
+            .map_err(|e| RoundError(format!("benchmark layout: {e}"))),
+            RoundKind::Bench { .. } => Ok(None),
+        }
+    }
+
+    fn absorb(&self, t: Transcript) -> Transcript {
+        match self {
+            RoundKind::Benchmark {
+                layout_version,
+                domains,
+                max_episodes,
+                caseload_cap,
+            } => {
+                let mut t = t
+                    .tag(1)
+                    .u64(u64::from(*layout_version))
+                    .u64(domains.len() as u64);
+                for d in domains {
+                    t = t
+                        .str(&d.id)
+                        .u64(d.lo.to_bits())
+                        .u64(d.hi.to_bits())
+                        .u64(d.bands.len() as u64);
+                    for b in &d.bands {
+                        t = t.u64(b.to_bits());
+                    }
+                    t = t.str(d.direction.as_str());
+                }
+                t.u64(u64::from(*max_episodes))
+                    .u64(u64::from(*caseload_cap))
+            }
+            RoundKind::Bench { dim, plain } => t.tag(2).u64(u64::from(*dim)).tag(u8::from(*plain)),
+        }
+    }
+}
+
+/// A malformed round specification or release.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RoundError(pub String);
+
+/// What the aggregator asks the network to sum.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoundSpec {
+    /// The network.
+    pub network_id: String,
+    /// Random round id (shown as 16 hex digits).
+    pub round_id: u64,
+    /// What is summed.
+    pub kind: RoundKind,
+    /// ρ (zCDP) of the released sum, patient level; 0 for a bench round.
+    pub rho: f64,
+    /// Reconstruction threshold t: fewer survivors abort the round.
+    pub threshold: u32,
+    /// Invited participants (SecAgg indices are positions in this list).
+    pub participants: Vec<NodeKey>,
+    /// The aggregator (signs this spec and the release).
+    pub aggregator: NodeKey,
+    /// When the round was announced (ms since the Unix epoch).
+    pub issued_at_ms: u64,
+    /// Deadline of each step, from the start of the step (ms).
+    pub step_deadline_ms: u64,
+}
+
+/// ⌈2n/3⌉, the default threshold for `n` participants.
+pub fn default_threshold(n: usize) -> u32 {
+    (2 * n).div_ceil(3) as u32
+}
+
+impl RoundSpec {
+    /// The bytes the aggregator signs.
+    pub fn transcript(&self) -> Vec<u8> {
+        let mut t = Transcript::new("round spec")
+            .str(&self.network_id)
+            .u64(self.round_id);
+        t = self.kind.absorb(t);
+        t = t
+            .u64(self.rho.to_bits())
+            .u64(u64::from(self.threshold))
+            .u64(self.participants.len() as u64);
+        for p in &self.participants {
+            t = t.bytes(&p.0);
+        }
+        t.bytes(&self.aggregator.0)
+            .u64(self.issued_at_ms)
+            .u64(self.step_deadline_ms)
+            .finish()
+    }
+
+    /// Checks bounds and consistency (not the signature).
+    pub fn validate(&self) -> Result<(), RoundError> {
+        let err = |m: String| Err(RoundError(m));
+        let n = self.participants.len();
+        if n == 0 || n > MAX_PARTICIPANTS {
+            return err(format!("{n} participants; 1 to {MAX_PARTICIPANTS} allowed"));
+        }
+        if self.threshold == 0 || self.threshold as usize > n {
+            return err(format!(
+                "threshold {} with {n} participants",
+                self.threshold
+            ));
+        }
+        if !(DEADLINE_MS.0..=DEADLINE_MS.1).contains(&self.step_deadline_ms) {
+            return err(format!(
+                "step deadline {} ms outside {}..={} ms",
+                self.step_deadline_ms, DEADLINE_MS.0, DEADLINE_MS.1
+            ));
+        }
+        match &self.kind {
+            RoundKind::Benchmark {
+                layout_version,
+                domains,
+                ..
+            } => {
+                if *layout_version != LAYOUT_VERSION {
+                    return err(format!(
+                        "benchmark layout version {layout_version}; this node speaks {LAYOUT_VERSION}"
+                    ));
+                }
+                if domains.is_empty() || domains.len() > MAX_DOMAINS {
+                    return err(format!("{} domains", domains.len()));
+                }
+                for d in domains {
+                    let numbers_ok = [d.lo, d.hi].iter().chain(&d.bands).all(|x| x.is_finite());
+                    if d.id.is_empty() || d.id.len() > 64 || d.bands.len() > 16 || !numbers_ok {
+                        return err(format!("domain {:?} is malformed", d.id));
+                    }
+                }
+                if !(self.rho.is_finite() && self.rho > 0.0) {
+                    return err(format!("ρ must be positive, not {}", self.rho));
+                }
+            }
+            RoundKind::Bench { dim, .. } => {
+                if *dim == 0 || *dim > MAX_DIM {
+                    return err(format!("bench dimension {dim} outside 1..={MAX_DIM}"));
+                }
+                if self.rho != 0.0 {
+                    return err("a bench round carries no data and no ρ".into());
+                }
+            }
+        }
+        let dim = self.dim()?;
+        if dim == 0 || dim > MAX_DIM as usize {
+            return err(format!("vector length {dim} outside 1..={MAX_DIM}"));
+        }
+        self.session_unchecked(dim)
+            .validate()
+            .map_err(|e| RoundError(e.to_string()))
+    }
+
+    /// Length of the summed vector.
+    pub fn dim(&self) -> Result<usize, RoundError> {
+        Ok(match &self.kind {
+            RoundKind::Bench { dim, .. } => *dim as usize,
+            RoundKind::Benchmark { .. } => self.kind.layout()?.map_or(0, |l| l.layout().len()),
+        })
+    }
+
+    fn session_unchecked(&self, dim: usize) -> Session {
+        Session {
+            round: digest32(&self.transcript()),
+            participants: self.participants.clone(),
+            threshold: self.threshold as usize,
+            dim,
+        }
+    }
+
+    /// The SecAgg session of this round.
+    pub fn session(&self) -> Result<Session, RoundError> {
+        Ok(self.session_unchecked(self.dim()?))
+    }
+
+    /// The round id as shown to people.
+    pub fn id_hex(&self) -> String {
+        format!("{:016x}", self.round_id)
+    }
+
+    /// Signs the spec.
+    pub fn sign(self, signer: &Signer) -> SignedRoundSpec {
+        let signature = signer.sign(&self.transcript());
+        SignedRoundSpec {
+            spec: self,
+            signature,
+        }
+    }
+}
+
+fn digest32(bytes: &[u8]) -> [u8; 32] {
+    digest(&SHA256, bytes)
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
+}
+
+/// A round specification signed by its aggregator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedRoundSpec {
+    /// The specification.
+    pub spec: RoundSpec,
+    /// The aggregator's signature over [`RoundSpec::transcript`].
+    pub signature: Signature,
+}
+
+impl SignedRoundSpec {
+    /// Checks the aggregator's signature.
+    pub fn verify(&self) -> Result<(), BadSignature> {
+        self.spec
+            .aggregator
+            .verify(&self.spec.transcript(), &self.signature)
+    }
+
+    /// The round digest (SecAgg's round binding).
+    pub fn digest(&self) -> [u8; 32] {
+        digest32(&self.spec.transcript())
+    }
+}
+
+/// A release document (JSON bytes, kept and forwarded byte for byte) signed by the aggregator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedRelease {
+    /// The JSON document.
+    pub document: Bytes,
+    /// The aggregator's signature over [`SignedRelease::transcript`].
+    pub signature: Signature,
+}
+
+impl SignedRelease {
+    /// The signed bytes: the document's SHA-256 under the `release` label.
+    pub fn transcript(document: &[u8]) -> Vec<u8> {
+        Transcript::new("release")
+            .bytes(&digest32(document))
+            .finish()
+    }
+
+    /// Signs `document`.
+    pub fn sign(signer: &Signer, document: Vec<u8>) -> Self {
+        let signature = signer.sign(&Self::transcript(&document));
+        Self {
+            document: Bytes(document),
+            signature,
+        }
+    }
+
+    /// Checks the signature under `signer`.
+    pub fn verify(&self, signer: &NodeKey) -> Result<(), BadSignature> {
+        signer.verify(&Self::transcript(&self.document.0), &self.signature)
+    }
+
+    /// SHA-256 of the document, hex.
+    pub fn sha256(&self) -> String {
+        hex::encode(digest32(&self.document.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::instrument::Direction;
+
+    type Mutation = Box<dyn Fn(&mut RoundSpec)>;
+
+    fn spec(signers: &[Signer]) -> RoundSpec {
+        RoundSpec {
+            network_id: "net-1".into(),
+            round_id: 42,
+            kind: RoundKind::Benchmark {
+                layout_version: LAYOUT_VERSION,
+                domains: vec![DomainSpec {
+                    id: "depression".into(),
+                    lo: 0.0,
+                    hi: 27.0,
+                    bands: vec![0.0, 5.0, 10.0, 15.0, 20.0],
+                    direction: Direction::LowerIsBetter,
+                }],
+                max_episodes: 1,
+                caseload_cap: 200,
+            },
+            rho: 0.5,
+            threshold: 2,
+            participants: signers.iter().map(Signer::key).collect(),
+            aggregator: signers[0].key(),
+            issued_at_ms: 1_700_000_000_000,
+            step_deadline_ms: 30_000,
+        }
+    }
+
+    #[test]
+    fn signed_spec_verifies_and_binds_every_field() {
+        let signers: Vec<Signer> = (1..=3).map(|i| Signer::from_seed(&[i; 32])).collect();
+        let s = spec(&signers);
+        s.validate().unwrap();
+        let signed = s.clone().sign(&signers[0]);
+        signed.verify().unwrap();
+        let session = s.session().unwrap();
+        assert_eq!(session.round, signed.digest());
+        assert!(session.dim > 300, "{}", session.dim);
+        let mutations: Vec<Mutation> = vec![
+            Box::new(|s| s.round_id += 1),
+            Box::new(|s| s.rho *= 2.0),
+            Box::new(|s| s.threshold = 3),
+            Box::new(|s| s.participants.pop().map(|_| ()).unwrap_or(())),
+            Box::new(|s| s.step_deadline_ms += 1),
+            Box::new(|s| s.network_id.push('x')),
+            Box::new(|s| {
+                if let RoundKind::Benchmark { domains, .. } = &mut s.kind {
+                    domains[0].bands[1] = 6.0;
+                }
+            }),
+            Box::new(|s| {
+                if let RoundKind::Benchmark { caseload_cap, .. } = &mut s.kind {
+                    *caseload_cap = 100;
+                }
+            }),
+        ];
+        for m in mutations {
+            let mut t = signed.clone();
+            m(&mut t.spec);
+            assert!(t.verify().is_err());
+            assert_ne!(t.digest(), signed.digest());
+        }
+        // Signed by a participant rather than the aggregator.
+        let forged = s.clone().sign(&signers[1]);
+        assert!(forged.verify().is_err());
+    }
+
+    #[test]
+    fn bounds_are_checked() {
+        let signers: Vec<Signer> = (1..=3).map(|i| Signer::from_seed(&[i; 32])).collect();
+        let base = spec(&signers);
+        let bad: Vec<Mutation> = vec![
+            Box::new(|s| s.threshold = 0),
+            Box::new(|s| s.threshold = 4),
+            Box::new(|s| s.participants.clear()),
+            Box::new(|s| s.participants[1] = s.participants[0]),
+            Box::new(|s| s.rho = 0.0),
+            Box::new(|s| s.rho = f64::NAN),
+            Box::new(|s| s.step_deadline_ms = 1),
+            Box::new(|s| {
+                s.kind = RoundKind::Bench {
+                    dim: MAX_DIM + 1,
+                    plain: false,
+                }
+            }),
+            Box::new(|s| {
+                if let RoundKind::Benchmark { layout_version, .. } = &mut s.kind {
+                    *layout_version += 1;
+                }
+            }),
+        ];
+        for (i, m) in bad.iter().enumerate() {
+            let mut s = base.clone();
+            m(&mut s);
+            assert!(s.validate().is_err(), "mutation {i} accepted");
+        }
+        assert_eq!(default_threshold(5), 4);
+        assert_eq!(default_threshold(10), 7);
+        assert_eq!(default_threshold(3), 2);
+    }
+
+    #[test]
+    fn release_signature_covers_the_document() {
+        let s = Signer::from_seed(&[1; 32]);
+        let r = SignedRelease::sign(&s, br#"{"a":1}"#.to_vec());
+        r.verify(&s.key()).unwrap();
+        let mut t = r.clone();
+        t.document.0[5] = b'2';
+        assert!(t.verify(&s.key()).is_err());
+        assert!(r.verify(&Signer::from_seed(&[2; 32]).key()).is_err());
+    }
+}
