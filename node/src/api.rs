@@ -47,6 +47,8 @@ pub struct ApiState {
     pub peer_id: String,
     /// The bearer token.
     pub token: String,
+    /// Rounds this node runs as aggregator.
+    pub aggregation: std::sync::Arc<crate::aggregate::Aggregation>,
 }
 
 /// Creates `api.token` (32 random bytes, hex, mode 0600) if absent and returns the token.
@@ -69,6 +71,8 @@ pub async fn serve(
         .route("/v1/peers", get(peers_handler))
         .route("/v1/roster/publish", post(publish_handler))
         .route("/v1/echo", post(echo_handler))
+        .route("/v1/rounds", post(round_start_handler).get(rounds_handler))
+        .route("/v1/rounds/{id}", get(round_handler))
         .layer(middleware::from_fn_with_state(state.clone(), authorise))
         .with_state(state);
     axum::serve(
@@ -195,6 +199,39 @@ async fn publish_handler(State(state): State<ApiState>) -> Response {
         "note": published.err().map(|e| e.to_string()),
     }))
     .into_response()
+}
+
+/// Starts a round (coordinator only); answers its first status.
+async fn round_start_handler(
+    State(state): State<ApiState>,
+    Json(request): Json<crate::aggregate::StartRequest>,
+) -> Response {
+    let aggregation = state.aggregation.clone();
+    match tokio::task::spawn_blocking(move || aggregation.start(&request)).await {
+        Ok(Ok(status)) => Json(status).into_response(),
+        Ok(Err(e)) => error(StatusCode::CONFLICT, &format!("{e:#}")),
+        Err(e) => internal(e),
+    }
+}
+
+/// Every round this daemon ran as aggregator.
+async fn rounds_handler(State(state): State<ApiState>) -> Response {
+    Json(state.aggregation.list()).into_response()
+}
+
+/// One round's status (`latest` for the most recent); a prefix of the id will do.
+async fn round_handler(
+    State(state): State<ApiState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let id = (id != "latest").then_some(id);
+    match state.aggregation.status(id.as_deref()) {
+        Some(status) => Json(status).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "no such round on this node (rounds are run by the coordinator)",
+        ),
+    }
 }
 
 #[derive(Deserialize)]

@@ -15,6 +15,7 @@ use crate::store::{Clinic, Store};
 use crate::{api, keystore, ledger, registry, release, report, stats, status, synth};
 
 mod network;
+mod rounds;
 
 /// A clinic's node in a privacy-preserving measurement-based-care network.
 ///
@@ -72,6 +73,12 @@ enum Command {
     /// Network membership: create, join, admit, remove, roster, peers
     #[command(subcommand)]
     Network(network::NetworkCommand),
+    /// Secure-aggregation rounds (coordinator): start, status
+    #[command(subcommand)]
+    Round(rounds::RoundCommand),
+    /// Signed cross-site benchmark releases: list, show, export (JSON or HTML)
+    #[command(subcommand)]
+    Benchmark(rounds::BenchmarkCommand),
     /// Run the node: join the network, answer peers, serve the local API (until SIGTERM)
     ///
     /// Prints one JSON line ({"event":"ready",...}) on stdout when listening; logs go to stderr.
@@ -305,6 +312,8 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Network(c) => network::network_cmd(c),
         Command::Run(a) => network::run_cmd(a),
+        Command::Round(c) => rounds::round_cmd(c),
+        Command::Benchmark(c) => rounds::benchmark_cmd(c),
         Command::Demo(a) => demo(a),
     }
 }

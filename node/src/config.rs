@@ -122,6 +122,10 @@ pub struct PrivacyConfig {
     /// Episodes one therapist may contribute per domain to therapist-variance sums. Default 200.
     #[serde(default = "default_caseload_cap")]
     pub caseload_cap: u32,
+    /// Kinds of network round this node joins when asked (subject to ρ and budget). Default
+    /// ["benchmark", "bench"] ("bench" sums synthetic public vectors and costs nothing).
+    #[serde(default = "default_round_kinds")]
+    pub round_kinds: Vec<String>,
 }
 
 fn default_rho_per_period() -> f64 {
@@ -142,6 +146,9 @@ fn default_one() -> u32 {
 fn default_caseload_cap() -> u32 {
     200
 }
+fn default_round_kinds() -> Vec<String> {
+    vec!["benchmark".into(), "bench".into()]
+}
 
 impl Default for PrivacyConfig {
     fn default() -> Self {
@@ -152,6 +159,7 @@ impl Default for PrivacyConfig {
             delta: default_delta(),
             max_episodes_per_patient: default_one(),
             caseload_cap: default_caseload_cap(),
+            round_kinds: default_round_kinds(),
         }
     }
 }
@@ -356,7 +364,10 @@ impl Config {
              # Contribution bounds: episodes per patient and domain; episodes per therapist and\n\
              # domain in therapist-variance sums.\n\
              max_episodes_per_patient = {}\n\
-             caseload_cap = {}\n\n\
+             caseload_cap = {}\n\
+             # Network rounds this clinic joins when the coordinator asks (each still within\n\
+             # max_rho_per_release and the period's budget); [] to join none.\n\
+             round_kinds = {}\n\n\
              [network]\n\
              # libp2p addresses the daemon (mbc-node run) listens on.\n\
              listen = {}\n\
@@ -383,6 +394,7 @@ impl Config {
             toml::Value::Float(self.privacy.delta),
             self.privacy.max_episodes_per_patient,
             self.privacy.caseload_cap,
+            toml_strings(&self.privacy.round_kinds),
             toml_strings(&self.network.listen),
             toml_strings(&self.network.advertise),
             self.network.api_port,

@@ -6,18 +6,21 @@
 //! loop, bounded waits for the tasks, `api.addr` removed.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use libp2p::Multiaddr;
-use protocol::messages::{NodeInfo, Request, Response};
+use libp2p::{Multiaddr, PeerId};
+use protocol::messages::{NodeInfo, Request, Response, RoundResponse};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::aggregate::Aggregation;
 use crate::net::{self, Client, Event};
+use crate::round::Participation;
 use crate::store::Store;
-use crate::{api, cli, keystore, network};
+use crate::{api, benchmark, cli, keystore, network};
 
 /// How long shutdown waits for the network and API tasks.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -89,6 +92,7 @@ pub async fn serve(data_dir: &Path, cancel: CancellationToken) -> Result<()> {
     })?;
     let seed = keystore::read_key_file(&data_dir.join(&config.keys.identity_key_file))?;
     let keypair = keystore::identity_keypair(seed)?;
+    let signer = Arc::new(keystore::signer(seed));
     let peer_id = keypair.public().to_peer_id();
     let listen = config
         .network
@@ -112,6 +116,19 @@ pub async fn serve(data_dir: &Path, cancel: CancellationToken) -> Result<()> {
         &settings,
     )?;
     let net_task = tokio::spawn(event_loop.run(cancel.child_token()));
+    let participation = Arc::new(Participation::new(
+        data_dir.to_path_buf(),
+        signer.clone(),
+        membership.network_id.clone(),
+        membership.coordinator,
+    ));
+    let aggregation = Arc::new(Aggregation::new(
+        data_dir.to_path_buf(),
+        signer,
+        client.clone(),
+        participation.clone(),
+    ));
+    let coordinator = network::peer_id(&membership.coordinator);
 
     let api_listener = tokio::net::TcpListener::bind(("127.0.0.1", config.network.api_port))
         .await
@@ -128,6 +145,7 @@ pub async fn serve(data_dir: &Path, cancel: CancellationToken) -> Result<()> {
         started: Instant::now(),
         peer_id: peer_id.to_string(),
         token: api::ensure_token(data_dir)?,
+        aggregation,
     };
     let api_task = tokio::spawn(api::serve(api_listener, state, cancel.child_token()));
     let addr_file = data_dir.join(api::ADDR_FILE);
@@ -156,7 +174,7 @@ pub async fn serve(data_dir: &Path, cancel: CancellationToken) -> Result<()> {
                     );
                     info!(%peer_id, api = %api_addr, network = %membership.network_id, "node running");
                 }
-                Some(event) => on_event(&mut store, &client, event).await,
+                Some(event) => on_event(&mut store, &client, &participation, coordinator, event).await,
                 None => {
                     warn!("the network event loop stopped");
                     break;
@@ -181,7 +199,13 @@ pub async fn serve(data_dir: &Path, cancel: CancellationToken) -> Result<()> {
 }
 
 /// Handles one network event. Never fails the daemon: a peer's fault is logged.
-async fn on_event(store: &mut Store, client: &Client, event: Event) {
+async fn on_event(
+    store: &mut Store,
+    client: &Client,
+    participation: &Arc<Participation>,
+    coordinator: PeerId,
+    event: Event,
+) {
     match event {
         Event::Listening(_) => {} // The event loop logs it.
         Event::Roster { from, roster } => {
@@ -211,12 +235,35 @@ async fn on_event(store: &mut Store, client: &Client, event: Event) {
                         software: env!("CARGO_PKG_VERSION").into(),
                     })
                 }
+                Request::Round(round) if peer == coordinator => {
+                    // Rounds run off the node loop: joining analyses the store.
+                    let (client, participation) = (client.clone(), participation.clone());
+                    tokio::spawn(async move {
+                        let from = participation.coordinator();
+                        let response = participation.handle(from, round).await;
+                        let _ = client.respond(handle, Response::Round(response)).await;
+                    });
+                    return;
+                }
+                Request::Round(_) => {
+                    warn!(%peer, "refused a round request: not from the coordinator");
+                    Response::Round(RoundResponse::Declined(
+                        "round requests come from the coordinator only".into(),
+                    ))
+                }
                 other => {
                     warn!(%peer, "no handler for {other:?}");
                     Response::Busy
                 }
             };
             let _ = client.respond(handle, response).await;
+        }
+        Event::Release { from, release } => {
+            match benchmark::accept(store.conn_mut(), &release, &cli::now()) {
+                Ok(Some(id)) => info!(peer = %from, release = %id, "kept a benchmark release"),
+                Ok(None) => {}
+                Err(e) => warn!(peer = %from, "refused a release: {e:#}"),
+            }
         }
     }
 }

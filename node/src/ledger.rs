@@ -388,15 +388,14 @@ fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
     })
 }
 
-/// The oldest release of `kind` charged but not yet sent, with its payload.
-pub fn pending(conn: &Connection, kind: &str) -> Result<Option<Charged>> {
+fn first_charged(conn: &Connection, condition: &str, args: &[&str]) -> Result<Option<Charged>> {
     Ok(conn
         .query_row(
             &format!(
                 "SELECT {ENTRY_COLUMNS}, payload FROM release
-                 WHERE kind = ?1 AND status = 'charged' ORDER BY charged_at, rowid LIMIT 1"
+                 WHERE {condition} ORDER BY charged_at, rowid LIMIT 1"
             ),
-            [kind],
+            rusqlite::params_from_iter(args),
             |r| {
                 Ok(Charged {
                     entry: entry(r)?,
@@ -405,6 +404,17 @@ pub fn pending(conn: &Connection, kind: &str) -> Result<Option<Charged>> {
             },
         )
         .optional()?)
+}
+
+/// The oldest release of `kind` charged but not yet sent, with its payload.
+pub fn pending(conn: &Connection, kind: &str) -> Result<Option<Charged>> {
+    first_charged(conn, "kind = ?1 AND status = 'charged'", &[kind])
+}
+
+/// The release of `kind` to `counterpart` (e.g. one round), whatever its status, with its
+/// payload: a round announced again after a restart is served from here, never charged twice.
+pub fn find(conn: &Connection, kind: &str, counterpart: &str) -> Result<Option<Charged>> {
+    first_charged(conn, "kind = ?1 AND counterpart = ?2", &[kind, counterpart])
 }
 
 /// Every release, oldest first.

@@ -16,8 +16,13 @@
 //! - [`daemon`]: `mbc-node run`: the network, the local API and the node loop.
 //! - [`api`]: the local HTTP API on 127.0.0.1 (bearer token) and its blocking client.
 //! - [`ledger`], [`release`]: the privacy ledger and releases.
+//! - [`round`]: a clinic's side of secure-aggregation rounds (policy, ledger, noise, SecAgg).
+//! - [`aggregate`]: the coordinator's side: drives rounds, post-processes, signs releases.
+//! - [`benchmark`]: signed benchmark releases: verify, keep, list, show, export (JSON, HTML).
 
+pub mod aggregate;
 pub mod api;
+pub mod benchmark;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -29,6 +34,7 @@ pub mod network;
 pub mod registry;
 pub mod release;
 pub mod report;
+pub mod round;
 pub mod stats;
 pub mod status;
 pub mod store;

@@ -27,6 +27,7 @@ use libp2p::{
 use protocol::keys::Signer;
 use protocol::messages::{Gossip, MAX_GOSSIP, Rejection, Request, Response};
 use protocol::roster::{Role, SignedRoster};
+use protocol::round::SignedRelease;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -36,8 +37,9 @@ pub use event_loop::EventLoop;
 pub const COMMAND_CAPACITY: usize = 64;
 /// Inbound requests for the node beyond this are answered `Busy` at once.
 pub const EVENT_CAPACITY: usize = 64;
-/// Longest an outbound request waits for its response.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest an outbound request waits for its response: the longest round step (a round's
+/// own, shorter deadlines are enforced by its driver).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(protocol::round::DEADLINE_MS.1);
 /// Most connections per peer (two when both sides dial at once).
 pub const MAX_CONNECTIONS_PER_PEER: u32 = 2;
 /// Most incoming connections still in their handshake.
@@ -182,6 +184,20 @@ pub enum Event {
         /// The roster.
         roster: SignedRoster,
     },
+    /// A gossiped release (envelope verified; the release's own signature not yet).
+    Release {
+        /// Who published it.
+        from: PeerId,
+        /// The release.
+        release: SignedRelease,
+    },
+}
+
+/// Milliseconds since the Unix epoch (message timestamps, round deadlines).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The node's handle on the network. Cheap to clone; when every clone is dropped the event

@@ -75,11 +75,10 @@ pub fn contributions(
 ) -> Result<Vec<Contribution>> {
     let mut out = Vec::new();
     for (d, spec) in layout.domains().iter().enumerate() {
-        let domain = derived
-            .domains
-            .iter()
-            .find(|x| x.id == spec.id)
-            .with_context(|| format!("domain {} is not in the registry", spec.id))?;
+        // A domain this node does not measure contributes nothing.
+        let Some(domain) = derived.domains.iter().find(|x| x.id == spec.id) else {
+            continue;
+        };
         let Some(inst_index) = derived
             .instruments
             .iter()
@@ -160,7 +159,8 @@ pub fn layout_json(layout: &BenchmarkLayout) -> Value {
     })
 }
 
-fn summary_json(s: &protocol::benchmark::DomainSummary) -> Value {
+/// A domain summary as JSON (release documents).
+pub fn summary_json(s: &protocol::benchmark::DomainSummary) -> Value {
     json!({
         "domain": s.id,
         "episodes": s.episodes,
@@ -210,6 +210,36 @@ fn deliver(store: &Store, charged: &Charged, out: &Path, now: DateTime<Utc>) -> 
     ledger::mark_sent(store.conn(), &charged.entry.release_id, now)
 }
 
+/// The clinic's benchmark vector under `layout` plus `noise` (drawn by the caller before
+/// this data-dependent work), and the clinic's name. Refuses when there is nothing to release
+/// or when the sum could wrap at noise scale `sigma`.
+pub fn noised_vector(
+    store: &mut Store,
+    settings: protocol::analysis::Settings,
+    layout: &BenchmarkLayout,
+    noise: &[i64],
+    sigma: f64,
+    now: DateTime<Utc>,
+) -> Result<(Vec<i64>, String)> {
+    let derived = stats::derive(store, settings, &crate::cli::rfc3339(now))?;
+    let contributions = contributions(store, &derived, layout)?;
+    if contributions.is_empty() {
+        bail!(
+            "nothing to release: no episode has two scores on any domain (import outcome data \
+             first); no budget was spent"
+        );
+    }
+    let patients = derived
+        .patients
+        .iter()
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    let mut values = layout.encode(&contributions)?;
+    layout.layout().check_capacity(patients as u64, sigma)?;
+    Mechanism::apply(&mut values, noise)?;
+    Ok((values, derived.clinic))
+}
+
 /// `mbc-node release --kind local-benchmark --rho R --out FILE`.
 pub fn local_benchmark(
     store: &mut Store,
@@ -233,24 +263,8 @@ pub fn local_benchmark(
     ledger::precheck(store.conn(), &policy, mechanism.rho, now)?;
     // Noise before any data-dependent work (timing).
     let noise = mechanism.noise(layout.layout().len())?;
-    let derived = stats::derive(store, settings, &crate::cli::rfc3339(now))?;
-    let contributions = contributions(store, &derived, &layout)?;
-    if contributions.is_empty() {
-        bail!(
-            "nothing to release: no episode has two scores on any domain (import outcome data \
-             first); no budget was spent"
-        );
-    }
-    let patients = derived
-        .patients
-        .iter()
-        .collect::<std::collections::HashSet<_>>()
-        .len();
-    let mut values = layout.encode(&contributions)?;
-    layout
-        .layout()
-        .check_capacity(patients as u64, mechanism.total_sigma)?;
-    Mechanism::apply(&mut values, &noise)?;
+    let (values, clinic) =
+        noised_vector(store, settings, &layout, &noise, mechanism.total_sigma, now)?;
     let summary = layout.summarise(&values, mechanism.total_sigma)?;
     let id = ledger::new_id()?;
     let layout_value = layout_json(&layout);
@@ -263,7 +277,7 @@ pub fn local_benchmark(
         "kind": LOCAL_BENCHMARK,
         "release_id": id,
         "software": concat!("mbc-node ", env!("CARGO_PKG_VERSION")),
-        "clinic": derived.clinic,
+        "clinic": clinic,
         "period": policy.period.label(now),
         "privacy": {
             "unit": "patient",

@@ -123,6 +123,8 @@ pub trait Body: Serialize + DeserializeOwned {
 }
 
 /// A request from one node to another (request-response).
+// Requests are transient, one per exchange: boxing the round variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
@@ -166,11 +168,9 @@ pub enum RoundRequest {
         /// U3.
         survivors: Vec<u32>,
     },
-    /// Bench rounds only: send the synthetic vector unmasked (the baseline).
-    Plain {
-        /// Round digest.
-        round: [u8; 32],
-    },
+    /// Bench rounds with `plain` only: send the synthetic vector unmasked, in one request
+    /// (the baseline secure rounds are measured against).
+    Plain(SignedRoundSpec),
 }
 
 /// A participant's answers in a round.
@@ -353,7 +353,7 @@ fn absorb_round_request(t: Transcript, r: &RoundRequest) -> Transcript {
             let survivors: Vec<u64> = survivors.iter().map(|s| u64::from(*s)).collect();
             absorb_u64s(t.tag(4).bytes(round), &survivors)
         }
-        RoundRequest::Plain { round } => t.tag(5).bytes(round),
+        RoundRequest::Plain(s) => t.tag(5).bytes(&s.spec.transcript()).bytes(&s.signature.0),
     }
 }
 
@@ -401,13 +401,14 @@ fn validate_shares(shares: &[EncryptedShare]) -> Result<(), DecodeError> {
 
 fn validate_round_request(r: &RoundRequest) -> Result<(), DecodeError> {
     match r {
-        RoundRequest::Announce(s) => s.spec.validate().map_err(|e| invalid(e.to_string())),
+        RoundRequest::Announce(s) | RoundRequest::Plain(s) => {
+            s.spec.validate().map_err(|e| invalid(e.to_string()))
+        }
         RoundRequest::Keys { adverts, .. } => bounded("adverts", adverts.len(), MAX_PARTICIPANTS),
         RoundRequest::Shares { shares, .. } => validate_shares(shares),
         RoundRequest::Unmask { survivors, .. } => {
             bounded("survivors", survivors.len(), MAX_PARTICIPANTS)
         }
-        RoundRequest::Plain { .. } => Ok(()),
     }
 }
 

@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::now_ms;
 use super::{Behaviour, BehaviourEvent, Command, Event, InboundHandle, NetError, PeerInfo};
 use crate::network::peer_id;
 
@@ -86,12 +87,6 @@ pub struct EventLoop {
     agents: HashMap<PeerId, String>,
     redial: HashMap<PeerId, Redial>,
     last_pull: Instant,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn backoff(attempts: u32) -> Duration {
@@ -233,6 +228,7 @@ impl EventLoop {
     fn publish(&mut self, gossip: Gossip) -> Result<(), NetError> {
         let topic = match &gossip {
             Gossip::Roster(_) => self.topics.roster.clone(),
+            Gossip::Release(_) => self.topics.releases.clone(),
         };
         let (_, bytes) = self.seal(gossip, None);
         self.swarm
@@ -481,6 +477,16 @@ impl EventLoop {
                     self.hand_roster(sender, roster);
                 }
             }
+            // The node checks the release against the pinned coordinator and stores it.
+            Gossip::Release(release) => {
+                let event = Event::Release {
+                    from: sender,
+                    release,
+                };
+                if let Err(TrySendError::Full(_)) = self.events.try_send(event) {
+                    warn!(peer = %sender, "node busy: release dropped");
+                }
+            }
         }
         Ok(())
     }
@@ -607,7 +613,9 @@ impl EventLoop {
                 Response::Roster((self.roster.roster.version > have).then(|| self.roster.clone()))
             }
             // Application requests are the node's to answer.
-            request @ Request::Info => return self.forward(peer, request, channel, nonce),
+            request @ (Request::Info | Request::Round(_)) => {
+                return self.forward(peer, request, channel, nonce);
+            }
         };
         self.respond(channel, Some(nonce), response);
     }

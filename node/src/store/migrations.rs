@@ -20,6 +20,8 @@ pub(crate) fn migrations() -> Vec<Migration> {
         |tx| tx.execute_batch(include_str!("schema_v3.sql")),
         // 4: network membership: the pinned network and every accepted roster (issue 5).
         |tx| tx.execute_batch(include_str!("schema_v4.sql")),
+        // 5: rounds run as aggregator and verified benchmark releases (issue 6).
+        |tx| tx.execute_batch(include_str!("schema_v5.sql")),
     ]
 }
 

@@ -100,6 +100,16 @@ fn round_spec() -> RoundSpec {
     }
 }
 
+fn plain_spec() -> RoundSpec {
+    RoundSpec {
+        kind: RoundKind::Bench {
+            dim: 3,
+            plain: true,
+        },
+        ..round_spec()
+    }
+}
+
 /// One example of every round message (deterministic: keys from a seeded ChaCha20).
 fn round_examples() -> Vec<(&'static str, Vec<u8>)> {
     let spec = round_spec();
@@ -154,7 +164,7 @@ fn round_examples() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "request round plain",
-            req(24, RoundRequest::Plain { round }),
+            req(24, RoundRequest::Plain(plain_spec().sign(&agg))),
         ),
         ("response round joined", resp(25, RoundResponse::Joined(a1))),
         (

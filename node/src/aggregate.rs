@@ -1,0 +1,628 @@
+//! The aggregator's side of a round (DESIGN.md §9), run by the coordinator's daemon: sign the
+//! round specification, drive the SecAgg steps over request-response with a deadline per step
+//! ([`protocol::secagg::Aggregator`] does the bookkeeping and the unmasking), post-process the
+//! sum, sign the release, keep it, gossip it.
+//!
+//! A participant that declines, fails or misses a deadline is a dropout at that step, logged
+//! with its reason; the round goes on while at least t remain, and aborts with nothing released
+//! otherwise. The aggregator keeps the signed specification and who reached which step (table
+//! `round`), never a participant's vector: masked inputs live in memory only until the sum.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::future::join_all;
+use protocol::keys::{NodeKey, Signer};
+use protocol::messages::{Gossip, Request, Response, RoundRequest, RoundResponse};
+use protocol::round::{
+    RoundKind, RoundSpec, SignedRelease, SignedRoundSpec, bench_vector, default_threshold,
+};
+use protocol::secagg::{Aggregator, SecAggError};
+use rusqlite::params;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::net::{self, Client};
+use crate::round::Participation;
+use crate::{benchmark, cli, network, release};
+
+/// Default per-step deadline.
+pub const DEFAULT_DEADLINE_S: f64 = 60.0;
+
+/// What `mbc-node round start` asks for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    /// "benchmark" or "bench".
+    pub kind: String,
+    /// ρ of the release (benchmark).
+    #[serde(default)]
+    pub rho: f64,
+    /// Threshold t (default ⌈2n/3⌉).
+    #[serde(default)]
+    pub threshold: Option<u32>,
+    /// Per-step deadline, seconds.
+    #[serde(default)]
+    pub deadline_s: Option<f64>,
+    /// Bench rounds: vector length.
+    #[serde(default)]
+    pub dim: Option<u32>,
+    /// Bench rounds: the unmasked baseline.
+    #[serde(default)]
+    pub plain: bool,
+}
+
+/// One participant as the aggregator saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParticipantStatus {
+    /// SecAgg index.
+    pub index: u32,
+    /// Clinic name from the roster.
+    pub name: String,
+    /// PeerId.
+    pub peer_id: String,
+    /// Last step completed: invited, keys, shares, masked, revealed.
+    pub reached: String,
+    /// Why it left the round, if it did.
+    pub dropped: Option<String>,
+    /// Bytes of its answers (round messages, before the envelope).
+    pub bytes_sent: u64,
+}
+
+/// A round as the aggregator tracks it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundStatus {
+    /// Round id, hex.
+    pub round_id: String,
+    /// Kind.
+    pub kind: String,
+    /// Current step: announce, keys, shares, masked, unmask, done, aborted.
+    pub step: String,
+    /// ρ of the release.
+    pub rho: f64,
+    /// Threshold t.
+    pub threshold: u32,
+    /// Vector length.
+    pub dim: usize,
+    /// Per participant.
+    pub participants: Vec<ParticipantStatus>,
+    /// Milliseconds spent in each finished step.
+    pub step_ms: BTreeMap<String, u64>,
+    /// Total milliseconds, when finished.
+    pub elapsed_ms: Option<u64>,
+    /// Why it aborted.
+    pub error: Option<String>,
+    /// The release, for a benchmark round that finished.
+    pub release_id: Option<String>,
+    /// Bench rounds: whether the decoded sum equals the sum of the survivors' vectors.
+    pub exact: Option<bool>,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+}
+
+impl RoundStatus {
+    /// Whether the round has ended (done or aborted).
+    pub fn finished(&self) -> bool {
+        self.step == "done" || self.step == "aborted"
+    }
+}
+
+/// The coordinator's rounds.
+pub struct Aggregation {
+    dir: PathBuf,
+    signer: Arc<Signer>,
+    client: Client,
+    participation: Arc<Participation>,
+    rounds: Mutex<BTreeMap<String, RoundStatus>>,
+}
+
+fn reached_name(step: &str) -> &'static str {
+    match step {
+        "announce" => "keys",
+        "keys" => "shares",
+        "shares" => "masked",
+        _ => "revealed",
+    }
+}
+
+fn cbor_len<T: Serialize>(value: &T) -> u64 {
+    let mut buf = Vec::new();
+    ciborium::into_writer(value, &mut buf).map_or(0, |()| buf.len() as u64)
+}
+
+impl Aggregation {
+    /// For the node in `dir`.
+    pub fn new(
+        dir: PathBuf,
+        signer: Arc<Signer>,
+        client: Client,
+        participation: Arc<Participation>,
+    ) -> Self {
+        Self {
+            dir,
+            signer,
+            client,
+            participation,
+            rounds: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The status of round `id` (a prefix will do), or of the latest round.
+    pub fn status(&self, id: Option<&str>) -> Option<RoundStatus> {
+        let rounds = self.rounds.lock().expect("rounds lock");
+        match id {
+            Some(id) => rounds
+                .values()
+                .filter(|r| r.round_id.starts_with(id))
+                .max_by(|a, b| a.started_at.cmp(&b.started_at))
+                .cloned(),
+            None => rounds
+                .values()
+                .max_by(|a, b| a.started_at.cmp(&b.started_at))
+                .cloned(),
+        }
+    }
+
+    /// Every round this daemon ran, oldest first.
+    pub fn list(&self) -> Vec<RoundStatus> {
+        let mut all: Vec<RoundStatus> = self
+            .rounds
+            .lock()
+            .expect("rounds lock")
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+        all
+    }
+
+    /// Signs and starts a round; returns its first status while it runs in the background.
+    pub fn start(self: &Arc<Self>, request: &StartRequest) -> Result<RoundStatus> {
+        if self
+            .rounds
+            .lock()
+            .expect("rounds lock")
+            .values()
+            .any(|r| !r.finished())
+        {
+            bail!("a round is already running (see `mbc-node round status`)");
+        }
+        let (config, store) = cli::open_node(&self.dir)?;
+        let m = network::load(store.conn())?.context("this node is not in a network")?;
+        if !m.is_coordinator {
+            bail!("only the network's coordinator runs rounds");
+        }
+        let members = &m.roster.roster.members;
+        let n = members.len();
+        let threshold = request.threshold.unwrap_or_else(|| default_threshold(n));
+        let deadline = request.deadline_s.unwrap_or(DEFAULT_DEADLINE_S);
+        if !(deadline.is_finite() && deadline > 0.0) {
+            bail!("--deadline must be a positive number of seconds");
+        }
+        let kind = match request.kind.as_str() {
+            "benchmark" => {
+                release::check_rho_arg(request.rho)?;
+                RoundKind::benchmark(&release::benchmark_layout(&store, &config)?)
+            }
+            "bench" => RoundKind::Bench {
+                dim: request.dim.unwrap_or(10_000),
+                plain: request.plain,
+            },
+            other => bail!("unknown round kind {other:?} (benchmark or bench)"),
+        };
+        let rho = if matches!(kind, RoundKind::Bench { .. }) {
+            0.0
+        } else {
+            request.rho
+        };
+        let spec = RoundSpec {
+            network_id: m.network_id.clone(),
+            round_id: rand::random(),
+            kind,
+            rho,
+            threshold,
+            participants: members.iter().map(|p| p.key).collect(),
+            aggregator: self.signer.key(),
+            issued_at_ms: net::now_ms(),
+            step_deadline_ms: (deadline * 1000.0).round() as u64,
+        };
+        spec.validate()
+            .map_err(|e| anyhow::anyhow!("round parameters: {e}"))?;
+        let dim = spec.dim()?;
+        let signed = spec.sign(&self.signer);
+        let status = RoundStatus {
+            round_id: signed.spec.id_hex(),
+            kind: signed.spec.kind.name().into(),
+            step: "announce".into(),
+            rho,
+            threshold,
+            dim,
+            participants: members
+                .iter()
+                .enumerate()
+                .map(|(i, p)| ParticipantStatus {
+                    index: i as u32,
+                    name: p.name.clone(),
+                    peer_id: network::peer_id(&p.key).to_string(),
+                    reached: "invited".into(),
+                    dropped: None,
+                    bytes_sent: 0,
+                })
+                .collect(),
+            step_ms: BTreeMap::new(),
+            elapsed_ms: None,
+            error: None,
+            release_id: None,
+            exact: None,
+            started_at: cli::now(),
+        };
+        store.conn().execute(
+            "INSERT INTO round (round_id, kind, spec_json, step, progress, started_at)
+             VALUES (?1, ?2, ?3, 'announce', ?4, ?5)",
+            params![
+                status.round_id,
+                status.kind,
+                serde_json::to_string(&signed)?,
+                serde_json::to_string(&status.participants)?,
+                status.started_at
+            ],
+        )?;
+        self.rounds
+            .lock()
+            .expect("rounds lock")
+            .insert(status.round_id.clone(), status.clone());
+        info!(round = %status.round_id, kind = %status.kind, n, threshold, "round started");
+        let this = self.clone();
+        tokio::spawn(async move { this.drive(signed).await });
+        Ok(status)
+    }
+
+    fn update(&self, id: &str, f: impl FnOnce(&mut RoundStatus)) {
+        let snapshot = {
+            let mut rounds = self.rounds.lock().expect("rounds lock");
+            let Some(r) = rounds.get_mut(id) else { return };
+            f(r);
+            r.clone()
+        };
+        let persist = || -> Result<()> {
+            let (_, store) = cli::open_node(&self.dir)?;
+            store.conn().execute(
+                "UPDATE round SET step = ?2, progress = ?3, error = ?4, release_id = ?5,
+                    finished_at = CASE WHEN ?2 IN ('done', 'aborted') THEN ?6 ELSE NULL END
+                 WHERE round_id = ?1",
+                params![
+                    snapshot.round_id,
+                    snapshot.step,
+                    serde_json::to_string(&snapshot.participants)?,
+                    snapshot.error,
+                    snapshot.release_id,
+                    cli::now()
+                ],
+            )?;
+            Ok(())
+        };
+        if let Err(e) = persist() {
+            warn!(round = %id, "couldn't record the round's progress: {e:#}");
+        }
+    }
+
+    fn drop_out(&self, id: &str, index: u32, step: &str, why: &str) {
+        warn!(round = %id, participant = index, step, "dropped: {why}");
+        self.update(id, |r| {
+            if let Some(p) = r.participants.get_mut(index as usize) {
+                p.dropped = Some(format!("{step}: {why}"));
+            }
+        });
+    }
+
+    /// Sends one request per target, each answered within `deadline` or counted as a dropout.
+    async fn send_all(
+        &self,
+        spec: &RoundSpec,
+        targets: Vec<(u32, RoundRequest)>,
+        deadline: Duration,
+    ) -> Vec<(u32, Result<RoundResponse, String>)> {
+        let me = self.signer.key();
+        let calls = targets.into_iter().map(|(i, request)| {
+            let key: NodeKey = spec.participants[i as usize];
+            async move {
+                let call = async {
+                    if key == me {
+                        Ok(self.participation.handle(me, request).await)
+                    } else {
+                        match self
+                            .client
+                            .request(network::peer_id(&key), Request::Round(request))
+                            .await
+                        {
+                            Ok(Response::Round(r)) => Ok(r),
+                            Ok(Response::Rejected(why)) => Err(format!("refused: {why}")),
+                            Ok(Response::Busy) => Err("busy".into()),
+                            Ok(_) => Err("answered with a non-round message".into()),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                };
+                let result = tokio::time::timeout(deadline, call)
+                    .await
+                    .unwrap_or_else(|_| Err("missed the step's deadline".into()));
+                (i, result)
+            }
+        });
+        join_all(calls).await
+    }
+
+    /// Runs a round to its end; never fails the daemon.
+    async fn drive(self: Arc<Self>, signed: SignedRoundSpec) {
+        let id = signed.spec.id_hex();
+        let started = Instant::now();
+        let outcome = match signed.spec.kind {
+            RoundKind::Bench { plain: true, .. } => self.plain(&signed).await,
+            _ => self.secure(&signed).await,
+        };
+        let elapsed = started.elapsed().as_millis() as u64;
+        match outcome {
+            Ok(()) => {
+                info!(round = %id, elapsed_ms = elapsed, "round done");
+                self.update(&id, |r| {
+                    r.step = "done".into();
+                    r.elapsed_ms = Some(elapsed);
+                });
+            }
+            Err(e) => {
+                warn!(round = %id, "round aborted, nothing released: {e:#}");
+                self.update(&id, |r| {
+                    r.step = "aborted".into();
+                    r.error = Some(format!("{e:#}"));
+                    r.elapsed_ms = Some(elapsed);
+                });
+            }
+        }
+    }
+
+    fn record(
+        &self,
+        id: &str,
+        step: &str,
+        started: Instant,
+        replies: &[(u32, Result<RoundResponse, String>)],
+    ) {
+        let ms = started.elapsed().as_millis() as u64;
+        self.update(id, |r| {
+            r.step_ms.insert(step.into(), ms);
+            for (i, reply) in replies {
+                if let (Ok(resp), Some(p)) = (reply, r.participants.get_mut(*i as usize)) {
+                    p.bytes_sent += cbor_len(resp);
+                }
+            }
+        });
+    }
+
+    async fn plain(&self, signed: &SignedRoundSpec) -> Result<()> {
+        let spec = &signed.spec;
+        let id = spec.id_hex();
+        let deadline = Duration::from_millis(spec.step_deadline_ms);
+        let targets = (0..spec.participants.len() as u32)
+            .map(|i| (i, RoundRequest::Plain(signed.clone())))
+            .collect();
+        let t0 = Instant::now();
+        let replies = self.send_all(spec, targets, deadline).await;
+        self.record(&id, "plain", t0, &replies);
+        let dim = spec.dim()?;
+        let digest = signed.digest();
+        let (mut sum, mut expected, mut got) = (vec![0u64; dim], vec![0u64; dim], 0);
+        for (i, reply) in replies {
+            match reply {
+                Ok(RoundResponse::Plain(v)) if v.len() == dim => {
+                    got += 1;
+                    let truth = bench_vector(&digest, &spec.participants[i as usize], dim);
+                    for ((s, e), (x, t)) in
+                        sum.iter_mut().zip(&mut expected).zip(v.iter().zip(&truth))
+                    {
+                        *s = s.wrapping_add(*x);
+                        *e = e.wrapping_add(*t);
+                    }
+                    self.update(&id, |r| {
+                        r.participants[i as usize].reached = "revealed".into()
+                    });
+                }
+                Ok(other) => self.drop_out(&id, i, "plain", &unexpected(&other)),
+                Err(e) => self.drop_out(&id, i, "plain", &e),
+            }
+        }
+        if got < spec.threshold as usize {
+            bail!("{got} of the needed {} answered", spec.threshold);
+        }
+        self.update(&id, |r| r.exact = Some(sum == expected));
+        Ok(())
+    }
+
+    async fn secure(&self, signed: &SignedRoundSpec) -> Result<()> {
+        let spec = &signed.spec;
+        let id = spec.id_hex();
+        let deadline = Duration::from_millis(spec.step_deadline_ms);
+        let key = |i: u32| spec.participants[i as usize];
+        let mut agg = Aggregator::new(spec.session()?)?;
+        let n = spec.participants.len() as u32;
+        let too_few = |e: SecAggError| anyhow::anyhow!("{e}");
+
+        // 1. Announce: policy, ledger and key adverts on each node.
+        let t0 = Instant::now();
+        let replies = self
+            .send_all(
+                spec,
+                (0..n)
+                    .map(|i| (i, RoundRequest::Announce(signed.clone())))
+                    .collect(),
+                deadline,
+            )
+            .await;
+        self.record(&id, "announce", t0, &replies);
+        for (i, reply) in replies {
+            match reply {
+                Ok(RoundResponse::Joined(advert)) => match agg.add_advert(&key(i), advert) {
+                    Ok(()) => self.reach(&id, i, "announce"),
+                    Err(e) => self.drop_out(&id, i, "announce", &e.to_string()),
+                },
+                Ok(RoundResponse::Declined(why)) => {
+                    self.drop_out(&id, i, "announce", &format!("declined: {why}"));
+                }
+                Ok(other) => self.drop_out(&id, i, "announce", &unexpected(&other)),
+                Err(e) => self.drop_out(&id, i, "announce", &e),
+            }
+        }
+        let adverts = agg.close_keys().map_err(too_few)?;
+        self.step(&id, "keys");
+
+        // 2. Keys out, encrypted shares back.
+        let t0 = Instant::now();
+        let targets = agg
+            .progress()
+            .keys
+            .iter()
+            .map(|i| {
+                let round = agg.session().round;
+                (
+                    *i,
+                    RoundRequest::Keys {
+                        round,
+                        adverts: adverts.clone(),
+                    },
+                )
+            })
+            .collect();
+        let replies = self.send_all(spec, targets, deadline).await;
+        self.record(&id, "keys", t0, &replies);
+        for (i, reply) in replies {
+            match reply {
+                Ok(RoundResponse::Shares(shares)) => match agg.add_shares(&key(i), shares) {
+                    Ok(()) => self.reach(&id, i, "keys"),
+                    Err(e) => self.drop_out(&id, i, "keys", &e.to_string()),
+                },
+                Ok(other) => self.drop_out(&id, i, "keys", &unexpected(&other)),
+                Err(e) => self.drop_out(&id, i, "keys", &e),
+            }
+        }
+        let routed = agg.close_shares().map_err(too_few)?;
+        self.step(&id, "shares");
+
+        // 3. Routed shares out, masked inputs back.
+        let t0 = Instant::now();
+        let round = agg.session().round;
+        let targets = routed
+            .into_iter()
+            .map(|(i, shares)| (i, RoundRequest::Shares { round, shares }))
+            .collect();
+        let replies = self.send_all(spec, targets, deadline).await;
+        self.record(&id, "shares", t0, &replies);
+        for (i, reply) in replies {
+            match reply {
+                Ok(RoundResponse::Masked(y)) => match agg.add_masked(&key(i), y) {
+                    Ok(()) => self.reach(&id, i, "shares"),
+                    Err(e) => self.drop_out(&id, i, "shares", &e.to_string()),
+                },
+                Ok(other) => self.drop_out(&id, i, "shares", &unexpected(&other)),
+                Err(e) => self.drop_out(&id, i, "shares", &e),
+            }
+        }
+        let survivors = agg.close_masked().map_err(too_few)?;
+        self.step(&id, "unmask");
+
+        // 4. Survivors out, revealed shares back; unmask.
+        let t0 = Instant::now();
+        let targets = survivors
+            .iter()
+            .map(|i| {
+                (
+                    *i,
+                    RoundRequest::Unmask {
+                        round,
+                        survivors: survivors.clone(),
+                    },
+                )
+            })
+            .collect();
+        let replies = self.send_all(spec, targets, deadline).await;
+        self.record(&id, "unmask", t0, &replies);
+        for (i, reply) in replies {
+            match reply {
+                Ok(RoundResponse::Revealed(r)) => match agg.add_reveal(&key(i), r) {
+                    Ok(()) => self.reach(&id, i, "unmask"),
+                    Err(e) => self.drop_out(&id, i, "unmask", &e.to_string()),
+                },
+                Ok(other) => self.drop_out(&id, i, "unmask", &unexpected(&other)),
+                Err(e) => self.drop_out(&id, i, "unmask", &e),
+            }
+        }
+        let (sum, survivors) = agg.finish().map_err(too_few)?;
+        let t0 = Instant::now();
+        match &spec.kind {
+            RoundKind::Bench { dim, .. } => {
+                let mut expected = vec![0u64; *dim as usize];
+                for i in &survivors {
+                    let v = bench_vector(&round, &key(*i), *dim as usize);
+                    for (e, x) in expected.iter_mut().zip(v) {
+                        *e = e.wrapping_add(x);
+                    }
+                }
+                self.update(&id, |r| r.exact = Some(sum == expected));
+            }
+            RoundKind::Benchmark { .. } => {
+                let values: Vec<i64> = sum.into_iter().map(|v| v as i64).collect();
+                let names: Vec<String> = {
+                    let rounds = self.rounds.lock().expect("rounds lock");
+                    let r = &rounds[&id];
+                    survivors
+                        .iter()
+                        .map(|i| r.participants[*i as usize].name.clone())
+                        .collect()
+                };
+                let document = benchmark::document(&self.dir, signed, &values, &names)?;
+                let release = SignedRelease::sign(&self.signer, document);
+                let (_, mut store) = cli::open_node(&self.dir)?;
+                let release_id = benchmark::accept(store.conn_mut(), &release, &cli::now())?
+                    .context("the new release was already stored")?;
+                if let Err(e) = self.client.publish(Gossip::Release(release)).await {
+                    warn!(round = %id, "couldn't gossip the release (peers will not have it): {e}");
+                }
+                info!(round = %id, release = %release_id, clinics = survivors.len(), "release published");
+                self.update(&id, |r| r.release_id = Some(release_id));
+            }
+        }
+        self.record(&id, "release", t0, &[]);
+        Ok(())
+    }
+
+    fn reach(&self, id: &str, index: u32, step: &str) {
+        self.update(id, |r| {
+            if let Some(p) = r.participants.get_mut(index as usize) {
+                p.reached = reached_name(step).into();
+            }
+        });
+    }
+
+    fn step(&self, id: &str, step: &str) {
+        self.update(id, |r| r.step = step.into());
+    }
+}
+
+fn unexpected(r: &RoundResponse) -> String {
+    match r {
+        RoundResponse::Declined(why) => format!("failed: {why}"),
+        other => format!("unexpected answer {}", variant(other)),
+    }
+}
+
+fn variant(r: &RoundResponse) -> &'static str {
+    match r {
+        RoundResponse::Joined(_) => "joined",
+        RoundResponse::Declined(_) => "declined",
+        RoundResponse::Shares(_) => "shares",
+        RoundResponse::Masked(_) => "masked",
+        RoundResponse::Revealed(_) => "revealed",
+        RoundResponse::Plain(_) => "plain",
+    }
+}

@@ -1,0 +1,352 @@
+//! Signed cross-site benchmark releases (DESIGN.md §10): the aggregator writes the document
+//! ([`document`]), every node verifies and keeps it ([`accept`]), people read it
+//! (`mbc-node benchmark list | show | export`), and local track records use the latest one as
+//! their reference ([`reference`]).
+//!
+//! A release is a JSON document signed by the coordinator over its exact bytes; nodes keep and
+//! forward those bytes unchanged. Its provenance: network, release and round ids, issue time,
+//! budget period, clinics contributing, ρ (and ε at δ), σ, threshold, software version.
+
+mod html;
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use protocol::dp::{self, Mechanism};
+use protocol::round::{SignedRelease, SignedRoundSpec};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::ledger::Policy;
+use crate::{cli, network, release};
+
+pub use html::render as html;
+
+/// The document format name.
+pub const FORMAT: &str = "mbc-node/benchmark-release";
+
+/// Builds the release document of a finished benchmark round: `values` is the decoded sum of
+/// the contributions of the clinics `names`.
+pub fn document(
+    dir: &Path,
+    signed: &SignedRoundSpec,
+    values: &[i64],
+    names: &[String],
+) -> Result<Vec<u8>> {
+    let spec = &signed.spec;
+    let config = Config::load(dir)?;
+    let policy = Policy::from_config(&config.privacy)?;
+    let layout = spec.kind.layout()?.context("not a benchmark round")?;
+    let sensitivity = layout.layout().sensitivity();
+    let mechanism = Mechanism::distributed(sensitivity.patient, spec.rho, spec.threshold)?;
+    // k ≥ t survivors each added variance σ²/t.
+    let k = names.len() as f64;
+    let sigma_in_sum = mechanism.sigma * k.sqrt();
+    let noise_off = crate::round::noise_off();
+    let summary = layout.summarise(values, if noise_off { 0.0 } else { sigma_in_sum })?;
+    let now = cli::now_utc();
+    let therapist_rho = sensitivity
+        .therapist
+        .map(|s| dp::rho(s, mechanism.total_sigma))
+        .transpose()?;
+    let document = json!({
+        "format": FORMAT,
+        "version": 1,
+        "release_id": crate::ledger::new_id()?,
+        "network_id": spec.network_id,
+        "round_id": spec.id_hex(),
+        "issued_at": cli::rfc3339(now),
+        "period": policy.period.label(now),
+        "software": concat!("mbc-node ", env!("CARGO_PKG_VERSION")),
+        "aggregator": hex::encode(spec.aggregator.0),
+        "clinics": {
+            "invited": spec.participants.len(),
+            "contributing": names.len(),
+            "names": names,
+        },
+        "privacy": {
+            "unit": "patient",
+            "rho": mechanism.rho,
+            "epsilon": dp::epsilon(mechanism.rho, policy.delta)?,
+            "delta": policy.delta,
+            "sigma": mechanism.total_sigma,
+            "sigma_in_sum": sigma_in_sum,
+            "share_sigma": mechanism.sigma,
+            "threshold": spec.threshold,
+            "sensitivity": sensitivity.patient,
+            "therapist_sensitivity": sensitivity.therapist,
+            "therapist_rho": therapist_rho,
+            "mechanism": "distributed discrete Gaussian (each clinic adds σ²/t with OpenDP's \
+                          sampler) under secure aggregation; ρ-zCDP",
+            "noise": if noise_off { "off (test build)" } else { "on" },
+        },
+        "layout": release::layout_json(&layout),
+        "values": values,
+        "summary": summary.iter().map(release::summary_json).collect::<Vec<_>>(),
+    });
+    Ok(serde_json::to_vec(&document)?)
+}
+
+/// A release as kept on a node.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// The signed release.
+    pub release: SignedRelease,
+    /// Its document, parsed.
+    pub document: Value,
+}
+
+impl Stored {
+    /// The release id.
+    pub fn id(&self) -> &str {
+        self.document["release_id"].as_str().unwrap_or_default()
+    }
+}
+
+/// Verifies a release (signed by this network's pinned coordinator, for this network, a
+/// benchmark document) and keeps it. Returns its id if it was new, `None` if already kept.
+pub fn accept(conn: &mut Connection, release: &SignedRelease, now: &str) -> Result<Option<String>> {
+    let m = network::load(conn)?.context("this node is not in a network")?;
+    release
+        .verify(&m.coordinator)
+        .map_err(|_| anyhow::anyhow!("the release is not signed by this network's coordinator"))?;
+    let doc: Value =
+        serde_json::from_slice(&release.document.0).context("the release is not JSON")?;
+    if doc["format"] != FORMAT {
+        bail!("the release is not a {FORMAT} document");
+    }
+    if doc["network_id"] != m.network_id.as_str() {
+        bail!("the release is for network {}", doc["network_id"]);
+    }
+    let field = |k: &str| {
+        doc[k]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("the release has no {k}"))
+    };
+    let (id, round, issued) = (
+        field("release_id")?,
+        field("round_id")?,
+        field("issued_at")?,
+    );
+    let tx = conn.transaction()?;
+    let existing: Option<String> = tx
+        .query_row(
+            "SELECT sha256 FROM benchmark_release WHERE release_id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match existing {
+        Some(sha) if sha == release.sha256() => return Ok(None),
+        Some(_) => bail!("a different release {id} is already kept"),
+        None => {}
+    }
+    tx.execute(
+        "INSERT INTO benchmark_release (release_id, round_id, network_id, issued_at, document,
+            signature, sha256, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            id,
+            round,
+            m.network_id,
+            issued,
+            release.document.0,
+            hex::encode(release.signature.0),
+            release.sha256(),
+            now
+        ],
+    )?;
+    tx.commit()?;
+    Ok(Some(id))
+}
+
+fn stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Vec<u8>, String)> {
+    Ok((r.get(0)?, r.get(1)?))
+}
+
+fn parse((document, signature): (Vec<u8>, String)) -> Result<Stored> {
+    let sig: [u8; 64] = hex::decode(&signature)?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("stored signature is not 64 bytes"))?;
+    Ok(Stored {
+        document: serde_json::from_slice(&document)?,
+        release: SignedRelease {
+            document: protocol::keys::Bytes(document),
+            signature: protocol::keys::Signature(sig),
+        },
+    })
+}
+
+/// Every kept release, oldest first.
+pub fn all(conn: &Connection) -> Result<Vec<Stored>> {
+    let mut stmt = conn
+        .prepare("SELECT document, signature FROM benchmark_release ORDER BY issued_at, rowid")?;
+    let rows = stmt.query_map([], stored)?;
+    rows.map(|r| parse(r?)).collect()
+}
+
+/// The release whose id starts with `id`, or the latest when `id` is `None`.
+pub fn get(conn: &Connection, id: Option<&str>) -> Result<Option<Stored>> {
+    let row = match id {
+        Some(id) => {
+            let matches: Vec<(Vec<u8>, String)> = conn
+                .prepare(
+                    "SELECT document, signature FROM benchmark_release
+                     WHERE release_id LIKE ?1 || '%' ORDER BY issued_at",
+                )?
+                .query_map([id], stored)?
+                .collect::<rusqlite::Result<_>>()?;
+            if matches.len() > 1 {
+                bail!(
+                    "{} releases start with {id:?}; give more of the id",
+                    matches.len()
+                );
+            }
+            matches.into_iter().next()
+        }
+        None => conn
+            .query_row(
+                "SELECT document, signature FROM benchmark_release
+                 ORDER BY issued_at DESC, rowid DESC LIMIT 1",
+                [],
+                stored,
+            )
+            .optional()?,
+    };
+    row.map(parse).transpose()
+}
+
+/// One line of `benchmark list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listing {
+    /// Release id.
+    pub release_id: String,
+    /// Round id.
+    pub round_id: String,
+    /// Issue time.
+    pub issued_at: String,
+    /// Clinics contributing.
+    pub clinics: u64,
+    /// ρ.
+    pub rho: f64,
+    /// Domains.
+    pub domains: Vec<String>,
+}
+
+/// The list of kept releases.
+pub fn list(conn: &Connection) -> Result<Vec<Listing>> {
+    Ok(all(conn)?
+        .iter()
+        .map(|s| {
+            let d = &s.document;
+            Listing {
+                release_id: s.id().into(),
+                round_id: d["round_id"].as_str().unwrap_or_default().into(),
+                issued_at: d["issued_at"].as_str().unwrap_or_default().into(),
+                clinics: d["clinics"]["contributing"].as_u64().unwrap_or(0),
+                rho: d["privacy"]["rho"].as_f64().unwrap_or(0.0),
+                domains: d["summary"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x["domain"].as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }
+        })
+        .collect())
+}
+
+/// The exported JSON: the document with the signature that covers its original bytes.
+pub fn export_json(s: &Stored) -> Value {
+    let mut doc = s.document.clone();
+    doc["signature"] = json!({
+        "algorithm": "Ed25519",
+        "signed": "the transcript \"mbc-node/v1 release\" ‖ SHA-256 of the document as gossiped",
+        "document_sha256": s.release.sha256(),
+        "value": hex::encode(s.release.signature.0),
+    });
+    doc
+}
+
+fn pct(v: &Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "—".into(), |x| format!("{:.1} %", 100.0 * x))
+}
+
+fn num(v: &Value, digits: usize) -> String {
+    v.as_f64()
+        .map_or_else(|| "—".into(), |x| format!("{x:.digits$}"))
+}
+
+/// The human summary of `benchmark show`.
+pub fn describe(s: &Stored) -> String {
+    let d = &s.document;
+    let p = &d["privacy"];
+    let mut out = format!(
+        "Benchmark release {}\n  network {}, round {}, issued {} (period {}), {}\n  \
+         {} of {} clinics contributed: {}\n  privacy: ρ = {} (ε = {:.2} at δ = {}), σ = {:.1}, \
+         threshold {}, noise {}\n  signed by the coordinator {}…, document SHA-256 {}…\n\n",
+        s.id(),
+        d["network_id"].as_str().unwrap_or_default(),
+        d["round_id"].as_str().unwrap_or_default(),
+        d["issued_at"].as_str().unwrap_or_default(),
+        d["period"].as_str().unwrap_or_default(),
+        d["software"].as_str().unwrap_or_default(),
+        d["clinics"]["contributing"],
+        d["clinics"]["invited"],
+        d["clinics"]["names"]
+            .as_array()
+            .map(|a| a
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", "))
+            .unwrap_or_default(),
+        p["rho"],
+        p["epsilon"].as_f64().unwrap_or(f64::NAN),
+        p["delta"],
+        p["sigma"].as_f64().unwrap_or(f64::NAN),
+        p["threshold"],
+        p["noise"].as_str().unwrap_or("on"),
+        &d["aggregator"]
+            .as_str()
+            .unwrap_or_default()
+            .get(..12)
+            .unwrap_or_default(),
+        &s.release.sha256()[..12],
+    );
+    out.push_str(&format!(
+        "  {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7}\n",
+        "domain", "episodes", "recovery", "rel.impr", "rel.det", "Δ mean", "τ²", "ICC"
+    ));
+    for x in d["summary"].as_array().into_iter().flatten() {
+        let v = &x["therapist_variance"];
+        out.push_str(&format!(
+            "  {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7}\n",
+            x["domain"].as_str().unwrap_or_default(),
+            num(&x["episodes"], 0),
+            pct(&x["recovery_rate"]),
+            pct(&x["reliable_improvement_rate"]),
+            pct(&x["reliable_deterioration_rate"]),
+            num(&x["change"]["mean"], 2),
+            num(&v["tau2"], 3),
+            num(&v["icc"], 3),
+        ));
+        let suppressed: Vec<&str> = x["suppressed"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if !suppressed.is_empty() {
+            out.push_str(&format!(
+                "  {:<12} suppressed (noise dominates): {}\n",
+                "",
+                suppressed.join(", ")
+            ));
+        }
+    }
+    out
+}

@@ -1,0 +1,356 @@
+//! The HTML report of a release: one self-contained file (inline SVG, no scripts, no external
+//! resources) with the provenance and, per domain, the distribution of change, the rates, the
+//! expected curves by intake severity and the spread of therapist effects.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+use super::{Stored, describe};
+
+const W: f64 = 560.0;
+const H: f64 = 220.0;
+const PAD: f64 = 40.0;
+const COLOURS: [&str; 6] = [
+    "#1b6ca8", "#e07b39", "#3b9b5e", "#b5443a", "#7b5ea7", "#8a8a8a",
+];
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn frame(title: &str, body: &str, x_label: &str, y_label: &str) -> String {
+    format!(
+        "<figure><svg viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\" \
+         aria-label=\"{t}\"><rect x=\"{PAD}\" y=\"10\" width=\"{w}\" height=\"{h}\" fill=\"none\" \
+         stroke=\"#999\"/>{body}<text x=\"{cx}\" y=\"{by}\" font-size=\"11\" \
+         text-anchor=\"middle\">{xl}</text><text x=\"12\" y=\"{cy}\" font-size=\"11\" \
+         transform=\"rotate(-90 12 {cy})\" text-anchor=\"middle\">{yl}</text></svg>\
+         <figcaption>{t}</figcaption></figure>",
+        t = esc(title),
+        w = W - PAD - 10.0,
+        h = H - PAD - 10.0,
+        cx = (W + PAD) / 2.0,
+        by = H - 6.0,
+        cy = H / 2.0,
+        xl = esc(x_label),
+        yl = esc(y_label),
+    )
+}
+
+/// Maps data coordinates to the plot area.
+struct Scale {
+    x0: f64,
+    x1: f64,
+    y0: f64,
+    y1: f64,
+}
+
+impl Scale {
+    fn x(&self, x: f64) -> f64 {
+        PAD + (x - self.x0) / (self.x1 - self.x0).max(f64::MIN_POSITIVE) * (W - PAD - 10.0)
+    }
+    fn y(&self, y: f64) -> f64 {
+        H - PAD - (y - self.y0) / (self.y1 - self.y0).max(f64::MIN_POSITIVE) * (H - PAD - 10.0)
+    }
+    fn ticks(&self, out: &mut String) {
+        for (v, anchor) in [(self.x0, "start"), (self.x1, "end")] {
+            let _ = write!(
+                out,
+                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"{anchor}\">{}</text>",
+                self.x(v),
+                H - PAD + 12.0,
+                short(v)
+            );
+        }
+        for v in [self.y0, self.y1] {
+            let _ = write!(
+                out,
+                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"end\">{}</text>",
+                PAD - 3.0,
+                self.y(v) + 3.0,
+                short(v)
+            );
+        }
+    }
+}
+
+fn short(v: f64) -> String {
+    if v.abs() >= 100.0 || v == v.round() {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// Decoded entries of block `name` from the document's layout and values.
+fn block(doc: &Value, name: &str) -> Option<Vec<f64>> {
+    let b = doc["layout"]["blocks"]
+        .as_array()?
+        .iter()
+        .find(|b| b["name"] == name)?;
+    let (offset, len) = (
+        b["offset"].as_u64()? as usize,
+        b["groups"].as_u64()? * b["width"].as_u64()?,
+    );
+    let scale = b["scale"].as_f64()?;
+    let values = doc["values"].as_array()?;
+    (offset..offset + len as usize)
+        .map(|i| values.get(i)?.as_f64().map(|v| v / scale))
+        .collect()
+}
+
+fn histogram(doc: &Value, domain: &Value, d: &str) -> Option<String> {
+    let counts: Vec<f64> = block(doc, &format!("{d}.change"))?
+        .into_iter()
+        .map(|c| c.max(0.0))
+        .collect();
+    let bins = &domain["change_bins"];
+    let (start, width) = (bins["start"].as_f64()?, bins["width"].as_f64()?);
+    let top = counts.iter().copied().fold(1.0, f64::max);
+    let s = Scale {
+        x0: start,
+        x1: start + width * counts.len() as f64,
+        y0: 0.0,
+        y1: top,
+    };
+    let mut body = String::new();
+    for (i, c) in counts.iter().enumerate() {
+        let x = start + width * i as f64;
+        let _ = write!(
+            body,
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"/>",
+            s.x(x),
+            s.y(*c),
+            (s.x(x + width) - s.x(x)).max(0.5),
+            s.y(0.0) - s.y(*c),
+            COLOURS[0]
+        );
+    }
+    let _ = write!(
+        body,
+        "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"10\" y2=\"{1:.1}\" stroke=\"#333\" stroke-dasharray=\"3 3\"/>",
+        s.x(0.0),
+        H - PAD
+    );
+    s.ticks(&mut body);
+    Some(frame(
+        &format!("{d}: change from first to last score (episodes, noisy counts)"),
+        &body,
+        "post − pre",
+        "episodes",
+    ))
+}
+
+fn rates(summary: &[Value]) -> String {
+    let names = [
+        ("recovery_rate", "recovery"),
+        ("reliable_improvement_rate", "reliable improvement"),
+        ("reliable_deterioration_rate", "reliable deterioration"),
+    ];
+    let s = Scale {
+        x0: 0.0,
+        x1: summary.len().max(1) as f64,
+        y0: 0.0,
+        y1: 1.0,
+    };
+    let mut body = String::new();
+    let group = 1.0 / (names.len() as f64 + 1.0);
+    for (i, x) in summary.iter().enumerate() {
+        for (j, (key, _)) in names.iter().enumerate() {
+            let left = i as f64 + group * (j as f64 + 0.5);
+            if let Some(v) = x[*key].as_f64() {
+                let _ = write!(
+                    body,
+                    "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{}</title></rect>",
+                    s.x(left),
+                    s.y(v),
+                    s.x(left + group) - s.x(left),
+                    s.y(0.0) - s.y(v),
+                    COLOURS[j],
+                    format_args!("{:.1} %", 100.0 * v)
+                );
+            }
+        }
+        let _ = write!(
+            body,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\">{}</text>",
+            s.x(i as f64 + 0.5),
+            H - PAD + 12.0,
+            esc(x["domain"].as_str().unwrap_or_default())
+        );
+    }
+    for (j, (_, label)) in names.iter().enumerate() {
+        let _ = write!(
+            body,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"{}\">{label}</text>",
+            PAD + 6.0,
+            24.0 + 12.0 * j as f64,
+            COLOURS[j]
+        );
+    }
+    frame(
+        "Rates per domain (missing bars: suppressed)",
+        &body,
+        "domain",
+        "rate",
+    )
+}
+
+fn curves(x: &Value, domain: &Value) -> Option<String> {
+    let d = x["domain"].as_str()?;
+    let rows = x["expected_curves"].as_array()?;
+    let (lo, hi) = (domain["lo"].as_f64()?, domain["hi"].as_f64()?);
+    let sessions = rows.first()?.as_array()?.len();
+    let s = Scale {
+        x0: 1.0,
+        x1: sessions as f64,
+        y0: lo,
+        y1: hi,
+    };
+    let bands = domain["bands"].as_array()?;
+    let mut body = String::new();
+    for (b, row) in rows.iter().enumerate() {
+        let points: Vec<String> = row
+            .as_array()?
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                v.as_f64()
+                    .map(|v| format!("{:.1},{:.1}", s.x(i as f64 + 1.0), s.y(v)))
+            })
+            .collect();
+        if points.len() > 1 {
+            let _ = write!(
+                body,
+                "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>",
+                COLOURS[b % COLOURS.len()],
+                points.join(" ")
+            );
+        }
+        let _ = write!(
+            body,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"{}\">intake ≥ {}</text>",
+            W - 90.0,
+            24.0 + 12.0 * b as f64,
+            COLOURS[b % COLOURS.len()],
+            bands
+                .get(b)
+                .map(|v| short(v.as_f64().unwrap_or(0.0)))
+                .unwrap_or_default()
+        );
+    }
+    s.ticks(&mut body);
+    Some(frame(
+        &format!("{d}: expected score by session and intake severity band"),
+        &body,
+        "session",
+        "mean score",
+    ))
+}
+
+fn spread(summary: &[Value]) -> String {
+    // Therapist effects ~ N(0, τ²): the middle 95 % of therapists lie within ±1.96 τ.
+    let taus: Vec<(String, Option<f64>)> = summary
+        .iter()
+        .map(|x| {
+            (
+                x["domain"].as_str().unwrap_or_default().to_owned(),
+                x["therapist_variance"]["tau2"]
+                    .as_f64()
+                    .map(|t| t.max(0.0).sqrt()),
+            )
+        })
+        .collect();
+    let top = taus.iter().filter_map(|(_, t)| *t).fold(0.5, f64::max) * 2.2;
+    let s = Scale {
+        x0: -top,
+        x1: top,
+        y0: 0.0,
+        y1: taus.len().max(1) as f64,
+    };
+    let mut body = String::new();
+    for (i, (d, tau)) in taus.iter().enumerate() {
+        let y = s.y(i as f64 + 0.5);
+        match tau {
+            Some(t) => {
+                let _ = write!(
+                    body,
+                    "<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"{}\" stroke-width=\"6\"><title>τ = {t:.2}</title></line>",
+                    s.x(-1.96 * t),
+                    s.x(1.96 * t),
+                    COLOURS[0]
+                );
+            }
+            None => {
+                let _ = write!(
+                    body,
+                    "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\">suppressed</text>",
+                    s.x(0.0),
+                    y + 3.0
+                );
+            }
+        }
+        let _ = write!(
+            body,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\">{}</text>",
+            PAD + 4.0,
+            y - 6.0,
+            esc(d)
+        );
+    }
+    let _ = write!(
+        body,
+        "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"10\" y2=\"{1:.1}\" stroke=\"#333\" stroke-dasharray=\"3 3\"/>",
+        s.x(0.0),
+        H - PAD
+    );
+    s.ticks(&mut body);
+    frame(
+        "Spread of therapist effects: middle 95 % of therapists (±1.96 τ, risk-adjusted residual units)",
+        &body,
+        "therapist effect (points)",
+        "",
+    )
+}
+
+/// The report as one HTML page.
+pub fn render(s: &Stored) -> String {
+    let doc = &s.document;
+    let summary: Vec<Value> = doc["summary"].as_array().cloned().unwrap_or_default();
+    let domains: Vec<Value> = doc["layout"]["domains"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Benchmark release {id}</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:1180px;margin:2em auto;color:#222}}\
+         figure{{display:inline-block;margin:0 1em 1em 0}}figcaption{{font-size:12px;color:#444}}\
+         pre{{background:#f6f6f6;padding:1em;overflow-x:auto}}</style></head><body>\
+         <h1>Cross-site benchmark</h1><p>Every figure is computed from a sum of the clinics' \
+         statistics under secure aggregation with differentially private noise (the provenance \
+         below says how much); no clinic's own figures were seen by anyone.</p><pre>{text}</pre>\
+         <h2>Rates</h2>{rates}<h2>Therapist effects</h2>{spread}",
+        id = esc(s.id()),
+        text = esc(&describe(s)),
+        rates = rates(&summary),
+        spread = spread(&summary),
+    );
+    for (x, domain) in summary.iter().zip(&domains) {
+        let d = x["domain"].as_str().unwrap_or_default();
+        let _ = write!(out, "<h2>{}</h2>", esc(d));
+        if let Some(h) = histogram(doc, domain, d) {
+            out.push_str(&h);
+        }
+        if let Some(c) = curves(x, domain) {
+            out.push_str(&c);
+        }
+    }
+    out.push_str("</body></html>\n");
+    out
+}

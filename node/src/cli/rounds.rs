@@ -1,0 +1,300 @@
+//! `mbc-node round …` (the coordinator runs rounds through its daemon's local API) and
+//! `mbc-node benchmark …` (every node reads the releases it keeps).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use super::{DataDir, open_node};
+use crate::aggregate::StartRequest;
+use crate::{api, benchmark};
+
+#[derive(Debug, Subcommand)]
+pub(super) enum RoundCommand {
+    /// Start a secure-aggregation round (coordinator; the node must be running)
+    ///
+    /// Every member is invited; each decides by its own policy and budget. Prints the round id
+    /// and returns, or with --wait follows the round to its end and prints the result.
+    ///
+    /// Example: mbc-node round start --data-dir /srv/coord --kind benchmark --rho 0.25 --wait
+    Start(StartArgs),
+    /// A round's progress: step, participants, dropouts (default: the latest round)
+    ///
+    /// Example: mbc-node round status --data-dir /srv/coord
+    Status {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Round id (a prefix will do)
+        id: Option<String>,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(super) struct StartArgs {
+    #[command(flatten)]
+    dir: DataDir,
+    /// Round kind: "benchmark" (the cross-site benchmark) or "bench" (synthetic vectors, for
+    /// measuring the protocol)
+    #[arg(long, default_value = "benchmark")]
+    kind: String,
+    /// ρ (zCDP) of the released sum, at patient level; each clinic's ledger is charged this
+    #[arg(long, default_value_t = 0.0)]
+    rho: f64,
+    /// Reconstruction threshold t: fewer surviving clinics abort the round (default ⌈2n/3⌉)
+    #[arg(long)]
+    threshold: Option<u32>,
+    /// Deadline of each step, seconds; a clinic that misses it is a dropout
+    #[arg(long, value_name = "SECONDS")]
+    deadline: Option<f64>,
+    /// Bench rounds: vector length
+    #[arg(long)]
+    dim: Option<u32>,
+    /// Bench rounds: send vectors unmasked in one request (the baseline)
+    #[arg(long)]
+    plain: bool,
+    /// Follow the round to its end
+    #[arg(long)]
+    wait: bool,
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum BenchmarkCommand {
+    /// The signed benchmark releases this node keeps
+    ///
+    /// Example: mbc-node benchmark list --data-dir /srv/mbc
+    List {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// One release: provenance, privacy, per-domain figures (default: the latest)
+    ///
+    /// Example: mbc-node benchmark show --data-dir /srv/mbc
+    Show {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Release id (a prefix will do)
+        id: Option<String>,
+        /// Print the whole document as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a release as JSON (with its signature) or as an HTML report with plots
+    ///
+    /// The format follows the file name: .html or .htm for the report, anything else JSON.
+    ///
+    /// Example: mbc-node benchmark export --data-dir /srv/mbc 3f2a --out benchmark.html
+    Export {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Release id (a prefix will do)
+        id: String,
+        /// Output file
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+/// Runs `mbc-node round …`.
+pub(super) fn round_cmd(c: RoundCommand) -> Result<()> {
+    match c {
+        RoundCommand::Start(a) => start(&a),
+        RoundCommand::Status { dir, id, json } => {
+            let path = format!("/v1/rounds/{}", id.as_deref().unwrap_or("latest"));
+            let status = api::call(&dir.data_dir, "GET", &path, None)?;
+            print_status(&status, json)
+        }
+    }
+}
+
+fn start(a: &StartArgs) -> Result<()> {
+    let request = StartRequest {
+        kind: a.kind.clone(),
+        rho: a.rho,
+        threshold: a.threshold,
+        deadline_s: a.deadline,
+        dim: a.dim,
+        plain: a.plain,
+    };
+    let dir = &a.dir.data_dir;
+    let status = api::call(
+        dir,
+        "POST",
+        "/v1/rounds",
+        Some(&serde_json::to_value(&request)?),
+    )?;
+    let id = status["round_id"].as_str().unwrap_or_default().to_owned();
+    if !a.wait {
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&status)?);
+        } else {
+            println!(
+                "Round {id} ({}) started with {} invited clinics, threshold {}.\n\
+                 Follow it with: mbc-node round status --data-dir {} {id}",
+                status["kind"].as_str().unwrap_or_default(),
+                status["participants"].as_array().map_or(0, Vec::len),
+                status["threshold"],
+                dir.display()
+            );
+        }
+        return Ok(());
+    }
+    let status = wait(dir, &id, a.json)?;
+    print_status(&status, a.json)?;
+    if status["step"] == "aborted" {
+        bail!(
+            "round {id} aborted, nothing released: {}",
+            status["error"].as_str().unwrap_or("unknown")
+        );
+    }
+    Ok(())
+}
+
+/// Polls the round's status until it ends, printing each step change (unless `quiet`).
+pub(crate) fn wait(dir: &Path, id: &str, quiet: bool) -> Result<Value> {
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        let status = api::call(dir, "GET", &format!("/v1/rounds/{id}"), None)?;
+        let step = status["step"].as_str().unwrap_or_default().to_owned();
+        if step != last && !quiet {
+            eprintln!(
+                "  [{:>6.1} s] round {id}: {step}",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        if step == "done" || step == "aborted" {
+            return Ok(status);
+        }
+        last = step;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn print_status(status: &Value, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(status)?);
+        return Ok(());
+    }
+    println!(
+        "Round {} ({}): {}{}\n  ρ = {}, threshold {}, vector length {}{}",
+        status["round_id"].as_str().unwrap_or_default(),
+        status["kind"].as_str().unwrap_or_default(),
+        status["step"].as_str().unwrap_or_default(),
+        status["elapsed_ms"]
+            .as_u64()
+            .map(|ms| format!(" in {:.2} s", ms as f64 / 1000.0))
+            .unwrap_or_default(),
+        status["rho"],
+        status["threshold"],
+        status["dim"],
+        status["error"]
+            .as_str()
+            .map(|e| format!("\n  aborted: {e}"))
+            .unwrap_or_default(),
+    );
+    for p in status["participants"].as_array().into_iter().flatten() {
+        println!(
+            "  {:>3} {:<28} {:<9} {}",
+            p["index"],
+            p["name"].as_str().unwrap_or_default(),
+            p["reached"].as_str().unwrap_or_default(),
+            p["dropped"]
+                .as_str()
+                .map(|d| format!("dropped at {d}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(r) = status["release_id"].as_str() {
+        println!("  release {r} (mbc-node benchmark show {r})");
+    }
+    if let Some(exact) = status["exact"].as_bool() {
+        println!("  decoded sum exact: {exact}");
+    }
+    Ok(())
+}
+
+/// Runs `mbc-node benchmark …`.
+pub(super) fn benchmark_cmd(c: BenchmarkCommand) -> Result<()> {
+    match c {
+        BenchmarkCommand::List { dir, json } => {
+            let (_, store) = open_node(&dir.data_dir)?;
+            let list = benchmark::list(store.conn())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                println!(
+                    "No benchmark releases yet (they arrive when the coordinator runs a round)."
+                );
+            } else {
+                println!(
+                    "{:<34} {:<20} {:>7} {:>6}  domains",
+                    "release", "issued", "clinics", "ρ"
+                );
+                for l in list {
+                    println!(
+                        "{:<34} {:<20} {:>7} {:>6}  {}",
+                        l.release_id,
+                        l.issued_at,
+                        l.clinics,
+                        l.rho,
+                        l.domains.join(", ")
+                    );
+                }
+            }
+            Ok(())
+        }
+        BenchmarkCommand::Show { dir, id, json } => {
+            let (_, store) = open_node(&dir.data_dir)?;
+            let s = find(store.conn(), id.as_deref())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&benchmark::export_json(&s))?
+                );
+            } else {
+                print!("{}", benchmark::describe(&s));
+            }
+            Ok(())
+        }
+        BenchmarkCommand::Export { dir, id, out } => {
+            let (_, store) = open_node(&dir.data_dir)?;
+            let s = find(store.conn(), Some(&id))?;
+            let html = out
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"));
+            let bytes = if html {
+                benchmark::html(&s).into_bytes()
+            } else {
+                serde_json::to_vec_pretty(&benchmark::export_json(&s))?
+            };
+            std::fs::write(&out, bytes)
+                .with_context(|| format!("couldn't write {}", out.display()))?;
+            println!(
+                "{}",
+                json!({"release_id": s.id(), "out": out.display().to_string(), "format": if html { "html" } else { "json" }})
+            );
+            Ok(())
+        }
+    }
+}
+
+fn find(conn: &rusqlite::Connection, id: Option<&str>) -> Result<benchmark::Stored> {
+    benchmark::get(conn, id)?.with_context(|| match id {
+        Some(id) => {
+            format!("no benchmark release {id:?} on this node (see `mbc-node benchmark list`)")
+        }
+        None => "no benchmark releases on this node yet".into(),
+    })
+}
