@@ -34,6 +34,10 @@ pub const LEDGER_KIND: &str = "round:benchmark";
 /// can check the decoded sum exactly). Release builds ignore it.
 pub const NO_NOISE_ENV: &str = "MBC_NODE_TEST_NO_NOISE";
 
+/// Test hook: with this variable set to a step's request ("keys", "shares" or "unmask") in a
+/// debug build, the process aborts when that request arrives (a clinic killed mid-round).
+pub const EXIT_AT_ENV: &str = "MBC_NODE_TEST_EXIT_AT";
+
 /// Announcements older than this are refused.
 const MAX_ANNOUNCE_AGE_MS: u64 = 60 * 60 * 1000;
 
@@ -115,6 +119,18 @@ impl Participation {
     fn step(&self, from: &NodeKey, request: RoundRequest) -> Result<RoundResponse> {
         if *from != self.coordinator {
             bail!("round requests come from the coordinator only");
+        }
+        if cfg!(debug_assertions) {
+            let name = match &request {
+                RoundRequest::Keys { .. } => "keys",
+                RoundRequest::Shares { .. } => "shares",
+                RoundRequest::Unmask { .. } => "unmask",
+                _ => "",
+            };
+            if std::env::var(EXIT_AT_ENV).is_ok_and(|v| v == name) {
+                warn!("{EXIT_AT_ENV}={name}: aborting as if killed");
+                std::process::abort();
+            }
         }
         let mut rng = rand::rngs::OsRng;
         let with_round =

@@ -4,4 +4,5 @@ mod import;
 mod network;
 mod node;
 mod privacy;
+mod rounds;
 mod stats;

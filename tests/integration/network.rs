@@ -152,7 +152,7 @@ fn local_api_requires_the_token() {
 }
 
 /// An in-process peer with the given seed and roster: its client, and the token stopping it.
-fn peer(
+pub(super) fn peer(
     rt: &tokio::runtime::Runtime,
     seed: [u8; 32],
     roster: SignedRoster,
@@ -172,7 +172,10 @@ fn peer(
     (client, cancel)
 }
 
-fn roster_of(root: &std::path::Path, node: &integration_tests::net::NodeDir) -> SignedRoster {
+pub(super) fn roster_of(
+    root: &std::path::Path,
+    node: &integration_tests::net::NodeDir,
+) -> SignedRoster {
     let file = root.join("roster-now.json");
     mbc(
         root,

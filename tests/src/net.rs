@@ -168,6 +168,11 @@ impl Daemon {
     /// Starts `mbc-node run --log-json` and waits for its ready line. Logs go to
     /// `<data dir>/daemon.log`.
     pub fn start(node: &NodeDir) -> Daemon {
+        Self::start_with_env(node, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables (test hooks).
+    pub fn start_with_env(node: &NodeDir, env: &[(&str, &str)]) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -180,6 +185,7 @@ impl Daemon {
                 "MBC_NODE_LOG",
                 std::env::var("MBC_NODE_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

@@ -1,0 +1,321 @@
+//! Secure-aggregation rounds as a network runs them: five real `mbc-node run` processes on
+//! 127.0.0.1 with synthetic clinic data, the coordinator starting rounds through the CLI.
+
+use std::path::Path;
+
+use integration_tests::net::{Daemon, NodeDir, form, wait_converged, wait_for};
+use integration_tests::{all_bytes, contains, mbc, open};
+use protocol::keys::Signer;
+use protocol::messages::Gossip;
+use protocol::round::SignedRelease;
+use serde_json::Value;
+
+const NET: &str = "net-rounds";
+
+/// Synthetic data for `n` clinics in `root/data`, a network of a coordinator and n − 1
+/// clinics, each node importing its clinic's files.
+fn network_with_data(root: &Path, n: usize) -> Vec<NodeDir> {
+    let synth = mbc(
+        root,
+        &[
+            "synth",
+            "--out",
+            "data",
+            "--clinics",
+            &n.to_string(),
+            "--seed",
+            "5",
+            "--patients-per-clinic",
+            "250",
+            "--json",
+        ],
+    )
+    .ok()
+    .json();
+    let (coord, clinics) = form(root, NET, n - 1);
+    let nodes: Vec<NodeDir> = std::iter::once(coord).chain(clinics).collect();
+    for (node, clinic) in nodes.iter().zip(synth["clinics"].as_array().unwrap()) {
+        integration_tests::import_clinic_csv(root, node.arg(), clinic);
+    }
+    nodes
+}
+
+fn start_all(nodes: &[NodeDir], env: &[(&str, &str)]) -> Vec<Daemon> {
+    let ds: Vec<Daemon> = nodes
+        .iter()
+        .map(|n| Daemon::start_with_env(n, env))
+        .collect();
+    let refs: Vec<&Daemon> = ds.iter().collect();
+    wait_converged(&refs, nodes.len() as u64, nodes.len() as u64 - 1);
+    ds
+}
+
+fn round(root: &Path, coord: &NodeDir, rho: &str) -> Value {
+    mbc(
+        root,
+        &[
+            "round",
+            "start",
+            "--data-dir",
+            coord.arg(),
+            "--kind",
+            "benchmark",
+            "--rho",
+            rho,
+            "--deadline",
+            "20",
+            "--wait",
+            "--json",
+        ],
+    )
+    .ok()
+    .json()
+}
+
+/// Each node's charged contribution to `round_id` (its ledger payload: the noised vector).
+fn contribution(node: &NodeDir, round_id: &str) -> Option<Vec<i64>> {
+    let conn = open(&node.dir.join("local.db"));
+    let payload: Vec<u8> = conn
+        .query_row(
+            "SELECT payload FROM release WHERE kind = 'round:benchmark' AND counterpart LIKE ?1",
+            [format!("round {round_id} %")],
+            |r| r.get(0),
+        )
+        .ok()?;
+    let v: Value = serde_json::from_slice(&payload).unwrap();
+    Some(serde_json::from_value(v["values"].clone()).unwrap())
+}
+
+fn release_doc(root: &Path, node: &NodeDir, id: &str) -> Value {
+    mbc(
+        root,
+        &["benchmark", "show", "--data-dir", node.arg(), id, "--json"],
+    )
+    .ok()
+    .json()
+}
+
+fn values(doc: &Value) -> Vec<i64> {
+    serde_json::from_value(doc["values"].clone()).unwrap()
+}
+
+fn sum(vectors: &[&Vec<i64>]) -> Vec<i64> {
+    let mut s = vec![0i64; vectors[0].len()];
+    for v in vectors {
+        for (a, b) in s.iter_mut().zip(v.iter()) {
+            *a += b;
+        }
+    }
+    s
+}
+
+/// Five nodes complete a benchmark round: without noise (test switch) the released sum is
+/// exactly the sum of the clinics' vectors, every node keeps the same signed release, every
+/// ledger is charged, and the coordinator's logs and files hold no other clinic's vector.
+/// Then, with noise and one clinic killed mid-round: the round completes with the other four,
+/// the release is exactly the sum of their noised contributions, and its noise around the true
+/// sum has the declared scale.
+#[test]
+fn benchmark_rounds_exact_noisy_and_with_a_clinic_killed() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let nodes = network_with_data(root, 5);
+    let coord = &nodes[0];
+
+    // 1. No noise: exact.
+    let ds = start_all(&nodes, &[("MBC_NODE_TEST_NO_NOISE", "1")]);
+    let status = round(root, coord, "0.25");
+    assert_eq!(status["step"], "done", "{status:#}");
+    let round_id = status["round_id"].as_str().unwrap().to_owned();
+    let release_id = status["release_id"].as_str().unwrap().to_owned();
+    for p in status["participants"].as_array().unwrap() {
+        assert_eq!(p["reached"], "revealed", "{p}");
+        assert!(p["dropped"].is_null(), "{p}");
+    }
+    let truth: Vec<Vec<i64>> = nodes
+        .iter()
+        .map(|n| contribution(n, &round_id).expect("every clinic charged its ledger"))
+        .collect();
+    let doc = release_doc(root, coord, &release_id);
+    assert_eq!(doc["privacy"]["noise"], "off (test build)");
+    assert_eq!(doc["clinics"]["contributing"], 5);
+    assert_eq!(
+        values(&doc),
+        sum(&truth.iter().collect::<Vec<_>>()),
+        "the decoded sum must equal the sum of the clinics' vectors"
+    );
+    // Every node verified and kept the same release.
+    for n in &nodes {
+        wait_for(&format!("{} to keep the release", n.arg()), || {
+            let list = mbc(
+                root,
+                &["benchmark", "list", "--data-dir", n.arg(), "--json"],
+            )
+            .ok()
+            .json();
+            (list.as_array().unwrap().len() == 1).then_some(list)
+        });
+        assert_eq!(
+            release_doc(root, n, &release_id)["signature"],
+            doc["signature"]
+        );
+        let conn = open(&n.dir.join("local.db"));
+        let (status, rho): (String, f64) = conn
+            .query_row(
+                "SELECT status, rho FROM release WHERE kind = 'round:benchmark'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(status, "sent");
+        assert!((rho - 0.25).abs() < 1e-9, "{rho}");
+    }
+    // The aggregator's logs and files: no clinic's vector (as text or as integers in either
+    // byte order), only its own contribution in its own ledger.
+    let coordinator_files = all_bytes(&coord.dir);
+    for v in &truth[1..] {
+        let start = v.iter().position(|x| x.abs() > 1000).unwrap();
+        let window = &v[start..start + 6];
+        let text = window
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let le: Vec<u8> = window.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let be: Vec<u8> = window.iter().flat_map(|x| x.to_be_bytes()).collect();
+        for (path, bytes) in &coordinator_files {
+            for needle in [text.as_bytes(), &le, &be] {
+                assert!(
+                    !contains(bytes, needle),
+                    "{} holds a clinic's unmasked vector",
+                    path.display()
+                );
+            }
+        }
+    }
+    drop(ds);
+
+    // 2. Noise on; clinic 4 is killed when the shares arrive (after it sent its keys).
+    let mut ds = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let env: &[(&str, &str)] = if i == 4 {
+            &[("MBC_NODE_TEST_EXIT_AT", "shares")]
+        } else {
+            &[]
+        };
+        ds.push(Daemon::start_with_env(n, env));
+    }
+    wait_converged(&ds.iter().collect::<Vec<_>>(), 5, 4);
+    let status = round(root, coord, "0.25");
+    assert_eq!(status["step"], "done", "{status:#}");
+    let killed = &status["participants"][4];
+    assert!(
+        killed["dropped"].as_str().unwrap().starts_with("shares"),
+        "{killed}"
+    );
+    let round2 = status["round_id"].as_str().unwrap();
+    let doc = release_doc(root, coord, status["release_id"].as_str().unwrap());
+    assert_eq!(doc["clinics"]["contributing"], 4);
+    assert_eq!(doc["privacy"]["noise"], "on");
+    let noised: Vec<Vec<i64>> = nodes[..4]
+        .iter()
+        .map(|n| contribution(n, round2).unwrap())
+        .collect();
+    let released = values(&doc);
+    assert_eq!(released, sum(&noised.iter().collect::<Vec<_>>()));
+    // Noise around the true sum of the four: mean ≈ 0 and SD ≈ σ√(4/t) per entry.
+    let true_sum = sum(&truth[..4].iter().collect::<Vec<_>>());
+    let sd = doc["privacy"]["sigma_in_sum"].as_f64().unwrap();
+    let z: Vec<f64> = released
+        .iter()
+        .zip(&true_sum)
+        .map(|(r, t)| (r - t) as f64 / sd)
+        .collect();
+    let d = z.len() as f64;
+    let mean = z.iter().sum::<f64>() / d;
+    let var = z.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (d - 1.0);
+    assert!(mean.abs() < 5.0 / d.sqrt(), "mean {mean} over {d}");
+    assert!((var.sqrt() - 1.0).abs() < 0.1, "SD ratio {}", var.sqrt());
+}
+
+/// Releases reach every node only when the coordinator signed exactly those bytes: a member
+/// relaying a genuine release is fine, a tampered copy or one it signed itself is refused
+/// (logged) by every node.
+#[test]
+fn tampered_or_wrongly_signed_releases_are_rejected_everywhere() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let (coord, clinics) = form(root, NET, 2);
+    // An in-process member, admitted through the CLI.
+    let seed = [9u8; 32];
+    let member = Signer::from_seed(&seed);
+    let req = protocol::roster::JoinRequest::new(NET, &member, "Relay", vec![], 0).unwrap();
+    let req_file = root.join("relay.json");
+    std::fs::write(&req_file, serde_json::to_string(&req).unwrap()).unwrap();
+    mbc(
+        root,
+        &[
+            "network",
+            "admit",
+            "--data-dir",
+            coord.arg(),
+            req_file.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let nodes: Vec<NodeDir> = std::iter::once(coord.clone()).chain(clinics).collect();
+    let ds: Vec<Daemon> = nodes.iter().map(Daemon::start).collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let roster = super::network::roster_of(root, &coord);
+    let (client, cancel) = super::network::peer(&rt, seed, roster);
+    wait_converged(&ds.iter().collect::<Vec<_>>(), 4, 3);
+
+    // The coordinator's key signs a genuine document (the test reads its seed file).
+    let coord_seed: [u8; 32] = std::fs::read(coord.dir.join("identity.key"))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let coordinator = Signer::from_seed(&coord_seed);
+    let doc = |id: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "format": "mbc-node/benchmark-release", "version": 1, "release_id": id,
+            "network_id": NET, "round_id": "00000000000000aa", "issued_at": "2026-11-23T00:00:00Z",
+            "summary": [],
+        }))
+        .unwrap()
+    };
+    let genuine = SignedRelease::sign(&coordinator, doc("genuine"));
+    let mut tampered = genuine.clone();
+    tampered.document = protocol::keys::Bytes(doc("tampered"));
+    let self_signed = SignedRelease::sign(&member, doc("selfsigned"));
+    for r in [tampered, self_signed, genuine] {
+        // Gossip is published once the mesh knows the topic's peers; retry until accepted.
+        wait_for("the relay to publish", || {
+            rt.block_on(client.publish(Gossip::Release(r.clone()))).ok()
+        });
+    }
+    for d in &ds {
+        wait_for(
+            &format!("{} to keep the genuine release", d.node.arg()),
+            || {
+                let list = mbc(
+                    root,
+                    &["benchmark", "list", "--data-dir", d.node.arg(), "--json"],
+                )
+                .ok()
+                .json();
+                let ids: Vec<&str> = list
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|l| l["release_id"].as_str().unwrap())
+                    .collect();
+                (ids == ["genuine"]).then_some(())
+            },
+        );
+        wait_for(&format!("{} to log both refusals", d.node.arg()), || {
+            (d.log().matches("refused a release").count() >= 2).then_some(())
+        });
+    }
+    cancel.cancel();
+}
