@@ -53,6 +53,10 @@ pub struct StartRequest {
     /// Bench rounds: the unmasked baseline.
     #[serde(default)]
     pub plain: bool,
+    /// Benchmark rounds: only these domains (default: every domain of the coordinator's
+    /// registry). Fewer domains leave more of ρ to each.
+    #[serde(default)]
+    pub domains: Vec<String>,
 }
 
 /// One participant as the aggregator saw it.
@@ -205,7 +209,30 @@ impl Aggregation {
         let kind = match request.kind.as_str() {
             "benchmark" => {
                 release::check_rho_arg(request.rho)?;
-                RoundKind::benchmark(&release::benchmark_layout(&store, &config)?)
+                let layout = release::benchmark_layout(&store, &config)?;
+                let layout = if request.domains.is_empty() {
+                    layout
+                } else {
+                    let known: Vec<&str> = layout.domains().iter().map(|d| d.id.as_str()).collect();
+                    if let Some(d) = request
+                        .domains
+                        .iter()
+                        .find(|d| !known.contains(&d.as_str()))
+                    {
+                        bail!(
+                            "no domain {d:?} in the coordinator's registry (known: {})",
+                            known.join(", ")
+                        );
+                    }
+                    let specs = layout
+                        .domains()
+                        .iter()
+                        .filter(|d| request.domains.contains(&d.id))
+                        .cloned()
+                        .collect();
+                    protocol::benchmark::BenchmarkLayout::new(specs, layout.params())?
+                };
+                RoundKind::benchmark(&layout)
             }
             "bench" => RoundKind::Bench {
                 dim: request.dim.unwrap_or(10_000),

@@ -14,6 +14,7 @@ use crate::import::{self, Format};
 use crate::store::{Clinic, Store};
 use crate::{api, keystore, ledger, registry, release, report, stats, status, synth};
 
+mod demo;
 mod network;
 mod rounds;
 
@@ -88,10 +89,13 @@ enum Command {
     /// Manage outcome instruments and problem domains
     #[command(subcommand)]
     Instruments(InstrumentsCommand),
-    /// Run the end-to-end demo on synthetic data (synth, init and import 3 clinics, stats, reports)
+    /// The whole system on one machine: synthetic data for a coordinator and four clinics, five
+    /// nodes on 127.0.0.1, a secure benchmark round, the signed release, its HTML report
+    ///
+    /// Everything runs in this process and stops when it ends; data stays in --dir.
     ///
     /// Example: mbc-node demo --dir mbc-demo
-    Demo(DemoArgs),
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Debug, Args)]
@@ -279,19 +283,6 @@ enum InstrumentsCommand {
     },
 }
 
-#[derive(Debug, Args)]
-struct DemoArgs {
-    /// Working directory for the demo's data and nodes (replaced if it holds an earlier demo)
-    #[arg(long, default_value = "mbc-demo", value_name = "DIR")]
-    dir: PathBuf,
-    /// Number of clinics
-    #[arg(long, default_value_t = 3)]
-    clinics: u32,
-    /// Random seed
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-}
-
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -314,7 +305,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Run(a) => network::run_cmd(a),
         Command::Round(c) => rounds::round_cmd(c),
         Command::Benchmark(c) => rounds::benchmark_cmd(c),
-        Command::Demo(a) => demo(a),
+        Command::Demo(a) => demo::demo(a),
     }
 }
 
@@ -855,121 +846,5 @@ fn instruments_list(dir: &Path, json: bool) -> Result<()> {
             d.name
         );
     }
-    Ok(())
-}
-
-/// Marks a directory as made by `demo`, so a later demo may replace it.
-const DEMO_MARKER: &str = ".mbc-demo";
-
-fn demo(a: DemoArgs) -> Result<()> {
-    let dir = &a.dir;
-    if dir.exists() {
-        let empty = std::fs::read_dir(dir)?.next().is_none();
-        if !empty && !dir.join(DEMO_MARKER).exists() {
-            bail!(
-                "{} exists and was not made by `mbc-node demo`; choose another --dir",
-                dir.display()
-            );
-        }
-        std::fs::remove_dir_all(dir)
-            .with_context(|| format!("couldn't clear {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(dir)?;
-    std::fs::write(
-        dir.join(DEMO_MARKER),
-        "made by mbc-node demo; safe to delete\n",
-    )?;
-    let params = synth::Params {
-        clinics: a.clinics,
-        seed: a.seed,
-        ..synth::Params::default()
-    };
-    let data = dir.join("synth");
-    println!(
-        "1. generating synthetic data for {} clinics (seed {}) in {}",
-        a.clinics,
-        a.seed,
-        data.display()
-    );
-    let summary = synth::generate_to_dir(&params, &data)?;
-    println!("{summary}");
-    for clinic in &summary.clinics {
-        let node = dir.join("nodes").join(&clinic.id);
-        println!("2. {}: init node in {}", clinic.id, node.display());
-        let peer = init_node(
-            &node,
-            Clinic {
-                name: clinic.name.clone(),
-                country: Some("GB".into()),
-                service_type: None,
-            },
-        )?;
-        println!("   peer id {peer}");
-        let files: Vec<PathBuf> = clinic.csv_files.iter().map(|f| data.join(f)).collect();
-        let started = std::time::Instant::now();
-        let outcomes = import_files(
-            &node,
-            &files,
-            import::Options {
-                progress: true,
-                ..Default::default()
-            },
-        )?;
-        let rows: u64 = outcomes.iter().map(|o| o.rows).sum();
-        println!(
-            "3. {}: imported {} files, {rows} rows in {:.2?}",
-            clinic.id,
-            outcomes.len(),
-            started.elapsed()
-        );
-        let (_, store) = open_node(&node)?;
-        for line in status::summary(&store)?.to_string().lines() {
-            println!("   {line}");
-        }
-        let engine = EngineArgs {
-            rule: None,
-            min_show: None,
-            min_classify: None,
-            no_other_measure_clause: false,
-        };
-        let (_, _, derived) = derive_node(&node, &engine)?;
-        println!(
-            "4. {}: track records and NHS Talking Therapies rates",
-            clinic.id
-        );
-        for line in derived
-            .to_text(&stats::output::Filter::default())
-            .lines()
-            .take(5)
-        {
-            println!("   {line}");
-        }
-        let labels = derived
-            .analysis
-            .domains
-            .iter()
-            .flat_map(|d| &d.records)
-            .fold([0; 3], |mut n, (_, r)| {
-                match r.label {
-                    protocol::therapist::Label::Effective => n[0] += 1,
-                    protocol::therapist::Label::Ineffective => n[1] += 1,
-                    _ => n[2] += 1,
-                }
-                n
-            });
-        let report = dir.join(format!("report-{}.html", clinic.id));
-        std::fs::write(&report, report::html(&derived, None, &now()))?;
-        println!(
-            "   therapist × domain labels: {} effective, {} ineffective, {} neutral or too few patients; report: {}",
-            labels[0],
-            labels[1],
-            labels[2],
-            report.display()
-        );
-    }
-    println!(
-        "demo done; nodes are in {0}/nodes, reports in {0}/report-*.html (try: mbc-node stats --data-dir {0}/nodes/clinic-01)",
-        dir.display()
-    );
     Ok(())
 }

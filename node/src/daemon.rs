@@ -34,10 +34,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the tracing subscriber: stderr, level from `MBC_NODE_LOG` (default "info").
-pub fn init_logging(format: LogFormat) {
+/// Installs the tracing subscriber: stderr, level from `MBC_NODE_LOG` (default `level`).
+pub fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MBC_NODE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -59,7 +59,7 @@ pub fn run(data_dir: &Path) -> Result<()> {
     runtime.block_on(async {
         let cancel = CancellationToken::new();
         let signals = tokio::spawn(stop_on_signal(cancel.clone()));
-        let result = serve(data_dir, cancel.clone()).await;
+        let result = serve(data_dir, cancel.clone(), true).await;
         signals.abort();
         result
     })
@@ -80,8 +80,9 @@ async fn stop_on_signal(cancel: CancellationToken) {
     cancel.cancel();
 }
 
-/// Starts the node in `data_dir` and serves until `cancel` fires.
-pub async fn serve(data_dir: &Path, cancel: CancellationToken) -> Result<()> {
+/// Starts the node in `data_dir` and serves until `cancel` fires; with `announce`, prints the
+/// ready line on stdout.
+pub async fn serve(data_dir: &Path, cancel: CancellationToken, announce: bool) -> Result<()> {
     let (config, mut store) = cli::open_node(data_dir)?;
     let membership = network::load(store.conn())?.with_context(|| {
         format!(
@@ -161,7 +162,7 @@ pub async fn serve(data_dir: &Path, cancel: CancellationToken) -> Result<()> {
             event = events.recv() => match event {
                 Some(Event::Listening(address)) if !ready => {
                     ready = true;
-                    println!(
+                    if announce { println!(
                         "{}",
                         json!({
                             "event": "ready",
@@ -171,7 +172,7 @@ pub async fn serve(data_dir: &Path, cancel: CancellationToken) -> Result<()> {
                             "network_id": membership.network_id,
                             "roster_version": roster_version,
                         })
-                    );
+                    ); }
                     info!(%peer_id, api = %api_addr, network = %membership.network_id, "node running");
                 }
                 Some(event) => on_event(&mut store, &client, &participation, coordinator, event).await,

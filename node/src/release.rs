@@ -175,7 +175,9 @@ pub fn summary_json(s: &protocol::benchmark::DomainSummary) -> Value {
         "risk_model": s.risk.as_ref().map(|b| FEATURES.iter().zip(b).map(|(f, v)| (f.to_string(), json!(v))).collect::<serde_json::Map<_, _>>()),
         "therapist_variance": s.variance.map(|v| json!({
             "therapists": v.therapists, "tau2": v.tau2, "sigma2": v.sigma2, "icc": v.icc,
+            "n0": v.n0, "mean_residual": v.mean,
         })),
+        "tau2_noise_sd": s.tau2_sd,
         "expected_curves": s.curves,
         "suppressed": s.suppressed,
     })

@@ -34,8 +34,8 @@ pub const LEDGER_KIND: &str = "round:benchmark";
 /// can check the decoded sum exactly). Release builds ignore it.
 pub const NO_NOISE_ENV: &str = "MBC_NODE_TEST_NO_NOISE";
 
-/// Test hook: with this variable set to a step's request ("keys", "shares" or "unmask") in a
-/// debug build, the process aborts when that request arrives (a clinic killed mid-round).
+/// Test and benchmark hook: with this variable set to a step's request ("keys", "shares" or
+/// "unmask"), the process aborts when that request arrives (a clinic killed mid-round).
 pub const EXIT_AT_ENV: &str = "MBC_NODE_TEST_EXIT_AT";
 
 /// Announcements older than this are refused.
@@ -120,7 +120,7 @@ impl Participation {
         if *from != self.coordinator {
             bail!("round requests come from the coordinator only");
         }
-        if cfg!(debug_assertions) {
+        {
             let name = match &request {
                 RoundRequest::Keys { .. } => "keys",
                 RoundRequest::Shares { .. } => "shares",

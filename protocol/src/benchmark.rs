@@ -18,14 +18,15 @@
 //!
 //! Every block is bounded per episode; a patient contributes at most `max_episodes` episodes per
 //! domain (the first ones in the caller's order), so [`crate::dp::Layout`] derives the
-//! per-patient sensitivity. Residuals are clipped to ±(score range). For the ANOVA blocks each
+//! per-patient sensitivity. Residuals are clipped to ±(score range)/2. For the ANOVA blocks each
 //! therapist contributes at most `caseload_cap` episodes (the first in order); one new episode
-//! may then displace another, which the declared bounds cover (2R, 4R²; see [`anova_bounds`]),
+//! may then displace another, which the declared bounds cover (2r, 4r²; see [`anova_bounds`]),
 //! and the cap bounds how far one therapist's outcomes can move the block (P3).
 //!
 //! [`BenchmarkLayout::summarise`] post-processes a released (noisy) vector: counts clamped at 0,
 //! rates, histogram means and quartiles, the risk model solved with a noise-scaled ridge,
-//! τ² and σ² by one-way ANOVA, expected curves per band, and suppression where noise dominates.
+//! τ² and σ² by one-way ANOVA (with the SD the noise gives τ²), expected curves per band, and
+//! suppression where noise dominates. Blocks share the budget by [`WEIGHTS`].
 //! Post-processing costs no privacy budget.
 
 use crate::analysis::{FEATURES, domain_score};
@@ -35,7 +36,7 @@ use crate::risk::SuffStats;
 use crate::therapist::{AnovaSums, Group, VarianceComponents, variance_from_sums};
 
 /// Version of the vector layout below; bump it on any change to blocks, bins or bounds.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Sessions covered by the expected-curve block.
 pub const SESSIONS: usize = 12;
@@ -45,6 +46,9 @@ const MAX_BINS: usize = 40;
 
 /// Relative noise (SD / value) beyond which a derived figure is suppressed.
 const SUPPRESS_RELATIVE_SD: f64 = 0.1;
+
+/// Relative noise of τ² beyond which the variance components are suppressed.
+const SUPPRESS_TAU2_RELATIVE_SD: f64 = 1.0;
 
 /// Contribution bounding parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +109,13 @@ impl DomainSpec {
 
     fn range(&self) -> f64 {
         self.hi - self.lo
+    }
+
+    /// Residuals entering the variance sums are clipped to ± this: half the score range
+    /// (risk-model residual SDs are about a quarter of the range, so few are clipped, and the
+    /// sums' sensitivity is a quarter of that at the full range).
+    pub fn residual_clip(&self) -> f64 {
+        self.range() / 2.0
     }
 
     /// Index of the severity band of intake score `pre`.
@@ -243,6 +254,11 @@ pub const BLOCKS: [&str; 8] = [
     "anova_caseload",
 ];
 
+/// Budget weights of the blocks, in [`BLOCKS`] order (a block's share of ρ is its weight over
+/// the total). The variance sums get the most: their per-episode bounds are the largest
+/// relative to their signal (one episode can move Σⱼ Sⱼ²/nⱼ by 4r², r the residual clip).
+pub const WEIGHTS: [f64; 8] = [1.0, 0.5, 0.5, 1.0, 1.0, 2.0, 4.0, 0.5];
+
 /// Entries of [`AnovaSums::to_array`] in each of the three ANOVA blocks.
 const ANOVA_SPLIT: [&[usize]; 3] = [&[0, 4], &[1, 2, 3], &[5]];
 
@@ -272,21 +288,22 @@ impl BenchmarkLayout {
             curve_lo.extend([0.0; SESSIONS]);
             let mut curve_hi = vec![shi; SESSIONS];
             curve_hi.extend([1.0; SESSIONS]);
-            let (episode, therapist) = anova_bounds(d.range(), params.caseload_cap);
+            let (episode, therapist) = anova_bounds(d.residual_clip(), params.caseload_cap);
             blocks.extend([
-                Block::counts(&name("outcomes"), 7),
-                Block::histogram(&name("intake"), intake.n),
-                Block::histogram(&name("change"), change.n),
-                Block::sum_of_products(&name("risk"), feature_bounds(d.lo, d.hi), (d.lo, d.hi)),
-                Block::clipped_sums(&name("curves"), d.bands.len(), curve_lo, curve_hi),
+                Block::counts(&name("outcomes"), 7).weighted(WEIGHTS[0]),
+                Block::histogram(&name("intake"), intake.n).weighted(WEIGHTS[1]),
+                Block::histogram(&name("change"), change.n).weighted(WEIGHTS[2]),
+                Block::sum_of_products(&name("risk"), feature_bounds(d.lo, d.hi), (d.lo, d.hi))
+                    .weighted(WEIGHTS[3]),
+                Block::clipped_sums(&name("curves"), d.bands.len(), curve_lo, curve_hi)
+                    .weighted(WEIGHTS[4]),
             ]);
             for (i, entries) in ANOVA_SPLIT.iter().enumerate() {
                 let pick = |v: &[f64]| entries.iter().map(|e| v[*e]).collect::<Vec<_>>();
-                blocks.push(Block::aggregate(
-                    &name(BLOCKS[5 + i]),
-                    pick(&episode),
-                    Some(pick(&therapist)),
-                ));
+                blocks.push(
+                    Block::aggregate(&name(BLOCKS[5 + i]), pick(&episode), Some(pick(&therapist)))
+                        .weighted(WEIGHTS[5 + i]),
+                );
             }
         }
         let layout = Layout::new(blocks, params.max_episodes)?;
@@ -375,7 +392,7 @@ impl BenchmarkLayout {
             if let Some(r) = c.residual {
                 let g = groups[c.domain].entry(c.therapist).or_default();
                 if g.n < u64::from(self.params.caseload_cap) {
-                    g.add(r.clamp(-d.range(), d.range()));
+                    g.add(r.clamp(-d.residual_clip(), d.residual_clip()));
                 }
             }
         }
@@ -465,19 +482,15 @@ impl BenchmarkLayout {
             })
             .collect();
         let mut a = [0.0; 6];
+        let mut a_sd = [0.0; 6];
         for (i, entries) in ANOVA_SPLIT.iter().enumerate() {
-            let (v, _) = block(5 + i);
+            let (v, sd) = block(5 + i);
             for (e, x) in entries.iter().zip(v) {
                 a[*e] = *x;
+                a_sd[*e] = sd;
             }
         }
-        let (_, counts_sd) = block(5);
-        let sums = AnovaSums::from_array(a);
-        let variance = (sums.n > 0.0
-            && counts_sd / sums.n <= SUPPRESS_RELATIVE_SD
-            && counts_sd / sums.therapists.max(f64::MIN_POSITIVE) <= SUPPRESS_RELATIVE_SD)
-            .then(|| variance_from_sums(sums))
-            .flatten();
+        let (variance, tau2_sd) = noisy_variance(a, a_sd);
         if variance.is_none() {
             suppressed.push("variance".into());
         }
@@ -491,9 +504,40 @@ impl BenchmarkLayout {
             change,
             risk,
             variance,
+            tau2_sd,
             curves,
             suppressed,
         }
+    }
+}
+
+/// Variance components from noisy ANOVA sums `a` ([`AnovaSums::to_array`] order) whose
+/// entries carry noise of SD `sd`, and the SD that noise gives τ² (finite differences, one SD
+/// per entry, combined in quadrature). Suppressed (`None`) when τ² cannot be estimated or its
+/// noise SD exceeds it (or σ²/10 when τ² is near 0): a shown τ² is at least one noise SD.
+fn noisy_variance(a: [f64; 6], sd: [f64; 6]) -> (Option<VarianceComponents>, Option<f64>) {
+    let Some(vc) = variance_from_sums(AnovaSums::from_array(a)) else {
+        return (None, None);
+    };
+    let mut sq = 0.0;
+    for e in 0..6 {
+        let mut up = a;
+        up[e] += sd[e];
+        let mut down = a;
+        down[e] -= sd[e];
+        let tau2 = |x: [f64; 6]| variance_from_sums(AnovaSums::from_array(x)).map(|v| v.tau2);
+        let d = match (tau2(up), tau2(down)) {
+            (Some(u), Some(l)) => (u - l) / 2.0,
+            _ => return (None, None),
+        };
+        sq += d * d;
+    }
+    let tau2_sd = sq.sqrt();
+    let scale = vc.tau2.max(vc.sigma2 / 10.0);
+    if tau2_sd > SUPPRESS_TAU2_RELATIVE_SD * scale {
+        (None, Some(tau2_sd))
+    } else {
+        (Some(vc), Some(tau2_sd))
     }
 }
 
@@ -571,6 +615,8 @@ pub struct DomainSummary {
     pub risk: Option<Vec<f64>>,
     /// Therapist variance components.
     pub variance: Option<VarianceComponents>,
+    /// Standard deviation the release noise gives τ² (first-order propagation).
+    pub tau2_sd: Option<f64>,
     /// Expected mean score per severity band (rows) and session 1..[`SESSIONS`] (columns).
     pub curves: Vec<Vec<Option<f64>>>,
     /// Figures withheld because noise dominates them.

@@ -137,11 +137,14 @@ pub(super) struct RunArgs {
 }
 
 pub(super) fn run_cmd(a: RunArgs) -> Result<()> {
-    daemon::init_logging(if a.log_json {
-        LogFormat::Json
-    } else {
-        LogFormat::Human
-    });
+    daemon::init_logging(
+        if a.log_json {
+            LogFormat::Json
+        } else {
+            LogFormat::Human
+        },
+        "info",
+    );
     daemon::run(&a.dir.data_dir)
 }
 

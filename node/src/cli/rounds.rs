@@ -52,6 +52,9 @@ pub(super) struct StartArgs {
     /// Deadline of each step, seconds; a clinic that misses it is a dropout
     #[arg(long, value_name = "SECONDS")]
     deadline: Option<f64>,
+    /// Benchmark rounds: a domain to include (repeat for several; default every domain)
+    #[arg(long = "domain", value_name = "ID")]
+    domains: Vec<String>,
     /// Bench rounds: vector length
     #[arg(long)]
     dim: Option<u32>,
@@ -126,6 +129,7 @@ fn start(a: &StartArgs) -> Result<()> {
         deadline_s: a.deadline,
         dim: a.dim,
         plain: a.plain,
+        domains: a.domains.clone(),
     };
     let dir = &a.dir.data_dir;
     let status = api::call(

@@ -1,0 +1,320 @@
+//! `mbc-node demo`: the whole system on one machine, in one process. Synthetic data for a
+//! coordinator and four clinics; five nodes initialised, filled and formed into a network
+//! exactly as the CLI does it; five daemons on 127.0.0.1 (in this process, so nothing is left
+//! running); one secure benchmark round; the signed release on every node; a summary and the
+//! HTML report.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use protocol::roster::JoinRequest;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::{import_files, init_node_with, now, now_utc, open_node, rounds};
+use crate::config::{Config, NetworkConfig};
+use crate::ledger::{self, Policy};
+use crate::store::Clinic;
+use crate::{api, benchmark, daemon, import, keystore, network, synth};
+
+/// Marks a directory as made by `demo`, so a later demo may replace it.
+const DEMO_MARKER: &str = ".mbc-demo";
+/// The demo network's id.
+const NETWORK: &str = "mbc-demo";
+/// Longest the demo waits for the network to form or a release to spread.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Working directory for the demo's data and nodes (replaced if it holds an earlier demo)
+    #[arg(long, default_value = "mbc-demo", value_name = "DIR")]
+    dir: PathBuf,
+    /// Number of nodes: the coordinator and the clinics (each with its own data)
+    #[arg(long, default_value_t = 5)]
+    clinics: u32,
+    /// ρ (zCDP) each clinic spends on the benchmark round
+    #[arg(long, default_value_t = 0.25)]
+    rho: f64,
+    /// Random seed of the synthetic data
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+fn fresh_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir)?.next().is_none();
+        if !empty && !dir.join(DEMO_MARKER).exists() {
+            bail!(
+                "{} exists and was not made by `mbc-node demo`; choose another --dir",
+                dir.display()
+            );
+        }
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("couldn't clear {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join(DEMO_MARKER),
+        "made by mbc-node demo; safe to delete\n",
+    )?;
+    Ok(())
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("no free port on 127.0.0.1")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn signer(dir: &Path) -> Result<protocol::keys::Signer> {
+    let config = Config::load(dir)?;
+    Ok(keystore::signer(keystore::read_key_file(
+        &dir.join(&config.keys.identity_key_file),
+    )?))
+}
+
+/// Forms the network: the first node creates it, every other node sends a join request, is
+/// admitted and joins with the roster it gets back.
+fn form(nodes: &[(PathBuf, String)]) -> Result<()> {
+    let stamp = || (now_utc().timestamp(), now());
+    let (coord_dir, coord_name) = &nodes[0];
+    let coord = signer(coord_dir)?;
+    let advertised =
+        |dir: &Path| -> Result<Vec<String>> { Ok(Config::load(dir)?.network.advertised()) };
+    let (_, mut store) = open_node(coord_dir)?;
+    let (t, n) = stamp();
+    network::create(
+        store.conn_mut(),
+        &coord,
+        NETWORK,
+        coord_name,
+        advertised(coord_dir)?,
+        (t, &n),
+    )?;
+    for (dir, name) in &nodes[1..] {
+        let me = signer(dir)?;
+        let (t, n) = stamp();
+        let request = JoinRequest::new(NETWORK, &me, name, advertised(dir)?, t)?;
+        let roster = network::admit(store.conn_mut(), &coord, &request, (t, &n))?;
+        let (_, mut clinic) = open_node(dir)?;
+        network::join(clinic.conn_mut(), &me.key(), &roster, None, &n)?;
+    }
+    // Clinics admitted early would learn the final roster from their peers within seconds;
+    // hand it to them now so that no connection is refused on the way.
+    let last = network::load(store.conn())?
+        .context("the network vanished")?
+        .roster;
+    for (dir, _) in &nodes[1..] {
+        let (_, mut clinic) = open_node(dir)?;
+        network::accept(clinic.conn_mut(), &last, &now())?;
+    }
+    Ok(())
+}
+
+/// Polls `check` until it gives a value or [`PATIENCE`] runs out.
+fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> Result<T> {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if started.elapsed() > PATIENCE {
+            bail!("gave up waiting for {what} after {PATIENCE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs `mbc-node demo`.
+pub(crate) fn demo(a: DemoArgs) -> Result<()> {
+    if a.clinics < 2 {
+        bail!("--clinics must be at least 2 (a coordinator and a clinic)");
+    }
+    let dir = &a.dir;
+    fresh_dir(dir)?;
+    let data = dir.join("synth");
+    println!(
+        "1. Synthetic outcome data for {} clinics (seed {}) in {}",
+        a.clinics,
+        a.seed,
+        data.display()
+    );
+    let summary = synth::generate_to_dir(
+        &synth::Params {
+            clinics: a.clinics,
+            seed: a.seed,
+            ..synth::Params::default()
+        },
+        &data,
+    )?;
+    println!("2. One node per clinic: init, import (pseudonymised on the way in)");
+    let mut nodes = Vec::new();
+    for (i, clinic) in summary.clinics.iter().enumerate() {
+        let node = dir.join("nodes").join(&clinic.id);
+        let name = if i == 0 {
+            format!("{} (coordinator)", clinic.name)
+        } else {
+            clinic.name.clone()
+        };
+        let port = free_port()?;
+        init_node_with(
+            &node,
+            Clinic {
+                name: name.clone(),
+                country: Some("GB".into()),
+                service_type: None,
+            },
+            NetworkConfig {
+                listen: vec![format!("/ip4/127.0.0.1/tcp/{port}")],
+                ..NetworkConfig::default()
+            },
+        )?;
+        let files: Vec<PathBuf> = clinic.csv_files.iter().map(|f| data.join(f)).collect();
+        let outcomes = import_files(&node, &files, import::Options::default())?;
+        let rows: u64 = outcomes.iter().map(|o| o.rows).sum();
+        println!("   {name:<40} {rows:>7} rows  {}", node.display());
+        nodes.push((node, name));
+    }
+    println!("3. Network {NETWORK:?}: the coordinator admits every clinic's signed join request");
+    form(&nodes)?;
+
+    daemon::init_logging(daemon::LogFormat::Human, "warn");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("couldn't start the async runtime")?;
+    let cancel = CancellationToken::new();
+    let tasks: Vec<_> = nodes
+        .iter()
+        .map(|(node, _)| {
+            let (node, cancel) = (node.clone(), cancel.child_token());
+            runtime.spawn(async move { daemon::serve(&node, cancel, false).await })
+        })
+        .collect();
+    let result = run_round(&a, dir, &nodes);
+    cancel.cancel();
+    runtime.block_on(async {
+        for t in tasks {
+            match tokio::time::timeout(Duration::from_secs(10), t).await {
+                Ok(Ok(Err(e))) => eprintln!("a node stopped with an error: {e:#}"),
+                Err(_) => eprintln!("a node did not stop within 10 s"),
+                _ => {}
+            }
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    result
+}
+
+fn run_round(a: &DemoArgs, dir: &Path, nodes: &[(PathBuf, String)]) -> Result<()> {
+    let n = nodes.len() as u64;
+    let started = Instant::now();
+    for (node, name) in nodes {
+        until(&format!("{name} to connect to every peer"), || {
+            let s = api::call(node, "GET", "/v1/status", None).ok()?;
+            (s["peers_connected"].as_u64() == Some(n - 1)).then_some(())
+        })?;
+    }
+    println!(
+        "4. {n} nodes running on 127.0.0.1, all connected ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    let coord = &nodes[0].0;
+    println!(
+        "5. Secure benchmark round, ρ = {} per clinic: each clinic checks its policy, charges its \
+         ledger, adds its noise share and sends only a masked vector",
+        a.rho
+    );
+    let status = api::call(
+        coord,
+        "POST",
+        "/v1/rounds",
+        Some(&json!({"kind": "benchmark", "rho": a.rho, "domains": ["depression", "anxiety"]})),
+    )?;
+    let id = status["round_id"].as_str().unwrap_or_default().to_owned();
+    let status = rounds::wait(coord, &id, false)?;
+    if status["step"] != "done" {
+        bail!(
+            "the round aborted: {}",
+            status["error"].as_str().unwrap_or("unknown")
+        );
+    }
+    let release_id = status["release_id"].as_str().unwrap_or_default().to_owned();
+    for (node, name) in nodes {
+        until(&format!("{name} to verify and keep the release"), || {
+            let (_, store) = open_node(node).ok()?;
+            benchmark::get(store.conn(), Some(&release_id))
+                .ok()
+                .flatten()
+        })?;
+    }
+    println!(
+        "6. Release {release_id} signed by the coordinator, verified and kept by all {n} nodes \
+         (round took {:.2} s)",
+        status["elapsed_ms"].as_f64().unwrap_or(0.0) / 1000.0
+    );
+    let (_, store) = open_node(coord)?;
+    let release = benchmark::get(store.conn(), Some(&release_id))?.context("release vanished")?;
+    print_summary(&release.document, nodes)?;
+    let html = dir.join("benchmark.html");
+    std::fs::write(&html, benchmark::html(&release))?;
+    let json_out = dir.join("benchmark.json");
+    std::fs::write(
+        &json_out,
+        serde_json::to_vec_pretty(&benchmark::export_json(&release))?,
+    )?;
+    println!(
+        "\nReport: {}\nRelease: {}\nTry: mbc-node benchmark show --data-dir {}",
+        html.display(),
+        json_out.display(),
+        nodes[1].0.display()
+    );
+    Ok(())
+}
+
+fn rate(v: &Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "suppressed".into(), |x| format!("{:.1} %", 100.0 * x))
+}
+
+fn print_summary(doc: &Value, nodes: &[(PathBuf, String)]) -> Result<()> {
+    println!(
+        "\n   Network benchmark ({} clinics contributed):",
+        doc["clinics"]["contributing"]
+    );
+    println!(
+        "   {:<12} {:>9} {:>10} {:>10} {:>10}   therapist effects (middle 95 %)",
+        "domain", "episodes", "recovery", "rel.impr.", "rel.det."
+    );
+    for x in doc["summary"].as_array().into_iter().flatten() {
+        let v = &x["therapist_variance"];
+        let spread = match (v["tau2"].as_f64(), v["icc"].as_f64()) {
+            (Some(t), Some(icc)) => format!(
+                "±{:.2} points (τ² = {t:.2}, noise SD {:.2}; ICC {icc:.3})",
+                1.96 * t.max(0.0).sqrt(),
+                x["tau2_noise_sd"].as_f64().unwrap_or(f64::NAN)
+            ),
+            _ => "suppressed (noise dominates)".into(),
+        };
+        println!(
+            "   {:<12} {:>9.0} {:>10} {:>10} {:>10}   {spread}",
+            x["domain"].as_str().unwrap_or_default(),
+            x["episodes"].as_f64().unwrap_or(0.0),
+            rate(&x["recovery_rate"]),
+            rate(&x["reliable_improvement_rate"]),
+            rate(&x["reliable_deterioration_rate"]),
+        );
+    }
+    println!("\n   Privacy budget per clinic (ρ-zCDP, this period):");
+    for (node, name) in nodes {
+        let (config, store) = open_node(node)?;
+        let policy = Policy::from_config(&config.privacy)?;
+        let b = ledger::budget(store.conn(), &policy, now_utc())?;
+        println!(
+            "   {name:<40} spent ρ = {:.3} of {:.3} (ε = {:.2} at δ = {})",
+            b.current.rho_spent, policy.rho_per_period, b.current.epsilon_spent, policy.delta
+        );
+    }
+    Ok(())
+}
