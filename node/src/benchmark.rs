@@ -260,6 +260,43 @@ pub fn list(conn: &Connection) -> Result<Vec<Listing>> {
         .collect())
 }
 
+/// The network reference in release `s`: per domain the risk model, τ² (with the interval its
+/// noise gives) and σ², where the release did not suppress them.
+pub fn reference(s: &Stored) -> protocol::analysis::NetworkReference {
+    use protocol::analysis::{DomainReference, FEATURES, NetworkReference};
+    let domains = s.document["summary"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| {
+            let id = x["domain"].as_str()?.to_owned();
+            let beta = x["risk_model"].as_object().and_then(|m| {
+                FEATURES
+                    .iter()
+                    .map(|f| m.get(*f).and_then(Value::as_f64))
+                    .collect::<Option<Vec<f64>>>()
+            });
+            let v = &x["therapist_variance"];
+            let tau2 = v["tau2"].as_f64().map(|t| {
+                let sd = x["tau2_noise_sd"].as_f64().unwrap_or(0.0);
+                (t, ((t - 1.96 * sd).max(0.0), t + 1.96 * sd))
+            });
+            Some((
+                id,
+                DomainReference {
+                    beta,
+                    tau2,
+                    sigma2: v["sigma2"].as_f64(),
+                },
+            ))
+        })
+        .collect();
+    NetworkReference {
+        release_id: s.id().to_owned(),
+        domains,
+    }
+}
+
 /// The exported JSON: the document with the signature that covers its original bytes.
 pub fn export_json(s: &Stored) -> Value {
     let mut doc = s.document.clone();

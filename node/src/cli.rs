@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{CONFIG_FILE, Config};
 use crate::import::{self, Format};
 use crate::store::{Clinic, Store};
-use crate::{api, keystore, ledger, registry, release, report, stats, status, synth};
+use crate::{api, benchmark, keystore, ledger, registry, release, report, stats, status, synth};
 
 mod demo;
 mod network;
@@ -176,6 +176,17 @@ struct EngineArgs {
     no_other_measure_clause: bool,
 }
 
+/// Which benchmark local track records are measured against.
+#[derive(Debug, Args)]
+struct ReferenceArgs {
+    /// Use this network benchmark release as the reference (default: the latest one kept)
+    #[arg(long, value_name = "ID", conflicts_with = "local_reference")]
+    release: Option<String>,
+    /// Use the clinic's own data as the reference even when a network release is kept
+    #[arg(long)]
+    local_reference: bool,
+}
+
 #[derive(Debug, Args)]
 struct StatsArgs {
     #[command(flatten)]
@@ -188,6 +199,8 @@ struct StatsArgs {
     therapist: Option<String>,
     #[command(flatten)]
     engine: EngineArgs,
+    #[command(flatten)]
+    reference: ReferenceArgs,
     /// Print JSON instead of a table
     #[arg(long, conflicts_with = "csv")]
     json: bool,
@@ -208,6 +221,8 @@ struct ReportArgs {
     therapist: Option<String>,
     #[command(flatten)]
     engine: EngineArgs,
+    #[command(flatten)]
+    reference: ReferenceArgs,
 }
 
 #[derive(Debug, Args)]
@@ -506,10 +521,25 @@ fn synth_cmd(a: SynthArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs the engine on the node in `dir` with config `[stats]` plus `overrides`.
-fn derive_node(dir: &Path, overrides: &EngineArgs) -> Result<(Config, Store, stats::Derived)> {
+/// Runs the engine on the node in `dir` with config `[stats]` plus `overrides`, against the
+/// network reference `reference` selects.
+fn derive_node(
+    dir: &Path,
+    overrides: &EngineArgs,
+    reference: &ReferenceArgs,
+) -> Result<(Config, Store, stats::Derived)> {
     let (config, mut store) = open_node(dir)?;
-    let settings = engine_settings(&config, &store, overrides)?;
+    let mut settings = engine_settings(&config, &store, overrides)?;
+    if !reference.local_reference {
+        let release = benchmark::get(store.conn(), reference.release.as_deref())?;
+        if release.is_none() && reference.release.is_some() {
+            bail!(
+                "no benchmark release {:?} on this node (see `mbc-node benchmark list`)",
+                reference.release
+            );
+        }
+        settings.reference = release.as_ref().map(benchmark::reference);
+    }
     let derived = stats::derive(&mut store, settings, &now())?;
     Ok((config, store, derived))
 }
@@ -662,7 +692,7 @@ fn resolve_therapist(
 
 fn stats_cmd(a: StatsArgs) -> Result<()> {
     let dir = &a.dir.data_dir;
-    let (config, _, derived) = derive_node(dir, &a.engine)?;
+    let (config, _, derived) = derive_node(dir, &a.engine, &a.reference)?;
     if let Some(d) = &a.domain
         && !derived.domains.iter().any(|x| x.id == *d)
     {
@@ -693,7 +723,7 @@ fn stats_cmd(a: StatsArgs) -> Result<()> {
 
 fn report_cmd(a: ReportArgs) -> Result<()> {
     let dir = &a.dir.data_dir;
-    let (config, _, derived) = derive_node(dir, &a.engine)?;
+    let (config, _, derived) = derive_node(dir, &a.engine, &a.reference)?;
     let only = a
         .therapist
         .as_deref()

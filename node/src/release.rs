@@ -178,6 +178,7 @@ pub fn summary_json(s: &protocol::benchmark::DomainSummary) -> Value {
             "n0": v.n0, "mean_residual": v.mean,
         })),
         "tau2_noise_sd": s.tau2_sd,
+        "risk_model_noise_sd": s.risk_sd.as_ref().map(|b| FEATURES.iter().zip(b).map(|(f, v)| (f.to_string(), json!(v))).collect::<serde_json::Map<_, _>>()),
         "expected_curves": s.curves,
         "suppressed": s.suppressed,
     })
@@ -264,7 +265,11 @@ pub fn local_benchmark(
     let mechanism = Mechanism::central(sensitivity.patient, rho)?;
     ledger::precheck(store.conn(), &policy, mechanism.rho, now)?;
     // Noise before any data-dependent work (timing).
-    let noise = mechanism.noise(layout.layout().len())?;
+    let noise = if crate::round::noise_off() {
+        vec![0; layout.layout().len()]
+    } else {
+        mechanism.noise(layout.layout().len())?
+    };
     let (values, clinic) =
         noised_vector(store, settings, &layout, &noise, mechanism.total_sigma, now)?;
     let summary = layout.summarise(&values, mechanism.total_sigma)?;
@@ -291,6 +296,7 @@ pub fn local_benchmark(
             "therapist_sensitivity": sensitivity.therapist,
             "therapist_rho": therapist_rho,
             "mechanism": "discrete Gaussian (OpenDP), ρ-zCDP",
+            "noise": if crate::round::noise_off() { "off (test build)" } else { "on" },
         },
         "layout": layout_value,
         "values": values,

@@ -46,12 +46,13 @@ pub fn html(d: &Derived, only: Option<&str>, now: &str) -> String {
     );
     let _ = write!(
         h,
-        "<p class=\"note\">Computed {now} by mbc-node {} (algorithm v{}) from this clinic's local data only. \
+        "<p class=\"note\">Computed {now} by mbc-node {} (algorithm v{}) from this clinic's local data. \
          Therapists are shown by the first digits of their pseudonym. Residual = observed − expected end score \
-         from the clinic's risk model (intake score and case mix): <b>negative means patients did better than \
-         expected</b>. Labels use {} with at least {} patients; statistics are shown from {} patients.</p>",
+         from the risk model (intake score and case mix): <b>negative means patients did better than \
+         expected</b>. Reference: {}. Labels use {} with at least {} patients; statistics are shown from {} patients.</p>",
         env!("CARGO_PKG_VERSION"),
         protocol::analysis::ALGORITHM_VERSION,
+        esc(&d.reference_description()),
         match d.settings.rule {
             protocol::therapist::Rule::EbInterval => "the 95 % empirical-Bayes interval",
             protocol::therapist::Rule::Kraus => "the Kraus rule",

@@ -55,6 +55,7 @@ pub fn settings(config: &StatsConfig, instruments: &[Instrument]) -> Result<Sett
         },
         ridge: config.ridge,
         paired,
+        reference: None,
     })
 }
 

@@ -118,6 +118,37 @@ pub struct Settings {
     pub ridge: f64,
     /// Instruments (indexes) paired for the IAPT metrics (default: PHQ-9 and GAD-7).
     pub paired: Vec<usize>,
+    /// The network reference to benchmark against (risk model, τ², σ² per domain), from a
+    /// signed release; `None`: the clinic's own data is its reference.
+    pub reference: Option<NetworkReference>,
+}
+
+/// Per-domain figures of a network benchmark release that local track records use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkReference {
+    /// The release they come from.
+    pub release_id: String,
+    /// By domain id.
+    pub domains: Vec<(String, DomainReference)>,
+}
+
+/// One domain's network reference; a figure the release suppressed is `None`, and the
+/// clinic's own estimate is used for it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DomainReference {
+    /// Risk-model coefficients in [`FEATURES`] order.
+    pub beta: Option<Vec<f64>>,
+    /// Between-therapist variance τ², with the 95 % interval its release noise gives.
+    pub tau2: Option<(f64, (f64, f64))>,
+    /// Within-therapist variance σ².
+    pub sigma2: Option<f64>,
+}
+
+impl NetworkReference {
+    /// The reference of domain `id`.
+    pub fn domain(&self, id: &str) -> Option<&DomainReference> {
+        self.domains.iter().find(|(d, _)| d == id).map(|(_, r)| r)
+    }
 }
 
 /// One instrument's outcome in an episode.
@@ -330,7 +361,29 @@ fn analyse_domain(
             .add(&episodes[*i].covariates.features(*pre), *post)
             .unwrap();
     }
-    let model = stats.fit(settings.ridge).ok();
+    let reference = settings
+        .reference
+        .as_ref()
+        .and_then(|r| r.domain(&domain.id));
+    let model = match reference.and_then(|r| r.beta.clone()) {
+        // The network's model: its residual SD on this clinic's episodes.
+        Some(beta) if beta.len() == FEATURES.len() && !pairs.is_empty() => {
+            let mut model = RiskModel {
+                beta,
+                n: pairs.len() as u64,
+                residual_sd: 0.0,
+            };
+            let rss: f64 = pairs
+                .iter()
+                .map(|(i, pre, post)| {
+                    (post - model.predict(&episodes[*i].covariates.features(*pre))).powi(2)
+                })
+                .sum();
+            model.residual_sd = (rss / pairs.len() as f64).sqrt();
+            Some(model)
+        }
+        _ => stats.fit(settings.ridge).ok(),
+    };
     let mut groups: std::collections::BTreeMap<usize, Group> = Default::default();
     let mut eligible = 0;
     if let Some(model) = &model {
@@ -355,7 +408,23 @@ fn analyse_domain(
     }
     let groups: Vec<(usize, Group)> = groups.into_iter().collect();
     let plain: Vec<Group> = groups.iter().map(|(_, g)| *g).collect();
-    let variance = therapist::variance_components(&plain);
+    let variance = therapist::variance_components(&plain).map(|mut vc| {
+        if let Some(r) = reference {
+            if let Some((tau2, interval)) = r.tau2 {
+                vc.tau2 = tau2;
+                vc.tau2_interval = interval;
+            }
+            if let Some(sigma2) = r.sigma2 {
+                vc.sigma2 = sigma2;
+            }
+            vc.icc = if vc.tau2 + vc.sigma2 > 0.0 {
+                vc.tau2 / (vc.tau2 + vc.sigma2)
+            } else {
+                0.0
+            };
+        }
+        vc
+    });
     let reliable_change = inst.reliable_change().map(|rc| match domain.transform {
         ScoreTransform::Z => rc / inst.norms.functional_sd.unwrap_or(1.0),
         ScoreTransform::Raw => rc,
@@ -404,6 +473,7 @@ mod tests {
             },
             ridge: 1e-6,
             paired: vec![0, 1],
+            reference: None,
         }
     }
 

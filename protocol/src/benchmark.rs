@@ -7,7 +7,7 @@
 //! | `outcomes` | counts | episodes, finished, finished at caseness, reliable improvement, reliable deterioration, recovered, reliable recovery |
 //! | `intake` | histogram | intake score (unit bins for ranges of 10–40 points, else 41 equal bins) |
 //! | `change` | histogram | post − pre over ±range |
-//! | `risk` | sums of products | XᵀX (upper triangle), Xᵀy, yᵀy of the risk model's features and post score |
+//! | `risk` | sums of products | XᵀX (upper triangle), Xᵀy, yᵀy of the risk model's features and post score, each scaled to [−1, 1] |
 //! | `curves` | clipped sums by intake-severity band | score sum and count at sessions 1..[`SESSIONS`] |
 //! | `anova_counts` | aggregate | N, J (episodes and therapists in the therapist-variance sums) |
 //! | `anova_sums` | aggregate | Σr, Σr², Σⱼ Sⱼ²/nⱼ over elevated episodes' residuals |
@@ -214,6 +214,52 @@ fn feature_bounds(lo: f64, hi: f64) -> Vec<(f64, f64)> {
     bounds.to_vec()
 }
 
+/// Centre and half-width of a bound; a constant (the intercept) stays as it is.
+fn centre_half((lo, hi): (f64, f64)) -> (f64, f64) {
+    if lo == hi {
+        (0.0, 1.0)
+    } else {
+        ((lo + hi) / 2.0, (hi - lo) / 2.0)
+    }
+}
+
+/// The risk block sums products of features and target scaled to [−1, 1] (the intercept stays
+/// 1): every entry of XᵀX is then on the scale of the episode count, so the block's noise,
+/// the same on every entry, drowns none of them (the raw intercept and binary entries would
+/// sit far below the intake² entries' noise).
+fn standardise(x: f64, bound: (f64, f64)) -> f64 {
+    if bound.0 == bound.1 {
+        return x;
+    }
+    let (c, h) = centre_half(bound);
+    ((x - c) / h).clamp(-1.0, 1.0)
+}
+
+/// Coefficients on the raw features from those on standardised features and target:
+/// y = c_y + h_y Σ β'ₖ (xₖ − cₖ)/hₖ.
+fn unstandardise(beta: &[f64], features: &[(f64, f64)], target: (f64, f64)) -> Vec<f64> {
+    let (cy, hy) = centre_half(target);
+    let mut out: Vec<f64> = beta
+        .iter()
+        .zip(features)
+        .map(|(b, f)| hy * b / centre_half(*f).1)
+        .collect();
+    let shift: f64 = out
+        .iter()
+        .zip(features)
+        .map(|(b, f)| b * centre_half(*f).0)
+        .sum();
+    out[0] += cy - shift;
+    out
+}
+
+fn unit_bounds(bounds: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    bounds
+        .iter()
+        .map(|b| if b.0 == b.1 { *b } else { (-1.0, 1.0) })
+        .collect()
+}
+
 /// Per-episode change bounds and one therapist's whole-caseload bounds of the `anova` block
 /// [N, Σr, Σr², Σⱼ Sⱼ²/nⱼ, J, Σⱼ nⱼ²] for residuals clipped to ±r and caseloads capped at c.
 ///
@@ -257,7 +303,7 @@ pub const BLOCKS: [&str; 8] = [
 /// Budget weights of the blocks, in [`BLOCKS`] order (a block's share of ρ is its weight over
 /// the total). The variance sums get the most: their per-episode bounds are the largest
 /// relative to their signal (one episode can move Σⱼ Sⱼ²/nⱼ by 4r², r the residual clip).
-pub const WEIGHTS: [f64; 8] = [1.0, 0.5, 0.5, 1.0, 1.0, 2.0, 4.0, 0.5];
+pub const WEIGHTS: [f64; 8] = [1.0, 0.5, 0.5, 4.0, 1.0, 2.0, 4.0, 0.5];
 
 /// Entries of [`AnovaSums::to_array`] in each of the three ANOVA blocks.
 const ANOVA_SPLIT: [&[usize]; 3] = [&[0, 4], &[1, 2, 3], &[5]];
@@ -293,8 +339,12 @@ impl BenchmarkLayout {
                 Block::counts(&name("outcomes"), 7).weighted(WEIGHTS[0]),
                 Block::histogram(&name("intake"), intake.n).weighted(WEIGHTS[1]),
                 Block::histogram(&name("change"), change.n).weighted(WEIGHTS[2]),
-                Block::sum_of_products(&name("risk"), feature_bounds(d.lo, d.hi), (d.lo, d.hi))
-                    .weighted(WEIGHTS[3]),
+                Block::sum_of_products(
+                    &name("risk"),
+                    unit_bounds(&feature_bounds(d.lo, d.hi)),
+                    (-1.0, 1.0),
+                )
+                .weighted(WEIGHTS[3]),
                 Block::clipped_sums(&name("curves"), d.bands.len(), curve_lo, curve_hi)
                     .weighted(WEIGHTS[4]),
             ]);
@@ -379,7 +429,14 @@ impl BenchmarkLayout {
             )?;
             enc.add_bin(c.patient, b(1), intake.index(c.pre))?;
             enc.add_bin(c.patient, b(2), change.index(c.post - c.pre))?;
-            enc.add_products(c.patient, b(3), &c.features, c.post)?;
+            let bounds = feature_bounds(d.lo, d.hi);
+            let z: Vec<f64> = c
+                .features
+                .iter()
+                .zip(&bounds)
+                .map(|(x, b)| standardise(*x, *b))
+                .collect();
+            enc.add_products(c.patient, b(3), &z, standardise(c.post, (d.lo, d.hi)))?;
             let mut curve = vec![0.0; 2 * SESSIONS];
             for (seq, score) in &c.sessions {
                 let s = *seq as usize;
@@ -454,16 +511,17 @@ impl BenchmarkLayout {
         if change.is_none() {
             suppressed.push("change".into());
         }
-        // Risk model from the noisy sums, with a ridge on the scale of the noise.
+        // Risk model from the noisy sums, with a ridge on the scale of the noise, and the
+        // spread the noise gives its coefficients.
         let (r, r_sd) = block(3);
-        let p = FEATURES.len();
-        let tri = p * (p + 1) / 2;
         let n = count(0).round() as u64;
-        let ridge = (3.0 * r_sd).max(1e-6);
-        let risk = SuffStats::from_sums(p, n, &r[..tri], &r[tri..tri + p], r[tri + p])
-            .ok()
-            .and_then(|s| s.fit(ridge).ok())
-            .map(|m| m.beta);
+        let bounds = feature_bounds(spec.lo, spec.hi);
+        let fit = |sums: &[f64]| {
+            fit_risk(sums, n, (RIDGE_NOISE_SDS * r_sd).max(1e-6))
+                .map(|b| unstandardise(&b, &bounds, (spec.lo, spec.hi)))
+        };
+        let risk = fit(r);
+        let risk_sd = risk.as_ref().map(|beta| noise_spread(r, r_sd, beta, &fit));
         if risk.is_none() {
             suppressed.push("risk".into());
         }
@@ -503,12 +561,76 @@ impl BenchmarkLayout {
             intake,
             change,
             risk,
+            risk_sd,
             variance,
             tau2_sd,
             curves,
             suppressed,
         }
     }
+}
+
+/// Ridge of the released risk model, in noise SDs of the sums: the noise matrix's spectral norm
+/// is about 2√p noise SDs, so a smaller ridge can leave the noisy XᵀX indefinite.
+const RIDGE_NOISE_SDS: f64 = 3.0;
+
+/// Bootstrap replicates behind [`DomainSummary::risk_sd`].
+const BOOTSTRAP: usize = 64;
+
+/// The risk model's standardised coefficients from the risk block's (decoded) sums.
+fn fit_risk(sums: &[f64], n: u64, ridge: f64) -> Option<Vec<f64>> {
+    let p = FEATURES.len();
+    let tri = p * (p + 1) / 2;
+    SuffStats::from_sums(p, n, &sums[..tri], &sums[tri..tri + p], sums[tri + p])
+        .ok()?
+        .fit(ridge)
+        .ok()
+        .map(|m| m.beta)
+}
+
+/// The SD of each coefficient of `fit` under noise of SD `sd` on every entry of `sums`,
+/// estimated by refitting with that much noise added again (post-processing of the released
+/// sums only; the draws are seeded by the sums, so the figure is reproducible).
+fn noise_spread(
+    sums: &[f64],
+    sd: f64,
+    beta: &[f64],
+    fit: &dyn Fn(&[f64]) -> Option<Vec<f64>>,
+) -> Vec<f64> {
+    use rand_core::{RngCore, SeedableRng};
+    let seed = sums
+        .iter()
+        .fold(0u64, |h, x| h.rotate_left(5) ^ x.to_bits());
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
+    let mut gauss = || {
+        // Box–Muller from two uniforms in (0, 1].
+        let u = |r: &mut rand_chacha::ChaCha20Rng| {
+            ((r.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+        };
+        let (a, b) = (u(&mut rng), u(&mut rng));
+        (-2.0 * a.ln()).sqrt() * (std::f64::consts::TAU * b).cos()
+    };
+    let mut deviations: Vec<Vec<f64>> = vec![Vec::with_capacity(BOOTSTRAP); beta.len()];
+    for _ in 0..BOOTSTRAP {
+        let noisy: Vec<f64> = sums.iter().map(|x| x + sd * gauss()).collect();
+        if let Some(b) = fit(&noisy) {
+            for ((dev, x), m) in deviations.iter_mut().zip(&b).zip(beta) {
+                dev.push((x - m).abs());
+            }
+        }
+    }
+    // A robust SD (1.4826 × the median absolute deviation): an unlucky replicate near a
+    // singular XᵀX must not dominate the figure.
+    deviations
+        .into_iter()
+        .map(|mut d| {
+            if d.is_empty() {
+                return f64::INFINITY;
+            }
+            d.sort_by(f64::total_cmp);
+            1.4826 * d[d.len() / 2]
+        })
+        .collect()
 }
 
 /// Variance components from noisy ANOVA sums `a` ([`AnovaSums::to_array`] order) whose
@@ -613,6 +735,8 @@ pub struct DomainSummary {
     pub change: Option<Distribution>,
     /// Risk model coefficients in [`FEATURES`] order.
     pub risk: Option<Vec<f64>>,
+    /// The standard deviation release noise gives each coefficient (parametric bootstrap).
+    pub risk_sd: Option<Vec<f64>>,
     /// Therapist variance components.
     pub variance: Option<VarianceComponents>,
     /// Standard deviation the release noise gives τ² (first-order propagation).

@@ -319,3 +319,230 @@ fn tampered_or_wrongly_signed_releases_are_rejected_everywhere() {
     }
     cancel.cancel();
 }
+
+fn stats(root: &Path, node: &NodeDir, extra: &[&str]) -> Value {
+    let mut args = vec!["stats", "--data-dir", node.arg(), "--json"];
+    args.extend(extra);
+    mbc(root, &args).ok().json()
+}
+
+/// (domain, therapist) → label, for therapists the engine labels.
+fn labels(stats: &Value) -> Vec<((String, String), String)> {
+    let mut out = Vec::new();
+    for d in stats["domains"].as_array().unwrap() {
+        for t in d["therapists"].as_array().into_iter().flatten() {
+            let label = t["label"].as_str().unwrap();
+            if label != "insufficient data" {
+                out.push((
+                    (
+                        d["id"].as_str().unwrap().into(),
+                        t["therapist"].as_str().unwrap().into(),
+                    ),
+                    label.into(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Accuracy against pooled data: five clinics' released benchmark (noise on, ρ = 0.25) is
+/// compared with the same statistics on all their data pooled in one node (non-private):
+/// recovery rates and the risk model within the DP noise scale, and therapist labels computed
+/// by each clinic against the network release agree with the pooled computation.
+#[test]
+fn network_release_agrees_with_pooled_data() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let synth = mbc(
+        root,
+        &[
+            "synth",
+            "--out",
+            "data",
+            "--clinics",
+            "5",
+            "--seed",
+            "21",
+            "--json",
+        ],
+    )
+    .ok()
+    .json();
+    // The pooled node holds everything; every clinic shares its pseudonym key (test setup
+    // only) so that therapists can be matched across the two computations.
+    let pooled = integration_tests::net::init(root, "Pooled");
+    let (coord, clinics) = form(root, NET, 4);
+    let nodes: Vec<NodeDir> = std::iter::once(coord).chain(clinics).collect();
+    let key = std::fs::read(pooled.dir.join("pseudonym.key")).unwrap();
+    for (node, clinic) in nodes.iter().zip(synth["clinics"].as_array().unwrap()) {
+        std::fs::write(node.dir.join("pseudonym.key"), &key).unwrap();
+        integration_tests::import_clinic_csv(root, node.arg(), clinic);
+        integration_tests::import_clinic_csv(root, pooled.arg(), clinic);
+    }
+    let _ds = start_all(&nodes, &[]);
+    let status = mbc(
+        root,
+        &[
+            "round",
+            "start",
+            "--data-dir",
+            nodes[0].arg(),
+            "--kind",
+            "benchmark",
+            "--rho",
+            "0.25",
+            "--domain",
+            "depression",
+            "--domain",
+            "anxiety",
+            "--wait",
+            "--json",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(status["step"], "done", "{status:#}");
+    let doc = release_doc(root, &nodes[0], status["release_id"].as_str().unwrap());
+    let truth = stats(root, &pooled, &["--local-reference"]);
+    // The same statistics on the pooled data, exactly: the pooled node's own benchmark vector
+    // without noise (test switch), summarised by the same code.
+    let exact_file = root.join("pooled-exact.json");
+    integration_tests::mbc_env(
+        root,
+        &[
+            "release",
+            "--data-dir",
+            pooled.arg(),
+            "--kind",
+            "local-benchmark",
+            "--rho",
+            "0.25",
+            "--out",
+            exact_file.to_str().unwrap(),
+        ],
+        &[("MBC_NODE_TEST_NO_NOISE", "1")],
+    )
+    .ok();
+    let exact: Value = serde_json::from_slice(&std::fs::read(&exact_file).unwrap()).unwrap();
+    assert_eq!(exact["privacy"]["noise"], "off (test build)");
+
+    // Recovery rates per domain: the pooled counts from the pooled node's per-domain data are
+    // not in `stats`, so compare the release with the pooled clinic rate's definition on the
+    // domain's own instrument: recovered / finished at caseness, noise SD from the counts.
+    let outcomes_scale = |d: &str| {
+        doc["layout"]["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["name"] == format!("{d}.outcomes"))
+            .unwrap()["scale"]
+            .as_f64()
+            .unwrap()
+    };
+    let sd_sum = doc["privacy"]["sigma_in_sum"].as_f64().unwrap();
+    for s in doc["summary"].as_array().unwrap() {
+        let d = s["domain"].as_str().unwrap();
+        let count_sd = sd_sum / outcomes_scale(d);
+        let pooled_domain = truth["domains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == d)
+            .unwrap();
+        // Episodes with pre and post: the pooled count against the noisy released count.
+        let n_pooled = pooled_domain["episodes_with_pre_and_post"]
+            .as_f64()
+            .unwrap();
+        let n_released = s["episodes"].as_f64().unwrap();
+        assert!(
+            (n_released - n_pooled).abs() < 4.0 * count_sd,
+            "{d}: released {n_released} episodes, pooled {n_pooled}, noise SD {count_sd}"
+        );
+        // Risk model: every coefficient within four noise SDs (the release reports the SD
+        // its noise gives each, by parametric bootstrap) of the pooled fit.
+        let pooled_beta: Vec<f64> =
+            serde_json::from_value(pooled_domain["risk_model"]["beta"].clone()).unwrap();
+        let features: Vec<String> =
+            serde_json::from_value(pooled_domain["risk_model"]["features"].clone()).unwrap();
+        let released = s["risk_model"]
+            .as_object()
+            .expect("risk model not suppressed");
+        let noise = s["risk_model_noise_sd"].as_object().unwrap();
+        for (f, pooled) in features.iter().zip(&pooled_beta) {
+            let (b, sd) = (released[f].as_f64().unwrap(), noise[f].as_f64().unwrap());
+            eprintln!("{d}.{f}: network {b:.3} ± {sd:.3}, pooled {pooled:.3}");
+            assert!(
+                (b - pooled).abs() <= 4.0 * sd + 0.01,
+                "{d}.{f}: {b} ± {sd} vs {pooled}"
+            );
+        }
+        // Rates: within four noise SDs of the pooled rates (a/b with noise on a and b).
+        let pooled_summary = exact["summary"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["domain"] == d)
+            .unwrap();
+        for (rate, den) in [
+            ("recovery_rate", "finished_at_caseness"),
+            ("reliable_improvement_rate", "finished"),
+            ("reliable_deterioration_rate", "finished"),
+        ] {
+            let (r, p) = (
+                s[rate].as_f64().unwrap(),
+                pooled_summary[rate].as_f64().unwrap(),
+            );
+            let sd = count_sd * (1.0 + p * p).sqrt() / pooled_summary[den].as_f64().unwrap();
+            eprintln!("{d}.{rate}: network {r:.4}, pooled {p:.4} (noise SD {sd:.4})");
+            assert!((r - p).abs() <= 4.0 * sd, "{d}.{rate}: {r} vs {p} ± {sd}");
+        }
+    }
+    // Labels: each clinic against the network release vs the pooled computation.
+    let pooled_labels: std::collections::HashMap<_, _> = labels(&truth).into_iter().collect();
+    let (mut same, mut total) = (0, 0);
+    for n in &nodes {
+        let local = stats(root, n, &[]);
+        assert!(
+            local["reference"]
+                .as_str()
+                .unwrap()
+                .contains(doc["release_id"].as_str().unwrap()),
+            "{}",
+            local["reference"]
+        );
+        // The network model predicts each clinic's outcomes about as well as the pooled fit.
+        for d in local["domains"].as_array().unwrap() {
+            let pooled_sd = truth["domains"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["id"] == d["id"])
+                .unwrap()["risk_model"]["residual_sd"]
+                .as_f64();
+            if let (Some(net), Some(pool)) = (d["risk_model"]["residual_sd"].as_f64(), pooled_sd) {
+                eprintln!(
+                    "{} {}: residual SD {net:.2} under the network model, pooled {pool:.2}",
+                    n.arg(),
+                    d["id"]
+                );
+            }
+        }
+        for (k, label) in labels(&local) {
+            if let Some(p) = pooled_labels.get(&k) {
+                total += 1;
+                same += usize::from(*p == label);
+            }
+        }
+    }
+    let agreement = same as f64 / total as f64;
+    eprintln!(
+        "therapist labels: {same} of {total} agree with the pooled computation ({:.1} %)",
+        100.0 * agreement
+    );
+    assert!(
+        total >= 20,
+        "only {total} labelled therapist × domain pairs"
+    );
+    assert!(agreement >= 0.8, "agreement {agreement}");
+}

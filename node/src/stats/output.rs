@@ -83,6 +83,18 @@ impl Derived {
     }
 
     /// The JSON document of `stats --json`.
+    /// Which reference the track records use, in words.
+    pub fn reference_description(&self) -> String {
+        match &self.settings.reference {
+            Some(r) => format!(
+                "network benchmark release {} (its risk model, τ² and σ² where it did not suppress them; \
+                 the clinic's own otherwise)",
+                r.release_id
+            ),
+            None => "this clinic's own data".into(),
+        }
+    }
+
     pub fn to_json(&self, f: &Filter) -> Value {
         let domains: Vec<Value> = self.domains_shown(f)
             .map(|d| {
@@ -128,6 +140,7 @@ impl Derived {
                 "other_measure_clause": s.iapt.other_measure_clause, "ridge": s.ridge,
                 "paired_instruments": s.paired.iter().map(|k| &self.instruments[*k].id).collect::<Vec<_>>(),
             },
+            "reference": self.reference_description(),
             "residual_sign": "negative = better than expected",
             "episodes": self.episodes,
             "clinic_rates": rates_json(&self.analysis.clinic_rates),
@@ -219,7 +232,9 @@ impl Derived {
         let _ = writeln!(
             out,
             "\nTrack records: residual = observed − expected end score (negative = better than expected);\n\
+             reference: {};\n\
              label by {} at n ≥ {}, shown at n ≥ {}.",
+            self.reference_description(),
             match s.rule {
                 protocol::therapist::Rule::EbInterval => "the 95 % empirical-Bayes interval",
                 protocol::therapist::Rule::Kraus =>

@@ -73,6 +73,7 @@ fn settings(rule: Rule, classify: u64) -> Settings {
         minimums: Minimums { show: 1, classify },
         ridge: 1e-6,
         paired: vec![0, 1],
+        reference: None,
     }
 }
 
