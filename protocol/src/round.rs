@@ -342,8 +342,9 @@ impl SignedRelease {
 }
 
 /// The public synthetic vector participant `key` sums in bench round `round` (a digest):
-/// entries below 2^32, from a ChaCha20 stream keyed by SHA-256(round ‖ key), so the
-/// aggregator can check the decoded sum exactly.
+/// full-range 64-bit entries (like encoded release values, so plain and masked vectors cost the
+/// same on the wire) from a ChaCha20 stream keyed by SHA-256(round ‖ key), so the aggregator
+/// can check the decoded sum (mod 2^64) exactly.
 pub fn bench_vector(round: &[u8; 32], key: &NodeKey, dim: usize) -> Vec<u64> {
     use rand_core::{RngCore, SeedableRng};
     let seed = digest32(
@@ -353,7 +354,7 @@ pub fn bench_vector(round: &[u8; 32], key: &NodeKey, dim: usize) -> Vec<u64> {
             .finish(),
     );
     let mut prg = rand_chacha::ChaCha20Rng::from_seed(seed);
-    (0..dim).map(|_| u64::from(prg.next_u32())).collect()
+    (0..dim).map(|_| prg.next_u64()).collect()
 }
 
 #[cfg(test)]

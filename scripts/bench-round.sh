@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Secure-aggregation round benchmark (issue 6, DESIGN.md §12), release build, all on 127.0.0.1:
+#  NODES nodes (coordinator + clinics) as separate `mbc-node run` processes, vectors of DIM
+#  entries (bench rounds: synthetic full-range 64-bit vectors, no clinic data), REPS repetitions
+#  of each, interleaved so that drift hits all alike:
+#   plain    one request per node, the vector sent unmasked (the baseline)
+#   secure   the full SecAgg round, threshold t = NODES - 1
+#   dropout  the same with one clinic killed when the shares arrive (recovered by the others)
+#  Reports median round times and their ratios (targets: secure/plain <= 5, dropout/secure
+#  <= 1.2), bytes each node sent (round messages; target secure/plain <= 1.10), and the
+#  distributed-DP RMSE against central at t = n - 1 (target <= 1.06; theory sqrt(n/t)).
+# Usage: scripts/bench-round.sh [NODES] [DIM] [REPS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+nodes=${1:-10}; dim=${2:-10000}; reps=${3:-7}
+cargo build --release -q -p mbc-node --bin mbc-node
+cargo build --release -q -p mbc-protocol --example dp_utility
+bin=target/release/mbc-node
+work=$(mktemp -d "${TMPDIR:-/tmp}/mbc-bench-round.XXXXXX")
+source scripts/net-common.sh
+trap 'stop_all; rm -rf "$work"' EXIT
+
+coord=$(init_node "Coordinator")
+"$bin" network create --data-dir "$coord" --network-id bench >/dev/null
+dirs=("$coord")
+for i in $(seq 2 "$nodes"); do
+    d=$(init_node "Clinic $i")
+    admit_node "$coord" "$d" bench
+    dirs+=("$d")
+done
+for d in "${dirs[@]}"; do start_node "$d"; done
+for d in "${dirs[@]}"; do wait_peers "$d" $((nodes - 1)); done
+victim=${dirs[$((nodes - 1))]}
+t=$((nodes - 1))
+
+round() { # round ARGS... -> status JSON on one line
+    "$bin" round start --data-dir "$coord" --kind bench --dim "$dim" --deadline 30 --wait --json "$@" \
+        | tr -d '\n'
+}
+
+# The victim is restarted with the kill switch before each dropout round and normally after.
+restart_victim() {
+    local pid
+    pid=$(pgrep -f -- "run --data-dir $victim\$" || true)
+    [ -n "$pid" ] && { kill -TERM "$pid" 2>/dev/null || true; while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done; }
+    rm -f "$victim.out"
+    if [ "$1" = kill ]; then
+        MBC_NODE_TEST_EXIT_AT=shares "$bin" run --data-dir "$victim" >"$victim.out" 2>>"$victim.log" &
+    else
+        "$bin" run --data-dir "$victim" >"$victim.out" 2>>"$victim.log" &
+    fi
+    pids+=($!)
+    for _ in $(seq 1 300); do [ -s "$victim.out" ] && break; sleep 0.05; done
+    wait_peers "$coord" $((nodes - 1))
+}
+
+round --plain >/dev/null; round --threshold "$t" >/dev/null # warm-up
+: >"$work/results"
+for r in $(seq 1 "$reps"); do
+    echo "plain $(round --plain)" >>"$work/results"
+    echo "secure $(round --threshold "$t")" >>"$work/results"
+    restart_victim kill
+    echo "dropout $(round --threshold "$t")" >>"$work/results"
+    restart_victim normal
+done
+dp=$(target/release/examples/dp_utility "$nodes" 10000 10)
+
+python3 - "$work/results" "$nodes" "$dim" "$reps" <<'PY'
+import json, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    kind, status = line.split(" ", 1)
+    runs.setdefault(kind, []).append(json.loads(status))
+for kind, rs in runs.items():
+    for r in rs:
+        assert r["step"] == "done", (kind, r)
+        assert r["exact"] is True, (kind, r)
+        if kind == "dropout":
+            assert r["participants"][-1]["dropped"].startswith("shares"), r
+def med(kind): return statistics.median(r["elapsed_ms"] for r in runs[kind])
+def bytes_per_node(kind):
+    # Clinics that completed the round: what each sent, median over clinics and runs.
+    return statistics.median(p["bytes_sent"] for r in runs[kind] for p in r["participants"] if not p["dropped"])
+n, dim, reps = sys.argv[2], sys.argv[3], sys.argv[4]
+p, s, d = med("plain"), med("secure"), med("dropout")
+print(f"{n} nodes, d = {dim}, {reps} runs each, 127.0.0.1, release build (median round time):")
+print(f"  plain (unmasked, one request)  {p:8.1f} ms")
+print(f"  secure (SecAgg, t = n-1)       {s:8.1f} ms   secure/plain   {s/p:5.2f}x  (target <= 5)")
+print(f"  one dropout at the shares step {d:8.1f} ms   dropout/secure {d/s:5.2f}x  (target <= 1.2)")
+steps = {k: statistics.median(r["step_ms"][k] for r in runs["secure"]) for k in runs["secure"][0]["step_ms"]}
+print("  secure steps (median ms): " + ", ".join(f"{k} {v:.1f}" for k, v in steps.items()))
+bp, bs = bytes_per_node("plain"), bytes_per_node("secure")
+print(f"  bytes sent per node: plain {bp:.0f}, secure {bs:.0f}   secure/plain {bs/bp:5.3f}x  (target <= 1.10)")
+PY
+echo "distributed DP error at t = n - 1 (OpenDP sampler; scripts/dp-utility.sh; target <= 1.06):"
+echo "$dp" | sed 's/^/  /'
