@@ -46,6 +46,7 @@ restart_victim() {
     rm -f "$victim.out"
     if [ "$1" = kill ]; then
         MBC_NODE_TEST_EXIT_AT=shares "$bin" run --data-dir "$victim" >"$victim.out" 2>>"$victim.log" &
+        disown $! # its abort is the point; keep bash from reporting it
     else
         "$bin" run --data-dir "$victim" >"$victim.out" 2>>"$victim.log" &
     fi
@@ -63,7 +64,7 @@ for r in $(seq 1 "$reps"); do
     echo "dropout $(round --threshold "$t")" >>"$work/results"
     restart_victim normal
 done
-dp=$(target/release/examples/dp_utility "$nodes" 10000 10)
+dp=$(target/release/examples/dp_utility "$nodes" 10000 40)
 
 python3 - "$work/results" "$nodes" "$dim" "$reps" <<'PY'
 import json, statistics, sys

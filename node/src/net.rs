@@ -31,7 +31,7 @@ use protocol::round::SignedRelease;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-pub use event_loop::EventLoop;
+pub use event_loop::{EventLoop, WIRE_TAP_ENV};
 
 /// Commands are small; a full channel back-pressures callers instead of growing memory.
 pub const COMMAND_CAPACITY: usize = 64;

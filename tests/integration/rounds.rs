@@ -122,8 +122,25 @@ fn benchmark_rounds_exact_noisy_and_with_a_clinic_killed() {
     let nodes = network_with_data(root, 5);
     let coord = &nodes[0];
 
-    // 1. No noise: exact.
-    let ds = start_all(&nodes, &[("MBC_NODE_TEST_NO_NOISE", "1")]);
+    // 1. No noise: exact. Every message each node seals is tapped for the P1 guard below.
+    let taps: Vec<String> = nodes
+        .iter()
+        .map(|n| n.dir.join("wire.hex").to_str().unwrap().to_owned())
+        .collect();
+    let ds: Vec<Daemon> = nodes
+        .iter()
+        .zip(&taps)
+        .map(|(n, tap)| {
+            Daemon::start_with_env(
+                n,
+                &[
+                    ("MBC_NODE_TEST_NO_NOISE", "1"),
+                    ("MBC_NODE_TEST_WIRE_TAP", tap),
+                ],
+            )
+        })
+        .collect();
+    wait_converged(&ds.iter().collect::<Vec<_>>(), 5, 4);
     let status = round(root, coord, "0.25");
     assert_eq!(status["step"], "done", "{status:#}");
     let round_id = status["round_id"].as_str().unwrap().to_owned();
@@ -193,6 +210,7 @@ fn benchmark_rounds_exact_noisy_and_with_a_clinic_killed() {
             }
         }
     }
+    p1_guard(&nodes, &taps, &truth);
     drop(ds);
 
     // 2. Noise on; clinic 4 is killed when the shares arrive (after it sent its keys).
@@ -318,6 +336,68 @@ fn tampered_or_wrongly_signed_releases_are_rejected_everywhere() {
         });
     }
     cancel.cancel();
+}
+
+/// P1 over the wire: every message each node sealed during the round (requests, responses,
+/// gossip) holds none of its raw identifiers, pseudonyms or record dates, nor a run of its
+/// unmasked vector (as text or as integers in either byte order).
+fn p1_guard(nodes: &[NodeDir], taps: &[String], vectors: &[Vec<i64>]) {
+    for (i, ((node, tap), v)) in nodes.iter().zip(taps).zip(vectors).enumerate() {
+        let sent: Vec<Vec<u8>> = std::fs::read_to_string(tap)
+            .unwrap()
+            .lines()
+            .map(|l| hex::decode(l).unwrap())
+            .collect();
+        assert!(
+            sent.len() >= 4,
+            "{}: only {} messages tapped",
+            node.arg(),
+            sent.len()
+        );
+        let db = open(&node.dir.join("local.db"));
+        let mut needles: Vec<Vec<u8>> = ["P", "T", "E"]
+            .iter()
+            .map(|k| format!("C{:02}-{k}", i + 1).into_bytes())
+            .collect();
+        for table in ["patient", "therapist", "episode"] {
+            for p in integration_tests::rows(&db, &format!("SELECT pseudonym FROM {table}")) {
+                needles.push(hex::decode(&p).unwrap_or_default());
+                needles.push(p.into_bytes());
+            }
+        }
+        needles.extend(
+            integration_tests::rows(&db, "SELECT DISTINCT date FROM session")
+                .into_iter()
+                .map(String::into_bytes),
+        );
+        assert!(needles.len() > 500, "{} needles", needles.len());
+        // Runs of the unmasked vector: every window of 4 entries with a large one.
+        for w in v
+            .windows(4)
+            .filter(|w| w.iter().any(|x| x.abs() > 1000))
+            .step_by(7)
+        {
+            needles.push(w.iter().flat_map(|x| x.to_le_bytes()).collect());
+            needles.push(w.iter().flat_map(|x| x.to_be_bytes()).collect());
+            needles.push(
+                w.iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+                    .into_bytes(),
+            );
+        }
+        for m in &sent {
+            for needle in needles.iter().filter(|n| n.len() >= 5) {
+                assert!(
+                    !contains(m, needle),
+                    "{} sent a message containing {:?}",
+                    node.arg(),
+                    String::from_utf8_lossy(needle)
+                );
+            }
+        }
+    }
 }
 
 fn stats(root: &Path, node: &NodeDir, extra: &[&str]) -> Value {

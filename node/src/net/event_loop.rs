@@ -70,6 +70,32 @@ struct Redial {
     due: Instant,
 }
 
+/// Test hook (debug builds only): every message this node seals (requests, responses, gossip)
+/// is appended, hex-encoded, one per line, to the file this variable names, so that the P1
+/// guard can search everything the node sent.
+pub const WIRE_TAP_ENV: &str = "MBC_NODE_TEST_WIRE_TAP";
+
+fn tap(bytes: &[u8]) {
+    if !cfg!(debug_assertions) {
+        return;
+    }
+    if let Some(path) = std::env::var_os(WIRE_TAP_ENV) {
+        use std::io::Write;
+        let line = format!("{}\n", hex::encode(bytes));
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = written {
+            warn!(
+                "{WIRE_TAP_ENV}: couldn't append to {}: {e}",
+                path.to_string_lossy()
+            );
+        }
+    }
+}
+
 /// Owns the swarm; see the module docs.
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -187,7 +213,9 @@ impl EventLoop {
             sent_at_ms: now_ms(),
             reply_to,
         };
-        (nonce, encode(&Envelope::seal(&self.signer, header, body)))
+        let bytes = encode(&Envelope::seal(&self.signer, header, body));
+        tap(&bytes);
+        (nonce, bytes)
     }
 
     // ---- commands ----
