@@ -1,7 +1,7 @@
 //! Signed cross-site benchmark releases (DESIGN.md §10): the aggregator writes the document
 //! ([`document`]), every node verifies and keeps it ([`accept`]), people read it
 //! (`mbc-node benchmark list | show | export`), and local track records use the latest one as
-//! their reference ([`reference`]).
+//! their reference ([`reference()`]).
 //!
 //! A release is a JSON document signed by the coordinator over its exact bytes; nodes keep and
 //! forward those bytes unchanged. Its provenance: network, release and round ids, issue time,

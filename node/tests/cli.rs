@@ -31,6 +31,13 @@ fn every_command_has_help_with_an_example() {
         &["network", "roster"],
         &["network", "peers"],
         &["network", "ping"],
+        &["stats"],
+        &["report"],
+        &["round", "start"],
+        &["round", "status"],
+        &["benchmark", "list"],
+        &["benchmark", "show"],
+        &["benchmark", "export"],
         &["demo"],
     ] {
         let mut args = cmd.to_vec();

@@ -626,3 +626,53 @@ fn network_release_agrees_with_pooled_data() {
     );
     assert!(agreement >= 0.8, "agreement {agreement}");
 }
+
+/// README's main command: five nodes, a round, the release everywhere, a summary and the
+/// report; it exits 0 and leaves no node running.
+#[test]
+fn demo_runs_the_whole_network_and_leaves_nothing_running() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let out = mbc(root, &["demo", "--dir", "d"]).ok();
+    for expected in [
+        "5 nodes running on 127.0.0.1",
+        "verified and kept by all 5 nodes",
+        "depression",
+        "anxiety",
+        "Privacy budget per clinic",
+        "spent ρ = 0.250",
+    ] {
+        assert!(
+            out.stdout.contains(expected),
+            "{expected:?} missing:\n{}",
+            out.stdout
+        );
+    }
+    let html = std::fs::read_to_string(root.join("d/benchmark.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("Spread of therapist effects"));
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(root.join("d/benchmark.json")).unwrap()).unwrap();
+    assert_eq!(doc["clinics"]["contributing"], 5);
+    // Every node stopped: no API address left behind, and each kept the release.
+    for n in 1..=5 {
+        let node = root.join(format!("d/nodes/clinic-0{n}"));
+        assert!(
+            !node.join("api.addr").exists(),
+            "{} still running",
+            node.display()
+        );
+        let list = mbc(
+            root,
+            &[
+                "benchmark",
+                "list",
+                "--data-dir",
+                node.to_str().unwrap(),
+                "--json",
+            ],
+        )
+        .ok()
+        .json();
+        assert_eq!(list[0]["release_id"], doc["release_id"]);
+    }
+}
