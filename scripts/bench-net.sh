@@ -16,16 +16,8 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/mbc-bench-net.XXXXXX")
 source scripts/net-common.sh
 trap 'stop_all; rm -rf "$work"' EXIT
 
-coord=$(init_node "Coordinator")
-"$bin" network create --data-dir "$coord" --network-id bench >/dev/null
-dirs=("$coord")
-for i in $(seq 2 "$nodes"); do
-    d=$(init_node "Clinic $i")
-    admit_node "$coord" "$d" bench
-    dirs+=("$d")
-done
-for d in "${dirs[@]}"; do start_node "$d"; done
-for d in "${dirs[@]}"; do wait_peers "$d" $((nodes - 1)); done
+form_network "$nodes" bench
+coord=${dirs[0]}
 sleep 5 # idle: let identify, gossipsub heartbeats and roster pulls settle before reading RSS
 total=0; max=0
 for p in "${pids[@]}"; do

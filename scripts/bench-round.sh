@@ -20,16 +20,8 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/mbc-bench-round.XXXXXX")
 source scripts/net-common.sh
 trap 'stop_all; rm -rf "$work"' EXIT
 
-coord=$(init_node "Coordinator")
-"$bin" network create --data-dir "$coord" --network-id bench >/dev/null
-dirs=("$coord")
-for i in $(seq 2 "$nodes"); do
-    d=$(init_node "Clinic $i")
-    admit_node "$coord" "$d" bench
-    dirs+=("$d")
-done
-for d in "${dirs[@]}"; do start_node "$d"; done
-for d in "${dirs[@]}"; do wait_peers "$d" $((nodes - 1)); done
+form_network "$nodes" bench
+coord=${dirs[0]}
 victim=${dirs[$((nodes - 1))]}
 t=$((nodes - 1))
 

@@ -1,6 +1,7 @@
 # Shared by demo-net.sh and bench-net.sh (sourced): start nodes on 127.0.0.1 as separate
 # processes and form a network through the CLI, as a coordinator and clinics would.
-# Needs $bin and $work. Defines init_node, admit_node, start_node, wait_peers, stop_all.
+# Needs $bin and $work. Defines init_node, admit_node, start_node, wait_peers, form_network,
+# stop_all.
 pids=()
 port_base=$((20000 + RANDOM % 20000))
 
@@ -40,6 +41,22 @@ wait_peers() {
         sleep 0.1
     done
     echo "node $1 did not reach $2 peers" >&2; return 1
+}
+
+# form_network NODES NETWORK_ID: a coordinator and NODES - 1 clinics, admitted, started and
+# fully connected; their data dirs in the array `dirs` (coordinator first)
+form_network() {
+    local coord d i
+    coord=$(init_node "Coordinator")
+    "$bin" network create --data-dir "$coord" --network-id "$2" >/dev/null
+    dirs=("$coord")
+    for i in $(seq 2 "$1"); do
+        d=$(init_node "Clinic $i")
+        admit_node "$coord" "$d" "$2"
+        dirs+=("$d")
+    done
+    for d in "${dirs[@]}"; do start_node "$d"; done
+    for d in "${dirs[@]}"; do wait_peers "$d" $(($1 - 1)); done
 }
 
 stop_all() {

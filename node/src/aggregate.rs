@@ -467,51 +467,63 @@ impl Aggregation {
         Ok(())
     }
 
+    /// Sends one step's requests, waits for the answers (each within the deadline) and hands
+    /// each expected answer to `accept`; anything else, or a refusal by `accept`, is a dropout
+    /// at `step`, logged with its reason.
+    async fn step_round<T>(
+        &self,
+        spec: &RoundSpec,
+        step: &str,
+        targets: Vec<(u32, RoundRequest)>,
+        expect: fn(RoundResponse) -> Result<T, String>,
+        mut accept: impl FnMut(&NodeKey, T) -> Result<(), SecAggError>,
+    ) {
+        let id = spec.id_hex();
+        let t0 = Instant::now();
+        let replies = self
+            .send_all(spec, targets, Duration::from_millis(spec.step_deadline_ms))
+            .await;
+        self.record(&id, step, t0, &replies);
+        for (i, reply) in replies {
+            let outcome = reply.and_then(expect).and_then(|answer| {
+                accept(&spec.participants[i as usize], answer).map_err(|e| e.to_string())
+            });
+            match outcome {
+                Ok(()) => self.reach(&id, i, step),
+                Err(why) => self.drop_out(&id, i, step, &why),
+            }
+        }
+    }
+
     async fn secure(&self, signed: &SignedRoundSpec) -> Result<()> {
         let spec = &signed.spec;
         let id = spec.id_hex();
-        let deadline = Duration::from_millis(spec.step_deadline_ms);
-        let key = |i: u32| spec.participants[i as usize];
         let mut agg = Aggregator::new(spec.session()?)?;
+        let round = agg.session().round;
         let n = spec.participants.len() as u32;
         let too_few = |e: SecAggError| anyhow::anyhow!("{e}");
 
         // 1. Announce: policy, ledger and key adverts on each node.
-        let t0 = Instant::now();
-        let replies = self
-            .send_all(
-                spec,
-                (0..n)
-                    .map(|i| (i, RoundRequest::Announce(signed.clone())))
-                    .collect(),
-                deadline,
-            )
-            .await;
-        self.record(&id, "announce", t0, &replies);
-        for (i, reply) in replies {
-            match reply {
-                Ok(RoundResponse::Joined(advert)) => match agg.add_advert(&key(i), advert) {
-                    Ok(()) => self.reach(&id, i, "announce"),
-                    Err(e) => self.drop_out(&id, i, "announce", &e.to_string()),
-                },
-                Ok(RoundResponse::Declined(why)) => {
-                    self.drop_out(&id, i, "announce", &format!("declined: {why}"));
-                }
-                Ok(other) => self.drop_out(&id, i, "announce", &unexpected(&other)),
-                Err(e) => self.drop_out(&id, i, "announce", &e),
-            }
-        }
+        let targets = (0..n)
+            .map(|i| (i, RoundRequest::Announce(signed.clone())))
+            .collect();
+        let joined = |r| match r {
+            RoundResponse::Joined(a) => Ok(a),
+            other => Err(unexpected(&other)),
+        };
+        self.step_round(spec, "announce", targets, joined, |k, a| {
+            agg.add_advert(k, a)
+        })
+        .await;
         let adverts = agg.close_keys().map_err(too_few)?;
         self.step(&id, "keys");
 
         // 2. Keys out, encrypted shares back.
-        let t0 = Instant::now();
         let targets = agg
             .progress()
             .keys
             .iter()
             .map(|i| {
-                let round = agg.session().round;
                 (
                     *i,
                     RoundRequest::Keys {
@@ -521,45 +533,30 @@ impl Aggregation {
                 )
             })
             .collect();
-        let replies = self.send_all(spec, targets, deadline).await;
-        self.record(&id, "keys", t0, &replies);
-        for (i, reply) in replies {
-            match reply {
-                Ok(RoundResponse::Shares(shares)) => match agg.add_shares(&key(i), shares) {
-                    Ok(()) => self.reach(&id, i, "keys"),
-                    Err(e) => self.drop_out(&id, i, "keys", &e.to_string()),
-                },
-                Ok(other) => self.drop_out(&id, i, "keys", &unexpected(&other)),
-                Err(e) => self.drop_out(&id, i, "keys", &e),
-            }
-        }
+        let shares = |r| match r {
+            RoundResponse::Shares(s) => Ok(s),
+            other => Err(unexpected(&other)),
+        };
+        self.step_round(spec, "keys", targets, shares, |k, s| agg.add_shares(k, s))
+            .await;
         let routed = agg.close_shares().map_err(too_few)?;
         self.step(&id, "shares");
 
         // 3. Routed shares out, masked inputs back.
-        let t0 = Instant::now();
-        let round = agg.session().round;
         let targets = routed
             .into_iter()
             .map(|(i, shares)| (i, RoundRequest::Shares { round, shares }))
             .collect();
-        let replies = self.send_all(spec, targets, deadline).await;
-        self.record(&id, "shares", t0, &replies);
-        for (i, reply) in replies {
-            match reply {
-                Ok(RoundResponse::Masked(y)) => match agg.add_masked(&key(i), y) {
-                    Ok(()) => self.reach(&id, i, "shares"),
-                    Err(e) => self.drop_out(&id, i, "shares", &e.to_string()),
-                },
-                Ok(other) => self.drop_out(&id, i, "shares", &unexpected(&other)),
-                Err(e) => self.drop_out(&id, i, "shares", &e),
-            }
-        }
+        let masked = |r| match r {
+            RoundResponse::Masked(y) => Ok(y),
+            other => Err(unexpected(&other)),
+        };
+        self.step_round(spec, "shares", targets, masked, |k, y| agg.add_masked(k, y))
+            .await;
         let survivors = agg.close_masked().map_err(too_few)?;
         self.step(&id, "unmask");
 
         // 4. Survivors out, revealed shares back; unmask.
-        let t0 = Instant::now();
         let targets = survivors
             .iter()
             .map(|i| {
@@ -572,25 +569,21 @@ impl Aggregation {
                 )
             })
             .collect();
-        let replies = self.send_all(spec, targets, deadline).await;
-        self.record(&id, "unmask", t0, &replies);
-        for (i, reply) in replies {
-            match reply {
-                Ok(RoundResponse::Revealed(r)) => match agg.add_reveal(&key(i), r) {
-                    Ok(()) => self.reach(&id, i, "unmask"),
-                    Err(e) => self.drop_out(&id, i, "unmask", &e.to_string()),
-                },
-                Ok(other) => self.drop_out(&id, i, "unmask", &unexpected(&other)),
-                Err(e) => self.drop_out(&id, i, "unmask", &e),
-            }
-        }
+        let revealed = |r| match r {
+            RoundResponse::Revealed(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        };
+        self.step_round(spec, "unmask", targets, revealed, |k, r| {
+            agg.add_reveal(k, r)
+        })
+        .await;
         let (sum, survivors) = agg.finish().map_err(too_few)?;
         let t0 = Instant::now();
         match &spec.kind {
             RoundKind::Bench { dim, .. } => {
                 let mut expected = vec![0u64; *dim as usize];
                 for i in &survivors {
-                    let v = bench_vector(&round, &key(*i), *dim as usize);
+                    let v = bench_vector(&round, &spec.participants[*i as usize], *dim as usize);
                     for (e, x) in expected.iter_mut().zip(v) {
                         *e = e.wrapping_add(x);
                     }
@@ -638,7 +631,7 @@ impl Aggregation {
 
 fn unexpected(r: &RoundResponse) -> String {
     match r {
-        RoundResponse::Declined(why) => format!("failed: {why}"),
+        RoundResponse::Declined(why) => format!("declined: {why}"),
         other => format!("unexpected answer {}", variant(other)),
     }
 }

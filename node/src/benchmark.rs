@@ -12,7 +12,7 @@ mod html;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use protocol::dp::{self, Mechanism};
+use protocol::dp::Mechanism;
 use protocol::round::{SignedRelease, SignedRoundSpec};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -47,10 +47,16 @@ pub fn document(
     let noise_off = crate::round::noise_off();
     let summary = layout.summarise(values, if noise_off { 0.0 } else { sigma_in_sum })?;
     let now = cli::now_utc();
-    let therapist_rho = sensitivity
-        .therapist
-        .map(|s| dp::rho(s, mechanism.total_sigma))
-        .transpose()?;
+    let mut privacy = release::privacy_json(
+        &mechanism,
+        policy.delta,
+        sensitivity,
+        "distributed discrete Gaussian (each clinic adds σ²/t with OpenDP's sampler) under \
+         secure aggregation; ρ-zCDP",
+    )?;
+    privacy["sigma_in_sum"] = json!(sigma_in_sum);
+    privacy["share_sigma"] = json!(mechanism.sigma);
+    privacy["threshold"] = json!(spec.threshold);
     let document = json!({
         "format": FORMAT,
         "version": 1,
@@ -66,22 +72,7 @@ pub fn document(
             "contributing": names.len(),
             "names": names,
         },
-        "privacy": {
-            "unit": "patient",
-            "rho": mechanism.rho,
-            "epsilon": dp::epsilon(mechanism.rho, policy.delta)?,
-            "delta": policy.delta,
-            "sigma": mechanism.total_sigma,
-            "sigma_in_sum": sigma_in_sum,
-            "share_sigma": mechanism.sigma,
-            "threshold": spec.threshold,
-            "sensitivity": sensitivity.patient,
-            "therapist_sensitivity": sensitivity.therapist,
-            "therapist_rho": therapist_rho,
-            "mechanism": "distributed discrete Gaussian (each clinic adds σ²/t with OpenDP's \
-                          sampler) under secure aggregation; ρ-zCDP",
-            "noise": if noise_off { "off (test build)" } else { "on" },
-        },
+        "privacy": privacy,
         "layout": release::layout_json(&layout),
         "values": values,
         "summary": summary.iter().map(release::summary_json).collect::<Vec<_>>(),

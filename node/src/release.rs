@@ -159,6 +159,32 @@ pub fn layout_json(layout: &BenchmarkLayout) -> Value {
     })
 }
 
+/// The `privacy` object of a release document: unit, ρ and ε at δ, σ, sensitivities (patient
+/// and therapist level, with the therapist-level ρ), the mechanism, whether noise was on.
+pub fn privacy_json(
+    mechanism: &Mechanism,
+    delta: f64,
+    sensitivity: dp::Sensitivity,
+    description: &str,
+) -> Result<Value> {
+    let therapist_rho = sensitivity
+        .therapist
+        .map(|s| dp::rho(s, mechanism.total_sigma))
+        .transpose()?;
+    Ok(json!({
+        "unit": "patient",
+        "rho": mechanism.rho,
+        "epsilon": dp::epsilon(mechanism.rho, delta)?,
+        "delta": delta,
+        "sigma": mechanism.total_sigma,
+        "sensitivity": sensitivity.patient,
+        "therapist_sensitivity": sensitivity.therapist,
+        "therapist_rho": therapist_rho,
+        "mechanism": description,
+        "noise": if crate::round::noise_off() { "off (test build)" } else { "on" },
+    }))
+}
+
 /// A domain summary as JSON (release documents).
 pub fn summary_json(s: &protocol::benchmark::DomainSummary) -> Value {
     json!({
@@ -275,10 +301,6 @@ pub fn local_benchmark(
     let summary = layout.summarise(&values, mechanism.total_sigma)?;
     let id = ledger::new_id()?;
     let layout_value = layout_json(&layout);
-    let therapist_rho = sensitivity
-        .therapist
-        .map(|s| dp::rho(s, mechanism.total_sigma))
-        .transpose()?;
     let document = json!({
         "format": "mbc-node/release",
         "kind": LOCAL_BENCHMARK,
@@ -286,18 +308,7 @@ pub fn local_benchmark(
         "software": concat!("mbc-node ", env!("CARGO_PKG_VERSION")),
         "clinic": clinic,
         "period": policy.period.label(now),
-        "privacy": {
-            "unit": "patient",
-            "rho": mechanism.rho,
-            "epsilon": dp::epsilon(mechanism.rho, policy.delta)?,
-            "delta": policy.delta,
-            "sigma": mechanism.total_sigma,
-            "sensitivity": sensitivity.patient,
-            "therapist_sensitivity": sensitivity.therapist,
-            "therapist_rho": therapist_rho,
-            "mechanism": "discrete Gaussian (OpenDP), ρ-zCDP",
-            "noise": if crate::round::noise_off() { "off (test build)" } else { "on" },
-        },
+        "privacy": privacy_json(&mechanism, policy.delta, sensitivity, "discrete Gaussian (OpenDP), ρ-zCDP")?,
         "layout": layout_value,
         "values": values,
         "summary": summary.iter().map(summary_json).collect::<Vec<_>>(),

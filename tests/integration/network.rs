@@ -2,14 +2,14 @@
 //! 127.0.0.1, formed through the CLI; plus in-process peers that misbehave.
 
 use integration_tests::mbc;
-use integration_tests::net::{Daemon, admit, form, init, wait_converged, wait_for};
+use integration_tests::net::{Daemon, admit, admit_seed, form, init, wait_converged, wait_for};
 use libp2p::PeerId;
 use mbc_node::net::{self, NetError, Settings};
 use protocol::keys::{Bytes, Signer};
 use protocol::messages::{
     Envelope, Header, MAX_REQUEST, Rejection, Request, Response, decode, encode,
 };
-use protocol::roster::{JoinRequest, Roster, SignedRoster};
+use protocol::roster::{Roster, SignedRoster};
 use tokio_util::sync::CancellationToken;
 
 const NET: &str = "net-test";
@@ -242,21 +242,7 @@ fn hostile_messages_are_refused_and_the_node_stays_up() {
     let (coord, _) = form(root, NET, 0);
     // Admit an in-process member: its join request made with the library, admitted by the CLI.
     let seed = [7u8; 32];
-    let me = Signer::from_seed(&seed);
-    let req = JoinRequest::new(NET, &me, "Member", vec![], 0).unwrap();
-    let req_file = root.join("member.json");
-    std::fs::write(&req_file, serde_json::to_string(&req).unwrap()).unwrap();
-    mbc(
-        root,
-        &[
-            "network",
-            "admit",
-            "--data-dir",
-            coord.arg(),
-            req_file.to_str().unwrap(),
-        ],
-    )
-    .ok();
+    let me = admit_seed(root, &coord, NET, seed, "Member");
     let d = Daemon::start(&coord);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (client, cancel) = peer(&rt, seed, roster_of(root, &coord));

@@ -266,21 +266,7 @@ fn tampered_or_wrongly_signed_releases_are_rejected_everywhere() {
     let (coord, clinics) = form(root, NET, 2);
     // An in-process member, admitted through the CLI.
     let seed = [9u8; 32];
-    let member = Signer::from_seed(&seed);
-    let req = protocol::roster::JoinRequest::new(NET, &member, "Relay", vec![], 0).unwrap();
-    let req_file = root.join("relay.json");
-    std::fs::write(&req_file, serde_json::to_string(&req).unwrap()).unwrap();
-    mbc(
-        root,
-        &[
-            "network",
-            "admit",
-            "--data-dir",
-            coord.arg(),
-            req_file.to_str().unwrap(),
-        ],
-    )
-    .ok();
+    let member = integration_tests::net::admit_seed(root, &coord, NET, seed, "Relay");
     let nodes: Vec<NodeDir> = std::iter::once(coord.clone()).chain(clinics).collect();
     let ds: Vec<Daemon> = nodes.iter().map(Daemon::start).collect();
     let rt = tokio::runtime::Runtime::new().unwrap();

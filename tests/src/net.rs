@@ -125,19 +125,7 @@ pub fn admit(root: &Path, coord: &NodeDir, clinic: &NodeDir, network_id: &str) {
         ],
     )
     .ok();
-    mbc(
-        root,
-        &[
-            "network",
-            "admit",
-            "--data-dir",
-            coord.arg(),
-            req.to_str().unwrap(),
-            "--out",
-            roster.to_str().unwrap(),
-        ],
-    )
-    .ok();
+    admit_file(root, coord, &req, &["--out", roster.to_str().unwrap()]);
     mbc(
         root,
         &[
@@ -152,6 +140,36 @@ pub fn admit(root: &Path, coord: &NodeDir, clinic: &NodeDir, network_id: &str) {
         ],
     )
     .ok();
+}
+
+/// Admits an in-process member whose identity seed is `seed`: its join request made with the
+/// library, admitted through the coordinator's CLI. Returns its signer.
+pub fn admit_seed(
+    root: &Path,
+    coord: &NodeDir,
+    network_id: &str,
+    seed: [u8; 32],
+    name: &str,
+) -> protocol::keys::Signer {
+    let me = protocol::keys::Signer::from_seed(&seed);
+    let req = protocol::roster::JoinRequest::new(network_id, &me, name, vec![], 0).unwrap();
+    let req_file = root.join(format!("{}.join.json", name.replace(' ', "-")));
+    std::fs::write(&req_file, serde_json::to_string(&req).unwrap()).unwrap();
+    admit_file(root, coord, &req_file, &[]);
+    me
+}
+
+/// `mbc-node network admit` of the join request in `request` by the coordinator, plus `extra`.
+fn admit_file(root: &Path, coord: &NodeDir, request: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "network",
+        "admit",
+        "--data-dir",
+        coord.arg(),
+        request.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    mbc(root, &args).ok();
 }
 
 /// A running `mbc-node run` process. Dropping it kills the process.

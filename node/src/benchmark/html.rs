@@ -56,6 +56,16 @@ impl Scale {
     fn y(&self, y: f64) -> f64 {
         H - PAD - (y - self.y0) / (self.y1 - self.y0).max(f64::MIN_POSITIVE) * (H - PAD - 10.0)
     }
+    /// A dashed vertical line at x = 0.
+    fn zero_line(&self, out: &mut String) {
+        let _ = write!(
+            out,
+            "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"10\" y2=\"{1:.1}\" stroke=\"#333\" stroke-dasharray=\"3 3\"/>",
+            self.x(0.0),
+            H - PAD
+        );
+    }
+
     fn ticks(&self, out: &mut String) {
         for (v, anchor) in [(self.x0, "start"), (self.x1, "end")] {
             let _ = write!(
@@ -130,12 +140,7 @@ fn histogram(doc: &Value, domain: &Value, d: &str) -> Option<String> {
             COLOURS[0]
         );
     }
-    let _ = write!(
-        body,
-        "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"10\" y2=\"{1:.1}\" stroke=\"#333\" stroke-dasharray=\"3 3\"/>",
-        s.x(0.0),
-        H - PAD
-    );
+    s.zero_line(&mut body);
     s.ticks(&mut body);
     Some(frame(
         &format!("{d}: change from first to last score (episodes, noisy counts)"),
@@ -302,12 +307,7 @@ fn spread(summary: &[Value]) -> String {
             esc(d)
         );
     }
-    let _ = write!(
-        body,
-        "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"10\" y2=\"{1:.1}\" stroke=\"#333\" stroke-dasharray=\"3 3\"/>",
-        s.x(0.0),
-        H - PAD
-    );
+    s.zero_line(&mut body);
     s.ticks(&mut body);
     frame(
         "Spread of therapist effects: middle 95 % of therapists (±1.96 τ, risk-adjusted residual units)",
