@@ -114,9 +114,10 @@ fn sum(vectors: &[&Vec<i64>]) -> Vec<i64> {
 /// ledger is charged, and the coordinator's logs and files hold no other clinic's vector.
 /// Then, with noise and one clinic killed mid-round: the round completes with the other four,
 /// the release is exactly the sum of their noised contributions, and its noise around the true
-/// sum has the declared scale.
+/// sum has the declared scale. Last, a clinic declining by policy leaves fewer than t: the
+/// round aborts and nothing is released.
 #[test]
-fn benchmark_rounds_exact_noisy_and_with_a_clinic_killed() {
+fn benchmark_rounds_exact_noisy_killed_and_aborted() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let nodes = network_with_data(root, 5);
@@ -254,6 +255,72 @@ fn benchmark_rounds_exact_noisy_and_with_a_clinic_killed() {
     let var = z.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (d - 1.0);
     assert!(mean.abs() < 5.0 / d.sqrt(), "mean {mean} over {d}");
     assert!((var.sqrt() - 1.0).abs() < 0.1, "SD ratio {}", var.sqrt());
+
+    // 3. Clinic 3 declines by policy ([privacy] round_kinds = []) and clinic 4 is gone: three
+    // of the needed four remain, so the round aborts and nothing is released; the declining
+    // clinic spent nothing.
+    let config = nodes[3].dir.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            r#"round_kinds = ["benchmark", "bench"]"#,
+            "round_kinds = []",
+        ),
+    )
+    .unwrap();
+    let aborted = mbc(
+        root,
+        &[
+            "round",
+            "start",
+            "--data-dir",
+            coord.arg(),
+            "--kind",
+            "benchmark",
+            "--rho",
+            "0.25",
+            "--deadline",
+            "20",
+            "--wait",
+            "--json",
+        ],
+    );
+    assert_eq!(aborted.code, 1, "{}", aborted.stderr);
+    let status = aborted.json();
+    assert_eq!(status["step"], "aborted", "{status:#}");
+    assert!(status["release_id"].is_null());
+    assert!(
+        status["participants"][3]["dropped"]
+            .as_str()
+            .unwrap()
+            .contains("does not join benchmark rounds"),
+        "{status:#}"
+    );
+    let list = mbc(
+        root,
+        &["benchmark", "list", "--data-dir", coord.arg(), "--json"],
+    )
+    .ok()
+    .json();
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        2,
+        "an aborted round released something"
+    );
+    let charges = |n: &NodeDir| {
+        integration_tests::rows(
+            &open(&n.dir.join("local.db")),
+            "SELECT status FROM release WHERE kind = 'round:benchmark'",
+        )
+    };
+    assert_eq!(
+        charges(&nodes[3]).len(),
+        2,
+        "the declining clinic was charged"
+    );
+    // The others were charged before joining; the abort leaves the charge spent.
+    assert_eq!(charges(&nodes[1]).len(), 3);
 }
 
 /// Releases reach every node only when the coordinator signed exactly those bytes: a member
