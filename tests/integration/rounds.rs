@@ -325,7 +325,7 @@ fn benchmark_rounds_exact_noisy_killed_and_aborted() {
 
 /// Releases reach every node only when the coordinator signed exactly those bytes: a member
 /// relaying a genuine release is fine, a tampered copy or one it signed itself is refused
-/// (logged) by every node.
+/// (logged) by every node; and a member that is not the coordinator cannot start a round.
 #[test]
 fn tampered_or_wrongly_signed_releases_are_rejected_everywhere() {
     let root = tempfile::tempdir().unwrap();
@@ -388,6 +388,42 @@ fn tampered_or_wrongly_signed_releases_are_rejected_everywhere() {
             (d.log().matches("refused a release").count() >= 2).then_some(())
         });
     }
+    // A member that is not the coordinator cannot run a round: its announcement to a clinic,
+    // however well formed and signed by itself, is declined without touching the ledger.
+    let spec = protocol::round::RoundSpec {
+        network_id: NET.into(),
+        round_id: 7,
+        kind: protocol::round::RoundKind::Bench {
+            dim: 4,
+            plain: false,
+        },
+        rho: 0.0,
+        threshold: 1,
+        participants: vec![member.key()],
+        aggregator: member.key(),
+        issued_at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+        step_deadline_ms: 1000,
+    };
+    let clinic: libp2p::PeerId = nodes[1].peer_id.parse().unwrap();
+    let answer = rt
+        .block_on(client.request(
+            clinic,
+            protocol::messages::Request::Round(protocol::messages::RoundRequest::Announce(
+                spec.sign(&member),
+            )),
+        ))
+        .unwrap();
+    assert!(
+        matches!(
+            &answer,
+            protocol::messages::Response::Round(protocol::messages::RoundResponse::Declined(why))
+                if why.contains("coordinator only")
+        ),
+        "{answer:?}"
+    );
     cancel.cancel();
 }
 
