@@ -338,3 +338,109 @@ fn truncate(s: &str) -> String {
     }
     s[..end].to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Clinic;
+    use protocol::round::{RoundKind, RoundSpec};
+
+    /// A node with one small synthetic clinic that is its own network's coordinator.
+    fn node(dir: &std::path::Path) -> (Arc<Signer>, String) {
+        let data = dir.join("data");
+        let summary = crate::synth::generate_to_dir(
+            &crate::synth::Params {
+                clinics: 1,
+                seed: 3,
+                patients_per_clinic: Some(120),
+                ..Default::default()
+            },
+            &data,
+        )
+        .unwrap();
+        let node = dir.join("node");
+        let clinic = Clinic {
+            name: "Test".into(),
+            country: None,
+            service_type: None,
+        };
+        cli::init_node(&node, clinic).unwrap();
+        let files: Vec<_> = summary.clinics[0]
+            .csv_files
+            .iter()
+            .map(|f| data.join(f))
+            .collect();
+        cli::import_files(&node, &files, Default::default()).unwrap();
+        let config = Config::load(&node).unwrap();
+        let seed =
+            crate::keystore::read_key_file(&node.join(&config.keys.identity_key_file)).unwrap();
+        let signer = crate::keystore::signer(seed);
+        let (_, mut store) = cli::open_node(&node).unwrap();
+        network::create(store.conn_mut(), &signer, "net", "Test", vec![], (0, "t")).unwrap();
+        (Arc::new(signer), node.to_str().unwrap().to_owned())
+    }
+
+    fn charges(dir: &str) -> Vec<(String, f64)> {
+        let (_, store) = cli::open_node(std::path::Path::new(dir)).unwrap();
+        ledger::entries(store.conn())
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.counterpart, e.rho))
+            .collect()
+    }
+
+    /// An announcement seen again, by the same process or after a restart (fresh memory),
+    /// joins with the contribution already charged: one ledger entry, never a second charge.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_round_announced_again_is_never_charged_twice() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (signer, dir) = node(tmp.path());
+        let spec = RoundSpec {
+            network_id: "net".into(),
+            round_id: 1,
+            kind: RoundKind::benchmark(
+                &release::benchmark_layout(
+                    &cli::open_node(std::path::Path::new(&dir)).unwrap().1,
+                    &Config::load(std::path::Path::new(&dir)).unwrap(),
+                )
+                .unwrap(),
+            ),
+            rho: 0.25,
+            threshold: 1,
+            participants: vec![signer.key()],
+            aggregator: signer.key(),
+            issued_at_ms: crate::net::now_ms(),
+            step_deadline_ms: 10_000,
+        }
+        .sign(&signer);
+        let me = signer.key();
+        let participation = |s: &Arc<Signer>| {
+            Arc::new(Participation::new(
+                dir.clone().into(),
+                s.clone(),
+                "net".into(),
+                me,
+            ))
+        };
+        let first = participation(&signer);
+        let announce = || RoundRequest::Announce(spec.clone());
+        let a = first.handle(me, announce()).await;
+        let b = first.handle(me, announce()).await;
+        assert!(matches!(a, RoundResponse::Joined(_)), "{a:?}");
+        assert_eq!(a, b, "the same process answers with the same advert");
+        assert_eq!(charges(&dir).len(), 1);
+        // "Restart": fresh memory, same store.
+        let again = participation(&signer).handle(me, announce()).await;
+        assert!(matches!(again, RoundResponse::Joined(_)), "{again:?}");
+        let c = charges(&dir);
+        assert_eq!(c.len(), 1, "charged twice: {c:?}");
+        assert!((c[0].1 - 0.25).abs() < 1e-9);
+        assert_eq!(c[0].0, counterpart(&spec));
+        // A request from anyone but the coordinator is declined.
+        let other = Signer::from_seed(&[5; 32]).key();
+        assert!(matches!(
+            first.handle(other, announce()).await,
+            RoundResponse::Declined(_)
+        ));
+    }
+}
