@@ -173,8 +173,8 @@ fn a_crash_between_charge_and_write_is_resumed_without_a_second_charge() {
 
 /// P1: nothing the node emits holds a raw identifier, a pseudonym, a record date or an exact
 /// statistic. Emissions so far: the release document, and the output of `release`, `budget`
-/// and `audit` (text and JSON, stdout and stderr). Network messages join this list with the
-/// network layer.
+/// and `audit` (text and JSON, stdout and stderr). Every network message a node sends in a round
+/// is searched the same way by `rounds::p1_guard` (tests/integration/rounds.rs).
 #[test]
 fn nothing_the_node_emits_holds_identifiers_pseudonyms_dates_or_exact_values() {
     let tmp = tempfile::tempdir().unwrap();
