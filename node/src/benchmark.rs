@@ -209,6 +209,40 @@ pub fn get(conn: &Connection, id: Option<&str>) -> Result<Option<Stored>> {
     row.map(parse).transpose()
 }
 
+/// Releases issued at or after `after` (RFC 3339; "" for all), oldest first, at most
+/// `max` of them and `max_bytes` of documents in all: the answer to a peer catching up.
+pub fn since(
+    conn: &Connection,
+    after: &str,
+    max: usize,
+    max_bytes: usize,
+) -> Result<Vec<SignedRelease>> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    let mut stmt = conn.prepare(
+        "SELECT document, signature FROM benchmark_release WHERE issued_at >= ?1
+         ORDER BY issued_at, rowid",
+    )?;
+    for row in stmt.query_map([after], stored)? {
+        let s = parse(row?)?;
+        bytes += s.release.document.0.len() + 128;
+        if out.len() == max || bytes > max_bytes {
+            break;
+        }
+        out.push(s.release);
+    }
+    Ok(out)
+}
+
+/// Issue time of the newest release kept ("" when none).
+pub fn newest(conn: &Connection) -> Result<String> {
+    Ok(conn.query_row(
+        "SELECT coalesce(max(issued_at), '') FROM benchmark_release",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
 /// One line of `benchmark list`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Listing {
@@ -251,33 +285,45 @@ pub fn list(conn: &Connection) -> Result<Vec<Listing>> {
         .collect())
 }
 
-/// The network reference in release `s`: per domain the risk model, τ² (with the interval its
-/// noise gives) and σ², where the release did not suppress them.
+/// The network reference in release `s`: per domain the risk model with its noise replicates
+/// (the analysis uses it only if noise moves the clinic's predictions by at most
+/// [`protocol::benchmark::REFERENCE_MAX_PREDICTION_SD`] points), and τ² (with the interval its
+/// noise gives) and σ² when τ² is precise enough ([`protocol::benchmark::tau2_usable`]).
 pub fn reference(s: &Stored) -> protocol::analysis::NetworkReference {
     use protocol::analysis::{DomainReference, FEATURES, NetworkReference};
+    use protocol::benchmark::tau2_usable;
     let domains = s.document["summary"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|x| {
             let id = x["domain"].as_str()?.to_owned();
+            // The model with its replicates: each clinic decides on its own episodes whether
+            // noise leaves it precise enough (`analysis`).
             let beta = x["risk_model"].as_object().and_then(|m| {
                 FEATURES
                     .iter()
                     .map(|f| m.get(*f).and_then(Value::as_f64))
                     .collect::<Option<Vec<f64>>>()
             });
+            let replicates: Vec<Vec<f64>> =
+                serde_json::from_value(x["risk_model_replicates"].clone()).unwrap_or_default();
             let v = &x["therapist_variance"];
-            let tau2 = v["tau2"].as_f64().map(|t| {
-                let sd = x["tau2_noise_sd"].as_f64().unwrap_or(0.0);
-                (t, ((t - 1.96 * sd).max(0.0), t + 1.96 * sd))
-            });
+            let sd = x["tau2_noise_sd"].as_f64().unwrap_or(f64::INFINITY);
+            let (tau2, sigma2) = match (v["tau2"].as_f64(), v["sigma2"].as_f64()) {
+                (Some(t), Some(s2)) if tau2_usable(t, s2, sd) => (
+                    Some((t, ((t - 1.96 * sd).max(0.0), t + 1.96 * sd))),
+                    Some(s2),
+                ),
+                _ => (None, None),
+            };
             Some((
                 id,
                 DomainReference {
                     beta,
+                    replicates,
                     tau2,
-                    sigma2: v["sigma2"].as_f64(),
+                    sigma2,
                 },
             ))
         })

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use libp2p::{Multiaddr, PeerId};
-use protocol::messages::{NodeInfo, Request, Response, RoundResponse};
+use protocol::messages::{MAX_RELEASES, NodeInfo, Request, Response, RoundResponse};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -21,6 +21,12 @@ use crate::net::{self, Client, Event};
 use crate::round::Participation;
 use crate::store::Store;
 use crate::{api, benchmark, cli, keystore, network};
+
+/// How often a clinic asks the coordinator for releases it missed (it may have been offline
+/// when one was gossiped); the first time right after start.
+const RELEASE_PULL_EVERY: Duration = Duration::from_secs(10);
+/// Largest total of release documents in one answer (below the 1 MiB response bound).
+const RELEASES_BYTES: usize = 900 << 10;
 
 /// How long shutdown waits for the network and API tasks.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -130,6 +136,14 @@ pub async fn serve(data_dir: &Path, cancel: CancellationToken, announce: bool) -
         participation.clone(),
     ));
     let coordinator = network::peer_id(&membership.coordinator);
+    if !membership.is_coordinator {
+        tokio::spawn(pull_releases(
+            client.clone(),
+            data_dir.to_path_buf(),
+            coordinator,
+            cancel.child_token(),
+        ));
+    }
 
     let api_listener = tokio::net::TcpListener::bind(("127.0.0.1", config.network.api_port))
         .await
@@ -199,6 +213,58 @@ pub async fn serve(data_dir: &Path, cancel: CancellationToken, announce: bool) -
     Ok(())
 }
 
+/// Asks the coordinator, now and every [`RELEASE_PULL_EVERY`], for the releases issued since
+/// the newest this node keeps, and keeps those that verify.
+async fn pull_releases(
+    client: Client,
+    dir: std::path::PathBuf,
+    coordinator: PeerId,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(RELEASE_PULL_EVERY);
+    loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let d = dir.clone();
+        let after =
+            tokio::task::spawn_blocking(move || benchmark::newest(cli::open_node(&d)?.1.conn()))
+                .await;
+        let Ok(Ok(after)) = after else { continue };
+        // Offline or busy: next time.
+        let Ok(Response::Releases(releases)) = client
+            .request(coordinator, Request::Releases { after })
+            .await
+        else {
+            continue;
+        };
+        if releases.is_empty() {
+            continue;
+        }
+        let d = dir.clone();
+        let kept = tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
+            let (_, mut store) = cli::open_node(&d)?;
+            let mut kept = Vec::new();
+            for r in &releases {
+                match benchmark::accept(store.conn_mut(), r, &cli::now()) {
+                    Ok(Some(id)) => kept.push(id),
+                    Ok(None) => {}
+                    Err(e) => warn!("refused a release from the coordinator: {e:#}"),
+                }
+            }
+            Ok(kept)
+        })
+        .await;
+        if let Ok(Ok(kept)) = kept {
+            for id in kept {
+                info!(release = %id, "kept a benchmark release missed while offline");
+            }
+        }
+    }
+}
+
 /// Handles one network event. Never fails the daemon: a peer's fault is logged.
 async fn on_event(
     store: &mut Store,
@@ -235,6 +301,15 @@ async fn on_event(
                         roster_version: version,
                         software: env!("CARGO_PKG_VERSION").into(),
                     })
+                }
+                Request::Releases { after } => {
+                    match benchmark::since(store.conn(), &after, MAX_RELEASES, RELEASES_BYTES) {
+                        Ok(releases) => Response::Releases(releases),
+                        Err(e) => {
+                            warn!(%peer, "couldn't read releases for a peer: {e:#}");
+                            Response::Busy
+                        }
+                    }
                 }
                 Request::Round(round) if peer == coordinator => {
                     // Rounds run off the node loop: joining analyses the store.

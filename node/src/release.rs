@@ -204,6 +204,7 @@ pub fn summary_json(s: &protocol::benchmark::DomainSummary) -> Value {
             "n0": v.n0, "mean_residual": v.mean,
         })),
         "tau2_noise_sd": s.tau2_sd,
+        "risk_model_replicates": s.risk_replicates,
         "risk_model_noise_sd": s.risk_sd.as_ref().map(|b| FEATURES.iter().zip(b).map(|(f, v)| (f.to_string(), json!(v))).collect::<serde_json::Map<_, _>>()),
         "expected_curves": s.curves,
         "suppressed": s.suppressed,

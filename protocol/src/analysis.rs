@@ -138,6 +138,10 @@ pub struct NetworkReference {
 pub struct DomainReference {
     /// Risk-model coefficients in [`FEATURES`] order.
     pub beta: Option<Vec<f64>>,
+    /// The coefficients refitted under the release's noise (its bootstrap replicates): the
+    /// model is used only if they move this clinic's predictions by at most
+    /// [`crate::benchmark::REFERENCE_MAX_PREDICTION_SD`] points.
+    pub replicates: Vec<Vec<f64>>,
     /// Between-therapist variance τ², with the 95 % interval its release noise gives.
     pub tau2: Option<(f64, (f64, f64))>,
     /// Within-therapist variance σ².
@@ -211,6 +215,13 @@ pub struct DomainResult {
     pub domain: usize,
     /// The risk model, if enough episodes.
     pub model: Option<RiskModel>,
+    /// Whether `model` is the network reference's (else this clinic's own fit).
+    pub network_model: bool,
+    /// How far the reference's noise moves this clinic's predictions (points, RMS over its
+    /// episodes, typical bootstrap replicate), when a reference model was offered.
+    pub reference_prediction_sd: Option<f64>,
+    /// Whether τ² and σ² are the network reference's.
+    pub network_variance: bool,
     /// Variance components of eligible residuals.
     pub variance: Option<VarianceComponents>,
     /// Track records by therapist index (only those at or above the display minimum).
@@ -234,6 +245,42 @@ pub struct Analysis {
     pub clinic_rates: Rates,
     /// Per-therapist rates, by therapist index.
     pub therapist_rates: Vec<(usize, Rates)>,
+}
+
+/// How far the replicates move predictions on `profiles`: the median over replicates of the
+/// RMS over profiles of (replicate − β)·x. `None` without replicates or profiles.
+fn prediction_noise(
+    beta: &[f64],
+    replicates: &[Vec<f64>],
+    profiles: impl Iterator<Item = [f64; FEATURES.len()]>,
+) -> Option<f64> {
+    let profiles: Vec<[f64; FEATURES.len()]> = profiles.collect();
+    if replicates.is_empty() || profiles.is_empty() {
+        return None;
+    }
+    let mut rms: Vec<f64> = replicates
+        .iter()
+        .filter(|r| r.len() == beta.len())
+        .map(|r| {
+            let sq: f64 = profiles
+                .iter()
+                .map(|x| {
+                    r.iter()
+                        .zip(beta)
+                        .zip(x)
+                        .map(|((a, b), x)| (a - b) * x)
+                        .sum::<f64>()
+                        .powi(2)
+                })
+                .sum();
+            (sq / profiles.len() as f64).sqrt()
+        })
+        .collect();
+    if rms.is_empty() {
+        return None;
+    }
+    rms.sort_by(f64::total_cmp);
+    Some(rms[rms.len() / 2])
 }
 
 /// The domain score for an instrument total (z against functional norms for `z` domains).
@@ -365,9 +412,20 @@ fn analyse_domain(
         .reference
         .as_ref()
         .and_then(|r| r.domain(&domain.id));
-    let model = match reference.and_then(|r| r.beta.clone()) {
-        // The network's model: its residual SD on this clinic's episodes.
-        Some(beta) if beta.len() == FEATURES.len() && !pairs.is_empty() => {
+    // The network's model, if release noise moves this clinic's predictions little enough.
+    let features = |i: usize, pre: f64| episodes[i].covariates.features(pre);
+    let network = reference.and_then(|r| {
+        let beta = r.beta.as_ref().filter(|b| b.len() == FEATURES.len())?;
+        let noise = prediction_noise(
+            beta,
+            &r.replicates,
+            pairs.iter().map(|(i, pre, _)| features(*i, *pre)),
+        )?;
+        Some((beta.clone(), noise))
+    });
+    let reference_prediction_sd = network.as_ref().map(|(_, noise)| *noise);
+    let model = match network {
+        Some((beta, noise)) if noise <= crate::benchmark::REFERENCE_MAX_PREDICTION_SD => {
             let mut model = RiskModel {
                 beta,
                 n: pairs.len() as u64,
@@ -375,15 +433,16 @@ fn analyse_domain(
             };
             let rss: f64 = pairs
                 .iter()
-                .map(|(i, pre, post)| {
-                    (post - model.predict(&episodes[*i].covariates.features(*pre))).powi(2)
-                })
+                .map(|(i, pre, post)| (post - model.predict(&features(*i, *pre))).powi(2))
                 .sum();
             model.residual_sd = (rss / pairs.len() as f64).sqrt();
             Some(model)
         }
         _ => stats.fit(settings.ridge).ok(),
     };
+    let network_model = model.is_some()
+        && reference_prediction_sd
+            .is_some_and(|n| n <= crate::benchmark::REFERENCE_MAX_PREDICTION_SD);
     let mut groups: std::collections::BTreeMap<usize, Group> = Default::default();
     let mut eligible = 0;
     if let Some(model) = &model {
@@ -447,9 +506,13 @@ fn analyse_domain(
             .collect(),
         None => Vec::new(),
     };
+    let network_variance = reference.is_some_and(|r| r.tau2.is_some()) && variance.is_some();
     DomainResult {
         domain: d,
         model,
+        network_model,
+        reference_prediction_sd,
+        network_variance,
         variance,
         records,
         groups,
@@ -533,5 +596,54 @@ mod tests {
         );
         assert!(a.clinic_rates.recovered <= a.clinic_rates.at_caseness);
         assert!(a.clinic_rates.reliable_recovery <= a.clinic_rates.recovered);
+
+        // A network reference: its model is used when its noise replicates move this clinic's
+        // predictions by at most a point, and the clinic's own fit otherwise; τ² and σ² when
+        // given.
+        let domain = builtin_domains()[0].id.clone();
+        let mut network = model.beta.clone();
+        network[0] += 1.0; // the network expects one point more
+        let with = |replicates: Vec<Vec<f64>>| {
+            let reference = NetworkReference {
+                release_id: "r".into(),
+                domains: vec![(
+                    domain.clone(),
+                    DomainReference {
+                        beta: Some(network.clone()),
+                        replicates,
+                        tau2: Some((9.0, (8.0, 10.0))),
+                        sigma2: Some(9.0),
+                    },
+                )],
+            };
+            let s = Settings {
+                reference: Some(reference),
+                ..settings()
+            };
+            analyse(&builtin_instruments(), &builtin_domains(), &episodes, &s)
+        };
+        let shift = |d: f64| {
+            let mut r = network.clone();
+            r[0] += d;
+            r
+        };
+        let precise = with(vec![shift(0.5), shift(-0.5), shift(0.2)]);
+        let d = &precise.domains[0];
+        assert!(d.network_model && d.network_variance);
+        assert_eq!(d.model.as_ref().unwrap().beta, network);
+        assert!((d.reference_prediction_sd.unwrap() - 0.5).abs() < 1e-9);
+        assert_eq!(
+            (d.variance.unwrap().tau2, d.variance.unwrap().sigma2),
+            (9.0, 9.0)
+        );
+        let noisy = with(vec![shift(3.0), shift(-3.0), shift(2.0)]);
+        let d = &noisy.domains[0];
+        assert!(!d.network_model && d.network_variance);
+        assert_eq!(
+            d.model.as_ref().unwrap().beta,
+            model.beta,
+            "the clinic's own fit"
+        );
+        assert!((d.reference_prediction_sd.unwrap() - 3.0).abs() < 1e-9);
     }
 }

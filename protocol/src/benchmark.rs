@@ -512,16 +512,26 @@ impl BenchmarkLayout {
             suppressed.push("change".into());
         }
         // Risk model from the noisy sums, with a ridge on the scale of the noise, and the
-        // spread the noise gives its coefficients.
+        // spread the noise gives its coefficients and its predictions.
         let (r, r_sd) = block(3);
         let n = count(0).round() as u64;
         let bounds = feature_bounds(spec.lo, spec.hi);
-        let fit = |sums: &[f64]| {
-            fit_risk(sums, n, (RIDGE_NOISE_SDS * r_sd).max(1e-6))
-                .map(|b| unstandardise(&b, &bounds, (spec.lo, spec.hi)))
-        };
-        let risk = fit(r);
-        let risk_sd = risk.as_ref().map(|beta| noise_spread(r, r_sd, beta, &fit));
+        let ridge = (RIDGE_NOISE_SDS * r_sd).max(1e-6);
+        let estimate = fit_risk(r, n, ridge);
+        let risk = estimate
+            .as_ref()
+            .map(|b| unstandardise(b, &bounds, (spec.lo, spec.hi)));
+        // Replicates of the raw coefficients under the release's noise added again: their
+        // spread is the coefficients' noise SD, and a clinic measures on its own episodes how
+        // far they move predictions (`analysis`, when it takes this model as its reference).
+        let unstd = |b: &[f64]| unstandardise(b, &bounds, (spec.lo, spec.hi));
+        let risk_replicates = estimate
+            .as_ref()
+            .map(|_| replicates(r, r_sd, &|sums| fit_risk(sums, n, ridge).map(|b| unstd(&b))))
+            .unwrap_or_default();
+        let risk_sd = risk
+            .as_ref()
+            .map(|beta| robust_spread(beta, &risk_replicates));
         if risk.is_none() {
             suppressed.push("risk".into());
         }
@@ -562,6 +572,7 @@ impl BenchmarkLayout {
             change,
             risk,
             risk_sd,
+            risk_replicates,
             variance,
             tau2_sd,
             curves,
@@ -575,7 +586,21 @@ impl BenchmarkLayout {
 const RIDGE_NOISE_SDS: f64 = 3.0;
 
 /// Bootstrap replicates behind [`DomainSummary::risk_sd`].
-const BOOTSTRAP: usize = 64;
+pub const BOOTSTRAP: usize = 64;
+
+/// A released risk model replaces a clinic's own only when release noise moves its predicted
+/// end scores by at most this many points (RMS over the clinic's episodes, typical replicate).
+pub const REFERENCE_MAX_PREDICTION_SD: f64 = 1.0;
+
+/// A released τ² replaces a clinic's own only when its noise SD is at most this fraction of
+/// max(τ², σ²/10) (half the release's own suppression threshold).
+pub const REFERENCE_MAX_TAU2_RELATIVE_SD: f64 = 0.5;
+
+/// Whether a released τ² (noise SD `sd`) is precise enough to replace a clinic's own
+/// ([`REFERENCE_MAX_TAU2_RELATIVE_SD`]).
+pub fn tau2_usable(tau2: f64, sigma2: f64, sd: f64) -> bool {
+    sd <= REFERENCE_MAX_TAU2_RELATIVE_SD * tau2.max(sigma2 / 10.0)
+}
 
 /// The risk model's standardised coefficients from the risk block's (decoded) sums.
 fn fit_risk(sums: &[f64], n: u64, ridge: f64) -> Option<Vec<f64>> {
@@ -588,15 +613,10 @@ fn fit_risk(sums: &[f64], n: u64, ridge: f64) -> Option<Vec<f64>> {
         .map(|m| m.beta)
 }
 
-/// The SD of each coefficient of `fit` under noise of SD `sd` on every entry of `sums`,
-/// estimated by refitting with that much noise added again (post-processing of the released
-/// sums only; the draws are seeded by the sums, so the figure is reproducible).
-fn noise_spread(
-    sums: &[f64],
-    sd: f64,
-    beta: &[f64],
-    fit: &dyn Fn(&[f64]) -> Option<Vec<f64>>,
-) -> Vec<f64> {
+/// `fit` of `sums` with noise of SD `sd` added to every entry again, [`BOOTSTRAP`] times
+/// (post-processing of the released sums only; the draws are seeded by the sums, so the
+/// replicates are reproducible). Failed fits are left out.
+fn replicates(sums: &[f64], sd: f64, fit: &dyn Fn(&[f64]) -> Option<Vec<f64>>) -> Vec<Vec<f64>> {
     use rand_core::{RngCore, SeedableRng};
     let seed = sums
         .iter()
@@ -610,20 +630,23 @@ fn noise_spread(
         let (a, b) = (u(&mut rng), u(&mut rng));
         (-2.0 * a.ln()).sqrt() * (std::f64::consts::TAU * b).cos()
     };
-    let mut deviations: Vec<Vec<f64>> = vec![Vec::with_capacity(BOOTSTRAP); beta.len()];
-    for _ in 0..BOOTSTRAP {
-        let noisy: Vec<f64> = sums.iter().map(|x| x + sd * gauss()).collect();
-        if let Some(b) = fit(&noisy) {
-            for ((dev, x), m) in deviations.iter_mut().zip(&b).zip(beta) {
-                dev.push((x - m).abs());
-            }
-        }
-    }
-    // A robust SD (1.4826 × the median absolute deviation): an unlucky replicate near a
-    // singular XᵀX must not dominate the figure.
-    deviations
-        .into_iter()
-        .map(|mut d| {
+    (0..BOOTSTRAP)
+        .filter_map(|_| {
+            let noisy: Vec<f64> = sums.iter().map(|x| x + sd * gauss()).collect();
+            fit(&noisy)
+        })
+        .collect()
+}
+
+/// 1.4826 × the median absolute deviation of the replicates from `estimate`, per entry: a
+/// robust SD (an unlucky replicate near a singular XᵀX must not dominate it).
+pub fn robust_spread(estimate: &[f64], replicates: &[Vec<f64>]) -> Vec<f64> {
+    (0..estimate.len())
+        .map(|k| {
+            let mut d: Vec<f64> = replicates
+                .iter()
+                .map(|r| (r[k] - estimate[k]).abs())
+                .collect();
             if d.is_empty() {
                 return f64::INFINITY;
             }
@@ -737,6 +760,10 @@ pub struct DomainSummary {
     pub risk: Option<Vec<f64>>,
     /// The standard deviation release noise gives each coefficient (parametric bootstrap).
     pub risk_sd: Option<Vec<f64>>,
+    /// The coefficients refitted with the release's noise added again ([`BOOTSTRAP`]
+    /// replicates): a clinic measures on its own episodes how far noise moves the model's
+    /// predictions before taking it as its reference ([`REFERENCE_MAX_PREDICTION_SD`]).
+    pub risk_replicates: Vec<Vec<f64>>,
     /// Therapist variance components.
     pub variance: Option<VarianceComponents>,
     /// Standard deviation the release noise gives τ² (first-order propagation).

@@ -36,6 +36,8 @@ pub const MAX_GOSSIP: usize = 1 << 20;
 pub const MAX_ECHO: usize = 64 << 10;
 /// Longest software-version string, in bytes.
 pub const MAX_SOFTWARE: usize = 64;
+/// Most releases in one answer to [`Request::Releases`].
+pub const MAX_RELEASES: usize = 64;
 /// Longest reason in a declined round.
 pub const MAX_REASON: usize = 512;
 /// How far a message's send time may be from the receiver's clock, in milliseconds.
@@ -139,6 +141,12 @@ pub enum Request {
     Echo(Bytes),
     /// A step of a secure-aggregation round, from its aggregator.
     Round(RoundRequest),
+    /// "Send me the releases issued at or after `after`" (RFC 3339; empty for all): how a node
+    /// that was offline when a release was gossiped catches up.
+    Releases {
+        /// Issue time of the newest release the requester holds.
+        after: String,
+    },
 }
 
 /// The aggregator's requests in a round (DESIGN.md §9); each names the round by its digest.
@@ -217,6 +225,8 @@ pub enum Response {
     Rejected(Rejection),
     /// A participant's answer in a round.
     Round(RoundResponse),
+    /// Releases, oldest first (at most [`MAX_RELEASES`], within the response size bound).
+    Releases(Vec<SignedRelease>),
 }
 
 /// A gossiped announcement (gossipsub).
@@ -242,6 +252,7 @@ impl Body for Request {
             Request::Info => t.tag(2),
             Request::Echo(b) => t.tag(3).bytes(&b.0),
             Request::Round(r) => absorb_round_request(t.tag(4), r),
+            Request::Releases { after } => t.tag(5).str(after),
         }
     }
     fn validate(&self) -> Result<(), DecodeError> {
@@ -251,6 +262,7 @@ impl Body for Request {
                 b.0.len()
             ))),
             Request::Round(r) => validate_round_request(r),
+            Request::Releases { after } => bounded("bytes of time", after.len(), 64),
             _ => Ok(()),
         }
     }
@@ -268,6 +280,13 @@ impl Body for Response {
             Response::Busy => t.tag(4),
             Response::Rejected(r) => t.tag(5).tag(r.tag()),
             Response::Round(r) => absorb_round_response(t.tag(6), r),
+            Response::Releases(rs) => {
+                let mut t = t.tag(7).u64(rs.len() as u64);
+                for r in rs {
+                    t = t.bytes(&r.document.0).bytes(&r.signature.0);
+                }
+                t
+            }
         }
     }
     fn validate(&self) -> Result<(), DecodeError> {
@@ -281,6 +300,7 @@ impl Body for Response {
                 b.0.len()
             ))),
             Response::Round(r) => validate_round_response(r),
+            Response::Releases(rs) => bounded("releases", rs.len(), MAX_RELEASES),
             _ => Ok(()),
         }
     }

@@ -641,7 +641,7 @@ impl EventLoop {
                 Response::Roster((self.roster.roster.version > have).then(|| self.roster.clone()))
             }
             // Application requests are the node's to answer.
-            request @ (Request::Info | Request::Round(_)) => {
+            request @ (Request::Info | Request::Round(_) | Request::Releases { .. }) => {
                 return self.forward(peer, request, channel, nonce);
             }
         };

@@ -83,12 +83,18 @@ impl Derived {
     }
 
     /// The JSON document of `stats --json`.
+    /// Where a domain's risk model and variance components come from: "network" or "clinic".
+    fn sources(d: &protocol::analysis::DomainResult) -> (&'static str, &'static str) {
+        let from = |network: bool| if network { "network" } else { "clinic" };
+        (from(d.network_model), from(d.network_variance))
+    }
+
     /// Which reference the track records use, in words.
     pub fn reference_description(&self) -> String {
         match &self.settings.reference {
             Some(r) => format!(
-                "network benchmark release {} (its risk model, τ² and σ² where it did not suppress them; \
-                 the clinic's own otherwise)",
+                "network benchmark release {} (its risk model, τ² and σ² where they are precise \
+                 enough; the clinic's own otherwise)",
                 r.release_id
             ),
             None => "this clinic's own data".into(),
@@ -111,9 +117,12 @@ impl Derived {
                         })
                     })
                     .collect();
+                let (risk_from, variance_from) = Self::sources(d);
                 json!({
                     "id": dom.id, "name": dom.name, "instrument": dom.instrument_id,
                     "episodes_with_pre_and_post": d.episodes, "eligible": d.eligible,
+                    "reference": {"risk_model": risk_from, "variance": variance_from,
+                                  "network_model_prediction_noise": d.reference_prediction_sd},
                     "risk_model": d.model.as_ref().map(|m| json!({
                         "features": FEATURES, "beta": m.beta, "n": m.n, "residual_sd": m.residual_sd})),
                     "variance": d.variance.as_ref().map(|v| json!({
@@ -250,6 +259,21 @@ impl Derived {
                 "\n{} ({}): {} episodes with pre and post, {} elevated at intake",
                 dom.id, dom.instrument_id, d.episodes, d.eligible
             );
+            if self.settings.reference.is_some() {
+                let (risk_from, variance_from) = Self::sources(d);
+                let noise = d
+                    .reference_prediction_sd
+                    .map(|n| {
+                        format!(
+                            " (the network model's noise moves predictions here by {n:.2} points)"
+                        )
+                    })
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "  reference: risk model from the {risk_from}{noise}, τ² and σ² from the {variance_from}"
+                );
+            }
             match (&d.model, &d.variance) {
                 (Some(m), Some(v)) => {
                     let hi = if v.tau2_interval.1.is_finite() {

@@ -198,6 +198,27 @@ fn round_examples() -> Vec<(&'static str, Vec<u8>)> {
                 )),
             )),
         ),
+        (
+            "request releases",
+            encode(&Envelope::seal(
+                &agg,
+                header(32, None),
+                Request::Releases {
+                    after: "2026-11-23T00:00:00Z".into(),
+                },
+            )),
+        ),
+        (
+            "response releases",
+            encode(&Envelope::seal(
+                &s2,
+                header(33, Some(7)),
+                Response::Releases(vec![SignedRelease::sign(
+                    &agg,
+                    br#"{"kind":"benchmark"}"#.to_vec(),
+                )]),
+            )),
+        ),
     ]
 }
 
@@ -434,7 +455,7 @@ proptest! {
 
     #[test]
     fn decode_never_panics_on_mutated_messages(
-        which in 0usize..22, at in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<bool>()
+        which in 0usize..24, at in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<bool>()
     ) {
         let (_, mut bytes) = examples().swap_remove(which);
         let i = at.index(bytes.len());
