@@ -430,40 +430,36 @@ impl Aggregation {
 
     async fn plain(&self, signed: &SignedRoundSpec) -> Result<()> {
         let spec = &signed.spec;
-        let id = spec.id_hex();
-        let deadline = Duration::from_millis(spec.step_deadline_ms);
+        let dim = spec.dim()?;
         let targets = (0..spec.participants.len() as u32)
             .map(|i| (i, RoundRequest::Plain(signed.clone())))
             .collect();
-        let t0 = Instant::now();
-        let replies = self.send_all(spec, targets, deadline).await;
-        self.record(&id, "plain", t0, &replies);
-        let dim = spec.dim()?;
-        let digest = signed.digest();
-        let (mut sum, mut expected, mut got) = (vec![0u64; dim], vec![0u64; dim], 0);
-        for (i, reply) in replies {
-            match reply {
-                Ok(RoundResponse::Plain(v)) if v.len() == dim => {
-                    got += 1;
-                    let truth = bench_vector(&digest, &spec.participants[i as usize], dim);
-                    for ((s, e), (x, t)) in
-                        sum.iter_mut().zip(&mut expected).zip(v.iter().zip(&truth))
-                    {
-                        *s = s.wrapping_add(*x);
-                        *e = e.wrapping_add(*t);
-                    }
-                    self.update(&id, |r| {
-                        r.participants[i as usize].reached = "revealed".into()
-                    });
-                }
-                Ok(other) => self.drop_out(&id, i, "plain", &unexpected(&other)),
-                Err(e) => self.drop_out(&id, i, "plain", &e),
+        let plain = |r| match r {
+            RoundResponse::Plain(v) => Ok(v),
+            other => Err(unexpected(&other)),
+        };
+        let (mut sum, mut answered) = (vec![0u64; dim], Vec::new());
+        self.step_round(spec, "plain", targets, plain, |key, v| {
+            if v.len() != dim {
+                return Err(SecAggError::Malformed(format!(
+                    "vector of length {}, not {dim}",
+                    v.len()
+                )));
             }
+            add_into(&mut sum, &v);
+            answered.push(*key);
+            Ok(())
+        })
+        .await;
+        if answered.len() < spec.threshold as usize {
+            bail!(
+                "{} of the needed {} answered",
+                answered.len(),
+                spec.threshold
+            );
         }
-        if got < spec.threshold as usize {
-            bail!("{got} of the needed {} answered", spec.threshold);
-        }
-        self.update(&id, |r| r.exact = Some(sum == expected));
+        let expected = bench_sum(&signed.digest(), &answered, dim);
+        self.update(&spec.id_hex(), |r| r.exact = Some(sum == expected));
         Ok(())
     }
 
@@ -581,13 +577,11 @@ impl Aggregation {
         let t0 = Instant::now();
         match &spec.kind {
             RoundKind::Bench { dim, .. } => {
-                let mut expected = vec![0u64; *dim as usize];
-                for i in &survivors {
-                    let v = bench_vector(&round, &spec.participants[*i as usize], *dim as usize);
-                    for (e, x) in expected.iter_mut().zip(v) {
-                        *e = e.wrapping_add(x);
-                    }
-                }
+                let keys: Vec<NodeKey> = survivors
+                    .iter()
+                    .map(|i| spec.participants[*i as usize])
+                    .collect();
+                let expected = bench_sum(&round, &keys, *dim as usize);
                 self.update(&id, |r| r.exact = Some(sum == expected));
             }
             RoundKind::Benchmark { .. } => {
@@ -627,6 +621,23 @@ impl Aggregation {
     fn step(&self, id: &str, step: &str) {
         self.update(id, |r| r.step = step.into());
     }
+}
+
+/// acc += v, entry by entry, mod 2^64.
+fn add_into(acc: &mut [u64], v: &[u64]) {
+    for (a, x) in acc.iter_mut().zip(v) {
+        *a = a.wrapping_add(*x);
+    }
+}
+
+/// The sum (mod 2^64) of the bench vectors of `keys` in round `round`: what a bench round
+/// must decode to.
+fn bench_sum(round: &[u8; 32], keys: &[NodeKey], dim: usize) -> Vec<u64> {
+    let mut sum = vec![0u64; dim];
+    for key in keys {
+        add_into(&mut sum, &bench_vector(round, key, dim));
+    }
+    sum
 }
 
 fn unexpected(r: &RoundResponse) -> String {

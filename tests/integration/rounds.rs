@@ -50,26 +50,25 @@ fn start_all(nodes: &[NodeDir], env: &[(&str, &str)]) -> Vec<Daemon> {
     ds
 }
 
-fn round(root: &Path, coord: &NodeDir, rho: &str) -> Value {
-    mbc(
-        root,
-        &[
-            "round",
-            "start",
-            "--data-dir",
-            coord.arg(),
-            "--kind",
-            "benchmark",
-            "--rho",
-            rho,
-            "--deadline",
-            "20",
-            "--wait",
-            "--json",
-        ],
-    )
-    .ok()
-    .json()
+/// `mbc-node round start --kind benchmark --rho 0.25 --deadline 20 --wait --json EXTRA…` on
+/// the coordinator.
+fn start_round(root: &Path, coord: &NodeDir, extra: &[&str]) -> integration_tests::Run {
+    let mut args = vec![
+        "round",
+        "start",
+        "--data-dir",
+        coord.arg(),
+        "--kind",
+        "benchmark",
+        "--rho",
+        "0.25",
+        "--deadline",
+        "20",
+        "--wait",
+        "--json",
+    ];
+    args.extend(extra);
+    mbc(root, &args)
 }
 
 /// Each node's charged contribution to `round_id` (its ledger payload: the noised vector).
@@ -143,7 +142,7 @@ fn benchmark_rounds_exact_noisy_killed_and_aborted() {
         })
         .collect();
     wait_converged(&ds.iter().collect::<Vec<_>>(), 5, 4);
-    let status = round(root, coord, "0.25");
+    let status = start_round(root, coord, &[]).ok().json();
     assert_eq!(status["step"], "done", "{status:#}");
     let round_id = status["round_id"].as_str().unwrap().to_owned();
     let release_id = status["release_id"].as_str().unwrap().to_owned();
@@ -226,7 +225,7 @@ fn benchmark_rounds_exact_noisy_killed_and_aborted() {
         ds.push(Daemon::start_with_env(n, env));
     }
     wait_converged(&ds.iter().collect::<Vec<_>>(), 5, 4);
-    let status = round(root, coord, "0.25");
+    let status = start_round(root, coord, &[]).ok().json();
     assert_eq!(status["step"], "done", "{status:#}");
     let killed = &status["participants"][4];
     assert!(
@@ -270,23 +269,7 @@ fn benchmark_rounds_exact_noisy_killed_and_aborted() {
         ),
     )
     .unwrap();
-    let aborted = mbc(
-        root,
-        &[
-            "round",
-            "start",
-            "--data-dir",
-            coord.arg(),
-            "--kind",
-            "benchmark",
-            "--rho",
-            "0.25",
-            "--deadline",
-            "20",
-            "--wait",
-            "--json",
-        ],
-    );
+    let aborted = start_round(root, coord, &[]);
     assert_eq!(aborted.code, 1, "{}", aborted.stderr);
     let status = aborted.json();
     assert_eq!(status["step"], "aborted", "{status:#}");
@@ -570,24 +553,10 @@ fn network_release_agrees_with_pooled_data() {
         integration_tests::import_clinic_csv(root, pooled.arg(), clinic);
     }
     let _ds = start_all(&nodes, &[]);
-    let status = mbc(
+    let status = start_round(
         root,
-        &[
-            "round",
-            "start",
-            "--data-dir",
-            nodes[0].arg(),
-            "--kind",
-            "benchmark",
-            "--rho",
-            "0.25",
-            "--domain",
-            "depression",
-            "--domain",
-            "anxiety",
-            "--wait",
-            "--json",
-        ],
+        &nodes[0],
+        &["--domain", "depression", "--domain", "anxiety"],
     )
     .ok()
     .json();

@@ -17,7 +17,7 @@ use super::{import_files, init_node_with, now, now_utc, open_node, rounds};
 use crate::config::{Config, NetworkConfig};
 use crate::ledger::{self, Policy};
 use crate::store::Clinic;
-use crate::{api, benchmark, daemon, import, keystore, network, synth};
+use crate::{api, benchmark, daemon, import, network, synth};
 
 /// Marks a directory as made by `demo`, so a later demo may replace it.
 const DEMO_MARKER: &str = ".mbc-demo";
@@ -68,10 +68,7 @@ fn free_port() -> Result<u16> {
 }
 
 fn signer(dir: &Path) -> Result<protocol::keys::Signer> {
-    let config = Config::load(dir)?;
-    Ok(keystore::signer(keystore::read_key_file(
-        &dir.join(&config.keys.identity_key_file),
-    )?))
+    super::network::signer(dir, &Config::load(dir)?)
 }
 
 /// Forms the network: the first node creates it, every other node sends a join request, is

@@ -149,7 +149,7 @@ pub(super) fn run_cmd(a: RunArgs) -> Result<()> {
 }
 
 /// The node's signer (the key of its identity seed).
-fn signer(dir: &Path, config: &Config) -> Result<Signer> {
+pub(super) fn signer(dir: &Path, config: &Config) -> Result<Signer> {
     let seed = keystore::read_key_file(&dir.join(&config.keys.identity_key_file))?;
     Ok(keystore::signer(seed))
 }
