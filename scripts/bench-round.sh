@@ -8,7 +8,8 @@
 #   dropout  the same with one clinic killed when the shares arrive (recovered by the others)
 #  Reports median round times and their ratios (targets: secure/plain <= 5, dropout/secure
 #  <= 1.2), bytes each node sent (round messages; target secure/plain <= 1.10), and the
-#  distributed-DP RMSE against central at t = n - 1 (target <= 1.06; theory sqrt(n/t)).
+#  distributed-DP RMSE against central at t = n - 1 (exact sqrt(n/(t-1)): each clinic adds
+#  sigma^2/(t-1) so that the others alone carry sigma^2).
 # Usage: scripts/bench-round.sh [NODES] [DIM] [REPS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -85,5 +86,5 @@ print("  secure steps (median ms): " + ", ".join(f"{k} {v:.1f}" for k, v in step
 bp, bs = bytes_per_node("plain"), bytes_per_node("secure")
 print(f"  bytes sent per node: plain {bp:.0f}, secure {bs:.0f}   secure/plain {bs/bp:5.3f}x  (target <= 1.10)")
 PY
-echo "distributed DP error at t = n - 1 (OpenDP sampler; scripts/dp-utility.sh; target <= 1.06):"
+echo "distributed DP error at t = n - 1 (OpenDP sampler; scripts/dp-utility.sh; exact sqrt(n/(t-1))):"
 echo "$dp" | sed 's/^/  /'

@@ -68,7 +68,7 @@ pub struct ParticipantStatus {
     pub name: String,
     /// PeerId.
     pub peer_id: String,
-    /// Last step completed: invited, keys, shares, masked, revealed.
+    /// Last step completed: invited, keys, shares, masked, confirmed, revealed.
     pub reached: String,
     /// Why it left the round, if it did.
     pub dropped: Option<String>,
@@ -83,7 +83,7 @@ pub struct RoundStatus {
     pub round_id: String,
     /// Kind.
     pub kind: String,
-    /// Current step: announce, keys, shares, masked, unmask, done, aborted.
+    /// Current step: announce, keys, shares, confirm, unmask, done, aborted.
     pub step: String,
     /// ρ of the release.
     pub rho: f64,
@@ -128,6 +128,7 @@ fn reached_name(step: &str) -> &'static str {
         "announce" => "keys",
         "keys" => "shares",
         "shares" => "masked",
+        "confirm" => "confirmed",
         _ => "revealed",
     }
 }
@@ -201,7 +202,10 @@ impl Aggregation {
         }
         let members = &m.roster.roster.members;
         let n = members.len();
-        let threshold = request.threshold.unwrap_or_else(|| default_threshold(n));
+        // The coordinator is on its own roster, so it contributes too (which raises the floor).
+        let threshold = request
+            .threshold
+            .unwrap_or_else(|| default_threshold(n, true));
         let deadline = request.deadline_s.unwrap_or(DEFAULT_DEADLINE_S);
         if !(deadline.is_finite() && deadline > 0.0) {
             bail!("--deadline must be a positive number of seconds");
@@ -550,17 +554,42 @@ impl Aggregation {
         self.step_round(spec, "shares", targets, masked, |k, y| agg.add_masked(k, y))
             .await;
         let survivors = agg.close_masked().map_err(too_few)?;
-        self.step(&id, "unmask");
+        self.step(&id, "confirm");
 
-        // 4. Survivors out, revealed shares back; unmask.
+        // 4. Consistency check: survivors out, their signatures on the list back.
         let targets = survivors
             .iter()
             .map(|i| {
                 (
                     *i,
+                    RoundRequest::Survivors {
+                        round,
+                        survivors: survivors.clone(),
+                    },
+                )
+            })
+            .collect();
+        let confirmed = |r| match r {
+            RoundResponse::Confirmed(c) => Ok(c),
+            other => Err(unexpected(&other)),
+        };
+        self.step_round(spec, "confirm", targets, confirmed, |k, c| {
+            agg.add_confirmation(k, c)
+        })
+        .await;
+        let confirmations = agg.close_confirmations().map_err(too_few)?;
+        self.step(&id, "unmask");
+
+        // 5. The list and its signatures out, revealed shares back; unmask.
+        let targets = confirmations
+            .iter()
+            .map(|c| {
+                (
+                    c.index,
                     RoundRequest::Unmask {
                         round,
                         survivors: survivors.clone(),
+                        confirmations: confirmations.clone(),
                     },
                 )
             })
@@ -653,6 +682,7 @@ fn variant(r: &RoundResponse) -> &'static str {
         RoundResponse::Declined(_) => "declined",
         RoundResponse::Shares(_) => "shares",
         RoundResponse::Masked(_) => "masked",
+        RoundResponse::Confirmed(_) => "confirmed",
         RoundResponse::Revealed(_) => "revealed",
         RoundResponse::Plain(_) => "plain",
     }

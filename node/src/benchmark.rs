@@ -41,9 +41,8 @@ pub fn document(
     let layout = spec.kind.layout()?.context("not a benchmark round")?;
     let sensitivity = layout.layout().sensitivity();
     let mechanism = Mechanism::distributed(sensitivity.patient, spec.rho, spec.threshold)?;
-    // k ≥ t survivors each added variance σ²/t.
-    let k = names.len() as f64;
-    let sigma_in_sum = mechanism.sigma * k.sqrt();
+    // k ≥ t survivors each added variance σ²/(t − 1).
+    let sigma_in_sum = mechanism.sigma_of_sum(names.len());
     let noise_off = crate::round::noise_off();
     let summary = layout.summarise(values, if noise_off { 0.0 } else { sigma_in_sum })?;
     let now = cli::now_utc();
@@ -51,7 +50,8 @@ pub fn document(
         &mechanism,
         policy.delta,
         sensitivity,
-        "distributed discrete Gaussian (each clinic adds σ²/t with OpenDP's sampler) under \
+        "distributed discrete Gaussian (each clinic adds σ²/(t − 1) with OpenDP's sampler, so \
+         the other contributions alone carry σ² for any one clinic or the coordinator) under \
          secure aggregation; ρ-zCDP",
     )?;
     privacy["sigma_in_sum"] = json!(sigma_in_sum);

@@ -34,8 +34,9 @@ pub const LEDGER_KIND: &str = "round:benchmark";
 /// can check the decoded sum exactly). Release builds ignore it.
 pub const NO_NOISE_ENV: &str = "MBC_NODE_TEST_NO_NOISE";
 
-/// Test and benchmark hook: with this variable set to a step's request ("keys", "shares" or
-/// "unmask"), the process aborts when that request arrives (a clinic killed mid-round).
+/// Test and benchmark hook: with this variable set to a step's request ("keys", "shares",
+/// "survivors" or "unmask"), the process aborts when that request arrives (a clinic killed
+/// mid-round).
 pub const EXIT_AT_ENV: &str = "MBC_NODE_TEST_EXIT_AT";
 
 /// Announcements older than this are refused.
@@ -124,6 +125,7 @@ impl Participation {
             let name = match &request {
                 RoundRequest::Keys { .. } => "keys",
                 RoundRequest::Shares { .. } => "shares",
+                RoundRequest::Survivors { .. } => "survivors",
                 RoundRequest::Unmask { .. } => "unmask",
                 _ => "",
             };
@@ -158,10 +160,19 @@ impl Participation {
                 }
                 Ok(RoundResponse::Masked(y))
             }),
-            RoundRequest::Unmask { round, survivors } => {
+            RoundRequest::Survivors { round, survivors } => with_round(&round, &mut |j| {
+                Ok(RoundResponse::Confirmed(
+                    j.participant.on_survivors(&survivors, &self.signer)?,
+                ))
+            }),
+            RoundRequest::Unmask {
+                round,
+                survivors,
+                confirmations,
+            } => {
                 let response = with_round(&round, &mut |j| {
                     Ok(RoundResponse::Revealed(
-                        j.participant.on_unmask(&survivors)?,
+                        j.participant.on_unmask(&survivors, &confirmations)?,
                     ))
                 });
                 self.rounds.lock().expect("round table lock").remove(&round);

@@ -2,9 +2,10 @@
 //!
 //! n clinics each hold a d-entry vector; the network wants the sum. Central DP: one trusted
 //! party adds N(0, σ²) (discrete) to the sum. Distributed DP: each clinic adds a share of scale
-//! σ/√t, and all n shares survive, so the sum carries variance nσ²/t: RMSE ratio √(n/t) (1.054
-//! for n = 10, t = 9). Local DP: each clinic adds σ itself: ratio √n. Run by
-//! `scripts/dp-utility.sh [n] [d] [trials]`.
+//! σ/√(t − 1), so that the t − 1 contributions other than any one clinic's carry σ² (a
+//! participant that subtracts its own still faces the full noise); all n shares survive, so the
+//! sum carries variance nσ²/(t − 1): RMSE ratio √(n/(t − 1)) (1.118 for n = 10, t = 9). Local
+//! DP: each clinic adds σ itself: ratio √n. Run by `scripts/dp-utility.sh [n] [d] [trials]`.
 
 use protocol::dp::Mechanism;
 
@@ -20,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or(default)
     };
     let (n, d, trials) = (arg(1, 10), arg(2, 2000), arg(3, 20));
-    let t = (n - 1).max(1) as u32;
+    let t = (n - 1).max(2) as u32;
     let (sensitivity, rho) = (1000.0, 0.5);
     let central = Mechanism::central(sensitivity, rho)?;
     let distributed = Mechanism::distributed(sensitivity, rho, t)?;
@@ -51,9 +52,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("RMSE central     {c:10.2}");
     println!(
-        "RMSE distributed {dist:10.2}  ratio {:.4}  (exact √(n/t) = {:.4}; target ≤ 1.06)",
+        "RMSE distributed {dist:10.2}  ratio {:.4}  (exact √(n/(t − 1)) = {:.4})",
         dist / c,
-        (n as f64 / f64::from(t)).sqrt()
+        (n as f64 / f64::from(t - 1)).sqrt()
     );
     println!(
         "RMSE local DP    {local:10.2}  ratio {:.4}  (exact √n = {:.4})",

@@ -44,6 +44,18 @@ pub const SESSIONS: usize = 12;
 /// Histogram bins when unit bins do not fit.
 const MAX_BINS: usize = 40;
 
+/// Narrowest and widest score range of a domain (domain units).
+pub const DOMAIN_RANGE: (f64, f64) = (1e-3, 1e6);
+
+/// Most intake-severity bands of a domain.
+pub const MAX_BANDS: usize = 16;
+
+/// Largest `max_episodes` and `caseload_cap` a layout accepts.
+pub const MAX_PARAMS: Params = Params {
+    max_episodes: 100,
+    caseload_cap: 100_000,
+};
+
 /// Relative noise (SD / value) beyond which a derived figure is suppressed.
 const SUPPRESS_RELATIVE_SD: f64 = 0.1;
 
@@ -109,6 +121,33 @@ impl DomainSpec {
 
     fn range(&self) -> f64 {
         self.hi - self.lo
+    }
+
+    /// Checks that the domain gives a layout: a short id, a finite score range within
+    /// [`DOMAIN_RANGE`], and 1 to [`MAX_BANDS`] strictly increasing band bounds inside it.
+    pub fn validate(&self) -> Result<(), dp::Error> {
+        let bad = |why: &str| Err(dp::Error::Parameter(format!("domain {:?} {why}", self.id)));
+        if self.id.is_empty() || self.id.len() > 64 {
+            return bad("needs an id of 1 to 64 bytes");
+        }
+        let range = self.range();
+        if !(self.lo.is_finite()
+            && self.hi.is_finite()
+            && (DOMAIN_RANGE.0..=DOMAIN_RANGE.1).contains(&range))
+        {
+            return bad(&format!(
+                "has score range {}..{}; its width must be between {:e} and {:e}",
+                self.lo, self.hi, DOMAIN_RANGE.0, DOMAIN_RANGE.1
+            ));
+        }
+        let inside = self.bands.iter().all(|b| (self.lo..=self.hi).contains(b));
+        let increasing = self.bands.windows(2).all(|w| w[0] < w[1]);
+        if self.bands.is_empty() || self.bands.len() > MAX_BANDS || !inside || !increasing {
+            return bad(&format!(
+                "needs 1 to {MAX_BANDS} increasing severity bands inside its score range"
+            ));
+        }
+        Ok(())
     }
 
     /// Residuals entering the variance sums are clipped to ± this: half the score range
@@ -311,20 +350,18 @@ const ANOVA_SPLIT: [&[usize]; 3] = [&[0, 4], &[1, 2, 3], &[5]];
 impl BenchmarkLayout {
     /// Builds the layout (and so its sensitivity) for `domains`.
     pub fn new(domains: Vec<DomainSpec>, params: Params) -> Result<Self, dp::Error> {
-        if params.caseload_cap == 0 {
-            return Err(dp::Error::Parameter(
-                "caseload_cap must be at least 1".into(),
-            ));
+        if !(1..=MAX_PARAMS.caseload_cap).contains(&params.caseload_cap)
+            || !(1..=MAX_PARAMS.max_episodes).contains(&params.max_episodes)
+        {
+            return Err(dp::Error::Parameter(format!(
+                "max_episodes must be 1 to {} and caseload_cap 1 to {}",
+                MAX_PARAMS.max_episodes, MAX_PARAMS.caseload_cap
+            )));
         }
         let mut blocks = Vec::new();
         let mut bins = Vec::new();
         for d in &domains {
-            if d.range().is_nan() || d.range() <= 0.0 || d.bands.is_empty() {
-                return Err(dp::Error::Parameter(format!(
-                    "domain {:?} has no score range",
-                    d.id
-                )));
-            }
+            d.validate()?;
             let intake = Bins::over(d.lo, d.hi, MAX_BINS + 1);
             let change = Bins::over(-d.range(), d.range(), 2 * MAX_BINS + 1);
             bins.push((intake, change));

@@ -14,8 +14,10 @@
 //!
 //! Calibration is zero-concentrated DP: σ = Δ₂/√(2ρ) ([`sigma`]); ρ for a σ comes from opendp's
 //! privacy map of the discrete Gaussian ([`rho`]); a node's share under secure aggregation with
-//! threshold t is σ/√t ([`share_sigma`]); ρ converts to (ε, δ) by opendp's conversion
-//! ([`epsilon`]). [`Mechanism::noise`] draws discrete Gaussian noise with opendp's exact sampler,
+//! threshold t is σ/√(t − 1) ([`share_sigma`]), so that the t − 1 *other* contributions of any
+//! release alone carry σ²: a participant who subtracts its own contribution (the aggregator
+//! included, when it contributes) still faces the full noise. ρ converts to (ε, δ) by opendp's
+//! conversion ([`epsilon`]). ρ is accepted only within [`RHO_RANGE`]. [`Mechanism::noise`] draws discrete Gaussian noise with opendp's exact sampler,
 //! before any data-dependent work (timing).
 
 use std::collections::HashMap;
@@ -41,6 +43,19 @@ pub const MAX_MAGNITUDE: f64 = 4_611_686_018_427_387_904.0; // 2^62
 
 /// Noise tail kept clear of [`MAX_MAGNITUDE`]: P(|Z| > 8σ) < 2^-40 for the Gaussian.
 const TAIL_SIGMAS: f64 = 8.0;
+
+/// The ρ a mechanism may be calibrated for: below 10^-6 the noise swamps any count a network
+/// could hold; above 10 (ε ≈ 30 at δ = 10^-6) nothing is protected, and far above it the
+/// calibration itself stops being meaningful in floating point.
+pub const RHO_RANGE: (f64, f64) = (1e-6, 10.0);
+
+/// Most ulp nudges of σ while certifying ρ (a handful are ever needed; see
+/// [`Mechanism::distributed`]).
+const MAX_NUDGES: usize = 64;
+
+/// Largest magnitude a block bound may declare, and smallest non-zero one: beyond these the
+/// fixed-point scale of the block cannot be represented.
+const BOUND_RANGE: (f64, f64) = (1e-12, 1e12);
 
 /// Errors of the privacy layer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -246,15 +261,25 @@ impl Block {
     }
 
     /// Per-entry bound of one patient's encoded contribution (integer units): k·eᵢ for
-    /// per-episode blocks, ⌈scale·k·mᵢ⌉ + 1 for aggregates.
-    pub fn patient_entry_bounds(&self, max_episodes: u32) -> Vec<u64> {
+    /// per-episode blocks, ⌈scale·k·mᵢ⌉ + 1 for aggregates. Fails (never wraps or saturates)
+    /// when a bound does not fit the integer units.
+    pub fn patient_entry_bounds(&self, max_episodes: u32) -> Result<Vec<u64>, Error> {
         let k = u64::from(max_episodes);
+        let too_big = || self.error("a bound does not fit the fixed-point range");
         match self.kind {
             BlockKind::Aggregate => self
                 .magnitudes()
-                .map(|m| (self.scale * k as f64 * m).ceil() as u64 + 1)
+                .map(|m| {
+                    to_units(self.scale * k as f64 * m)
+                        .and_then(|e| e.checked_add(1))
+                        .ok_or_else(too_big)
+                })
                 .collect(),
-            _ => self.episode_bound.iter().map(|e| k * e).collect(),
+            _ => self
+                .episode_bound
+                .iter()
+                .map(|e| k.checked_mul(*e).ok_or_else(too_big))
+                .collect(),
         }
     }
 
@@ -295,6 +320,15 @@ impl Block {
         }
         if self.magnitudes().all(|m| m == 0.0) {
             return Err(self.error("bounds are all zero"));
+        }
+        if self
+            .magnitudes()
+            .any(|m| m != 0.0 && !(BOUND_RANGE.0..=BOUND_RANGE.1).contains(&m))
+        {
+            return Err(self.error(format!(
+                "bounds must be 0 or between {:e} and {:e} in magnitude",
+                BOUND_RANGE.0, BOUND_RANGE.1
+            )));
         }
         if !self.weight.is_finite() || self.weight <= 0.0 {
             return Err(self.error("weight must be positive"));
@@ -338,8 +372,39 @@ pub struct Layout {
 
 /// √x rounded up, for an exact integer sum of squares: the returned f64 squared is ≥ x.
 fn sqrt_up(x: u128) -> f64 {
-    // Sums of squares here stay far below 2^100, so one ulp covers the f64 rounding.
+    // Sums of squares are checked below 2^100 (see `sum_of_squares`), so one ulp covers the
+    // f64 rounding.
     (x as f64).sqrt().next_up()
+}
+
+/// ⌈x⌉ as integer units, or `None` when x is not a finite number in [0, 2^53] (where every
+/// integer is exact in f64).
+fn to_units(x: f64) -> Option<u64> {
+    let c = x.ceil();
+    (c.is_finite() && (0.0..=9_007_199_254_740_992.0).contains(&c)).then_some(c as u64)
+}
+
+/// Σ eᵢ², exactly, refused beyond 2^100.
+fn sum_of_squares(bounds: &[u64]) -> Option<u128> {
+    let mut sum: u128 = 0;
+    for e in bounds {
+        sum = sum.checked_add(u128::from(*e).checked_mul(u128::from(*e))?)?;
+    }
+    (sum < 1u128 << 100).then_some(sum)
+}
+
+/// The L2 norm of non-negative magnitudes without overflow or underflow of the squares.
+fn norm(magnitudes: &[f64]) -> f64 {
+    let largest = magnitudes.iter().copied().fold(0.0, f64::max);
+    if largest == 0.0 {
+        return 0.0;
+    }
+    largest
+        * magnitudes
+            .iter()
+            .map(|m| (m / largest).powi(2))
+            .sum::<f64>()
+            .sqrt()
 }
 
 impl Layout {
@@ -372,33 +437,41 @@ impl Layout {
                 return Err(blocks[i].error("name is used twice"));
             }
             let b = &mut blocks[i];
-            let norm = b.magnitudes().map(|m| m * m).sum::<f64>().sqrt();
             let share = TARGET_SENSITIVITY * (b.weight / total_weight).sqrt();
             b.offset = offset;
-            offset += b.len();
-            b.scale = share / (k * norm);
+            offset = offset
+                .checked_add(b.len())
+                .ok_or_else(|| b.error("has too many entries"))?;
+            b.scale = share / (k * norm(&b.magnitudes().collect::<Vec<_>>()));
+            if !(b.scale.is_finite() && b.scale > 0.0) {
+                return Err(b.error("its bounds give no representable fixed-point scale"));
+            }
+            let scale = b.scale;
             b.episode_bound = b
                 .magnitudes()
-                .map(|m| (b.scale * m).ceil() as u64)
-                .collect();
+                .map(|m| to_units(scale * m))
+                .collect::<Option<_>>()
+                .ok_or_else(|| b.error("a bound does not fit the fixed-point range"))?;
             // Per-episode blocks: k·eᵢ. Aggregates, encoded once as a whole:
             // |round(s·v) − round(s·v')| ≤ ⌈s·k·m⌉ + 1 (see `patient_entry_bounds`).
-            let block_sq = b
-                .patient_entry_bounds(max_episodes)
-                .iter()
-                .map(|e| u128::from(*e) * u128::from(*e))
-                .sum::<u128>();
+            let overflow = || Error::Overflow(format!("the sensitivity of block {:?}", b.name));
+            let block_sq =
+                sum_of_squares(&b.patient_entry_bounds(max_episodes)?).ok_or_else(overflow)?;
             b.patient_bound = sqrt_up(block_sq);
-            patient_sq += block_sq;
+            patient_sq = patient_sq.checked_add(block_sq).ok_or_else(overflow)?;
             if let Some(t) = &b.therapist {
-                *therapist_sq.get_or_insert(0) += t
+                let units = t
                     .iter()
-                    .map(|m| {
-                        let e = (b.scale * m).ceil() as u128 + 1;
-                        e * e
-                    })
-                    .sum::<u128>();
+                    .map(|m| to_units(scale * m).and_then(|e| e.checked_add(1)))
+                    .collect::<Option<Vec<u64>>>()
+                    .ok_or_else(overflow)?;
+                let sq = sum_of_squares(&units).ok_or_else(overflow)?;
+                let total = therapist_sq.get_or_insert(0);
+                *total = total.checked_add(sq).ok_or_else(overflow)?;
             }
+        }
+        if patient_sq >= 1u128 << 100 {
+            return Err(Error::Overflow("the layout's sensitivity".into()));
         }
         Ok(Self {
             blocks,
@@ -657,7 +730,7 @@ impl<'a> Encoder<'a> {
 
 /// σ = Δ₂/√(2ρ): the discrete Gaussian scale that gives ρ-zCDP for L2 sensitivity Δ₂.
 pub fn sigma(sensitivity: f64, rho: f64) -> Result<f64, Error> {
-    check_rho(rho)?;
+    check_release_rho(rho)?;
     if !(sensitivity.is_finite() && sensitivity > 0.0) {
         return Err(Error::Parameter(format!(
             "sensitivity must be positive, not {sensitivity}"
@@ -670,6 +743,17 @@ fn check_rho(rho: f64) -> Result<(), Error> {
     if !(rho.is_finite() && rho > 0.0) {
         return Err(Error::Parameter(format!(
             "ρ must be positive and finite, not {rho}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that a mechanism may be calibrated for `rho` (within [`RHO_RANGE`]).
+pub fn check_release_rho(rho: f64) -> Result<(), Error> {
+    let (lo, hi) = RHO_RANGE;
+    if !(rho.is_finite() && (lo..=hi).contains(&rho)) {
+        return Err(Error::Parameter(format!(
+            "ρ = {rho} is outside the range a release may have ({lo:e} to {hi})"
         )));
     }
     Ok(())
@@ -703,13 +787,17 @@ pub fn rho(sensitivity: f64, sigma: f64) -> Result<f64, Error> {
     gaussian(sigma)?.map(&sensitivity).map_err(opendp_error)
 }
 
-/// A node's noise share under secure aggregation with reconstruction threshold `t`: σ/√t, so
-/// that any sum of ≥ t shares carries variance ≥ σ² (P5).
+/// A node's noise share under secure aggregation with reconstruction threshold `t`:
+/// σ/√(t − 1), so that any t − 1 shares carry variance ≥ σ² (P5). A release sums at least t
+/// contributions, so whoever knows one of them (its own: a clinic, or the aggregator when it
+/// contributes) still sees the others' sum with the full σ². Needs t ≥ 2.
 pub fn share_sigma(sigma: f64, threshold: u32) -> Result<f64, Error> {
-    if threshold == 0 {
-        return Err(Error::Parameter("threshold must be at least 1".into()));
+    if threshold < 2 {
+        return Err(Error::Parameter(
+            "a distributed release needs a threshold of at least 2".into(),
+        ));
     }
-    Ok(sigma / f64::from(threshold).sqrt())
+    Ok(sigma / f64::from(threshold - 1).sqrt())
 }
 
 /// The ε of (ε, δ)-DP implied by ρ-zCDP, by opendp's conversion (Canonne, Kamath & Steinke 2020).
@@ -731,6 +819,23 @@ pub fn epsilon(rho: f64, delta: f64) -> Result<f64, Error> {
     profile.epsilon(delta).map_err(opendp_error)
 }
 
+/// σ = Δ₂/√(2ρ), nudged up by ulps until opendp's map certifies at most `rho`, so the charged
+/// cost never exceeds the requested one by rounding; with the certified ρ. Refuses ρ outside
+/// [`RHO_RANGE`] before any work, and gives up after [`MAX_NUDGES`] nudges.
+fn calibrate(sensitivity: f64, rho: f64) -> Result<(f64, f64), Error> {
+    let mut total_sigma = sigma(sensitivity, rho)?;
+    for _ in 0..MAX_NUDGES {
+        let certified = self::rho(sensitivity, total_sigma)?;
+        if certified <= rho {
+            return Ok((total_sigma, certified));
+        }
+        total_sigma = total_sigma.next_up();
+    }
+    Err(Error::Parameter(format!(
+        "σ for ρ = {rho} at sensitivity {sensitivity} could not be certified"
+    )))
+}
+
 /// The discrete Gaussian mechanism for one release: scale and certified ρ.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Mechanism {
@@ -747,26 +852,30 @@ pub struct Mechanism {
 impl Mechanism {
     /// A central release: this node adds all the noise, σ = Δ₂/√(2ρ).
     pub fn central(sensitivity: f64, rho: f64) -> Result<Self, Error> {
-        Self::distributed(sensitivity, rho, 1)
+        let (total_sigma, rho) = calibrate(sensitivity, rho)?;
+        Ok(Self {
+            sigma: total_sigma,
+            total_sigma,
+            rho,
+            sensitivity,
+        })
     }
 
-    /// A distributed release (P5): the sum of ≥ `threshold` nodes' shares carries σ = Δ₂/√(2ρ);
-    /// this node adds σ/√t.
-    /// σ is nudged up by ulps until opendp's map certifies at most `rho`, so the charged cost
-    /// never exceeds the requested one by rounding.
+    /// A distributed release (P5): any t − 1 of the nodes' shares carry σ = Δ₂/√(2ρ); this
+    /// node adds σ/√(t − 1) ([`share_sigma`]).
     pub fn distributed(sensitivity: f64, rho: f64, threshold: u32) -> Result<Self, Error> {
-        let mut total_sigma = sigma(sensitivity, rho)?;
-        let mut certified = self::rho(sensitivity, total_sigma)?;
-        while certified > rho {
-            total_sigma = total_sigma.next_up();
-            certified = self::rho(sensitivity, total_sigma)?;
-        }
+        let (total_sigma, rho) = calibrate(sensitivity, rho)?;
         Ok(Self {
             sigma: share_sigma(total_sigma, threshold)?,
             total_sigma,
-            rho: certified,
+            rho,
             sensitivity,
         })
+    }
+
+    /// Noise SD of a sum of `contributions` shares (the release of a round they survived).
+    pub fn sigma_of_sum(&self, contributions: usize) -> f64 {
+        self.sigma * (contributions as f64).sqrt()
     }
 
     /// Draws `len` discrete Gaussian samples of scale `self.sigma` with opendp's exact sampler

@@ -23,7 +23,9 @@ use crate::PROTOCOL_VERSION;
 use crate::keys::{BadSignature, Bytes, NodeKey, Signature, Signer};
 use crate::roster::{SignedRoster, check_network_id};
 use crate::round::{MAX_DIM, MAX_RELEASE, SignedRelease, SignedRoundSpec};
-use crate::secagg::{Advert, EncryptedShare, MAX_PARTICIPANTS, Revealed, SHARE_CIPHERTEXT};
+use crate::secagg::{
+    Advert, Confirmation, EncryptedShare, MAX_PARTICIPANTS, Revealed, SHARE_CIPHERTEXT,
+};
 use crate::transcript::Transcript;
 
 /// Largest encoded request, in bytes.
@@ -169,12 +171,21 @@ pub enum RoundRequest {
         /// Shares from the rest of U2.
         shares: Vec<EncryptedShare>,
     },
-    /// Step 4: the survivors; reveal your shares.
+    /// Step 4, the consistency check: the survivors; sign the list.
+    Survivors {
+        /// Round digest.
+        round: [u8; 32],
+        /// U3.
+        survivors: Vec<u32>,
+    },
+    /// Step 5: the survivors again and the signatures on that list; reveal your shares.
     Unmask {
         /// Round digest.
         round: [u8; 32],
         /// U3.
         survivors: Vec<u32>,
+        /// At least t survivors' signatures on U3.
+        confirmations: Vec<Confirmation>,
     },
     /// Bench rounds with `plain` only: send the synthetic vector unmasked, in one request
     /// (the baseline secure rounds are measured against).
@@ -193,6 +204,8 @@ pub enum RoundResponse {
     Shares(Vec<EncryptedShare>),
     /// The masked input.
     Masked(Vec<u64>),
+    /// The participant's signature on the survivor list.
+    Confirmed(Confirmation),
     /// Revealed shares.
     Revealed(Vec<Revealed>),
     /// The unmasked synthetic vector of a bench round's baseline.
@@ -369,12 +382,32 @@ fn absorb_round_request(t: Transcript, r: &RoundRequest) -> Transcript {
             t
         }
         RoundRequest::Shares { round, shares } => absorb_shares(t.tag(3).bytes(round), shares),
-        RoundRequest::Unmask { round, survivors } => {
-            let survivors: Vec<u64> = survivors.iter().map(|s| u64::from(*s)).collect();
-            absorb_u64s(t.tag(4).bytes(round), &survivors)
+        RoundRequest::Unmask {
+            round,
+            survivors,
+            confirmations,
+        } => {
+            let mut t =
+                absorb_indices(t.tag(4).bytes(round), survivors).u64(confirmations.len() as u64);
+            for c in confirmations {
+                t = absorb_confirmation(t, c);
+            }
+            t
         }
         RoundRequest::Plain(s) => t.tag(5).bytes(&s.spec.transcript()).bytes(&s.signature.0),
+        RoundRequest::Survivors { round, survivors } => {
+            absorb_indices(t.tag(6).bytes(round), survivors)
+        }
     }
+}
+
+fn absorb_indices(t: Transcript, indices: &[u32]) -> Transcript {
+    let indices: Vec<u64> = indices.iter().map(|s| u64::from(*s)).collect();
+    absorb_u64s(t, &indices)
+}
+
+fn absorb_confirmation(t: Transcript, c: &Confirmation) -> Transcript {
+    t.u64(u64::from(c.index)).bytes(&c.signature.0)
 }
 
 fn absorb_round_response(t: Transcript, r: &RoundResponse) -> Transcript {
@@ -397,6 +430,7 @@ fn absorb_round_response(t: Transcript, r: &RoundResponse) -> Transcript {
             t
         }
         RoundResponse::Plain(y) => absorb_u64s(t.tag(6), y),
+        RoundResponse::Confirmed(c) => absorb_confirmation(t.tag(7), c),
     }
 }
 
@@ -426,15 +460,23 @@ fn validate_round_request(r: &RoundRequest) -> Result<(), DecodeError> {
         }
         RoundRequest::Keys { adverts, .. } => bounded("adverts", adverts.len(), MAX_PARTICIPANTS),
         RoundRequest::Shares { shares, .. } => validate_shares(shares),
-        RoundRequest::Unmask { survivors, .. } => {
+        RoundRequest::Survivors { survivors, .. } => {
             bounded("survivors", survivors.len(), MAX_PARTICIPANTS)
+        }
+        RoundRequest::Unmask {
+            survivors,
+            confirmations,
+            ..
+        } => {
+            bounded("survivors", survivors.len(), MAX_PARTICIPANTS)?;
+            bounded("confirmations", confirmations.len(), MAX_PARTICIPANTS)
         }
     }
 }
 
 fn validate_round_response(r: &RoundResponse) -> Result<(), DecodeError> {
     match r {
-        RoundResponse::Joined(_) => Ok(()),
+        RoundResponse::Joined(_) | RoundResponse::Confirmed(_) => Ok(()),
         RoundResponse::Declined(why) => bounded("bytes of reason", why.len(), MAX_REASON),
         RoundResponse::Shares(s) => validate_shares(s),
         RoundResponse::Masked(y) | RoundResponse::Plain(y) => {

@@ -149,9 +149,87 @@ pub struct RoundSpec {
     pub step_deadline_ms: u64,
 }
 
-/// ⌈2n/3⌉, the default threshold for `n` participants.
-pub fn default_threshold(n: usize) -> u32 {
-    (2 * n).div_ceil(3) as u32
+/// The least threshold any round may have (checked by [`RoundSpec::validate`]): 2t > n + a,
+/// where a = 1 when the aggregator is itself one of the n participants.
+///
+/// Why: an aggregator that tells some survivors "u survived" and others "u dropped out" gets
+/// shares of u's self-mask seed from the first group and of u's mask key from the second, and
+/// with t of each it unmasks u's vector. Honest participants reveal only for the one survivor
+/// list they signed, with at least t signatures on it (the consistency check,
+/// [`crate::secagg`]); two lists each signed by t parties need 2t − a honest signers, so
+/// 2t > n + a leaves too few. An aggregator that contributes holds one share of everything and
+/// signs both lists, hence a.
+pub fn min_threshold(n: usize, aggregator_contributes: bool) -> u32 {
+    ((n + usize::from(aggregator_contributes)) / 2 + 1) as u32
+}
+
+/// The default threshold for `n` participants: ⌈2n/3⌉, raised to [`min_threshold`] if needed.
+pub fn default_threshold(n: usize, aggregator_contributes: bool) -> u32 {
+    ((2 * n).div_ceil(3) as u32).max(min_threshold(n, aggregator_contributes))
+}
+
+/// What a clinic requires of a round before it contributes and again before it reveals shares
+/// (its `[privacy]` policy; DESIGN.md §9 safety rules). Pure: the node supplies the policy and
+/// the round, this says yes or why not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Safety {
+    /// Fewest participants besides this clinic, in the invitation and among the survivors.
+    pub min_others: u32,
+    /// The least threshold as a fraction num/den of the participants: t ≥ ⌈num·n/den⌉
+    /// (never below [`min_threshold`]).
+    pub threshold_fraction: (u32, u32),
+}
+
+impl Safety {
+    /// The threshold this policy requires of a round of `n` participants.
+    pub fn required_threshold(&self, n: usize, aggregator_contributes: bool) -> u32 {
+        let (num, den) = self.threshold_fraction;
+        let by_fraction = (n as u64 * u64::from(num)).div_ceil(u64::from(den.max(1)));
+        (by_fraction as u32).max(min_threshold(n, aggregator_contributes))
+    }
+
+    /// Checks an invitation: enough other participants and a high enough threshold.
+    pub fn check_spec(&self, spec: &RoundSpec) -> Result<(), RoundError> {
+        let n = spec.participants.len();
+        let others = n.saturating_sub(1);
+        if others < self.min_others as usize {
+            return Err(RoundError(format!(
+                "the round has {others} other participant(s); this clinic joins only rounds \
+                 with at least {} ([privacy] min_participants)",
+                self.min_others
+            )));
+        }
+        let need = self.required_threshold(n, spec.aggregator_contributes());
+        if spec.threshold < need {
+            let (num, den) = self.threshold_fraction;
+            return Err(RoundError(format!(
+                "the round's threshold is {} of {n}; this clinic requires at least {need} \
+                 ([privacy] min_threshold = \"{num}/{den}\", and more than half)",
+                spec.threshold
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks the survivor set before this clinic reveals anything: at least t survivors,
+    /// this clinic among them, and enough others.
+    pub fn check_survivors(&self, spec: &RoundSpec, survivors: usize) -> Result<(), RoundError> {
+        if survivors < spec.threshold as usize {
+            return Err(RoundError(format!(
+                "{survivors} survivors, fewer than the round's threshold {}",
+                spec.threshold
+            )));
+        }
+        if survivors.saturating_sub(1) < self.min_others as usize {
+            return Err(RoundError(format!(
+                "only {} other clinic(s) survived; this clinic reveals nothing unless at least \
+                 {} others contribute ([privacy] min_participants)",
+                survivors.saturating_sub(1),
+                self.min_others
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl RoundSpec {
@@ -181,10 +259,16 @@ impl RoundSpec {
         if n == 0 || n > MAX_PARTICIPANTS {
             return err(format!("{n} participants; 1 to {MAX_PARTICIPANTS} allowed"));
         }
-        if self.threshold == 0 || self.threshold as usize > n {
+        let floor = min_threshold(n, self.aggregator_contributes());
+        if self.threshold < floor || self.threshold as usize > n {
             return err(format!(
-                "threshold {} with {n} participants",
-                self.threshold
+                "threshold {} with {n} participants (it must be {floor} to {n}: more than half{})",
+                self.threshold,
+                if self.aggregator_contributes() {
+                    ", counting the contributing aggregator twice"
+                } else {
+                    ""
+                }
             ));
         }
         if !(DEADLINE_MS.0..=DEADLINE_MS.1).contains(&self.step_deadline_ms) {
@@ -207,14 +291,10 @@ impl RoundSpec {
                 if domains.is_empty() || domains.len() > MAX_DOMAINS {
                     return err(format!("{} domains", domains.len()));
                 }
+                // Checked before the layout is built (and so before any calibration).
+                crate::dp::check_release_rho(self.rho).map_err(|e| RoundError(e.to_string()))?;
                 for d in domains {
-                    let numbers_ok = [d.lo, d.hi].iter().chain(&d.bands).all(|x| x.is_finite());
-                    if d.id.is_empty() || d.id.len() > 64 || d.bands.len() > 16 || !numbers_ok {
-                        return err(format!("domain {:?} is malformed", d.id));
-                    }
-                }
-                if !(self.rho.is_finite() && self.rho > 0.0) {
-                    return err(format!("ρ must be positive, not {}", self.rho));
+                    d.validate().map_err(|e| RoundError(e.to_string()))?;
                 }
             }
             RoundKind::Bench { dim, .. } => {
@@ -233,6 +313,12 @@ impl RoundSpec {
         self.session_unchecked(dim)
             .validate()
             .map_err(|e| RoundError(e.to_string()))
+    }
+
+    /// Whether the aggregator is itself one of the participants (it then holds one share of
+    /// every secret; see [`min_threshold`]).
+    pub fn aggregator_contributes(&self) -> bool {
+        self.participants.contains(&self.aggregator)
     }
 
     /// Length of the summed vector.
@@ -381,7 +467,7 @@ mod tests {
                 caseload_cap: 200,
             },
             rho: 0.5,
-            threshold: 2,
+            threshold: 3,
             participants: signers.iter().map(Signer::key).collect(),
             aggregator: signers[0].key(),
             issued_at_ms: 1_700_000_000_000,
@@ -402,7 +488,7 @@ mod tests {
         let mutations: Vec<Mutation> = vec![
             Box::new(|s| s.round_id += 1),
             Box::new(|s| s.rho *= 2.0),
-            Box::new(|s| s.threshold = 3),
+            Box::new(|s| s.threshold = 2),
             Box::new(|s| s.participants.pop().map(|_| ()).unwrap_or(())),
             Box::new(|s| s.step_deadline_ms += 1),
             Box::new(|s| s.network_id.push('x')),
@@ -435,6 +521,26 @@ mod tests {
         let bad: Vec<Mutation> = vec![
             Box::new(|s| s.threshold = 0),
             Box::new(|s| s.threshold = 4),
+            // 2 of 3 with the aggregator among them: 2t ≤ n + 1.
+            Box::new(|s| s.threshold = 2),
+            Box::new(|s| s.rho = 1e308),
+            Box::new(|s| s.rho = 11.0),
+            Box::new(|s| {
+                if let RoundKind::Benchmark { domains, .. } = &mut s.kind {
+                    domains[0].hi = 1e-300;
+                    domains[0].lo = 0.0;
+                }
+            }),
+            Box::new(|s| {
+                if let RoundKind::Benchmark { domains, .. } = &mut s.kind {
+                    domains[0].bands = vec![5.0, 0.0];
+                }
+            }),
+            Box::new(|s| {
+                if let RoundKind::Benchmark { max_episodes, .. } = &mut s.kind {
+                    *max_episodes = u32::MAX;
+                }
+            }),
             Box::new(|s| s.participants.clear()),
             Box::new(|s| s.participants[1] = s.participants[0]),
             Box::new(|s| s.rho = 0.0),
@@ -457,9 +563,75 @@ mod tests {
             m(&mut s);
             assert!(s.validate().is_err(), "mutation {i} accepted");
         }
-        assert_eq!(default_threshold(5), 4);
-        assert_eq!(default_threshold(10), 7);
-        assert_eq!(default_threshold(3), 2);
+        assert_eq!(default_threshold(5, true), 4);
+        assert_eq!(default_threshold(10, false), 7);
+        assert_eq!(default_threshold(3, false), 2);
+        // The aggregator's own contribution raises the floor: 2t > n + 1.
+        assert_eq!(default_threshold(3, true), 3);
+        assert_eq!(default_threshold(6, true), 4);
+        assert_eq!(min_threshold(4, false), 3);
+        assert_eq!(min_threshold(5, true), 4);
+    }
+
+    /// A clinic's policy against the invitation and the survivors (issue 12, finding 2): with
+    /// the defaults (3 other clinics, t ≥ ⌈2n/3⌉ and more than half) README's two-node network
+    /// and a threshold of 1 are refused, and so is a survivor set that shrank too far.
+    #[test]
+    fn safety_policy_refuses_small_rounds_low_thresholds_and_few_survivors() {
+        let policy = Safety {
+            min_others: 3,
+            threshold_fraction: (2, 3),
+        };
+        let signers: Vec<Signer> = (1..=8).map(|i| Signer::from_seed(&[i; 32])).collect();
+        #[track_caller]
+        fn check(policy: &Safety, s: &RoundSpec, ok: bool) {
+            let r = policy.check_spec(s);
+            assert_eq!(
+                r.is_ok(),
+                ok,
+                "n = {}, t = {}: {r:?}",
+                s.participants.len(),
+                s.threshold
+            );
+        }
+        let with = |n: usize, t: u32, aggregator_in: bool| {
+            let mut s = spec(&signers[..n]);
+            s.threshold = t;
+            if !aggregator_in {
+                s.aggregator = signers[7].key();
+            }
+            s
+        };
+        check(&policy, &with(2, 2, true), false); // coordinator + one clinic
+        check(&policy, &with(3, 3, true), false); // two others only
+        check(&policy, &with(4, 3, true), true); // three others, t = ⌈8/3⌉ = 3
+        check(&policy, &with(4, 2, false), false); // t below 2n/3
+        check(&policy, &with(5, 3, true), false); // t ≤ (n + 1)/2 with the aggregator in
+        check(&policy, &with(5, 4, true), true);
+        check(&policy, &with(7, 5, false), true);
+        check(&policy, &with(7, 4, false), false); // ⌈14/3⌉ = 5
+        let lenient = Safety {
+            min_others: 0,
+            threshold_fraction: (1, 2),
+        };
+        check(&lenient, &with(4, 3, false), true);
+        assert_eq!(
+            lenient.required_threshold(4, false),
+            3,
+            "more than half, whatever the fraction"
+        );
+        assert_eq!(lenient.required_threshold(4, true), 3);
+        assert_eq!(lenient.required_threshold(5, true), 4);
+        let s = with(5, 4, true);
+        assert!(policy.check_survivors(&s, 5).is_ok());
+        assert!(policy.check_survivors(&s, 4).is_ok());
+        assert!(policy.check_survivors(&s, 3).is_err(), "fewer than t");
+        let loose_t = with(5, 4, true);
+        let strict = Safety {
+            min_others: 4,
+            threshold_fraction: (2, 3),
+        };
+        assert!(strict.check_survivors(&loose_t, 4).is_err(), "3 others < 4");
     }
 
     #[test]

@@ -13,9 +13,16 @@
 //!    [`EncryptedShare`]); the aggregator routes them. Senders form U2.
 //! 3. **Masked input.** u sends yᵤ = xᵤ + PRG(bᵤ) + Σ_{v∈U2, v≠u} ±PRG(HKDF(X25519(sᵤ, sᵥ),
 //!    round)) mod 2^64 (+ if u < v). Senders form U3, the survivors.
-//! 4. **Unmask.** Given U3, each survivor reveals its share of bᵥ for v ∈ U3 and of sᵥ's secret
-//!    for v ∈ U2 \ U3, never both for one v. From ≥ t reveals the aggregator rebuilds every
-//!    bᵥ (checked against its commitment) and every dropped sᵥ (checked against its public
+//! 4. **Consistency check** (Bonawitz et al.'s active-adversary round). The aggregator sends U3
+//!    to each survivor; each signs (round, U3) with its node key and returns a
+//!    [`Confirmation`]. Signers form U4.
+//! 5. **Unmask.** Given U3 again and at least t confirmations of that same list by distinct
+//!    members of it, each survivor reveals its share of bᵥ for v ∈ U3 and of sᵥ's secret for
+//!    v ∈ U2 \ U3, never both for one v. A survivor that signed one list reveals for no other,
+//!    so an aggregator that told some survivors "v survived" and others "v dropped out" cannot
+//!    collect t shares of both of v's secrets as long as 2t > n (+1 when the aggregator itself
+//!    participates; [`crate::round::min_threshold`]). From ≥ t reveals the aggregator rebuilds
+//!    every bᵥ (checked against its commitment) and every dropped sᵥ (checked against its public
 //!    key), and removes the masks: the pair masks between survivors cancel in the sum.
 //!
 //! Every key and stream is bound to the round digest (the hash of the signed round
@@ -103,6 +110,8 @@ pub enum Step {
     Shares,
     /// Collecting masked inputs.
     Masked,
+    /// Collecting signatures on the survivor list (the consistency check).
+    Confirm,
     /// Collecting revealed shares.
     Unmask,
     /// The sum is out.
@@ -116,6 +125,7 @@ impl Step {
             Step::Keys => "keys",
             Step::Shares => "shares",
             Step::Masked => "masked",
+            Step::Confirm => "confirm",
             Step::Unmask => "unmask",
             Step::Done => "done",
         }
@@ -156,6 +166,9 @@ pub enum SecAggError {
     /// Shares that do not rebuild a committed secret.
     #[error("the revealed shares of participant {0} do not rebuild its committed secret")]
     Inconsistent(u32),
+    /// A confirmation that is not participant's signature on this round's survivor list.
+    #[error("participant {0}'s confirmation is not its signature on this survivor list")]
+    BadConfirmation(u32),
     /// Anything else malformed.
     #[error("{0}")]
     Malformed(String),
@@ -208,6 +221,60 @@ pub struct EncryptedShare {
     pub to: u32,
     /// ChaCha20-Poly1305 ciphertext of the two shares.
     pub ciphertext: Bytes,
+}
+
+/// A survivor's signature on the survivor list U3 (the consistency check).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Confirmation {
+    /// The signer's index.
+    pub index: u32,
+    /// Ed25519 signature by the signer's node key over [`survivors_transcript`].
+    pub signature: Signature,
+}
+
+/// The bytes a survivor signs to confirm the survivor list: round and the sorted indices.
+pub fn survivors_transcript(round: &[u8; 32], survivors: &BTreeSet<u32>) -> Vec<u8> {
+    let mut t = Transcript::new("secagg survivors")
+        .bytes(round)
+        .u64(survivors.len() as u64);
+    for v in survivors {
+        t = t.u64(u64::from(*v));
+    }
+    t.finish()
+}
+
+/// The distinct indices of a survivor list, or an error if one is listed twice.
+fn survivor_set(survivors: &[u32]) -> Result<BTreeSet<u32>, SecAggError> {
+    let set: BTreeSet<u32> = survivors.iter().copied().collect();
+    if set.len() != survivors.len() {
+        return Err(SecAggError::Malformed("survivor listed twice".into()));
+    }
+    Ok(set)
+}
+
+/// Checks that `confirmations` hold at least t valid signatures on `survivors` by distinct
+/// members of it.
+fn check_confirmations(
+    session: &Session,
+    survivors: &BTreeSet<u32>,
+    confirmations: &[Confirmation],
+) -> Result<(), SecAggError> {
+    let transcript = survivors_transcript(&session.round, survivors);
+    let mut signers = BTreeSet::new();
+    for c in confirmations {
+        if !survivors.contains(&c.index) {
+            return Err(SecAggError::BadConfirmation(c.index));
+        }
+        session
+            .key(c.index)?
+            .verify(&transcript, &c.signature)
+            .map_err(|_| SecAggError::BadConfirmation(c.index))?;
+        if !signers.insert(c.index) {
+            return Err(SecAggError::Duplicate(c.index));
+        }
+    }
+    at_least(Step::Confirm, signers.len(), session.threshold)
 }
 
 /// Which secret a revealed share belongs to.
@@ -325,6 +392,8 @@ pub struct Participant {
     adverts: BTreeMap<u32, Advert>,
     /// Shares held of each U2 member's (mask key, self seed), including our own.
     held: BTreeMap<u32, (Share, Share)>,
+    /// The survivor list this participant signed (the only one it will reveal for).
+    survivors: BTreeSet<u32>,
 }
 
 impl std::fmt::Debug for Participant {
@@ -379,6 +448,7 @@ impl Participant {
                 step: Step::Keys,
                 adverts: BTreeMap::new(),
                 held: BTreeMap::new(),
+                survivors: BTreeSet::new(),
             },
             advert,
         ))
@@ -488,18 +558,25 @@ impl Participant {
             crypto::apply_mask(&mut y, &pair_seed(&round, &shared), pair_sign(self.me, *v));
         }
         self.held = held;
-        self.step = Step::Unmask;
+        self.step = Step::Confirm;
         Ok(y)
     }
 
-    /// Step 4: given the survivors U3, reveals the self-seed shares of survivors and the
-    /// mask-key shares of the rest of U2 — never both for one participant.
-    pub fn on_unmask(&mut self, survivors: &[u32]) -> Result<Vec<Revealed>, SecAggError> {
-        self.expect(Step::Unmask)?;
-        let u3: BTreeSet<u32> = survivors.iter().copied().collect();
-        if u3.len() != survivors.len() {
-            return Err(SecAggError::Malformed("survivor listed twice".into()));
+    /// Step 4, the consistency check: given the survivors U3, checks them (no one twice, each
+    /// sent us shares, we are among them, at least t) and signs the list. This is the only
+    /// list this participant will reveal shares for.
+    pub fn on_survivors(
+        &mut self,
+        survivors: &[u32],
+        signer: &Signer,
+    ) -> Result<Confirmation, SecAggError> {
+        self.expect(Step::Confirm)?;
+        if signer.key() != *self.session.key(self.me)? {
+            return Err(SecAggError::Malformed(
+                "signing key is not this participant's".into(),
+            ));
         }
+        let u3 = survivor_set(survivors)?;
         if let Some(v) = u3.iter().find(|v| !self.held.contains_key(v)) {
             return Err(SecAggError::Malformed(format!(
                 "survivor {v} did not send us shares"
@@ -510,8 +587,34 @@ impl Participant {
                 "we are not listed among the survivors".into(),
             ));
         }
-        at_least(Step::Unmask, u3.len(), self.session.threshold)?;
+        at_least(Step::Confirm, u3.len(), self.session.threshold)?;
+        let signature = signer.sign(&survivors_transcript(&self.session.round, &u3));
+        self.survivors = u3;
+        self.step = Step::Unmask;
+        Ok(Confirmation {
+            index: self.me,
+            signature,
+        })
+    }
+
+    /// Step 5: given the survivor list again and at least t confirmations of it by distinct
+    /// survivors, reveals the self-seed shares of survivors and the mask-key shares of the rest
+    /// of U2 — never both for one participant. A list other than the one this participant
+    /// signed is refused, and so are too few or invalid confirmations.
+    pub fn on_unmask(
+        &mut self,
+        survivors: &[u32],
+        confirmations: &[Confirmation],
+    ) -> Result<Vec<Revealed>, SecAggError> {
+        self.expect(Step::Unmask)?;
+        if survivor_set(survivors)? != self.survivors {
+            return Err(SecAggError::Malformed(
+                "the survivor list differs from the one this participant signed".into(),
+            ));
+        }
+        check_confirmations(&self.session, &self.survivors, confirmations)?;
         self.step = Step::Done;
+        let u3 = &self.survivors;
         Ok(self
             .held
             .iter()
@@ -543,6 +646,8 @@ pub struct Progress {
     pub shares: Vec<u32>,
     /// Participants that sent masked input (U3, the survivors).
     pub masked: Vec<u32>,
+    /// Survivors that signed the survivor list (U4).
+    pub confirmed: Vec<u32>,
     /// Survivors that revealed shares.
     pub revealed: Vec<u32>,
 }
@@ -555,6 +660,7 @@ pub struct Aggregator {
     adverts: BTreeMap<u32, Advert>,
     shares: BTreeMap<u32, Vec<EncryptedShare>>,
     masked: BTreeMap<u32, Vec<u64>>,
+    confirmations: BTreeMap<u32, Confirmation>,
     reveals: BTreeMap<u32, Vec<Revealed>>,
 }
 
@@ -568,6 +674,7 @@ impl Aggregator {
             adverts: BTreeMap::new(),
             shares: BTreeMap::new(),
             masked: BTreeMap::new(),
+            confirmations: BTreeMap::new(),
             reveals: BTreeMap::new(),
         })
     }
@@ -588,6 +695,7 @@ impl Aggregator {
             keys: self.adverts.keys().copied().collect(),
             shares: self.shares.keys().copied().collect(),
             masked: self.masked.keys().copied().collect(),
+            confirmed: self.confirmations.keys().copied().collect(),
             revealed: self.reveals.keys().copied().collect(),
         }
     }
@@ -703,18 +811,65 @@ impl Aggregator {
             return Err(SecAggError::WrongStep(self.step));
         }
         at_least(Step::Masked, self.masked.len(), self.session.threshold)?;
-        self.step = Step::Unmask;
+        self.step = Step::Confirm;
         Ok(self.masked.keys().copied().collect())
     }
 
-    /// Step 4: accepts `sender`'s revealed shares.
+    /// Step 4: accepts `sender`'s signature on the survivor list.
+    pub fn add_confirmation(
+        &mut self,
+        sender: &NodeKey,
+        confirmation: Confirmation,
+    ) -> Result<(), SecAggError> {
+        let index = self.sender(sender, Step::Confirm)?;
+        if !self.masked.contains_key(&index) {
+            return Err(SecAggError::Unknown(index));
+        }
+        if confirmation.index != index {
+            return Err(SecAggError::WrongSender(confirmation.index));
+        }
+        let survivors: BTreeSet<u32> = self.masked.keys().copied().collect();
+        self.session
+            .key(index)?
+            .verify(
+                &survivors_transcript(&self.session.round, &survivors),
+                &confirmation.signature,
+            )
+            .map_err(|_| SecAggError::BadConfirmation(index))?;
+        if self.confirmations.contains_key(&index) {
+            return Err(SecAggError::Duplicate(index));
+        }
+        self.confirmations.insert(index, confirmation);
+        Ok(())
+    }
+
+    /// Ends step 4: the confirmations to send to each signer with the survivor list.
+    pub fn close_confirmations(&mut self) -> Result<Vec<Confirmation>, SecAggError> {
+        if self.step != Step::Confirm {
+            return Err(SecAggError::WrongStep(self.step));
+        }
+        at_least(
+            Step::Confirm,
+            self.confirmations.len(),
+            self.session.threshold,
+        )?;
+        self.step = Step::Unmask;
+        Ok(self.confirmations.values().cloned().collect())
+    }
+
+    /// The survivors U3 (the senders of masked inputs).
+    pub fn survivors(&self) -> Vec<u32> {
+        self.masked.keys().copied().collect()
+    }
+
+    /// Step 5: accepts `sender`'s revealed shares (a survivor that confirmed the list).
     pub fn add_reveal(
         &mut self,
         sender: &NodeKey,
         revealed: Vec<Revealed>,
     ) -> Result<(), SecAggError> {
         let index = self.sender(sender, Step::Unmask)?;
-        if !self.masked.contains_key(&index) {
+        if !self.confirmations.contains_key(&index) {
             return Err(SecAggError::Unknown(index));
         }
         if self.reveals.contains_key(&index) {
@@ -742,7 +897,7 @@ impl Aggregator {
         Ok(())
     }
 
-    /// Ends step 4: rebuilds the secrets, removes every mask and returns Σ xᵤ mod 2^64 over
+    /// Ends step 5: rebuilds the secrets, removes every mask and returns Σ xᵤ mod 2^64 over
     /// the survivors, with the survivors' indices.
     pub fn finish(&mut self) -> Result<(Vec<u64>, Vec<u32>), SecAggError> {
         if self.step != Step::Unmask {

@@ -74,7 +74,7 @@ proptest! {
                 let d = distance(&full[r.clone()], &without[r]);
                 prop_assert!(d <= bl.patient_bound(), "patient {p}, {}: {d} > {}", bl.name(), bl.patient_bound());
                 // And entry by entry (the declared bounds themselves).
-                for (i, e) in bl.patient_entry_bounds(k).iter().enumerate() {
+                for (i, e) in bl.patient_entry_bounds(k).unwrap().iter().enumerate() {
                     let moved = (full[bl.offset() + i] - without[bl.offset() + i]).unsigned_abs();
                     prop_assert!(moved <= *e, "patient {p}, {}[{i}]: {moved} > {e}", bl.name());
                 }

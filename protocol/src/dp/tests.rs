@@ -121,10 +121,76 @@ proptest! {
 
     /// Calibration is monotone: more ρ, less noise; more ρ, more ε.
     #[test]
-    fn calibration_is_monotone(rho in 1e-4f64..10.0, factor in 1.01f64..5.0) {
+    fn calibration_is_monotone(rho in 1e-4f64..2.0, factor in 1.01f64..5.0) {
         prop_assert!(sigma(1.0, rho * factor).unwrap() < sigma(1.0, rho).unwrap());
         prop_assert!(epsilon(rho * factor, DEFAULT_DELTA).unwrap() > epsilon(rho, DEFAULT_DELTA).unwrap());
     }
+
+    /// Layouts from any bounds, weights and episode caps are built or refused, never panic, and
+    /// a layout that is built has a finite positive sensitivity and representable entry bounds
+    /// (issue 12, finding 7: degenerate domains once overflowed the integer bounds).
+    #[test]
+    fn any_bounds_give_a_layout_or_an_error(
+        bounds in prop::collection::vec((any_f64(), any_f64()), 1..5),
+        groups in 1usize..3,
+        weight in any_f64(),
+        therapist in prop::option::of(prop::collection::vec(any_f64(), 1..5)),
+        k in any::<u32>(),
+        kind in 0u8..3,
+    ) {
+        let (lo, hi): (Vec<f64>, Vec<f64>) = bounds.iter().copied().unzip();
+        let block = match kind {
+            0 => Block::clipped_sums("s", groups, lo, hi),
+            1 => Block::sum_of_products("p", bounds.clone(), (lo[0], hi[0])),
+            _ => Block::aggregate("a", hi.clone(), therapist),
+        };
+        if let Ok(layout) = Layout::new(vec![block.weighted(weight), Block::counts("c", 2)], k) {
+            let s = layout.sensitivity();
+            prop_assert!(s.patient.is_finite() && s.patient > 0.0);
+            for b in layout.blocks() {
+                prop_assert!(b.patient_entry_bounds(k).is_ok());
+                prop_assert!(b.scale().is_finite() && b.scale() > 0.0);
+            }
+        }
+    }
+}
+
+/// Any f64, weighted towards the awkward ones (0, subnormals, huge, infinite, NaN).
+fn any_f64() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        -100.0f64..100.0,
+        Just(0.0),
+        Just(1e-300),
+        Just(-1e-300),
+        Just(f64::MIN_POSITIVE / 4.0),
+        Just(1e300),
+        Just(f64::MAX),
+        Just(f64::INFINITY),
+        Just(f64::NAN),
+        any::<f64>(),
+    ]
+}
+
+/// Issue 12, finding 7: a domain of range 10^-300 made the fixed-point scale infinite and the
+/// integer bounds overflow (a panic in debug builds, a wrong sensitivity in release). It is now
+/// refused with the block's name.
+#[test]
+fn degenerate_bounds_are_refused_not_overflowed() {
+    for (lo, hi) in [
+        (0.0, 1e-300),
+        (-1e-310, 1e-310),
+        (0.0, 1e13),
+        (0.0, f64::MAX),
+    ] {
+        let err = Layout::new(vec![Block::clipped_sums("tiny", 1, vec![lo], vec![hi])], 1)
+            .expect_err("a degenerate bound was accepted");
+        assert!(err.to_string().contains("tiny"), "{err}");
+    }
+    let err = Layout::new(vec![Block::aggregate("a", vec![1e-300, 1.0], None)], 1).unwrap_err();
+    assert!(err.to_string().contains("\"a\""), "{err}");
+    // A patient cap as large as a u32 still gives exact, checked bounds.
+    let layout = Layout::new(vec![Block::counts("c", 3)], u32::MAX).unwrap();
+    assert!(layout.sensitivity().patient.is_finite());
 }
 
 #[test]
@@ -266,16 +332,48 @@ fn rho_is_opendps_map_and_matches_the_formula() {
 }
 
 #[test]
-fn distributed_shares_are_sigma_over_root_t_and_cost_the_central_rho() {
+fn distributed_shares_are_sigma_over_root_t_minus_one_and_cost_the_central_rho() {
     let central = Mechanism::central(100.0, 0.25).unwrap();
-    let shared = Mechanism::distributed(100.0, 0.25, 9).unwrap();
+    let shared = Mechanism::distributed(100.0, 0.25, 10).unwrap();
     // σ = Δ/√(2ρ), nudged up by at most a few ulps so that the certified ρ ≤ 0.25.
     assert!((central.sigma / (100.0 / 0.5f64.sqrt()) - 1.0).abs() < 1e-14);
     assert!(central.rho <= 0.25);
     assert_eq!(shared.total_sigma, central.sigma);
+    // Nine other shares (t − 1) carry σ² between them.
     assert!((shared.sigma - central.sigma / 3.0).abs() < 1e-9);
     assert_eq!(shared.rho, central.rho);
+    assert!((shared.sigma_of_sum(9) - central.sigma).abs() < 1e-9);
+    // t = 1 would let the only other party see an un-noised contribution; t = 0 is nonsense.
+    assert!(Mechanism::distributed(100.0, 0.25, 1).is_err());
     assert!(Mechanism::distributed(100.0, 0.25, 0).is_err());
+}
+
+/// Issue 12, finding 6: ρ near f64::MAX made the ulp-by-ulp certification loop forever (and
+/// pinned a core). ρ outside [`RHO_RANGE`] is refused at once, with the value in the message.
+#[test]
+fn rho_outside_the_sane_range_is_refused_before_calibration() {
+    for rho in [
+        1e308,
+        9e307,
+        f64::MAX,
+        f64::INFINITY,
+        f64::NAN,
+        0.0,
+        -1.0,
+        1e-7,
+        10.5,
+    ] {
+        for m in [
+            Mechanism::central(16_777_216.0, rho),
+            Mechanism::distributed(16_777_216.0, rho, 3),
+        ] {
+            let err = m.expect_err("an insane ρ was calibrated");
+            assert!(err.to_string().contains("ρ"), "{err}");
+        }
+    }
+    let (lo, hi) = RHO_RANGE;
+    assert!(Mechanism::central(16_777_216.0, lo).is_ok());
+    assert!(Mechanism::central(16_777_216.0, hi).is_ok());
 }
 
 #[test]
@@ -317,11 +415,13 @@ fn central_noise_has_variance_sigma_squared() {
 }
 
 #[test]
-fn t_noise_shares_sum_to_variance_sigma_squared() {
-    // t = 4 shares of σ/2 each; 4 × 12 500 draws, summed in fours: 12 500 sums with variance σ².
-    // Relative SD of the sample variance 1.3 %; ±7 % is 5.5 SD, and a share with the central σ
-    // (4σ²) or with σ/t (σ²/4) is far outside.
-    let m = Mechanism::distributed(20.0, 0.5, 4).unwrap();
+fn any_t_minus_one_noise_shares_carry_variance_sigma_squared() {
+    // Issue 12, finding 1: whoever knows one contribution (a clinic its own; the coordinator
+    // when it contributes too) subtracts it from a release of t and faces the other t − 1.
+    // t = 5: shares of σ/2 each; 4 × 12 500 draws, summed in fours: 12 500 sums with variance
+    // σ². Relative SD of the sample variance 1.3 %; ±7 % is 5.5 SD, so the old share σ/√t
+    // (four of them: 0.8σ²) fails, as does the central σ (4σ²).
+    let m = Mechanism::distributed(20.0, 0.5, 5).unwrap();
     let z = m.noise(50_000).unwrap();
     let sums: Vec<i64> = z.chunks(4).map(|c| c.iter().sum()).collect();
     let (_, var) = moments(&sums);

@@ -130,6 +130,13 @@ fn round_examples() -> Vec<(&'static str, Vec<u8>)> {
         },
     }];
     let agg = signer(1);
+    let confirmation = crate::secagg::Confirmation {
+        index: 0,
+        signature: agg.sign(&crate::secagg::survivors_transcript(
+            &round,
+            &[0, 1].into_iter().collect(),
+        )),
+    };
     let req = |n, b| encode(&Envelope::seal(&agg, header(n, None), Request::Round(b)));
     let s2 = signer(2);
     let resp = |n, b| encode(&Envelope::seal(&s2, header(n, Some(7)), Response::Round(b)));
@@ -159,6 +166,7 @@ fn round_examples() -> Vec<(&'static str, Vec<u8>)> {
                 RoundRequest::Unmask {
                     round,
                     survivors: vec![0, 1],
+                    confirmations: vec![confirmation.clone()],
                 },
             ),
         ),
@@ -218,6 +226,20 @@ fn round_examples() -> Vec<(&'static str, Vec<u8>)> {
                     br#"{"kind":"benchmark"}"#.to_vec(),
                 )]),
             )),
+        ),
+        (
+            "request round survivors",
+            req(
+                34,
+                RoundRequest::Survivors {
+                    round,
+                    survivors: vec![0, 1],
+                },
+            ),
+        ),
+        (
+            "response round confirmed",
+            resp(35, RoundResponse::Confirmed(confirmation)),
         ),
     ]
 }

@@ -68,9 +68,16 @@ fn run(
         }
         let survivors = agg.close_masked()?;
         for v in &survivors {
-            if alive(*v, Step::Unmask) {
-                let revealed = parts[*v as usize].on_unmask(&survivors)?;
-                agg.add_reveal(&signers[*v as usize].key(), revealed)?;
+            if alive(*v, Step::Confirm) {
+                let c = parts[*v as usize].on_survivors(&survivors, &signers[*v as usize])?;
+                agg.add_confirmation(&signers[*v as usize].key(), c)?;
+            }
+        }
+        let confirmations = agg.close_confirmations()?;
+        for c in &confirmations {
+            if alive(c.index, Step::Unmask) {
+                let revealed = parts[c.index as usize].on_unmask(&survivors, &confirmations)?;
+                agg.add_reveal(&signers[c.index as usize].key(), revealed)?;
             }
         }
         agg.finish()
@@ -105,7 +112,13 @@ fn no_dropouts_gives_the_exact_sum() {
 fn one_and_a_third_dropping_at_each_step_still_decode_exactly() {
     let n = 9;
     let t = default_t(n); // 6
-    for step in [Step::Keys, Step::Shares, Step::Masked, Step::Unmask] {
+    for step in [
+        Step::Keys,
+        Step::Shares,
+        Step::Masked,
+        Step::Confirm,
+        Step::Unmask,
+    ] {
         for k in [1, n / 3] {
             let drops: BTreeMap<u32, Step> = (0..k as u32).map(|i| (i * 2, step)).collect();
             let (r, xs) = run(n, t, 20, &drops, 10 + k as u64);
@@ -124,7 +137,13 @@ fn one_and_a_third_dropping_at_each_step_still_decode_exactly() {
 fn fewer_than_t_at_any_step_aborts_with_nothing() {
     let n = 6;
     let t = default_t(n); // 4
-    for step in [Step::Keys, Step::Shares, Step::Masked, Step::Unmask] {
+    for step in [
+        Step::Keys,
+        Step::Shares,
+        Step::Masked,
+        Step::Confirm,
+        Step::Unmask,
+    ] {
         let drops: BTreeMap<u32, Step> = (0..(n - t + 1) as u32).map(|i| (i, step)).collect();
         let (r, _) = run(n, t, 8, &drops, 3);
         assert_eq!(
@@ -242,7 +261,12 @@ fn revealing_both_secrets_of_one_participant_is_refused() {
         agg.add_masked(&signers[i].key(), y).unwrap();
     }
     let survivors = agg.close_masked().unwrap();
-    let mut revealed = parts[0].on_unmask(&survivors).unwrap();
+    for i in 0..2 {
+        let c = parts[i].on_survivors(&survivors, &signers[i]).unwrap();
+        agg.add_confirmation(&signers[i].key(), c).unwrap();
+    }
+    let confirmations = agg.close_confirmations().unwrap();
+    let mut revealed = parts[0].on_unmask(&survivors, &confirmations).unwrap();
     // Also claim the self seed of the dropped participant 2: refused.
     let extra = revealed.iter().find(|r| r.owner == 2).copied().unwrap();
     assert_eq!(extra.secret, Secret::MaskKey);
@@ -254,11 +278,239 @@ fn revealing_both_secrets_of_one_participant_is_refused() {
         agg.add_reveal(&signers[0].key(), revealed),
         Err(SecAggError::Malformed(_))
     ));
-    // A survivor asked to unmask a list that omits it refuses.
+    // A survivor asked to unmask a list other than the one it signed refuses.
     assert!(matches!(
-        parts[1].on_unmask(&[0]),
+        parts[1].on_unmask(&[0], &confirmations),
         Err(SecAggError::Malformed(_))
     ));
+}
+
+/// Three participants through the masked step (t = 2), ready for the consistency check.
+fn masked_three(seed: u64) -> (Vec<Signer>, Vec<Participant>, Aggregator, Vec<u32>) {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let signers = signers(3);
+    let s = session(&signers, 2, 2, 11);
+    let mut agg = Aggregator::new(s.clone()).unwrap();
+    let mut parts = Vec::new();
+    for signer in &signers {
+        let (p, a) = Participant::new(s.clone(), signer, vec![1, 2], &mut rng).unwrap();
+        agg.add_advert(&signer.key(), a).unwrap();
+        parts.push(p);
+    }
+    let adverts = agg.close_keys().unwrap();
+    for (i, p) in parts.iter_mut().enumerate() {
+        let shares = p.on_keys(&adverts, &mut rng).unwrap();
+        agg.add_shares(&signers[i].key(), shares).unwrap();
+    }
+    let routed = agg.close_shares().unwrap();
+    for i in 0..3 {
+        let y = parts[i].on_shares(&routed[&(i as u32)]).unwrap();
+        agg.add_masked(&signers[i].key(), y).unwrap();
+    }
+    let survivors = agg.close_masked().unwrap();
+    (signers, parts, agg, survivors)
+}
+
+/// The consistency check (issue 12, finding 4): a survivor reveals nothing unless it gets at
+/// least t valid signatures by distinct survivors on the very list it signed. Forged,
+/// foreign, duplicated, too few and other-list confirmations are all refused.
+#[test]
+fn a_survivor_reveals_only_with_t_signatures_on_the_list_it_signed() {
+    let (signers, mut parts, mut agg, survivors) = masked_three(6);
+    let round = agg.session().round;
+    let confirm = |i: usize, parts: &mut Vec<Participant>| {
+        parts[i].on_survivors(&survivors, &signers[i]).unwrap()
+    };
+    let (c0, c1) = (confirm(0, &mut parts), confirm(1, &mut parts));
+    let _ = confirm(2, &mut parts);
+    // A signature on another list (the aggregator pretending 2 dropped) does not count.
+    let other_list = Confirmation {
+        index: 1,
+        signature: signers[1].sign(&survivors_transcript(&round, &[0, 1].into_iter().collect())),
+    };
+    let forged = Confirmation {
+        index: 1,
+        signature: signers[0].sign(&survivors_transcript(
+            &round,
+            &[0, 1, 2].into_iter().collect(),
+        )),
+    };
+    let outsider = Confirmation {
+        index: 7,
+        signature: c1.signature,
+    };
+    for (bad, why) in [
+        (vec![c0.clone()], "one signature, t = 2"),
+        (vec![c0.clone(), c0.clone()], "the same signer twice"),
+        (
+            vec![c0.clone(), other_list.clone()],
+            "a signature on another list",
+        ),
+        (vec![c0.clone(), forged.clone()], "signed by someone else"),
+        (
+            vec![c0.clone(), outsider],
+            "a signer that is not a survivor",
+        ),
+    ] {
+        // A refusal leaves the participant waiting, so each case is tried on the same one.
+        assert!(parts[2].on_unmask(&survivors, &bad).is_err(), "{why}");
+        assert_eq!(parts[2].step(), Step::Unmask);
+    }
+    // The aggregator refuses the same forgeries at collection.
+    assert_eq!(
+        agg.add_confirmation(&signers[1].key(), other_list),
+        Err(SecAggError::BadConfirmation(1))
+    );
+    assert_eq!(
+        agg.add_confirmation(&signers[0].key(), c1.clone()),
+        Err(SecAggError::WrongSender(1))
+    );
+    agg.add_confirmation(&signers[0].key(), c0.clone()).unwrap();
+    assert_eq!(
+        agg.add_confirmation(&signers[0].key(), c0.clone()),
+        Err(SecAggError::Duplicate(0))
+    );
+    // A participant signs one list once: asked again, it refuses.
+    assert!(matches!(
+        parts[0].on_survivors(&[0, 1], &signers[0]),
+        Err(SecAggError::WrongStep(_))
+    ));
+    // Two genuine signatures on its own list: it reveals.
+    assert!(parts[2].on_unmask(&survivors, &[c0, c1]).is_ok());
+}
+
+/// What a deviating aggregator learns by telling some survivors that `target` survived and
+/// the others that it dropped out (`told_dropped`: bit i set = honest participant i is told
+/// the short list). With `corrupt`, that participant is the aggregator's own node: it signs
+/// both lists and hands over its shares of everything. Returns true when the aggregator
+/// rebuilds both of the target's secrets and unmasks its input exactly.
+fn inconsistent_views_unmask_target(
+    n: usize,
+    t: usize,
+    corrupt: Option<usize>,
+    told_dropped: u32,
+    seed: u64,
+) -> bool {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let signers = signers(n);
+    let s = session(&signers, t, 3, 13);
+    let target = n - 1;
+    let xs = inputs(n, 3, &mut rng);
+    let mut parts = Vec::new();
+    let mut adverts = Vec::new();
+    for (i, signer) in signers.iter().enumerate() {
+        let (p, a) = Participant::new(s.clone(), signer, xs[i].clone(), &mut rng).unwrap();
+        parts.push(p);
+        adverts.push(a);
+    }
+    let mut inbox: BTreeMap<u32, Vec<EncryptedShare>> = BTreeMap::new();
+    for p in parts.iter_mut() {
+        for share in p.on_keys(&adverts, &mut rng).unwrap() {
+            inbox.entry(share.to).or_default().push(share);
+        }
+    }
+    let ys: Vec<Vec<u64>> = parts
+        .iter_mut()
+        .enumerate()
+        .map(|(i, p)| p.on_shares(&inbox[&(i as u32)]).unwrap())
+        .collect();
+    let long: Vec<u32> = (0..n as u32).collect();
+    let short: Vec<u32> = (0..n as u32).filter(|v| *v != target as u32).collect();
+    let view = |i: usize| {
+        if i != target && told_dropped & (1 << i) != 0 {
+            &short
+        } else {
+            &long
+        }
+    };
+    // Consistency check: every honest survivor signs the list it was told; the corrupt one
+    // signs both.
+    let mut signed: BTreeMap<Vec<u32>, Vec<Confirmation>> = BTreeMap::new();
+    for i in 0..n {
+        if Some(i) == corrupt {
+            for list in [&long, &short] {
+                let set: BTreeSet<u32> = list.iter().copied().collect();
+                signed.entry(list.clone()).or_default().push(Confirmation {
+                    index: i as u32,
+                    signature: signers[i].sign(&survivors_transcript(&s.round, &set)),
+                });
+            }
+        } else if let Ok(c) = parts[i].on_survivors(view(i), &signers[i]) {
+            // (A list shorter than t is refused outright.)
+            signed.entry(view(i).clone()).or_default().push(c);
+        }
+    }
+    // Reveal: each honest survivor shown its own list's signatures.
+    let (mut seed_shares, mut key_shares) = (Vec::new(), Vec::new());
+    if let Some(c) = corrupt {
+        let (mask, seed) = parts[c].held[&(target as u32)];
+        key_shares.push(mask);
+        seed_shares.push(seed);
+    }
+    for (i, p) in parts.iter_mut().enumerate() {
+        if Some(i) == corrupt || p.step() != Step::Unmask {
+            continue;
+        }
+        let Ok(revealed) = p.on_unmask(view(i), &signed[view(i)]) else {
+            continue;
+        };
+        for r in revealed.into_iter().filter(|r| r.owner == target as u32) {
+            match r.secret {
+                Secret::SelfSeed => seed_shares.push(r.share),
+                Secret::MaskKey => key_shares.push(r.share),
+            }
+        }
+    }
+    let (Ok(seed), Ok(key)) = (
+        shamir::combine(&seed_shares, t),
+        shamir::combine(&key_shares, t),
+    ) else {
+        return false;
+    };
+    let key = StaticSecret::from(key);
+    let mut x = ys[target].clone();
+    crypto::apply_mask(&mut x, &self_seed_stream(&s.round, &seed), -1);
+    for (v, advert) in adverts.iter().enumerate().filter(|(v, _)| *v != target) {
+        let shared = crypto::agree(&key, &advert.mask_key).unwrap();
+        let sign = pair_sign(target as u32, v as u32);
+        crypto::apply_mask(&mut x, &pair_seed(&s.round, &shared), -sign);
+    }
+    x == xs[target]
+}
+
+/// Issue 12, finding 4, by brute force over every way of splitting the survivors: a deviating
+/// aggregator unmasks one clinic's input exactly if and only if 2t ≤ n + a (a = 1 when it is
+/// a participant itself), which is exactly what `round::min_threshold` forbids. At n = 4, t = 2
+/// (the issue's reproduction) the attack works; at the floor it never does.
+#[test]
+fn inconsistent_survivor_lists_unmask_a_clinic_exactly_below_the_threshold_floor() {
+    assert!(inconsistent_views_unmask_target(4, 2, None, 0b0110, 1));
+    for n in 3..=6usize {
+        for t in 1..=n {
+            for corrupt in [None, Some(0)] {
+                let others = (0..n - 1)
+                    .filter(|i| Some(*i) != corrupt)
+                    .collect::<Vec<_>>();
+                let splits = 1u32 << others.len();
+                let broken = (0..splits).any(|bits| {
+                    let told: u32 = others
+                        .iter()
+                        .enumerate()
+                        .filter(|(k, _)| bits & (1 << k) != 0)
+                        .map(|(_, i)| 1 << i)
+                        .sum();
+                    inconsistent_views_unmask_target(n, t, corrupt, told, u64::from(bits))
+                });
+                let floor = crate::round::min_threshold(n, corrupt.is_some()) as usize;
+                assert_eq!(
+                    broken,
+                    t < floor,
+                    "n = {n}, t = {t}, aggregator participates: {}",
+                    corrupt.is_some()
+                );
+            }
+        }
+    }
 }
 
 proptest! {
