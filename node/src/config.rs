@@ -126,6 +126,38 @@ pub struct PrivacyConfig {
     /// ["benchmark", "bench"] ("bench" sums synthetic public vectors and costs nothing).
     #[serde(default = "default_round_kinds")]
     pub round_kinds: Vec<String>,
+    /// Fewest roster members besides this clinic that a round must invite, and that must
+    /// survive to the unmask step, for this clinic to take part. Default 3.
+    #[serde(default = "default_min_participants")]
+    pub min_participants: u32,
+    /// Least reconstruction threshold, as a fraction of the invited participants ("a/b"; never
+    /// below "more than half"). Default "2/3".
+    #[serde(default = "default_min_threshold")]
+    pub min_threshold: String,
+    /// Most network-round contributions charged per budget period. Default 12.
+    #[serde(default = "default_max_rounds")]
+    pub max_rounds_per_period: u32,
+    /// Least hours between two charged network-round contributions. Default 24.
+    #[serde(default = "default_min_round_interval")]
+    pub min_round_interval_hours: f64,
+    /// Refuse (before revealing shares) a round whose contributing clinics differ from those of
+    /// this clinic's previous round by at least one but fewer than this many clinics: the two
+    /// releases would differ by a few clinics' figures. 0 turns the check off. Default 0.
+    #[serde(default)]
+    pub min_contributor_change: u32,
+}
+
+fn default_min_participants() -> u32 {
+    3
+}
+fn default_min_threshold() -> String {
+    "2/3".into()
+}
+fn default_max_rounds() -> u32 {
+    12
+}
+fn default_min_round_interval() -> f64 {
+    24.0
 }
 
 fn default_rho_per_period() -> f64 {
@@ -160,7 +192,34 @@ impl Default for PrivacyConfig {
             max_episodes_per_patient: default_one(),
             caseload_cap: default_caseload_cap(),
             round_kinds: default_round_kinds(),
+            min_participants: default_min_participants(),
+            min_threshold: default_min_threshold(),
+            max_rounds_per_period: default_max_rounds(),
+            min_round_interval_hours: default_min_round_interval(),
+            min_contributor_change: 0,
         }
+    }
+}
+
+impl PrivacyConfig {
+    /// The round-safety policy ([`protocol::round::Safety`]) of `min_participants` and
+    /// `min_threshold`.
+    pub fn safety(&self) -> Result<protocol::round::Safety> {
+        let fraction = || -> Option<(u32, u32)> {
+            let (a, b) = self.min_threshold.split_once('/')?;
+            let (a, b): (u32, u32) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+            (b > 0 && 2 * a >= b && a <= b).then_some((a, b))
+        };
+        let threshold_fraction = fraction().with_context(|| {
+            format!(
+                "[privacy] min_threshold must be a fraction from \"1/2\" to \"1/1\", like \"2/3\", not {:?}",
+                self.min_threshold
+            )
+        })?;
+        Ok(protocol::round::Safety {
+            min_others: self.min_participants,
+            threshold_fraction,
+        })
     }
 }
 
@@ -367,7 +426,17 @@ impl Config {
              caseload_cap = {}\n\
              # Network rounds this clinic joins when the coordinator asks (each still within\n\
              # max_rho_per_release and the period's budget); [] to join none.\n\
-             round_kinds = {}\n\n\
+             round_kinds = {}\n\
+             # Round safety (README, \"Rounds\"): at least this many other clinics invited and\n\
+             # surviving; a threshold of at least this fraction of them (and more than half).\n\
+             min_participants = {}\n\
+             min_threshold = {}\n\
+             # At most this many charged rounds per period, at least this many hours apart.\n\
+             max_rounds_per_period = {}\n\
+             min_round_interval_hours = {}\n\
+             # Refuse a round whose contributors differ from the previous round's by 1 to N-1\n\
+             # clinics (differencing two releases would isolate them); 0 = off.\n\
+             min_contributor_change = {}\n\n\
              [network]\n\
              # libp2p addresses the daemon (mbc-node run) listens on.\n\
              listen = {}\n\
@@ -395,6 +464,11 @@ impl Config {
             self.privacy.max_episodes_per_patient,
             self.privacy.caseload_cap,
             toml_strings(&self.privacy.round_kinds),
+            self.privacy.min_participants,
+            toml_string(&self.privacy.min_threshold),
+            self.privacy.max_rounds_per_period,
+            toml::Value::Float(self.privacy.min_round_interval_hours),
+            self.privacy.min_contributor_change,
             toml_strings(&self.network.listen),
             toml_strings(&self.network.advertise),
             self.network.api_port,
@@ -466,6 +540,15 @@ mod tests {
         assert_eq!(back.caseload_cap, 50);
         assert_eq!(back.delta, 1e-6);
         assert_eq!(back.max_rho_per_release, 0.25);
+        assert_eq!(back.min_participants, 3);
+        assert_eq!(back.min_round_interval_hours, 24.0);
+        let safety = back.safety().unwrap();
+        assert_eq!(safety.threshold_fraction, (2, 3));
+        for bad in ["1/3", "3/2", "2/0", "two thirds", ""] {
+            let mut p = back.clone();
+            p.min_threshold = bad.into();
+            assert!(p.safety().is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -28,6 +28,10 @@ const RELEASE_PULL_EVERY: Duration = Duration::from_secs(10);
 /// Largest total of release documents in one answer (below the 1 MiB response bound).
 const RELEASES_BYTES: usize = 900 << 10;
 
+/// How often a clinic forgets expired rounds and refunds contributions that never left; the
+/// first time right after start.
+const EXPIRE_EVERY: Duration = Duration::from_secs(10);
+
 /// How long shutdown waits for the network and API tasks.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -169,10 +173,19 @@ pub async fn serve(data_dir: &Path, cancel: CancellationToken, announce: bool) -
 
     // The first listen address makes the node ready: say so once (stdout, one JSON line).
     let mut ready = false;
+    let mut expiry = tokio::time::interval(EXPIRE_EVERY);
     loop {
         tokio::select! {
             biased;
             () = cancel.cancelled() => break,
+            _ = expiry.tick() => {
+                let p = participation.clone();
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = p.expire() {
+                        warn!("couldn't refund expired round contributions: {e:#}");
+                    }
+                });
+            }
             event = events.recv() => match event {
                 Some(Event::Listening(address)) if !ready => {
                     ready = true;

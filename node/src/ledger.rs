@@ -5,8 +5,14 @@
 //! are serialised by SQLite, so they cannot overspend. Only a [`Charged`] release can be sent,
 //! and it carries its payload from the ledger; [`mark_sent`] records delivery. A crash between
 //! the two leaves a `charged` row whose payload is sent later by [`pending`] — never charged
-//! twice, never sent uncharged. Aborted releases (e.g. a round that failed) stay charged:
-//! conservative.
+//! twice, never sent uncharged. A release whose bytes never left and never will (a round that
+//! ended before this clinic's masked vector was sent) is refunded by [`mark_aborted`]: its row
+//! stays, with status `aborted`, and its cost no longer counts. A `sent` release is never
+//! refunded.
+//!
+//! Network rounds are also capped by the policy: at most `max_rounds_per_period` charged
+//! rounds per period, and at least `min_round_interval` between two of them (refunded rounds
+//! do not count: nothing of them left).
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
@@ -92,7 +98,17 @@ pub struct Policy {
     pub max_rho_per_release: f64,
     /// δ for (ε, δ) display.
     pub delta: f64,
+    /// Most network-round contributions charged per period.
+    pub max_rounds_per_period: u32,
+    /// Least time between two charged network-round contributions.
+    pub min_round_interval: chrono::Duration,
 }
+
+/// Ledger kinds starting with this are network-round contributions (capped per period).
+pub const ROUND_KIND_PREFIX: &str = "round:";
+
+/// Largest `[privacy] rho_per_period`: far beyond any meaningful budget, but finite.
+const MAX_RHO_PER_PERIOD: f64 = 1000.0;
 
 impl Policy {
     /// From the configuration, rejecting nonsense values.
@@ -107,11 +123,28 @@ impl Policy {
         if !(c.delta > 0.0 && c.delta < 1.0) {
             bail!("[privacy] delta must be between 0 and 1, not {}", c.delta);
         }
+        let (lo, hi) = dp::RHO_RANGE;
+        let max_rho = positive(c.max_rho_per_release, "max_rho_per_release")?;
+        if !(lo..=hi).contains(&max_rho) {
+            bail!("[privacy] max_rho_per_release must be between {lo:e} and {hi}, not {max_rho}");
+        }
+        let per_period = positive(c.rho_per_period, "rho_per_period")?;
+        if per_period > MAX_RHO_PER_PERIOD {
+            bail!(
+                "[privacy] rho_per_period must be at most {MAX_RHO_PER_PERIOD}, not {per_period}"
+            );
+        }
+        let hours = c.min_round_interval_hours;
+        if !(hours.is_finite() && (0.0..=24.0 * 366.0).contains(&hours)) {
+            bail!("[privacy] min_round_interval_hours must be 0 to 8784, not {hours}");
+        }
         Ok(Self {
-            rho_per_period: positive(c.rho_per_period, "rho_per_period")?,
+            rho_per_period: per_period,
             period: Period::parse(&c.period)?,
-            max_rho_per_release: positive(c.max_rho_per_release, "max_rho_per_release")?,
+            max_rho_per_release: max_rho,
             delta: c.delta,
+            max_rounds_per_period: c.max_rounds_per_period,
+            min_round_interval: chrono::Duration::seconds((hours * 3600.0).round() as i64),
         })
     }
 }
@@ -178,6 +211,30 @@ pub enum Refusal {
         /// When it renews (date).
         renews: String,
     },
+    /// The period's cap on network rounds is reached.
+    #[error(
+        "refused: this clinic has contributed to {count} network round(s) in {period}, its \
+         maximum ([privacy] max_rounds_per_period); the count renews on {renews}"
+    )]
+    TooManyRounds {
+        /// Rounds charged in the period.
+        count: u32,
+        /// The period's label.
+        period: String,
+        /// When it renews (date).
+        renews: String,
+    },
+    /// The last network round was too recent.
+    #[error(
+        "refused: this clinic contributed to a network round at {last}; it joins the next no \
+         sooner than {next} ([privacy] min_round_interval_hours)"
+    )]
+    TooSoon {
+        /// When the last round was charged.
+        last: String,
+        /// When the next may be.
+        next: String,
+    },
 }
 
 /// A charged release (a ledger row without its payload).
@@ -230,12 +287,52 @@ pub struct Charged {
     pub payload: Vec<u8>,
 }
 
+/// ρ spent in `period`: every release but the refunded ones.
 fn spent_in(conn: &Connection, period: &str) -> rusqlite::Result<f64> {
     conn.query_row(
-        "SELECT coalesce(sum(rho), 0.0) FROM release WHERE period = ?1",
+        "SELECT coalesce(sum(rho), 0.0) FROM release WHERE period = ?1 AND status != 'aborted'",
         [period],
         |r| r.get(0),
     )
+}
+
+/// Checks a network-round contribution against the round caps: rounds in the period and the
+/// time since the last one (refunded rounds do not count).
+fn check_rounds(conn: &Connection, policy: &Policy, now: DateTime<Utc>) -> Result<()> {
+    let period = policy.period.label(now);
+    let counted = "kind LIKE 'round:%' AND status != 'aborted'";
+    let count: u32 = conn.query_row(
+        &format!("SELECT count(*) FROM release WHERE {counted} AND period = ?1"),
+        [&period],
+        |r| r.get(0),
+    )?;
+    if count >= policy.max_rounds_per_period {
+        return Err(Refusal::TooManyRounds {
+            count,
+            period,
+            renews: policy.period.renews(now).format("%Y-%m-%d").to_string(),
+        }
+        .into());
+    }
+    let last: Option<String> = conn.query_row(
+        &format!("SELECT max(charged_at) FROM release WHERE {counted}"),
+        [],
+        |r| r.get(0),
+    )?;
+    if let Some(last) = last {
+        let at = DateTime::parse_from_rfc3339(&last)
+            .with_context(|| format!("ledger time {last:?} is not RFC 3339"))?
+            .with_timezone(&Utc);
+        let next = at + policy.min_round_interval;
+        if now < next {
+            return Err(Refusal::TooSoon {
+                last,
+                next: rfc3339(next),
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Checks a cost against the policy and what is already spent.
@@ -259,21 +356,43 @@ fn check(policy: &Policy, rho: f64, spent: f64, now: DateTime<Utc>) -> Result<()
     Ok(())
 }
 
-/// Checks whether a release of cost `rho` would be allowed now, without charging (to refuse
-/// before doing expensive work; [`charge`] checks again, atomically).
-pub fn precheck(conn: &Connection, policy: &Policy, rho: f64, now: DateTime<Utc>) -> Result<()> {
+/// Checks whether a release of `kind` and cost `rho` would be allowed now, without charging (to
+/// refuse before doing expensive work; [`charge`] checks again, atomically).
+pub fn precheck(
+    conn: &Connection,
+    policy: &Policy,
+    kind: &str,
+    rho: f64,
+    now: DateTime<Utc>,
+) -> Result<()> {
     let spent = spent_in(conn, &policy.period.label(now))?;
     check(policy, rho, spent, now)?;
+    if kind.starts_with(ROUND_KIND_PREFIX) {
+        check_rounds(conn, policy, now)?;
+    }
     Ok(())
 }
 
-/// Charges a release: in one immediate transaction, checks the policy and budget and records
-/// the release and its payload. Returns the charged release, whose payload may now be sent.
+/// Charges a release: in one immediate transaction, checks the policy, budget and round caps
+/// and records the release and its payload. Returns the charged release, whose payload may
+/// now be sent.
 pub fn charge(
     conn: &mut Connection,
     policy: &Policy,
     draft: Draft,
     now: DateTime<Utc>,
+) -> Result<Charged> {
+    charge_with(conn, policy, draft, now, |_| Ok(()))
+}
+
+/// [`charge`], running `also` in the same transaction after the release is recorded (a
+/// round's own bookkeeping commits with its charge or not at all).
+pub fn charge_with(
+    conn: &mut Connection,
+    policy: &Policy,
+    draft: Draft,
+    now: DateTime<Utc>,
+    also: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<()>,
 ) -> Result<Charged> {
     let m = draft.mechanism;
     let epsilon = dp::epsilon(m.rho, policy.delta)?;
@@ -288,6 +407,9 @@ pub fn charge(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let spent = spent_in(&tx, &period)?;
     check(policy, m.rho, spent, now)?;
+    if draft.kind.starts_with(ROUND_KIND_PREFIX) {
+        check_rounds(&tx, policy, now)?;
+    }
     tx.execute(
         "INSERT INTO release (release_id, kind, counterpart, period, rho, epsilon, delta, sigma,
             share_sigma, threshold, sensitivity, therapist_sensitivity, therapist_rho, layout,
@@ -313,6 +435,7 @@ pub fn charge(
             rfc3339(now),
         ],
     )?;
+    also(&tx)?;
     tx.commit()?;
     Ok(Charged {
         entry: Entry {
@@ -351,13 +474,15 @@ pub fn mark_sent(conn: &Connection, id: &str, now: DateTime<Utc>) -> Result<()> 
     Ok(())
 }
 
-/// Records that a charged release will never be sent (its cost stays spent).
-pub fn mark_aborted(conn: &Connection, id: &str) -> Result<()> {
-    conn.execute(
+/// Refunds a charged release that never left and never will: its status becomes `aborted`
+/// (the row stays, for the audit) and its cost no longer counts. A release already `sent` is
+/// never refunded. Returns whether this call refunded it.
+pub fn mark_aborted(conn: &Connection, id: &str) -> Result<bool> {
+    let n = conn.execute(
         "UPDATE release SET status = 'aborted' WHERE release_id = ?1 AND status = 'charged'",
         [id],
     )?;
-    Ok(())
+    Ok(n == 1)
 }
 
 const ENTRY_COLUMNS: &str = "release_id, kind, counterpart, period, rho, epsilon, delta, sigma,
@@ -411,10 +536,10 @@ pub fn pending(conn: &Connection, kind: &str) -> Result<Option<Charged>> {
     first_charged(conn, "kind = ?1 AND status = 'charged'", &[kind])
 }
 
-/// The release of `kind` to `counterpart` (e.g. one round), whatever its status, with its
-/// payload: a round announced again after a restart is served from here, never charged twice.
-pub fn find(conn: &Connection, kind: &str, counterpart: &str) -> Result<Option<Charged>> {
-    first_charged(conn, "kind = ?1 AND counterpart = ?2", &[kind, counterpart])
+/// The release `id`, whatever its status, with its payload: a round announced again after a
+/// restart is served from here, never charged twice.
+pub fn get(conn: &Connection, id: &str) -> Result<Option<Charged>> {
+    first_charged(conn, "release_id = ?1", &[id])
 }
 
 /// Every release, oldest first.
@@ -431,8 +556,10 @@ pub fn entries(conn: &Connection) -> Result<Vec<Entry>> {
 pub struct PeriodBudget {
     /// Label, e.g. "2026".
     pub period: String,
-    /// Releases charged.
+    /// Releases charged (refunded ones not counted).
     pub releases: u64,
+    /// Releases refunded (charged, never sent: their cost does not count).
+    pub refunded: u64,
     /// ρ spent.
     pub rho_spent: f64,
     /// ρ budgeted.
@@ -462,10 +589,11 @@ pub struct Budget {
 
 /// Spent and remaining budget.
 pub fn budget(conn: &Connection, policy: &Policy, now: DateTime<Utc>) -> Result<Budget> {
-    let period_budget = |period: String, releases: u64, spent: f64| -> Result<PeriodBudget> {
-        Ok(PeriodBudget {
+    let period_budget = |period: String, releases: u64, refunded: u64, spent: f64| {
+        Ok::<_, anyhow::Error>(PeriodBudget {
             period,
             releases,
+            refunded,
             rho_spent: spent,
             rho_limit: policy.rho_per_period,
             rho_remaining: (policy.rho_per_period - spent).max(0.0),
@@ -474,24 +602,26 @@ pub fn budget(conn: &Connection, policy: &Policy, now: DateTime<Utc>) -> Result<
         })
     };
     let mut stmt = conn.prepare(
-        "SELECT period, count(*), sum(rho) FROM release GROUP BY period ORDER BY period",
+        "SELECT period, sum(status != 'aborted'), sum(status = 'aborted'),
+                coalesce(sum(CASE WHEN status != 'aborted' THEN rho END), 0.0)
+         FROM release GROUP BY period ORDER BY period",
     )?;
-    let rows: Vec<(String, u64, f64)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+    let rows: Vec<(String, u64, u64, f64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let label = policy.period.label(now);
-    let (releases, spent) = rows
+    let (releases, refunded, spent) = rows
         .iter()
         .find(|r| r.0 == label)
-        .map_or((0, 0.0), |r| (r.1, r.2));
+        .map_or((0, 0, 0.0), |r| (r.1, r.2, r.3));
     Ok(Budget {
-        current: period_budget(label, releases, spent)?,
+        current: period_budget(label, releases, refunded, spent)?,
         renews: policy.period.renews(now).format("%Y-%m-%d").to_string(),
         max_rho_per_release: policy.max_rho_per_release,
         delta: policy.delta,
         periods: rows
             .into_iter()
-            .map(|(p, n, s)| period_budget(p, n, s))
+            .map(|(p, n, a, s)| period_budget(p, n, a, s))
             .collect::<Result<_>>()?,
     })
 }

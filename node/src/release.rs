@@ -287,10 +287,11 @@ pub fn local_benchmark(
             resumed: true,
         });
     }
+    // Policy before calibration: ρ and the period's budget.
+    ledger::precheck(store.conn(), &policy, LOCAL_BENCHMARK, rho, now)?;
     let layout = benchmark_layout(store, config)?;
     let sensitivity = layout.layout().sensitivity();
     let mechanism = Mechanism::central(sensitivity.patient, rho)?;
-    ledger::precheck(store.conn(), &policy, mechanism.rho, now)?;
     // Noise before any data-dependent work (timing).
     let noise = if crate::round::noise_off() {
         vec![0; layout.layout().len()]
@@ -340,10 +341,12 @@ pub fn local_benchmark(
     })
 }
 
-/// Refuses obviously wrong ρ values before any work, with the flag's name.
+/// Refuses wrong ρ values before any work, with the flag's name: a positive number within
+/// [`protocol::dp::RHO_RANGE`].
 pub fn check_rho_arg(rho: f64) -> Result<()> {
-    if !(rho.is_finite() && rho > 0.0) {
-        bail!("--rho must be a positive number, not {rho}");
+    let (lo, hi) = protocol::dp::RHO_RANGE;
+    if !(rho.is_finite() && (lo..=hi).contains(&rho)) {
+        bail!("--rho must be a number from {lo:e} to {hi}, not {rho}");
     }
     Ok(())
 }

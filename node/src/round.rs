@@ -2,15 +2,24 @@
 //! to join, charge the ledger, add the noise share, and step the SecAgg participant
 //! ([`protocol::secagg::Participant`]) as the aggregator's requests arrive.
 //!
-//! Joining a `benchmark` round, in order: the announcement is checked (signed by the pinned
-//! coordinator, this network, this node invited, fresh); the policy allows the kind and ρ;
-//! noise of scale σ/√t is drawn (OpenDP); the store is analysed and the vector encoded under
-//! the round's layout; ρ is charged to the ledger with the noised vector as the payload (one
-//! immediate transaction, refused beyond the budget); only then is the key advert sent. The
-//! vector leaves only masked. An announcement seen again (the aggregator retrying, this node
-//! restarted) reuses the charged vector: never a second charge, never fresh noise.
+//! Joining, in order, cheapest and policy checks first: the announcement is checked (signed by
+//! the pinned coordinator, this network, this node invited, fresh); the policy allows the kind;
+//! the round is safe by the clinic's `[privacy]` policy ([`protocol::round::Safety`]: enough
+//! other participants, a threshold above the floor); every participant is on the roster; for a
+//! `benchmark` round, a contribution already charged to this round id is reused only for the
+//! byte-identical specification and only while its masked vector has not left; ρ, the
+//! period's budget and the round caps allow it. Only then is ρ calibrated, noise of scale
+//! σ/√(t − 1) drawn (OpenDP), the store analysed and the vector encoded; ρ is charged to the
+//! ledger with the noised vector as the payload, in the same transaction as the round's
+//! `round_contribution` row (binding spec digest and expiry); then the key advert is sent. The
+//! vector leaves only masked, once.
+//!
+//! Before signing the survivor list (and so before revealing anything), the clinic checks the
+//! survivors against its policy again (enough others; optionally not a set that differs from
+//! its previous round's by only a few clinics). A contribution whose masked vector has not
+//! left when the round expires is refunded ([`Participation::expire`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -18,13 +27,15 @@ use anyhow::{Context, Result, bail};
 use protocol::dp::Mechanism;
 use protocol::keys::{NodeKey, Signer};
 use protocol::messages::{RoundRequest, RoundResponse};
-use protocol::round::{RoundKind, SignedRoundSpec, bench_vector};
+use protocol::round::{RoundKind, RoundSpec, SignedRoundSpec, bench_vector};
 use protocol::secagg::{Advert, Participant};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::ledger::{self, Draft, Policy};
+use crate::store::Store;
 use crate::{cli, network, release, stats};
 
 /// Ledger kind of a benchmark round contribution.
@@ -60,7 +71,7 @@ struct Joined {
     spec: SignedRoundSpec,
     participant: Participant,
     advert: Advert,
-    /// Ledger entry to mark sent once the masked vector has left.
+    /// Ledger entry to mark sent once the masked vector has left (benchmark rounds).
     ledger_id: Option<String>,
 }
 
@@ -117,6 +128,22 @@ impl Participation {
         }
     }
 
+    /// Forgets rounds past their expiry and refunds every charged contribution whose round
+    /// expired before its masked vector left. Returns the refunded round ids.
+    pub fn expire(&self) -> Result<Vec<String>> {
+        let now = crate::net::now_ms();
+        self.rounds
+            .lock()
+            .expect("round table lock")
+            .retain(|_, j| j.spec.spec.expires_at_ms() >= now);
+        let (_, store) = cli::open_node(&self.dir)?;
+        let refunded = refund_expired(store.conn(), now)?;
+        for round in &refunded {
+            info!(round = %round, "refunded a round contribution that never left (the round expired)");
+        }
+        Ok(refunded)
+    }
+
     fn step(&self, from: &NodeKey, request: RoundRequest) -> Result<RoundResponse> {
         if *from != self.coordinator {
             bail!("round requests come from the coordinator only");
@@ -138,9 +165,12 @@ impl Participation {
         let with_round =
             |round: &[u8; 32], f: &mut dyn FnMut(&mut Joined) -> Result<RoundResponse>| {
                 let mut rounds = self.rounds.lock().expect("round table lock");
-                let joined = rounds
-                    .get_mut(round)
-                    .context("no such round in progress here (restarted, or never joined)")?;
+                let joined = rounds.get_mut(round).context(
+                    "no such round in progress here (restarted, expired, or never joined)",
+                )?;
+                if joined.spec.spec.expires_at_ms() < crate::net::now_ms() {
+                    bail!("the round has expired here");
+                }
                 f(joined)
             };
         match request {
@@ -153,7 +183,9 @@ impl Participation {
             }),
             RoundRequest::Shares { round, shares } => with_round(&round, &mut |j| {
                 let y = j.participant.on_shares(&shares)?;
-                // The masked vector is about to leave: the charged release is sent.
+                // The masked vector is about to leave: the charged release is sent. This moves
+                // the ledger row from charged to sent atomically, so a refund that got there
+                // first stops the vector here.
                 if let Some(id) = j.ledger_id.take() {
                     let (_, store) = cli::open_node(&self.dir)?;
                     ledger::mark_sent(store.conn(), &id, cli::now_utc())?;
@@ -161,9 +193,21 @@ impl Participation {
                 Ok(RoundResponse::Masked(y))
             }),
             RoundRequest::Survivors { round, survivors } => with_round(&round, &mut |j| {
-                Ok(RoundResponse::Confirmed(
-                    j.participant.on_survivors(&survivors, &self.signer)?,
-                ))
+                let contributors = self.check_survivors(j, &survivors)?;
+                let confirmation = j.participant.on_survivors(&survivors, &self.signer)?;
+                if let Some(names) = contributors {
+                    let (_, store) = cli::open_node(&self.dir)?;
+                    store.conn().execute(
+                        "UPDATE round_contribution SET survivors = ?2, confirmed_at = ?3
+                         WHERE round_id = ?1",
+                        params![
+                            j.spec.spec.id_hex(),
+                            serde_json::to_string(&names)?,
+                            cli::now()
+                        ],
+                    )?;
+                }
+                Ok(RoundResponse::Confirmed(confirmation))
             }),
             RoundRequest::Unmask {
                 round,
@@ -223,13 +267,23 @@ impl Participation {
         if let Some(j) = self.rounds.lock().expect("round table lock").get(&digest) {
             return Ok(RoundResponse::Joined(j.advert.clone()));
         }
-        let config = Config::load(&self.dir)?;
+        let (config, mut store) = cli::open_node(&self.dir)?;
+        let id = spec.spec.id_hex();
         let kind = spec.spec.kind.name();
+        let decline = |why: String| {
+            info!(round = %id, kind, "declined a round: {why}");
+            Ok(RoundResponse::Declined(truncate(&why)))
+        };
         if !config.privacy.round_kinds.iter().any(|k| k == kind) {
-            info!(round = %spec.spec.id_hex(), kind, "declined a round: kind not in [privacy] round_kinds");
-            return Ok(RoundResponse::Declined(format!(
+            return decline(format!(
                 "this clinic does not join {kind} rounds ([privacy] round_kinds)"
-            )));
+            ));
+        }
+        if let Err(e) = config.privacy.safety()?.check_spec(&spec.spec) {
+            return decline(e.to_string());
+        }
+        if let Err(e) = check_roster(store.conn(), &spec.spec) {
+            return decline(format!("{e:#}"));
         }
         let session = spec.spec.session()?;
         let (input, ledger_id) = match &spec.spec.kind {
@@ -239,17 +293,14 @@ impl Participation {
             RoundKind::Bench { dim, .. } => {
                 (bench_vector(&digest, &self.key(), *dim as usize), None)
             }
-            RoundKind::Benchmark { .. } => match self.contribution(&config, &spec) {
+            RoundKind::Benchmark { .. } => match self.contribution(&config, &mut store, &spec) {
                 Ok(v) => v,
-                Err(e) => {
-                    info!(round = %spec.spec.id_hex(), "declined a round: {e:#}");
-                    return Ok(RoundResponse::Declined(truncate(&format!("{e:#}"))));
-                }
+                Err(e) => return decline(format!("{e:#}")),
             },
         };
         let (participant, advert) =
             Participant::new(session, &self.signer, input, &mut rand::rngs::OsRng)?;
-        info!(round = %spec.spec.id_hex(), kind, "joined a round");
+        info!(round = %id, kind, "joined a round");
         self.rounds.lock().expect("round table lock").insert(
             digest,
             Joined {
@@ -262,31 +313,50 @@ impl Participation {
         Ok(RoundResponse::Joined(advert))
     }
 
-    /// The noised benchmark vector for a round, charged to the ledger first (or found there).
+    /// The noised benchmark vector for a round, charged to the ledger first (or, for the same
+    /// round announced again with the identical spec and its vector not yet sent, found
+    /// there).
     fn contribution(
         &self,
         config: &Config,
+        store: &mut Store,
         spec: &SignedRoundSpec,
     ) -> Result<(Vec<u64>, Option<String>)> {
-        let (_, mut store) = cli::open_node(&self.dir)?;
-        let counterpart = counterpart(spec);
-        let from_ledger = |payload: &[u8]| -> Result<Vec<u64>> {
-            let v: serde_json::Value = serde_json::from_slice(payload)?;
-            let values: Vec<i64> = serde_json::from_value(v["values"].clone())?;
-            Ok(values.into_iter().map(|x| x as u64).collect())
-        };
-        if let Some(done) = ledger::find(store.conn(), LEDGER_KIND, &counterpart)? {
-            info!(round = %spec.spec.id_hex(), "round seen before: reusing its charged contribution");
-            let id = (done.entry.status == "charged").then(|| done.entry.release_id.clone());
-            return Ok((from_ledger(&done.payload)?, id));
-        }
         let s = &spec.spec;
-        let layout = s.kind.layout()?.context("not a benchmark round")?;
+        let id = s.id_hex();
+        let spec_sha = hex::encode(spec.digest());
+        refund_expired(store.conn(), crate::net::now_ms())?;
+        if let Some((earlier_sha, release_id)) = contribution_of(store.conn(), &id)? {
+            if earlier_sha != spec_sha {
+                bail!(
+                    "round {id} was announced to this clinic before with other parameters; a \
+                     charged contribution is reused only for the identical round"
+                );
+            }
+            let charged = ledger::get(store.conn(), &release_id)?
+                .context("the ledger lost a round's charge")?;
+            return match charged.entry.status.as_str() {
+                "charged" => {
+                    info!(round = %id, "round seen before: reusing its charged contribution");
+                    Ok((from_payload(&charged.payload)?, Some(release_id)))
+                }
+                "sent" => bail!(
+                    "this clinic already sent its masked contribution to round {id}; a \
+                     contribution leaves once"
+                ),
+                _ => bail!(
+                    "this clinic's contribution to round {id} was refunded when the round \
+                     expired; start a new round"
+                ),
+            };
+        }
         let policy = Policy::from_config(&config.privacy)?;
+        let now = cli::now_utc();
+        // Policy before any calibration or data work: ρ, the period's budget, the round caps.
+        ledger::precheck(store.conn(), &policy, LEDGER_KIND, s.rho, now)?;
+        let layout = s.kind.layout()?.context("not a benchmark round")?;
         let sensitivity = layout.layout().sensitivity();
         let mechanism = Mechanism::distributed(sensitivity.patient, s.rho, s.threshold)?;
-        let now = cli::now_utc();
-        ledger::precheck(store.conn(), &policy, mechanism.rho, now)?;
         // Noise first, before any data-dependent work (timing).
         let noise = if noise_off() {
             warn!("{NO_NOISE_ENV} is set: this test build contributes without noise");
@@ -295,28 +365,24 @@ impl Participation {
             mechanism.noise(layout.layout().len())?
         };
         let settings = stats::settings(&config.stats, store.registry()?.instruments())?;
-        let (values, _) = release::noised_vector(
-            &mut store,
-            settings,
-            &layout,
-            &noise,
-            mechanism.total_sigma,
-            now,
-        )?;
+        let (values, _) =
+            release::noised_vector(store, settings, &layout, &noise, mechanism.total_sigma, now)?;
         let payload = serde_json::to_vec(&json!({
-            "round_id": s.id_hex(),
+            "round_id": id,
             "network_id": s.network_id,
+            "spec_sha256": spec_sha,
             "threshold": s.threshold,
             "note": "this clinic's noised contribution; it left only masked (SecAgg)",
             "values": values,
         }))?;
-        let charged = ledger::charge(
+        let release_id = ledger::new_id()?;
+        let charged = ledger::charge_with(
             store.conn_mut(),
             &policy,
             Draft {
-                id: ledger::new_id()?,
+                id: release_id.clone(),
                 kind: LEDGER_KIND.into(),
-                counterpart,
+                counterpart: counterpart(spec),
                 mechanism,
                 threshold: s.threshold,
                 therapist_sensitivity: sensitivity.therapist,
@@ -324,11 +390,56 @@ impl Participation {
                 payload,
             },
             now,
+            |tx| {
+                tx.execute(
+                    "INSERT INTO round_contribution (round_id, spec_sha256, release_id,
+                        expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                    params![id, spec_sha, release_id, s.expires_at_ms() as i64],
+                )?;
+                Ok(())
+            },
         )?;
         Ok((
             values.into_iter().map(|x| x as u64).collect(),
             Some(charged.entry.release_id),
         ))
+    }
+
+    /// Before signing the survivor list: the survivors meet the policy (enough others), and
+    /// for a benchmark round they do not differ from the previous round's contributors by
+    /// only a few clinics ([privacy] min_contributor_change). Returns a benchmark round's
+    /// contributors (PeerIds), to record once the list is signed.
+    fn check_survivors(&self, j: &Joined, survivors: &[u32]) -> Result<Option<BTreeSet<String>>> {
+        let config = Config::load(&self.dir)?;
+        let spec = &j.spec.spec;
+        let distinct: BTreeSet<u32> = survivors.iter().copied().collect();
+        config
+            .privacy
+            .safety()?
+            .check_survivors(spec, distinct.len())?;
+        if !matches!(spec.kind, RoundKind::Benchmark { .. }) {
+            return Ok(None);
+        }
+        let names: BTreeSet<String> = distinct
+            .iter()
+            .filter_map(|i| spec.participants.get(*i as usize))
+            .map(|k| network::peer_id(k).to_string())
+            .collect();
+        let min_change = config.privacy.min_contributor_change as usize;
+        if min_change > 0 {
+            let (_, store) = cli::open_node(&self.dir)?;
+            if let Some(previous) = previous_contributors(store.conn(), &spec.id_hex())? {
+                let changed = previous.symmetric_difference(&names).count();
+                if changed > 0 && changed < min_change {
+                    bail!(
+                        "the contributors differ from this clinic's previous round by \
+                         {changed} clinic(s); it reveals nothing for a round that differs by \
+                         fewer than {min_change} ([privacy] min_contributor_change)"
+                    );
+                }
+            }
+        }
+        Ok(Some(names))
     }
 
     /// Rounds in progress (for status).
@@ -342,6 +453,79 @@ impl Participation {
     }
 }
 
+/// Every participant of `spec` must be a member of the roster this node holds.
+fn check_roster(conn: &Connection, spec: &RoundSpec) -> Result<()> {
+    let m = network::load(conn)?.context("this node is not in a network")?;
+    let members: BTreeSet<NodeKey> = m.roster.roster.members.iter().map(|p| p.key).collect();
+    let strangers = spec
+        .participants
+        .iter()
+        .filter(|k| !members.contains(k))
+        .count();
+    if strangers > 0 {
+        bail!(
+            "{strangers} of the round's {} participants are not on the network's roster \
+             (version {}); this clinic joins only rounds among members",
+            spec.participants.len(),
+            m.roster.roster.version
+        );
+    }
+    Ok(())
+}
+
+/// The spec digest and ledger entry of this clinic's contribution to round `round_id`.
+fn contribution_of(conn: &Connection, round_id: &str) -> Result<Option<(String, String)>> {
+    Ok(conn
+        .query_row(
+            "SELECT spec_sha256, release_id FROM round_contribution WHERE round_id = ?1",
+            [round_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
+/// The contributors of the latest round, other than `round_id`, whose survivor list this
+/// clinic signed.
+fn previous_contributors(conn: &Connection, round_id: &str) -> Result<Option<BTreeSet<String>>> {
+    let json: Option<String> = conn
+        .query_row(
+            "SELECT survivors FROM round_contribution
+             WHERE survivors IS NOT NULL AND round_id != ?1
+             ORDER BY confirmed_at DESC, rowid DESC LIMIT 1",
+            [round_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    json.map(|j| serde_json::from_str(&j).context("stored contributors are not JSON"))
+        .transpose()
+}
+
+/// Refunds every charged contribution whose round expired at `now_ms` before its masked
+/// vector left. Returns their round ids.
+pub fn refund_expired(conn: &Connection, now_ms: u64) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT c.round_id, c.release_id FROM round_contribution c
+         JOIN release r ON r.release_id = c.release_id
+         WHERE r.status = 'charged' AND c.expires_at_ms < ?1",
+    )?;
+    let expired: Vec<(String, String)> = stmt
+        .query_map([now_ms as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut refunded = Vec::new();
+    for (round, release) in expired {
+        if ledger::mark_aborted(conn, &release)? {
+            refunded.push(round);
+        }
+    }
+    Ok(refunded)
+}
+
+fn from_payload(payload: &[u8]) -> Result<Vec<u64>> {
+    let v: serde_json::Value = serde_json::from_slice(payload)?;
+    let values: Vec<i64> = serde_json::from_value(v["values"].clone())?;
+    Ok(values.into_iter().map(|x| x as u64).collect())
+}
+
 fn truncate(s: &str) -> String {
     let mut end = s.len().min(protocol::messages::MAX_REASON);
     while !s.is_char_boundary(end) {
@@ -351,107 +535,4 @@ fn truncate(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::Clinic;
-    use protocol::round::{RoundKind, RoundSpec};
-
-    /// A node with one small synthetic clinic that is its own network's coordinator.
-    fn node(dir: &std::path::Path) -> (Arc<Signer>, String) {
-        let data = dir.join("data");
-        let summary = crate::synth::generate_to_dir(
-            &crate::synth::Params {
-                clinics: 1,
-                seed: 3,
-                patients_per_clinic: Some(120),
-                ..Default::default()
-            },
-            &data,
-        )
-        .unwrap();
-        let node = dir.join("node");
-        let clinic = Clinic {
-            name: "Test".into(),
-            country: None,
-            service_type: None,
-        };
-        cli::init_node(&node, clinic).unwrap();
-        let files: Vec<_> = summary.clinics[0]
-            .csv_files
-            .iter()
-            .map(|f| data.join(f))
-            .collect();
-        cli::import_files(&node, &files, Default::default()).unwrap();
-        let config = Config::load(&node).unwrap();
-        let seed =
-            crate::keystore::read_key_file(&node.join(&config.keys.identity_key_file)).unwrap();
-        let signer = crate::keystore::signer(seed);
-        let (_, mut store) = cli::open_node(&node).unwrap();
-        network::create(store.conn_mut(), &signer, "net", "Test", vec![], (0, "t")).unwrap();
-        (Arc::new(signer), node.to_str().unwrap().to_owned())
-    }
-
-    fn charges(dir: &str) -> Vec<(String, f64)> {
-        let (_, store) = cli::open_node(std::path::Path::new(dir)).unwrap();
-        ledger::entries(store.conn())
-            .unwrap()
-            .into_iter()
-            .map(|e| (e.counterpart, e.rho))
-            .collect()
-    }
-
-    /// An announcement seen again, by the same process or after a restart (fresh memory),
-    /// joins with the contribution already charged: one ledger entry, never a second charge.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_round_announced_again_is_never_charged_twice() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (signer, dir) = node(tmp.path());
-        let spec = RoundSpec {
-            network_id: "net".into(),
-            round_id: 1,
-            kind: RoundKind::benchmark(
-                &release::benchmark_layout(
-                    &cli::open_node(std::path::Path::new(&dir)).unwrap().1,
-                    &Config::load(std::path::Path::new(&dir)).unwrap(),
-                )
-                .unwrap(),
-            ),
-            rho: 0.25,
-            threshold: 1,
-            participants: vec![signer.key()],
-            aggregator: signer.key(),
-            issued_at_ms: crate::net::now_ms(),
-            step_deadline_ms: 10_000,
-        }
-        .sign(&signer);
-        let me = signer.key();
-        let participation = |s: &Arc<Signer>| {
-            Arc::new(Participation::new(
-                dir.clone().into(),
-                s.clone(),
-                "net".into(),
-                me,
-            ))
-        };
-        let first = participation(&signer);
-        let announce = || RoundRequest::Announce(spec.clone());
-        let a = first.handle(me, announce()).await;
-        let b = first.handle(me, announce()).await;
-        assert!(matches!(a, RoundResponse::Joined(_)), "{a:?}");
-        assert_eq!(a, b, "the same process answers with the same advert");
-        assert_eq!(charges(&dir).len(), 1);
-        // "Restart": fresh memory, same store.
-        let again = participation(&signer).handle(me, announce()).await;
-        assert!(matches!(again, RoundResponse::Joined(_)), "{again:?}");
-        let c = charges(&dir);
-        assert_eq!(c.len(), 1, "charged twice: {c:?}");
-        assert!((c[0].1 - 0.25).abs() < 1e-9);
-        assert_eq!(c[0].0, counterpart(&spec));
-        // A request from anyone but the coordinator is declined.
-        let other = Signer::from_seed(&[5; 32]).key();
-        assert!(matches!(
-            first.handle(other, announce()).await,
-            RoundResponse::Declined(_)
-        ));
-    }
-}
+mod tests;

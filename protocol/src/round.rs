@@ -23,6 +23,9 @@ pub const MAX_DOMAINS: usize = 64;
 pub const DEADLINE_MS: (u64, u64) = (100, 600_000);
 /// Largest release document.
 pub const MAX_RELEASE: usize = 900 << 10;
+/// Steps of a secure round, each under the spec's deadline: announce, keys, shares, confirm,
+/// unmask.
+pub const STEPS: u64 = 5;
 
 /// What a round sums.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -260,6 +263,17 @@ impl RoundSpec {
             return err(format!("{n} participants; 1 to {MAX_PARTICIPANTS} allowed"));
         }
         let floor = min_threshold(n, self.aggregator_contributes());
+        if floor as usize > n {
+            return err(format!(
+                "{n} participant(s) are too few for a round (its threshold must be more than \
+                 half of them{}, and at most all)",
+                if self.aggregator_contributes() {
+                    ", counting the contributing aggregator twice"
+                } else {
+                    ""
+                }
+            ));
+        }
         if self.threshold < floor || self.threshold as usize > n {
             return err(format!(
                 "threshold {} with {n} participants (it must be {floor} to {n}: more than half{})",
@@ -313,6 +327,14 @@ impl RoundSpec {
         self.session_unchecked(dim)
             .validate()
             .map_err(|e| RoundError(e.to_string()))
+    }
+
+    /// When the round is over for every participant, whatever happened (ms since the Unix
+    /// epoch): all [`STEPS`] deadlines after its issue time, and one more for slack. A
+    /// contribution whose masked vector has not left by then never will.
+    pub fn expires_at_ms(&self) -> u64 {
+        self.issued_at_ms
+            .saturating_add((STEPS + 1).saturating_mul(self.step_deadline_ms))
     }
 
     /// Whether the aggregator is itself one of the participants (it then holds one share of

@@ -36,6 +36,11 @@ fn network_with_data(root: &Path, n: usize) -> Vec<NodeDir> {
     let nodes: Vec<NodeDir> = std::iter::once(coord).chain(clinics).collect();
     for (node, clinic) in nodes.iter().zip(synth["clinics"].as_array().unwrap()) {
         integration_tests::import_clinic_csv(root, node.arg(), clinic);
+        // These tests run rounds back to back.
+        node.set_config(
+            "min_round_interval_hours = 24.0",
+            "min_round_interval_hours = 0.0",
+        );
     }
     nodes
 }
@@ -51,7 +56,7 @@ fn start_all(nodes: &[NodeDir], env: &[(&str, &str)]) -> Vec<Daemon> {
 }
 
 /// `mbc-node round start --kind benchmark --rho 0.25 --deadline 20 --wait --json EXTRA…` on
-/// the coordinator.
+/// the coordinator (EXTRA may set its own `--deadline`).
 fn start_round(root: &Path, coord: &NodeDir, extra: &[&str]) -> integration_tests::Run {
     let mut args = vec![
         "round",
@@ -62,11 +67,12 @@ fn start_round(root: &Path, coord: &NodeDir, extra: &[&str]) -> integration_test
         "benchmark",
         "--rho",
         "0.25",
-        "--deadline",
-        "20",
         "--wait",
         "--json",
     ];
+    if !extra.contains(&"--deadline") {
+        args.extend(["--deadline", "20"]);
+    }
     args.extend(extra);
     mbc(root, &args)
 }
@@ -255,21 +261,37 @@ fn benchmark_rounds_exact_noisy_killed_and_aborted() {
     let var = z.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (d - 1.0);
     assert!(mean.abs() < 5.0 / d.sqrt(), "mean {mean} over {d}");
     assert!((var.sqrt() - 1.0).abs() < 0.1, "SD ratio {}", var.sqrt());
+    // Issue 12, finding 1: whoever contributed (the coordinator included) and subtracts its
+    // own contribution from the release still sees the others' sum with noise of at least σ:
+    // here the 3 others of t = 4 survivors, each share σ²/(t − 1). (With the old shares σ²/t
+    // the SD ratio was √(3/4) = 0.87.)
+    let sigma = doc["privacy"]["sigma"].as_f64().unwrap();
+    for (me, mine) in noised.iter().enumerate() {
+        let others: Vec<&Vec<i64>> = (0..4).filter(|j| *j != me).map(|j| &truth[j]).collect();
+        let true_others = sum(&others);
+        let seen: Vec<f64> = released
+            .iter()
+            .zip(mine)
+            .zip(&true_others)
+            .map(|((r, mine), t)| (r - mine - t) as f64 / sigma)
+            .collect();
+        let m = seen.iter().sum::<f64>() / d;
+        let sd = (seen.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (d - 1.0)).sqrt();
+        assert!(
+            sd > 0.93 && sd < 1.07,
+            "node {me}: the others' sum carries noise SD {sd} σ, not σ"
+        );
+    }
 
     // 3. Clinic 3 declines by policy ([privacy] round_kinds = []) and clinic 4 is gone: three
     // of the needed four remain, so the round aborts and nothing is released; the declining
-    // clinic spent nothing.
-    let config = nodes[3].dir.join("config.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace(
-            r#"round_kinds = ["benchmark", "bench"]"#,
-            "round_kinds = []",
-        ),
-    )
-    .unwrap();
-    let aborted = start_round(root, coord, &[]);
+    // clinic spent nothing, and the others, whose masked vectors never left, are refunded
+    // when the round expires (6 step deadlines of 2 s).
+    nodes[3].set_config(
+        r#"round_kinds = ["benchmark", "bench"]"#,
+        "round_kinds = []",
+    );
+    let aborted = start_round(root, coord, &["--deadline", "2"]);
     assert_eq!(aborted.code, 1, "{}", aborted.stderr);
     let status = aborted.json();
     assert_eq!(status["step"], "aborted", "{status:#}");
@@ -295,7 +317,7 @@ fn benchmark_rounds_exact_noisy_killed_and_aborted() {
     let charges = |n: &NodeDir| {
         integration_tests::rows(
             &open(&n.dir.join("local.db")),
-            "SELECT status FROM release WHERE kind = 'round:benchmark'",
+            "SELECT status FROM release WHERE kind = 'round:benchmark' ORDER BY charged_at, rowid",
         )
     };
     assert_eq!(
@@ -303,8 +325,21 @@ fn benchmark_rounds_exact_noisy_killed_and_aborted() {
         2,
         "the declining clinic was charged"
     );
-    // The others were charged before joining; the abort leaves the charge spent.
-    assert_eq!(charges(&nodes[1]).len(), 3);
+    // The others were charged before joining; the round never reached their masked step, so
+    // the charge is refunded (kept in the ledger as aborted, no longer spent).
+    for n in [&nodes[0], &nodes[1], &nodes[2]] {
+        wait_for(&format!("{} to refund the aborted round", n.arg()), || {
+            (charges(n) == [r#""sent""#, r#""sent""#, r#""aborted""#]).then_some(())
+        });
+        let budget = mbc(root, &["budget", "--data-dir", n.arg(), "--json"])
+            .ok()
+            .json();
+        assert!(
+            (budget["current"]["rho_spent"].as_f64().unwrap() - 0.5).abs() < 1e-9,
+            "{budget:#}"
+        );
+        assert_eq!(budget["current"]["refunded"], 1, "{budget:#}");
+    }
 
     // 4. Clinic 4 was down when release 2 was gossiped: back up, it asks the coordinator for
     // what it missed and keeps it.
@@ -401,8 +436,8 @@ fn tampered_or_wrongly_signed_releases_are_rejected_everywhere() {
             plain: false,
         },
         rho: 0.0,
-        threshold: 1,
-        participants: vec![member.key()],
+        threshold: 2,
+        participants: vec![member.key(), Signer::from_seed(&[8; 32]).key()],
         aggregator: member.key(),
         issued_at_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

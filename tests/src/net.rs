@@ -52,6 +52,15 @@ impl NodeDir {
         // Unwrap safety: test directories are UTF-8 temp paths.
         self.dir.to_str().unwrap()
     }
+
+    /// Replaces the line `from` of the node's config.toml (as `init` wrote it) with `to`.
+    #[track_caller]
+    pub fn set_config(&self, from: &str, to: &str) {
+        let path = self.dir.join("config.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{from:?} is not in {}", path.display());
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+    }
 }
 
 /// `mbc-node init` with a fresh loopback port.

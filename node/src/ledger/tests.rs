@@ -7,6 +7,8 @@ fn policy(limit: f64, max: f64) -> Policy {
         period: Period::Year,
         max_rho_per_release: max,
         delta: 1e-6,
+        max_rounds_per_period: 12,
+        min_round_interval: chrono::Duration::hours(24),
     }
 }
 
@@ -183,4 +185,35 @@ fn periods_have_labels_and_renewal_dates() {
         ..PrivacyConfig::default()
     };
     assert!(Policy::from_config(&c).is_err());
+}
+
+/// Issue 12, finding 5: a refunded release (its bytes never left) keeps its row for the audit
+/// but no longer counts against the budget; a sent one cannot be refunded.
+#[test]
+fn refunded_releases_stay_in_the_ledger_and_cost_nothing() {
+    let mut store = Store::open_in_memory().unwrap();
+    let p = policy(0.5, 0.5);
+    let now = at("2026-11-23T10:00:00Z");
+    let first = charge(store.conn_mut(), &p, draft(0.5), now).unwrap();
+    assert!(
+        charge(store.conn_mut(), &p, draft(0.5), now).is_err(),
+        "budget spent"
+    );
+    assert!(mark_aborted(store.conn(), &first.entry.release_id).unwrap());
+    assert!(
+        !mark_aborted(store.conn(), &first.entry.release_id).unwrap(),
+        "refunded twice"
+    );
+    let second = charge(store.conn_mut(), &p, draft(0.5), now).unwrap();
+    mark_sent(store.conn(), &second.entry.release_id, now).unwrap();
+    assert!(!mark_aborted(store.conn(), &second.entry.release_id).unwrap());
+    let b = budget(store.conn(), &p, now).unwrap();
+    assert_eq!((b.current.releases, b.current.refunded), (1, 1));
+    assert!((b.current.rho_spent - 0.5).abs() < 1e-9);
+    let statuses: Vec<String> = entries(store.conn())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(statuses, ["aborted", "sent"]);
 }

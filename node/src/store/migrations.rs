@@ -22,6 +22,9 @@ pub(crate) fn migrations() -> Vec<Migration> {
         |tx| tx.execute_batch(include_str!("schema_v4.sql")),
         // 5: rounds run as aggregator and verified benchmark releases (issue 6).
         |tx| tx.execute_batch(include_str!("schema_v5.sql")),
+        // 6: a clinic's round contributions: the spec each charge is bound to, refund expiry,
+        // contributors (issue 12).
+        |tx| tx.execute_batch(include_str!("schema_v6.sql")),
     ]
 }
 
