@@ -13,6 +13,7 @@
 
 pub mod codec;
 mod event_loop;
+pub mod pending;
 
 use std::time::Duration;
 
@@ -42,8 +43,12 @@ pub const EVENT_CAPACITY: usize = 64;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(protocol::round::DEADLINE_MS.1);
 /// Most connections per peer (two when both sides dial at once).
 pub const MAX_CONNECTIONS_PER_PEER: u32 = 2;
-/// Most incoming connections still in their handshake.
-pub const MAX_PENDING_INCOMING: u32 = 32;
+/// Most incoming connections still in their handshake, from all addresses together (a memory
+/// bound; one address gets at most [`pending::MAX_PENDING_PER_IP`] of them).
+pub const MAX_PENDING_INCOMING: u32 = 256;
+/// Longest a connection may take to negotiate, authenticate (Noise) and multiplex (Yamux);
+/// a stalled handshake is dropped after this (libp2p's default is 10 s).
+pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Version string exchanged by identify.
 pub const IDENTIFY_PROTOCOL: &str = "/mbc-node/id/1";
 
@@ -267,6 +272,8 @@ impl Client {
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    // First: a flood from one address is refused before it takes the global pending slots.
+    pending: pending::PendingPerIp,
     allowed: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
     limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
@@ -315,6 +322,7 @@ pub fn new(
         )?
         .with_behaviour(|key| {
             Ok(Behaviour {
+                pending: Default::default(),
                 allowed: Default::default(),
                 limits: connection_limits::Behaviour::new(limits),
                 identify: identify::Behaviour::new(
@@ -335,6 +343,7 @@ pub fn new(
         })
         .map_err(|e| anyhow::anyhow!("couldn't build the network behaviour: {e}"))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(24 * 3600)))
+        .with_connection_timeout(UPGRADE_TIMEOUT)
         .build();
     for addr in &settings.listen {
         swarm

@@ -320,3 +320,75 @@ fn hostile_messages_are_refused_and_the_node_stays_up() {
     }
     cancel.cancel();
 }
+
+/// Issue 12, finding 8: an outsider that keeps many handshakes stalled (TCP connected,
+/// nothing sent; reopened as soon as the node drops them) once held every one of the node's 32
+/// pending-connection slots and locked members out. Now one address gets a few pending slots
+/// and the rest are refused at once, so a member connects while the flood goes on.
+#[test]
+fn stalled_handshakes_from_one_address_do_not_lock_members_out() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let (coord, _) = form(root, NET, 0);
+    let seed = [11u8; 32];
+    admit_seed(root, &coord, NET, seed, "Member");
+    let d = Daemon::start(&coord);
+    let port: u16 = coord.addr.rsplit('/').next().unwrap().parse().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // The outsider floods from 127.0.0.2 (still loopback): it holds FLOOD connections open
+    // and reopens each one the node closes, until told to stop (and at most 20 000 times).
+    const FLOOD: usize = 64;
+    let stop = CancellationToken::new();
+    let attacker = {
+        let stop = stop.clone();
+        rt.spawn(async move {
+            let (mut held, mut opened, mut peak) = (Vec::new(), 0usize, 0usize);
+            while !stop.is_cancelled() && opened < 20_000 {
+                while held.len() < FLOOD {
+                    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+                    match socket.connect(([127, 0, 0, 1], port).into()).await {
+                        Ok(s) => held.push(s),
+                        Err(_) => break,
+                    }
+                    opened += 1;
+                }
+                held.retain(|s: &tokio::net::TcpStream| {
+                    let mut buf = [0u8; 64];
+                    match s.try_read(&mut buf) {
+                        Ok(0) => false,
+                        Ok(_) => true,
+                        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                    }
+                });
+                peak = peak.max(held.len());
+                // The attacker's pace (not a synchronisation point).
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                }
+            }
+            (opened, peak)
+        })
+    };
+    // The member, from 127.0.0.1, connects and is answered while the flood goes on.
+    let (client, cancel) = peer(&rt, seed, roster_of(root, &coord));
+    let coord_id: PeerId = coord.peer_id.parse().unwrap();
+    wait_for("the member to connect during the flood", || {
+        rt.block_on(client.request(coord_id, Request::Echo(Bytes(vec![1]))))
+            .ok()
+    });
+    stop.cancel();
+    let (opened, _) = rt.block_on(attacker).unwrap();
+    assert!(
+        opened > FLOOD,
+        "the node refused nothing: {opened} connections opened"
+    );
+    assert_eq!(d.status()["peers_connected"], 1);
+    wait_for("the coordinator to log refused handshakes", || {
+        d.log()
+            .contains("incoming connections in their handshake")
+            .then_some(())
+    });
+    cancel.cancel();
+}

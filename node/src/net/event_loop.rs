@@ -113,6 +113,62 @@ pub struct EventLoop {
     agents: HashMap<PeerId, String>,
     redial: HashMap<PeerId, Redial>,
     last_pull: Instant,
+    refusals: Refusals,
+}
+
+/// Refused incoming connections, logged once per source address per [`REFUSAL_LOG_EVERY`]
+/// (a flood must not flood the log too), with the count of those not logged.
+#[derive(Debug, Default)]
+struct Refusals {
+    by_ip: HashMap<std::net::IpAddr, (Instant, u64)>,
+}
+
+/// How often refused connections from one address are logged.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+/// Addresses remembered for the refusal log (then it starts over).
+const REFUSAL_ADDRESSES: usize = 1024;
+
+impl Refusals {
+    /// Whether to log this refusal from `remote`, and how many went unlogged before it.
+    fn note(&mut self, remote: &libp2p::Multiaddr) -> Option<u64> {
+        let ip = remote.iter().find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
+            libp2p::multiaddr::Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
+            _ => None,
+        })?;
+        if self.by_ip.len() >= REFUSAL_ADDRESSES {
+            self.by_ip.clear();
+        }
+        let now = Instant::now();
+        match self.by_ip.get_mut(&ip) {
+            Some((since, quiet)) if now.duration_since(*since) < REFUSAL_LOG_EVERY => {
+                *quiet += 1;
+                None
+            }
+            Some((since, quiet)) => {
+                let unlogged = *quiet;
+                *since = now;
+                *quiet = 0;
+                Some(unlogged)
+            }
+            None => {
+                self.by_ip.insert(ip, (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+/// An error with its causes, "a: b: c".
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
 }
 
 fn backoff(attempts: u32) -> Duration {
@@ -160,6 +216,7 @@ impl EventLoop {
             agents: HashMap::new(),
             redial: HashMap::new(),
             last_pull: Instant::now(),
+            refusals: Refusals::default(),
         };
         this.set_roster(roster);
         Ok(this)
@@ -437,9 +494,19 @@ impl EventLoop {
                 send_back_addr,
                 error,
                 ..
-            } => {
-                warn!(remote = %send_back_addr, "refused incoming connection: {error}");
-            }
+            } => match self.refusals.note(&send_back_addr) {
+                Some(0) => {
+                    warn!(remote = %send_back_addr, "refused incoming connection: {}", chain(&error))
+                }
+                Some(unlogged) => warn!(
+                    remote = %send_back_addr,
+                    "refused incoming connection: {} ({unlogged} more from this address not logged)",
+                    chain(&error)
+                ),
+                None => {
+                    debug!(remote = %send_back_addr, "refused incoming connection: {}", chain(&error))
+                }
+            },
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(peer = ?peer_id, "dial failed: {error}");
             }
