@@ -2,13 +2,19 @@
 //! the running daemon (DESIGN.md §8).
 //!
 //! Every request must carry `Authorization: Bearer <token>`, where the token is the content of
-//! `api.token` (mode 0600) in the data directory, and must come from a loopback address; the
-//! server binds 127.0.0.1 only. The address in use is written to `api.addr`. The blocking
-//! [`call`] is the client side the CLI uses.
+//! `api.token` (mode 0600) in the data directory, must come from a loopback address, and must
+//! be addressed to the API itself (`Host: 127.0.0.1:PORT` or `localhost:PORT`: a page in a
+//! browser that a DNS-rebinding attack points at 127.0.0.1 sends its own host name). The
+//! server binds 127.0.0.1 only. The address in use is written to `api.addr`.
+//!
+//! Connections are bounded: at most [`MAX_CONNECTIONS`] at once (more are closed at once), the
+//! request head must arrive within [`HEADER_READ_TIMEOUT`], and one request per connection. The
+//! blocking [`call`] is the client side the CLI uses.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -33,6 +39,12 @@ pub const TOKEN_FILE: &str = "api.token";
 pub const ADDR_FILE: &str = "api.addr";
 /// Most echo round trips one diagnostics call may make.
 const MAX_ECHO_COUNT: u32 = 100_000;
+/// Most API connections open at once; a new one beyond this is closed at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Longest a client may take to send its request head.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest one connection may live (the longest call, an echo series, stays well inside).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(11 * 60);
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -49,6 +61,8 @@ pub struct ApiState {
     pub token: String,
     /// Rounds this node runs as aggregator.
     pub aggregation: std::sync::Arc<crate::aggregate::Aggregation>,
+    /// The API's port (requests must name it in their Host header).
+    pub port: u16,
 }
 
 /// Creates `api.token` (32 random bytes, hex, mode 0600) if absent and returns the token.
@@ -75,13 +89,49 @@ pub async fn serve(
         .route("/v1/rounds/{id}", get(round_handler))
         .layer(middleware::from_fn_with_state(state.clone(), authorise))
         .with_state(state);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { cancel.cancelled().await })
-    .await
-    .context("the local API failed")
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Ok(()),
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, remote) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors, say: wait a little rather than spin.
+                tracing::warn!("local API: couldn't accept a connection: {e}");
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!(%remote, "local API: {MAX_CONNECTIONS} connections open; closed a new one");
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(
+            app.clone().layer(axum::Extension(ConnectInfo(remote))),
+        );
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                done = tokio::time::timeout(CONNECTION_LIFETIME, connection) => {
+                    if let Ok(Err(e)) = done {
+                        tracing::debug!(%remote, "local API connection: {e}");
+                    }
+                }
+            }
+        });
+    }
 }
 
 /// Refuses non-loopback callers and requests without the right bearer token.
@@ -96,6 +146,19 @@ async fn authorise(
         return error(
             StatusCode::FORBIDDEN,
             "the local API answers loopback callers only",
+        );
+    }
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let port = state.port;
+    if ![format!("127.0.0.1:{port}"), format!("localhost:{port}")].contains(&host.to_owned()) {
+        tracing::warn!(%remote, host, "local API: refused a request addressed to another host");
+        return error(
+            StatusCode::FORBIDDEN,
+            &format!("the local API answers requests addressed to 127.0.0.1:{port} only"),
         );
     }
     let presented = request

@@ -165,6 +165,7 @@ pub async fn serve(data_dir: &Path, cancel: CancellationToken, announce: bool) -
         peer_id: peer_id.to_string(),
         token: api::ensure_token(data_dir)?,
         aggregation,
+        port: api_addr.port(),
     };
     let api_task = tokio::spawn(api::serve(api_listener, state, cancel.child_token()));
     let addr_file = data_dir.join(api::ADDR_FILE);

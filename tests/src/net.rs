@@ -200,13 +200,31 @@ impl Daemon {
 
     /// [`Daemon::start`] with extra environment variables (test hooks).
     pub fn start_with_env(node: &NodeDir, env: &[(&str, &str)]) -> Daemon {
+        let mut command = Command::new(bin());
+        command.args(["run", "--data-dir", node.arg(), "--log-json"]);
+        Self::spawn(node, command, env)
+    }
+
+    /// [`Daemon::start`] with the process's open-file limit lowered to `limit` (set by the
+    /// shell, which then becomes the daemon).
+    pub fn start_with_file_limit(node: &NodeDir, limit: u32) -> Daemon {
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            &format!(r#"ulimit -n {limit} && exec "$0" run --data-dir "$1" --log-json"#),
+            bin().to_str().unwrap(),
+            node.arg(),
+        ]);
+        Self::spawn(node, command, &[])
+    }
+
+    fn spawn(node: &NodeDir, mut command: Command, env: &[(&str, &str)]) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(node.dir.join("daemon.log"))
             .unwrap();
-        let mut child = Command::new(bin())
-            .args(["run", "--data-dir", node.arg(), "--log-json"])
+        let mut child = command
             .env_remove("MBC_NODE_DIR")
             .env(
                 "MBC_NODE_LOG",
