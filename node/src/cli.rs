@@ -424,11 +424,31 @@ fn init(a: InitArgs) -> Result<()> {
     Ok(())
 }
 
-/// Opens the node in `dir`: its config and store.
+/// Opens the node in `dir`: its config and store. A data directory that other users can
+/// enter or read is refused (it holds the store and the keys).
 pub fn open_node(dir: &Path) -> Result<(Config, Store)> {
+    check_private(dir)?;
     let config = Config::load(dir)?;
     let store = Store::open(&config.store_path(dir))?;
     Ok((config, store))
+}
+
+/// Refuses a data directory whose mode lets other users read or enter it.
+fn check_private(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return Ok(()); // Missing: Config::load says so, with the hint to run init.
+    };
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "the data directory {} can be read by other users (mode {:o}); it holds              pseudonymised health records and the node's keys: run `chmod 700 {}`",
+            dir.display(),
+            mode & 0o777,
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// Imports `files` into the node in `dir`, each in its own transaction, stopping at the first

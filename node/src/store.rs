@@ -3,6 +3,10 @@
 //! `Store` owns the connection. Opening it turns on WAL and foreign keys and runs the
 //! append-only migrations in `store/migrations.rs`. Writers take one transaction per call, so a
 //! failure or a kill leaves the store as it was before the call.
+//!
+//! The database file is created with mode 0600 (SQLite gives its WAL and shared-memory files
+//! the same mode), and a store that other users can read is refused with the command that
+//! fixes it: it holds pseudonymised health records and the privacy ledger.
 
 pub(crate) mod migrations;
 
@@ -81,6 +85,31 @@ impl Store {
     }
 
     fn open_or_create(path: &Path) -> Result<Self> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+        if path.exists() {
+            let mode = std::fs::metadata(path)
+                .with_context(|| format!("couldn't read {}", path.display()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                anyhow::bail!(
+                    "the store {} is readable by other users (mode {:o}); it holds \
+                     pseudonymised health records: run `chmod 600 {}`",
+                    path.display(),
+                    mode & 0o777,
+                    path.display()
+                );
+            }
+        } else {
+            // Owner only from the first byte (SQLite gives -wal and -shm the same mode).
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("couldn't create store at {}", path.display()))?;
+        }
         let mut conn = Connection::open(path)
             .with_context(|| format!("couldn't open store at {}", path.display()))?;
         Self::configure(&mut conn)

@@ -208,3 +208,65 @@ fn synth_is_deterministic_for_a_seed() {
     assert_eq!(again.code, 1);
     assert!(again.stderr.contains("is not empty"), "{}", again.stderr);
 }
+
+/// Issue 12, finding 10: the store is created owner-only (0600, and so are its WAL files), and
+/// a store or data directory that other users can read is refused by every command, with the
+/// command that fixes it; nothing is changed until it is fixed.
+#[test]
+fn a_store_or_data_directory_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let synth = mbc(
+        cwd,
+        &[
+            "synth",
+            "--out",
+            "data",
+            "--clinics",
+            "1",
+            "--seed",
+            "4",
+            "--patients-per-clinic",
+            "40",
+            "--json",
+        ],
+    )
+    .ok()
+    .json();
+    mbc(cwd, &["init", "--data-dir", "node", "--name", "Riverside"]).ok();
+    import_clinic_csv(cwd, "node", &synth["clinics"][0]);
+    let node = cwd.join("node");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&node), 0o700);
+    for f in [
+        "local.db",
+        "local.db-wal",
+        "local.db-shm",
+        "identity.key",
+        "pseudonym.key",
+    ] {
+        let p = node.join(f);
+        if p.exists() {
+            assert_eq!(mode(&p), 0o600, "{f}");
+        }
+    }
+    let chmod = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    chmod(&node.join("local.db"), 0o644);
+    let refused = mbc(cwd, &["status", "--data-dir", "node"]);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("readable by other users") && refused.stderr.contains("chmod 600"),
+        "{}",
+        refused.stderr
+    );
+    chmod(&node.join("local.db"), 0o600);
+    chmod(&node, 0o755);
+    let refused = mbc(cwd, &["stats", "--data-dir", "node"]);
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("chmod 700"), "{}", refused.stderr);
+    chmod(&node, 0o700);
+    mbc(cwd, &["status", "--data-dir", "node"]).ok();
+}
