@@ -239,28 +239,8 @@ fn a_share_for_another_round_or_from_another_sender_is_rejected() {
 
 #[test]
 fn revealing_both_secrets_of_one_participant_is_refused() {
-    let mut rng = ChaCha20Rng::seed_from_u64(5);
-    let signers = signers(3);
-    let s = session(&signers, 2, 2, 9);
-    let mut agg = Aggregator::new(s.clone()).unwrap();
-    let mut parts = Vec::new();
-    for signer in &signers {
-        let (p, a) = Participant::new(s.clone(), signer, vec![3, 4], &mut rng).unwrap();
-        agg.add_advert(&signer.key(), a).unwrap();
-        parts.push(p);
-    }
-    let adverts = agg.close_keys().unwrap();
-    for (i, p) in parts.iter_mut().enumerate() {
-        let shares = p.on_keys(&adverts, &mut rng).unwrap();
-        agg.add_shares(&signers[i].key(), shares).unwrap();
-    }
-    let routed = agg.close_shares().unwrap();
     // Participant 2 drops before masking.
-    for i in 0..2 {
-        let y = parts[i].on_shares(&routed[&(i as u32)]).unwrap();
-        agg.add_masked(&signers[i].key(), y).unwrap();
-    }
-    let survivors = agg.close_masked().unwrap();
+    let (signers, mut parts, mut agg, survivors) = masked_three(5, 2);
     for i in 0..2 {
         let c = parts[i].on_survivors(&survivors, &signers[i]).unwrap();
         agg.add_confirmation(&signers[i].key(), c).unwrap();
@@ -285,8 +265,12 @@ fn revealing_both_secrets_of_one_participant_is_refused() {
     ));
 }
 
-/// Three participants through the masked step (t = 2), ready for the consistency check.
-fn masked_three(seed: u64) -> (Vec<Signer>, Vec<Participant>, Aggregator, Vec<u32>) {
+/// Three participants (t = 2) through the masked step, of whom the first `masking` send their
+/// masked input: ready for the consistency check.
+fn masked_three(
+    seed: u64,
+    masking: usize,
+) -> (Vec<Signer>, Vec<Participant>, Aggregator, Vec<u32>) {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let signers = signers(3);
     let s = session(&signers, 2, 2, 11);
@@ -303,7 +287,7 @@ fn masked_three(seed: u64) -> (Vec<Signer>, Vec<Participant>, Aggregator, Vec<u3
         agg.add_shares(&signers[i].key(), shares).unwrap();
     }
     let routed = agg.close_shares().unwrap();
-    for i in 0..3 {
+    for i in 0..masking {
         let y = parts[i].on_shares(&routed[&(i as u32)]).unwrap();
         agg.add_masked(&signers[i].key(), y).unwrap();
     }
@@ -316,7 +300,7 @@ fn masked_three(seed: u64) -> (Vec<Signer>, Vec<Participant>, Aggregator, Vec<u3
 /// foreign, duplicated, too few and other-list confirmations are all refused.
 #[test]
 fn a_survivor_reveals_only_with_t_signatures_on_the_list_it_signed() {
-    let (signers, mut parts, mut agg, survivors) = masked_three(6);
+    let (signers, mut parts, mut agg, survivors) = masked_three(6, 3);
     let round = agg.session().round;
     let confirm = |i: usize, parts: &mut Vec<Participant>| {
         parts[i].on_survivors(&survivors, &signers[i]).unwrap()
