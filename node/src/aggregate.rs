@@ -262,6 +262,13 @@ impl Aggregation {
         };
         spec.validate()
             .map_err(|e| anyhow::anyhow!("round parameters: {e}"))?;
+        // The coordinator takes part too: a round its own policy declines would abort anyway.
+        config.privacy.safety()?.check_spec(&spec).map_err(|e| {
+            anyhow::anyhow!(
+                "the coordinator's own [privacy] policy declines this round ({e}); clinics apply \
+                 the same rule by default: admit more clinics or raise --threshold"
+            )
+        })?;
         let dim = spec.dim()?;
         let signed = spec.sign(&self.signer);
         let status = RoundStatus {
@@ -340,15 +347,6 @@ impl Aggregation {
         }
     }
 
-    fn drop_out(&self, id: &str, index: u32, step: &str, why: &str) {
-        warn!(round = %id, participant = index, step, "dropped: {why}");
-        self.update(id, |r| {
-            if let Some(p) = r.participants.get_mut(index as usize) {
-                p.dropped = Some(format!("{step}: {why}"));
-            }
-        });
-    }
-
     /// Sends one request per target, each answered within `deadline` or counted as a dropout.
     async fn send_all(
         &self,
@@ -414,24 +412,6 @@ impl Aggregation {
         }
     }
 
-    fn record(
-        &self,
-        id: &str,
-        step: &str,
-        started: Instant,
-        replies: &[(u32, Result<RoundResponse, String>)],
-    ) {
-        let ms = started.elapsed().as_millis() as u64;
-        self.update(id, |r| {
-            r.step_ms.insert(step.into(), ms);
-            for (i, reply) in replies {
-                if let (Ok(resp), Some(p)) = (reply, r.participants.get_mut(*i as usize)) {
-                    p.bytes_sent += cbor_len(resp);
-                }
-            }
-        });
-    }
-
     async fn plain(&self, signed: &SignedRoundSpec) -> Result<()> {
         let spec = &signed.spec;
         let dim = spec.dim()?;
@@ -483,16 +463,33 @@ impl Aggregation {
         let replies = self
             .send_all(spec, targets, Duration::from_millis(spec.step_deadline_ms))
             .await;
-        self.record(&id, step, t0, &replies);
-        for (i, reply) in replies {
-            let outcome = reply.and_then(expect).and_then(|answer| {
-                accept(&spec.participants[i as usize], answer).map_err(|e| e.to_string())
-            });
-            match outcome {
-                Ok(()) => self.reach(&id, i, step),
-                Err(why) => self.drop_out(&id, i, step, &why),
+        let ms = t0.elapsed().as_millis() as u64;
+        let outcomes: Vec<(u32, u64, Result<(), String>)> = replies
+            .into_iter()
+            .map(|(i, reply)| {
+                let bytes = reply.as_ref().map_or(0, cbor_len);
+                let outcome = reply.and_then(expect).and_then(|answer| {
+                    accept(&spec.participants[i as usize], answer).map_err(|e| e.to_string())
+                });
+                if let Err(why) = &outcome {
+                    warn!(round = %id, participant = i, step, "dropped: {why}");
+                }
+                (i, bytes, outcome)
+            })
+            .collect();
+        // One write of the round's status per step, whatever the number of participants.
+        self.update(&id, |r| {
+            r.step_ms.insert(step.into(), ms);
+            for (i, bytes, outcome) in &outcomes {
+                if let Some(p) = r.participants.get_mut(*i as usize) {
+                    p.bytes_sent += bytes;
+                    match outcome {
+                        Ok(()) => p.reached = reached_name(step).into(),
+                        Err(why) => p.dropped = Some(format!("{step}: {why}")),
+                    }
+                }
             }
-        }
+        });
     }
 
     async fn secure(&self, signed: &SignedRoundSpec) -> Result<()> {
@@ -635,16 +632,11 @@ impl Aggregation {
                 self.update(&id, |r| r.release_id = Some(release_id));
             }
         }
-        self.record(&id, "release", t0, &[]);
-        Ok(())
-    }
-
-    fn reach(&self, id: &str, index: u32, step: &str) {
-        self.update(id, |r| {
-            if let Some(p) = r.participants.get_mut(index as usize) {
-                p.reached = reached_name(step).into();
-            }
+        let ms = t0.elapsed().as_millis() as u64;
+        self.update(&id, |r| {
+            r.step_ms.insert("release".into(), ms);
         });
+        Ok(())
     }
 
     fn step(&self, id: &str, step: &str) {

@@ -814,3 +814,30 @@ fn demo_runs_the_whole_network_and_leaves_nothing_running() {
         assert_eq!(list[0]["release_id"], doc["release_id"]);
     }
 }
+
+/// Issue 12, finding 1 and 2: README's two-node network (the coordinator and one clinic) once
+/// released the clinic's vector minus nothing but the coordinator's own. The coordinator now
+/// refuses to start a round its own policy, and every clinic's, declines, and says what to do.
+#[test]
+fn a_two_node_network_cannot_run_a_benchmark_round() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let (coord, clinics) = form(root, NET, 1);
+    let nodes: Vec<NodeDir> = std::iter::once(coord.clone()).chain(clinics).collect();
+    let _ds = start_all(&nodes, &[]);
+    let refused = start_round(root, &coord, &[]);
+    assert_eq!(refused.code, 1, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("1 other participant(s)")
+            && refused.stderr.contains("admit more clinics"),
+        "{}",
+        refused.stderr
+    );
+    let list = mbc(
+        root,
+        &["benchmark", "list", "--data-dir", coord.arg(), "--json"],
+    )
+    .ok()
+    .json();
+    assert!(list.as_array().unwrap().is_empty());
+}

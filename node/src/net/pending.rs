@@ -151,7 +151,8 @@ mod tests {
         let refused = b
             .handle_pending_inbound_connection(ids[MAX_PENDING_PER_IP], &local, &flood)
             .unwrap_err();
-        assert!(refused.to_string().contains("127.0.0.2"), "{refused}");
+        let cause = refused.downcast_ref::<TooManyPending>().expect("refused by this limit");
+        assert!(cause.to_string().contains("127.0.0.2"), "{cause}");
         // Another address still gets in.
         let member = ConnectionId::new_unchecked(1);
         b.handle_pending_inbound_connection(member, &local, &addr("/ip4/127.0.0.1/tcp/6000"))
