@@ -151,7 +151,9 @@ mod tests {
         let refused = b
             .handle_pending_inbound_connection(ids[MAX_PENDING_PER_IP], &local, &flood)
             .unwrap_err();
-        let cause = refused.downcast_ref::<TooManyPending>().expect("refused by this limit");
+        let cause = refused
+            .downcast_ref::<TooManyPending>()
+            .expect("refused by this limit");
         assert!(cause.to_string().contains("127.0.0.2"), "{cause}");
         // Another address still gets in.
         let member = ConnectionId::new_unchecked(1);
