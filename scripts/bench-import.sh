@@ -5,10 +5,12 @@
 # 1. generates one synthetic clinic with >= 10^6 assessments (`mbc-node synth`);
 # 2. times `mbc-node import` of its four CSV files into a fresh node (parse, validate,
 #    pseudonymise, insert, all in one transaction per file);
-# 3. exports exactly the rows that import stored as one CSV file per table, and times the
-#    sqlite3 shell's bulk loader (`.import`, its fastest path) loading them in one transaction
-#    into another fresh node (same schema, same indexes, foreign keys on, synchronous=NORMAL as
-#    the node uses). Synthetic data has no NULLs, so CSV round-trips every value;
+# 3. exports exactly the rows that import stored as one CSV file per table (`mbc-node store
+#    query`: the store is encrypted), and times the sqlite3 shell's bulk loader (`.import`, its
+#    fastest path) loading them in one transaction into a plain, unencrypted SQLite database
+#    with the same schema and registry as a fresh node (same indexes, foreign keys on,
+#    synchronous=NORMAL as the node uses). Synthetic data has no NULLs, so CSV round-trips
+#    every value. mbc-node also encrypts every page (SQLCipher); the baseline does not;
 # 4. prints both rates and the ratio mbc-node / sqlite3.
 #
 # Usage: scripts/bench-import.sh [PATIENTS]   (default 75000 patients ≈ 1.1 million assessments)
@@ -18,7 +20,28 @@ patients=${1:-75000}
 
 source scripts/bench-common.sh
 "$bin" init --data-dir "$work/node" --name bench >/dev/null
-"$bin" init --data-dir "$work/baseline" --name bench >/dev/null
+"$bin" init --data-dir "$work/fresh" --name bench >/dev/null
+# The baseline: a plain SQLite copy of a fresh node (schema, built-in registry, clinic row).
+python3 - "$bin" "$work/fresh" "$work/baseline.db" <<'PY'
+import csv, io, sqlite3, subprocess, sys
+bin, node, out = sys.argv[1:4]
+def query(sql):
+    text = subprocess.run([bin, "store", "query", "--data-dir", node, sql],
+                          check=True, capture_output=True, text=True).stdout
+    return list(csv.reader(io.StringIO(text)))[1:]
+db = sqlite3.connect(out)
+for (sql,) in query("SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY rowid"):
+    db.execute(sql)
+for (table,) in query("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"):
+    rows = query(f'SELECT * FROM "{table}"')
+    if rows:
+        marks = ",".join("?" * len(rows[0]))
+        db.executemany(f'INSERT INTO "{table}" VALUES ({marks})', [[None if v == "" else v for v in r] for r in rows])
+db.execute(f"PRAGMA user_version = {query('PRAGMA user_version')[0][0]}")
+db.commit()
+db.execute("PRAGMA journal_mode = WAL")
+db.close()
+PY
 
 t0=$(now)
 "$bin" import --data-dir "$work/node" "$data/therapists.csv" "$data/patients.csv" \
@@ -32,18 +55,18 @@ tables="therapist patient episode casemix episode_therapist session assessment i
     echo ".mode csv"
     echo "BEGIN;"
     for t in $tables; do
-        sqlite3 -csv "$work/node/local.db" "SELECT * FROM $t" >"$work/$t.csv"
+        "$bin" store query --data-dir "$work/node" "SELECT * FROM $t" | tail -n +2 >"$work/$t.csv"
         echo ".import $work/$t.csv $t"
     done
     echo "COMMIT;"
 } >"$work/load.sql"
 t2=$(now)
-sqlite3 -bail "$work/baseline/local.db" <"$work/load.sql"
+sqlite3 -bail "$work/baseline.db" <"$work/load.sql"
 t3=$(now)
 
-count() { sqlite3 "$1" "SELECT (SELECT count(*) FROM assessment), (SELECT count(*) FROM item_response), (SELECT count(*) FROM session)"; }
-mine=$(count "$work/node/local.db")
-theirs=$(count "$work/baseline/local.db")
+counts="SELECT (SELECT count(*) FROM assessment) || '|' || (SELECT count(*) FROM item_response) || '|' || (SELECT count(*) FROM session)"
+mine=$("$bin" store query --data-dir "$work/node" "$counts" | tail -n 1)
+theirs=$(sqlite3 "$work/baseline.db" "$counts")
 [ "$mine" = "$theirs" ] || { echo "row counts differ: $mine vs $theirs" >&2; exit 1; }
 IFS='|' read -r assessments items sessions <<<"$mine"
 python3 - "$t0" "$t1" "$t2" "$t3" "$assessments" "$items" "$sessions" <<'PY'

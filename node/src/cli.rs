@@ -11,12 +11,13 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{CONFIG_FILE, Config};
 use crate::import::{self, Format};
-use crate::store::{Clinic, Store};
+use crate::store::{Clinic, Store, StoreKey};
 use crate::{api, benchmark, keystore, ledger, registry, release, report, stats, status, synth};
 
 mod demo;
 mod network;
 mod rounds;
+mod storage;
 
 /// A clinic's node in a privacy-preserving measurement-based-care network.
 ///
@@ -89,6 +90,9 @@ enum Command {
     /// Manage outcome instruments and problem domains
     #[command(subcommand)]
     Instruments(InstrumentsCommand),
+    /// The encrypted store: read-only queries, encrypting a store from before encryption
+    #[command(subcommand)]
+    Store(storage::StoreCommand),
     /// The whole system on one machine: synthetic data for a coordinator and four clinics, five
     /// nodes on 127.0.0.1, a secure benchmark round, the signed release, its HTML report
     ///
@@ -124,6 +128,10 @@ struct InitArgs {
     /// Local API port on 127.0.0.1 (default 0: any free port)
     #[arg(long)]
     api_port: Option<u16>,
+    /// Directory for the key that encrypts the store, kept apart from the data directory
+    /// (default: DIR.keys beside it)
+    #[arg(long, value_name = "DIR")]
+    key_dir: Option<PathBuf>,
     /// Print JSON instead of text
     #[arg(long)]
     json: bool,
@@ -320,6 +328,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Run(a) => network::run_cmd(a),
         Command::Round(c) => rounds::round_cmd(c),
         Command::Benchmark(c) => rounds::benchmark_cmd(c),
+        Command::Store(c) => storage::store_cmd(c),
         Command::Demo(a) => demo::demo(a),
     }
 }
@@ -347,11 +356,35 @@ pub fn init_node(dir: &Path, clinic: Clinic) -> Result<String> {
     init_node_with(dir, clinic, crate::config::NetworkConfig::default())
 }
 
-/// Creates a node in `dir` with the given `[network]` settings. Returns its PeerId.
+/// Creates a node in `dir` with the given `[network]` settings and its store key in the default
+/// key directory ([`default_key_dir`]). Returns its PeerId.
 pub fn init_node_with(
     dir: &Path,
     clinic: Clinic,
     network: crate::config::NetworkConfig,
+) -> Result<String> {
+    init_node_keys(dir, clinic, network, &default_key_dir(dir))
+}
+
+/// Where `init` keeps the store key of the node in `dir` unless told: `DIR.keys` beside it, so
+/// that a copy of the data directory does not carry the key that opens its store.
+pub fn default_key_dir(dir: &Path) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map_or_else(|| "mbc-node".into(), |n| n.to_string_lossy().into_owned());
+    dir.with_file_name(format!("{name}.keys"))
+}
+
+/// Name of the store key file in the key directory.
+pub const STORE_KEY_FILE: &str = "store.key";
+
+/// Creates a node in `dir`, its store encrypted under a fresh key in `key_dir` (created 0700
+/// if missing). Returns its PeerId.
+pub fn init_node_keys(
+    dir: &Path,
+    clinic: Clinic,
+    network: crate::config::NetworkConfig,
+    key_dir: &Path,
 ) -> Result<String> {
     for existing in [CONFIG_FILE, "local.db", "identity.key", "pseudonym.key"] {
         if dir.join(existing).exists() {
@@ -372,11 +405,36 @@ pub fn init_node_with(
         clinic.service_type.clone(),
     );
     config.network = network;
+    let key_dir = std::path::absolute(key_dir)
+        .with_context(|| format!("couldn't resolve the key directory {}", key_dir.display()))?;
+    if key_dir.starts_with(std::path::absolute(dir)?) {
+        bail!(
+            "the key directory {} is inside the data directory: the store key must be kept apart              from the data it opens",
+            key_dir.display()
+        );
+    }
+    let store_key = key_dir.join(STORE_KEY_FILE);
+    if store_key.exists() {
+        bail!(
+            "{} already holds a store key (another node's?); give each node its own --key-dir",
+            store_key.display()
+        );
+    }
+    config.keys.store_key_file = Some(store_key.to_string_lossy().into_owned());
     let created = || -> Result<String> {
+        std::fs::create_dir_all(&key_dir)
+            .with_context(|| format!("couldn't create key directory {}", key_dir.display()))?;
+        std::fs::set_permissions(
+            &key_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .with_context(|| format!("couldn't restrict permissions of {}", key_dir.display()))?;
+        keystore::create_key_file(&store_key)?;
+        let key = StoreKey::new(keystore::read_key_file(&store_key)?);
         let identity = dir.join(&config.keys.identity_key_file);
         keystore::create_key_file(&identity)?;
         keystore::create_key_file(&dir.join(&config.keys.pseudonym_secret_file))?;
-        Store::create(&config.store_path(dir), &clinic, &now())?;
+        Store::create(&config.store_path(dir), &clinic, &now(), Some(&key))?;
         // The config is written last: its presence marks a complete node.
         std::fs::write(dir.join(CONFIG_FILE), config.to_toml())
             .with_context(|| format!("couldn't write {}", dir.join(CONFIG_FILE).display()))?;
@@ -393,6 +451,7 @@ pub fn init_node_with(
         ] {
             let _ = std::fs::remove_file(dir.join(f));
         }
+        let _ = std::fs::remove_file(&store_key);
     })
 }
 
@@ -412,24 +471,41 @@ fn init(a: InitArgs) -> Result<()> {
         network.listen = a.listen;
     }
     network.api_port = a.api_port.unwrap_or(0);
-    let peer_id = init_node_with(dir, clinic.clone(), network)?;
+    let key_dir = a.key_dir.unwrap_or_else(|| default_key_dir(dir));
+    let peer_id = init_node_keys(dir, clinic.clone(), network, &key_dir)?;
     if a.json {
         let out = serde_json::json!({"data_dir": dir, "clinic": clinic.name, "peer_id": peer_id});
         println!("{out}");
     } else {
         println!("created node for {:?} in {}", clinic.name, dir.display());
         println!("peer id: {peer_id}");
+        println!(
+            "store key: {} (keep it apart from the data and back it up separately: without              it the store cannot be opened)",
+            key_dir.join(STORE_KEY_FILE).display()
+        );
         println!("next: mbc-node import --data-dir {} FILE...", dir.display());
     }
     Ok(())
 }
 
-/// Opens the node in `dir`: its config and store. A data directory that other users can
-/// enter or read is refused (it holds the store and the keys).
+/// Opens the node in `dir`: its config and store (with its key when it is encrypted). A data
+/// directory that other users can enter or read is refused (it holds the store and the keys).
 pub fn open_node(dir: &Path) -> Result<(Config, Store)> {
     check_private(dir)?;
     let config = Config::load(dir)?;
-    let store = Store::open(&config.store_path(dir))?;
+    let key = config
+        .store_key_path(dir)
+        .map(|path| {
+            keystore::read_key_file(&path).map(StoreKey::new).with_context(|| {
+                format!(
+                    "the store of {} is encrypted with the key in {} ([keys] store_key_file):                      restore that file from its backup",
+                    dir.display(),
+                    path.display()
+                )
+            })
+        })
+        .transpose()?;
+    let store = Store::open(&config.store_path(dir), key.as_ref())?;
     Ok((config, store))
 }
 

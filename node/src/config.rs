@@ -312,6 +312,11 @@ pub struct KeysConfig {
     /// Default: "pseudonym.key".
     #[serde(default = "default_pseudonym")]
     pub pseudonym_secret_file: String,
+    /// 32-byte key that encrypts the store (SQLCipher), kept apart from the data directory
+    /// (`init` puts it in `<data dir>.keys/` unless `--key-dir` says otherwise). Unset: a store
+    /// created before encryption, opened as it is.
+    #[serde(default)]
+    pub store_key_file: Option<String>,
 }
 
 fn default_store_path() -> String {
@@ -337,6 +342,7 @@ impl Default for KeysConfig {
         Self {
             identity_key_file: default_identity(),
             pseudonym_secret_file: default_pseudonym(),
+            store_key_file: None,
         }
     }
 }
@@ -398,7 +404,10 @@ impl Config {
              identity_key_file = {}\n\
              # HMAC key (32 bytes, mode 0600) for pseudonyms of local identifiers. Back it up:\n\
              # without it, re-imports cannot be matched to stored records.\n\
-             pseudonym_secret_file = {}\n\n\
+             pseudonym_secret_file = {}\n\
+             # Key (32 bytes, mode 0600) that encrypts the store, kept apart from this directory.\n\
+             # Back it up separately: without it the store, and its privacy ledger, are lost.\n\
+             {}\n\n\
              [stats]\n\
              # Labelling rule: \"eb-interval\" (95 % empirical-Bayes interval excludes 0) or \"kraus\".\n\
              rule = {}\n\
@@ -451,6 +460,10 @@ impl Config {
             toml_string(&self.store.path),
             toml_string(&self.keys.identity_key_file),
             toml_string(&self.keys.pseudonym_secret_file),
+            match &self.keys.store_key_file {
+                Some(f) => format!("store_key_file = {}", toml_string(f)),
+                None => "# store_key_file: not set, the store is not encrypted".to_string(),
+            },
             toml_string(&self.stats.rule),
             self.stats.min_n_show,
             self.stats.min_n_classify,
@@ -480,6 +493,11 @@ impl Config {
     pub fn store_path(&self, data_dir: &Path) -> PathBuf {
         data_dir.join(&self.store.path)
     }
+
+    /// Path of the store's key file, if the store is encrypted.
+    pub fn store_key_path(&self, data_dir: &Path) -> Option<PathBuf> {
+        self.keys.store_key_file.as_ref().map(|f| data_dir.join(f))
+    }
 }
 
 fn toml_strings(v: &[String]) -> toml::Value {
@@ -502,6 +520,14 @@ mod tests {
         assert_eq!(back.clinic.country.as_deref(), Some("GB"));
         assert_eq!(back.clinic.service_type, None);
         assert_eq!(back.keys.pseudonym_secret_file, "pseudonym.key");
+        assert_eq!(back.keys.store_key_file, None);
+        let mut keyed = c.clone();
+        keyed.keys.store_key_file = Some("/keys/mbc.keys/store.key".into());
+        let back = Config::parse(&keyed.to_toml()).unwrap();
+        assert_eq!(
+            back.keys.store_key_file.as_deref(),
+            Some("/keys/mbc.keys/store.key")
+        );
     }
 
     #[test]

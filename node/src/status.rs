@@ -39,6 +39,8 @@ pub struct Summary {
     pub clinic: String,
     /// Schema version (`PRAGMA user_version`).
     pub schema_version: i64,
+    /// Whether the store is encrypted (SQLCipher).
+    pub encrypted: bool,
     /// Therapists.
     pub therapists: u64,
     /// Patients.
@@ -77,6 +79,7 @@ pub fn summary(store: &Store) -> Result<Summary> {
             [],
             |r| r.get(0),
         )?,
+        encrypted: store.encrypted(),
         therapists: count("therapist")?,
         patients: count("patient")?,
         episodes: count("episode")?,
@@ -123,6 +126,14 @@ fn recent_imports(conn: &Connection) -> Result<Vec<ImportRow>> {
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "clinic        {}", self.clinic)?;
+        if self.encrypted {
+            writeln!(f, "store         encrypted (SQLCipher)")?;
+        } else {
+            writeln!(
+                f,
+                "store         NOT encrypted (created before mbc-node encrypted stores)"
+            )?;
+        }
         writeln!(f, "therapists    {}", self.therapists)?;
         writeln!(f, "patients      {}", self.patients)?;
         writeln!(f, "episodes      {}", self.episodes)?;

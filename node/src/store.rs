@@ -4,9 +4,13 @@
 //! append-only migrations in `store/migrations.rs`. Writers take one transaction per call, so a
 //! failure or a kill leaves the store as it was before the call.
 //!
-//! The database file is created with mode 0600 (SQLite gives its WAL and shared-memory files
-//! the same mode), and a store that other users can read is refused with the command that
-//! fixes it: it holds pseudonymised health records and the privacy ledger.
+//! The database is encrypted (SQLCipher: every page AES-256 with an HMAC-SHA512, under a raw
+//! 256-bit [`StoreKey`] whose file is kept apart from the data directory), so a copy of the
+//! data directory or of a backup of it reveals nothing without the key. The database file is
+//! also created with mode 0600 (SQLite gives its WAL and shared-memory files the same mode),
+//! and a store that other users can read is refused with the command that fixes it: it holds
+//! pseudonymised health records and the privacy ledger. Stores created before encryption
+//! (no key configured) are opened as they are.
 
 pub(crate) mod migrations;
 
@@ -28,29 +32,55 @@ pub struct Clinic {
     pub service_type: Option<String>,
 }
 
+/// The raw key of an encrypted store. Never printed.
+#[derive(Clone)]
+pub struct StoreKey([u8; 32]);
+
+impl StoreKey {
+    /// A key from its 32 bytes (the store key file).
+    pub fn new(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// Applies the key to a freshly opened connection (before any other statement).
+    fn apply(&self, conn: &Connection) -> rusqlite::Result<()> {
+        conn.pragma_update(None, "key", format!("x'{}'", hex::encode(self.0)))
+    }
+}
+
+impl std::fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("StoreKey").finish_non_exhaustive()
+    }
+}
+
 /// An open store.
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
     /// The database file; `None` for in-memory stores.
     path: Option<std::path::PathBuf>,
+    /// The key, for an encrypted store.
+    key: Option<StoreKey>,
 }
 
 impl Store {
-    /// Opens an existing store (it must exist: use [`Store::create`] for a new node).
-    pub fn open(path: &Path) -> Result<Self> {
+    /// Opens an existing store (it must exist: use [`Store::create`] for a new node), with its
+    /// key if it is encrypted.
+    pub fn open(path: &Path, key: Option<&StoreKey>) -> Result<Self> {
         if !path.exists() {
             anyhow::bail!("no store at {} (run `mbc-node init` first)", path.display());
         }
-        Self::open_or_create(path)
+        Self::open_or_create(path, key)
     }
 
-    /// Creates a new store for `clinic`, with the built-in instruments and domains.
-    pub fn create(path: &Path, clinic: &Clinic, now: &str) -> Result<Self> {
+    /// Creates a new store for `clinic`, with the built-in instruments and domains, encrypted
+    /// under `key` if given.
+    pub fn create(path: &Path, clinic: &Clinic, now: &str, key: Option<&StoreKey>) -> Result<Self> {
         if path.exists() {
             anyhow::bail!("a store already exists at {}", path.display());
         }
-        let mut store = Self::open_or_create(path)?;
+        let mut store = Self::open_or_create(path, key)?;
         let tx = store.conn.transaction()?;
         tx.execute(
             "INSERT INTO clinic (clinic_id, name, country, service_type, created_at)
@@ -66,7 +96,11 @@ impl Store {
     pub fn open_in_memory() -> Result<Self> {
         let mut conn = Connection::open_in_memory()?;
         Self::configure(&mut conn)?;
-        let mut store = Self { conn, path: None };
+        let mut store = Self {
+            conn,
+            path: None,
+            key: None,
+        };
         let tx = store.conn.transaction()?;
         Registry::builtin().insert_all(&tx)?;
         tx.commit()?;
@@ -81,10 +115,18 @@ impl Store {
         };
         let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .with_context(|| format!("couldn't open store at {}", path.display()))?;
+        if let Some(key) = &self.key {
+            key.apply(&conn)?;
+        }
         Ok(Some(conn))
     }
 
-    fn open_or_create(path: &Path) -> Result<Self> {
+    /// Whether the store is encrypted.
+    pub fn encrypted(&self) -> bool {
+        self.key.is_some()
+    }
+
+    fn open_or_create(path: &Path, key: Option<&StoreKey>) -> Result<Self> {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
         if path.exists() {
@@ -112,11 +154,33 @@ impl Store {
         }
         let mut conn = Connection::open(path)
             .with_context(|| format!("couldn't open store at {}", path.display()))?;
-        Self::configure(&mut conn)
-            .with_context(|| format!("couldn't prepare store at {}", path.display()))?;
+        if let Some(key) = key {
+            key.apply(&conn)
+                .with_context(|| format!("couldn't key store at {}", path.display()))?;
+        }
+        Self::configure(&mut conn).map_err(|e| {
+            let not_a_database = e
+                .downcast_ref::<rusqlite::Error>()
+                .and_then(rusqlite::Error::sqlite_error_code)
+                == Some(rusqlite::ErrorCode::NotADatabase);
+            match (not_a_database, key.is_some()) {
+                (true, true) => anyhow::anyhow!(
+                    "couldn't open the store at {}: its key does not open it (is [keys] \
+                     store_key_file this node's key?)",
+                    path.display()
+                ),
+                (true, false) => anyhow::anyhow!(
+                    "couldn't open the store at {}: it is encrypted and [keys] store_key_file \
+                     is not set",
+                    path.display()
+                ),
+                _ => e.context(format!("couldn't prepare store at {}", path.display())),
+            }
+        })?;
         Ok(Self {
             conn,
             path: Some(path.to_path_buf()),
+            key: key.cloned(),
         })
     }
 

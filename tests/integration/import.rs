@@ -274,7 +274,7 @@ fn a_bundle_with_items_only_is_scored_and_prorated() {
         .json();
     assert_eq!(out[0]["format"], "fhir");
     assert_eq!(out[0]["counts"]["assessments"], 1);
-    let db = rusqlite::Connection::open(cwd.join("node/local.db")).unwrap();
+    let db = integration_tests::open_rw(&cwd.join("node/local.db"));
     let (score, missing, prorated, items): (f64, i64, bool, i64) = db
         .query_row(
             "SELECT score, n_missing_items, prorated, (SELECT count(*) FROM item_response) FROM assessment",
@@ -497,9 +497,16 @@ fn csv_and_fhir_give_identical_stored_content_and_no_raw_identifier_is_stored() 
             b.len()
         );
     }
-    // Raw identifiers (C01-P00001, C01-T001, C01-E00001, ...) appear in no byte of either node.
+    // Raw identifiers (C01-P00001, C01-T001, C01-E00001, ...) appear in no byte of either node,
+    // nor in any row of its (encrypted) store.
     for node in ["csv", "fhir"] {
-        for (path, bytes) in all_bytes(&cwd.join(node)) {
+        let mut files = all_bytes(&cwd.join(node));
+        let db = cwd.join(node).join("local.db");
+        files.push((
+            db.with_extension("db (decrypted)"),
+            integration_tests::decrypted_dump(&db),
+        ));
+        for (path, bytes) in files {
             for raw in [&b"C01-P"[..], b"C01-T", b"C01-E"] {
                 assert!(
                     !contains(&bytes, raw),
@@ -521,7 +528,7 @@ fn csv_and_fhir_give_identical_stored_content_and_no_raw_identifier_is_stored() 
 /// recomputation from the assessment and session tables.
 #[track_caller]
 fn check_summaries(db: &Path) {
-    let conn = rusqlite::Connection::open(db).unwrap();
+    let conn = integration_tests::open_rw(db);
     let mismatches: i64 = conn
         .query_row(
             "WITH ranked AS (
@@ -567,7 +574,7 @@ fn score_summaries_stay_exact_across_out_of_order_files() {
     .unwrap();
     mbc(cwd, &["import", "--data-dir", "node", "early.csv"]).ok(); // the same session 1 again: a no-op
     let db = cwd.join("node/local.db");
-    let conn = rusqlite::Connection::open(&db).unwrap();
+    let conn = integration_tests::open_rw(&db);
     let row: (f64, f64, i64) = conn
         .query_row(
             "SELECT first_score, last_score, n FROM episode_scores WHERE instrument_id = 'PHQ-9'",

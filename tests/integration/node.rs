@@ -270,3 +270,250 @@ fn a_store_or_data_directory_others_can_read_is_refused() {
     chmod(&node, 0o700);
     mbc(cwd, &["status", "--data-dir", "node"]).ok();
 }
+
+/// Issue 12, finding 10: the store is encrypted under a key kept beside, not inside, the data
+/// directory. Its file holds none of its rows in the clear (pseudonyms, the clinic's name,
+/// dates), a copy of the data directory alone cannot be opened, and the key is refused if
+/// others can read it.
+#[test]
+fn the_store_is_encrypted_under_a_key_kept_apart() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let synth = mbc(
+        cwd,
+        &[
+            "synth",
+            "--out",
+            "data",
+            "--clinics",
+            "1",
+            "--seed",
+            "6",
+            "--patients-per-clinic",
+            "40",
+            "--json",
+        ],
+    )
+    .ok()
+    .json();
+    let init = mbc(cwd, &["init", "--data-dir", "node", "--name", "Riverside"]).ok();
+    assert!(
+        init.stdout.contains("node.keys/store.key"),
+        "{}",
+        init.stdout
+    );
+    import_clinic_csv(cwd, "node", &synth["clinics"][0]);
+    let status = mbc(cwd, &["status", "--data-dir", "node", "--json"])
+        .ok()
+        .json();
+    assert_eq!(status["encrypted"], true);
+    let key = cwd.join("node.keys/store.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The file holds none of what the store holds: its rows, decrypted, are the control.
+    let db = cwd.join("node/local.db");
+    let plain = integration_tests::decrypted_dump(&db);
+    let pseudonym = integration_tests::rows(
+        &integration_tests::open(&db),
+        "SELECT pseudonym FROM patient LIMIT 1",
+    );
+    let needles: Vec<Vec<u8>> = vec![
+        b"Riverside".to_vec(),
+        pseudonym[0].trim_matches('"').as_bytes().to_vec(),
+        b"CREATE TABLE".to_vec(),
+        b"SQLite format 3".to_vec(),
+    ];
+    for needle in &needles[..2] {
+        assert!(
+            integration_tests::contains(&plain, needle),
+            "the control lacks {needle:?}"
+        );
+    }
+    let store_files: Vec<_> = integration_tests::all_bytes(&cwd.join("node"))
+        .into_iter()
+        .filter(|(p, _)| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("local.db")
+        })
+        .collect();
+    assert!(store_files.len() >= 2, "the store and its WAL");
+    for (path, bytes) in store_files {
+        for needle in &needles {
+            assert!(
+                !integration_tests::contains(&bytes, needle),
+                "{} holds {:?} in the clear",
+                path.display(),
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+    // A copy of the data directory without the key directory: nothing opens.
+    let copy = cwd.join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for f in ["config.toml", "local.db", "identity.key", "pseudonym.key"] {
+        std::fs::copy(cwd.join("node").join(f), copy.join(f)).unwrap();
+    }
+    std::fs::rename(cwd.join("node.keys"), cwd.join("elsewhere")).unwrap();
+    let refused = mbc(cwd, &["status", "--data-dir", "copy"]);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("restore that file from its backup"),
+        "{}",
+        refused.stderr
+    );
+    let opened = rusqlite::Connection::open(copy.join("local.db")).unwrap();
+    assert!(
+        opened
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r
+                .get::<_, i64>(0))
+            .is_err(),
+        "an encrypted store opened without its key"
+    );
+    // A wrong key is refused as such.
+    std::fs::create_dir(cwd.join("node.keys")).unwrap();
+    std::fs::write(cwd.join("node.keys/store.key"), [9u8; 32]).unwrap();
+    std::fs::set_permissions(
+        cwd.join("node.keys/store.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let wrong = mbc(cwd, &["status", "--data-dir", "node"]);
+    assert!(
+        wrong.stderr.contains("its key does not open it"),
+        "{}",
+        wrong.stderr
+    );
+    // The key readable by others is refused.
+    std::fs::set_permissions(
+        cwd.join("elsewhere/store.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(cwd.join("node.keys")).unwrap();
+    std::fs::rename(cwd.join("elsewhere"), cwd.join("node.keys")).unwrap();
+    let exposed = mbc(cwd, &["status", "--data-dir", "node"]);
+    assert!(
+        exposed.stderr.contains("readable by other users"),
+        "{}",
+        exposed.stderr
+    );
+    std::fs::set_permissions(
+        cwd.join("node.keys/store.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    mbc(cwd, &["status", "--data-dir", "node"]).ok();
+}
+
+/// A store from before encryption (no key in config.toml) still opens, says so in `status`,
+/// and `store encrypt` converts it in place: same content, encrypted, key apart, no plaintext
+/// copy left. `store query` reads the encrypted store read-only.
+#[test]
+fn a_store_from_before_encryption_is_encrypted_in_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let synth = mbc(
+        cwd,
+        &[
+            "synth",
+            "--out",
+            "data",
+            "--clinics",
+            "1",
+            "--seed",
+            "8",
+            "--patients-per-clinic",
+            "40",
+            "--json",
+        ],
+    )
+    .ok()
+    .json();
+    // A node as mbc-node made them before: keys and a plaintext store in the data directory.
+    let node = cwd.join("old");
+    std::fs::create_dir(&node).unwrap();
+    std::fs::set_permissions(&node, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let config = mbc_node::config::Config::new("Old clinic".into(), None, None);
+    for k in [
+        &config.keys.identity_key_file,
+        &config.keys.pseudonym_secret_file,
+    ] {
+        mbc_node::keystore::create_key_file(&node.join(k)).unwrap();
+    }
+    let clinic = mbc_node::store::Clinic {
+        name: "Old clinic".into(),
+        country: None,
+        service_type: None,
+    };
+    mbc_node::store::Store::create(
+        &node.join("local.db"),
+        &clinic,
+        "2026-01-01T00:00:00Z",
+        None,
+    )
+    .unwrap();
+    std::fs::write(node.join("config.toml"), config.to_toml()).unwrap();
+    import_clinic_csv(cwd, "old", &synth["clinics"][0]);
+    let text = mbc(cwd, &["status", "--data-dir", "old"]).ok().stdout;
+    assert!(text.contains("NOT encrypted"), "{text}");
+    let before = integration_tests::canonical_content(&node.join("local.db"));
+    assert!(integration_tests::contains(
+        &std::fs::read(node.join("local.db")).unwrap(),
+        b"SQLite format 3"
+    ));
+
+    let out = mbc(cwd, &["store", "encrypt", "--data-dir", "old"])
+        .ok()
+        .stdout;
+    assert!(out.contains("old.keys/store.key"), "{out}");
+    let status = mbc(cwd, &["status", "--data-dir", "old", "--json"])
+        .ok()
+        .json();
+    assert_eq!(status["encrypted"], true);
+    assert_eq!(
+        integration_tests::canonical_content(&node.join("local.db")),
+        before
+    );
+    for (path, bytes) in integration_tests::all_bytes(&node) {
+        assert!(
+            !integration_tests::contains(&bytes, b"SQLite format 3"),
+            "{} is a plaintext database",
+            path.display()
+        );
+    }
+    let again = mbc(cwd, &["store", "encrypt", "--data-dir", "old"]);
+    assert!(
+        again.stderr.contains("already encrypted"),
+        "{}",
+        again.stderr
+    );
+    // Read-only queries for the people who look after the store.
+    let csv = mbc(
+        cwd,
+        &[
+            "store",
+            "query",
+            "--data-dir",
+            "old",
+            "SELECT count(*) AS n FROM patient",
+        ],
+    )
+    .ok()
+    .stdout;
+    assert_eq!(csv, format!("n\n{}\n", synth["clinics"][0]["patients"]));
+    let write = mbc(
+        cwd,
+        &["store", "query", "--data-dir", "old", "DELETE FROM patient"],
+    );
+    assert_eq!(write.code, 1, "a query changed the store");
+    assert_eq!(
+        integration_tests::canonical_content(&node.join("local.db")),
+        before
+    );
+}

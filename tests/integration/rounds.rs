@@ -196,7 +196,9 @@ fn benchmark_rounds_exact_noisy_killed_and_aborted() {
     }
     // The aggregator's logs and files: no clinic's vector (as text or as integers in either
     // byte order), only its own contribution in its own ledger.
-    let coordinator_files = all_bytes(&coord.dir);
+    let mut coordinator_files = all_bytes(&coord.dir);
+    let db = coord.dir.join("local.db");
+    coordinator_files.push((db.clone(), integration_tests::decrypted_dump(&db)));
     for v in &truth[1..] {
         let start = v.iter().position(|x| x.abs() > 1000).unwrap();
         let window = &v[start..start + 6];

@@ -66,7 +66,7 @@ fn stats_json_reports_every_therapist_and_domain_and_is_stored() {
         );
     }
     // The derived tables hold the same records, tagged with the algorithm version.
-    let db = rusqlite::Connection::open(cwd.join("node/local.db")).unwrap();
+    let db = integration_tests::open_rw(&cwd.join("node/local.db"));
     let (n, v): (i64, i64) = db
         .query_row("SELECT count(*), min(algorithm_version) FROM therapist_domain_stat WHERE domain_id = 'depression'", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap();

@@ -82,10 +82,29 @@ pub fn mbc_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     Run::from(cmd.output().unwrap())
 }
 
-/// Opens a store read-only.
+/// Opens a node's store read-only, with the node's store key (from the config beside it).
 pub fn open(db: &Path) -> Connection {
     // Unwrap safety: tests only inspect stores they created.
-    Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()
+    keyed(
+        Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap(),
+        db,
+    )
+}
+
+/// Opens a node's store for writing (tests that tamper with it), with its key.
+pub fn open_rw(db: &Path) -> Connection {
+    keyed(Connection::open(db).unwrap(), db)
+}
+
+fn keyed(conn: Connection, db: &Path) -> Connection {
+    let dir = db.parent().unwrap();
+    let config = mbc_node::config::Config::load(dir).unwrap();
+    if let Some(path) = config.store_key_path(dir) {
+        let key = std::fs::read(path).unwrap();
+        conn.pragma_update(None, "key", format!("x'{}'", hex::encode(key)))
+            .unwrap();
+    }
+    conn
 }
 
 fn render(v: ValueRef<'_>) -> String {
@@ -180,6 +199,25 @@ pub fn canonical_content(db: &Path) -> Vec<String> {
     ];
     let mut out: Vec<String> = queries.iter().flat_map(|q| rows(&conn, q)).collect();
     out.sort();
+    out
+}
+
+/// Every row of every table of a node's store, decrypted, as text: what the store holds, for
+/// searches that the encrypted file itself would pass trivially.
+pub fn decrypted_dump(db: &Path) -> Vec<u8> {
+    let conn = open(db);
+    let tables = rows(
+        &conn,
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+    );
+    let mut out = Vec::new();
+    for t in tables {
+        let t = t.trim_matches('"');
+        for row in rows(&conn, &format!("SELECT * FROM \"{t}\"")) {
+            out.extend_from_slice(row.as_bytes());
+            out.push(b'\n');
+        }
+    }
     out
 }
 

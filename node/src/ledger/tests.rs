@@ -121,6 +121,7 @@ fn concurrent_releases_cannot_overspend() {
     // Eight processes' worth of connections race to charge ρ = 0.25 against a budget of 1.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("local.db");
+    let key = crate::store::StoreKey::new([7; 32]);
     Store::create(
         &path,
         &crate::store::Clinic {
@@ -129,6 +130,7 @@ fn concurrent_releases_cannot_overspend() {
             service_type: None,
         },
         "2026-01-01T00:00:00Z",
+        Some(&key),
     )
     .unwrap();
     let p = policy(1.0, 1.0);
@@ -137,9 +139,9 @@ fn concurrent_releases_cannot_overspend() {
     let results: Vec<bool> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)
             .map(|_| {
-                let (path, barrier) = (&path, &barrier);
+                let (path, barrier, key) = (&path, &barrier, &key);
                 s.spawn(move || {
-                    let mut store = Store::open(path).unwrap();
+                    let mut store = Store::open(path, Some(key)).unwrap();
                     barrier.wait();
                     match charge(store.conn_mut(), &p, draft(0.25), now) {
                         Ok(_) => true,
@@ -154,7 +156,7 @@ fn concurrent_releases_cannot_overspend() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert_eq!(results.iter().filter(|ok| **ok).count(), 4);
-    let store = Store::open(&path).unwrap();
+    let store = Store::open(&path, Some(&key)).unwrap();
     let b = budget(store.conn(), &p, now).unwrap();
     assert!(b.current.rho_spent <= 1.0 + 1e-9, "{}", b.current.rho_spent);
 }
