@@ -480,7 +480,8 @@ fn init(a: InitArgs) -> Result<()> {
         println!("created node for {:?} in {}", clinic.name, dir.display());
         println!("peer id: {peer_id}");
         println!(
-            "store key: {} (keep it apart from the data and back it up separately: without              it the store cannot be opened)",
+            "store key: {} (keep it apart from the data and back it up separately: without \
+             it the store cannot be opened)",
             key_dir.join(STORE_KEY_FILE).display()
         );
         println!("next: mbc-node import --data-dir {} FILE...", dir.display());

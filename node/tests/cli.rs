@@ -38,6 +38,8 @@ fn every_command_has_help_with_an_example() {
         &["benchmark", "list"],
         &["benchmark", "show"],
         &["benchmark", "export"],
+        &["store", "query"],
+        &["store", "encrypt"],
         &["demo"],
     ] {
         let mut args = cmd.to_vec();
@@ -71,4 +73,29 @@ fn usage_errors_exit_2_and_runtime_errors_exit_1() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.starts_with("error: couldn't read"), "{err}");
     assert!(err.contains("config.toml"), "{err}");
+}
+
+/// Output into a pipe whose reader is gone (`mbc-node status | head -1` after head exits) ends
+/// quietly with success, not with a panic.
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = dir.path().join("node");
+    let node = node.to_str().unwrap();
+    assert!(
+        mbc(&["init", "--data-dir", node, "--name", "x"])
+            .status
+            .success()
+    );
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_mbc-node"))
+        .args(["status", "--data-dir", node])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
 }
