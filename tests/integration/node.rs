@@ -209,15 +209,10 @@ fn synth_is_deterministic_for_a_seed() {
     assert!(again.stderr.contains("is not empty"), "{}", again.stderr);
 }
 
-/// Issue 12, finding 10: the store is created owner-only (0600, and so are its WAL files), and
-/// a store or data directory that other users can read is refused by every command, with the
-/// command that fixes it; nothing is changed until it is fixed.
-#[test]
-fn a_store_or_data_directory_others_can_read_is_refused() {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::tempdir().unwrap();
-    let cwd = tmp.path();
-    let synth = mbc(
+/// One synthetic clinic of 40 patients in `cwd/data` (its `synth --json` summary).
+fn small_clinic(cwd: &std::path::Path, seed: u32) -> serde_json::Value {
+    let seed = seed.to_string();
+    mbc(
         cwd,
         &[
             "synth",
@@ -226,14 +221,25 @@ fn a_store_or_data_directory_others_can_read_is_refused() {
             "--clinics",
             "1",
             "--seed",
-            "4",
+            &seed,
             "--patients-per-clinic",
             "40",
             "--json",
         ],
     )
     .ok()
-    .json();
+    .json()
+}
+
+/// Issue 12, finding 10: the store is created owner-only (0600, and so are its WAL files), and
+/// a store or data directory that other users can read is refused by every command, with the
+/// command that fixes it; nothing is changed until it is fixed.
+#[test]
+fn a_store_or_data_directory_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let synth = small_clinic(cwd, 4);
     mbc(cwd, &["init", "--data-dir", "node", "--name", "Riverside"]).ok();
     import_clinic_csv(cwd, "node", &synth["clinics"][0]);
     let node = cwd.join("node");
@@ -280,23 +286,7 @@ fn the_store_is_encrypted_under_a_key_kept_apart() {
     use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().unwrap();
     let cwd = tmp.path();
-    let synth = mbc(
-        cwd,
-        &[
-            "synth",
-            "--out",
-            "data",
-            "--clinics",
-            "1",
-            "--seed",
-            "6",
-            "--patients-per-clinic",
-            "40",
-            "--json",
-        ],
-    )
-    .ok()
-    .json();
+    let synth = small_clinic(cwd, 6);
     let init = mbc(cwd, &["init", "--data-dir", "node", "--name", "Riverside"]).ok();
     assert!(
         init.stdout.contains("node.keys/store.key"),
@@ -418,23 +408,7 @@ fn the_store_is_encrypted_under_a_key_kept_apart() {
 fn a_store_from_before_encryption_is_encrypted_in_place() {
     let tmp = tempfile::tempdir().unwrap();
     let cwd = tmp.path();
-    let synth = mbc(
-        cwd,
-        &[
-            "synth",
-            "--out",
-            "data",
-            "--clinics",
-            "1",
-            "--seed",
-            "8",
-            "--patients-per-clinic",
-            "40",
-            "--json",
-        ],
-    )
-    .ok()
-    .json();
+    let synth = small_clinic(cwd, 8);
     // A node as mbc-node made them before: keys and a plaintext store in the data directory.
     let node = cwd.join("old");
     std::fs::create_dir(&node).unwrap();
