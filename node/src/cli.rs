@@ -378,6 +378,39 @@ pub fn default_key_dir(dir: &Path) -> PathBuf {
 /// Name of the store key file in the key directory.
 pub const STORE_KEY_FILE: &str = "store.key";
 
+/// The store key file of the node in `dir` in `key_dir`, as an absolute path: refused inside
+/// the data directory (the key must be kept apart from the data it opens) or if it exists.
+pub(crate) fn store_key_path(dir: &Path, key_dir: &Path) -> Result<PathBuf> {
+    let key_dir = std::path::absolute(key_dir)
+        .with_context(|| format!("couldn't resolve the key directory {}", key_dir.display()))?;
+    if key_dir.starts_with(std::path::absolute(dir)?) {
+        bail!(
+            "the key directory {} is inside the data directory: the store key must be kept \
+             apart from the data it opens",
+            key_dir.display()
+        );
+    }
+    let store_key = key_dir.join(STORE_KEY_FILE);
+    if store_key.exists() {
+        bail!(
+            "{} already holds a store key (another node's?); give each node its own --key-dir",
+            store_key.display()
+        );
+    }
+    Ok(store_key)
+}
+
+/// Creates the directory of `path` (0700) and a fresh store key in `path` (0600).
+pub(crate) fn create_store_key(path: &Path) -> Result<StoreKey> {
+    let key_dir = path.parent().context("a store key path has a directory")?;
+    std::fs::create_dir_all(key_dir)
+        .with_context(|| format!("couldn't create key directory {}", key_dir.display()))?;
+    std::fs::set_permissions(key_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .with_context(|| format!("couldn't restrict permissions of {}", key_dir.display()))?;
+    keystore::create_key_file(path)?;
+    Ok(StoreKey::new(keystore::read_key_file(path)?))
+}
+
 /// Creates a node in `dir`, its store encrypted under a fresh key in `key_dir` (created 0700
 /// if missing). Returns its PeerId.
 pub fn init_node_keys(
@@ -405,32 +438,10 @@ pub fn init_node_keys(
         clinic.service_type.clone(),
     );
     config.network = network;
-    let key_dir = std::path::absolute(key_dir)
-        .with_context(|| format!("couldn't resolve the key directory {}", key_dir.display()))?;
-    if key_dir.starts_with(std::path::absolute(dir)?) {
-        bail!(
-            "the key directory {} is inside the data directory: the store key must be kept apart              from the data it opens",
-            key_dir.display()
-        );
-    }
-    let store_key = key_dir.join(STORE_KEY_FILE);
-    if store_key.exists() {
-        bail!(
-            "{} already holds a store key (another node's?); give each node its own --key-dir",
-            store_key.display()
-        );
-    }
+    let store_key = store_key_path(dir, key_dir)?;
     config.keys.store_key_file = Some(store_key.to_string_lossy().into_owned());
     let created = || -> Result<String> {
-        std::fs::create_dir_all(&key_dir)
-            .with_context(|| format!("couldn't create key directory {}", key_dir.display()))?;
-        std::fs::set_permissions(
-            &key_dir,
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )
-        .with_context(|| format!("couldn't restrict permissions of {}", key_dir.display()))?;
-        keystore::create_key_file(&store_key)?;
-        let key = StoreKey::new(keystore::read_key_file(&store_key)?);
+        let key = create_store_key(&store_key)?;
         let identity = dir.join(&config.keys.identity_key_file);
         keystore::create_key_file(&identity)?;
         keystore::create_key_file(&dir.join(&config.keys.pseudonym_secret_file))?;
@@ -494,38 +505,34 @@ fn init(a: InitArgs) -> Result<()> {
 pub fn open_node(dir: &Path) -> Result<(Config, Store)> {
     check_private(dir)?;
     let config = Config::load(dir)?;
-    let key = config
-        .store_key_path(dir)
-        .map(|path| {
-            keystore::read_key_file(&path).map(StoreKey::new).with_context(|| {
+    let key =
+        config
+            .store_key_path(dir)
+            .map(|path| {
+                keystore::read_key_file(&path).map(StoreKey::new).with_context(|| {
                 format!(
-                    "the store of {} is encrypted with the key in {} ([keys] store_key_file):                      restore that file from its backup",
+                    "the store of {} is encrypted with the key in {} ([keys] store_key_file): \
+                     restore that file from its backup",
                     dir.display(),
                     path.display()
                 )
             })
-        })
-        .transpose()?;
+            })
+            .transpose()?;
     let store = Store::open(&config.store_path(dir), key.as_ref())?;
     Ok((config, store))
 }
 
 /// Refuses a data directory whose mode lets other users read or enter it.
 fn check_private(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let Ok(meta) = std::fs::metadata(dir) else {
+    if !dir.exists() {
         return Ok(()); // Missing: Config::load says so, with the hint to run init.
-    };
-    let mode = meta.permissions().mode();
-    if mode & 0o077 != 0 {
-        bail!(
-            "the data directory {} can be read by other users (mode {:o}); it holds              pseudonymised health records and the node's keys: run `chmod 700 {}`",
-            dir.display(),
-            mode & 0o777,
-            dir.display()
-        );
     }
-    Ok(())
+    keystore::check_owner_only(
+        dir,
+        "the data directory (pseudonymised health records and the node's keys)",
+        0o700,
+    )
 }
 
 /// Imports `files` into the node in `dir`, each in its own transaction, stopping at the first

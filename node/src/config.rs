@@ -208,7 +208,7 @@ impl PrivacyConfig {
         let fraction = || -> Option<(u32, u32)> {
             let (a, b) = self.min_threshold.split_once('/')?;
             let (a, b): (u32, u32) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-            (b > 0 && 2 * a >= b && a <= b).then_some((a, b))
+            (b > 0 && 2 * u64::from(a) >= u64::from(b) && a <= b).then_some((a, b))
         };
         let threshold_fraction = fraction().with_context(|| {
             format!(
@@ -570,6 +570,10 @@ mod tests {
         assert_eq!(back.min_round_interval_hours, 24.0);
         let safety = back.safety().unwrap();
         assert_eq!(safety.threshold_fraction, (2, 3));
+        // Large numbers are compared without overflow.
+        let mut big = back.clone();
+        big.min_threshold = "4000000000/4000000001".into();
+        assert_eq!(big.safety().unwrap().threshold_fraction.0, 4_000_000_000);
         for bad in ["1/3", "3/2", "2/0", "two thirds", ""] {
             let mut p = back.clone();
             p.min_threshold = bad.into();

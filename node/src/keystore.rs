@@ -34,18 +34,27 @@ pub fn create_key_file(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Reads a key file, refusing one that is the wrong size or readable by others.
-pub fn read_key_file(path: &Path) -> Result<[u8; KEY_LEN]> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("couldn't read key file {}", path.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
+/// Refuses `path` (a key file, the store, the data directory: `what`) if its mode lets other
+/// users read it, naming the `chmod` to `fix` (e.g. 0o600) that mends it.
+pub fn check_owner_only(path: &Path, what: &str, fix: u32) -> Result<()> {
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("couldn't read {what} {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
         bail!(
-            "key file {} is readable by other users (mode {:o}); run `chmod 600 {}`",
+            "{what} {} is readable by other users (mode {:o}); run `chmod {fix:o} {}`",
             path.display(),
-            meta.permissions().mode() & 0o777,
+            mode & 0o777,
             path.display()
         );
     }
+    Ok(())
+}
+
+/// Reads a key file, refusing one that is the wrong size or readable by others.
+pub fn read_key_file(path: &Path) -> Result<[u8; KEY_LEN]> {
+    check_owner_only(path, "key file", 0o600)?;
     let bytes = std::fs::read(path)
         .with_context(|| format!("couldn't read key file {}", path.display()))?;
     bytes.try_into().map_err(|b: Vec<u8>| {

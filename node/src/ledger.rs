@@ -300,7 +300,7 @@ fn spent_in(conn: &Connection, period: &str) -> rusqlite::Result<f64> {
 /// time since the last one (refunded rounds do not count).
 fn check_rounds(conn: &Connection, policy: &Policy, now: DateTime<Utc>) -> Result<()> {
     let period = policy.period.label(now);
-    let counted = "kind LIKE 'round:%' AND status != 'aborted'";
+    let counted = format!("kind LIKE '{ROUND_KIND_PREFIX}%' AND status != 'aborted'");
     let count: u32 = conn.query_row(
         &format!("SELECT count(*) FROM release WHERE {counted} AND period = ?1"),
         [&period],
@@ -405,11 +405,7 @@ pub fn charge_with(
     let layout: serde_json::Value =
         serde_json::from_str(&draft.layout).context("release layout is not JSON")?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let spent = spent_in(&tx, &period)?;
-    check(policy, m.rho, spent, now)?;
-    if draft.kind.starts_with(ROUND_KIND_PREFIX) {
-        check_rounds(&tx, policy, now)?;
-    }
+    precheck(&tx, policy, &draft.kind, m.rho, now)?;
     tx.execute(
         "INSERT INTO release (release_id, kind, counterpart, period, rho, epsilon, delta, sigma,
             share_sigma, threshold, sensitivity, therapist_sensitivity, therapist_rho, layout,

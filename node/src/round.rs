@@ -193,10 +193,10 @@ impl Participation {
                 Ok(RoundResponse::Masked(y))
             }),
             RoundRequest::Survivors { round, survivors } => with_round(&round, &mut |j| {
-                let contributors = self.check_survivors(j, &survivors)?;
+                let (config, store) = cli::open_node(&self.dir)?;
+                let contributors = check_survivors(&config, store.conn(), j, &survivors)?;
                 let confirmation = j.participant.on_survivors(&survivors, &self.signer)?;
                 if let Some(names) = contributors {
-                    let (_, store) = cli::open_node(&self.dir)?;
                     store.conn().execute(
                         "UPDATE round_contribution SET survivors = ?2, confirmed_at = ?3
                          WHERE round_id = ?1",
@@ -405,43 +405,6 @@ impl Participation {
         ))
     }
 
-    /// Before signing the survivor list: the survivors meet the policy (enough others), and
-    /// for a benchmark round they do not differ from the previous round's contributors by
-    /// only a few clinics ([privacy] min_contributor_change). Returns a benchmark round's
-    /// contributors (PeerIds), to record once the list is signed.
-    fn check_survivors(&self, j: &Joined, survivors: &[u32]) -> Result<Option<BTreeSet<String>>> {
-        let config = Config::load(&self.dir)?;
-        let spec = &j.spec.spec;
-        let distinct: BTreeSet<u32> = survivors.iter().copied().collect();
-        config
-            .privacy
-            .safety()?
-            .check_survivors(spec, distinct.len())?;
-        if !matches!(spec.kind, RoundKind::Benchmark { .. }) {
-            return Ok(None);
-        }
-        let names: BTreeSet<String> = distinct
-            .iter()
-            .filter_map(|i| spec.participants.get(*i as usize))
-            .map(|k| network::peer_id(k).to_string())
-            .collect();
-        let min_change = config.privacy.min_contributor_change as usize;
-        if min_change > 0 {
-            let (_, store) = cli::open_node(&self.dir)?;
-            if let Some(previous) = previous_contributors(store.conn(), &spec.id_hex())? {
-                let changed = previous.symmetric_difference(&names).count();
-                if changed > 0 && changed < min_change {
-                    bail!(
-                        "the contributors differ from this clinic's previous round by \
-                         {changed} clinic(s); it reveals nothing for a round that differs by \
-                         fewer than {min_change} ([privacy] min_contributor_change)"
-                    );
-                }
-            }
-        }
-        Ok(Some(names))
-    }
-
     /// Rounds in progress (for status).
     pub fn in_progress(&self) -> Vec<String> {
         self.rounds
@@ -451,6 +414,46 @@ impl Participation {
             .map(|j| j.spec.spec.id_hex())
             .collect()
     }
+}
+
+/// Before signing the survivor list: the survivors meet the policy (enough others), and
+/// for a benchmark round they do not differ from the previous round's contributors by
+/// only a few clinics ([privacy] min_contributor_change). Returns a benchmark round's
+/// contributors (PeerIds), to record once the list is signed.
+fn check_survivors(
+    config: &Config,
+    conn: &Connection,
+    j: &Joined,
+    survivors: &[u32],
+) -> Result<Option<BTreeSet<String>>> {
+    let spec = &j.spec.spec;
+    let distinct: BTreeSet<u32> = survivors.iter().copied().collect();
+    config
+        .privacy
+        .safety()?
+        .check_survivors(spec, distinct.len())?;
+    if !matches!(spec.kind, RoundKind::Benchmark { .. }) {
+        return Ok(None);
+    }
+    let names: BTreeSet<String> = distinct
+        .iter()
+        .filter_map(|i| spec.participants.get(*i as usize))
+        .map(|k| network::peer_id(k).to_string())
+        .collect();
+    let min_change = config.privacy.min_contributor_change as usize;
+    if min_change > 0
+        && let Some(previous) = previous_contributors(conn, &spec.id_hex())?
+    {
+        let changed = previous.symmetric_difference(&names).count();
+        if changed > 0 && changed < min_change {
+            bail!(
+                "the contributors differ from this clinic's previous round by {changed} \
+                 clinic(s); it reveals nothing for a round that differs by fewer than \
+                 {min_change} ([privacy] min_contributor_change)"
+            );
+        }
+    }
+    Ok(Some(names))
 }
 
 /// Every participant of `spec` must be a member of the roster this node holds.

@@ -42,10 +42,28 @@ impl StoreKey {
         Self(bytes)
     }
 
-    /// Applies the key to a freshly opened connection (before any other statement).
-    fn apply(&self, conn: &Connection) -> rusqlite::Result<()> {
-        conn.pragma_update(None, "key", format!("x'{}'", hex::encode(self.0)))
+    /// The key as SQLCipher reads a raw key: `x'…'` (for `PRAGMA key` and `ATTACH … KEY`).
+    pub(crate) fn sql_literal(&self) -> String {
+        format!("x'{}'", hex::encode(self.0))
     }
+
+    /// Applies the key to a freshly opened connection (before any other statement).
+    pub fn apply(&self, conn: &Connection) -> rusqlite::Result<()> {
+        conn.pragma_update(None, "key", self.sql_literal())
+    }
+}
+
+/// Creates an empty file only its owner may read (SQLite gives a database's -wal and -shm
+/// files the same mode), so that a store is never readable by others, not even while empty.
+pub(crate) fn create_owner_only(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("couldn't create {}", path.display()))?;
+    Ok(())
 }
 
 impl std::fmt::Debug for StoreKey {
@@ -127,30 +145,14 @@ impl Store {
     }
 
     fn open_or_create(path: &Path, key: Option<&StoreKey>) -> Result<Self> {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-
         if path.exists() {
-            let mode = std::fs::metadata(path)
-                .with_context(|| format!("couldn't read {}", path.display()))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                anyhow::bail!(
-                    "the store {} is readable by other users (mode {:o}); it holds \
-                     pseudonymised health records: run `chmod 600 {}`",
-                    path.display(),
-                    mode & 0o777,
-                    path.display()
-                );
-            }
+            crate::keystore::check_owner_only(
+                path,
+                "the store (pseudonymised health records)",
+                0o600,
+            )?;
         } else {
-            // Owner only from the first byte (SQLite gives -wal and -shm the same mode).
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .with_context(|| format!("couldn't create store at {}", path.display()))?;
+            create_owner_only(path)?;
         }
         let mut conn = Connection::open(path)
             .with_context(|| format!("couldn't open store at {}", path.display()))?;

@@ -214,8 +214,8 @@ impl Safety {
         Ok(())
     }
 
-    /// Checks the survivor set before this clinic reveals anything: at least t survivors,
-    /// this clinic among them, and enough others.
+    /// Checks the survivor set before this clinic reveals anything: at least t survivors and
+    /// enough others (that this clinic is among them, the SecAgg participant checks).
     pub fn check_survivors(&self, spec: &RoundSpec, survivors: usize) -> Result<(), RoundError> {
         if survivors < spec.threshold as usize {
             return Err(RoundError(format!(
@@ -263,26 +263,22 @@ impl RoundSpec {
             return err(format!("{n} participants; 1 to {MAX_PARTICIPANTS} allowed"));
         }
         let floor = min_threshold(n, self.aggregator_contributes());
+        let counting = if self.aggregator_contributes() {
+            ", counting the contributing aggregator twice"
+        } else {
+            ""
+        };
         if floor as usize > n {
             return err(format!(
                 "{n} participant(s) are too few for a round (its threshold must be more than \
-                 half of them{}, and at most all)",
-                if self.aggregator_contributes() {
-                    ", counting the contributing aggregator twice"
-                } else {
-                    ""
-                }
+                 half of them{counting}, and at most all)"
             ));
         }
         if self.threshold < floor || self.threshold as usize > n {
             return err(format!(
-                "threshold {} with {n} participants (it must be {floor} to {n}: more than half{})",
-                self.threshold,
-                if self.aggregator_contributes() {
-                    ", counting the contributing aggregator twice"
-                } else {
-                    ""
-                }
+                "threshold {} with {n} participants (it must be {floor} to {n}: more than \
+                 half{counting})",
+                self.threshold
             ));
         }
         if !(DEADLINE_MS.0..=DEADLINE_MS.1).contains(&self.step_deadline_ms) {

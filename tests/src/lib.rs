@@ -100,9 +100,8 @@ fn keyed(conn: Connection, db: &Path) -> Connection {
     let dir = db.parent().unwrap();
     let config = mbc_node::config::Config::load(dir).unwrap();
     if let Some(path) = config.store_key_path(dir) {
-        let key = std::fs::read(path).unwrap();
-        conn.pragma_update(None, "key", format!("x'{}'", hex::encode(key)))
-            .unwrap();
+        let key = mbc_node::keystore::read_key_file(&path).unwrap();
+        mbc_node::store::StoreKey::new(key).apply(&conn).unwrap();
     }
     conn
 }

@@ -2,16 +2,13 @@
 //! (the sqlite3 shell cannot open an encrypted store), `encrypt` converts a store created
 //! before mbc-node encrypted its stores.
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 
-use super::{DataDir, STORE_KEY_FILE, default_key_dir, open_node};
+use super::{DataDir, create_store_key, default_key_dir, open_node, store_key_path};
 use crate::config::{CONFIG_FILE, Config};
-use crate::keystore;
-use crate::store::StoreKey;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum StoreCommand {
@@ -99,36 +96,20 @@ pub(crate) fn encrypt(dir: &Path, key_dir: &Path) -> Result<PathBuf> {
     if store.encrypted() {
         bail!("the store of {} is already encrypted", dir.display());
     }
-    let key_dir = std::path::absolute(key_dir)?;
-    if key_dir.starts_with(std::path::absolute(dir)?) {
-        bail!("the key directory must not be inside the data directory");
-    }
-    let key_file = key_dir.join(STORE_KEY_FILE);
-    std::fs::create_dir_all(&key_dir)
-        .with_context(|| format!("couldn't create key directory {}", key_dir.display()))?;
-    std::fs::set_permissions(
-        &key_dir,
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )?;
-    keystore::create_key_file(&key_file)?;
-    let key = keystore::read_key_file(&key_file)?;
+    let key_file = store_key_path(dir, key_dir)?;
+    let key = create_store_key(&key_file)?;
     let path = config.store_path(dir);
     let staged = path.with_extension("db.encrypting");
     let _ = std::fs::remove_file(&staged);
     // Owner only from the first byte, like every store.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&staged)
-        .with_context(|| format!("couldn't create {}", staged.display()))?;
+    crate::store::create_owner_only(&staged)?;
     let export = || -> Result<()> {
         let conn = store.conn();
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         conn.execute(
             "ATTACH DATABASE ?1 AS encrypted KEY ?2",
-            rusqlite::params![staged.to_string_lossy(), format!("x'{}'", hex::encode(key))],
+            rusqlite::params![staged.to_string_lossy(), key.sql_literal()],
         )?;
         conn.query_row("SELECT sqlcipher_export('encrypted')", [], |_| Ok(()))?;
         conn.pragma_update(Some("encrypted"), "user_version", version)?;
@@ -142,7 +123,7 @@ pub(crate) fn encrypt(dir: &Path, key_dir: &Path) -> Result<PathBuf> {
     }
     drop(store);
     // Check the copy opens under its key before anything is replaced.
-    crate::store::Store::open(&staged, Some(&StoreKey::new(key)))
+    crate::store::Store::open(&staged, Some(&key))
         .context("the encrypted copy does not open (nothing was changed)")?;
     config.keys.store_key_file = Some(key_file.to_string_lossy().into_owned());
     let config_tmp = dir.join(format!("{CONFIG_FILE}.encrypting"));

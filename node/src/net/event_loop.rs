@@ -131,11 +131,7 @@ const REFUSAL_ADDRESSES: usize = 1024;
 impl Refusals {
     /// Whether to log this refusal from `remote`, and how many went unlogged before it.
     fn note(&mut self, remote: &libp2p::Multiaddr) -> Option<u64> {
-        let ip = remote.iter().find_map(|p| match p {
-            libp2p::multiaddr::Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
-            libp2p::multiaddr::Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
-            _ => None,
-        })?;
+        let ip = super::pending::source_ip(remote)?;
         if self.by_ip.len() >= REFUSAL_ADDRESSES {
             self.by_ip.clear();
         }

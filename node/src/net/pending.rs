@@ -56,7 +56,8 @@ impl PendingPerIp {
     }
 }
 
-fn source_ip(addr: &Multiaddr) -> Option<IpAddr> {
+/// The IP address of a multiaddress, if it has one.
+pub(crate) fn source_ip(addr: &Multiaddr) -> Option<IpAddr> {
     addr.iter().find_map(|p| match p {
         Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
         Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),

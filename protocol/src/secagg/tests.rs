@@ -95,6 +95,15 @@ fn sum_of(xs: &[Vec<u64>], who: &[u32], dim: usize) -> Vec<u64> {
     s
 }
 
+/// Every step a participant can drop out at.
+const STEPS: [Step; 5] = [
+    Step::Keys,
+    Step::Shares,
+    Step::Masked,
+    Step::Confirm,
+    Step::Unmask,
+];
+
 /// ⌈2n/3⌉, the default threshold.
 fn default_t(n: usize) -> usize {
     (2 * n).div_ceil(3)
@@ -112,13 +121,7 @@ fn no_dropouts_gives_the_exact_sum() {
 fn one_and_a_third_dropping_at_each_step_still_decode_exactly() {
     let n = 9;
     let t = default_t(n); // 6
-    for step in [
-        Step::Keys,
-        Step::Shares,
-        Step::Masked,
-        Step::Confirm,
-        Step::Unmask,
-    ] {
+    for step in STEPS {
         for k in [1, n / 3] {
             let drops: BTreeMap<u32, Step> = (0..k as u32).map(|i| (i * 2, step)).collect();
             let (r, xs) = run(n, t, 20, &drops, 10 + k as u64);
@@ -137,13 +140,7 @@ fn one_and_a_third_dropping_at_each_step_still_decode_exactly() {
 fn fewer_than_t_at_any_step_aborts_with_nothing() {
     let n = 6;
     let t = default_t(n); // 4
-    for step in [
-        Step::Keys,
-        Step::Shares,
-        Step::Masked,
-        Step::Confirm,
-        Step::Unmask,
-    ] {
+    for step in STEPS {
         let drops: BTreeMap<u32, Step> = (0..(n - t + 1) as u32).map(|i| (i, step)).collect();
         let (r, _) = run(n, t, 8, &drops, 3);
         assert_eq!(
