@@ -35,6 +35,10 @@ pub struct Covariates {
     pub wsas: Option<f64>,
 }
 
+/// A released risk model replaces a clinic's own only when release noise moves its predicted
+/// end scores by at most this many points (RMS over the clinic's episodes, typical replicate).
+pub const REFERENCE_MAX_PREDICTION_SD: f64 = 1.0;
+
 /// Names of the risk model's features, in order.
 pub const FEATURES: [&str; 12] = [
     "intercept",
@@ -140,7 +144,7 @@ pub struct DomainReference {
     pub beta: Option<Vec<f64>>,
     /// The coefficients refitted under the release's noise (its bootstrap replicates): the
     /// model is used only if they move this clinic's predictions by at most
-    /// [`crate::benchmark::REFERENCE_MAX_PREDICTION_SD`] points.
+    /// [`REFERENCE_MAX_PREDICTION_SD`] points.
     pub replicates: Vec<Vec<f64>>,
     /// Between-therapist variance τ², with the 95 % interval its release noise gives.
     pub tau2: Option<(f64, (f64, f64))>,
@@ -425,7 +429,7 @@ fn analyse_domain(
     });
     let reference_prediction_sd = network.as_ref().map(|(_, noise)| *noise);
     let model = match network {
-        Some((beta, noise)) if noise <= crate::benchmark::REFERENCE_MAX_PREDICTION_SD => {
+        Some((beta, noise)) if noise <= REFERENCE_MAX_PREDICTION_SD => {
             let mut model = RiskModel {
                 beta,
                 n: pairs.len() as u64,
@@ -441,8 +445,7 @@ fn analyse_domain(
         _ => stats.fit(settings.ridge).ok(),
     };
     let network_model = model.is_some()
-        && reference_prediction_sd
-            .is_some_and(|n| n <= crate::benchmark::REFERENCE_MAX_PREDICTION_SD);
+        && reference_prediction_sd.is_some_and(|n| n <= REFERENCE_MAX_PREDICTION_SD);
     let mut groups: std::collections::BTreeMap<usize, Group> = Default::default();
     let mut eligible = 0;
     if let Some(model) = &model {

@@ -2,6 +2,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::instrument::{builtin_domains, builtin_instruments};
+use crate::risk::SuffStats;
 use crate::therapist::variance_components;
 
 fn phq9_spec() -> DomainSpec {

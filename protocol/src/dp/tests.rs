@@ -1,5 +1,7 @@
 use proptest::prelude::*;
 
+use std::collections::HashMap;
+
 use super::*;
 
 fn distance(a: &[i64], b: &[i64]) -> f64 {

@@ -1,4 +1,9 @@
+use std::collections::BTreeMap;
+
+use x25519_dalek::StaticSecret;
+
 use super::*;
+use crate::keys::Signer;
 use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
