@@ -9,128 +9,41 @@
 //! `round`), never a participant's vector: masked inputs live in memory only until the sum.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::future::join_all;
-use protocol::keys::{NodeKey, Signer};
+use protocol::keys::NodeKey;
 use protocol::messages::{Gossip, Request, Response, RoundRequest, RoundResponse};
 use protocol::round::{
     RoundKind, RoundSpec, SignedRelease, SignedRoundSpec, bench_vector, default_threshold,
 };
 use protocol::secagg::{Aggregator, SecAggError};
 use rusqlite::params;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::net::{self, Client};
+use crate::net::Client;
+use crate::node::Node;
 use crate::round::Participation;
-use crate::{benchmark, cli, network, release};
+use crate::{benchmark, clock, membership, release};
+
+mod document;
+mod status;
+
+use document::release_document;
+pub use status::{ParticipantStatus, Reached, RoundStatus, RoundStep, StartRequest};
 
 /// Default per-step deadline.
 pub const DEFAULT_DEADLINE_S: f64 = 60.0;
 
-/// What `mbc-node round start` asks for.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StartRequest {
-    /// "benchmark" or "bench".
-    pub kind: String,
-    /// ρ of the release (benchmark).
-    #[serde(default)]
-    pub rho: f64,
-    /// Threshold t (default ⌈2n/3⌉).
-    #[serde(default)]
-    pub threshold: Option<u32>,
-    /// Per-step deadline, seconds.
-    #[serde(default)]
-    pub deadline_s: Option<f64>,
-    /// Bench rounds: vector length.
-    #[serde(default)]
-    pub dim: Option<u32>,
-    /// Bench rounds: the unmasked baseline.
-    #[serde(default)]
-    pub plain: bool,
-    /// Benchmark rounds: only these domains (default: every domain of the coordinator's
-    /// registry). Fewer domains leave more of ρ to each.
-    #[serde(default)]
-    pub domains: Vec<String>,
-}
-
-/// One participant as the aggregator saw it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ParticipantStatus {
-    /// SecAgg index.
-    pub index: u32,
-    /// Clinic name from the roster.
-    pub name: String,
-    /// PeerId.
-    pub peer_id: String,
-    /// Last step completed: invited, keys, shares, masked, confirmed, revealed.
-    pub reached: String,
-    /// Why it left the round, if it did.
-    pub dropped: Option<String>,
-    /// Bytes of its answers (round messages, before the envelope).
-    pub bytes_sent: u64,
-}
-
-/// A round as the aggregator tracks it.
-#[derive(Debug, Clone, Serialize)]
-pub struct RoundStatus {
-    /// Round id, hex.
-    pub round_id: String,
-    /// Kind.
-    pub kind: String,
-    /// Current step: announce, keys, shares, confirm, unmask, done, aborted.
-    pub step: String,
-    /// ρ of the release.
-    pub rho: f64,
-    /// Threshold t.
-    pub threshold: u32,
-    /// Vector length.
-    pub dim: usize,
-    /// Per participant.
-    pub participants: Vec<ParticipantStatus>,
-    /// Milliseconds spent in each finished step.
-    pub step_ms: BTreeMap<String, u64>,
-    /// Total milliseconds, when finished.
-    pub elapsed_ms: Option<u64>,
-    /// Why it aborted.
-    pub error: Option<String>,
-    /// The release, for a benchmark round that finished.
-    pub release_id: Option<String>,
-    /// Bench rounds: whether the decoded sum equals the sum of the survivors' vectors.
-    pub exact: Option<bool>,
-    /// When it started (RFC 3339).
-    pub started_at: String,
-}
-
-impl RoundStatus {
-    /// Whether the round has ended (done or aborted).
-    pub fn finished(&self) -> bool {
-        self.step == "done" || self.step == "aborted"
-    }
-}
-
 /// The coordinator's rounds.
 pub struct Aggregation {
-    dir: PathBuf,
-    signer: Arc<Signer>,
+    node: Arc<Node>,
     client: Client,
     participation: Arc<Participation>,
     rounds: Mutex<BTreeMap<String, RoundStatus>>,
-}
-
-fn reached_name(step: &str) -> &'static str {
-    match step {
-        "announce" => "keys",
-        "keys" => "shares",
-        "shares" => "masked",
-        "confirm" => "confirmed",
-        _ => "revealed",
-    }
 }
 
 fn cbor_len<T: Serialize>(value: &T) -> u64 {
@@ -139,16 +52,11 @@ fn cbor_len<T: Serialize>(value: &T) -> u64 {
 }
 
 impl Aggregation {
-    /// For the node in `dir`.
-    pub fn new(
-        dir: PathBuf,
-        signer: Arc<Signer>,
-        client: Client,
-        participation: Arc<Participation>,
-    ) -> Self {
+    /// For `node`, reaching the participants through `client`; its own contribution goes
+    /// through `participation` in process.
+    pub fn new(node: Arc<Node>, client: Client, participation: Arc<Participation>) -> Self {
         Self {
-            dir,
-            signer,
+            node,
             client,
             participation,
             rounds: Mutex::new(BTreeMap::new()),
@@ -195,8 +103,9 @@ impl Aggregation {
         {
             bail!("a round is already running (see `mbc-node round status`)");
         }
-        let (config, store) = cli::open_node(&self.dir)?;
-        let m = network::load(store.conn())?.context("this node is not in a network")?;
+        let config = self.node.config();
+        let store = self.node.store();
+        let m = membership::load(store.conn())?.context("this node is not in a network")?;
         if !m.is_coordinator {
             bail!("only the network's coordinator runs rounds");
         }
@@ -213,7 +122,7 @@ impl Aggregation {
         let kind = match request.kind.as_str() {
             "benchmark" => {
                 release::check_rho_arg(request.rho)?;
-                let layout = release::benchmark_layout(&store, &config)?;
+                let layout = release::benchmark_layout(&store, config)?;
                 let layout = if request.domains.is_empty() {
                     layout
                 } else {
@@ -256,8 +165,8 @@ impl Aggregation {
             rho,
             threshold,
             participants: members.iter().map(|p| p.key).collect(),
-            aggregator: self.signer.key(),
-            issued_at_ms: net::now_ms(),
+            aggregator: self.node.signer().key(),
+            issued_at_ms: crate::clock::now_ms(),
             step_deadline_ms: (deadline * 1000.0).round() as u64,
         };
         spec.validate()
@@ -270,11 +179,11 @@ impl Aggregation {
             )
         })?;
         let dim = spec.dim()?;
-        let signed = spec.sign(&self.signer);
+        let signed = spec.sign(self.node.signer());
         let status = RoundStatus {
             round_id: signed.spec.id_hex(),
             kind: signed.spec.kind.name().into(),
-            step: "announce".into(),
+            step: RoundStep::Announce,
             rho,
             threshold,
             dim,
@@ -284,8 +193,8 @@ impl Aggregation {
                 .map(|(i, p)| ParticipantStatus {
                     index: i as u32,
                     name: p.name.clone(),
-                    peer_id: network::peer_id(&p.key).to_string(),
-                    reached: "invited".into(),
+                    peer_id: membership::peer_id(&p.key).to_string(),
+                    reached: Reached::Invited,
                     dropped: None,
                     bytes_sent: 0,
                 })
@@ -295,7 +204,7 @@ impl Aggregation {
             error: None,
             release_id: None,
             exact: None,
-            started_at: cli::now(),
+            started_at: clock::now(),
         };
         store.conn().execute(
             "INSERT INTO round (round_id, kind, spec_json, step, progress, started_at)
@@ -308,6 +217,7 @@ impl Aggregation {
                 status.started_at
             ],
         )?;
+        drop(store);
         self.rounds
             .lock()
             .expect("rounds lock")
@@ -326,18 +236,17 @@ impl Aggregation {
             r.clone()
         };
         let persist = || -> Result<()> {
-            let (_, store) = cli::open_node(&self.dir)?;
-            store.conn().execute(
+            self.node.store().conn().execute(
                 "UPDATE round SET step = ?2, progress = ?3, error = ?4, release_id = ?5,
                     finished_at = CASE WHEN ?2 IN ('done', 'aborted') THEN ?6 ELSE NULL END
                  WHERE round_id = ?1",
                 params![
                     snapshot.round_id,
-                    snapshot.step,
+                    snapshot.step.as_str(),
                     serde_json::to_string(&snapshot.participants)?,
                     snapshot.error,
                     snapshot.release_id,
-                    cli::now()
+                    clock::now()
                 ],
             )?;
             Ok(())
@@ -354,7 +263,7 @@ impl Aggregation {
         targets: Vec<(u32, RoundRequest)>,
         deadline: Duration,
     ) -> Vec<(u32, Result<RoundResponse, String>)> {
-        let me = self.signer.key();
+        let me = self.node.signer().key();
         let calls = targets.into_iter().map(|(i, request)| {
             let key: NodeKey = spec.participants[i as usize];
             async move {
@@ -364,7 +273,7 @@ impl Aggregation {
                     } else {
                         match self
                             .client
-                            .request(network::peer_id(&key), Request::Round(request))
+                            .request(membership::peer_id(&key), Request::Round(request))
                             .await
                         {
                             Ok(Response::Round(r)) => Ok(r),
@@ -397,14 +306,14 @@ impl Aggregation {
             Ok(()) => {
                 info!(round = %id, elapsed_ms = elapsed, "round done");
                 self.update(&id, |r| {
-                    r.step = "done".into();
+                    r.step = RoundStep::Done;
                     r.elapsed_ms = Some(elapsed);
                 });
             }
             Err(e) => {
                 warn!(round = %id, "round aborted, nothing released: {e:#}");
                 self.update(&id, |r| {
-                    r.step = "aborted".into();
+                    r.step = RoundStep::Aborted;
                     r.error = Some(format!("{e:#}"));
                     r.elapsed_ms = Some(elapsed);
                 });
@@ -423,7 +332,7 @@ impl Aggregation {
             other => Err(unexpected(&other)),
         };
         let (mut sum, mut answered) = (vec![0u64; dim], Vec::new());
-        self.step_round(spec, "plain", targets, plain, |key, v| {
+        self.step_round(spec, RoundStep::Plain, targets, plain, |key, v| {
             if v.len() != dim {
                 return Err(SecAggError::Malformed(format!(
                     "vector of length {}, not {dim}",
@@ -453,7 +362,7 @@ impl Aggregation {
     async fn step_round<T>(
         &self,
         spec: &RoundSpec,
-        step: &str,
+        step: RoundStep,
         targets: Vec<(u32, RoundRequest)>,
         expect: fn(RoundResponse) -> Result<T, String>,
         mut accept: impl FnMut(&NodeKey, T) -> Result<(), SecAggError>,
@@ -472,19 +381,19 @@ impl Aggregation {
                     accept(&spec.participants[i as usize], answer).map_err(|e| e.to_string())
                 });
                 if let Err(why) = &outcome {
-                    warn!(round = %id, participant = i, step, "dropped: {why}");
+                    warn!(round = %id, participant = i, %step, "dropped: {why}");
                 }
                 (i, bytes, outcome)
             })
             .collect();
         // One write of the round's status per step, whatever the number of participants.
         self.update(&id, |r| {
-            r.step_ms.insert(step.into(), ms);
+            r.step_ms.insert(step.as_str().into(), ms);
             for (i, bytes, outcome) in &outcomes {
                 if let Some(p) = r.participants.get_mut(*i as usize) {
                     p.bytes_sent += bytes;
                     match outcome {
-                        Ok(()) => p.reached = reached_name(step).into(),
+                        Ok(()) => p.reached = step.reached(),
                         Err(why) => p.dropped = Some(format!("{step}: {why}")),
                     }
                 }
@@ -508,12 +417,12 @@ impl Aggregation {
             RoundResponse::Joined(a) => Ok(a),
             other => Err(unexpected(&other)),
         };
-        self.step_round(spec, "announce", targets, joined, |k, a| {
+        self.step_round(spec, RoundStep::Announce, targets, joined, |k, a| {
             agg.add_advert(k, a)
         })
         .await;
         let adverts = agg.close_keys().map_err(too_few)?;
-        self.step(&id, "keys");
+        self.step(&id, RoundStep::Keys);
 
         // 2. Keys out, encrypted shares back.
         let targets = agg
@@ -534,10 +443,12 @@ impl Aggregation {
             RoundResponse::Shares(s) => Ok(s),
             other => Err(unexpected(&other)),
         };
-        self.step_round(spec, "keys", targets, shares, |k, s| agg.add_shares(k, s))
-            .await;
+        self.step_round(spec, RoundStep::Keys, targets, shares, |k, s| {
+            agg.add_shares(k, s)
+        })
+        .await;
         let routed = agg.close_shares().map_err(too_few)?;
-        self.step(&id, "shares");
+        self.step(&id, RoundStep::Shares);
 
         // 3. Routed shares out, masked inputs back.
         let targets = routed
@@ -548,10 +459,12 @@ impl Aggregation {
             RoundResponse::Masked(y) => Ok(y),
             other => Err(unexpected(&other)),
         };
-        self.step_round(spec, "shares", targets, masked, |k, y| agg.add_masked(k, y))
-            .await;
+        self.step_round(spec, RoundStep::Shares, targets, masked, |k, y| {
+            agg.add_masked(k, y)
+        })
+        .await;
         let survivors = agg.close_masked().map_err(too_few)?;
-        self.step(&id, "confirm");
+        self.step(&id, RoundStep::Confirm);
 
         // 4. Consistency check: survivors out, their signatures on the list back.
         let targets = survivors
@@ -570,12 +483,12 @@ impl Aggregation {
             RoundResponse::Confirmed(c) => Ok(c),
             other => Err(unexpected(&other)),
         };
-        self.step_round(spec, "confirm", targets, confirmed, |k, c| {
+        self.step_round(spec, RoundStep::Confirm, targets, confirmed, |k, c| {
             agg.add_confirmation(k, c)
         })
         .await;
         let confirmations = agg.close_confirmations().map_err(too_few)?;
-        self.step(&id, "unmask");
+        self.step(&id, RoundStep::Unmask);
 
         // 5. The list and its signatures out, revealed shares back; unmask.
         let targets = confirmations
@@ -595,7 +508,7 @@ impl Aggregation {
             RoundResponse::Revealed(r) => Ok(r),
             other => Err(unexpected(&other)),
         };
-        self.step_round(spec, "unmask", targets, revealed, |k, r| {
+        self.step_round(spec, RoundStep::Unmask, targets, revealed, |k, r| {
             agg.add_reveal(k, r)
         })
         .await;
@@ -620,11 +533,11 @@ impl Aggregation {
                         .map(|i| r.participants[*i as usize].name.clone())
                         .collect()
                 };
-                let document = benchmark::document(&self.dir, signed, &values, &names)?;
-                let release = SignedRelease::sign(&self.signer, document);
-                let (_, mut store) = cli::open_node(&self.dir)?;
-                let release_id = benchmark::accept(store.conn_mut(), &release, &cli::now())?
-                    .context("the new release was already stored")?;
+                let document = release_document(self.node.config(), signed, &values, &names)?;
+                let release = SignedRelease::sign(self.node.signer(), document);
+                let release_id =
+                    benchmark::accept(self.node.store().conn_mut(), &release, &clock::now())?
+                        .context("the new release was already stored")?;
                 if let Err(e) = self.client.publish(Gossip::Release(release)).await {
                     warn!(round = %id, "couldn't gossip the release (peers will not have it): {e}");
                 }
@@ -639,8 +552,8 @@ impl Aggregation {
         Ok(())
     }
 
-    fn step(&self, id: &str, step: &str) {
-        self.update(id, |r| r.step = step.into());
+    fn step(&self, id: &str, step: RoundStep) {
+        self.update(id, |r| r.step = step);
     }
 }
 

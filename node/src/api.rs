@@ -9,11 +9,12 @@
 //!
 //! Connections are bounded: at most [`MAX_CONNECTIONS`] at once (more are closed at once), the
 //! request head must arrive within [`HEADER_READ_TIMEOUT`], and one request per connection. The
-//! blocking [`call`] is the client side the CLI uses.
+//! blocking [`get`] and [`post`] are the client side the CLI uses; every answer has one type
+//! (`api/answers.rs`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,16 +23,21 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing;
 use axum::{Json, Router};
 use protocol::keys::Bytes;
 use protocol::messages::{Gossip, MAX_ECHO, Request as NetRequest, Response as NetResponse};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::net::Client;
-use crate::{network, status};
+use crate::{membership, status};
+
+mod answers;
+
+pub use answers::{ApiError, EchoRequest, EchoStats, NetworkStatus, NodeStatus, Published};
 
 /// The bearer-token file in the data directory.
 pub const TOKEN_FILE: &str = "api.token";
@@ -51,12 +57,10 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(11 * 60);
 pub struct ApiState {
     /// The network.
     pub client: Client,
-    /// The data directory (handlers open their own read connections to the store).
-    pub data_dir: PathBuf,
+    /// The node.
+    pub node: std::sync::Arc<crate::node::Node>,
     /// When the daemon started.
     pub started: Instant,
-    /// This node's PeerId.
-    pub peer_id: String,
     /// The bearer token.
     pub token: String,
     /// Rounds this node runs as aggregator.
@@ -81,12 +85,15 @@ pub async fn serve(
     cancel: CancellationToken,
 ) -> Result<()> {
     let app = Router::new()
-        .route("/v1/status", get(status_handler))
-        .route("/v1/peers", get(peers_handler))
-        .route("/v1/roster/publish", post(publish_handler))
-        .route("/v1/echo", post(echo_handler))
-        .route("/v1/rounds", post(round_start_handler).get(rounds_handler))
-        .route("/v1/rounds/{id}", get(round_handler))
+        .route("/v1/status", routing::get(status_handler))
+        .route("/v1/peers", routing::get(peers_handler))
+        .route("/v1/roster/publish", routing::post(publish_handler))
+        .route("/v1/echo", routing::post(echo_handler))
+        .route(
+            "/v1/rounds",
+            routing::post(round_start_handler).get(rounds_handler),
+        )
+        .route("/v1/rounds/{id}", routing::get(round_handler))
         .layer(middleware::from_fn_with_state(state.clone(), authorise))
         .with_state(state);
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -180,20 +187,23 @@ async fn authorise(
 }
 
 fn error(code: StatusCode, message: &str) -> Response {
-    (code, Json(json!({ "error": message }))).into_response()
+    let answer = ApiError {
+        error: message.into(),
+    };
+    (code, Json(answer)).into_response()
 }
 
 fn internal(e: impl std::fmt::Display) -> Response {
     error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}"))
 }
 
-/// Runs `f` on a fresh connection to the store, off the async threads; errors become 500s.
+/// Runs `f` on the node's store, off the async threads; errors become 500s.
 async fn with_store<T: Send + 'static>(
     state: &ApiState,
     f: impl FnOnce(&crate::store::Store) -> Result<T> + Send + 'static,
 ) -> Result<T, Response> {
-    let dir = state.data_dir.clone();
-    match tokio::task::spawn_blocking(move || f(&crate::cli::open_node(&dir)?.1)).await {
+    let node = state.node.clone();
+    match tokio::task::spawn_blocking(move || f(&node.store())).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(internal(e)),
         Err(e) => Err(internal(e)),
@@ -201,40 +211,22 @@ async fn with_store<T: Send + 'static>(
 }
 
 async fn status_handler(State(state): State<ApiState>) -> Response {
-    let offline = with_store(&state, |store| {
-        let summary = serde_json::to_value(status::summary(store)?)?;
-        let m = network::load(store.conn())?;
-        let net = match m {
-            Some(m) => json!({
-                "network_id": m.network_id,
-                "coordinator": network::peer_id(&m.coordinator).to_string(),
-                "is_coordinator": m.is_coordinator,
-                "roster_version": m.roster.roster.version,
-                "members": m.roster.roster.members.len(),
-            }),
-            None => Value::Null,
-        };
-        Ok((summary, net))
-    })
-    .await;
-    let (store, net) = match offline {
-        Ok(v) => v,
-        Err(response) => return response,
+    let node = state.node.clone();
+    let offline = tokio::task::spawn_blocking(move || status::node_status(&node)).await;
+    let mut answer = match offline {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return internal(e),
+        Err(e) => return internal(e),
     };
     let peers = match state.client.peers().await {
         Ok(p) => p,
         Err(e) => return internal(e),
     };
-    Json(json!({
-        "peer_id": state.peer_id,
-        "software": env!("CARGO_PKG_VERSION"),
-        "uptime_secs": state.started.elapsed().as_secs(),
-        "network": net,
-        "peers_connected": peers.iter().filter(|p| p.connected).count(),
-        "peers_total": peers.len(),
-        "store": store,
-    }))
-    .into_response()
+    answer.running = true;
+    answer.uptime_secs = Some(state.started.elapsed().as_secs());
+    answer.peers_connected = Some(peers.iter().filter(|p| p.connected).count() as u64);
+    answer.peers_total = Some(peers.len() as u64);
+    Json(answer).into_response()
 }
 
 async fn peers_handler(State(state): State<ApiState>) -> Response {
@@ -246,7 +238,7 @@ async fn peers_handler(State(state): State<ApiState>) -> Response {
 
 /// Adopts the newest stored roster (after `network admit` / `remove`) and gossips it.
 async fn publish_handler(State(state): State<ApiState>) -> Response {
-    let roster = match with_store(&state, |store| network::load(store.conn())).await {
+    let roster = match with_store(&state, |store| membership::load(store.conn())).await {
         Ok(Some(m)) => m.roster,
         Ok(None) => return error(StatusCode::CONFLICT, "this node is not in a network"),
         Err(response) => return response,
@@ -256,11 +248,11 @@ async fn publish_handler(State(state): State<ApiState>) -> Response {
         return internal(e);
     }
     let published = state.client.publish(Gossip::Roster(roster)).await;
-    Json(json!({
-        "version": version,
-        "published": published.is_ok(),
-        "note": published.err().map(|e| e.to_string()),
-    }))
+    Json(Published {
+        version,
+        published: published.is_ok(),
+        note: published.err().map(|e| e.to_string()),
+    })
     .into_response()
 }
 
@@ -297,15 +289,8 @@ async fn round_handler(
     }
 }
 
-#[derive(Deserialize)]
-struct EchoParams {
-    peer: String,
-    count: u32,
-    size: usize,
-}
-
 /// Diagnostics: `count` sequential signed echo round trips to `peer`; latency percentiles.
-async fn echo_handler(State(state): State<ApiState>, Json(p): Json<EchoParams>) -> Response {
+async fn echo_handler(State(state): State<ApiState>, Json(p): Json<EchoRequest>) -> Response {
     let Ok(peer) = p.peer.parse() else {
         return error(StatusCode::BAD_REQUEST, "peer is not a PeerId");
     };
@@ -332,11 +317,36 @@ async fn echo_handler(State(state): State<ApiState>, Json(p): Json<EchoParams>) 
     }
     micros.sort_by(f64::total_cmp);
     let q = |p: f64| micros[((micros.len() - 1) as f64 * p).round() as usize];
-    Json(json!({ "count": micros.len(), "p50_us": q(0.5), "p99_us": q(0.99) })).into_response()
+    Json(EchoStats {
+        count: micros.len() as u64,
+        p50_us: q(0.5),
+        p99_us: q(0.99),
+    })
+    .into_response()
+}
+
+/// `GET path` from the running daemon's API, read as `T`.
+pub fn get<T: DeserializeOwned>(data_dir: &Path, path: &str) -> Result<T> {
+    answer(path, call(data_dir, "GET", path, None)?)
+}
+
+/// `POST path` with `body` (JSON) to the running daemon's API, read as `T`.
+pub fn post<T: DeserializeOwned>(
+    data_dir: &Path,
+    path: &str,
+    body: Option<&impl Serialize>,
+) -> Result<T> {
+    let body = body.map(serde_json::to_value).transpose()?;
+    answer(path, call(data_dir, "POST", path, body.as_ref())?)
+}
+
+fn answer<T: DeserializeOwned>(path: &str, value: Value) -> Result<T> {
+    serde_json::from_value(value)
+        .with_context(|| format!("the local API's answer to {path} has an unexpected shape"))
 }
 
 /// Calls the running daemon's API: `method` GET or POST, `path` like `/v1/status`.
-pub fn call(data_dir: &Path, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+fn call(data_dir: &Path, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
     let addr_file = data_dir.join(ADDR_FILE);
     let not_running = || {
         format!(
@@ -380,10 +390,9 @@ pub fn call(data_dir: &Path, method: &str, path: &str, body: Option<&Value>) -> 
     let value: Value = serde_json::from_str(payload)
         .with_context(|| format!("the local API answered {code} with non-JSON"))?;
     if code != 200 {
-        bail!(
-            "the node refused {path}: {}",
-            value["error"].as_str().unwrap_or("unknown error")
-        );
+        let why = serde_json::from_value::<ApiError>(value)
+            .map_or_else(|_| "unknown error".into(), |e| e.error);
+        bail!("the node refused {path}: {why}");
     }
     Ok(value)
 }

@@ -1,5 +1,5 @@
 //! Signed cross-site benchmark releases (DESIGN.md §10): the aggregator writes the document
-//! ([`document`]), every node verifies and keeps it ([`accept`]), people read it
+//! (`aggregate/document.rs`), every node verifies and keeps it ([`accept`]), people read it
 //! (`mbc-node benchmark list | show | export`), and local track records use the latest one as
 //! their reference ([`reference()`]).
 //!
@@ -9,76 +9,18 @@
 
 mod html;
 
-use std::path::Path;
-
 use anyhow::{Context, Result, bail};
-use protocol::dp::Mechanism;
-use protocol::round::{SignedRelease, SignedRoundSpec};
+use protocol::round::SignedRelease;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::config::Config;
-use crate::ledger::Policy;
-use crate::{cli, network, release};
+use crate::membership;
 
 pub use html::render as html;
 
 /// The document format name.
 pub const FORMAT: &str = "mbc-node/benchmark-release";
-
-/// Builds the release document of a finished benchmark round: `values` is the decoded sum of
-/// the contributions of the clinics `names`.
-pub fn document(
-    dir: &Path,
-    signed: &SignedRoundSpec,
-    values: &[i64],
-    names: &[String],
-) -> Result<Vec<u8>> {
-    let spec = &signed.spec;
-    let config = Config::load(dir)?;
-    let policy = Policy::from_config(&config.privacy)?;
-    let layout = spec.kind.layout()?.context("not a benchmark round")?;
-    let sensitivity = layout.layout().sensitivity();
-    let mechanism = Mechanism::distributed(sensitivity.patient, spec.rho, spec.threshold)?;
-    // k ≥ t survivors each added variance σ²/(t − 1).
-    let sigma_in_sum = mechanism.sigma_of_sum(names.len());
-    let noise_off = crate::round::noise_off();
-    let summary = layout.summarise(values, if noise_off { 0.0 } else { sigma_in_sum })?;
-    let now = cli::now_utc();
-    let mut privacy = release::privacy_json(
-        &mechanism,
-        policy.delta,
-        sensitivity,
-        "distributed discrete Gaussian (each clinic adds σ²/(t − 1) with OpenDP's sampler, so \
-         the other contributions alone carry σ² for any one clinic or the coordinator) under \
-         secure aggregation; ρ-zCDP",
-    )?;
-    privacy["sigma_in_sum"] = json!(sigma_in_sum);
-    privacy["share_sigma"] = json!(mechanism.sigma);
-    privacy["threshold"] = json!(spec.threshold);
-    let document = json!({
-        "format": FORMAT,
-        "version": 1,
-        "release_id": crate::ledger::new_id()?,
-        "network_id": spec.network_id,
-        "round_id": spec.id_hex(),
-        "issued_at": cli::rfc3339(now),
-        "period": policy.period.label(now),
-        "software": concat!("mbc-node ", env!("CARGO_PKG_VERSION")),
-        "aggregator": hex::encode(spec.aggregator.0),
-        "clinics": {
-            "invited": spec.participants.len(),
-            "contributing": names.len(),
-            "names": names,
-        },
-        "privacy": privacy,
-        "layout": release::layout_json(&layout),
-        "values": values,
-        "summary": summary.iter().map(release::summary_json).collect::<Vec<_>>(),
-    });
-    Ok(serde_json::to_vec(&document)?)
-}
 
 /// A release as kept on a node.
 #[derive(Debug, Clone)]
@@ -99,7 +41,7 @@ impl Stored {
 /// Verifies a release (signed by this network's pinned coordinator, for this network, a
 /// benchmark document) and keeps it. Returns its id if it was new, `None` if already kept.
 pub fn accept(conn: &mut Connection, release: &SignedRelease, now: &str) -> Result<Option<String>> {
-    let m = network::load(conn)?.context("this node is not in a network")?;
+    let m = membership::load(conn)?.context("this node is not in a network")?;
     release
         .verify(&m.coordinator)
         .map_err(|_| anyhow::anyhow!("the release is not signed by this network's coordinator"))?;
@@ -287,7 +229,7 @@ pub fn list(conn: &Connection) -> Result<Vec<Listing>> {
 
 /// The network reference in release `s`: per domain the risk model with its noise replicates
 /// (the analysis uses it only if noise moves the clinic's predictions by at most
-/// [`protocol::benchmark::REFERENCE_MAX_PREDICTION_SD`] points), and τ² (with the interval its
+/// [`protocol::analysis::REFERENCE_MAX_PREDICTION_SD`] points), and τ² (with the interval its
 /// noise gives) and σ² when τ² is precise enough ([`protocol::benchmark::tau2_usable`]).
 pub fn reference(s: &Stored) -> protocol::analysis::NetworkReference {
     use protocol::analysis::{DomainReference, FEATURES, NetworkReference};

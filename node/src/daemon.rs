@@ -18,9 +18,9 @@ use tracing::{info, warn};
 
 use crate::aggregate::Aggregation;
 use crate::net::{self, Client, Event};
+use crate::node::Node;
 use crate::round::Participation;
-use crate::store::Store;
-use crate::{api, benchmark, cli, keystore, network};
+use crate::{api, benchmark, clock, membership};
 
 /// How often a clinic asks the coordinator for releases it missed (it may have been offline
 /// when one was gossiped); the first time right after start.
@@ -59,8 +59,9 @@ pub fn init_logging(format: LogFormat, level: &str) {
     };
 }
 
-/// Runs the daemon until SIGTERM or ctrl-c.
+/// Runs the daemon of the node in `data_dir` until SIGTERM or ctrl-c.
 pub fn run(data_dir: &Path) -> Result<()> {
+    let node = Arc::new(Node::open(data_dir)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -69,7 +70,7 @@ pub fn run(data_dir: &Path) -> Result<()> {
     runtime.block_on(async {
         let cancel = CancellationToken::new();
         let signals = tokio::spawn(stop_on_signal(cancel.clone()));
-        let result = serve(data_dir, cancel.clone(), true).await;
+        let result = serve(node, cancel.clone(), true).await;
         signals.abort();
         result
     })
@@ -90,20 +91,18 @@ async fn stop_on_signal(cancel: CancellationToken) {
     cancel.cancel();
 }
 
-/// Starts the node in `data_dir` and serves until `cancel` fires; with `announce`, prints the
-/// ready line on stdout.
-pub async fn serve(data_dir: &Path, cancel: CancellationToken, announce: bool) -> Result<()> {
-    let (config, mut store) = cli::open_node(data_dir)?;
-    let membership = network::load(store.conn())?.with_context(|| {
+/// Serves `node` until `cancel` fires; with `announce`, prints the ready line on stdout.
+pub async fn serve(node: Arc<Node>, cancel: CancellationToken, announce: bool) -> Result<()> {
+    let data_dir = node.dir();
+    let config = node.config();
+    let membership = membership::load(node.store().conn())?.with_context(|| {
         format!(
             "the node in {} is not in a network yet: run `mbc-node network create` (coordinator) \
              or `mbc-node network join` (clinic) first",
             data_dir.display()
         )
     })?;
-    let seed = keystore::read_key_file(&data_dir.join(&config.keys.identity_key_file))?;
-    let keypair = keystore::identity_keypair(seed)?;
-    let signer = Arc::new(keystore::signer(seed));
+    let keypair = node.identity_keypair()?;
     let peer_id = keypair.public().to_peer_id();
     let listen = config
         .network
@@ -120,30 +119,24 @@ pub async fn serve(data_dir: &Path, cancel: CancellationToken, announce: bool) -
         software: env!("CARGO_PKG_VERSION").into(),
     };
     let roster_version = membership.roster.roster.version;
-    let (client, mut events, event_loop) = net::new(
-        keypair,
-        keystore::signer(seed),
-        membership.roster,
-        &settings,
-    )?;
+    let (client, mut events, event_loop) =
+        net::new(keypair, node.signer().clone(), membership.roster, &settings)?;
     let net_task = tokio::spawn(event_loop.run(cancel.child_token()));
     let participation = Arc::new(Participation::new(
-        data_dir.to_path_buf(),
-        signer.clone(),
+        node.clone(),
         membership.network_id.clone(),
         membership.coordinator,
     ));
     let aggregation = Arc::new(Aggregation::new(
-        data_dir.to_path_buf(),
-        signer,
+        node.clone(),
         client.clone(),
         participation.clone(),
     ));
-    let coordinator = network::peer_id(&membership.coordinator);
+    let coordinator = membership::peer_id(&membership.coordinator);
     if !membership.is_coordinator {
         tokio::spawn(pull_releases(
             client.clone(),
-            data_dir.to_path_buf(),
+            node.clone(),
             coordinator,
             cancel.child_token(),
         ));
@@ -160,9 +153,8 @@ pub async fn serve(data_dir: &Path, cancel: CancellationToken, announce: bool) -
     let api_addr = api_listener.local_addr()?;
     let state = api::ApiState {
         client: client.clone(),
-        data_dir: data_dir.to_path_buf(),
+        node: node.clone(),
         started: Instant::now(),
-        peer_id: peer_id.to_string(),
         token: api::ensure_token(data_dir)?,
         aggregation,
         port: api_addr.port(),
@@ -203,7 +195,7 @@ pub async fn serve(data_dir: &Path, cancel: CancellationToken, announce: bool) -
                     ); }
                     info!(%peer_id, api = %api_addr, network = %membership.network_id, "node running");
                 }
-                Some(event) => on_event(&mut store, &client, &participation, coordinator, event).await,
+                Some(event) => on_event(&node, &client, &participation, coordinator, event).await,
                 None => {
                     warn!("the network event loop stopped");
                     break;
@@ -231,7 +223,7 @@ pub async fn serve(data_dir: &Path, cancel: CancellationToken, announce: bool) -
 /// the newest this node keeps, and keeps those that verify.
 async fn pull_releases(
     client: Client,
-    dir: std::path::PathBuf,
+    node: Arc<Node>,
     coordinator: PeerId,
     cancel: CancellationToken,
 ) {
@@ -242,10 +234,8 @@ async fn pull_releases(
             () = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let d = dir.clone();
-        let after =
-            tokio::task::spawn_blocking(move || benchmark::newest(cli::open_node(&d)?.1.conn()))
-                .await;
+        let n = node.clone();
+        let after = tokio::task::spawn_blocking(move || benchmark::newest(n.store().conn())).await;
         let Ok(Ok(after)) = after else { continue };
         // Offline or busy: next time.
         let Ok(Response::Releases(releases)) = client
@@ -257,12 +247,12 @@ async fn pull_releases(
         if releases.is_empty() {
             continue;
         }
-        let d = dir.clone();
+        let n = node.clone();
         let kept = tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
-            let (_, mut store) = cli::open_node(&d)?;
+            let mut store = n.store();
             let mut kept = Vec::new();
             for r in &releases {
-                match benchmark::accept(store.conn_mut(), r, &cli::now()) {
+                match benchmark::accept(store.conn_mut(), r, &clock::now()) {
                     Ok(Some(id)) => kept.push(id),
                     Ok(None) => {}
                     Err(e) => warn!("refused a release from the coordinator: {e:#}"),
@@ -281,7 +271,7 @@ async fn pull_releases(
 
 /// Handles one network event. Never fails the daemon: a peer's fault is logged.
 async fn on_event(
-    store: &mut Store,
+    node: &Node,
     client: &Client,
     participation: &Arc<Participation>,
     coordinator: PeerId,
@@ -291,7 +281,8 @@ async fn on_event(
         Event::Listening(_) => {} // The event loop logs it.
         Event::Roster { from, roster } => {
             let version = roster.roster.version;
-            match network::accept(store.conn_mut(), &roster, &cli::now()) {
+            let accepted = membership::accept(node.store().conn_mut(), &roster, &clock::now());
+            match accepted {
                 Ok(true) => {
                     info!(peer = %from, version, "accepted roster");
                     let _ = client.set_roster(roster).await;
@@ -307,7 +298,7 @@ async fn on_event(
         } => {
             let response = match request {
                 Request::Info => {
-                    let version = network::load(store.conn())
+                    let version = membership::load(node.store().conn())
                         .ok()
                         .flatten()
                         .map_or(0, |m| m.roster.roster.version);
@@ -317,7 +308,9 @@ async fn on_event(
                     })
                 }
                 Request::Releases { after } => {
-                    match benchmark::since(store.conn(), &after, MAX_RELEASES, RELEASES_BYTES) {
+                    let releases =
+                        benchmark::since(node.store().conn(), &after, MAX_RELEASES, RELEASES_BYTES);
+                    match releases {
                         Ok(releases) => Response::Releases(releases),
                         Err(e) => {
                             warn!(%peer, "couldn't read releases for a peer: {e:#}");
@@ -349,7 +342,8 @@ async fn on_event(
             let _ = client.respond(handle, response).await;
         }
         Event::Release { from, release } => {
-            match benchmark::accept(store.conn_mut(), &release, &cli::now()) {
+            let accepted = benchmark::accept(node.store().conn_mut(), &release, &clock::now());
+            match accepted {
                 Ok(Some(id)) => info!(peer = %from, release = %id, "kept a benchmark release"),
                 Ok(None) => {}
                 Err(e) => warn!(peer = %from, "refused a release: {e:#}"),

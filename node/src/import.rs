@@ -165,9 +165,7 @@ impl Progress {
         });
         // Test-only fault injection: pause (forever) after N rows so a test can kill -9 the
         // process mid-transaction without timing guesses. See ARCHITECTURE.md, "Testing".
-        let hang_after = std::env::var("MBC_NODE_TEST_HANG_AFTER_ROWS")
-            .ok()
-            .and_then(|v| v.parse().ok());
+        let hang_after = crate::hooks::hang_after_rows();
         Self {
             bar,
             rows: 0,

@@ -21,7 +21,7 @@ use ring::digest;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
-use crate::cli::rfc3339;
+use crate::clock::rfc3339;
 use crate::config::PrivacyConfig;
 
 /// Budget period.

@@ -2,6 +2,9 @@
 //!
 //! This crate does the I/O; pure logic lives in the `protocol` crate. Modules:
 //! - [`cli`]: the `mbc-node` command line (clap) and dispatch.
+//! - [`clock`]: every read of the wall clock.
+//! - [`hooks`]: every test switch (`MBC_NODE_TEST_*`) and which builds honour it.
+//! - [`node`]: the node handle (data directory, config, store, keys) every service holds.
 //! - [`config`]: `config.toml` in the data directory.
 //! - [`keystore`]: identity seed and pseudonymisation secret files.
 //! - [`store`]: the SQLite store, its schema and migrations.
@@ -11,7 +14,7 @@
 //! - [`synth`]: the synthetic clinic-data generator (DOMAIN.md §11).
 //! - [`stats`]: the local effectiveness engine over the store (`mbc-node stats`).
 //! - [`status`]: the offline summary of a node's store.
-//! - [`network`]: membership: create, join requests, admit, join, remove, roster updates.
+//! - [`membership`]: network membership: create, join requests, admit, join, remove, roster updates.
 //! - [`net`]: the libp2p network: `Client`, events, and the `EventLoop` that owns the Swarm.
 //! - [`daemon`]: `mbc-node run`: the network, the local API and the node loop.
 //! - [`api`]: the local HTTP API on 127.0.0.1 (bearer token) and its blocking client.
@@ -24,13 +27,16 @@ pub mod aggregate;
 pub mod api;
 pub mod benchmark;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod hooks;
 pub mod import;
 pub mod keystore;
 pub mod ledger;
+pub mod membership;
 pub mod net;
-pub mod network;
+pub mod node;
 pub mod registry;
 pub mod release;
 pub mod report;

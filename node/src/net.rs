@@ -15,6 +15,7 @@ pub mod codec;
 mod event_loop;
 pub mod pending;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -29,10 +30,10 @@ use protocol::keys::Signer;
 use protocol::messages::{Gossip, MAX_GOSSIP, Rejection, Request, Response};
 use protocol::roster::{Role, SignedRoster};
 use protocol::round::SignedRelease;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-pub use event_loop::{EventLoop, WIRE_TAP_ENV};
+pub use event_loop::EventLoop;
 
 /// Commands are small; a full channel back-pressures callers instead of growing memory.
 pub const COMMAND_CAPACITY: usize = 64;
@@ -91,7 +92,7 @@ pub enum NetError {
 }
 
 /// A roster member as the network sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PeerInfo {
     /// PeerId.
     pub peer_id: String,
@@ -198,13 +199,6 @@ pub enum Event {
     },
 }
 
-/// Milliseconds since the Unix epoch (message timestamps, round deadlines).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The node's handle on the network. Cheap to clone; when every clone is dropped the event
 /// loop stops.
 #[derive(Debug, Clone)]
@@ -297,7 +291,7 @@ pub struct Settings {
 /// event loop to spawn.
 pub fn new(
     keypair: Keypair,
-    signer: Signer,
+    signer: Arc<Signer>,
     roster: SignedRoster,
     settings: &Settings,
 ) -> Result<(Client, mpsc::Receiver<Event>, EventLoop)> {

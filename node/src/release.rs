@@ -19,15 +19,12 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::ledger::{self, Charged, Draft, Policy};
+use crate::node::Node;
 use crate::stats::{self, Derived};
 use crate::store::Store;
 
 /// Kind of the stand-alone benchmark release.
 pub const LOCAL_BENCHMARK: &str = "local-benchmark";
-
-/// Test hook: when this variable is set, the process aborts right after the ledger charge and
-/// before the release is written (simulating a crash between charge and send).
-pub const FAIL_AFTER_CHARGE_ENV: &str = "MBC_NODE_TEST_FAIL_AFTER_CHARGE";
 
 /// The benchmark layout of this node's registry under its `[privacy]` bounds.
 pub fn benchmark_layout(store: &Store, config: &Config) -> Result<BenchmarkLayout> {
@@ -181,7 +178,7 @@ pub fn privacy_json(
         "therapist_sensitivity": sensitivity.therapist,
         "therapist_rho": therapist_rho,
         "mechanism": description,
-        "noise": if crate::round::noise_off() { "off (test build)" } else { "on" },
+        "noise": if crate::hooks::no_noise() { "off (test build)" } else { "on" },
     }))
 }
 
@@ -251,7 +248,7 @@ pub fn noised_vector(
     sigma: f64,
     now: DateTime<Utc>,
 ) -> Result<(Vec<i64>, String)> {
-    let derived = stats::derive(store, settings, &crate::cli::rfc3339(now))?;
+    let derived = stats::derive(store, settings, &crate::clock::rfc3339(now))?;
     let contributions = contributions(store, &derived, layout)?;
     if contributions.is_empty() {
         bail!(
@@ -272,13 +269,15 @@ pub fn noised_vector(
 
 /// `mbc-node release --kind local-benchmark --rho R --out FILE`.
 pub fn local_benchmark(
-    store: &mut Store,
-    config: &Config,
+    node: &Node,
     settings: protocol::analysis::Settings,
     rho: f64,
     out: &Path,
     now: DateTime<Utc>,
 ) -> Result<Released> {
+    let config = node.config();
+    let mut store = node.store();
+    let store = &mut *store;
     let policy = Policy::from_config(&config.privacy)?;
     if let Some(pending) = ledger::pending(store.conn(), LOCAL_BENCHMARK)? {
         deliver(store, &pending, out, now)?;
@@ -293,7 +292,7 @@ pub fn local_benchmark(
     let sensitivity = layout.layout().sensitivity();
     let mechanism = Mechanism::central(sensitivity.patient, rho)?;
     // Noise before any data-dependent work (timing).
-    let noise = if crate::round::noise_off() {
+    let noise = if crate::hooks::no_noise() {
         vec![0; layout.layout().len()]
     } else {
         mechanism.noise(layout.layout().len())?
@@ -331,7 +330,7 @@ pub fn local_benchmark(
         },
         now,
     )?;
-    if std::env::var_os(FAIL_AFTER_CHARGE_ENV).is_some() {
+    if crate::hooks::fail_after_charge() {
         std::process::abort();
     }
     deliver(store, &charged, out, now)?;

@@ -20,12 +20,11 @@
 //! left when the round expires is refunded ([`Participation::expire`]).
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use protocol::dp::Mechanism;
-use protocol::keys::{NodeKey, Signer};
+use protocol::keys::NodeKey;
 use protocol::messages::{RoundRequest, RoundResponse};
 use protocol::round::{RoundKind, RoundSpec, SignedRoundSpec, bench_vector};
 use protocol::secagg::{Advert, Participant};
@@ -35,35 +34,22 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::ledger::{self, Draft, Policy};
+use crate::node::Node;
 use crate::store::Store;
-use crate::{cli, network, release, stats};
+use crate::{clock, hooks, membership, release, stats};
 
 /// Ledger kind of a benchmark round contribution.
 pub const LEDGER_KIND: &str = "round:benchmark";
 
-/// Test hook: with this variable set in a debug build, contributions carry no noise (so a test
-/// can check the decoded sum exactly). Release builds ignore it.
-pub const NO_NOISE_ENV: &str = "MBC_NODE_TEST_NO_NOISE";
-
-/// Test and benchmark hook: with this variable set to a step's request ("keys", "shares",
-/// "survivors" or "unmask"), the process aborts when that request arrives (a clinic killed
-/// mid-round).
-pub const EXIT_AT_ENV: &str = "MBC_NODE_TEST_EXIT_AT";
-
 /// Announcements older than this are refused.
 const MAX_ANNOUNCE_AGE_MS: u64 = 60 * 60 * 1000;
-
-/// Whether the no-noise test switch is on (debug builds only).
-pub fn noise_off() -> bool {
-    cfg!(debug_assertions) && std::env::var_os(NO_NOISE_ENV).is_some()
-}
 
 /// The ledger's counterpart string for a round.
 pub fn counterpart(spec: &SignedRoundSpec) -> String {
     format!(
         "round {} via {}",
         spec.spec.id_hex(),
-        network::peer_id(&spec.spec.aggregator)
+        membership::peer_id(&spec.spec.aggregator)
     )
 }
 
@@ -77,24 +63,17 @@ struct Joined {
 
 /// This node's rounds in progress, shared by the request handlers.
 pub struct Participation {
-    dir: PathBuf,
-    signer: Arc<Signer>,
+    node: Arc<Node>,
     network_id: String,
     coordinator: NodeKey,
     rounds: Mutex<HashMap<[u8; 32], Joined>>,
 }
 
 impl Participation {
-    /// For the node in `dir`.
-    pub fn new(
-        dir: PathBuf,
-        signer: Arc<Signer>,
-        network_id: String,
-        coordinator: NodeKey,
-    ) -> Self {
+    /// For `node`, a member of network `network_id` with coordinator `coordinator`.
+    pub fn new(node: Arc<Node>, network_id: String, coordinator: NodeKey) -> Self {
         Self {
-            dir,
-            signer,
+            node,
             network_id,
             coordinator,
             rounds: Mutex::new(HashMap::new()),
@@ -103,7 +82,7 @@ impl Participation {
 
     /// This node's key.
     pub fn key(&self) -> NodeKey {
-        self.signer.key()
+        self.node.signer().key()
     }
 
     /// The pinned coordinator (the only aggregator).
@@ -131,13 +110,12 @@ impl Participation {
     /// Forgets rounds past their expiry and refunds every charged contribution whose round
     /// expired before its masked vector left. Returns the refunded round ids.
     pub fn expire(&self) -> Result<Vec<String>> {
-        let now = crate::net::now_ms();
+        let now = clock::now_ms();
         self.rounds
             .lock()
             .expect("round table lock")
             .retain(|_, j| j.spec.spec.expires_at_ms() >= now);
-        let (_, store) = cli::open_node(&self.dir)?;
-        let refunded = refund_expired(store.conn(), now)?;
+        let refunded = refund_expired(self.node.store().conn(), now)?;
         for round in &refunded {
             info!(round = %round, "refunded a round contribution that never left (the round expired)");
         }
@@ -156,8 +134,8 @@ impl Participation {
                 RoundRequest::Unmask { .. } => "unmask",
                 _ => "",
             };
-            if std::env::var(EXIT_AT_ENV).is_ok_and(|v| v == name) {
-                warn!("{EXIT_AT_ENV}={name}: aborting as if killed");
+            if hooks::exit_at(name) {
+                warn!("{}={name}: aborting as if killed", hooks::EXIT_AT);
                 std::process::abort();
             }
         }
@@ -168,7 +146,7 @@ impl Participation {
                 let joined = rounds.get_mut(round).context(
                     "no such round in progress here (restarted, expired, or never joined)",
                 )?;
-                if joined.spec.spec.expires_at_ms() < crate::net::now_ms() {
+                if joined.spec.spec.expires_at_ms() < clock::now_ms() {
                     bail!("the round has expired here");
                 }
                 f(joined)
@@ -187,15 +165,15 @@ impl Participation {
                 // the ledger row from charged to sent atomically, so a refund that got there
                 // first stops the vector here.
                 if let Some(id) = j.ledger_id.take() {
-                    let (_, store) = cli::open_node(&self.dir)?;
-                    ledger::mark_sent(store.conn(), &id, cli::now_utc())?;
+                    ledger::mark_sent(self.node.store().conn(), &id, clock::now_utc())?;
                 }
                 Ok(RoundResponse::Masked(y))
             }),
             RoundRequest::Survivors { round, survivors } => with_round(&round, &mut |j| {
-                let (config, store) = cli::open_node(&self.dir)?;
-                let contributors = check_survivors(&config, store.conn(), j, &survivors)?;
-                let confirmation = j.participant.on_survivors(&survivors, &self.signer)?;
+                let store = self.node.store();
+                let contributors =
+                    check_survivors(self.node.config(), store.conn(), j, &survivors)?;
+                let confirmation = j.participant.on_survivors(&survivors, self.node.signer())?;
                 if let Some(names) = contributors {
                     store.conn().execute(
                         "UPDATE round_contribution SET survivors = ?2, confirmed_at = ?3
@@ -203,7 +181,7 @@ impl Participation {
                         params![
                             j.spec.spec.id_hex(),
                             serde_json::to_string(&names)?,
-                            cli::now()
+                            clock::now()
                         ],
                     )?;
                 }
@@ -237,7 +215,7 @@ impl Participation {
             bail!("the round is for network {:?}", s.network_id);
         }
         s.validate()?;
-        let now = crate::net::now_ms();
+        let now = clock::now_ms();
         if now.saturating_sub(s.issued_at_ms) > MAX_ANNOUNCE_AGE_MS
             || s.issued_at_ms > now + MAX_ANNOUNCE_AGE_MS
         {
@@ -267,7 +245,10 @@ impl Participation {
         if let Some(j) = self.rounds.lock().expect("round table lock").get(&digest) {
             return Ok(RoundResponse::Joined(j.advert.clone()));
         }
-        let (config, mut store) = cli::open_node(&self.dir)?;
+        let config = self.node.config();
+        // The store is held for the checks and the charge only: a step of another round holds
+        // the round table and then takes the store, so this must not take them the other way.
+        let mut store = self.node.store();
         let id = spec.spec.id_hex();
         let kind = spec.spec.kind.name();
         let decline = |why: String| {
@@ -293,13 +274,14 @@ impl Participation {
             RoundKind::Bench { dim, .. } => {
                 (bench_vector(&digest, &self.key(), *dim as usize), None)
             }
-            RoundKind::Benchmark { .. } => match self.contribution(&config, &mut store, &spec) {
+            RoundKind::Benchmark { .. } => match self.contribution(config, &mut store, &spec) {
                 Ok(v) => v,
                 Err(e) => return decline(format!("{e:#}")),
             },
         };
+        drop(store);
         let (participant, advert) =
-            Participant::new(session, &self.signer, input, &mut rand::rngs::OsRng)?;
+            Participant::new(session, self.node.signer(), input, &mut rand::rngs::OsRng)?;
         info!(round = %id, kind, "joined a round");
         self.rounds.lock().expect("round table lock").insert(
             digest,
@@ -325,7 +307,7 @@ impl Participation {
         let s = &spec.spec;
         let id = s.id_hex();
         let spec_sha = hex::encode(spec.digest());
-        refund_expired(store.conn(), crate::net::now_ms())?;
+        refund_expired(store.conn(), clock::now_ms())?;
         if let Some((earlier_sha, release_id)) = contribution_of(store.conn(), &id)? {
             if earlier_sha != spec_sha {
                 bail!(
@@ -351,15 +333,18 @@ impl Participation {
             };
         }
         let policy = Policy::from_config(&config.privacy)?;
-        let now = cli::now_utc();
+        let now = clock::now_utc();
         // Policy before any calibration or data work: ρ, the period's budget, the round caps.
         ledger::precheck(store.conn(), &policy, LEDGER_KIND, s.rho, now)?;
         let layout = s.kind.layout()?.context("not a benchmark round")?;
         let sensitivity = layout.layout().sensitivity();
         let mechanism = Mechanism::distributed(sensitivity.patient, s.rho, s.threshold)?;
         // Noise first, before any data-dependent work (timing).
-        let noise = if noise_off() {
-            warn!("{NO_NOISE_ENV} is set: this test build contributes without noise");
+        let noise = if hooks::no_noise() {
+            warn!(
+                "{} is set: this test build contributes without noise",
+                hooks::NO_NOISE
+            );
             vec![0; layout.layout().len()]
         } else {
             mechanism.noise(layout.layout().len())?
@@ -438,7 +423,7 @@ fn check_survivors(
     let names: BTreeSet<String> = distinct
         .iter()
         .filter_map(|i| spec.participants.get(*i as usize))
-        .map(|k| network::peer_id(k).to_string())
+        .map(|k| membership::peer_id(k).to_string())
         .collect();
     let min_change = config.privacy.min_contributor_change as usize;
     if min_change > 0
@@ -458,7 +443,7 @@ fn check_survivors(
 
 /// Every participant of `spec` must be a member of the roster this node holds.
 fn check_roster(conn: &Connection, spec: &RoundSpec) -> Result<()> {
-    let m = network::load(conn)?.context("this node is not in a network")?;
+    let m = membership::load(conn)?.context("this node is not in a network")?;
     let members: BTreeSet<NodeKey> = m.roster.roster.members.iter().map(|p| p.key).collect();
     let strangers = spec
         .participants

@@ -18,6 +18,33 @@ use rusqlite::{Connection, params};
 use crate::config::StatsConfig;
 use crate::store::Store;
 
+/// Command-line overrides of `[stats]`.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Labelling rule.
+    pub rule: Option<String>,
+    /// Patients needed to show a statistic.
+    pub min_show: Option<u64>,
+    /// Patients needed to label it.
+    pub min_classify: Option<u64>,
+    /// Turn off the NHS TT "other measure" clause.
+    pub no_other_measure_clause: bool,
+}
+
+impl Overrides {
+    /// `config` with these overrides applied.
+    pub fn apply(&self, config: &StatsConfig) -> StatsConfig {
+        let mut sc = config.clone();
+        if let Some(rule) = &self.rule {
+            sc.rule = rule.clone();
+        }
+        sc.min_n_show = self.min_show.unwrap_or(sc.min_n_show);
+        sc.min_n_classify = self.min_classify.unwrap_or(sc.min_n_classify);
+        sc.other_measure_clause &= !self.no_other_measure_clause;
+        sc
+    }
+}
+
 /// Settings from `[stats]` in config.toml, after command-line overrides.
 pub fn settings(config: &StatsConfig, instruments: &[Instrument]) -> Result<Settings> {
     let rule = match config.rule.as_str() {

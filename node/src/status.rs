@@ -1,13 +1,17 @@
-//! `mbc-node status` (offline form): what the store holds and what was imported last.
+//! `mbc-node status`: what the store holds and what was imported last, and the node's
+//! [`NodeStatus`] as far as it is known without the daemon.
 
 use anyhow::Result;
 use rusqlite::Connection;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::api::{NetworkStatus, NodeStatus};
+use crate::membership;
+use crate::node::Node;
 use crate::store::Store;
 
 /// Assessments stored for one instrument.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InstrumentCount {
     /// Instrument id.
     pub instrument: String,
@@ -18,7 +22,7 @@ pub struct InstrumentCount {
 }
 
 /// One row of the import audit.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImportRow {
     /// File name (without directories).
     pub file_name: String,
@@ -33,7 +37,7 @@ pub struct ImportRow {
 }
 
 /// The store summary.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     /// Clinic name.
     pub clinic: String,
@@ -163,4 +167,27 @@ impl std::fmt::Display for Summary {
         }
         Ok(())
     }
+}
+
+/// The node's status without the daemon: identity, network membership and the store summary
+/// (the daemon's API adds the live fields).
+pub fn node_status(node: &Node) -> Result<NodeStatus> {
+    let store = node.store();
+    let network = membership::load(store.conn())?.map(|m| NetworkStatus {
+        network_id: m.network_id,
+        coordinator: membership::peer_id(&m.coordinator).to_string(),
+        is_coordinator: m.is_coordinator,
+        roster_version: m.roster.roster.version,
+        members: m.roster.roster.members.len() as u64,
+    });
+    Ok(NodeStatus {
+        running: false,
+        peer_id: membership::peer_id(&node.signer().key()).to_string(),
+        software: env!("CARGO_PKG_VERSION").into(),
+        uptime_secs: None,
+        network,
+        peers_connected: None,
+        peers_total: None,
+        store: summary(&store)?,
+    })
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use integration_tests::{
-    all_bytes, bin, canonical_content, checksum, contains, import_clinic_csv, mbc,
+    Synth, all_bytes, bin, canonical_content, checksum, contains, import_clinic_csv, mbc,
 };
 
 const BASE: &str = "patient_id,therapist_id,episode_id,session,date,instrument,score
@@ -384,33 +384,18 @@ fn files_before_a_bad_file_stay_imported_and_later_ones_are_not_attempted() {
         .ok()
         .json();
     assert_eq!(
-        status["patients"], 2,
+        status["store"]["patients"], 2,
         "P1 from base, P2 from good.csv, not P3"
     );
 }
 
 /// A small synthetic clinic, with FHIR, in `cwd/data`.
 fn synth(cwd: &Path) -> serde_json::Value {
-    mbc(
-        cwd,
-        &[
-            "synth",
-            "--out",
-            "data",
-            "--clinics",
-            "1",
-            "--seed",
-            "4",
-            "--patients-per-clinic",
-            "200",
-            "--therapists-per-clinic",
-            "6",
-            "--fhir",
-            "--json",
-        ],
-    )
-    .ok()
-    .json()
+    Synth::new(4)
+        .patients(200)
+        .therapists(6)
+        .fhir()
+        .summary(cwd)
 }
 
 #[test]

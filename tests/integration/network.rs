@@ -182,10 +182,11 @@ fn local_api_survives_idle_connections() {
         .filter_map(|_| std::net::TcpStream::connect(&addr).ok())
         .collect();
     assert!(idle.len() > 256, "only {} connections opened", idle.len());
-    // `status` falls back to the store alone when the API does not answer: wait for the live one.
+    // `status` falls back to what the store knows when the API does not answer: wait for the
+    // live one.
     wait_for("the CLI to be answered beside 300 idle connections", || {
         let run = mbc(root, &["status", "--data-dir", coord.arg(), "--json"]);
-        (run.code == 0 && run.json()["network"]["is_coordinator"] == true).then_some(())
+        (run.code == 0 && run.json()["running"] == true).then_some(())
     });
     drop(idle);
     assert_eq!(d.status()["network"]["is_coordinator"], true);
@@ -204,8 +205,13 @@ pub(super) fn peer(
         software: "test".into(),
     };
     let _guard = rt.enter();
-    let (client, mut events, event_loop) =
-        net::new(keypair, Signer::from_seed(&seed), roster, &settings).unwrap();
+    let (client, mut events, event_loop) = net::new(
+        keypair,
+        std::sync::Arc::new(Signer::from_seed(&seed)),
+        roster,
+        &settings,
+    )
+    .unwrap();
     let cancel = CancellationToken::new();
     rt.spawn(event_loop.run(cancel.clone()));
     rt.spawn(async move { while events.recv().await.is_some() {} });
@@ -379,11 +385,13 @@ fn stalled_handshakes_from_one_address_do_not_lock_members_out() {
     // and reopens each one the node closes, until told to stop (and at most 20 000 times).
     const FLOOD: usize = 64;
     let stop = CancellationToken::new();
+    let opened_so_far = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let attacker = {
-        let stop = stop.clone();
+        let (stop, counter) = (stop.clone(), opened_so_far.clone());
         rt.spawn(async move {
             let (mut held, mut opened, mut peak) = (Vec::new(), 0usize, 0usize);
             while !stop.is_cancelled() && opened < 20_000 {
+                counter.store(opened, std::sync::atomic::Ordering::Relaxed);
                 while held.len() < FLOOD {
                     let socket = tokio::net::TcpSocket::new_v4().unwrap();
                     socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
@@ -417,6 +425,10 @@ fn stalled_handshakes_from_one_address_do_not_lock_members_out() {
     wait_for("the member to connect during the flood", || {
         rt.block_on(client.request(coord_id, Request::Echo(Bytes(vec![1]))))
             .ok()
+    });
+    // The flood goes on until the node has closed some of its connections (it reopens each).
+    wait_for("the node to close flooding connections", || {
+        (opened_so_far.load(std::sync::atomic::Ordering::Relaxed) > FLOOD).then_some(())
     });
     stop.cancel();
     let (opened, _) = rt.block_on(attacker).unwrap();

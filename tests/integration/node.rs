@@ -1,28 +1,12 @@
 //! A clinic's first steps: init, synth, import, status, instruments.
 
-use integration_tests::{import_clinic_csv, mbc, mbc_env};
+use integration_tests::{Synth, clinic_node, import_clinic_csv, mbc, mbc_env};
 
 #[test]
 fn init_synth_import_status() {
     let tmp = tempfile::tempdir().unwrap();
     let cwd = tmp.path();
-    let synth = mbc(
-        cwd,
-        &[
-            "synth",
-            "--out",
-            "data",
-            "--clinics",
-            "2",
-            "--seed",
-            "9",
-            "--patients-per-clinic",
-            "150",
-            "--json",
-        ],
-    )
-    .ok()
-    .json();
+    let synth = Synth::new(9).clinics(2).patients(150).summary(cwd);
     let init = mbc(
         cwd,
         &[
@@ -43,6 +27,9 @@ fn init_synth_import_status() {
     let status = mbc(cwd, &["status", "--data-dir", "node", "--json"])
         .ok()
         .json();
+    // One shape whether the node runs or not: the store summary under "store".
+    assert_eq!(status["running"], false);
+    let status = &status["store"];
     assert_eq!(status["clinic"], "Riverside");
     assert_eq!(status["patients"], clinic["patients"]);
     assert_eq!(status["therapists"], clinic["therapists"]);
@@ -94,7 +81,7 @@ fn init_refuses_to_overwrite_and_reads_the_data_dir_from_env() {
     )
     .ok()
     .json();
-    assert_eq!(status["clinic"], "A");
+    assert_eq!(status["store"]["clinic"], "A");
     use std::os::unix::fs::PermissionsExt;
     for (file, mode) in [
         ("identity.key", 0o600),
@@ -168,23 +155,10 @@ fn clinic_defined_instruments_are_listed_and_importable() {
 fn synth_is_deterministic_for_a_seed() {
     let tmp = tempfile::tempdir().unwrap();
     let cwd = tmp.path();
-    let args = |out: &'static str, seed: &'static str| {
-        [
-            "synth",
-            "--out",
-            out,
-            "--clinics",
-            "2",
-            "--seed",
-            seed,
-            "--patients-per-clinic",
-            "60",
-            "--fhir",
-        ]
-    };
-    mbc(cwd, &args("a", "5")).ok();
-    mbc(cwd, &args("b", "5")).ok();
-    mbc(cwd, &args("c", "6")).ok();
+    let synth = |out: &str, seed| Synth::new(seed).out(out).clinics(2).patients(60).fhir();
+    synth("a", 5).run(cwd).ok();
+    synth("b", 5).run(cwd).ok();
+    synth("c", 6).run(cwd).ok();
     let files = [
         "truth.json",
         "clinic-01/assessments.csv",
@@ -204,31 +178,14 @@ fn synth_is_deterministic_for_a_seed() {
             "{f} is the same for another seed"
         );
     }
-    let again = mbc(cwd, &args("a", "5"));
+    let again = synth("a", 5).run(cwd);
     assert_eq!(again.code, 1);
     assert!(again.stderr.contains("is not empty"), "{}", again.stderr);
 }
 
 /// One synthetic clinic of 40 patients in `cwd/data` (its `synth --json` summary).
 fn small_clinic(cwd: &std::path::Path, seed: u32) -> serde_json::Value {
-    let seed = seed.to_string();
-    mbc(
-        cwd,
-        &[
-            "synth",
-            "--out",
-            "data",
-            "--clinics",
-            "1",
-            "--seed",
-            &seed,
-            "--patients-per-clinic",
-            "40",
-            "--json",
-        ],
-    )
-    .ok()
-    .json()
+    Synth::new(seed).patients(40).summary(cwd)
 }
 
 /// Issue 12, finding 10: the store is created owner-only (0600, and so are its WAL files), and
@@ -240,8 +197,7 @@ fn a_store_or_data_directory_others_can_read_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let cwd = tmp.path();
     let synth = small_clinic(cwd, 4);
-    mbc(cwd, &["init", "--data-dir", "node", "--name", "Riverside"]).ok();
-    import_clinic_csv(cwd, "node", &synth["clinics"][0]);
+    clinic_node(cwd, "node", "Riverside", &synth["clinics"][0]);
     let node = cwd.join("node");
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&node), 0o700);
@@ -297,7 +253,7 @@ fn the_store_is_encrypted_under_a_key_kept_apart() {
     let status = mbc(cwd, &["status", "--data-dir", "node", "--json"])
         .ok()
         .json();
-    assert_eq!(status["encrypted"], true);
+    assert_eq!(status["store"]["encrypted"], true);
     let key = cwd.join("node.keys/store.key");
     assert_eq!(
         std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
@@ -449,7 +405,7 @@ fn a_store_from_before_encryption_is_encrypted_in_place() {
     let status = mbc(cwd, &["status", "--data-dir", "old", "--json"])
         .ok()
         .json();
-    assert_eq!(status["encrypted"], true);
+    assert_eq!(status["store"]["encrypted"], true);
     assert_eq!(
         integration_tests::canonical_content(&node.join("local.db")),
         before

@@ -3,25 +3,11 @@
 
 use std::path::Path;
 
-use integration_tests::{contains, mbc, mbc_env, open, rows};
+use integration_tests::{Synth, clinic_node, contains, mbc, mbc_env, open, rows};
 
 /// A node with one synthetic clinic whose raw identifiers carry recognisable markers.
 fn node_with_markers(cwd: &Path) -> serde_json::Value {
-    let synth = mbc(
-        cwd,
-        &[
-            "synth",
-            "--out",
-            "data",
-            "--clinics",
-            "1",
-            "--seed",
-            "11",
-            "--json",
-        ],
-    )
-    .ok()
-    .json();
+    let synth = Synth::new(11).summary(cwd);
     let clinic = &synth["clinics"][0];
     for f in clinic["csv_files"].as_array().unwrap() {
         let path = cwd.join("data").join(f.as_str().unwrap());
@@ -32,12 +18,7 @@ fn node_with_markers(cwd: &Path) -> serde_json::Value {
             .replace("C01-E", "EPISODEMARKER-");
         std::fs::write(&path, text).unwrap();
     }
-    mbc(
-        cwd,
-        &["init", "--data-dir", "node", "--name", "Marker Clinic"],
-    )
-    .ok();
-    integration_tests::import_clinic_csv(cwd, "node", clinic);
+    clinic_node(cwd, "node", "Marker Clinic", clinic);
     clinic.clone()
 }
 

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use integration_tests::net::{Daemon, NodeDir, form, wait_converged, wait_for};
-use integration_tests::{all_bytes, contains, mbc, open};
+use integration_tests::{Synth, all_bytes, contains, mbc, open};
 use protocol::keys::Signer;
 use protocol::messages::Gossip;
 use protocol::round::SignedRelease;
@@ -15,27 +15,9 @@ const NET: &str = "net-rounds";
 /// Synthetic data for `n` clinics in `root/data`, a network of a coordinator and n − 1
 /// clinics, each node importing its clinic's files.
 fn network_with_data(root: &Path, n: usize) -> Vec<NodeDir> {
-    let synth = mbc(
-        root,
-        &[
-            "synth",
-            "--out",
-            "data",
-            "--clinics",
-            &n.to_string(),
-            "--seed",
-            "5",
-            "--patients-per-clinic",
-            "250",
-            "--json",
-        ],
-    )
-    .ok()
-    .json();
-    let (coord, clinics) = form(root, NET, n - 1);
-    let nodes: Vec<NodeDir> = std::iter::once(coord).chain(clinics).collect();
-    for (node, clinic) in nodes.iter().zip(synth["clinics"].as_array().unwrap()) {
-        integration_tests::import_clinic_csv(root, node.arg(), clinic);
+    let synth = Synth::new(5).clinics(n as u32).patients(250);
+    let nodes = integration_tests::net::network_with_data(root, NET, &synth);
+    for node in &nodes {
         // These tests run rounds back to back.
         node.set_config(
             "min_round_interval_hours = 24.0",
@@ -293,6 +275,10 @@ fn benchmark_rounds_exact_noisy_killed_and_aborted() {
         r#"round_kinds = ["benchmark", "bench"]"#,
         "round_kinds = []",
     );
+    // A node reads its config when it starts: restart clinic 3 with the new one.
+    ds.remove(3).stop();
+    ds.insert(3, Daemon::start(&nodes[3]));
+    wait_converged(&ds[..4].iter().collect::<Vec<_>>(), 5, 3);
     let aborted = start_round(root, coord, &["--deadline", "2"]);
     assert_eq!(aborted.code, 1, "{}", aborted.stderr);
     let status = aborted.json();
@@ -563,21 +549,7 @@ fn labels(stats: &Value) -> Vec<((String, String), String)> {
 fn network_release_agrees_with_pooled_data() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
-    let synth = mbc(
-        root,
-        &[
-            "synth",
-            "--out",
-            "data",
-            "--clinics",
-            "5",
-            "--seed",
-            "21",
-            "--json",
-        ],
-    )
-    .ok()
-    .json();
+    let synth = Synth::new(21).clinics(5).summary(root);
     // The pooled node holds everything; every clinic shares its pseudonym key (test setup
     // only) so that therapists can be matched across the two computations.
     let pooled = integration_tests::net::init(root, "Pooled");

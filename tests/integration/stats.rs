@@ -3,28 +3,14 @@
 
 use std::path::Path;
 
-use integration_tests::{import_clinic_csv, mbc};
+use integration_tests::{Synth, clinic_node, mbc};
 
 /// A node holding one synthetic clinic (12 therapists × 45 patients), in `cwd/node`.
 fn node(cwd: &Path, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec![
-        "synth",
-        "--out",
-        "data",
-        "--clinics",
-        "1",
-        "--seed",
-        "11",
-        "--therapists-per-clinic",
-        "12",
-        "--caseload",
-        "45",
-        "--json",
-    ];
-    args.extend(extra);
-    let summary = mbc(cwd, &args).ok().json();
-    mbc(cwd, &["init", "--data-dir", "node", "--name", "Riverside"]).ok();
-    import_clinic_csv(cwd, "node", &summary["clinics"][0]);
+    let synth = extra
+        .iter()
+        .fold(Synth::new(11).therapists(12).caseload(45), |s, f| s.flag(f));
+    clinic_node(cwd, "node", "Riverside", &synth.summary(cwd)["clinics"][0]);
     serde_json::from_slice(&std::fs::read(cwd.join("data/truth.json")).unwrap()).unwrap()
 }
 

@@ -258,3 +258,104 @@ pub fn import_clinic_csv(
     args.extend(files.iter().map(String::as_str));
     mbc(cwd, &args).ok().json()
 }
+
+/// `mbc-node synth` as the tests call it: seeded, writing `data` (or [`Synth::out`]) in the
+/// working directory, with the generator's defaults unless told.
+#[derive(Debug, Clone)]
+pub struct Synth {
+    seed: u32,
+    out: String,
+    clinics: u32,
+    options: Vec<String>,
+}
+
+impl Synth {
+    /// One clinic from `seed`, into `data`.
+    pub fn new(seed: u32) -> Self {
+        Self {
+            seed,
+            out: "data".into(),
+            clinics: 1,
+            options: Vec::new(),
+        }
+    }
+
+    /// Write into `out` instead of `data`.
+    pub fn out(mut self, out: &str) -> Self {
+        self.out = out.into();
+        self
+    }
+
+    /// `--clinics N`.
+    pub fn clinics(mut self, n: u32) -> Self {
+        self.clinics = n;
+        self
+    }
+
+    /// `--patients-per-clinic N`.
+    pub fn patients(self, n: u32) -> Self {
+        self.option("--patients-per-clinic", n)
+    }
+
+    /// `--therapists-per-clinic N`.
+    pub fn therapists(self, n: u32) -> Self {
+        self.option("--therapists-per-clinic", n)
+    }
+
+    /// `--caseload N`.
+    pub fn caseload(self, n: u32) -> Self {
+        self.option("--caseload", n)
+    }
+
+    /// `--fhir`: FHIR bundles beside the CSV files.
+    pub fn fhir(mut self) -> Self {
+        self.options.push("--fhir".into());
+        self
+    }
+
+    /// Any other flag of `synth`.
+    pub fn flag(mut self, flag: &str) -> Self {
+        self.options.push(flag.into());
+        self
+    }
+
+    fn option(mut self, name: &str, value: u32) -> Self {
+        self.options.extend([name.to_string(), value.to_string()]);
+        self
+    }
+
+    /// Runs `synth` in `cwd` (without `--json`), whatever its outcome.
+    pub fn run(&self, cwd: &Path) -> Run {
+        let (seed, clinics) = (self.seed.to_string(), self.clinics.to_string());
+        let mut args = vec![
+            "synth",
+            "--out",
+            &self.out,
+            "--clinics",
+            &clinics,
+            "--seed",
+            &seed,
+        ];
+        args.extend(self.options.iter().map(String::as_str));
+        mbc(cwd, &args)
+    }
+
+    /// Runs `synth --json` in `cwd`; its summary (`clinics[i].csv_files`, counts, …).
+    #[track_caller]
+    pub fn summary(&self, cwd: &Path) -> serde_json::Value {
+        self.clone().flag("--json").run(cwd).ok().json()
+    }
+}
+
+/// `mbc-node init` of a node called `name` in `cwd/node_dir`, then the CSV import of the synth
+/// clinic `clinic` (see [`import_clinic_csv`]); returns the import's `--json` outcomes.
+#[track_caller]
+pub fn clinic_node(
+    cwd: &Path,
+    node_dir: &str,
+    name: &str,
+    clinic: &serde_json::Value,
+) -> serde_json::Value {
+    mbc(cwd, &["init", "--data-dir", node_dir, "--name", name]).ok();
+    import_clinic_csv(cwd, node_dir, clinic)
+}

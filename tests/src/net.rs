@@ -115,6 +115,21 @@ pub fn form(root: &Path, network_id: &str, clinics: usize) -> (NodeDir, Vec<Node
     (coord, members)
 }
 
+/// A network of `synth`'s clinics: the coordinator holds the first clinic's data and clinic i
+/// the (i + 1)-th's, imported from `root/data` (where `synth` writes in `root`). Returns the
+/// coordinator first, then the clinics; nothing is running yet.
+#[track_caller]
+pub fn network_with_data(root: &Path, network_id: &str, synth: &crate::Synth) -> Vec<NodeDir> {
+    let summary = synth.summary(root);
+    let clinics = summary["clinics"].as_array().unwrap();
+    let (coord, members) = form(root, network_id, clinics.len() - 1);
+    let nodes: Vec<NodeDir> = std::iter::once(coord).chain(members).collect();
+    for (node, clinic) in nodes.iter().zip(clinics) {
+        crate::import_clinic_csv(root, node.arg(), clinic);
+    }
+    nodes
+}
+
 /// Admits `clinic` through the CLI: join request, admit (publishing if the coordinator runs),
 /// join with the roster written by admit.
 pub fn admit(root: &Path, coord: &NodeDir, clinic: &NodeDir, network_id: &str) {

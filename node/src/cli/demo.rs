@@ -5,19 +5,22 @@
 //! HTML report.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use protocol::roster::JoinRequest;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{import_files, init_node_with, now, now_utc, open_node, rounds};
-use crate::config::{Config, NetworkConfig};
+use super::rounds;
+use crate::aggregate::{RoundStatus, RoundStep, StartRequest};
+use crate::config::NetworkConfig;
 use crate::ledger::{self, Policy};
+use crate::node::{self, Node};
 use crate::store::Clinic;
-use crate::{api, benchmark, daemon, import, network, synth};
+use crate::{api, benchmark, clock, daemon, import, membership, synth};
 
 /// Marks a directory as made by `demo`, so a later demo may replace it.
 const DEMO_MARKER: &str = ".mbc-demo";
@@ -67,44 +70,41 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-fn signer(dir: &Path) -> Result<protocol::keys::Signer> {
-    super::network::signer(dir, &Config::load(dir)?)
-}
-
 /// Forms the network: the first node creates it, every other node sends a join request, is
 /// admitted and joins with the roster it gets back.
 fn form(nodes: &[(PathBuf, String)]) -> Result<()> {
-    let stamp = || (now_utc().timestamp(), now());
+    let stamp = || (clock::now_utc().timestamp(), clock::now());
     let (coord_dir, coord_name) = &nodes[0];
-    let coord = signer(coord_dir)?;
-    let advertised =
-        |dir: &Path| -> Result<Vec<String>> { Ok(Config::load(dir)?.network.advertised()) };
-    let (_, mut store) = open_node(coord_dir)?;
+    let coord = Node::open(coord_dir)?;
+    let clinics = nodes[1..]
+        .iter()
+        .map(|(dir, name)| Ok((Node::open(dir)?, name)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut store = coord.store();
     let (t, n) = stamp();
-    network::create(
+    membership::create(
         store.conn_mut(),
-        &coord,
+        coord.signer(),
         NETWORK,
         coord_name,
-        advertised(coord_dir)?,
+        coord.config().network.advertised(),
         (t, &n),
     )?;
-    for (dir, name) in &nodes[1..] {
-        let me = signer(dir)?;
+    for (clinic, name) in &clinics {
         let (t, n) = stamp();
-        let request = JoinRequest::new(NETWORK, &me, name, advertised(dir)?, t)?;
-        let roster = network::admit(store.conn_mut(), &coord, &request, (t, &n))?;
-        let (_, mut clinic) = open_node(dir)?;
-        network::join(clinic.conn_mut(), &me.key(), &roster, None, &n)?;
+        let advertised = clinic.config().network.advertised();
+        let request = JoinRequest::new(NETWORK, clinic.signer(), name, advertised, t)?;
+        let roster = membership::admit(store.conn_mut(), coord.signer(), &request, (t, &n))?;
+        let me = clinic.signer().key();
+        membership::join(clinic.store().conn_mut(), &me, &roster, None, &n)?;
     }
     // Clinics admitted early would learn the final roster from their peers within seconds;
     // hand it to them now so that no connection is refused on the way.
-    let last = network::load(store.conn())?
+    let last = membership::load(store.conn())?
         .context("the network vanished")?
         .roster;
-    for (dir, _) in &nodes[1..] {
-        let (_, mut clinic) = open_node(dir)?;
-        network::accept(clinic.conn_mut(), &last, &now())?;
+    for (clinic, _) in &clinics {
+        membership::accept(clinic.store().conn_mut(), &last, &clock::now())?;
     }
     Ok(())
 }
@@ -155,9 +155,9 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
             clinic.name.clone()
         };
         let port = free_port()?;
-        init_node_with(
+        Node::init(
             &node,
-            Clinic {
+            &Clinic {
                 name: name.clone(),
                 country: Some("GB".into()),
                 service_type: None,
@@ -166,9 +166,10 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
                 listen: vec![format!("/ip4/127.0.0.1/tcp/{port}")],
                 ..NetworkConfig::default()
             },
+            &node::default_key_dir(&node),
         )?;
         let files: Vec<PathBuf> = clinic.csv_files.iter().map(|f| data.join(f)).collect();
-        let outcomes = import_files(&node, &files, import::Options::default())?;
+        let outcomes = Node::open(&node)?.import_files(&files, import::Options::default())?;
         let rows: u64 = outcomes.iter().map(|o| o.rows).sum();
         println!("   {name:<40} {rows:>7} rows  {}", node.display());
         nodes.push((node, name));
@@ -182,12 +183,13 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
         .build()
         .context("couldn't start the async runtime")?;
     let cancel = CancellationToken::new();
-    let tasks: Vec<_> = nodes
+    let handles = nodes
         .iter()
-        .map(|(node, _)| {
-            let (node, cancel) = (node.clone(), cancel.child_token());
-            runtime.spawn(async move { daemon::serve(&node, cancel, false).await })
-        })
+        .map(|(dir, _)| Ok(Arc::new(Node::open(dir)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let tasks: Vec<_> = handles
+        .into_iter()
+        .map(|node| runtime.spawn(daemon::serve(node, cancel.child_token(), false)))
         .collect();
     let result = run_round(&a, dir, &nodes);
     cancel.cancel();
@@ -209,8 +211,8 @@ fn run_round(a: &DemoArgs, dir: &Path, nodes: &[(PathBuf, String)]) -> Result<()
     let started = Instant::now();
     for (node, name) in nodes {
         until(&format!("{name} to connect to every peer"), || {
-            let s = api::call(node, "GET", "/v1/status", None).ok()?;
-            (s["peers_connected"].as_u64() == Some(n - 1)).then_some(())
+            let s: api::NodeStatus = api::get(node, "/v1/status").ok()?;
+            (s.peers_connected == Some(n - 1)).then_some(())
         })?;
     }
     println!(
@@ -223,25 +225,27 @@ fn run_round(a: &DemoArgs, dir: &Path, nodes: &[(PathBuf, String)]) -> Result<()
          ledger, adds its noise share and sends only a masked vector",
         a.rho
     );
-    let status = api::call(
-        coord,
-        "POST",
-        "/v1/rounds",
-        Some(&json!({"kind": "benchmark", "rho": a.rho, "domains": ["depression", "anxiety"]})),
-    )?;
-    let id = status["round_id"].as_str().unwrap_or_default().to_owned();
-    let status = rounds::wait(coord, &id, false)?;
-    if status["step"] != "done" {
+    let request = StartRequest {
+        kind: "benchmark".into(),
+        rho: a.rho,
+        threshold: None,
+        deadline_s: None,
+        dim: None,
+        plain: false,
+        domains: vec!["depression".into(), "anxiety".into()],
+    };
+    let status: RoundStatus = api::post(coord, "/v1/rounds", Some(&request))?;
+    let status = rounds::wait(coord, &status.round_id, false)?;
+    if status.step != RoundStep::Done {
         bail!(
             "the round aborted: {}",
-            status["error"].as_str().unwrap_or("unknown")
+            status.error.as_deref().unwrap_or("unknown")
         );
     }
-    let release_id = status["release_id"].as_str().unwrap_or_default().to_owned();
+    let release_id = status.release_id.clone().unwrap_or_default();
     for (node, name) in nodes {
         until(&format!("{name} to verify and keep the release"), || {
-            let (_, store) = open_node(node).ok()?;
-            benchmark::get(store.conn(), Some(&release_id))
+            benchmark::get(Node::open(node).ok()?.store().conn(), Some(&release_id))
                 .ok()
                 .flatten()
         })?;
@@ -249,10 +253,10 @@ fn run_round(a: &DemoArgs, dir: &Path, nodes: &[(PathBuf, String)]) -> Result<()
     println!(
         "6. Release {release_id} signed by the coordinator, verified and kept by all {n} nodes \
          (round took {:.2} s)",
-        status["elapsed_ms"].as_f64().unwrap_or(0.0) / 1000.0
+        status.elapsed_ms.unwrap_or(0) as f64 / 1000.0
     );
-    let (_, store) = open_node(coord)?;
-    let release = benchmark::get(store.conn(), Some(&release_id))?.context("release vanished")?;
+    let release = benchmark::get(Node::open(coord)?.store().conn(), Some(&release_id))?
+        .context("release vanished")?;
     print_summary(&release.document, nodes)?;
     let html = dir.join("benchmark.html");
     std::fs::write(&html, benchmark::html(&release))?;
@@ -305,9 +309,9 @@ fn print_summary(doc: &Value, nodes: &[(PathBuf, String)]) -> Result<()> {
     }
     println!("\n   Privacy budget per clinic (ρ-zCDP, this period):");
     for (node, name) in nodes {
-        let (config, store) = open_node(node)?;
-        let policy = Policy::from_config(&config.privacy)?;
-        let b = ledger::budget(store.conn(), &policy, now_utc())?;
+        let node = Node::open(node)?;
+        let policy = Policy::from_config(&node.config().privacy)?;
+        let b = ledger::budget(node.store().conn(), &policy, clock::now_utc())?;
         println!(
             "   {name:<40} spent ρ = {:.3} of {:.3} (ε = {:.2} at δ = {})",
             b.current.rho_spent, policy.rho_per_period, b.current.epsilon_spent, policy.delta

@@ -1,6 +1,7 @@
 //! `mbc-node network …` and `mbc-node run`: membership on the command line, and the daemon.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -8,10 +9,13 @@ use protocol::keys::Signer;
 use protocol::roster::{JoinRequest, SignedRoster};
 use serde_json::{Value, json};
 
-use super::{DataDir, now, now_utc, open_node};
+use super::DataDir;
+use crate::api::{self, EchoRequest, EchoStats, Published};
 use crate::config::Config;
 use crate::daemon::{self, LogFormat};
-use crate::{api, keystore, network};
+use crate::net::PeerInfo;
+use crate::node::Node;
+use crate::{clock, membership};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum NetworkCommand {
@@ -149,21 +153,19 @@ pub(super) fn run_cmd(a: RunArgs) -> Result<()> {
 }
 
 /// The node's signer (the key of its identity seed).
-pub(super) fn signer(dir: &Path, config: &Config) -> Result<Signer> {
-    let seed = keystore::read_key_file(&dir.join(&config.keys.identity_key_file))?;
-    Ok(keystore::signer(seed))
-}
-
 /// A coordinator's roster change (admit or remove): sign and store the next version, tell a
 /// running node to publish it. Returns the roster, the publish outcome and the signer.
 fn change_roster(
     dir: &Path,
     change: impl FnOnce(&mut rusqlite::Connection, &Signer, (i64, &str)) -> Result<SignedRoster>,
-) -> Result<(SignedRoster, String, Signer)> {
-    let (config, mut store) = open_node(dir)?;
-    let signer = signer(dir, &config)?;
-    let roster = change(store.conn_mut(), &signer, (now_utc().timestamp(), &now()))?;
-    Ok((roster, publish(dir), signer))
+) -> Result<(SignedRoster, String, Arc<Signer>)> {
+    let node = Node::open(dir)?;
+    let roster = change(
+        node.store().conn_mut(),
+        node.signer(),
+        (clock::now_utc().timestamp(), &clock::now()),
+    )?;
+    Ok((roster, publish(dir), node.signer().clone()))
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
@@ -200,14 +202,14 @@ fn roster_json(r: &SignedRoster) -> Value {
         .members
         .iter()
         .map(|m| {
-            json!({"peer_id": network::peer_id(&m.key).to_string(), "name": m.name,
+            json!({"peer_id": membership::peer_id(&m.key).to_string(), "name": m.name,
                    "role": m.role, "addrs": m.addrs})
         })
         .collect();
     json!({
         "network_id": r.roster.network_id,
         "version": r.roster.version,
-        "coordinator": network::peer_id(&r.roster.coordinator).to_string(),
+        "coordinator": membership::peer_id(&r.roster.coordinator).to_string(),
         "issued_at": r.roster.issued_at,
         "members": members,
     })
@@ -218,13 +220,13 @@ fn print_roster(r: &SignedRoster) {
         "network {} · roster version {} · coordinator {}",
         r.roster.network_id,
         r.roster.version,
-        network::peer_id(&r.roster.coordinator)
+        membership::peer_id(&r.roster.coordinator)
     );
     for m in &r.roster.members {
         println!(
             "  {:<11} {}  {}  {}",
             format!("{:?}", m.role).to_lowercase(),
-            network::peer_id(&m.key),
+            membership::peer_id(&m.key),
             m.name,
             m.addrs.join(" ")
         );
@@ -233,13 +235,11 @@ fn print_roster(r: &SignedRoster) {
 
 /// Tells a running daemon to adopt and gossip the newest stored roster.
 fn publish(dir: &Path) -> String {
-    match api::call(dir, "POST", "/v1/roster/publish", None) {
-        Ok(v) if v["published"].as_bool() == Some(true) => {
-            "published to the network by the running node".into()
-        }
-        Ok(v) => format!(
+    match api::post::<Published>(dir, "/v1/roster/publish", None::<&()>) {
+        Ok(p) if p.published => "published to the network by the running node".into(),
+        Ok(p) => format!(
             "adopted by the running node; gossip not sent yet ({}); peers pull it on connect",
-            v["note"].as_str().unwrap_or("no peers")
+            p.note.as_deref().unwrap_or("no peers")
         ),
         Err(_) => "the node is not running; it publishes the roster when started".into(),
     }
@@ -253,16 +253,16 @@ pub(super) fn network_cmd(command: NetworkCommand) -> Result<()> {
             json,
         } => {
             let dir = &dir.data_dir;
-            let (config, mut store) = open_node(dir)?;
-            let signer = signer(dir, &config)?;
-            let addrs = advertised(&config, Vec::new())?;
-            let roster = network::create(
-                store.conn_mut(),
-                &signer,
+            let node = Node::open(dir)?;
+            let config = node.config();
+            let addrs = advertised(config, Vec::new())?;
+            let roster = membership::create(
+                node.store().conn_mut(),
+                node.signer(),
                 &network_id,
                 &config.clinic.name,
                 addrs,
-                (now_utc().timestamp(), &now()),
+                (clock::now_utc().timestamp(), &clock::now()),
             )?;
             if json {
                 println!("{}", roster_json(&roster));
@@ -282,9 +282,9 @@ pub(super) fn network_cmd(command: NetworkCommand) -> Result<()> {
             out,
         } => {
             let dir = &dir.data_dir;
-            let config = Config::load(dir)?;
-            let signer = signer(dir, &config)?;
-            let addrs = advertised(&config, addrs)?;
+            let node = Node::open(dir)?;
+            let (config, signer) = (node.config(), node.signer());
+            let addrs = advertised(config, addrs)?;
             if addrs.is_empty() {
                 bail!(
                     "no address other clinics can dial: set [network] advertise in config.toml or pass --addr /ip4/…/tcp/PORT"
@@ -292,17 +292,17 @@ pub(super) fn network_cmd(command: NetworkCommand) -> Result<()> {
             }
             let request = JoinRequest::new(
                 &network_id,
-                &signer,
+                signer,
                 &config.clinic.name,
                 addrs,
-                now_utc().timestamp(),
+                clock::now_utc().timestamp(),
             )?;
             write_json(&out, &request)?;
             println!(
                 "wrote {} for {} (peer id {}); send it to the coordinator",
                 out.display(),
                 config.clinic.name,
-                network::peer_id(&signer.key())
+                membership::peer_id(&signer.key())
             );
         }
         NetworkCommand::Admit {
@@ -314,7 +314,7 @@ pub(super) fn network_cmd(command: NetworkCommand) -> Result<()> {
             let dir = &dir.data_dir;
             let req: JoinRequest = read_json(&request, "join request")?;
             let (roster, published, signer) = change_roster(dir, |conn, signer, now| {
-                network::admit(conn, signer, &req, now)
+                membership::admit(conn, signer, &req, now)
                     .with_context(|| format!("couldn't admit {}", request.display()))
             })?;
             if let Some(out) = &out {
@@ -329,7 +329,7 @@ pub(super) fn network_cmd(command: NetworkCommand) -> Result<()> {
                 println!(
                     "admitted {} ({}): roster version {}; {published}",
                     req.name,
-                    network::peer_id(&req.key),
+                    membership::peer_id(&req.key),
                     roster.roster.version
                 );
                 if let Some(out) = out {
@@ -337,14 +337,14 @@ pub(super) fn network_cmd(command: NetworkCommand) -> Result<()> {
                         "send {} to the clinic: mbc-node network join --roster {} --coordinator {}",
                         out.display(),
                         out.file_name().unwrap_or_default().to_string_lossy(),
-                        network::peer_id(&signer.key())
+                        membership::peer_id(&signer.key())
                     );
                 }
             }
         }
         NetworkCommand::Remove { dir, peer, json } => {
             let (roster, published, _) = change_roster(&dir.data_dir, |conn, signer, now| {
-                network::remove(conn, signer, &peer, now)
+                membership::remove(conn, signer, &peer, now)
             })?;
             if json {
                 println!(
@@ -364,22 +364,22 @@ pub(super) fn network_cmd(command: NetworkCommand) -> Result<()> {
             coordinator,
         } => {
             let dir = &dir.data_dir;
-            let (config, mut store) = open_node(dir)?;
-            let own = signer(dir, &config)?.key();
+            let node = Node::open(dir)?;
+            let own = node.signer().key();
             let signed: SignedRoster = read_json(&roster, "signed roster")?;
-            network::join(
-                store.conn_mut(),
+            membership::join(
+                node.store().conn_mut(),
                 &own,
                 &signed,
                 coordinator.as_deref(),
-                &now(),
+                &clock::now(),
             )
             .with_context(|| format!("couldn't join with {}", roster.display()))?;
             println!(
                 "joined network {:?} (roster version {}); coordinator {} is pinned",
                 signed.roster.network_id,
                 signed.roster.version,
-                network::peer_id(&signed.roster.coordinator)
+                membership::peer_id(&signed.roster.coordinator)
             );
             if coordinator.is_none() {
                 println!(
@@ -389,8 +389,8 @@ pub(super) fn network_cmd(command: NetworkCommand) -> Result<()> {
             println!("next: mbc-node run --data-dir {}", dir.display());
         }
         NetworkCommand::Roster { dir, out, json } => {
-            let (_, store) = open_node(&dir.data_dir)?;
-            let m = network::load(store.conn())?.context("this node is not in a network")?;
+            let m = membership::load(Node::open(&dir.data_dir)?.store().conn())?
+                .context("this node is not in a network")?;
             match out {
                 Some(out) => {
                     write_json(&out, &m.roster)?;
@@ -405,21 +405,23 @@ pub(super) fn network_cmd(command: NetworkCommand) -> Result<()> {
             }
         }
         NetworkCommand::Peers { dir, json } => {
-            let peers = api::call(&dir.data_dir, "GET", "/v1/peers", None)?;
+            let peers: Vec<PeerInfo> = api::get(&dir.data_dir, "/v1/peers")?;
             if json {
-                println!("{peers}");
+                println!("{}", serde_json::to_string(&peers)?);
             } else {
-                let list = peers.as_array().cloned().unwrap_or_default();
-                let up = list.iter().filter(|p| p["connected"] == true).count();
-                println!("{up} of {} roster members connected", list.len());
-                for p in list {
+                let up = peers.iter().filter(|p| p.connected).count();
+                println!("{up} of {} roster members connected", peers.len());
+                for p in peers {
                     println!(
                         "  {:<4} {:<11} {}  {}  {}",
-                        if p["connected"] == true { "up" } else { "down" },
-                        p["role"].as_str().unwrap_or(""),
-                        p["peer_id"].as_str().unwrap_or(""),
-                        p["name"].as_str().unwrap_or(""),
-                        p["address"].as_str().unwrap_or("")
+                        if p.connected { "up" } else { "down" },
+                        match p.role {
+                            protocol::roster::Role::Coordinator => "coordinator",
+                            protocol::roster::Role::Clinic => "clinic",
+                        },
+                        p.peer_id,
+                        p.name,
+                        p.address.as_deref().unwrap_or("")
                     );
                 }
             }
@@ -431,15 +433,18 @@ pub(super) fn network_cmd(command: NetworkCommand) -> Result<()> {
             size,
             json,
         } => {
-            let body = json!({"peer": peer, "count": count, "size": size});
-            let r = api::call(&dir.data_dir, "POST", "/v1/echo", Some(&body))?;
+            let request = EchoRequest {
+                peer: peer.clone(),
+                count,
+                size,
+            };
+            let r: EchoStats = api::post(&dir.data_dir, "/v1/echo", Some(&request))?;
             if json {
-                println!("{r}");
+                println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
                     "{count} signed round trips to {peer}: p50 {:.0} µs, p99 {:.0} µs",
-                    r["p50_us"].as_f64().unwrap_or(f64::NAN),
-                    r["p99_us"].as_f64().unwrap_or(f64::NAN)
+                    r.p50_us, r.p99_us
                 );
             }
         }

@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::{DataDir, open_node};
-use crate::aggregate::StartRequest;
+use super::DataDir;
+use crate::aggregate::{RoundStatus, RoundStep, StartRequest};
+use crate::node::Node;
 use crate::{api, benchmark};
 
 #[derive(Debug, Subcommand)]
@@ -115,8 +116,7 @@ pub(super) fn round_cmd(c: RoundCommand) -> Result<()> {
         RoundCommand::Start(a) => start(&a),
         RoundCommand::Status { dir, id, json } => {
             let path = format!("/v1/rounds/{}", id.as_deref().unwrap_or("latest"));
-            let status = api::call(&dir.data_dir, "GET", &path, None)?;
-            print_status(&status, json)
+            print_status(&api::get(&dir.data_dir, &path)?, json)
         }
     }
 }
@@ -132,13 +132,8 @@ fn start(a: &StartArgs) -> Result<()> {
         domains: a.domains.clone(),
     };
     let dir = &a.dir.data_dir;
-    let status = api::call(
-        dir,
-        "POST",
-        "/v1/rounds",
-        Some(&serde_json::to_value(&request)?),
-    )?;
-    let id = status["round_id"].as_str().unwrap_or_default().to_owned();
+    let status: RoundStatus = api::post(dir, "/v1/rounds", Some(&request))?;
+    let id = status.round_id.clone();
     if !a.wait {
         if a.json {
             println!("{}", serde_json::to_string_pretty(&status)?);
@@ -146,9 +141,9 @@ fn start(a: &StartArgs) -> Result<()> {
             println!(
                 "Round {id} ({}) started with {} invited clinics, threshold {}.\n\
                  Follow it with: mbc-node round status --data-dir {} {id}",
-                status["kind"].as_str().unwrap_or_default(),
-                status["participants"].as_array().map_or(0, Vec::len),
-                status["threshold"],
+                status.kind,
+                status.participants.len(),
+                status.threshold,
                 dir.display()
             );
         }
@@ -156,74 +151,75 @@ fn start(a: &StartArgs) -> Result<()> {
     }
     let status = wait(dir, &id, a.json)?;
     print_status(&status, a.json)?;
-    if status["step"] == "aborted" {
+    if status.step == RoundStep::Aborted {
         bail!(
             "round {id} aborted, nothing released: {}",
-            status["error"].as_str().unwrap_or("unknown")
+            status.error.as_deref().unwrap_or("unknown")
         );
     }
     Ok(())
 }
 
 /// Polls the round's status until it ends, printing each step change (unless `quiet`).
-pub(crate) fn wait(dir: &Path, id: &str, quiet: bool) -> Result<Value> {
+pub(crate) fn wait(dir: &Path, id: &str, quiet: bool) -> Result<RoundStatus> {
     let started = Instant::now();
-    let mut last = String::new();
+    let mut last = None;
     loop {
-        let status = api::call(dir, "GET", &format!("/v1/rounds/{id}"), None)?;
-        let step = status["step"].as_str().unwrap_or_default().to_owned();
-        if step != last && !quiet {
+        let status: RoundStatus = api::get(dir, &format!("/v1/rounds/{id}"))?;
+        if last != Some(status.step) && !quiet {
             eprintln!(
-                "  [{:>6.1} s] round {id}: {step}",
-                started.elapsed().as_secs_f64()
+                "  [{:>6.1} s] round {id}: {}",
+                started.elapsed().as_secs_f64(),
+                status.step
             );
         }
-        if step == "done" || step == "aborted" {
+        if status.finished() {
             return Ok(status);
         }
-        last = step;
+        last = Some(status.step);
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
-fn print_status(status: &Value, json: bool) -> Result<()> {
+fn print_status(status: &RoundStatus, json: bool) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(status)?);
         return Ok(());
     }
     println!(
         "Round {} ({}): {}{}\n  ρ = {}, threshold {}, vector length {}{}",
-        status["round_id"].as_str().unwrap_or_default(),
-        status["kind"].as_str().unwrap_or_default(),
-        status["step"].as_str().unwrap_or_default(),
-        status["elapsed_ms"]
-            .as_u64()
+        status.round_id,
+        status.kind,
+        status.step,
+        status
+            .elapsed_ms
             .map(|ms| format!(" in {:.2} s", ms as f64 / 1000.0))
             .unwrap_or_default(),
-        status["rho"],
-        status["threshold"],
-        status["dim"],
-        status["error"]
-            .as_str()
+        status.rho,
+        status.threshold,
+        status.dim,
+        status
+            .error
+            .as_deref()
             .map(|e| format!("\n  aborted: {e}"))
             .unwrap_or_default(),
     );
-    for p in status["participants"].as_array().into_iter().flatten() {
+    for p in &status.participants {
         println!(
             "  {:>3} {:<28} {:<9} {}",
-            p["index"],
-            p["name"].as_str().unwrap_or_default(),
-            p["reached"].as_str().unwrap_or_default(),
-            p["dropped"]
-                .as_str()
+            p.index,
+            p.name,
+            p.reached.to_string(),
+            p.dropped
+                .as_deref()
                 .map(|d| format!("dropped at {d}"))
                 .unwrap_or_default()
         );
     }
-    if let Some(r) = status["release_id"].as_str() {
+    if let Some(r) = &status.release_id {
         println!("  release {r} (mbc-node benchmark show {r})");
     }
-    if let Some(exact) = status["exact"].as_bool() {
+    if let Some(exact) = status.exact {
         println!("  decoded sum exact: {exact}");
     }
     Ok(())
@@ -233,8 +229,7 @@ fn print_status(status: &Value, json: bool) -> Result<()> {
 pub(super) fn benchmark_cmd(c: BenchmarkCommand) -> Result<()> {
     match c {
         BenchmarkCommand::List { dir, json } => {
-            let (_, store) = open_node(&dir.data_dir)?;
-            let list = benchmark::list(store.conn())?;
+            let list = benchmark::list(Node::open(&dir.data_dir)?.store().conn())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if list.is_empty() {
@@ -260,8 +255,7 @@ pub(super) fn benchmark_cmd(c: BenchmarkCommand) -> Result<()> {
             Ok(())
         }
         BenchmarkCommand::Show { dir, id, json } => {
-            let (_, store) = open_node(&dir.data_dir)?;
-            let s = find(store.conn(), id.as_deref())?;
+            let s = find(Node::open(&dir.data_dir)?.store().conn(), id.as_deref())?;
             if json {
                 println!(
                     "{}",
@@ -273,8 +267,7 @@ pub(super) fn benchmark_cmd(c: BenchmarkCommand) -> Result<()> {
             Ok(())
         }
         BenchmarkCommand::Export { dir, id, out } => {
-            let (_, store) = open_node(&dir.data_dir)?;
-            let s = find(store.conn(), Some(&id))?;
+            let s = find(Node::open(&dir.data_dir)?.store().conn(), Some(&id))?;
             let html = out
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"));

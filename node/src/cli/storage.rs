@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 
-use super::{DataDir, create_store_key, default_key_dir, open_node, store_key_path};
+use super::DataDir;
 use crate::config::{CONFIG_FILE, Config};
+use crate::node::{Node, create_store_key, default_key_dir, store_key_path};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum StoreCommand {
@@ -57,8 +58,11 @@ pub(super) fn store_cmd(c: StoreCommand) -> Result<()> {
 }
 
 fn query(dir: &Path, sql: &str) -> Result<()> {
-    let (_, store) = open_node(dir)?;
-    let conn = store.reader()?.context("the store has no file to read")?;
+    let node = Node::open(dir)?;
+    let conn = node
+        .store()
+        .reader()?
+        .context("the store has no file to read")?;
     conn.pragma_update(None, "query_only", true)?;
     let mut stmt = conn
         .prepare(sql)
@@ -92,7 +96,9 @@ pub(crate) fn encrypt(dir: &Path, key_dir: &Path) -> Result<PathBuf> {
             dir.display()
         );
     }
-    let (mut config, store) = open_node(dir)?;
+    let node = Node::open(dir)?;
+    let mut config = node.config().clone();
+    let store = node.store();
     if store.encrypted() {
         bail!("the store of {} is already encrypted", dir.display());
     }
@@ -122,6 +128,7 @@ pub(crate) fn encrypt(dir: &Path, key_dir: &Path) -> Result<PathBuf> {
         return Err(e.context("couldn't write the encrypted copy (nothing was changed)"));
     }
     drop(store);
+    drop(node);
     // Check the copy opens under its key before anything is replaced.
     crate::store::Store::open(&staged, Some(&key))
         .context("the encrypted copy does not open (nothing was changed)")?;
@@ -129,7 +136,7 @@ pub(crate) fn encrypt(dir: &Path, key_dir: &Path) -> Result<PathBuf> {
     let config_tmp = dir.join(format!("{CONFIG_FILE}.encrypting"));
     std::fs::write(&config_tmp, config.to_toml())?;
     // The two renames: the store, then the config that names its key. Between them the store
-    // is encrypted and the config does not say so; `open_node` then reports a missing key.
+    // is encrypted and the config does not say so; `Node::open` then reports a missing key.
     std::fs::rename(&staged, &path)?;
     for suffix in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(path.with_file_name(format!(

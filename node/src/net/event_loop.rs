@@ -8,6 +8,7 @@
 //! on.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -27,9 +28,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::now_ms;
 use super::{Behaviour, BehaviourEvent, Command, Event, InboundHandle, NetError, PeerInfo};
-use crate::network::peer_id;
+use crate::clock::now_ms;
+use crate::membership::peer_id;
 
 /// How often the loop checks for members to (re)dial.
 const TICK: Duration = Duration::from_millis(250);
@@ -70,16 +71,9 @@ struct Redial {
     due: Instant,
 }
 
-/// Test hook (debug builds only): every message this node seals (requests, responses, gossip)
-/// is appended, hex-encoded, one per line, to the file this variable names, so that the P1
-/// guard can search everything the node sent.
-pub const WIRE_TAP_ENV: &str = "MBC_NODE_TEST_WIRE_TAP";
-
+/// Appends `bytes` to the wire tap ([`crate::hooks::WIRE_TAP`]) when it is on.
 fn tap(bytes: &[u8]) {
-    if !cfg!(debug_assertions) {
-        return;
-    }
-    if let Some(path) = std::env::var_os(WIRE_TAP_ENV) {
+    if let Some(path) = crate::hooks::wire_tap() {
         use std::io::Write;
         let line = format!("{}\n", hex::encode(bytes));
         let written = std::fs::OpenOptions::new()
@@ -89,8 +83,9 @@ fn tap(bytes: &[u8]) {
             .and_then(|mut f| f.write_all(line.as_bytes()));
         if let Err(e) = written {
             warn!(
-                "{WIRE_TAP_ENV}: couldn't append to {}: {e}",
-                path.to_string_lossy()
+                "{}: couldn't append to {}: {e}",
+                crate::hooks::WIRE_TAP,
+                path.display()
             );
         }
     }
@@ -99,7 +94,7 @@ fn tap(bytes: &[u8]) {
 /// Owns the swarm; see the module docs.
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
-    signer: Signer,
+    signer: Arc<Signer>,
     network_id: String,
     roster: SignedRoster,
     members: HashMap<PeerId, Member>,
@@ -177,7 +172,7 @@ fn backoff(attempts: u32) -> Duration {
 impl EventLoop {
     pub(super) fn new(
         mut swarm: Swarm<Behaviour>,
-        signer: Signer,
+        signer: Arc<Signer>,
         roster: SignedRoster,
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<Event>,

@@ -8,21 +8,26 @@ use protocol::secagg::{Aggregator, Confirmation, EncryptedShare};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
+use std::path::PathBuf;
+
+use protocol::keys::Signer;
+
 use super::*;
+use crate::node::Node;
 use crate::store::Clinic;
 
 const NET: &str = "net";
 
 /// A node with one small synthetic clinic, coordinator of a network with three other members
 /// (their signers are returned, for the simulated participants).
-struct Node {
+struct TestNode {
     dir: PathBuf,
     signer: Arc<Signer>,
     members: Vec<Signer>,
     _tmp: tempfile::TempDir,
 }
 
-fn node() -> Node {
+fn node() -> TestNode {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let summary = crate::synth::generate_to_dir(
@@ -41,33 +46,39 @@ fn node() -> Node {
         country: None,
         service_type: None,
     };
-    cli::init_node(&dir, clinic).unwrap();
+    Node::init(
+        &dir,
+        &clinic,
+        Default::default(),
+        &crate::node::default_key_dir(&dir),
+    )
+    .unwrap();
+    let opened = Node::open(&dir).unwrap();
     let files: Vec<_> = summary.clinics[0]
         .csv_files
         .iter()
         .map(|f| data.join(f))
         .collect();
-    cli::import_files(&dir, &files, Default::default()).unwrap();
-    let config = Config::load(&dir).unwrap();
-    let seed = crate::keystore::read_key_file(&dir.join(&config.keys.identity_key_file)).unwrap();
-    let signer = crate::keystore::signer(seed);
-    let (_, mut store) = cli::open_node(&dir).unwrap();
-    network::create(store.conn_mut(), &signer, NET, "Test", vec![], (0, "t")).unwrap();
+    opened.import_files(&files, Default::default()).unwrap();
+    let signer = opened.signer().clone();
+    let mut store = opened.store();
+    membership::create(store.conn_mut(), &signer, NET, "Test", vec![], (0, "t")).unwrap();
     let members: Vec<Signer> = (1..=3).map(|i| Signer::from_seed(&[i; 32])).collect();
     for (i, m) in members.iter().enumerate() {
         let request =
             protocol::roster::JoinRequest::new(NET, m, &format!("Clinic {i}"), vec![], 1).unwrap();
-        network::admit(store.conn_mut(), &signer, &request, (1, "t")).unwrap();
+        membership::admit(store.conn_mut(), &signer, &request, (1, "t")).unwrap();
     }
+    drop(store);
     // Back-to-back rounds in these tests.
     set_privacy(
         &dir,
         "min_round_interval_hours = 24.0",
         "min_round_interval_hours = 0.0",
     );
-    Node {
+    TestNode {
         dir,
-        signer: Arc::new(signer),
+        signer,
         members,
         _tmp: tmp,
     }
@@ -81,20 +92,24 @@ fn set_privacy(dir: &std::path::Path, from: &str, to: &str) {
     std::fs::write(&path, text.replace(from, to)).unwrap();
 }
 
-impl Node {
+impl TestNode {
+    /// The node's side of rounds, on the node opened afresh (so with the config as it is now).
     fn participation(&self) -> Arc<Participation> {
         Arc::new(Participation::new(
-            self.dir.clone(),
-            self.signer.clone(),
+            Arc::new(self.open()),
             NET.into(),
             self.signer.key(),
         ))
     }
 
+    fn open(&self) -> Node {
+        Node::open(&self.dir).unwrap()
+    }
+
     /// A benchmark round of this node and the three members, t = 3.
     fn spec(&self, round_id: u64) -> RoundSpec {
-        let (_, store) = cli::open_node(&self.dir).unwrap();
-        let layout = release::benchmark_layout(&store, &Config::load(&self.dir).unwrap()).unwrap();
+        let node = self.open();
+        let layout = release::benchmark_layout(&node.store(), node.config()).unwrap();
         RoundSpec {
             network_id: NET.into(),
             round_id,
@@ -105,15 +120,14 @@ impl Node {
                 .chain(self.members.iter().map(Signer::key))
                 .collect(),
             aggregator: self.signer.key(),
-            issued_at_ms: crate::net::now_ms(),
+            issued_at_ms: crate::clock::now_ms(),
             step_deadline_ms: 10_000,
         }
     }
 
     /// Every ledger row: (status, ρ).
     fn ledger(&self) -> Vec<(String, f64)> {
-        let (_, store) = cli::open_node(&self.dir).unwrap();
-        ledger::entries(store.conn())
+        ledger::entries(self.open().store().conn())
             .unwrap()
             .into_iter()
             .map(|e| (e.status, e.rho))
@@ -121,9 +135,9 @@ impl Node {
     }
 
     fn spent(&self) -> f64 {
-        let (config, store) = cli::open_node(&self.dir).unwrap();
-        let policy = Policy::from_config(&config.privacy).unwrap();
-        ledger::budget(store.conn(), &policy, cli::now_utc())
+        let node = self.open();
+        let policy = Policy::from_config(&node.config().privacy).unwrap();
+        ledger::budget(node.store().conn(), &policy, clock::now_utc())
             .unwrap()
             .current
             .rho_spent
@@ -147,7 +161,7 @@ fn declined(r: &RoundResponse, why: &str) {
 /// answer to the survivor list (`Confirmed` or `Declined`) and, if it confirmed, its answer
 /// to the unmask request.
 async fn play(
-    node: &Node,
+    node: &TestNode,
     p: &Arc<Participation>,
     spec: &SignedRoundSpec,
     drop: &[usize],
@@ -322,6 +336,7 @@ async fn small_rounds_and_low_thresholds_are_declined_by_policy() {
         "min_threshold = \"2/3\"",
         "min_threshold = \"1/1\"",
     );
+    let p = node.participation(); // The daemon restarted with the new config.
     declined(
         &ask(&p, RoundRequest::Announce(node.spec(4).sign(&node.signer))).await,
         "requires at least 4",
@@ -387,6 +402,7 @@ async fn a_round_differing_by_one_contributor_is_refused_when_asked() {
         "min_contributor_change = 2",
         "min_contributor_change = 0",
     );
+    let p = node.participation(); // The daemon restarted with the new config.
     let (fourth, _) = play(&node, &p, &node.spec(24).sign(&node.signer), &[1]).await;
     assert!(matches!(fourth, RoundResponse::Confirmed(_)), "{fourth:?}");
 }
@@ -406,7 +422,8 @@ async fn a_contribution_that_never_left_is_refunded_at_expiry() {
     ));
     assert!((node.spent() - 0.25).abs() < 1e-9);
     {
-        let (_, store) = cli::open_node(&node.dir).unwrap();
+        let opened = node.open();
+        let store = opened.store();
         assert!(refund_expired(store.conn(), expires).unwrap().is_empty());
         assert_eq!(
             refund_expired(store.conn(), expires + 1).unwrap(),
@@ -422,9 +439,11 @@ async fn a_contribution_that_never_left_is_refunded_at_expiry() {
     assert_eq!(node.ledger(), [("aborted".to_string(), 0.25)]);
     assert!(node.spent().abs() < 1e-12, "refunded ρ still counted");
     // The refunded vector cannot leave: the shares step finds its charge gone.
-    let (_, store) = cli::open_node(&node.dir).unwrap();
-    let id = ledger::entries(store.conn()).unwrap()[0].release_id.clone();
-    assert!(ledger::mark_sent(store.conn(), &id, cli::now_utc()).is_err());
+    let opened = node.open();
+    let id = ledger::entries(opened.store().conn()).unwrap()[0]
+        .release_id
+        .clone();
+    assert!(ledger::mark_sent(opened.store().conn(), &id, clock::now_utc()).is_err());
     // Re-announced, it is not charged again.
     declined(
         &ask(&node.participation(), RoundRequest::Announce(spec)).await,
@@ -435,7 +454,7 @@ async fn a_contribution_that_never_left_is_refunded_at_expiry() {
     let (answer, _) = play(&node, &p, &sent, &[2]).await;
     declined(&answer, "survived");
     assert!(
-        refund_expired(store.conn(), u64::MAX / 2)
+        refund_expired(opened.store().conn(), u64::MAX / 2)
             .unwrap()
             .is_empty()
     );
@@ -491,6 +510,7 @@ async fn round_caps_are_enforced() {
         "max_rounds_per_period = 12",
         "max_rounds_per_period = 1",
     );
+    let p = node.participation(); // The daemon restarted with the new config.
     declined(
         &ask(&p, RoundRequest::Announce(node.spec(53).sign(&node.signer))).await,
         "max_rounds_per_period",

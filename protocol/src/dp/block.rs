@@ -15,7 +15,7 @@ pub enum BlockKind {
     /// Sums of products xxᵀ (upper triangle), xy and y² of clipped features x and target y.
     SumOfProducts,
     /// A function of the whole dataset (e.g. ANOVA sums) with an analytically declared
-    /// per-episode change bound; set once with [`Encoder::set_aggregate`].
+    /// per-episode change bound; set once with [`super::Encoder::set_aggregate`].
     Aggregate,
 }
 
@@ -164,7 +164,7 @@ impl Block {
         self.groups * self.width()
     }
 
-    /// Whether the block has no entries (never, for a block in a [`Layout`]).
+    /// Whether the block has no entries (never, for a block in a [`super::Layout`]).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

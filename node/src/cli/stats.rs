@@ -1,0 +1,182 @@
+//! Commands of the effectiveness engine: `stats` and `report`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use super::DataDir;
+use crate::node::{Node, Reference};
+use crate::stats::output::Filter;
+use crate::stats::{Derived, Overrides};
+use crate::{clock, report};
+
+/// Overrides of `[stats]` in config.toml.
+#[derive(Debug, Args)]
+pub(super) struct EngineArgs {
+    /// Labelling rule (default from config: eb-interval)
+    #[arg(long, value_parser = ["eb-interval", "kraus"])]
+    rule: Option<String>,
+    /// Patients needed to show a therapist × domain statistic (default from config: 10)
+    #[arg(long)]
+    min_show: Option<u64>,
+    /// Patients needed to label it (default from config: 30)
+    #[arg(long)]
+    min_classify: Option<u64>,
+    /// Turn off the NHS TT "other measure" clause for reliable improvement / deterioration
+    #[arg(long)]
+    no_other_measure_clause: bool,
+}
+
+/// Which benchmark local track records are measured against.
+#[derive(Debug, Args)]
+pub(super) struct ReferenceArgs {
+    /// Use this network benchmark release as the reference (default: the latest one kept)
+    #[arg(long, value_name = "ID", conflicts_with = "local_reference")]
+    release: Option<String>,
+    /// Use the clinic's own data as the reference even when a network release is kept
+    #[arg(long)]
+    local_reference: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct StatsArgs {
+    #[command(flatten)]
+    dir: DataDir,
+    /// Only this domain (e.g. depression)
+    #[arg(long)]
+    domain: Option<String>,
+    /// Only this therapist: the clinic's own staff id, or the first digits of the pseudonym
+    #[arg(long)]
+    therapist: Option<String>,
+    #[command(flatten)]
+    engine: EngineArgs,
+    #[command(flatten)]
+    reference: ReferenceArgs,
+    /// Print JSON instead of a table
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// Print CSV (one row per therapist × domain) instead of a table
+    #[arg(long)]
+    csv: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct ReportArgs {
+    #[command(flatten)]
+    dir: DataDir,
+    /// The HTML file to write
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Write only this therapist's own report card (staff id or pseudonym prefix)
+    #[arg(long)]
+    therapist: Option<String>,
+    #[command(flatten)]
+    engine: EngineArgs,
+    #[command(flatten)]
+    reference: ReferenceArgs,
+}
+
+/// The pseudonyms `who` may mean: the pseudonym of a local staff id, or stored pseudonyms
+/// starting with `who` (at least 6 hex digits).
+fn resolve_therapist(node: &Node, derived: &Derived, who: &str) -> Result<Vec<String>> {
+    let own = node
+        .pseudonymiser()
+        .pseudonym(protocol::pseudonym::IdKind::Therapist, who);
+    if derived.therapists.contains(&own) {
+        return Ok(vec![own]);
+    }
+    let prefix = who.trim().to_ascii_lowercase();
+    let matches: Vec<String> = if prefix.len() >= 6 && prefix.chars().all(|c| c.is_ascii_hexdigit())
+    {
+        derived
+            .therapists
+            .iter()
+            .filter(|p| p.starts_with(&prefix))
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    match matches.len() {
+        0 => bail!(
+            "no therapist {who:?} in this store (give the clinic's staff id or at least 6 digits of the pseudonym)"
+        ),
+        1 => Ok(matches),
+        n => bail!("{n} therapists' pseudonyms start with {prefix:?}; give more digits"),
+    }
+}
+
+/// `stats`.
+pub(super) fn stats(a: StatsArgs) -> Result<()> {
+    let node = Node::open(&a.dir.data_dir)?;
+    let derived = node.derive(&a.engine.overrides(), &a.reference.reference())?;
+    if let Some(d) = &a.domain
+        && !derived.domains.iter().any(|x| x.id == *d)
+    {
+        let known: Vec<&str> = derived.domains.iter().map(|x| x.id.as_str()).collect();
+        bail!("unknown domain {d:?} (known: {})", known.join(", "));
+    }
+    let therapists = a
+        .therapist
+        .as_deref()
+        .map(|t| resolve_therapist(&node, &derived, t))
+        .transpose()?;
+    let filter = Filter {
+        domain: a.domain.clone(),
+        therapists,
+    };
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&derived.to_json(&filter))?
+        );
+    } else if a.csv {
+        print!("{}", derived.to_csv(&filter)?);
+    } else {
+        print!("{}", derived.to_text(&filter));
+    }
+    Ok(())
+}
+
+/// `report`.
+pub(super) fn report(a: ReportArgs) -> Result<()> {
+    let node = Node::open(&a.dir.data_dir)?;
+    let derived = node.derive(&a.engine.overrides(), &a.reference.reference())?;
+    let only = a
+        .therapist
+        .as_deref()
+        .map(|t| resolve_therapist(&node, &derived, t))
+        .transpose()?;
+    let html = report::html(
+        &derived,
+        only.as_ref().and_then(|v| v.first()).map(String::as_str),
+        &clock::now(),
+    );
+    std::fs::write(&a.out, html).with_context(|| format!("couldn't write {}", a.out.display()))?;
+    println!("wrote {}", a.out.display());
+    Ok(())
+}
+
+impl EngineArgs {
+    /// The overrides of `[stats]` these flags give.
+    pub(super) fn overrides(&self) -> Overrides {
+        Overrides {
+            rule: self.rule.clone(),
+            min_show: self.min_show,
+            min_classify: self.min_classify,
+            no_other_measure_clause: self.no_other_measure_clause,
+        }
+    }
+}
+
+impl ReferenceArgs {
+    /// The reference these flags select.
+    fn reference(&self) -> Reference {
+        match (&self.release, self.local_reference) {
+            (_, true) => Reference::Local,
+            (Some(id), false) => Reference::Release(id.clone()),
+            (None, false) => Reference::Latest,
+        }
+    }
+}
