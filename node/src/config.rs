@@ -228,7 +228,7 @@ impl PrivacyConfig {
 #[serde(deny_unknown_fields)]
 pub struct StatsConfig {
     /// "eb-interval" (default: the 95 % empirical-Bayes interval excludes 0) or "kraus" (the
-    /// mean residual is beyond the instrument's reliable change).
+    /// average patient's risk-adjusted change is beyond the instrument's reliable change).
     #[serde(default = "default_rule")]
     pub rule: String,
     /// Patients needed to show a therapist × domain statistic. Default 10.
@@ -246,6 +246,18 @@ pub struct StatsConfig {
     /// Ridge penalty of the risk model (not applied to the intercept). Default 1e-6.
     #[serde(default = "default_ridge")]
     pub ridge: f64,
+    /// Clinical margin of the eb-interval rule, in points: a therapist is labelled only when
+    /// the whole 95 % interval lies beyond ± this. Default 0 (none).
+    #[serde(default)]
+    pub clinical_margin: f64,
+    /// National figures shown beside the clinic's NHS TT rates: "auto" (England's, for a
+    /// clinic whose country is GB; none otherwise), "england" or "none". Default "auto".
+    #[serde(default = "default_national")]
+    pub national_figures: String,
+}
+
+fn default_national() -> String {
+    "auto".into()
 }
 
 fn default_rule() -> String {
@@ -276,6 +288,8 @@ impl Default for StatsConfig {
             other_measure_clause: true,
             paired_instruments: default_paired(),
             ridge: default_ridge(),
+            clinical_margin: 0.0,
+            national_figures: default_national(),
         }
     }
 }
@@ -419,7 +433,13 @@ impl Config {
              other_measure_clause = {}\n\
              paired_instruments = {}\n\
              # Ridge penalty of the risk model.\n\
-             ridge = {}\n\n\
+             ridge = {}\n\
+             # Clinical margin (points): label a therapist only when the 95 % interval clears\n\
+             # ± this (eb-interval rule; large caseloads otherwise label tiny effects). 0 = none.\n\
+             clinical_margin = {}\n\
+             # National comparison beside the NHS TT rates: \"auto\" (England's NHS Talking\n\
+             # Therapies figures when country = \"GB\"), \"england\" or \"none\".\n\
+             national_figures = {}\n\n\
              [privacy]\n\
              # zero-concentrated DP budget: ρ this clinic may spend per period, and at most per\n\
              # release. Every release is charged to the ledger before it leaves (mbc-node budget).\n\
@@ -470,6 +490,8 @@ impl Config {
             self.stats.other_measure_clause,
             toml_strings(&self.stats.paired_instruments),
             toml::Value::Float(self.stats.ridge),
+            toml::Value::Float(self.stats.clinical_margin),
+            toml_string(&self.stats.national_figures),
             toml::Value::Float(self.privacy.rho_per_period),
             toml_string(&self.privacy.period),
             toml::Value::Float(self.privacy.max_rho_per_release),
@@ -540,6 +562,8 @@ mod tests {
             other_measure_clause: false,
             paired_instruments: vec!["PHQ-9".into(), "CORE-10".into()],
             ridge: 0.5,
+            clinical_margin: 1.5,
+            national_figures: "none".into(),
         };
         let back = Config::parse(&c.to_toml()).unwrap().stats;
         assert_eq!(back.rule, "kraus");
@@ -547,6 +571,8 @@ mod tests {
         assert!(!back.other_measure_clause);
         assert_eq!(back.paired_instruments, ["PHQ-9", "CORE-10"]);
         assert_eq!(back.ridge, 0.5);
+        assert_eq!(back.clinical_margin, 1.5);
+        assert_eq!(back.national_figures, "none");
         let defaults = Config::parse(&Config::new("x".into(), None, None).to_toml())
             .unwrap()
             .stats;

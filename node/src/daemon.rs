@@ -5,6 +5,7 @@
 //! application requests. Stops cleanly on SIGTERM or ctrl-c: cancellation first in every
 //! loop, bounded waits for the tasks, `api.addr` removed.
 
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -91,9 +92,47 @@ async fn stop_on_signal(cancel: CancellationToken) {
     cancel.cancel();
 }
 
+/// The file a running daemon holds locked (and names its pid in) for its whole life.
+pub const LOCK_FILE: &str = "daemon.lock";
+
+/// Takes the data directory's daemon lock: one daemon per data directory. The lock is held
+/// while the returned file is open and released by the OS when the process ends, however it
+/// ends; a second daemon is refused with the first one's pid.
+pub fn lock(dir: &Path) -> Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("couldn't open {}", path.display()))?;
+    if let Err(e) = file.try_lock() {
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        return Err(match e {
+            std::fs::TryLockError::WouldBlock => anyhow::anyhow!(
+                "another `mbc-node run` (pid {}) is serving {}; stop it first (one daemon per \
+                 data directory)",
+                pid.trim(),
+                dir.display()
+            ),
+            std::fs::TryLockError::Error(e) => {
+                anyhow::Error::new(e).context(format!("couldn't lock {}", path.display()))
+            }
+        });
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    write!(file, "{}", std::process::id())?;
+    Ok(file)
+}
+
 /// Serves `node` until `cancel` fires; with `announce`, prints the ready line on stdout.
 pub async fn serve(node: Arc<Node>, cancel: CancellationToken, announce: bool) -> Result<()> {
     let data_dir = node.dir();
+    let _lock = lock(data_dir)?;
     let config = node.config();
     let membership = membership::load(node.store().conn())?.with_context(|| {
         format!(
@@ -182,17 +221,21 @@ pub async fn serve(node: Arc<Node>, cancel: CancellationToken, announce: bool) -
             event = events.recv() => match event {
                 Some(Event::Listening(address)) if !ready => {
                     ready = true;
-                    if announce { println!(
-                        "{}",
-                        json!({
+                    if announce {
+                        let line = json!({
                             "event": "ready",
                             "peer_id": peer_id.to_string(),
                             "listen": [address.to_string()],
                             "api": api_addr.to_string(),
                             "network_id": membership.network_id,
                             "roster_version": roster_version,
-                        })
-                    ); }
+                        });
+                        // Nobody reading the ready line (stdout closed) is no reason to stop.
+                        let mut out = std::io::stdout().lock();
+                        if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+                            warn!("couldn't print the ready line on stdout ({e}); running anyway");
+                        }
+                    }
                     info!(%peer_id, api = %api_addr, network = %membership.network_id, "node running");
                 }
                 Some(event) => on_event(&node, &client, &participation, coordinator, event).await,

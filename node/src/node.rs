@@ -238,7 +238,12 @@ impl Node {
             }
             settings.reference = release.as_ref().map(benchmark::reference);
         }
-        stats::derive(&mut store, settings, &clock::now())
+        let stats_config = overrides.apply(&self.config.stats);
+        let country = self.config.clinic.country.as_deref();
+        let national = stats::national_figures(&stats_config, country)?;
+        let mut derived = stats::derive(&mut store, settings, &clock::now())?;
+        derived.national = national;
+        Ok(derived)
     }
 }
 

@@ -66,8 +66,8 @@ pub fn html(d: &Derived, only: Option<&str>, now: &str) -> String {
         "<p>{} episodes; {} finished courses.</p>",
         d.episodes, d.analysis.clinic_rates.finished
     );
-    rates_table(&mut h, &d.analysis.clinic_rates, true);
-    h.push_str(&rates_svg(&d.analysis.clinic_rates));
+    rates_table(&mut h, &d.analysis.clinic_rates, d.national);
+    h.push_str(&rates_svg(&d.analysis.clinic_rates, d.national));
     if only.is_none() {
         for dr in &d.analysis.domains {
             let dom = &d.domains[dr.domain];
@@ -173,7 +173,11 @@ fn rates_table(h: &mut String, r: &Rates, national: bool) {
     let _ = write!(
         h,
         "<table><tr><th>NHS Talking Therapies measure</th><th>rate</th><th>95 % interval</th><th>of</th>{}</tr>",
-        if national { "<th>national</th>" } else { "" }
+        if national {
+            "<th>England, NHS Talking Therapies</th>"
+        } else {
+            ""
+        }
     );
     let rows = rate_rows(r);
     for (i, (name, k, n)) in rows.into_iter().enumerate() {
@@ -203,8 +207,9 @@ fn rates_table(h: &mut String, r: &Rates, national: bool) {
     h.push_str("</table>");
 }
 
-/// Bars with Wilson intervals for the clinic's rates, ticks at the national figures.
-fn rates_svg(r: &Rates) -> String {
+/// Bars with Wilson intervals for the clinic's rates, with ticks at England's figures when
+/// `national`.
+fn rates_svg(r: &Rates, national: bool) -> String {
     let rows = rate_rows(r);
     let (left, width, row) = (170.0, 420.0, 26.0);
     let height = row * rows.len() as f64 + 30.0;
@@ -238,10 +243,13 @@ fn rates_svg(r: &Rates) -> String {
                 y + 9.0
             );
         }
+        if !national {
+            continue;
+        }
         let nat = NATIONAL[i].1;
         let _ = write!(
             s,
-            "<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{}\" y2=\"{}\" stroke=\"#d6604d\" stroke-width=\"2\"><title>national {}</title></line>",
+            "<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{}\" y2=\"{}\" stroke=\"#d6604d\" stroke-width=\"2\"><title>England, NHS Talking Therapies: {}</title></line>",
             x(nat),
             x(nat),
             y,
@@ -259,7 +267,11 @@ fn rates_svg(r: &Rates) -> String {
             tick * 100.0
         );
     }
-    s.push_str("</svg><p class=\"note\">Bars: clinic rate with 95 % Wilson interval; red ticks: national figures.</p>");
+    s.push_str(if national {
+        "</svg><p class=\"note\">Bars: clinic rate with 95 % Wilson interval; red ticks: England's NHS Talking Therapies figures.</p>"
+    } else {
+        "</svg><p class=\"note\">Bars: clinic rate with 95 % Wilson interval. No national figures are shown: England's NHS Talking Therapies figures apply to clinics in GB ([stats] national_figures in config.toml).</p>"
+    });
     s
 }
 

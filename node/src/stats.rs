@@ -29,6 +29,8 @@ pub struct Overrides {
     pub min_classify: Option<u64>,
     /// Turn off the NHS TT "other measure" clause.
     pub no_other_measure_clause: bool,
+    /// Clinical margin.
+    pub clinical_margin: Option<f64>,
 }
 
 impl Overrides {
@@ -41,6 +43,7 @@ impl Overrides {
         sc.min_n_show = self.min_show.unwrap_or(sc.min_n_show);
         sc.min_n_classify = self.min_classify.unwrap_or(sc.min_n_classify);
         sc.other_measure_clause &= !self.no_other_measure_clause;
+        sc.clinical_margin = self.clinical_margin.unwrap_or(sc.clinical_margin);
         sc
     }
 }
@@ -52,6 +55,12 @@ pub fn settings(config: &StatsConfig, instruments: &[Instrument]) -> Result<Sett
         "kraus" => Rule::Kraus,
         other => bail!("[stats] rule must be \"eb-interval\" or \"kraus\", not {other:?}"),
     };
+    if !(config.clinical_margin.is_finite() && config.clinical_margin >= 0.0) {
+        bail!(
+            "[stats] clinical_margin must be 0 or more points, not {}",
+            config.clinical_margin
+        );
+    }
     if config.min_n_show > config.min_n_classify {
         bail!(
             "[stats] min_n_show ({}) is above min_n_classify ({})",
@@ -80,6 +89,7 @@ pub fn settings(config: &StatsConfig, instruments: &[Instrument]) -> Result<Sett
             show: config.min_n_show,
             classify: config.min_n_classify,
         },
+        margin: config.clinical_margin,
         ridge: config.ridge,
         paired,
         reference: None,
@@ -109,6 +119,22 @@ pub struct Derived {
     pub patients: Vec<i64>,
     /// The loaded episodes, in analysis order.
     pub data: Vec<EpisodeData>,
+    /// Whether England's NHS Talking Therapies figures are shown beside the clinic's rates
+    /// ([`national_figures`]).
+    pub national: bool,
+}
+
+/// Whether England's national NHS TT figures apply to a clinic in `country` under
+/// `[stats] national_figures`.
+pub fn national_figures(config: &StatsConfig, country: Option<&str>) -> Result<bool> {
+    match config.national_figures.as_str() {
+        "auto" => Ok(country.is_some_and(|c| c.eq_ignore_ascii_case("GB"))),
+        "england" => Ok(true),
+        "none" => Ok(false),
+        other => bail!(
+            "[stats] national_figures must be \"auto\", \"england\" or \"none\", not {other:?}"
+        ),
+    }
 }
 
 /// Loads, analyses and stores. `now` is the derivation time.
@@ -136,6 +162,7 @@ pub fn derive(store: &mut Store, settings: Settings, now: &str) -> Result<Derive
         now,
     )?;
     Ok(Derived {
+        national: false,
         clinic,
         instruments,
         domains,

@@ -118,6 +118,8 @@ pub struct Settings {
     pub rule: Rule,
     /// Display / classification minimums.
     pub minimums: Minimums,
+    /// Clinical margin of the eb-interval rule, in points of the domain's scale (0: none).
+    pub margin: f64,
     /// Ridge penalty of the risk model.
     pub ridge: f64,
     /// Instruments (indexes) paired for the IAPT metrics (default: PHQ-9 and GAD-7).
@@ -448,6 +450,8 @@ fn analyse_domain(
         && reference_prediction_sd.is_some_and(|n| n <= REFERENCE_MAX_PREDICTION_SD);
     let mut groups: std::collections::BTreeMap<usize, Group> = Default::default();
     let mut eligible = 0;
+    // Σ expected change of the eligible (oriented): the average case of the Kraus rule.
+    let mut expected_change = 0.0;
     if let Some(model) = &model {
         for (i, pre, post) in &pairs {
             let expected = model.predict(&episodes[*i].covariates.features(*pre));
@@ -461,6 +465,7 @@ fn analyse_domain(
             }
             if elevated(domain, inst, *pre) {
                 eligible += 1;
+                expected_change += sign * (expected - pre);
                 groups
                     .entry(episodes[*i].therapist)
                     .or_default()
@@ -491,21 +496,17 @@ fn analyse_domain(
         ScoreTransform::Z => rc / inst.norms.functional_sd.unwrap_or(1.0),
         ScoreTransform::Raw => rc,
     });
+    let criteria = therapist::Criteria {
+        rule: settings.rule,
+        minimums: settings.minimums,
+        margin: settings.margin,
+        reliable_change,
+        expected_change: (eligible > 0).then(|| expected_change / eligible as f64),
+    };
     let records = match &variance {
         Some(vc) => groups
             .iter()
-            .filter_map(|(t, g)| {
-                Some((
-                    *t,
-                    therapist::track_record(
-                        g,
-                        vc,
-                        settings.rule,
-                        reliable_change,
-                        settings.minimums,
-                    )?,
-                ))
-            })
+            .filter_map(|(t, g)| Some((*t, therapist::track_record(g, vc, &criteria)?)))
             .collect(),
         None => Vec::new(),
     };
@@ -537,6 +538,7 @@ mod tests {
                 show: 1,
                 classify: 1,
             },
+            margin: 0.0,
             ridge: 1e-6,
             paired: vec![0, 1],
             reference: None,

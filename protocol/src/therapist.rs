@@ -8,9 +8,12 @@
 //!   τ² = max(0, (MSB − MSW)/n₀), σ² = MSW, with a 95 % interval from the F distribution of
 //!   MSB/MSW (Searle 1971), exact for balanced groups and normal effects.
 //! - Empirical Bayes: λ_j = τ²/(τ² + σ²/n_j), û_j = λ_j·r̄_j, interval û_j ± z·√(τ²(1−λ_j)).
-//! - Labels: EB interval entirely below 0 = effective, above 0 = ineffective (default); or the
-//!   Kraus rule r̄_j ≤ −RC effective, ≥ +RC ineffective. Below the classification minimum the
-//!   label is "insufficient data"; below the display minimum nothing is reported.
+//! - Labels: EB interval entirely below −m = effective, above +m = ineffective (default; m is
+//!   an optional clinical margin, 0 unless set); or the Kraus (2011) rule on risk-adjusted
+//!   change, r̄_j + Ē ≤ −RC effective (the average patient, adjusted to the average case,
+//!   reliably improved), ≥ +RC ineffective (reliably worsened), where Ē is the mean expected
+//!   change of the domain's eligible patients. Below the classification minimum the label is
+//!   "insufficient data"; below the display minimum nothing is reported.
 
 use statrs::distribution::{ContinuousCDF, FisherSnedecor, Normal};
 
@@ -209,7 +212,8 @@ pub enum Rule {
     /// (b) the 95 % empirical-Bayes interval excludes 0.
     #[default]
     EbInterval,
-    /// (a) Kraus: the mean residual is beyond ± the instrument's reliable change.
+    /// (a) Kraus 2011: the mean risk-adjusted change (mean residual plus the mean expected
+    /// change) is beyond ± the instrument's reliable change.
     Kraus,
 }
 
@@ -260,15 +264,26 @@ pub struct TrackRecord {
     pub label: Label,
 }
 
-/// The track record of one group, or `None` below the display minimum. `reliable_change` is
-/// the instrument's threshold, used by the Kraus rule.
-pub fn track_record(
-    g: &Group,
-    vc: &VarianceComponents,
-    rule: Rule,
-    reliable_change: Option<f64>,
-    min: Minimums,
-) -> Option<TrackRecord> {
+/// How track records of one domain are labelled.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Criteria {
+    /// The rule.
+    pub rule: Rule,
+    /// Display and classification minimums.
+    pub minimums: Minimums,
+    /// Clinical margin m ≥ 0 (eb-interval rule): an effect is labelled only when its whole
+    /// interval lies beyond ±m points.
+    pub margin: f64,
+    /// The instrument's reliable change on the domain's scale (Kraus rule).
+    pub reliable_change: Option<f64>,
+    /// Mean expected change (oriented: negative = improvement) of the domain's eligible
+    /// patients, the average case that risk-adjusted change refers to (Kraus rule).
+    pub expected_change: Option<f64>,
+}
+
+/// The track record of one group, or `None` below the display minimum.
+pub fn track_record(g: &Group, vc: &VarianceComponents, c: &Criteria) -> Option<TrackRecord> {
+    let min = c.minimums;
     if g.n < min.show.max(1) {
         return None;
     }
@@ -283,12 +298,12 @@ pub fn track_record(
     let label = if g.n < min.classify {
         Label::InsufficientData
     } else {
-        match rule {
-            Rule::EbInterval if eb_interval.1 < 0.0 => Label::Effective,
-            Rule::EbInterval if eb_interval.0 > 0.0 => Label::Ineffective,
-            Rule::Kraus => match reliable_change {
-                Some(rc) if mean <= -rc => Label::Effective,
-                Some(rc) if mean >= rc => Label::Ineffective,
+        match c.rule {
+            Rule::EbInterval if eb_interval.1 < -c.margin => Label::Effective,
+            Rule::EbInterval if eb_interval.0 > c.margin => Label::Ineffective,
+            Rule::Kraus => match (c.reliable_change, c.expected_change) {
+                (Some(rc), Some(e)) if mean + e <= -rc => Label::Effective,
+                (Some(rc), Some(e)) if mean + e >= rc => Label::Ineffective,
                 _ => Label::Neutral,
             },
             Rule::EbInterval => Label::Neutral,
@@ -387,17 +402,14 @@ mod tests {
                 sum: -(n as f64),
                 sum_sq: 2.0 * n as f64,
             };
-            let t = track_record(
-                &g,
-                &v,
-                Rule::EbInterval,
-                None,
-                Minimums {
+            let criteria = Criteria {
+                minimums: Minimums {
                     show: 1,
                     classify: 1,
                 },
-            )
-            .unwrap();
+                ..Criteria::default()
+            };
+            let t = track_record(&g, &v, &criteria).unwrap();
             assert_eq!((t.shrinkage * 100.0).round() / 100.0, lambda, "n = {n}");
             assert!((t.eb - t.shrinkage * t.mean).abs() < 1e-12);
             let half = z95() * (0.05 * (1.0 - t.shrinkage)).sqrt();
@@ -405,14 +417,28 @@ mod tests {
         }
     }
 
+    /// The label of a group of n residuals of mean `mean` (PHQ-9: RC 6; patients expected to
+    /// improve by 7 points on average).
     #[track_caller]
-    fn label(mean: f64, n: u64, rule: Rule) -> Option<Label> {
+    fn label_with(mean: f64, n: u64, rule: Rule, margin: f64) -> Option<Label> {
         let g = Group {
             n,
             sum: mean * n as f64,
             sum_sq: 0.0,
         };
-        track_record(&g, &vc(1.7, 32.5), rule, Some(6.0), Minimums::default()).map(|t| t.label)
+        let criteria = Criteria {
+            rule,
+            minimums: Minimums::default(),
+            margin,
+            reliable_change: Some(6.0),
+            expected_change: Some(-7.0),
+        };
+        track_record(&g, &vc(1.7, 32.5), &criteria).map(|t| t.label)
+    }
+
+    #[track_caller]
+    fn label(mean: f64, n: u64, rule: Rule) -> Option<Label> {
+        label_with(mean, n, rule, 0.0)
     }
 
     #[test]
@@ -429,9 +455,27 @@ mod tests {
         assert_eq!(label(-4.0, 50, Rule::EbInterval), Some(Label::Effective));
         assert_eq!(label(4.0, 50, Rule::EbInterval), Some(Label::Ineffective));
         assert_eq!(label(0.5, 50, Rule::EbInterval), Some(Label::Neutral));
-        assert_eq!(label(-6.0, 30, Rule::Kraus), Some(Label::Effective));
-        assert_eq!(label(-5.9, 30, Rule::Kraus), Some(Label::Neutral));
-        assert_eq!(label(6.0, 30, Rule::Kraus), Some(Label::Ineffective));
+        // Kraus 2011 on risk-adjusted change −7 + r̄: the average patient of a typical therapist
+        // reliably improves (≤ −6), one 1 point worse than expected does not, and one whose
+        // patients end 13 points worse than expected reliably deteriorates (≥ +6).
+        assert_eq!(label(0.0, 30, Rule::Kraus), Some(Label::Effective));
+        assert_eq!(label(1.0, 30, Rule::Kraus), Some(Label::Effective));
+        assert_eq!(label(1.1, 30, Rule::Kraus), Some(Label::Neutral));
+        assert_eq!(label(12.9, 30, Rule::Kraus), Some(Label::Neutral));
+        assert_eq!(label(13.0, 30, Rule::Kraus), Some(Label::Ineffective));
+        // A clinical margin: the interval must clear ±m, not just 0.
+        assert_eq!(
+            label_with(-4.0, 50, Rule::EbInterval, 0.5),
+            Some(Label::Effective)
+        );
+        assert_eq!(
+            label_with(-4.0, 50, Rule::EbInterval, 3.0),
+            Some(Label::Neutral)
+        );
+        assert_eq!(
+            label_with(4.0, 50, Rule::EbInterval, 3.0),
+            Some(Label::Neutral)
+        );
     }
 
     #[test]

@@ -166,6 +166,50 @@ fn local_api_requires_the_token() {
     assert_eq!(mode & 0o777, 0o600);
 }
 
+/// Issue 13, fixes 2 and 3: one daemon per data directory (a second `run` is refused with the
+/// first one's pid and leaves its `api.addr` alone), and a daemon whose stdout is closed before
+/// its ready line keeps running.
+#[test]
+fn one_daemon_per_data_directory_and_a_closed_stdout_does_not_stop_it() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let (coord, _) = form(root, NET, 0);
+    let d = Daemon::start(&coord);
+    let addr = std::fs::read_to_string(coord.dir.join("api.addr")).unwrap();
+    let second = mbc(root, &["run", "--data-dir", coord.arg()]);
+    assert_eq!(second.code, 1, "{}", second.stderr);
+    let pid = std::fs::read_to_string(coord.dir.join("daemon.lock")).unwrap();
+    assert!(
+        second.stderr.contains(&format!("(pid {pid})")) && second.stderr.contains("one daemon"),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(coord.dir.join("api.addr")).unwrap(),
+        addr,
+        "the refused daemon touched api.addr"
+    );
+    assert_eq!(d.status()["running"], true);
+    assert_eq!(d.stop(), Some(0));
+
+    // stdout closed before the ready line: the daemon serves anyway.
+    let mut child = std::process::Command::new(integration_tests::bin())
+        .args(["run", "--data-dir", coord.arg()])
+        .env_remove("MBC_NODE_DIR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    wait_for("the daemon to serve with its stdout closed", || {
+        let run = mbc(root, &["status", "--data-dir", coord.arg(), "--json"]);
+        (run.code == 0 && run.json()["running"] == true).then_some(())
+    });
+    assert!(child.try_wait().unwrap().is_none(), "the daemon stopped");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Issue 12, finding 9: idle connections that never send a request once exhausted the daemon
 /// (about 1,100 of them ran it out of file descriptors, and it held them forever). Now at most
 /// 64 are open at once, the rest closed at once, and a request head must arrive within 5 s:

@@ -227,3 +227,64 @@ fn risk_adjustment_through_the_cli_on_confounded_data() {
         .count();
     assert!(labelled <= 1, "{labelled} false labels");
 }
+
+/// Issue 13, fix 14: England's NHS Talking Therapies figures are shown for a clinic in GB and
+/// said to be England's; a clinic elsewhere gets none unless it asks for them.
+#[test]
+fn national_figures_are_englands_and_shown_for_gb_clinics_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let synth = Synth::new(11).therapists(4).caseload(20).summary(cwd);
+    let clinic = &synth["clinics"][0];
+    clinic_node(cwd, "elsewhere", "Elsewhere", clinic);
+    mbc(
+        cwd,
+        &[
+            "init",
+            "--data-dir",
+            "gb",
+            "--name",
+            "GB",
+            "--country",
+            "GB",
+        ],
+    )
+    .ok();
+    integration_tests::import_clinic_csv(cwd, "gb", clinic);
+    let json = |dir: &str| {
+        mbc(cwd, &["stats", "--data-dir", dir, "--json"])
+            .ok()
+            .json()
+    };
+    let text = |dir: &str| mbc(cwd, &["stats", "--data-dir", dir]).ok().stdout;
+    let gb = json("gb");
+    assert_eq!(gb["national"]["country"], "England", "{}", gb["national"]);
+    assert_eq!(gb["national"]["rates"]["recovery"]["rate"], 0.502);
+    assert!(text("gb").contains("England 50.2 %"), "{}", text("gb"));
+    assert!(json("elsewhere")["national"].is_null());
+    assert!(
+        !text("elsewhere").contains("England"),
+        "{}",
+        text("elsewhere")
+    );
+    mbc(
+        cwd,
+        &["report", "--data-dir", "elsewhere", "--out", "r.html"],
+    )
+    .ok();
+    let html = std::fs::read_to_string(cwd.join("r.html")).unwrap();
+    assert!(!html.contains("2021-22") && html.contains("No national figures are shown"));
+    // Asked for: shown, and still said to be England's.
+    let config = cwd.join("elsewhere/config.toml");
+    let text_config = std::fs::read_to_string(&config).unwrap();
+    assert!(text_config.contains("national_figures = \"auto\""));
+    std::fs::write(
+        &config,
+        text_config.replace(
+            "national_figures = \"auto\"",
+            "national_figures = \"england\"",
+        ),
+    )
+    .unwrap();
+    assert_eq!(json("elsewhere")["national"]["country"], "England");
+}

@@ -26,6 +26,10 @@ pub(super) struct EngineArgs {
     /// Turn off the NHS TT "other measure" clause for reliable improvement / deterioration
     #[arg(long)]
     no_other_measure_clause: bool,
+    /// Clinical margin in points: label only effects whose interval clears ± M (default from
+    /// config: 0)
+    #[arg(long, value_name = "M")]
+    clinical_margin: Option<f64>,
 }
 
 /// Which benchmark local track records are measured against.
@@ -166,6 +170,7 @@ impl EngineArgs {
             min_show: self.min_show,
             min_classify: self.min_classify,
             no_other_measure_clause: self.no_other_measure_clause,
+            clinical_margin: self.clinical_margin,
         }
     }
 }

@@ -18,11 +18,12 @@ pub struct Filter {
     pub therapists: Option<Vec<String>>,
 }
 
-/// National NHS Talking Therapies figures to compare a clinic with (DOMAIN.md §6.3).
+/// England's national NHS Talking Therapies figures to compare a clinic with (DOMAIN.md
+/// §6.3); shown only where they apply ([`Derived::national`]).
 pub const NATIONAL: [(&str, f64, &str); 4] = [
-    ("reliable_improvement", 0.664, "66.4 %, England 2017-18 [P]"),
-    ("recovery", 0.502, "50.2 %, England 2021-22 [P]"),
-    ("reliable_recovery", 0.484, "48.4 %, England April 2025 [P]"),
+    ("reliable_improvement", 0.664, "66.4 %, 2017-18 [P]"),
+    ("recovery", 0.502, "50.2 %, 2021-22 [P]"),
+    ("reliable_recovery", 0.484, "48.4 %, April 2025 [P]"),
     (
         "reliable_deterioration",
         0.075,
@@ -147,13 +148,18 @@ impl Derived {
             "settings": {
                 "rule": s.rule.as_str(), "min_n_show": s.minimums.show, "min_n_classify": s.minimums.classify,
                 "other_measure_clause": s.iapt.other_measure_clause, "ridge": s.ridge,
+                "clinical_margin": s.margin,
                 "paired_instruments": s.paired.iter().map(|k| &self.instruments[*k].id).collect::<Vec<_>>(),
             },
             "reference": self.reference_description(),
             "residual_sign": "negative = better than expected",
             "episodes": self.episodes,
             "clinic_rates": rates_json(&self.analysis.clinic_rates),
-            "national": NATIONAL.iter().map(|(k, v, src)| (k.to_string(), json!({"rate": v, "source": src}))).collect::<serde_json::Map<_, _>>(),
+            "national": self.national.then(|| json!({
+                "country": "England",
+                "service": "NHS Talking Therapies",
+                "rates": NATIONAL.iter().map(|(k, v, src)| (k.to_string(), json!({"rate": v, "source": src}))).collect::<serde_json::Map<_, _>>(),
+            })),
             "domains": domains,
             "therapist_rates": therapists,
         })
@@ -222,7 +228,7 @@ impl Derived {
             }
         );
         if f.therapists.is_none() {
-            write_rates(&mut out, r, true);
+            write_rates(&mut out, r, self.national);
         }
         for (t, r) in self
             .analysis
@@ -245,9 +251,15 @@ impl Derived {
              label by {} at n ≥ {}, shown at n ≥ {}.",
             self.reference_description(),
             match s.rule {
-                protocol::therapist::Rule::EbInterval => "the 95 % empirical-Bayes interval",
-                protocol::therapist::Rule::Kraus =>
-                    "the Kraus rule (mean residual beyond ± reliable change)",
+                protocol::therapist::Rule::EbInterval if s.margin > 0.0 => format!(
+                    "the 95 % empirical-Bayes interval beyond a clinical margin of ± {} points",
+                    s.margin
+                ),
+                protocol::therapist::Rule::EbInterval =>
+                    "the 95 % empirical-Bayes interval".to_string(),
+                protocol::therapist::Rule::Kraus => "the Kraus rule (the average patient's \
+                     risk-adjusted change beyond ± reliable change)"
+                    .to_string(),
             },
             s.minimums.classify,
             s.minimums.show
@@ -344,7 +356,7 @@ fn write_rates(out: &mut String, r: &Rates, national: bool) {
             continue;
         };
         let nat = if national {
-            format!("   national {}", NATIONAL[i].2)
+            format!("   England {}", NATIONAL[i].2)
         } else {
             String::new()
         };

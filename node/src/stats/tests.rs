@@ -71,6 +71,7 @@ fn settings(rule: Rule, classify: u64) -> Settings {
         iapt: IaptRules::default(),
         rule,
         minimums: Minimums { show: 1, classify },
+        margin: 0.0,
         ridge: 1e-6,
         paired: vec![0, 1],
         reference: None,
@@ -206,16 +207,14 @@ fn risk_adjustment_prevents_mislabelling_under_confounded_assignment() {
         }
         let vc = protocol::therapist::variance_components(&groups).unwrap();
         for g in &groups {
-            let Some(r) = protocol::therapist::track_record(
-                g,
-                &vc,
-                Rule::EbInterval,
-                None,
-                Minimums {
+            let criteria = protocol::therapist::Criteria {
+                minimums: Minimums {
                     show: 1,
                     classify: 30,
                 },
-            ) else {
+                ..Default::default()
+            };
+            let Some(r) = protocol::therapist::track_record(g, &vc, &criteria) else {
                 continue; // no eligible patients
             };
             raw_false += usize::from(matches!(r.label, Label::Effective | Label::Ineffective));
@@ -312,5 +311,107 @@ fn generator_reaches_nhs_talking_therapies_rates() {
     assert!(
         (0.04..=0.11).contains(&rd),
         "reliable deterioration {rd:.3}"
+    );
+}
+
+/// Share of therapists (domain 0) labelled effective, by planted class (typical, effective,
+/// ineffective), over `seeds` clinics.
+fn effective_share_by_planted(
+    seeds: std::ops::Range<u64>,
+    icc: f64,
+    caseload: u32,
+    settings: &Settings,
+) -> [(usize, usize); 3] {
+    let mut by = [(0, 0); 3];
+    for seed in seeds {
+        let clinic = one_clinic(seed, icc, caseload, Assignment::Random);
+        let a = analysis::analyse(
+            &builtin_instruments(),
+            &builtin_domains(),
+            &episodes(&clinic),
+            settings,
+        );
+        for (t, r) in &a.domains[0].records {
+            let class = match clinic.therapists[*t].planted[0] {
+                Planted::Typical => 0,
+                Planted::Effective => 1,
+                Planted::Ineffective => 2,
+            };
+            by[class].1 += 1;
+            by[class].0 += usize::from(r.label == Label::Effective);
+        }
+    }
+    by
+}
+
+/// Issue 13, fix 9: the Kraus (2011) rule compares the average patient's risk-adjusted change
+/// with the reliable change, so it labels therapists (it used to compare the mean residual
+/// with the full reliable change and labelled nobody), and more often those with planted
+/// effective cells than those with planted ineffective ones.
+#[test]
+fn the_kraus_rule_labels_planted_effects() {
+    let by = effective_share_by_planted(6000..6004, 0.15, 40, &settings(Rule::Kraus, 30));
+    let share = |(k, n): (usize, usize)| k as f64 / n.max(1) as f64;
+    let all =
+        by.iter().map(|b| b.0).sum::<usize>() as f64 / by.iter().map(|b| b.1).sum::<usize>() as f64;
+    eprintln!("Kraus: effective (count, of) typical/effective/ineffective {by:?}");
+    assert!(
+        all > 0.15 && all < 0.95,
+        "Kraus labels {all:.2} effective: {by:?}"
+    );
+    assert!(
+        share(by[1]) >= share(by[2]) + 0.3 && share(by[1]) >= share(by[0]),
+        "planted effective {:.2}, typical {:.2}, planted ineffective {:.2}",
+        share(by[1]),
+        share(by[0]),
+        share(by[2])
+    );
+}
+
+/// Issue 13, fix 10: with large caseloads the 95 % interval is narrow enough to label tiny
+/// effects of typical therapists; a clinical margin of 1 PHQ-9 point stops most of that while
+/// planted cells (about ±2.6 points at the end of treatment) keep theirs.
+#[test]
+fn a_clinical_margin_stops_labels_of_tiny_effects_at_large_caseloads() {
+    let labelled_share = |margin: f64| {
+        let settings = Settings {
+            margin,
+            ..settings(Rule::EbInterval, 30)
+        };
+        let mut by = [(0, 0); 3];
+        for seed in 7000..7001 {
+            let clinic = one_clinic(seed, 0.05, 400, Assignment::Random);
+            let a = analysis::analyse(
+                &builtin_instruments(),
+                &builtin_domains(),
+                &episodes(&clinic),
+                &settings,
+            );
+            for (t, r) in &a.domains[0].records {
+                let class = match clinic.therapists[*t].planted[0] {
+                    Planted::Typical => 0,
+                    Planted::Effective => 1,
+                    Planted::Ineffective => 2,
+                };
+                by[class].1 += 1;
+                by[class].0 +=
+                    usize::from(matches!(r.label, Label::Effective | Label::Ineffective));
+            }
+        }
+        by.map(|(k, n)| k as f64 / n.max(1) as f64)
+    };
+    let (plain, margin) = (labelled_share(0.0), labelled_share(1.0));
+    eprintln!("typical/effective/ineffective labelled: no margin {plain:?}, margin 1 {margin:?}");
+    assert!(
+        plain[0] >= 0.25,
+        "typical therapists labelled without a margin: {plain:?}"
+    );
+    assert!(
+        margin[0] <= plain[0] / 2.0,
+        "margin 1: {margin:?} vs {plain:?}"
+    );
+    assert!(
+        margin[1] >= 0.6 && margin[2] >= 0.6,
+        "planted cells lost: {margin:?}"
     );
 }
