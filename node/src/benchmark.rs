@@ -230,7 +230,8 @@ pub fn list(conn: &Connection) -> Result<Vec<Listing>> {
 /// The network reference in release `s`: per domain the risk model with its noise replicates
 /// (the analysis uses it only if noise moves the clinic's predictions by at most
 /// [`protocol::analysis::REFERENCE_MAX_PREDICTION_SD`] points), and τ² (with the interval its
-/// noise gives) and σ² when τ² is precise enough ([`protocol::benchmark::tau2_usable`]).
+/// noise gives) and σ² when τ² is precise enough ([`protocol::benchmark::tau2_usable`]) and
+/// not clamped at 0.
 pub fn reference(s: &Stored) -> protocol::analysis::NetworkReference {
     use protocol::analysis::{DomainReference, FEATURES, NetworkReference};
     use protocol::benchmark::tau2_usable;
@@ -253,7 +254,9 @@ pub fn reference(s: &Stored) -> protocol::analysis::NetworkReference {
             let v = &x["therapist_variance"];
             let sd = x["tau2_noise_sd"].as_f64().unwrap_or(f64::INFINITY);
             let (tau2, sigma2) = match (v["tau2"].as_f64(), v["sigma2"].as_f64()) {
-                (Some(t), Some(s2)) if tau2_usable(t, s2, sd) => (
+                // A τ² at its bound 0 says only "no more than noise": adopting it would shrink
+                // every local effect to nothing, whatever the clinic's own data show.
+                (Some(t), Some(s2)) if t > 0.0 && tau2_usable(t, s2, sd) => (
                     Some((t, ((t - 1.96 * sd).max(0.0), t + 1.96 * sd))),
                     Some(s2),
                 ),
@@ -365,4 +368,40 @@ pub fn describe(s: &Stored) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use protocol::keys::Signer;
+
+    use super::*;
+
+    fn stored(tau2: f64, sd: f64) -> Stored {
+        let document = json!({
+            "release_id": "r1",
+            "summary": [{
+                "domain": "depression",
+                "therapist_variance": {"tau2": tau2, "sigma2": 30.0},
+                "tau2_noise_sd": sd,
+            }],
+        });
+        let release = SignedRelease::sign(
+            &Signer::from_seed(&[7; 32]),
+            document.to_string().into_bytes(),
+        );
+        Stored { release, document }
+    }
+
+    /// Issue 13, fix 1: a released τ² of 0 (clamped at its bound) is never adopted, even when
+    /// its release says its noise SD is 0 (as releases did before the fix): it would shrink
+    /// every local effect to 0 whatever the clinic's data show. A precise τ² above 0 is.
+    #[test]
+    fn a_released_tau2_at_zero_is_not_adopted() {
+        let tau2 = |s: &Stored| reference(s).domains[0].1.tau2;
+        assert_eq!(tau2(&stored(0.0, 0.0)), None);
+        assert_eq!(tau2(&stored(0.0, 0.1)), None);
+        let (t, (lo, hi)) = tau2(&stored(4.0, 1.0)).unwrap();
+        assert_eq!(t, 4.0);
+        assert!((lo - 2.04).abs() < 1e-9 && (hi - 5.96).abs() < 1e-9);
+    }
 }

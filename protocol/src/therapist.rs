@@ -164,6 +164,21 @@ pub fn variance_from_sums(s: AnovaSums) -> Option<VarianceComponents> {
     })
 }
 
+/// The method-of-moments τ² of `s` before it is clamped at 0, (MSB − MSW)/n₀: negative when
+/// the groups differ less than chance would make them. Its sensitivity to noise in the sums is
+/// what a released τ² carries, also when the released value is clamped.
+pub fn tau2_unclamped(s: AnovaSums) -> Option<f64> {
+    let (j, n) = (s.therapists.round(), s.n);
+    if j < 2.0 || n - j < 1.0 {
+        return None;
+    }
+    let (df_b, df_w) = (j - 1.0, n - j);
+    let msb = (s.between - s.sum * s.sum / n) / df_b;
+    let msw = (s.sum_sq - s.between) / df_w;
+    let n0 = (n - s.n_sq / n) / df_b;
+    (n0.is_finite() && n0 > 0.0).then(|| (msb - msw) / n0)
+}
+
 /// 95 % interval for τ² from the interval for the ICC based on F = MSB/MSW.
 fn tau2_interval(msb: f64, msw: f64, n0: f64, df_b: f64, df_w: f64) -> (f64, f64) {
     if msw <= 0.0 {

@@ -8,7 +8,7 @@ use super::{
 use crate::analysis::FEATURES;
 use crate::dp;
 use crate::risk::SuffStats;
-use crate::therapist::{AnovaSums, VarianceComponents, variance_from_sums};
+use crate::therapist::{AnovaSums, VarianceComponents, tau2_unclamped, variance_from_sums};
 
 impl BenchmarkLayout {
     /// Post-processes a released vector whose noise has standard deviation `sigma` (encoded
@@ -201,10 +201,15 @@ pub fn robust_spread(estimate: &[f64], replicates: &[Vec<f64>]) -> Vec<f64> {
 }
 
 /// Variance components from noisy ANOVA sums `a` ([`AnovaSums::to_array`] order) whose
-/// entries carry noise of SD `sd`, and the SD that noise gives τ² (finite differences, one SD
-/// per entry, combined in quadrature). Suppressed (`None`) when τ² cannot be estimated or its
-/// noise SD exceeds it (or σ²/10 when τ² is near 0): a shown τ² is at least one noise SD.
-fn noisy_variance(a: [f64; 6], sd: [f64; 6]) -> (Option<VarianceComponents>, Option<f64>) {
+/// entries carry noise of SD `sd`, and the SD that noise gives τ² (finite differences of the
+/// unclamped estimate, one SD per entry, combined in quadrature: a τ² clamped at 0 keeps the
+/// noise SD of the estimate it was clamped from). Suppressed (`None`) when τ² cannot be
+/// estimated or its noise SD exceeds it (or σ²/10 when τ² is near 0): a shown τ² is at least
+/// one noise SD.
+pub(super) fn noisy_variance(
+    a: [f64; 6],
+    sd: [f64; 6],
+) -> (Option<VarianceComponents>, Option<f64>) {
     let Some(vc) = variance_from_sums(AnovaSums::from_array(a)) else {
         return (None, None);
     };
@@ -214,7 +219,7 @@ fn noisy_variance(a: [f64; 6], sd: [f64; 6]) -> (Option<VarianceComponents>, Opt
         up[e] += sd[e];
         let mut down = a;
         down[e] -= sd[e];
-        let tau2 = |x: [f64; 6]| variance_from_sums(AnovaSums::from_array(x)).map(|v| v.tau2);
+        let tau2 = |x: [f64; 6]| tau2_unclamped(AnovaSums::from_array(x));
         let d = match (tau2(up), tau2(down)) {
             (Some(u), Some(l)) => (u - l) / 2.0,
             _ => return (None, None),

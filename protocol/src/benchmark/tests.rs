@@ -288,3 +288,48 @@ fn bands_and_bins_follow_the_instrument() {
     );
     assert_eq!(b.layout().blocks().len(), BLOCKS.len());
 }
+
+/// Issue 13, fix 1: a τ² clamped at 0 (the groups differ less than chance would make them, as
+/// with two small clinics) keeps the noise SD of the estimate it was clamped from, instead of
+/// "noise SD 0" that made clinics adopt it as exact (nodes also never adopt a τ² of 0:
+/// `node::benchmark::reference`).
+#[test]
+fn a_tau2_clamped_at_zero_keeps_its_noise_sd() {
+    use crate::therapist::{AnovaSums, Group, tau2_unclamped};
+    // 10 therapists × 20 patients with residuals ±3, every therapist the same mean: MSB = 0.
+    let groups: Vec<Group> = (0..10)
+        .map(|_| {
+            let mut g = Group::default();
+            for i in 0..20 {
+                g.add(if i % 2 == 0 { 3.0 } else { -3.0 });
+            }
+            g
+        })
+        .collect();
+    let sums = AnovaSums::of(&groups);
+    assert!(tau2_unclamped(sums).unwrap() < 0.0);
+    // Noise of SD 2 on each sum (the count of therapists rounds back): small, not nothing.
+    let (_, small) = summary::noisy_variance(sums.to_array(), [2.0, 2.0, 2.0, 2.0, 0.4, 2.0]);
+    assert!(
+        small.unwrap() > 0.01,
+        "a clamped τ² reported noise SD {small:?}"
+    );
+    // Noise of SD 100 on the sums (a release of two small clinics): the clamped τ² says so.
+    let sd = [5.0, 100.0, 100.0, 100.0, 0.4, 100.0];
+    let (vc, tau2_sd) = summary::noisy_variance(sums.to_array(), sd);
+    assert!(tau2_sd.unwrap() > 0.1, "{tau2_sd:?}");
+    assert_eq!(vc.map(|v| v.tau2), Some(0.0));
+    // The same noise on sums whose τ² is well above it: released, with a comparable SD.
+    let spread: Vec<Group> = (0..10)
+        .map(|j| {
+            let mut g = Group::default();
+            for i in 0..20 {
+                g.add(if i % 2 == 0 { 3.0 } else { -3.0 } + 2.0 * (j as f64 - 4.5));
+            }
+            g
+        })
+        .collect();
+    let (vc, sd_spread) = summary::noisy_variance(AnovaSums::of(&spread).to_array(), sd);
+    assert!(vc.is_some_and(|v| v.tau2 > 5.0), "{vc:?}");
+    assert!(sd_spread.unwrap() > 0.01);
+}
