@@ -244,7 +244,7 @@ pub struct Entry {
     pub release_id: String,
     /// Kind.
     pub kind: String,
-    /// Where it went.
+    /// Where it was charged to go (a file, a round's aggregator).
     pub counterpart: String,
     /// Budget period charged.
     pub period: String,
@@ -276,6 +276,9 @@ pub struct Entry {
     pub charged_at: String,
     /// When it was sent.
     pub sent_at: Option<String>,
+    /// Where it was written, when that differs from `counterpart`'s file (a release resumed
+    /// into another file).
+    pub sent_to: Option<String>,
 }
 
 /// A charged release with the bytes to send.
@@ -453,16 +456,18 @@ pub fn charge_with(
             status: "charged".into(),
             charged_at: rfc3339(now),
             sent_at: None,
+            sent_to: None,
         },
         payload: draft.payload,
     })
 }
 
 /// Records that a charged release was delivered.
-pub fn mark_sent(conn: &Connection, id: &str, now: DateTime<Utc>) -> Result<()> {
+pub fn mark_sent(conn: &Connection, id: &str, to: Option<&str>, now: DateTime<Utc>) -> Result<()> {
     let n = conn.execute(
-        "UPDATE release SET status = 'sent', sent_at = ?2 WHERE release_id = ?1 AND status = 'charged'",
-        params![id, rfc3339(now)],
+        "UPDATE release SET status = 'sent', sent_at = ?2, sent_to = ?3
+         WHERE release_id = ?1 AND status = 'charged'",
+        params![id, rfc3339(now), to],
     )?;
     if n != 1 {
         bail!("release {id} is not waiting to be sent");
@@ -483,7 +488,7 @@ pub fn mark_aborted(conn: &Connection, id: &str) -> Result<bool> {
 
 const ENTRY_COLUMNS: &str = "release_id, kind, counterpart, period, rho, epsilon, delta, sigma,
     share_sigma, threshold, sensitivity, therapist_sensitivity, therapist_rho, layout,
-    payload_sha256, status, charged_at, sent_at";
+    payload_sha256, status, charged_at, sent_at, sent_to";
 
 fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
     let layout: String = r.get(13)?;
@@ -506,6 +511,7 @@ fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
         status: r.get(15)?,
         charged_at: r.get(16)?,
         sent_at: r.get(17)?,
+        sent_to: r.get(18)?,
     })
 }
 
@@ -520,7 +526,7 @@ fn first_charged(conn: &Connection, condition: &str, args: &[&str]) -> Result<Op
             |r| {
                 Ok(Charged {
                     entry: entry(r)?,
-                    payload: r.get(18)?,
+                    payload: r.get(19)?,
                 })
             },
         )

@@ -231,10 +231,18 @@ fn write_atomically(out: &Path, bytes: &[u8]) -> Result<()> {
     write().with_context(|| format!("couldn't write {}", out.display()))
 }
 
-/// Writes a charged release to `out` and records it as sent.
+/// Writes a charged release to `out` and records it as sent, with the path when it is not the
+/// one it was charged for.
 fn deliver(store: &Store, charged: &Charged, out: &Path, now: DateTime<Utc>) -> Result<()> {
     write_atomically(out, &charged.payload)?;
-    ledger::mark_sent(store.conn(), &charged.entry.release_id, now)
+    let to = file_counterpart(out);
+    let elsewhere = (to != charged.entry.counterpart).then_some(to.as_str());
+    ledger::mark_sent(store.conn(), &charged.entry.release_id, elsewhere, now)
+}
+
+/// The ledger's counterpart of a release written to `out`.
+fn file_counterpart(out: &Path) -> String {
+    format!("file:{}", out.display())
 }
 
 /// The clinic's benchmark vector under `layout` plus `noise` (drawn by the caller before
@@ -321,7 +329,7 @@ pub fn local_benchmark(
         Draft {
             id,
             kind: LOCAL_BENCHMARK.into(),
-            counterpart: format!("file:{}", out.display()),
+            counterpart: file_counterpart(out),
             mechanism,
             threshold: 1,
             therapist_sensitivity: sensitivity.therapist,

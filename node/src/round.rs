@@ -165,7 +165,7 @@ impl Participation {
                 // the ledger row from charged to sent atomically, so a refund that got there
                 // first stops the vector here.
                 if let Some(id) = j.ledger_id.take() {
-                    ledger::mark_sent(self.node.store().conn(), &id, clock::now_utc())?;
+                    ledger::mark_sent(self.node.store().conn(), &id, None, clock::now_utc())?;
                 }
                 Ok(RoundResponse::Masked(y))
             }),

@@ -390,6 +390,7 @@ fn save(
         "min_n_classify": settings.minimums.classify,
         "other_measure_clause": settings.iapt.other_measure_clause,
         "ridge": settings.ridge,
+        "clinical_margin": settings.margin,
         "paired_instruments": settings.paired.iter().map(|k| &instruments[*k].id).collect::<Vec<_>>(),
         // The registry shapes the analysis too.
         "instruments": instruments.iter().map(|i| &i.id).collect::<Vec<_>>(),
@@ -397,10 +398,10 @@ fn save(
     })
     .to_string();
     let version = analysis::ALGORITHM_VERSION;
-    let tx = conn.transaction()?;
     // Derived tables that already hold this exact derivation (same data, settings, registry and
-    // algorithm) are left as they are: rewriting them would change nothing.
-    let current: bool = tx.query_row(
+    // algorithm) are left as they are: rewriting them would change nothing. Read first, without
+    // a lock.
+    let current: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM derivation d WHERE derivation_id = (SELECT max(derivation_id) FROM derivation)
             AND algorithm_version = ?1 AND settings = ?2
             AND last_import_id IS (SELECT max(import_id) FROM imports))",
@@ -410,6 +411,47 @@ fn save(
     if current {
         return Ok(());
     }
+    // The derived tables cache this derivation for readers of the store. While another process
+    // writes (an import, a release, a round's charge) they are left for the next run instead of
+    // making this command wait or fail: the results in hand are already complete.
+    conn.busy_timeout(SAVE_WAIT)?;
+    let written = write_derived(
+        conn,
+        episode_ids,
+        therapist_ids,
+        instruments,
+        domains,
+        a,
+        (version, settings.rule.as_str()),
+        &settings_json,
+        now,
+    );
+    conn.busy_timeout(crate::store::BUSY_TIMEOUT)?;
+    match written {
+        Err(e) if crate::store::is_busy(&e) => {
+            tracing::warn!("the store is busy: derived tables not refreshed this time");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// How long saving derived tables waits for another writer.
+const SAVE_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
+#[allow(clippy::too_many_arguments)]
+fn write_derived(
+    conn: &mut Connection,
+    episode_ids: &[i64],
+    therapist_ids: &[i64],
+    instruments: &[Instrument],
+    domains: &[Domain],
+    a: &Analysis,
+    (version, rule): (u32, &str),
+    settings_json: &str,
+    now: &str,
+) -> Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     for table in [
         "episode_outcome",
         "episode_metrics",
@@ -506,7 +548,7 @@ fn save(
                     r.eb_interval.0,
                     r.eb_interval.1,
                     r.label.as_str(),
-                    settings.rule.as_str(),
+                    rule,
                     version
                 ])?;
             }

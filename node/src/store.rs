@@ -53,6 +53,20 @@ impl StoreKey {
     }
 }
 
+/// How long a statement waits for another connection's write lock before it fails.
+pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether `e` is SQLite's "the database is busy / locked" (another writer holds the lock).
+pub fn is_busy(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    })
+}
+
 /// Creates an empty file only its owner may read (SQLite gives a database's -wal and -shm
 /// files the same mode), so that a store is never readable by others, not even while empty.
 pub(crate) fn create_owner_only(path: &Path) -> Result<()> {
@@ -192,7 +206,7 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         migrations::migrate(conn)?;
         Ok(())
     }

@@ -398,6 +398,123 @@ fn synth(cwd: &Path) -> serde_json::Value {
         .summary(cwd)
 }
 
+/// Issue 13, fix 4: an import holding its transaction open does not lock readers out: status,
+/// stats, budget, audit and benchmark list answer from the last committed state at once (every
+/// open took an exclusive lock in the migration check, and stats waited 10 s to save derived
+/// tables, then failed "database is locked").
+#[test]
+fn readers_run_while_an_import_is_in_its_transaction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let summary = Synth::new(6).clinics(2).patients(200).summary(cwd);
+    integration_tests::clinic_node(cwd, "node", "R", &summary["clinics"][0]);
+    // The second clinic's records, then its assessments paused mid-transaction.
+    let second: Vec<String> = summary["clinics"][1]["csv_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| format!("data/{}", f.as_str().unwrap()))
+        .collect();
+    let (assessments, records): (Vec<&String>, Vec<&String>) =
+        second.iter().partition(|f| f.ends_with("assessments.csv"));
+    let mut args = vec!["import", "--data-dir", "node"];
+    args.extend(records.iter().map(|f| f.as_str()));
+    mbc(cwd, &args).ok();
+    let before = mbc(cwd, &["stats", "--data-dir", "node", "--json"])
+        .ok()
+        .json();
+    let mut child = Command::new(bin())
+        .current_dir(cwd)
+        .args(["import", "--data-dir", "node", assessments[0].as_str()])
+        .env("MBC_NODE_TEST_HANG_AFTER_ROWS", "1500")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("import paused after 1500 rows") {
+        line.clear();
+        assert_ne!(
+            stderr.read_line(&mut line).unwrap(),
+            0,
+            "importer exited early"
+        );
+    }
+    let stats = mbc(cwd, &["stats", "--data-dir", "node", "--json"])
+        .ok()
+        .json();
+    assert_eq!(
+        stats["domains"], before["domains"],
+        "stats saw uncommitted rows"
+    );
+    for args in [
+        &["status", "--data-dir", "node"][..],
+        &["budget", "--data-dir", "node"],
+        &["audit", "--data-dir", "node"],
+        &["benchmark", "list", "--data-dir", "node"],
+        &["stats", "--data-dir", "node", "--rule", "kraus"],
+    ] {
+        mbc(cwd, args).ok();
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Issue 13, fix 5: concurrent `release` commands wait their turn for the ledger instead of
+/// failing at once with "database is locked"; each is charged once.
+#[test]
+fn concurrent_releases_each_succeed_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let summary = synth(cwd);
+    integration_tests::clinic_node(cwd, "node", "R", &summary["clinics"][0]);
+    let children: Vec<_> = (0..6)
+        .map(|i| {
+            Command::new(bin())
+                .current_dir(cwd)
+                .args([
+                    "release",
+                    "--data-dir",
+                    "node",
+                    "--kind",
+                    "local-benchmark",
+                    "--rho",
+                    "0.1",
+                    "--out",
+                    &format!("r{i}.json"),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let audit = mbc(cwd, &["audit", "--data-dir", "node", "--json"])
+        .ok()
+        .json();
+    assert_eq!(audit.as_array().unwrap().len(), 6);
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["status"] == "sent")
+    );
+    let budget = mbc(cwd, &["budget", "--data-dir", "node", "--json"])
+        .ok()
+        .json();
+    assert!((budget["current"]["rho_spent"].as_f64().unwrap() - 0.6).abs() < 1e-6);
+}
+
 #[test]
 fn kill_9_during_import_leaves_no_partial_import() {
     let tmp = tempfile::tempdir().unwrap();

@@ -99,6 +99,54 @@ fn a_release_over_budget_is_refused_with_what_is_left_and_changes_nothing() {
     assert!((budget["current"]["rho_remaining"].as_f64().unwrap() - 0.1).abs() < 1e-9);
 }
 
+/// Issue 13, fix 7: a charged release resumed by a `release` with another ρ and file says what
+/// it resumes (its ρ, the file it was charged for) and that the asked-for release was not made,
+/// and the audit records the file it was actually written to.
+#[test]
+fn a_release_resumed_into_another_file_says_so_and_is_audited_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    node_with_markers(cwd);
+    let crashed = release_with(
+        cwd,
+        "0.1",
+        "first.json",
+        &[],
+        &[("MBC_NODE_TEST_FAIL_AFTER_CHARGE", "1")],
+    );
+    assert_ne!(crashed.code, 0);
+    let resumed = release(cwd, "0.2", "other.json").ok();
+    for said in [
+        "(ρ = 0.100000)",
+        "for first.json but never written: it is written now to other.json",
+        "The release you asked for (ρ = 0.2) was not made",
+    ] {
+        assert!(
+            resumed.stdout.contains(said),
+            "{said:?} not in {}",
+            resumed.stdout
+        );
+    }
+    assert!(cwd.join("other.json").exists() && !cwd.join("first.json").exists());
+    let audit = mbc(cwd, &["audit", "--data-dir", "node", "--json"])
+        .ok()
+        .json();
+    assert_eq!(audit.as_array().unwrap().len(), 1);
+    assert_eq!(audit[0]["counterpart"], "file:first.json");
+    assert_eq!(audit[0]["sent_to"], "file:other.json");
+    let table = mbc(cwd, &["audit", "--data-dir", "node"]).ok().stdout;
+    assert!(
+        table.contains("file:other.json (charged for file:first.json)"),
+        "{table}"
+    );
+    // Where it went is fixed once recorded.
+    let db = integration_tests::open_rw(&cwd.join("node/local.db"));
+    assert!(
+        db.execute("UPDATE release SET sent_to = 'file:elsewhere.json'", [])
+            .is_err()
+    );
+}
+
 #[test]
 fn a_crash_between_charge_and_write_is_resumed_without_a_second_charge() {
     let tmp = tempfile::tempdir().unwrap();
@@ -127,7 +175,7 @@ fn a_crash_between_charge_and_write_is_resumed_without_a_second_charge() {
     assert!(
         resumed
             .stdout
-            .contains("not written; wrote it now (no new charge)"),
+            .contains("but never written: it is written now to bench.json (no new charge)"),
         "{resumed:?}"
     );
     let bytes = std::fs::read(cwd.join("bench.json")).unwrap();

@@ -56,21 +56,41 @@ pub(super) fn release(a: ReleaseArgs) -> Result<()> {
     let done = release::local_benchmark(&node, settings, a.rho, &a.out, clock::now_utc())?;
     let e = &done.charged.entry;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(e)?);
+        let mut out = serde_json::to_value(e)?;
+        out["resumed"] = done.resumed.into();
+        out["written_to"] = a.out.display().to_string().into();
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     if done.resumed {
         println!(
-            "Release {} was charged on {} but not written; wrote it now (no new charge).",
-            e.release_id, e.charged_at
+            "Release {} (ρ = {:.6}) was charged on {} for {} but never written: it is written now to \
+             {} (no new charge), and the audit records where it went.",
+            e.release_id,
+            e.rho,
+            e.charged_at,
+            e.counterpart.trim_start_matches("file:"),
+            a.out.display()
         );
+        if (e.rho - a.rho).abs() > f64::EPSILON * a.rho.max(1.0) {
+            println!(
+                "The release you asked for (ρ = {}) was not made: a charged release is always \
+                 written first. Run `mbc-node release` again to make it.",
+                a.rho
+            );
+        }
     }
     println!(
-        "Wrote {} ({}, release {}).\nCharged ρ = {:.6} (ε = {:.3} at δ = {:e}) to the {} budget. \
+        "Wrote {} ({}, release {}).\n{} ρ = {:.6} (ε = {:.3} at δ = {:e}) to the {} budget. \
          Noise σ = {:.4e} on a per-patient sensitivity of {:.4e}.",
         a.out.display(),
         e.kind,
         e.release_id,
+        if done.resumed {
+            "It was charged"
+        } else {
+            "Charged"
+        },
         e.rho,
         e.epsilon,
         e.delta,
@@ -136,7 +156,19 @@ pub(super) fn audit(a: AuditArgs) -> Result<()> {
     for e in &entries {
         println!(
             "{:<32}  {:<15}  {:<8}  {:>9.6}  {:>7.3}  {:<7}  {:<20}  {}",
-            e.release_id, e.kind, e.period, e.rho, e.epsilon, e.status, e.charged_at, e.counterpart
+            e.release_id,
+            e.kind,
+            e.period,
+            e.rho,
+            e.epsilon,
+            e.status,
+            e.charged_at,
+            e.sent_to
+                .as_deref()
+                .map_or(e.counterpart.clone(), |to| format!(
+                    "{to} (charged for {})",
+                    e.counterpart
+                ))
         );
     }
     println!(

@@ -94,9 +94,9 @@ fn the_ledger_records_cost_and_payload_and_cannot_be_rewritten() {
     );
     let pending = pending(store.conn(), "local-benchmark").unwrap().unwrap();
     assert_eq!(pending.payload, b"released bytes");
-    mark_sent(store.conn(), &e.release_id, now).unwrap();
+    mark_sent(store.conn(), &e.release_id, None, now).unwrap();
     assert!(pending_is_empty(&store));
-    assert!(mark_sent(store.conn(), &e.release_id, now).is_err());
+    assert!(mark_sent(store.conn(), &e.release_id, None, now).is_err());
     for sql in [
         "DELETE FROM release",
         "UPDATE release SET rho = 0.001",
@@ -207,7 +207,7 @@ fn refunded_releases_stay_in_the_ledger_and_cost_nothing() {
         "refunded twice"
     );
     let second = charge(store.conn_mut(), &p, draft(0.5), now).unwrap();
-    mark_sent(store.conn(), &second.entry.release_id, now).unwrap();
+    mark_sent(store.conn(), &second.entry.release_id, None, now).unwrap();
     assert!(!mark_aborted(store.conn(), &second.entry.release_id).unwrap());
     let b = budget(store.conn(), &p, now).unwrap();
     assert_eq!((b.current.releases, b.current.refunded), (1, 1));

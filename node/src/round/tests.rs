@@ -443,7 +443,7 @@ async fn a_contribution_that_never_left_is_refunded_at_expiry() {
     let id = ledger::entries(opened.store().conn()).unwrap()[0]
         .release_id
         .clone();
-    assert!(ledger::mark_sent(opened.store().conn(), &id, clock::now_utc()).is_err());
+    assert!(ledger::mark_sent(opened.store().conn(), &id, None, clock::now_utc()).is_err());
     // Re-announced, it is not charged again.
     declined(
         &ask(&node.participation(), RoundRequest::Announce(spec)).await,

@@ -25,12 +25,23 @@ pub(crate) fn migrations() -> Vec<Migration> {
         // 6: a clinic's round contributions: the spec each charge is bound to, refund expiry,
         // contributors (issue 12).
         |tx| tx.execute_batch(include_str!("schema_v6.sql")),
+        // 7: where a release was written (issue 13).
+        |tx| tx.execute_batch(include_str!("schema_v7.sql")),
     ]
 }
 
-/// Brings the schema up to date in one exclusive transaction. Returns the new version.
+/// Brings the schema up to date in one exclusive transaction. Returns the new version. A store
+/// that is already current is only read (no lock is taken), so that opening it never waits for
+/// a writer such as a running import.
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<usize> {
     let migrations = migrations();
+    let current: usize =
+        conn.query_row("SELECT user_version FROM pragma_user_version", [], |row| {
+            row.get(0)
+        })?;
+    if current >= migrations.len() {
+        return Ok(current);
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
     let version: usize =
         tx.query_row("SELECT user_version FROM pragma_user_version", [], |row| {
