@@ -8,7 +8,7 @@ use protocol::analysis::Rates;
 use protocol::therapist::{Label, TrackRecord, wilson};
 
 use crate::stats::Derived;
-use crate::stats::output::{NATIONAL, rate_rows, short};
+use crate::stats::output::{NATIONAL, rate_rows};
 
 /// Escapes text for HTML.
 fn esc(s: &str) -> String {
@@ -36,8 +36,12 @@ td:first-child,th:first-child{text-align:left}.note{color:#555;font-size:.9rem}\
 /// Renders the report. `only` limits it to one therapist's card (by full pseudonym).
 pub fn html(d: &Derived, only: Option<&str>, now: &str) -> String {
     let mut h = String::new();
-    let title = match only {
-        Some(t) => format!("Report card of therapist {}: {}", short(t), esc(&d.clinic)),
+    let title = match only.and_then(|o| d.therapists.iter().position(|t| t == o)) {
+        Some(t) => format!(
+            "Report card of therapist {}: {}",
+            esc(&d.who(t)),
+            esc(&d.clinic)
+        ),
         None => format!("Outcomes report: {}", esc(&d.clinic)),
     };
     let _ = write!(
@@ -135,7 +139,7 @@ pub fn html(d: &Derived, only: Option<&str>, now: &str) -> String {
         let _ = write!(
             h,
             "<div class=\"card\"><h3>Therapist {}</h3>",
-            short(pseudonym)
+            esc(&d.who(t))
         );
         if records.is_empty() {
             h.push_str("<p class=\"note\">No domain has enough eligible patients for a track record yet.</p>");
@@ -310,7 +314,7 @@ fn caterpillar(d: &Derived, records: &[(usize, TrackRecord)]) -> String {
             "<text x=\"{}\" y=\"{}\" text-anchor=\"end\" font-family=\"monospace\">{}</text>",
             left - 6.0,
             y + 4.0,
-            short(&d.therapists[*t])
+            esc(&d.who(*t))
         );
         let _ = write!(
             s,

@@ -122,6 +122,9 @@ pub struct Derived {
     /// Whether England's NHS Talking Therapies figures are shown beside the clinic's rates
     /// ([`national_figures`]).
     pub national: bool,
+    /// The clinic's own staff ids of the therapists, by therapist index, where a display list
+    /// gave them (`stats --reveal`): for showing only, never stored or released.
+    pub revealed: Vec<Option<String>>,
 }
 
 /// Whether England's national NHS TT figures apply to a clinic in `country` under
@@ -163,6 +166,7 @@ pub fn derive(store: &mut Store, settings: Settings, now: &str) -> Result<Derive
     )?;
     Ok(Derived {
         national: false,
+        revealed: Vec::new(),
         clinic,
         instruments,
         domains,

@@ -288,3 +288,71 @@ fn national_figures_are_englands_and_shown_for_gb_clinics_only() {
     .unwrap();
     assert_eq!(json("elsewhere")["national"]["country"], "England");
 }
+
+/// Issue 13, fix 11: `--reveal FILE` shows therapists by the clinic's own staff ids from a list
+/// it provides (here the therapists.csv it imported), in the table, JSON, CSV and report;
+/// nothing of it is stored.
+#[test]
+fn reveal_shows_staff_ids_from_the_clinics_list_and_stores_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    node(cwd, &[]);
+    let list = "data/clinic-01/therapists.csv";
+    let table = mbc(cwd, &["stats", "--data-dir", "node", "--reveal", list])
+        .ok()
+        .stdout;
+    assert!(table.contains("C01-T001"), "{table}");
+    let json = mbc(
+        cwd,
+        &["stats", "--data-dir", "node", "--reveal", list, "--json"],
+    )
+    .ok()
+    .json();
+    let records = json["domains"][0]["therapists"].as_array().unwrap();
+    assert!(!records.is_empty());
+    for r in records {
+        let id = r["staff_id"].as_str().unwrap();
+        assert!(id.starts_with("C01-T"), "{r}");
+        assert_ne!(r["therapist"], r["staff_id"]);
+    }
+    let csv = mbc(
+        cwd,
+        &["stats", "--data-dir", "node", "--reveal", list, "--csv"],
+    )
+    .ok()
+    .stdout;
+    assert!(csv.lines().nth(1).unwrap().ends_with(",C01-T001") || csv.contains(",C01-T0"));
+    mbc(
+        cwd,
+        &[
+            "report",
+            "--data-dir",
+            "node",
+            "--out",
+            "r.html",
+            "--reveal",
+            list,
+        ],
+    )
+    .ok();
+    assert!(
+        std::fs::read_to_string(cwd.join("r.html"))
+            .unwrap()
+            .contains("C01-T001")
+    );
+    // Without the list: pseudonyms only. And the store never holds a staff id.
+    let plain = mbc(cwd, &["stats", "--data-dir", "node"]).ok().stdout;
+    assert!(!plain.contains("C01-T0"), "{plain}");
+    let dump = integration_tests::decrypted_dump(&cwd.join("node/local.db"));
+    assert!(!integration_tests::contains(&dump, b"C01-T0"));
+    // A list without the column is refused with its file and line.
+    std::fs::write(cwd.join("bad.csv"), "name\nDr A\n").unwrap();
+    let bad = mbc(cwd, &["stats", "--data-dir", "node", "--reveal", "bad.csv"]);
+    assert_eq!(bad.code, 1);
+    assert!(
+        bad.stderr
+            .contains("bad.csv, line 1: no therapist_id column"),
+        "{}",
+        bad.stderr
+    );
+}

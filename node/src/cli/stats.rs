@@ -57,6 +57,8 @@ pub(super) struct StatsArgs {
     engine: EngineArgs,
     #[command(flatten)]
     reference: ReferenceArgs,
+    #[command(flatten)]
+    reveal: RevealArgs,
     /// Print JSON instead of a table
     #[arg(long, conflicts_with = "csv")]
     json: bool,
@@ -79,6 +81,69 @@ pub(super) struct ReportArgs {
     engine: EngineArgs,
     #[command(flatten)]
     reference: ReferenceArgs,
+    #[command(flatten)]
+    reveal: RevealArgs,
+}
+
+/// Showing the clinic's own staff ids instead of pseudonyms.
+#[derive(Debug, Args)]
+pub(super) struct RevealArgs {
+    /// Show therapists by the clinic's staff ids listed in FILE (a CSV with a therapist_id
+    /// column, such as the therapists.csv that was imported): for display here only, never
+    /// stored or released
+    #[arg(long, value_name = "FILE")]
+    reveal: Option<PathBuf>,
+}
+
+impl RevealArgs {
+    /// Fills `derived.revealed` from the display list, if one was given.
+    fn apply(&self, node: &Node, derived: &mut Derived) -> Result<()> {
+        let Some(path) = &self.reveal else {
+            return Ok(());
+        };
+        let ids = staff_ids(path)?;
+        let by_pseudonym: std::collections::HashMap<String, String> = ids
+            .into_iter()
+            .map(|id| {
+                let p = node
+                    .pseudonymiser()
+                    .pseudonym(protocol::pseudonym::IdKind::Therapist, &id);
+                (p, id)
+            })
+            .collect();
+        derived.revealed = derived
+            .therapists
+            .iter()
+            .map(|p| by_pseudonym.get(p).cloned())
+            .collect();
+        Ok(())
+    }
+}
+
+/// The staff ids of a display list: the `therapist_id` column of a CSV file (whatever its other
+/// columns), blank cells skipped.
+fn staff_ids(path: &std::path::Path) -> Result<Vec<String>> {
+    let file = path.display();
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .with_context(|| format!("couldn't read the display list {file}"))?;
+    let column = reader
+        .headers()
+        .with_context(|| format!("{file}: no header line"))?
+        .iter()
+        .position(|h| h.eq_ignore_ascii_case("therapist_id"))
+        .with_context(|| {
+            format!("{file}, line 1: no therapist_id column (the clinic's staff ids, as imported)")
+        })?;
+    let mut ids = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.with_context(|| format!("{file}, line {}: not CSV", i + 2))?;
+        if let Some(id) = record.get(column).filter(|id| !id.is_empty()) {
+            ids.push(id.to_string());
+        }
+    }
+    Ok(ids)
 }
 
 /// The pseudonyms `who` may mean: the pseudonym of a local staff id, or stored pseudonyms
@@ -114,7 +179,8 @@ fn resolve_therapist(node: &Node, derived: &Derived, who: &str) -> Result<Vec<St
 /// `stats`.
 pub(super) fn stats(a: StatsArgs) -> Result<()> {
     let node = Node::open(&a.dir.data_dir)?;
-    let derived = node.derive(&a.engine.overrides(), &a.reference.reference())?;
+    let mut derived = node.derive(&a.engine.overrides(), &a.reference.reference())?;
+    a.reveal.apply(&node, &mut derived)?;
     if let Some(d) = &a.domain
         && !derived.domains.iter().any(|x| x.id == *d)
     {
@@ -146,7 +212,8 @@ pub(super) fn stats(a: StatsArgs) -> Result<()> {
 /// `report`.
 pub(super) fn report(a: ReportArgs) -> Result<()> {
     let node = Node::open(&a.dir.data_dir)?;
-    let derived = node.derive(&a.engine.overrides(), &a.reference.reference())?;
+    let mut derived = node.derive(&a.engine.overrides(), &a.reference.reference())?;
+    a.reveal.apply(&node, &mut derived)?;
     let only = a
         .therapist
         .as_deref()

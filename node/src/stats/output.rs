@@ -68,6 +68,20 @@ pub fn rates_json(r: &Rates) -> Value {
 }
 
 impl Derived {
+    /// How therapist `t` is shown: the staff id a display list revealed, else the short
+    /// pseudonym.
+    pub fn who(&self, t: usize) -> String {
+        match self.revealed.get(t).and_then(Option::as_deref) {
+            Some(id) => id.to_string(),
+            None => short(&self.therapists[t]).to_string(),
+        }
+    }
+
+    /// The staff id revealed for therapist `t`, if any.
+    fn staff_id(&self, t: usize) -> Option<&str> {
+        self.revealed.get(t).and_then(Option::as_deref)
+    }
+
     fn keep_therapist(&self, f: &Filter, t: usize) -> bool {
         f.therapists
             .as_ref()
@@ -112,7 +126,7 @@ impl Derived {
                     .filter(|(t, _)| self.keep_therapist(f, *t))
                     .map(|(t, r)| {
                         json!({
-                            "therapist": self.therapists[*t], "n": r.n, "mean_residual": r.mean, "se": r.se,
+                            "therapist": self.therapists[*t], "staff_id": self.staff_id(*t), "n": r.n, "mean_residual": r.mean, "se": r.se,
                             "shrinkage": r.shrinkage, "eb_effect": r.eb,
                             "eb_interval": [r.eb_interval.0, r.eb_interval.1], "label": r.label.as_str(),
                         })
@@ -139,7 +153,7 @@ impl Derived {
             .therapist_rates
             .iter()
             .filter(|(t, _)| self.keep_therapist(f, *t))
-            .map(|(t, r)| json!({"therapist": self.therapists[*t], "rates": rates_json(r)}))
+            .map(|(t, r)| json!({"therapist": self.therapists[*t], "staff_id": self.staff_id(*t), "rates": rates_json(r)}))
             .collect();
         let s = &self.settings;
         json!({
@@ -181,6 +195,7 @@ impl Derived {
             "eb_hi",
             "label",
             "rule",
+            "staff_id",
         ])?;
         for d in self.domains_shown(f) {
             let dom = &self.domains[d.domain];
@@ -198,6 +213,7 @@ impl Derived {
                     format!("{:.4}", r.eb_interval.1),
                     r.label.as_str().to_string(),
                     self.settings.rule.as_str().to_string(),
+                    self.staff_id(*t).unwrap_or_default().to_string(),
                 ])?;
             }
         }
@@ -239,7 +255,7 @@ impl Derived {
             let _ = writeln!(
                 out,
                 "therapist {}: {} finished courses",
-                short(&self.therapists[*t]),
+                self.who(*t),
                 r.finished
             );
             write_rates(&mut out, r, false);
@@ -333,7 +349,7 @@ impl Derived {
                 let _ = writeln!(
                     out,
                     "  {:<10} {:>4} {:>10.2} {:>6.2} {:>7.2} ({:>7.2}, {:>7.2})  {}",
-                    short(&self.therapists[*t]),
+                    self.who(*t),
                     r.n,
                     r.mean,
                     r.se,
