@@ -51,11 +51,16 @@ pub fn html(d: &Derived, only: Option<&str>, now: &str) -> String {
     let _ = write!(
         h,
         "<p class=\"note\">Computed {now} by mbc-node {} (algorithm v{}) from this clinic's local data. \
-         Therapists are shown by the first digits of their pseudonym. Residual = observed − expected end score \
+         Therapists are shown by {}. Residual = observed − expected end score \
          from the risk model (intake score and case mix): <b>negative means patients did better than \
          expected</b>. Reference: {}. Labels use {} with at least {} patients; statistics are shown from {} patients.</p>",
         env!("CARGO_PKG_VERSION"),
         protocol::analysis::ALGORITHM_VERSION,
+        if d.revealed.iter().any(Option::is_some) {
+            "the clinic's own staff ids (from the list given with --reveal; they are not stored)"
+        } else {
+            "the first digits of their pseudonym"
+        },
         esc(&d.reference_description()),
         match d.settings.rule {
             protocol::therapist::Rule::EbInterval => "the 95 % empirical-Bayes interval",

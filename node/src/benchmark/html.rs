@@ -113,7 +113,26 @@ fn block(doc: &Value, name: &str) -> Option<Vec<f64>> {
         .collect()
 }
 
-fn histogram(doc: &Value, domain: &Value, d: &str) -> Option<String> {
+/// A figure's frame holding only the reason it is not drawn.
+fn suppressed(title: &str, why: &str) -> String {
+    let body = format!(
+        "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"13\" text-anchor=\"middle\" fill=\"#555\">{}</text>",
+        W / 2.0,
+        H / 2.0,
+        esc(why)
+    );
+    frame(title, &body, "", "")
+}
+
+/// Why a domain's figures are not drawn: post-processing suppressed them.
+const NOISE_DOMINATES: &str =
+    "suppressed: noise dominates (the network has too few episodes here for this privacy level)";
+
+fn histogram(doc: &Value, x: &Value, domain: &Value, d: &str) -> Option<String> {
+    let title = format!("{d}: change from first to last score (episodes, noisy counts)");
+    if x["change"].is_null() {
+        return Some(suppressed(&title, NOISE_DOMINATES));
+    }
     let counts: Vec<f64> = block(doc, &format!("{d}.change"))?
         .into_iter()
         .map(|c| c.max(0.0))
@@ -142,12 +161,7 @@ fn histogram(doc: &Value, domain: &Value, d: &str) -> Option<String> {
     }
     s.zero_line(&mut body);
     s.ticks(&mut body);
-    Some(frame(
-        &format!("{d}: change from first to last score (episodes, noisy counts)"),
-        &body,
-        "post − pre",
-        "episodes",
-    ))
+    Some(frame(&title, &body, "post − pre", "episodes"))
 }
 
 fn rates(summary: &[Value]) -> String {
@@ -217,6 +231,14 @@ fn curves(x: &Value, domain: &Value) -> Option<String> {
         y1: hi,
     };
     let bands = domain["bands"].as_array()?;
+    let title = format!("{d}: expected score by session and intake severity band");
+    let drawn = rows.iter().any(|row| {
+        row.as_array()
+            .is_some_and(|r| r.iter().filter(|v| v.is_number()).count() > 1)
+    });
+    if !drawn {
+        return Some(suppressed(&title, NOISE_DOMINATES));
+    }
     let mut body = String::new();
     for (b, row) in rows.iter().enumerate() {
         let points: Vec<String> = row
@@ -249,12 +271,7 @@ fn curves(x: &Value, domain: &Value) -> Option<String> {
         );
     }
     s.ticks(&mut body);
-    Some(frame(
-        &format!("{d}: expected score by session and intake severity band"),
-        &body,
-        "session",
-        "mean score",
-    ))
+    Some(frame(&title, &body, "session", "mean score"))
 }
 
 fn spread(summary: &[Value]) -> String {
@@ -344,7 +361,7 @@ pub fn render(s: &Stored) -> String {
     for (x, domain) in summary.iter().zip(&domains) {
         let d = x["domain"].as_str().unwrap_or_default();
         let _ = write!(out, "<h2>{}</h2>", esc(d));
-        if let Some(h) = histogram(doc, domain, d) {
+        if let Some(h) = histogram(doc, x, domain, d) {
             out.push_str(&h);
         }
         if let Some(c) = curves(x, domain) {
@@ -353,4 +370,33 @@ pub fn render(s: &Stored) -> String {
     }
     out.push_str("</body></html>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Issue 13, fix 13: a domain whose curves and change histogram post-processing suppressed
+    /// gets panels that say so, not empty axes or pure-noise bars.
+    #[test]
+    fn suppressed_figures_say_noise_dominates() {
+        let domain = json!({"lo": 0.0, "hi": 27.0, "bands": [0.0, 10.0],
+            "change_bins": {"start": -27.5, "width": 1.0}});
+        let x = json!({"domain": "depression", "change": null,
+            "expected_curves": [[null, null, null], [null, 4.0, null]]});
+        let panel = curves(&x, &domain).unwrap();
+        assert!(panel.contains("suppressed: noise dominates") && !panel.contains("polyline"));
+        let panel = histogram(&json!({}), &x, &domain, "depression").unwrap();
+        // The frame's own border is the only rectangle: no bars.
+        assert!(
+            panel.contains("suppressed: noise dominates") && panel.matches("<rect").count() == 1
+        );
+        // Two points of a band are a curve.
+        let x = json!({"domain": "depression", "change": {"mean": -6.0},
+            "expected_curves": [[12.0, 9.0, null]]});
+        let drawn = curves(&x, &domain).unwrap();
+        assert!(drawn.contains("polyline") && !drawn.contains("suppressed"));
+    }
 }

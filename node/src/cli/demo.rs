@@ -43,6 +43,10 @@ pub(crate) struct DemoArgs {
     /// Random seed of the synthetic data
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Patients per clinic: enough that the network's curves and distributions rise above
+    /// the privacy noise
+    #[arg(long, default_value_t = 1500)]
+    patients_per_clinic: u32,
 }
 
 fn fresh_dir(dir: &Path) -> Result<()> {
@@ -141,6 +145,7 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
         &synth::Params {
             clinics: a.clinics,
             seed: a.seed,
+            patients_per_clinic: Some(a.patients_per_clinic),
             ..synth::Params::default()
         },
         &data,
