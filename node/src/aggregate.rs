@@ -20,7 +20,6 @@ use protocol::round::{
     RoundKind, RoundSpec, SignedRelease, SignedRoundSpec, bench_vector, default_threshold,
 };
 use protocol::secagg::{Aggregator, SecAggError};
-use rusqlite::params;
 use serde::Serialize;
 use tracing::{info, warn};
 
@@ -30,6 +29,7 @@ use crate::round::Participation;
 use crate::{benchmark, clock, membership, release};
 
 mod document;
+mod record;
 mod status;
 
 use document::release_document;
@@ -206,17 +206,7 @@ impl Aggregation {
             exact: None,
             started_at: clock::now(),
         };
-        store.conn().execute(
-            "INSERT INTO round (round_id, kind, spec_json, step, progress, started_at)
-             VALUES (?1, ?2, ?3, 'announce', ?4, ?5)",
-            params![
-                status.round_id,
-                status.kind,
-                serde_json::to_string(&signed)?,
-                serde_json::to_string(&status.participants)?,
-                status.started_at
-            ],
-        )?;
+        record::insert(store.conn(), &status, &signed)?;
         drop(store);
         self.rounds
             .lock()
@@ -235,22 +225,7 @@ impl Aggregation {
             f(r);
             r.clone()
         };
-        let persist = || -> Result<()> {
-            self.node.store().conn().execute(
-                "UPDATE round SET step = ?2, progress = ?3, error = ?4, release_id = ?5,
-                    finished_at = CASE WHEN ?2 IN ('done', 'aborted') THEN ?6 ELSE NULL END
-                 WHERE round_id = ?1",
-                params![
-                    snapshot.round_id,
-                    snapshot.step.as_str(),
-                    serde_json::to_string(&snapshot.participants)?,
-                    snapshot.error,
-                    snapshot.release_id,
-                    clock::now()
-                ],
-            )?;
-            Ok(())
-        };
+        let persist = || record::progress(self.node.store().conn(), &snapshot, &clock::now());
         if let Err(e) = persist() {
             warn!(round = %id, "couldn't record the round's progress: {e:#}");
         }

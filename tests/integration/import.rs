@@ -271,7 +271,8 @@ fn a_bundle_with_items_only_is_scored_and_prorated() {
     std::fs::write(cwd.join("b.json"), bundle).unwrap();
     let out = mbc(cwd, &["import", "--data-dir", "node", "b.json", "--json"])
         .ok()
-        .json();
+        .json()["files"]
+        .clone();
     assert_eq!(out[0]["format"], "fhir");
     assert_eq!(out[0]["counts"]["assessments"], 1);
     let db = integration_tests::open_rw(&cwd.join("node/local.db"));
@@ -308,7 +309,8 @@ fn reimport_is_idempotent_and_overlapping_exports_add_only_new_rows() {
     let before = checksum(&db);
     let again = mbc(cwd, &["import", "--data-dir", "node", "base.csv", "--json"])
         .ok()
-        .json();
+        .json()["files"]
+        .clone();
     assert_eq!(again[0]["status"], "already_imported");
     assert_eq!(checksum(&db), before);
     // A later export containing the same rows and one new one.
@@ -322,7 +324,8 @@ fn reimport_is_idempotent_and_overlapping_exports_add_only_new_rows() {
         &["import", "--data-dir", "node", "later.csv", "--json"],
     )
     .ok()
-    .json();
+    .json()["files"]
+        .clone();
     assert_eq!(later[0]["counts"]["assessments"], 1);
     assert_eq!(later[0]["counts"]["assessments_unchanged"], 3);
     assert_eq!(later[0]["counts"]["sessions"], 0);
@@ -341,7 +344,8 @@ fn reimport_is_idempotent_and_overlapping_exports_add_only_new_rows() {
         ],
     )
     .ok()
-    .json();
+    .json()["files"]
+        .clone();
     assert_eq!(dry[0]["status"], "validated");
     assert_eq!(dry[0]["counts"]["assessments"], 1);
     assert_eq!(checksum(&db), now);
@@ -500,7 +504,8 @@ fn concurrent_releases_each_succeed_once() {
     }
     let audit = mbc(cwd, &["audit", "--data-dir", "node", "--json"])
         .ok()
-        .json();
+        .json()["releases"]
+        .clone();
     assert_eq!(audit.as_array().unwrap().len(), 6);
     assert!(
         audit
@@ -562,7 +567,8 @@ fn kill_9_during_import_leaves_no_partial_import() {
         ],
     )
     .ok()
-    .json();
+    .json()["files"]
+        .clone();
     assert_eq!(out[0]["status"], "imported");
     assert!(out[0]["counts"]["assessments"].as_u64().unwrap() > 1500);
 }

@@ -147,7 +147,8 @@ fn clinic_defined_instruments_are_listed_and_importable() {
     .unwrap();
     let out = mbc(cwd, &["import", "--data-dir", "node", "a.csv", "--json"])
         .ok()
-        .json();
+        .json()["files"]
+        .clone();
     assert_eq!(out[0]["counts"]["assessments"], 1);
 }
 

@@ -89,7 +89,8 @@ fn a_release_over_budget_is_refused_with_what_is_left_and_changes_nothing() {
     );
     let audit = mbc(cwd, &["audit", "--data-dir", "node", "--json"])
         .ok()
-        .json();
+        .json()["releases"]
+        .clone();
     assert_eq!(audit.as_array().unwrap().len(), 1);
     let budget = mbc(cwd, &["budget", "--data-dir", "node", "--json"])
         .ok()
@@ -130,7 +131,8 @@ fn a_release_resumed_into_another_file_says_so_and_is_audited_there() {
     assert!(cwd.join("other.json").exists() && !cwd.join("first.json").exists());
     let audit = mbc(cwd, &["audit", "--data-dir", "node", "--json"])
         .ok()
-        .json();
+        .json()["releases"]
+        .clone();
     assert_eq!(audit.as_array().unwrap().len(), 1);
     assert_eq!(audit[0]["counterpart"], "file:first.json");
     assert_eq!(audit[0]["sent_to"], "file:other.json");
@@ -166,7 +168,8 @@ fn a_crash_between_charge_and_write_is_resumed_without_a_second_charge() {
     );
     let audit = mbc(cwd, &["audit", "--data-dir", "node", "--json"])
         .ok()
-        .json();
+        .json()["releases"]
+        .clone();
     assert_eq!(audit.as_array().unwrap().len(), 1);
     assert_eq!(audit[0]["status"], "charged");
     let sha = audit[0]["payload_sha256"].as_str().unwrap().to_owned();
@@ -185,7 +188,8 @@ fn a_crash_between_charge_and_write_is_resumed_without_a_second_charge() {
     );
     let audit = mbc(cwd, &["audit", "--data-dir", "node", "--json"])
         .ok()
-        .json();
+        .json()["releases"]
+        .clone();
     assert_eq!(audit.as_array().unwrap().len(), 1);
     assert_eq!(audit[0]["status"], "sent");
     let budget = mbc(cwd, &["budget", "--data-dir", "node", "--json"])
@@ -196,7 +200,8 @@ fn a_crash_between_charge_and_write_is_resumed_without_a_second_charge() {
     release(cwd, "0.1", "bench2.json").ok();
     let audit = mbc(cwd, &["audit", "--data-dir", "node", "--json"])
         .ok()
-        .json();
+        .json()["releases"]
+        .clone();
     assert_eq!(audit.as_array().unwrap().len(), 2);
 }
 
@@ -240,7 +245,8 @@ fn nothing_the_node_emits_holds_identifiers_pseudonyms_dates_or_exact_values() {
     // The release's own timestamps (today) are metadata, not record dates.
     let audit = mbc(cwd, &["audit", "--data-dir", "node", "--json"])
         .ok()
-        .json();
+        .json()["releases"]
+        .clone();
     let today: Vec<String> = audit
         .as_array()
         .unwrap()

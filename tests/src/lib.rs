@@ -256,7 +256,7 @@ pub fn import_clinic_csv(
         .collect();
     let mut args = vec!["import", "--data-dir", node_dir, "--json"];
     args.extend(files.iter().map(String::as_str));
-    mbc(cwd, &args).ok().json()
+    mbc(cwd, &args).ok().json()["files"].clone()
 }
 
 /// `mbc-node synth` as the tests call it: seeded, writing `data` (or [`Synth::out`]) in the

@@ -149,7 +149,10 @@ pub(super) fn import(a: ImportArgs) -> Result<()> {
     };
     let outcomes = Node::open(&a.dir.data_dir)?.import_files(&a.files, options)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&outcomes)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "files": outcomes }))?
+        );
         return Ok(());
     }
     for o in &outcomes {

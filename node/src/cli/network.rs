@@ -407,7 +407,7 @@ pub(super) fn network_cmd(command: NetworkCommand) -> Result<()> {
         NetworkCommand::Peers { dir, json } => {
             let peers: Vec<PeerInfo> = api::get(&dir.data_dir, "/v1/peers")?;
             if json {
-                println!("{}", serde_json::to_string(&peers)?);
+                println!("{}", serde_json::json!({ "peers": peers }));
             } else {
                 let up = peers.iter().filter(|p| p.connected).count();
                 println!("{up} of {} roster members connected", peers.len());

@@ -142,7 +142,10 @@ pub(super) fn budget(a: BudgetArgs) -> Result<()> {
 pub(super) fn audit(a: AuditArgs) -> Result<()> {
     let entries = ledger::entries(Node::open(&a.dir.data_dir)?.store().conn())?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&entries)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "releases": entries }))?
+        );
         return Ok(());
     }
     if entries.is_empty() {

@@ -231,7 +231,10 @@ pub(super) fn benchmark_cmd(c: BenchmarkCommand) -> Result<()> {
         BenchmarkCommand::List { dir, json } => {
             let list = benchmark::list(Node::open(&dir.data_dir)?.store().conn())?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({ "releases": list }))?
+                );
             } else if list.is_empty() {
                 println!(
                     "No benchmark releases yet (they arrive when the coordinator runs a round)."
