@@ -37,7 +37,8 @@ use crate::{membership, status};
 
 mod answers;
 
-pub use answers::{ApiError, EchoRequest, EchoStats, NetworkStatus, NodeStatus, Published};
+pub use crate::status::{NetworkStatus, NodeStatus};
+pub use answers::{ApiError, EchoRequest, EchoStats, Published};
 
 /// The bearer-token file in the data directory.
 pub const TOKEN_FILE: &str = "api.token";

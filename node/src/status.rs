@@ -5,7 +5,6 @@ use anyhow::Result;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{NetworkStatus, NodeStatus};
 use crate::membership;
 use crate::node::Node;
 use crate::store::Store;
@@ -61,6 +60,43 @@ pub struct Summary {
     pub last_session: Option<String>,
     /// The most recent imports, newest first.
     pub recent_imports: Vec<ImportRow>,
+}
+
+/// `GET /v1/status`; also `mbc-node status --json`, with the live fields empty when the node is
+/// not running (one shape either way).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Whether the daemon is running (the live fields below are set only then).
+    pub running: bool,
+    /// This node's PeerId.
+    pub peer_id: String,
+    /// Software version.
+    pub software: String,
+    /// Seconds since the daemon started (running only).
+    pub uptime_secs: Option<u64>,
+    /// The network this node is a member of, if any.
+    pub network: Option<NetworkStatus>,
+    /// Roster members connected now (running only).
+    pub peers_connected: Option<u64>,
+    /// Roster members other than this node (running only).
+    pub peers_total: Option<u64>,
+    /// What the store holds.
+    pub store: Summary,
+}
+
+/// The network part of [`NodeStatus`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkStatus {
+    /// Network id.
+    pub network_id: String,
+    /// The coordinator's PeerId.
+    pub coordinator: String,
+    /// Whether this node is the coordinator.
+    pub is_coordinator: bool,
+    /// Version of the roster this node holds.
+    pub roster_version: u64,
+    /// Members on that roster.
+    pub members: u64,
 }
 
 /// How many recent imports `status` lists.
