@@ -119,6 +119,16 @@ impl Node {
     /// identity and its pseudonymisation secret. A data directory that other users can enter
     /// or read is refused (it holds the store and the keys).
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with(dir, Store::open)
+    }
+
+    /// [`Node::open`] for commands that only read: on a full disk the store is still read
+    /// ([`Store::open_read_only`]).
+    pub fn open_read_only(dir: &Path) -> Result<Self> {
+        Self::open_with(dir, Store::open_read_only)
+    }
+
+    fn open_with(dir: &Path, open: fn(&Path, Option<&StoreKey>) -> Result<Store>) -> Result<Self> {
         check_private(dir)?;
         let config = Config::load(dir)?;
         let key = config
@@ -136,7 +146,7 @@ impl Node {
                     })
             })
             .transpose()?;
-        let store = Store::open(&config.store_path(dir), key.as_ref())?;
+        let store = open(&config.store_path(dir), key.as_ref())?;
         let identity = keystore::read_key_file(&dir.join(&config.keys.identity_key_file))?;
         let pseudonymiser = keystore::pseudonymiser(&dir.join(&config.keys.pseudonym_secret_file))?;
         Ok(Self {

@@ -56,6 +56,18 @@ impl StoreKey {
 /// How long a statement waits for another connection's write lock before it fails.
 pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Whether `e` is SQLite failing to write: a full disk, or an I/O error writing a file (a file
+/// size limit, the write-ahead log's shared memory).
+pub fn cannot_write(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(f.code, rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure)
+        )
+    })
+}
+
 /// Whether `e` is SQLite's "the database is busy / locked" (another writer holds the lock).
 pub fn is_busy(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
@@ -104,6 +116,47 @@ impl Store {
             anyhow::bail!("no store at {} (run `mbc-node init` first)", path.display());
         }
         Self::open_or_create(path, key)
+    }
+
+    /// Opens an existing store for reading only. When the usual open fails because nothing can
+    /// be written (a full disk: SQLite cannot create the shared-memory index of the write-ahead
+    /// log) and no write-ahead log holds uncheckpointed pages, the database file is read as it
+    /// stands (`immutable`), so that `status`, `budget` and `audit` still answer. Writes through
+    /// such a store fail.
+    pub fn open_read_only(path: &Path, key: Option<&StoreKey>) -> Result<Self> {
+        let opened = Self::open(path, key);
+        let Err(e) = opened else {
+            return opened;
+        };
+        let wal = path.with_file_name(format!(
+            "{}-wal",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        let wal_empty = std::fs::metadata(&wal).map_or(true, |m| m.len() == 0);
+        if !(cannot_write(&e) && wal_empty) {
+            return Err(e);
+        }
+        let uri = format!(
+            "file:{}?immutable=1",
+            std::path::absolute(path)?.to_string_lossy()
+        );
+        let conn = Connection::open_with_flags(
+            uri,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+        )
+        .with_context(|| format!("couldn't open store at {}", path.display()))?;
+        if let Some(key) = key {
+            key.apply(&conn)?;
+        }
+        let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version != migrations::migrations().len() {
+            return Err(e.context("the store needs an upgrade, which needs space to write"));
+        }
+        Ok(Self {
+            conn,
+            path: Some(path.to_path_buf()),
+            key: key.cloned(),
+        })
     }
 
     /// Creates a new store for `clinic`, with the built-in instruments and domains, encrypted
@@ -190,6 +243,11 @@ impl Store {
                      is not set",
                     path.display()
                 ),
+                _ if cannot_write(&e) => e.context(format!(
+                    "couldn't prepare store at {}: nothing can be written there (is the disk \
+                     full?)",
+                    path.display()
+                )),
                 _ => e.context(format!("couldn't prepare store at {}", path.display())),
             }
         })?;

@@ -448,3 +448,55 @@ fn a_store_from_before_encryption_is_encrypted_in_place() {
         before
     );
 }
+
+/// Issue 13, fix 6: when nothing can be written (here a file-size limit of 0, which fails every
+/// write as a full disk does, and SQLite cannot create the write-ahead log's shared memory),
+/// the commands that only read still answer, and a write says what is wrong and changes
+/// nothing.
+#[test]
+fn read_only_commands_work_when_nothing_can_be_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let synth = small_clinic(cwd, 3);
+    clinic_node(cwd, "node", "Riverside", &synth["clinics"][0]);
+    let before = integration_tests::checksum(&cwd.join("node/local.db"));
+    // SIGXFSZ ignored, so a write beyond the limit fails (EFBIG) instead of killing the process.
+    let full = |args: &str| {
+        let out = std::process::Command::new("sh")
+            .current_dir(cwd)
+            .args([
+                "-c",
+                &format!(r#"trap '' XFSZ; ulimit -f 0; exec "$0" {args}"#),
+                integration_tests::bin().to_str().unwrap(),
+            ])
+            .env_remove("MBC_NODE_DIR")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for args in [
+        "status --data-dir node",
+        "audit --data-dir node",
+        "budget --data-dir node",
+        "benchmark list --data-dir node",
+    ] {
+        let (code, stdout, stderr) = full(args);
+        assert_eq!(code, Some(0), "{args}: {stderr}");
+        assert!(!stdout.is_empty(), "{args} printed nothing");
+    }
+    let (_, status, _) = full("status --data-dir node");
+    assert!(status.contains("Riverside"), "{status}");
+    let therapists = synth["clinics"][0]["csv_files"][0].as_str().unwrap();
+    let (code, _, stderr) = full(&format!("import --data-dir node data/{therapists}"));
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("is the disk full?"), "{stderr}");
+    assert_eq!(
+        integration_tests::checksum(&cwd.join("node/local.db")),
+        before,
+        "a failed write changed the store"
+    );
+}

@@ -211,7 +211,7 @@ pub(super) fn synth(a: SynthArgs) -> Result<()> {
 /// `status`: the store summary, and the node's network state (live when it runs).
 pub(super) fn status(a: StatusArgs) -> Result<()> {
     let dir = &a.dir.data_dir;
-    let node = Node::open(dir)?;
+    let node = Node::open_read_only(dir)?;
     // The running node adds its live state; a stopped one gives what the store knows, in the
     // same shape.
     let status = match api::get::<NodeStatus>(dir, "/v1/status") {
@@ -277,7 +277,7 @@ fn list_or_none(items: &[String]) -> String {
 }
 
 fn instruments_list(dir: &Path, json: bool) -> Result<()> {
-    let node = Node::open(dir)?;
+    let node = Node::open_read_only(dir)?;
     let store = node.store();
     let reg = store.registry()?;
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| v.to_string());

@@ -103,7 +103,7 @@ pub(super) fn release(a: ReleaseArgs) -> Result<()> {
 
 /// `budget`.
 pub(super) fn budget(a: BudgetArgs) -> Result<()> {
-    let node = Node::open(&a.dir.data_dir)?;
+    let node = Node::open_read_only(&a.dir.data_dir)?;
     let policy = ledger::Policy::from_config(&node.config().privacy)?;
     let b = ledger::budget(node.store().conn(), &policy, clock::now_utc())?;
     if a.json {
@@ -140,7 +140,7 @@ pub(super) fn budget(a: BudgetArgs) -> Result<()> {
 
 /// `audit`.
 pub(super) fn audit(a: AuditArgs) -> Result<()> {
-    let entries = ledger::entries(Node::open(&a.dir.data_dir)?.store().conn())?;
+    let entries = ledger::entries(Node::open_read_only(&a.dir.data_dir)?.store().conn())?;
     if a.json {
         println!(
             "{}",

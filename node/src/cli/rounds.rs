@@ -229,7 +229,7 @@ fn print_status(status: &RoundStatus, json: bool) -> Result<()> {
 pub(super) fn benchmark_cmd(c: BenchmarkCommand) -> Result<()> {
     match c {
         BenchmarkCommand::List { dir, json } => {
-            let list = benchmark::list(Node::open(&dir.data_dir)?.store().conn())?;
+            let list = benchmark::list(Node::open_read_only(&dir.data_dir)?.store().conn())?;
             if json {
                 println!(
                     "{}",
@@ -258,7 +258,10 @@ pub(super) fn benchmark_cmd(c: BenchmarkCommand) -> Result<()> {
             Ok(())
         }
         BenchmarkCommand::Show { dir, id, json } => {
-            let s = find(Node::open(&dir.data_dir)?.store().conn(), id.as_deref())?;
+            let s = find(
+                Node::open_read_only(&dir.data_dir)?.store().conn(),
+                id.as_deref(),
+            )?;
             if json {
                 println!(
                     "{}",
@@ -270,7 +273,10 @@ pub(super) fn benchmark_cmd(c: BenchmarkCommand) -> Result<()> {
             Ok(())
         }
         BenchmarkCommand::Export { dir, id, out } => {
-            let s = find(Node::open(&dir.data_dir)?.store().conn(), Some(&id))?;
+            let s = find(
+                Node::open_read_only(&dir.data_dir)?.store().conn(),
+                Some(&id),
+            )?;
             let html = out
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"));
