@@ -399,6 +399,19 @@ fn a_store_from_before_encryption_is_encrypted_in_place() {
         b"SQLite format 3"
     ));
 
+    // Refused while a daemon holds the node's lock (here this test holds it) ...
+    let lock = std::fs::File::create(node.join("daemon.lock")).unwrap();
+    lock.try_lock().unwrap();
+    let running = mbc(cwd, &["store", "encrypt", "--data-dir", "old"]);
+    assert_eq!(running.code, 1);
+    assert!(
+        running.stderr.contains("the node is running"),
+        "{}",
+        running.stderr
+    );
+    drop(lock);
+    // ... but not for an `api.addr` that a killed daemon left behind.
+    std::fs::write(node.join("api.addr"), "127.0.0.1:1\n").unwrap();
     let out = mbc(cwd, &["store", "encrypt", "--data-dir", "old"])
         .ok()
         .stdout;

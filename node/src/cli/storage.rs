@@ -90,12 +90,10 @@ fn query(dir: &Path, sql: &str) -> Result<()> {
 /// Encrypts the plaintext store of the node in `dir` under a fresh key in `key_dir`. Returns
 /// the key file.
 pub(crate) fn encrypt(dir: &Path, key_dir: &Path) -> Result<PathBuf> {
-    if dir.join(crate::api::ADDR_FILE).exists() {
-        bail!(
-            "the node in {} is running: stop it before encrypting its store",
-            dir.display()
-        );
-    }
+    // The daemon's lock, held while the store is replaced: refused while a daemon runs, and no
+    // daemon starts half-way. (An `api.addr` left by a daemon that was killed says nothing.)
+    let _lock = crate::daemon::lock(dir)
+        .context("the node is running: stop it before encrypting its store")?;
     let node = Node::open(dir)?;
     let mut config = node.config().clone();
     let store = node.store();
