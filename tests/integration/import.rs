@@ -393,6 +393,31 @@ fn files_before_a_bad_file_stay_imported_and_later_ones_are_not_attempted() {
     );
 }
 
+/// `mbc-node import FILE` into `cwd/node`, paused by the test hook after 1,500 rows, still
+/// inside its transaction: returned once it says so (waiting on its stderr, not the clock).
+#[track_caller]
+fn paused_import(cwd: &Path, file: &str) -> std::process::Child {
+    let mut child = Command::new(bin())
+        .current_dir(cwd)
+        .args(["import", "--data-dir", "node", file])
+        .env("MBC_NODE_TEST_HANG_AFTER_ROWS", "1500")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("import paused after 1500 rows") {
+        line.clear();
+        assert_ne!(
+            stderr.read_line(&mut line).unwrap(),
+            0,
+            "importer exited before the hook"
+        );
+    }
+    child
+}
+
 /// A small synthetic clinic, with FHIR, in `cwd/data`.
 fn synth(cwd: &Path) -> serde_json::Value {
     Synth::new(4)
@@ -427,24 +452,7 @@ fn readers_run_while_an_import_is_in_its_transaction() {
     let before = mbc(cwd, &["stats", "--data-dir", "node", "--json"])
         .ok()
         .json();
-    let mut child = Command::new(bin())
-        .current_dir(cwd)
-        .args(["import", "--data-dir", "node", assessments[0].as_str()])
-        .env("MBC_NODE_TEST_HANG_AFTER_ROWS", "1500")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("import paused after 1500 rows") {
-        line.clear();
-        assert_ne!(
-            stderr.read_line(&mut line).unwrap(),
-            0,
-            "importer exited early"
-        );
-    }
+    let mut child = paused_import(cwd, assessments[0]);
     let stats = mbc(cwd, &["stats", "--data-dir", "node", "--json"])
         .ok()
         .json();
@@ -528,30 +536,7 @@ fn kill_9_during_import_leaves_no_partial_import() {
     mbc(cwd, &["init", "--data-dir", "node", "--name", "K"]).ok();
     let db = cwd.join("node/local.db");
     let before = checksum(&db);
-    let mut child = Command::new(bin())
-        .current_dir(cwd)
-        .args([
-            "import",
-            "--data-dir",
-            "node",
-            "data/clinic-01/assessments.csv",
-        ])
-        .env("MBC_NODE_TEST_HANG_AFTER_ROWS", "1500")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait (on the pipe, not the clock) until the importer is mid-transaction.
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("import paused after 1500 rows") {
-        line.clear();
-        assert_ne!(
-            stderr.read_line(&mut line).unwrap(),
-            0,
-            "importer exited before the hook"
-        );
-    }
+    let mut child = paused_import(cwd, "data/clinic-01/assessments.csv");
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert_eq!(checksum(&db), before, "a killed import left rows behind");

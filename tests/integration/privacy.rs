@@ -64,6 +64,19 @@ fn release(cwd: &Path, rho: &str, out: &str) -> integration_tests::Run {
     release_with(cwd, rho, out, &[], &[])
 }
 
+/// A `release` that crashes right after its ledger charge (test hook), before writing `out`.
+#[track_caller]
+fn crash_after_charge(cwd: &Path, rho: &str, out: &str) {
+    let crashed = release_with(
+        cwd,
+        rho,
+        out,
+        &[],
+        &[("MBC_NODE_TEST_FAIL_AFTER_CHARGE", "1")],
+    );
+    assert_ne!(crashed.code, 0);
+}
+
 #[test]
 fn a_release_over_budget_is_refused_with_what_is_left_and_changes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
@@ -108,14 +121,7 @@ fn a_release_resumed_into_another_file_says_so_and_is_audited_there() {
     let tmp = tempfile::tempdir().unwrap();
     let cwd = tmp.path();
     node_with_markers(cwd);
-    let crashed = release_with(
-        cwd,
-        "0.1",
-        "first.json",
-        &[],
-        &[("MBC_NODE_TEST_FAIL_AFTER_CHARGE", "1")],
-    );
-    assert_ne!(crashed.code, 0);
+    crash_after_charge(cwd, "0.1", "first.json");
     let resumed = release(cwd, "0.2", "other.json").ok();
     for said in [
         "(ρ = 0.100000)",
@@ -154,14 +160,7 @@ fn a_crash_between_charge_and_write_is_resumed_without_a_second_charge() {
     let tmp = tempfile::tempdir().unwrap();
     let cwd = tmp.path();
     node_with_markers(cwd);
-    let crashed = release_with(
-        cwd,
-        "0.1",
-        "bench.json",
-        &[],
-        &[("MBC_NODE_TEST_FAIL_AFTER_CHARGE", "1")],
-    );
-    assert_ne!(crashed.code, 0);
+    crash_after_charge(cwd, "0.1", "bench.json");
     assert!(
         !cwd.join("bench.json").exists(),
         "nothing may be written before the charge commits"

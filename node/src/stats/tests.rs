@@ -314,13 +314,13 @@ fn generator_reaches_nhs_talking_therapies_rates() {
     );
 }
 
-/// Share of therapists (domain 0) labelled effective, by planted class (typical, effective,
-/// ineffective), over `seeds` clinics.
-fn effective_share_by_planted(
+/// (labelled as `counted`, therapists) on domain 0, by planted class (typical, effective,
+/// ineffective), over the clinics of `seeds`.
+fn labels_by_planted(
     seeds: std::ops::Range<u64>,
-    icc: f64,
-    caseload: u32,
+    (icc, caseload): (f64, u32),
     settings: &Settings,
+    counted: fn(Label) -> bool,
 ) -> [(usize, usize); 3] {
     let mut by = [(0, 0); 3];
     for seed in seeds {
@@ -338,7 +338,7 @@ fn effective_share_by_planted(
                 Planted::Ineffective => 2,
             };
             by[class].1 += 1;
-            by[class].0 += usize::from(r.label == Label::Effective);
+            by[class].0 += usize::from(counted(r.label));
         }
     }
     by
@@ -350,7 +350,9 @@ fn effective_share_by_planted(
 /// effective cells than those with planted ineffective ones.
 #[test]
 fn the_kraus_rule_labels_planted_effects() {
-    let by = effective_share_by_planted(6000..6004, 0.15, 40, &settings(Rule::Kraus, 30));
+    let by = labels_by_planted(6000..6004, (0.15, 40), &settings(Rule::Kraus, 30), |l| {
+        l == Label::Effective
+    });
     let share = |(k, n): (usize, usize)| k as f64 / n.max(1) as f64;
     let all =
         by.iter().map(|b| b.0).sum::<usize>() as f64 / by.iter().map(|b| b.1).sum::<usize>() as f64;
@@ -378,27 +380,10 @@ fn a_clinical_margin_stops_labels_of_tiny_effects_at_large_caseloads() {
             margin,
             ..settings(Rule::EbInterval, 30)
         };
-        let mut by = [(0, 0); 3];
-        for seed in 7000..7001 {
-            let clinic = one_clinic(seed, 0.05, 400, Assignment::Random);
-            let a = analysis::analyse(
-                &builtin_instruments(),
-                &builtin_domains(),
-                &episodes(&clinic),
-                &settings,
-            );
-            for (t, r) in &a.domains[0].records {
-                let class = match clinic.therapists[*t].planted[0] {
-                    Planted::Typical => 0,
-                    Planted::Effective => 1,
-                    Planted::Ineffective => 2,
-                };
-                by[class].1 += 1;
-                by[class].0 +=
-                    usize::from(matches!(r.label, Label::Effective | Label::Ineffective));
-            }
-        }
-        by.map(|(k, n)| k as f64 / n.max(1) as f64)
+        labels_by_planted(7000..7001, (0.05, 400), &settings, |l| {
+            matches!(l, Label::Effective | Label::Ineffective)
+        })
+        .map(|(k, n)| k as f64 / n.max(1) as f64)
     };
     let (plain, margin) = (labelled_share(0.0), labelled_share(1.0));
     eprintln!("typical/effective/ineffective labelled: no margin {plain:?}, margin 1 {margin:?}");
