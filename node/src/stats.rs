@@ -155,16 +155,15 @@ pub fn derive(store: &mut Store, settings: Settings, now: &str) -> Result<Derive
         patients,
     } = load(store, &instruments)?;
     let analysis = analysis::analyse(&instruments, &domains, &episodes, &settings);
-    save::save(
-        store.conn_mut(),
-        &episode_ids,
-        &therapist_ids,
-        &instruments,
-        &domains,
-        &analysis,
-        &settings,
-        now,
-    )?;
+    let derivation = save::Derivation {
+        episode_ids: &episode_ids,
+        therapist_ids: &therapist_ids,
+        instruments: &instruments,
+        domains: &domains,
+        analysis: &analysis,
+        settings: &settings,
+    };
+    save::save(store.conn_mut(), &derivation, now)?;
     Ok(Derived {
         national: false,
         revealed: Vec::new(),

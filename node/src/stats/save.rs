@@ -6,18 +6,30 @@ use protocol::analysis::{self, Analysis, FEATURES, Settings};
 use protocol::instrument::{Domain, Instrument};
 use rusqlite::{Connection, params};
 
-/// Stores derivation `a` (computed at `now`) unless the tables hold it already.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn save(
-    conn: &mut Connection,
-    episode_ids: &[i64],
-    therapist_ids: &[i64],
-    instruments: &[Instrument],
-    domains: &[Domain],
-    a: &Analysis,
-    settings: &Settings,
-    now: &str,
-) -> Result<()> {
+/// One derivation: the engine's results and what they are indexed by.
+pub(super) struct Derivation<'a> {
+    /// Episode rowids, in analysis order.
+    pub episode_ids: &'a [i64],
+    /// Therapist rowids, by therapist index.
+    pub therapist_ids: &'a [i64],
+    /// Instruments, as indexed by the analysis.
+    pub instruments: &'a [Instrument],
+    /// Domains, as indexed by the analysis.
+    pub domains: &'a [Domain],
+    /// The results.
+    pub analysis: &'a Analysis,
+    /// The settings they were computed with.
+    pub settings: &'a Settings,
+}
+
+/// Stores derivation `d` (computed at `now`) unless the tables hold it already.
+pub(super) fn save(conn: &mut Connection, d: &Derivation<'_>, now: &str) -> Result<()> {
+    let Derivation {
+        instruments,
+        domains,
+        settings,
+        ..
+    } = d;
     let settings_json = serde_json::json!({
         "rule": settings.rule.as_str(),
         "min_n_show": settings.minimums.show,
@@ -49,17 +61,7 @@ pub(super) fn save(
     // writes (an import, a release, a round's charge) they are left for the next run instead of
     // making this command wait or fail: the results in hand are already complete.
     conn.busy_timeout(SAVE_WAIT)?;
-    let written = write_derived(
-        conn,
-        episode_ids,
-        therapist_ids,
-        instruments,
-        domains,
-        a,
-        (version, settings.rule.as_str()),
-        &settings_json,
-        now,
-    );
+    let written = write_derived(conn, d, &settings_json, now);
     conn.busy_timeout(crate::store::BUSY_TIMEOUT)?;
     match written {
         Err(e) if crate::store::is_busy(&e) => {
@@ -73,18 +75,21 @@ pub(super) fn save(
 /// How long saving derived tables waits for another writer.
 const SAVE_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
-#[allow(clippy::too_many_arguments)]
 fn write_derived(
     conn: &mut Connection,
-    episode_ids: &[i64],
-    therapist_ids: &[i64],
-    instruments: &[Instrument],
-    domains: &[Domain],
-    a: &Analysis,
-    (version, rule): (u32, &str),
+    d: &Derivation<'_>,
     settings_json: &str,
     now: &str,
 ) -> Result<()> {
+    let Derivation {
+        episode_ids,
+        therapist_ids,
+        instruments,
+        domains,
+        analysis: a,
+        settings,
+    } = d;
+    let (version, rule) = (analysis::ALGORITHM_VERSION, settings.rule.as_str());
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     for table in [
         "episode_outcome",
