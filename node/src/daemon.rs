@@ -99,7 +99,7 @@ pub const LOCK_FILE: &str = "daemon.lock";
 /// while the returned file is open and released by the OS when the process ends, however it
 /// ends; a second daemon is refused with the first one's pid.
 pub fn lock(dir: &Path) -> Result<std::fs::File> {
-    use std::io::{Read, Seek, Write};
+    use std::io::{Read, Seek};
     let path = dir.join(LOCK_FILE);
     let mut file = std::fs::OpenOptions::new()
         .read(true)

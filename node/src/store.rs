@@ -59,28 +59,33 @@ pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10)
 /// Whether `e` is SQLite failing to write: a full disk, or an I/O error writing a file (a file
 /// size limit, the write-ahead log's shared memory).
 pub fn cannot_write(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
+    sqlite_code(e, |c| {
         matches!(
-            c.downcast_ref::<rusqlite::Error>(),
-            Some(rusqlite::Error::SqliteFailure(f, _))
-                if matches!(f.code, rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure)
+            c,
+            rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure
         )
     })
 }
 
 /// Whether `e` is SQLite's "the database is busy / locked" (another writer holds the lock).
 pub fn is_busy(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
+    sqlite_code(e, |c| {
         matches!(
-            c.downcast_ref::<rusqlite::Error>(),
-            Some(rusqlite::Error::SqliteFailure(f, _))
-                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            c,
+            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
         )
     })
 }
 
-/// Creates an empty file only its owner may read (SQLite gives a database's -wal and -shm
-/// files the same mode), so that a store is never readable by others, not even while empty.
+/// Whether an SQLite error anywhere in `e`'s chain has a code `is` accepts.
+fn sqlite_code(e: &anyhow::Error, is: impl Fn(rusqlite::ErrorCode) -> bool) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<rusqlite::Error>()
+            .and_then(rusqlite::Error::sqlite_error_code)
+            .is_some_and(&is)
+    })
+}
+
 pub(crate) fn create_owner_only(path: &Path) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
