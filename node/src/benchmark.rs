@@ -10,6 +10,7 @@
 mod html;
 
 use anyhow::{Context, Result, bail};
+use protocol::benchmark::document::{NETWORK_FORMAT, NetworkRelease};
 use protocol::round::SignedRelease;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -19,23 +20,30 @@ use crate::membership;
 
 pub use html::render as html;
 
-/// The document format name.
-pub const FORMAT: &str = "mbc-node/benchmark-release";
-
 /// A release as kept on a node.
 #[derive(Debug, Clone)]
 pub struct Stored {
     /// The signed release.
     pub release: SignedRelease,
     /// Its document, parsed.
-    pub document: Value,
+    pub document: NetworkRelease,
 }
 
 impl Stored {
     /// The release id.
     pub fn id(&self) -> &str {
-        self.document["release_id"].as_str().unwrap_or_default()
+        &self.document.release_id
     }
+}
+
+/// The document of `bytes`, when it is a network benchmark release.
+fn document(bytes: &[u8]) -> Result<NetworkRelease> {
+    let doc: Value = serde_json::from_slice(bytes).context("the release is not JSON")?;
+    if doc["format"] != NETWORK_FORMAT {
+        bail!("the release is not a {NETWORK_FORMAT} document");
+    }
+    serde_json::from_value(doc)
+        .with_context(|| format!("the release is not a well-formed {NETWORK_FORMAT} document"))
 }
 
 /// Verifies a release (signed by this network's pinned coordinator, for this network, a
@@ -45,25 +53,11 @@ pub fn accept(conn: &mut Connection, release: &SignedRelease, now: &str) -> Resu
     release
         .verify(&m.coordinator)
         .map_err(|_| anyhow::anyhow!("the release is not signed by this network's coordinator"))?;
-    let doc: Value =
-        serde_json::from_slice(&release.document.0).context("the release is not JSON")?;
-    if doc["format"] != FORMAT {
-        bail!("the release is not a {FORMAT} document");
+    let doc = document(&release.document.0)?;
+    if doc.network_id != m.network_id {
+        bail!("the release is for network {:?}", doc.network_id);
     }
-    if doc["network_id"] != m.network_id.as_str() {
-        bail!("the release is for network {}", doc["network_id"]);
-    }
-    let field = |k: &str| {
-        doc[k]
-            .as_str()
-            .map(str::to_owned)
-            .with_context(|| format!("the release has no {k}"))
-    };
-    let (id, round, issued) = (
-        field("release_id")?,
-        field("round_id")?,
-        field("issued_at")?,
-    );
+    let (id, round, issued) = (doc.release_id, doc.round_id, doc.issued_at);
     let tx = conn.transaction()?;
     let existing: Option<String> = tx
         .query_row(
@@ -104,7 +98,7 @@ fn parse((document, signature): (Vec<u8>, String)) -> Result<Stored> {
         .try_into()
         .map_err(|_| anyhow::anyhow!("stored signature is not 64 bytes"))?;
     Ok(Stored {
-        document: serde_json::from_slice(&document)?,
+        document: self::document(&document)?,
         release: SignedRelease {
             document: protocol::keys::Bytes(document),
             signature: protocol::keys::Signature(sig),
@@ -209,19 +203,12 @@ pub fn list(conn: &Connection) -> Result<Vec<Listing>> {
         .map(|s| {
             let d = &s.document;
             Listing {
-                release_id: s.id().into(),
-                round_id: d["round_id"].as_str().unwrap_or_default().into(),
-                issued_at: d["issued_at"].as_str().unwrap_or_default().into(),
-                clinics: d["clinics"]["contributing"].as_u64().unwrap_or(0),
-                rho: d["privacy"]["rho"].as_f64().unwrap_or(0.0),
-                domains: d["summary"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|x| x["domain"].as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                release_id: d.release_id.clone(),
+                round_id: d.round_id.clone(),
+                issued_at: d.issued_at.clone(),
+                clinics: d.clinics.contributing as u64,
+                rho: d.privacy.rho,
+                domains: d.summary.iter().map(|x| x.domain.clone()).collect(),
             }
         })
         .collect())
@@ -233,44 +220,34 @@ pub fn list(conn: &Connection) -> Result<Vec<Listing>> {
 /// noise gives) and σ² when τ² is precise enough ([`protocol::benchmark::tau2_usable`]) and
 /// not clamped at 0.
 pub fn reference(s: &Stored) -> protocol::analysis::NetworkReference {
-    use protocol::analysis::{DomainReference, FEATURES, NetworkReference};
+    use protocol::analysis::{DomainReference, NetworkReference};
     use protocol::benchmark::tau2_usable;
-    let domains = s.document["summary"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|x| {
-            let id = x["domain"].as_str()?.to_owned();
+    let domains = s
+        .document
+        .summary
+        .iter()
+        .map(|x| {
             // The model with its replicates: each clinic decides on its own episodes whether
             // noise leaves it precise enough (`analysis`).
-            let beta = x["risk_model"].as_object().and_then(|m| {
-                FEATURES
-                    .iter()
-                    .map(|f| m.get(*f).and_then(Value::as_f64))
-                    .collect::<Option<Vec<f64>>>()
-            });
-            let replicates: Vec<Vec<f64>> =
-                serde_json::from_value(x["risk_model_replicates"].clone()).unwrap_or_default();
-            let v = &x["therapist_variance"];
-            let sd = x["tau2_noise_sd"].as_f64().unwrap_or(f64::INFINITY);
-            let (tau2, sigma2) = match (v["tau2"].as_f64(), v["sigma2"].as_f64()) {
+            let sd = x.tau2_noise_sd.unwrap_or(f64::INFINITY);
+            let (tau2, sigma2) = match x.therapist_variance {
                 // A τ² at its bound 0 says only "no more than noise": adopting it would shrink
                 // every local effect to nothing, whatever the clinic's own data show.
-                (Some(t), Some(s2)) if t > 0.0 && tau2_usable(t, s2, sd) => (
-                    Some((t, ((t - 1.96 * sd).max(0.0), t + 1.96 * sd))),
-                    Some(s2),
+                Some(v) if v.tau2 > 0.0 && tau2_usable(v.tau2, v.sigma2, sd) => (
+                    Some((v.tau2, ((v.tau2 - 1.96 * sd).max(0.0), v.tau2 + 1.96 * sd))),
+                    Some(v.sigma2),
                 ),
                 _ => (None, None),
             };
-            Some((
-                id,
+            (
+                x.domain.clone(),
                 DomainReference {
-                    beta,
-                    replicates,
+                    beta: x.risk_coefficients(),
+                    replicates: x.risk_model_replicates.clone(),
                     tau2,
                     sigma2,
                 },
-            ))
+            )
         })
         .collect();
     NetworkReference {
@@ -281,7 +258,9 @@ pub fn reference(s: &Stored) -> protocol::analysis::NetworkReference {
 
 /// The exported JSON: the document with the signature that covers its original bytes.
 pub fn export_json(s: &Stored) -> Value {
-    let mut doc = s.document.clone();
+    // The document as signed, keys this version does not know included.
+    let mut doc: Value = serde_json::from_slice(&s.release.document.0)
+        .unwrap_or_else(|_| serde_json::to_value(&s.document).expect("a document serialises"));
     doc["signature"] = json!({
         "algorithm": "Ed25519",
         "signed": "the transcript \"mbc-node/v1 release\" ‖ SHA-256 of the document as gossiped",
@@ -291,105 +270,131 @@ pub fn export_json(s: &Stored) -> Value {
     doc
 }
 
-fn pct(v: &Value) -> String {
-    v.as_f64()
-        .map_or_else(|| "—".into(), |x| format!("{:.1} %", 100.0 * x))
+fn pct(v: Option<f64>) -> String {
+    v.map_or_else(|| "—".into(), |x| format!("{:.1} %", 100.0 * x))
 }
 
-fn num(v: &Value, digits: usize) -> String {
-    v.as_f64()
+fn num(v: Option<f64>, digits: usize) -> String {
+    v.filter(|x| x.is_finite())
         .map_or_else(|| "—".into(), |x| format!("{x:.digits$}"))
 }
 
 /// The human summary of `benchmark show`.
 pub fn describe(s: &Stored) -> String {
     let d = &s.document;
-    let p = &d["privacy"];
+    let p = &d.privacy;
     let mut out = format!(
         "Benchmark release {}\n  network {}, round {}, issued {} (period {}), {}\n  \
          {} of {} clinics contributed: {}\n  privacy: ρ = {} (ε = {:.2} at δ = {}), σ = {:.1}, \
          threshold {}, noise {}\n  signed by the coordinator {}…, document SHA-256 {}…\n\n",
         s.id(),
-        d["network_id"].as_str().unwrap_or_default(),
-        d["round_id"].as_str().unwrap_or_default(),
-        d["issued_at"].as_str().unwrap_or_default(),
-        d["period"].as_str().unwrap_or_default(),
-        d["software"].as_str().unwrap_or_default(),
-        d["clinics"]["contributing"],
-        d["clinics"]["invited"],
-        d["clinics"]["names"]
-            .as_array()
-            .map(|a| a
-                .iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", "))
-            .unwrap_or_default(),
-        p["rho"],
-        p["epsilon"].as_f64().unwrap_or(f64::NAN),
-        p["delta"],
-        p["sigma"].as_f64().unwrap_or(f64::NAN),
-        p["threshold"],
-        p["noise"].as_str().unwrap_or("on"),
-        &d["aggregator"]
-            .as_str()
-            .unwrap_or_default()
-            .get(..12)
-            .unwrap_or_default(),
+        d.network_id,
+        d.round_id,
+        d.issued_at,
+        d.period,
+        d.software,
+        d.clinics.contributing,
+        d.clinics.invited,
+        d.clinics.names.join(", "),
+        p.rho,
+        p.epsilon,
+        p.delta,
+        p.sigma,
+        p.threshold.map_or_else(|| "—".into(), |t| t.to_string()),
+        p.noise,
+        d.aggregator.get(..12).unwrap_or_default(),
         &s.release.sha256()[..12],
     );
     out.push_str(&format!(
         "  {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7}\n",
         "domain", "episodes", "recovery", "rel.impr", "rel.det", "Δ mean", "τ²", "ICC"
     ));
-    for x in d["summary"].as_array().into_iter().flatten() {
-        let v = &x["therapist_variance"];
+    for x in &d.summary {
+        let v = x.therapist_variance;
         out.push_str(&format!(
             "  {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7}\n",
-            x["domain"].as_str().unwrap_or_default(),
-            num(&x["episodes"], 0),
-            pct(&x["recovery_rate"]),
-            pct(&x["reliable_improvement_rate"]),
-            pct(&x["reliable_deterioration_rate"]),
-            num(&x["change"]["mean"], 2),
-            num(&v["tau2"], 3),
-            num(&v["icc"], 3),
+            x.domain,
+            num(Some(x.episodes), 0),
+            pct(x.recovery_rate),
+            pct(x.reliable_improvement_rate),
+            pct(x.reliable_deterioration_rate),
+            num(x.change.map(|c| c.mean), 2),
+            num(v.map(|v| v.tau2), 3),
+            num(v.map(|v| v.icc), 3),
         ));
-        let suppressed: Vec<&str> = x["suppressed"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        if !suppressed.is_empty() {
+        if !x.suppressed.is_empty() {
             out.push_str(&format!(
                 "  {:<12} suppressed (noise dominates): {}\n",
                 "",
-                suppressed.join(", ")
+                x.suppressed.join(", ")
             ));
         }
     }
     out
 }
 
+/// A signed release of one domain whose summary is `summary` (and whose layout is empty), read
+/// back as a node reads a kept one: the optional figures of older releases may be absent.
+#[cfg(test)]
+fn test_release(summary: Value) -> Stored {
+    let document = json!({
+        "format": NETWORK_FORMAT, "version": 1, "release_id": "r1", "network_id": "n",
+        "round_id": "00", "issued_at": "2026-12-01T00:00:00Z", "period": "2026",
+        "software": "mbc-node", "aggregator": "00",
+        "clinics": {"invited": 3, "contributing": 3, "names": []},
+        "privacy": {"unit": "patient", "rho": 0.5, "epsilon": 5.0, "delta": 1e-6,
+            "sigma": 1.0, "sensitivity": 1.0, "mechanism": "test", "noise": "on"},
+        "layout": {"kind": "benchmark", "version": 2, "max_episodes_per_patient": 1,
+            "caseload_cap": 1, "features": [], "sessions": 0, "domains": [], "blocks": [],
+            "sensitivity": 1.0},
+        "values": [],
+        "summary": [summary],
+    });
+    let release = SignedRelease::sign(
+        &protocol::keys::Signer::from_seed(&[7; 32]),
+        document.to_string().into_bytes(),
+    );
+    parse((release.document.0.clone(), hex::encode(release.signature.0)))
+        .expect("a well-formed release")
+}
+
 #[cfg(test)]
 mod tests {
-    use protocol::keys::Signer;
-
     use super::*;
 
+    /// A release whose one domain has τ² = `tau2` with noise SD `sd` and σ² = 30.
     fn stored(tau2: f64, sd: f64) -> Stored {
-        let document = json!({
-            "release_id": "r1",
-            "summary": [{
-                "domain": "depression",
-                "therapist_variance": {"tau2": tau2, "sigma2": 30.0},
-                "tau2_noise_sd": sd,
-            }],
-        });
-        let release = SignedRelease::sign(
-            &Signer::from_seed(&[7; 32]),
-            document.to_string().into_bytes(),
+        test_release(json!({
+            "domain": "depression", "episodes": 100.0, "finished": 90.0,
+            "finished_at_caseness": 80.0, "reliable_improvement_rate": null,
+            "reliable_deterioration_rate": null, "recovery_rate": null,
+            "reliable_recovery_rate": null,
+            "therapist_variance": {"therapists": 10, "tau2": tau2, "sigma2": 30.0,
+                "icc": null, "n0": 10.0, "mean_residual": 0.0},
+            "tau2_noise_sd": sd,
+        }))
+    }
+
+    /// Writer and reader share one shape: a document missing a required figure, or of
+    /// another format, is refused with what it is not; one without the optional figures of
+    /// older releases is read.
+    #[test]
+    fn documents_are_read_by_their_type() {
+        let mut doc =
+            serde_json::from_slice::<Value>(&stored(4.0, 1.0).release.document.0).unwrap();
+        assert!(document(&serde_json::to_vec(&doc).unwrap()).is_ok());
+        doc["privacy"].as_object_mut().unwrap().remove("rho");
+        let err = document(&serde_json::to_vec(&doc).unwrap()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("not a well-formed") && format!("{err:#}").contains("rho"),
+            "{err:#}"
         );
-        Stored { release, document }
+        doc["format"] = json!("mbc-node/release");
+        let err = document(&serde_json::to_vec(&doc).unwrap()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("is not a mbc-node/benchmark-release document")
+        );
     }
 
     /// Issue 13, fix 1: a released τ² of 0 (clamped at its bound) is never adopted, even when

@@ -164,8 +164,8 @@ pub struct Draft {
     pub threshold: u32,
     /// Therapist-level sensitivity of the layout, if any (P3).
     pub therapist_sensitivity: Option<f64>,
-    /// The layout as JSON (version, blocks, bounds, scales).
-    pub layout: String,
+    /// The layout of the released vector (version, blocks, bounds, scales).
+    pub layout: protocol::benchmark::document::LayoutDescription,
     /// Exactly the bytes that leave.
     pub payload: Vec<u8>,
 }
@@ -266,7 +266,8 @@ pub struct Entry {
     pub therapist_sensitivity: Option<f64>,
     /// ρ at therapist level.
     pub therapist_rho: Option<f64>,
-    /// Layout (JSON).
+    /// Layout as recorded (JSON): a [`protocol::benchmark::document::LayoutDescription`] of
+    /// the layout version the release was made with, shown by `audit` as it was written.
     pub layout: serde_json::Value,
     /// SHA-256 of the payload, hex.
     pub payload_sha256: String,
@@ -405,8 +406,8 @@ pub fn charge_with(
         .transpose()?;
     let period = policy.period.label(now);
     let sha = hex::encode(digest::digest(&digest::SHA256, &draft.payload));
-    let layout: serde_json::Value =
-        serde_json::from_str(&draft.layout).context("release layout is not JSON")?;
+    let layout_text = serde_json::to_string(&draft.layout)?;
+    let layout = serde_json::to_value(&draft.layout)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     precheck(&tx, policy, &draft.kind, m.rho, now)?;
     tx.execute(
@@ -428,7 +429,7 @@ pub fn charge_with(
             m.sensitivity,
             draft.therapist_sensitivity,
             therapist_rho,
-            draft.layout,
+            layout_text,
             draft.payload,
             sha,
             rfc3339(now),

@@ -12,10 +12,12 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
-use protocol::analysis::{FEATURES, domain_score, elevated};
-use protocol::benchmark::{BenchmarkLayout, Contribution, DomainSpec, LAYOUT_VERSION, Params};
-use protocol::dp::{self, Mechanism};
-use serde_json::{Value, json};
+use protocol::analysis::{domain_score, elevated};
+use protocol::benchmark::document::{
+    DomainRelease, LOCAL_FORMAT, LOCAL_KIND, LayoutDescription, LocalRelease, Privacy,
+};
+use protocol::benchmark::{BenchmarkLayout, Contribution, DomainSpec, Params};
+use protocol::dp::Mechanism;
 
 use crate::config::Config;
 use crate::ledger::{self, Charged, Draft, Policy};
@@ -24,7 +26,7 @@ use crate::stats::{self, Derived};
 use crate::store::Store;
 
 /// Kind of the stand-alone benchmark release.
-pub const LOCAL_BENCHMARK: &str = "local-benchmark";
+pub const LOCAL_BENCHMARK: &str = LOCAL_KIND;
 
 /// The benchmark layout of this node's registry under its `[privacy]` bounds.
 pub fn benchmark_layout(store: &Store, config: &Config) -> Result<BenchmarkLayout> {
@@ -121,91 +123,6 @@ pub fn contributions(
         }
     }
     Ok(out)
-}
-
-/// The layout as JSON: what the release vector holds and how each block is bounded.
-pub fn layout_json(layout: &BenchmarkLayout) -> Value {
-    let l = layout.layout();
-    json!({
-        "kind": "benchmark",
-        "version": LAYOUT_VERSION,
-        "max_episodes_per_patient": layout.params().max_episodes,
-        "caseload_cap": layout.params().caseload_cap,
-        "features": FEATURES,
-        "sessions": protocol::benchmark::SESSIONS,
-        "domains": layout.domains().iter().enumerate().map(|(d, s)| {
-            let (intake, change) = layout.bins(d);
-            json!({
-                "id": s.id, "lo": s.lo, "hi": s.hi, "bands": s.bands,
-                "intake_bins": {"start": intake.start, "width": intake.width, "n": intake.n},
-                "change_bins": {"start": change.start, "width": change.width, "n": change.n},
-            })
-        }).collect::<Vec<_>>(),
-        "blocks": l.blocks().iter().map(|b| json!({
-            "name": b.name(),
-            "kind": b.kind().as_str(),
-            "offset": b.offset(),
-            "groups": b.groups(),
-            "width": b.width(),
-            "scale": b.scale(),
-            "episode_bounds": b.bounds().map(|(lo, hi)| [lo, hi]).collect::<Vec<_>>(),
-            "patient_l2_bound": b.patient_bound(),
-        })).collect::<Vec<_>>(),
-        "sensitivity": l.sensitivity().patient,
-        "therapist_sensitivity": l.sensitivity().therapist,
-    })
-}
-
-/// The `privacy` object of a release document: unit, ρ and ε at δ, σ, sensitivities (patient
-/// and therapist level, with the therapist-level ρ), the mechanism, whether noise was on.
-pub fn privacy_json(
-    mechanism: &Mechanism,
-    delta: f64,
-    sensitivity: dp::Sensitivity,
-    description: &str,
-) -> Result<Value> {
-    let therapist_rho = sensitivity
-        .therapist
-        .map(|s| dp::rho(s, mechanism.total_sigma))
-        .transpose()?;
-    Ok(json!({
-        "unit": "patient",
-        "rho": mechanism.rho,
-        "epsilon": dp::epsilon(mechanism.rho, delta)?,
-        "delta": delta,
-        "sigma": mechanism.total_sigma,
-        "sensitivity": sensitivity.patient,
-        "therapist_sensitivity": sensitivity.therapist,
-        "therapist_rho": therapist_rho,
-        "mechanism": description,
-        "noise": if crate::hooks::no_noise() { "off (test build)" } else { "on" },
-    }))
-}
-
-/// A domain summary as JSON (release documents).
-pub fn summary_json(s: &protocol::benchmark::DomainSummary) -> Value {
-    json!({
-        "domain": s.id,
-        "episodes": s.episodes,
-        "finished": s.finished,
-        "finished_at_caseness": s.at_caseness,
-        "reliable_improvement_rate": s.rates.reliable_improvement,
-        "reliable_deterioration_rate": s.rates.reliable_deterioration,
-        "recovery_rate": s.rates.recovery,
-        "reliable_recovery_rate": s.rates.reliable_recovery,
-        "intake": s.intake.map(|d| json!({"mean": d.mean, "quartiles": d.quartiles})),
-        "change": s.change.map(|d| json!({"mean": d.mean, "quartiles": d.quartiles})),
-        "risk_model": s.risk.as_ref().map(|b| FEATURES.iter().zip(b).map(|(f, v)| (f.to_string(), json!(v))).collect::<serde_json::Map<_, _>>()),
-        "therapist_variance": s.variance.map(|v| json!({
-            "therapists": v.therapists, "tau2": v.tau2, "sigma2": v.sigma2, "icc": v.icc,
-            "n0": v.n0, "mean_residual": v.mean,
-        })),
-        "tau2_noise_sd": s.tau2_sd,
-        "risk_model_replicates": s.risk_replicates,
-        "risk_model_noise_sd": s.risk_sd.as_ref().map(|b| FEATURES.iter().zip(b).map(|(f, v)| (f.to_string(), json!(v))).collect::<serde_json::Map<_, _>>()),
-        "expected_curves": s.curves,
-        "suppressed": s.suppressed,
-    })
 }
 
 /// What `release` did.
@@ -309,19 +226,24 @@ pub fn local_benchmark(
         noised_vector(store, settings, &layout, &noise, mechanism.total_sigma, now)?;
     let summary = layout.summarise(&values, mechanism.total_sigma)?;
     let id = ledger::new_id()?;
-    let layout_value = layout_json(&layout);
-    let document = json!({
-        "format": "mbc-node/release",
-        "kind": LOCAL_BENCHMARK,
-        "release_id": id,
-        "software": concat!("mbc-node ", env!("CARGO_PKG_VERSION")),
-        "clinic": clinic,
-        "period": policy.period.label(now),
-        "privacy": privacy_json(&mechanism, policy.delta, sensitivity, "discrete Gaussian (OpenDP), ρ-zCDP")?,
-        "layout": layout_value,
-        "values": values,
-        "summary": summary.iter().map(summary_json).collect::<Vec<_>>(),
-    });
+    let document = LocalRelease {
+        format: LOCAL_FORMAT.into(),
+        kind: LOCAL_BENCHMARK.into(),
+        release_id: id.clone(),
+        software: concat!("mbc-node ", env!("CARGO_PKG_VERSION")).into(),
+        clinic,
+        period: policy.period.label(now),
+        privacy: Privacy::new(
+            &mechanism,
+            policy.delta,
+            sensitivity,
+            "discrete Gaussian (OpenDP), ρ-zCDP",
+            !crate::hooks::no_noise(),
+        )?,
+        layout: LayoutDescription::of(&layout),
+        values,
+        summary: summary.iter().map(DomainRelease::from).collect(),
+    };
     let payload = serde_json::to_vec_pretty(&document)?;
     let charged = ledger::charge(
         store.conn_mut(),
@@ -333,7 +255,7 @@ pub fn local_benchmark(
             mechanism,
             threshold: 1,
             therapist_sensitivity: sensitivity.therapist,
-            layout: layout_value.to_string(),
+            layout: document.layout.clone(),
             payload,
         },
         now,

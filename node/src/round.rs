@@ -23,6 +23,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
+use protocol::benchmark::document::LayoutDescription;
 use protocol::dp::Mechanism;
 use protocol::keys::NodeKey;
 use protocol::messages::{RoundRequest, RoundResponse};
@@ -371,7 +372,7 @@ impl Participation {
                 mechanism,
                 threshold: s.threshold,
                 therapist_sensitivity: sensitivity.therapist,
-                layout: release::layout_json(&layout).to_string(),
+                layout: LayoutDescription::of(&layout),
                 payload,
             },
             now,

@@ -27,8 +27,10 @@
 //! rates, histogram means and quartiles, the risk model solved with a noise-scaled ridge,
 //! τ² and σ² by one-way ANOVA (with the SD the noise gives τ²), expected curves per band, and
 //! suppression where noise dominates. Blocks share the budget by [`WEIGHTS`].
-//! Post-processing costs no privacy budget; it lives in `benchmark/summary.rs`.
+//! Post-processing costs no privacy budget; it lives in `benchmark/summary.rs`. The release
+//! documents that carry a vector and its summary are typed in `benchmark/document.rs`.
 
+pub mod document;
 mod summary;
 
 pub use summary::{

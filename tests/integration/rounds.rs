@@ -380,7 +380,14 @@ fn tampered_or_wrongly_signed_releases_are_rejected_everywhere() {
         serde_json::to_vec(&serde_json::json!({
             "format": "mbc-node/benchmark-release", "version": 1, "release_id": id,
             "network_id": NET, "round_id": "00000000000000aa", "issued_at": "2026-11-23T00:00:00Z",
-            "summary": [],
+            "period": "2026", "software": "test", "aggregator": "00",
+            "clinics": {"invited": 3, "contributing": 3, "names": []},
+            "privacy": {"unit": "patient", "rho": 0.5, "epsilon": 5.0, "delta": 1e-6,
+                "sigma": 1.0, "sensitivity": 1.0, "mechanism": "test", "noise": "on"},
+            "layout": {"kind": "benchmark", "version": 2, "max_episodes_per_patient": 1,
+                "caseload_cap": 1, "features": [], "sessions": 0, "domains": [], "blocks": [],
+                "sensitivity": 1.0},
+            "values": [], "summary": [],
         }))
         .unwrap()
     };

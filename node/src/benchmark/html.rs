@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use serde_json::Value;
+use protocol::benchmark::document::{DomainLayout, DomainRelease, NetworkRelease};
 
 use super::{Stored, describe};
 
@@ -96,23 +96,6 @@ fn short(v: f64) -> String {
     }
 }
 
-/// Decoded entries of block `name` from the document's layout and values.
-fn block(doc: &Value, name: &str) -> Option<Vec<f64>> {
-    let b = doc["layout"]["blocks"]
-        .as_array()?
-        .iter()
-        .find(|b| b["name"] == name)?;
-    let (offset, len) = (
-        b["offset"].as_u64()? as usize,
-        b["groups"].as_u64()? * b["width"].as_u64()?,
-    );
-    let scale = b["scale"].as_f64()?;
-    let values = doc["values"].as_array()?;
-    (offset..offset + len as usize)
-        .map(|i| values.get(i)?.as_f64().map(|v| v / scale))
-        .collect()
-}
-
 /// A figure's frame holding only the reason it is not drawn.
 fn suppressed(title: &str, why: &str) -> String {
     let body = format!(
@@ -128,17 +111,19 @@ fn suppressed(title: &str, why: &str) -> String {
 const NOISE_DOMINATES: &str =
     "suppressed: noise dominates (the network has too few episodes here for this privacy level)";
 
-fn histogram(doc: &Value, x: &Value, domain: &Value, d: &str) -> Option<String> {
+fn histogram(doc: &NetworkRelease, x: &DomainRelease, domain: &DomainLayout) -> Option<String> {
+    let d = &x.domain;
     let title = format!("{d}: change from first to last score (episodes, noisy counts)");
-    if x["change"].is_null() {
+    if x.change.is_none() {
         return Some(suppressed(&title, NOISE_DOMINATES));
     }
-    let counts: Vec<f64> = block(doc, &format!("{d}.change"))?
+    let counts: Vec<f64> = doc
+        .layout
+        .decode(&doc.values, &format!("{d}.change"))?
         .into_iter()
         .map(|c| c.max(0.0))
         .collect();
-    let bins = &domain["change_bins"];
-    let (start, width) = (bins["start"].as_f64()?, bins["width"].as_f64()?);
+    let (start, width) = (domain.change_bins.start, domain.change_bins.width);
     let top = counts.iter().copied().fold(1.0, f64::max);
     let s = Scale {
         x0: start,
@@ -164,11 +149,12 @@ fn histogram(doc: &Value, x: &Value, domain: &Value, d: &str) -> Option<String> 
     Some(frame(&title, &body, "post − pre", "episodes"))
 }
 
-fn rates(summary: &[Value]) -> String {
-    let names = [
-        ("recovery_rate", "recovery"),
-        ("reliable_improvement_rate", "reliable improvement"),
-        ("reliable_deterioration_rate", "reliable deterioration"),
+fn rates(summary: &[DomainRelease]) -> String {
+    type Rate = fn(&DomainRelease) -> Option<f64>;
+    let names: [(Rate, &str); 3] = [
+        (|x| x.recovery_rate, "recovery"),
+        (|x| x.reliable_improvement_rate, "reliable improvement"),
+        (|x| x.reliable_deterioration_rate, "reliable deterioration"),
     ];
     let s = Scale {
         x0: 0.0,
@@ -179,9 +165,9 @@ fn rates(summary: &[Value]) -> String {
     let mut body = String::new();
     let group = 1.0 / (names.len() as f64 + 1.0);
     for (i, x) in summary.iter().enumerate() {
-        for (j, (key, _)) in names.iter().enumerate() {
+        for (j, (rate, _)) in names.iter().enumerate() {
             let left = i as f64 + group * (j as f64 + 0.5);
-            if let Some(v) = x[*key].as_f64() {
+            if let Some(v) = rate(x) {
                 let _ = write!(
                     body,
                     "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{}</title></rect>",
@@ -199,7 +185,7 @@ fn rates(summary: &[Value]) -> String {
             "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\">{}</text>",
             s.x(i as f64 + 0.5),
             H - PAD + 12.0,
-            esc(x["domain"].as_str().unwrap_or_default())
+            esc(&x.domain)
         );
     }
     for (j, (_, label)) in names.iter().enumerate() {
@@ -219,36 +205,31 @@ fn rates(summary: &[Value]) -> String {
     )
 }
 
-fn curves(x: &Value, domain: &Value) -> Option<String> {
-    let d = x["domain"].as_str()?;
-    let rows = x["expected_curves"].as_array()?;
-    let (lo, hi) = (domain["lo"].as_f64()?, domain["hi"].as_f64()?);
-    let sessions = rows.first()?.as_array()?.len();
+fn curves(x: &DomainRelease, domain: &DomainLayout) -> Option<String> {
+    let d = &x.domain;
+    let rows = &x.expected_curves;
+    let (lo, hi) = (domain.lo, domain.hi);
+    let sessions = rows.first()?.len();
     let s = Scale {
         x0: 1.0,
         x1: sessions as f64,
         y0: lo,
         y1: hi,
     };
-    let bands = domain["bands"].as_array()?;
+    let bands = &domain.bands;
     let title = format!("{d}: expected score by session and intake severity band");
-    let drawn = rows.iter().any(|row| {
-        row.as_array()
-            .is_some_and(|r| r.iter().filter(|v| v.is_number()).count() > 1)
-    });
+    let drawn = rows
+        .iter()
+        .any(|row| row.iter().filter(|v| v.is_some()).count() > 1);
     if !drawn {
         return Some(suppressed(&title, NOISE_DOMINATES));
     }
     let mut body = String::new();
     for (b, row) in rows.iter().enumerate() {
         let points: Vec<String> = row
-            .as_array()?
             .iter()
             .enumerate()
-            .filter_map(|(i, v)| {
-                v.as_f64()
-                    .map(|v| format!("{:.1},{:.1}", s.x(i as f64 + 1.0), s.y(v)))
-            })
+            .filter_map(|(i, v)| v.map(|v| format!("{:.1},{:.1}", s.x(i as f64 + 1.0), s.y(v))))
             .collect();
         if points.len() > 1 {
             let _ = write!(
@@ -264,26 +245,21 @@ fn curves(x: &Value, domain: &Value) -> Option<String> {
             W - 90.0,
             24.0 + 12.0 * b as f64,
             COLOURS[b % COLOURS.len()],
-            bands
-                .get(b)
-                .map(|v| short(v.as_f64().unwrap_or(0.0)))
-                .unwrap_or_default()
+            bands.get(b).map(|v| short(*v)).unwrap_or_default()
         );
     }
     s.ticks(&mut body);
     Some(frame(&title, &body, "session", "mean score"))
 }
 
-fn spread(summary: &[Value]) -> String {
+fn spread(summary: &[DomainRelease]) -> String {
     // Therapist effects ~ N(0, τ²): the middle 95 % of therapists lie within ±1.96 τ.
-    let taus: Vec<(String, Option<f64>)> = summary
+    let taus: Vec<(&str, Option<f64>)> = summary
         .iter()
         .map(|x| {
             (
-                x["domain"].as_str().unwrap_or_default().to_owned(),
-                x["therapist_variance"]["tau2"]
-                    .as_f64()
-                    .map(|t| t.max(0.0).sqrt()),
+                x.domain.as_str(),
+                x.therapist_variance.map(|v| v.tau2.max(0.0).sqrt()),
             )
         })
         .collect();
@@ -337,11 +313,6 @@ fn spread(summary: &[Value]) -> String {
 /// The report as one HTML page.
 pub fn render(s: &Stored) -> String {
     let doc = &s.document;
-    let summary: Vec<Value> = doc["summary"].as_array().cloned().unwrap_or_default();
-    let domains: Vec<Value> = doc["layout"]["domains"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
     let mut out = String::new();
     let _ = write!(
         out,
@@ -355,13 +326,15 @@ pub fn render(s: &Stored) -> String {
          <h2>Rates</h2>{rates}<h2>Therapist effects</h2>{spread}",
         id = esc(s.id()),
         text = esc(&describe(s)),
-        rates = rates(&summary),
-        spread = spread(&summary),
+        rates = rates(&doc.summary),
+        spread = spread(&doc.summary),
     );
-    for (x, domain) in summary.iter().zip(&domains) {
-        let d = x["domain"].as_str().unwrap_or_default();
-        let _ = write!(out, "<h2>{}</h2>", esc(d));
-        if let Some(h) = histogram(doc, x, domain, d) {
+    for x in &doc.summary {
+        let _ = write!(out, "<h2>{}</h2>", esc(&x.domain));
+        let Some(domain) = doc.layout.domain(&x.domain) else {
+            continue;
+        };
+        if let Some(h) = histogram(doc, x, domain) {
             out.push_str(&h);
         }
         if let Some(c) = curves(x, domain) {
@@ -378,25 +351,42 @@ mod tests {
 
     use super::*;
 
+    fn domain(summary: serde_json::Value) -> DomainRelease {
+        let mut d = json!({"domain": "depression", "episodes": 100.0, "finished": 90.0,
+            "finished_at_caseness": 80.0, "reliable_improvement_rate": null,
+            "reliable_deterioration_rate": null, "recovery_rate": null,
+            "reliable_recovery_rate": null});
+        d.as_object_mut()
+            .unwrap()
+            .extend(summary.as_object().unwrap().clone());
+        serde_json::from_value(d).unwrap()
+    }
+
     /// Issue 13, fix 13: a domain whose curves and change histogram post-processing suppressed
     /// gets panels that say so, not empty axes or pure-noise bars.
     #[test]
     fn suppressed_figures_say_noise_dominates() {
-        let domain = json!({"lo": 0.0, "hi": 27.0, "bands": [0.0, 10.0],
-            "change_bins": {"start": -27.5, "width": 1.0}});
-        let x = json!({"domain": "depression", "change": null,
-            "expected_curves": [[null, null, null], [null, 4.0, null]]});
-        let panel = curves(&x, &domain).unwrap();
+        let layout: DomainLayout = serde_json::from_value(json!({"id": "depression",
+            "lo": 0.0, "hi": 27.0, "bands": [0.0, 10.0],
+            "intake_bins": {"start": -0.5, "width": 1.0, "n": 28},
+            "change_bins": {"start": -27.5, "width": 1.0, "n": 55}}))
+        .unwrap();
+        let x = domain(json!({"change": null,
+            "expected_curves": [[null, null, null], [null, 4.0, null]]}));
+        let panel = curves(&x, &layout).unwrap();
         assert!(panel.contains("suppressed: noise dominates") && !panel.contains("polyline"));
-        let panel = histogram(&json!({}), &x, &domain, "depression").unwrap();
+        let doc = super::super::test_release(serde_json::to_value(&x).unwrap()).document;
+        let panel = histogram(&doc, &x, &layout).unwrap();
         // The frame's own border is the only rectangle: no bars.
         assert!(
             panel.contains("suppressed: noise dominates") && panel.matches("<rect").count() == 1
         );
         // Two points of a band are a curve.
-        let x = json!({"domain": "depression", "change": {"mean": -6.0},
-            "expected_curves": [[12.0, 9.0, null]]});
-        let drawn = curves(&x, &domain).unwrap();
+        let x = domain(
+            json!({"change": {"mean": -6.0, "quartiles": [-8.0, -6.0, -4.0]},
+            "expected_curves": [[12.0, 9.0, null]]}),
+        );
+        let drawn = curves(&x, &layout).unwrap();
         assert!(drawn.contains("polyline") && !drawn.contains("suppressed"));
     }
 }

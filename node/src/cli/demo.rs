@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use protocol::benchmark::document::NetworkRelease;
 use protocol::roster::JoinRequest;
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::rounds;
@@ -279,37 +279,37 @@ fn run_round(a: &DemoArgs, dir: &Path, nodes: &[(PathBuf, String)]) -> Result<()
     Ok(())
 }
 
-fn rate(v: &Value) -> String {
-    v.as_f64()
-        .map_or_else(|| "suppressed".into(), |x| format!("{:.1} %", 100.0 * x))
+fn rate(v: Option<f64>) -> String {
+    v.map_or_else(|| "suppressed".into(), |x| format!("{:.1} %", 100.0 * x))
 }
 
-fn print_summary(doc: &Value, nodes: &[(PathBuf, String)]) -> Result<()> {
+fn print_summary(doc: &NetworkRelease, nodes: &[(PathBuf, String)]) -> Result<()> {
     println!(
         "\n   Network benchmark ({} clinics contributed):",
-        doc["clinics"]["contributing"]
+        doc.clinics.contributing
     );
     println!(
         "   {:<12} {:>9} {:>10} {:>10} {:>10}   therapist effects (middle 95 %)",
         "domain", "episodes", "recovery", "rel.impr.", "rel.det."
     );
-    for x in doc["summary"].as_array().into_iter().flatten() {
-        let v = &x["therapist_variance"];
-        let spread = match (v["tau2"].as_f64(), v["icc"].as_f64()) {
-            (Some(t), Some(icc)) => format!(
-                "±{:.2} points (τ² = {t:.2}, noise SD {:.2}; ICC {icc:.3})",
-                1.96 * t.max(0.0).sqrt(),
-                x["tau2_noise_sd"].as_f64().unwrap_or(f64::NAN)
+    for x in &doc.summary {
+        let spread = match x.therapist_variance {
+            Some(v) => format!(
+                "±{:.2} points (τ² = {:.2}, noise SD {:.2}; ICC {:.3})",
+                1.96 * v.tau2.max(0.0).sqrt(),
+                v.tau2,
+                x.tau2_noise_sd.unwrap_or(f64::NAN),
+                v.icc
             ),
-            _ => "suppressed (noise dominates)".into(),
+            None => "suppressed (noise dominates)".into(),
         };
         println!(
             "   {:<12} {:>9.0} {:>10} {:>10} {:>10}   {spread}",
-            x["domain"].as_str().unwrap_or_default(),
-            x["episodes"].as_f64().unwrap_or(0.0),
-            rate(&x["recovery_rate"]),
-            rate(&x["reliable_improvement_rate"]),
-            rate(&x["reliable_deterioration_rate"]),
+            x.domain,
+            x.episodes,
+            rate(x.recovery_rate),
+            rate(x.reliable_improvement_rate),
+            rate(x.reliable_deterioration_rate),
         );
     }
     println!("\n   Privacy budget per clinic (ρ-zCDP, this period):");
