@@ -10,12 +10,9 @@ use protocol::therapist::{Label, TrackRecord, wilson};
 use crate::stats::Derived;
 use crate::stats::output::{NATIONAL, rate_rows};
 
-/// Escapes text for HTML.
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+/// Escapes text for HTML element content and double-quoted attributes (`&`, `<`, `>`, `"`).
+fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+    html_escape::encode_double_quoted_attribute(s)
 }
 
 fn colour(label: Label) -> &'static str {

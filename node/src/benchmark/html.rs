@@ -15,11 +15,9 @@ const COLOURS: [&str; 6] = [
     "#1b6ca8", "#e07b39", "#3b9b5e", "#b5443a", "#7b5ea7", "#8a8a8a",
 ];
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+/// Escapes text for HTML element content and double-quoted attributes (`&`, `<`, `>`, `"`).
+fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+    html_escape::encode_double_quoted_attribute(s)
 }
 
 fn frame(title: &str, body: &str, x_label: &str, y_label: &str) -> String {
