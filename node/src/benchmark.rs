@@ -36,14 +36,21 @@ impl Stored {
     }
 }
 
-/// The document of `bytes`, when it is a network benchmark release.
+/// The document of `bytes`, when it is a network benchmark release. Parsed once; a document
+/// that does not parse is read again only to say what it is not.
 fn document(bytes: &[u8]) -> Result<NetworkRelease> {
-    let doc: Value = serde_json::from_slice(bytes).context("the release is not JSON")?;
-    if doc["format"] != NETWORK_FORMAT {
+    let parsed = serde_json::from_slice::<NetworkRelease>(bytes);
+    let format = match &parsed {
+        Ok(doc) => doc.format.clone(),
+        Err(_) => {
+            let doc: Value = serde_json::from_slice(bytes).context("the release is not JSON")?;
+            doc["format"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    if format != NETWORK_FORMAT {
         bail!("the release is not a {NETWORK_FORMAT} document");
     }
-    serde_json::from_value(doc)
-        .with_context(|| format!("the release is not a well-formed {NETWORK_FORMAT} document"))
+    parsed.with_context(|| format!("the release is not a well-formed {NETWORK_FORMAT} document"))
 }
 
 /// Verifies a release (signed by this network's pinned coordinator, for this network, a
@@ -256,18 +263,17 @@ pub fn reference(s: &Stored) -> protocol::analysis::NetworkReference {
     }
 }
 
-/// The exported JSON: the document with the signature that covers its original bytes.
-pub fn export_json(s: &Stored) -> Value {
-    // The document as signed, keys this version does not know included.
-    let mut doc: Value = serde_json::from_slice(&s.release.document.0)
-        .unwrap_or_else(|_| serde_json::to_value(&s.document).expect("a document serialises"));
+/// The exported JSON: the document as signed (keys this version does not know included) with
+/// the signature that covers its original bytes.
+pub fn export_json(s: &Stored) -> Result<Value> {
+    let mut doc: Value = serde_json::from_slice(&s.release.document.0)?;
     doc["signature"] = json!({
         "algorithm": "Ed25519",
         "signed": "the transcript \"mbc-node/v1 release\" ‖ SHA-256 of the document as gossiped",
         "document_sha256": s.release.sha256(),
         "value": hex::encode(s.release.signature.0),
     });
-    doc
+    Ok(doc)
 }
 
 fn pct(v: Option<f64>) -> String {

@@ -406,7 +406,6 @@ pub fn charge_with(
         .transpose()?;
     let period = policy.period.label(now);
     let sha = hex::encode(digest::digest(&digest::SHA256, &draft.payload));
-    let layout_text = serde_json::to_string(&draft.layout)?;
     let layout = serde_json::to_value(&draft.layout)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     precheck(&tx, policy, &draft.kind, m.rho, now)?;
@@ -429,7 +428,7 @@ pub fn charge_with(
             m.sensitivity,
             draft.therapist_sensitivity,
             therapist_rho,
-            layout_text,
+            layout.to_string(),
             draft.payload,
             sha,
             rfc3339(now),

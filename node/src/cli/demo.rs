@@ -268,7 +268,7 @@ fn run_round(a: &DemoArgs, dir: &Path, nodes: &[(PathBuf, String)]) -> Result<()
     let json_out = dir.join("benchmark.json");
     std::fs::write(
         &json_out,
-        serde_json::to_vec_pretty(&benchmark::export_json(&release))?,
+        serde_json::to_vec_pretty(&benchmark::export_json(&release)?)?,
     )?;
     println!(
         "\nReport: {}\nRelease: {}\nTry: mbc-node benchmark show --data-dir {}",
@@ -294,14 +294,15 @@ fn print_summary(doc: &NetworkRelease, nodes: &[(PathBuf, String)]) -> Result<()
     );
     for x in &doc.summary {
         let spread = match x.therapist_variance {
-            Some(v) => format!(
+            // A release writes an ICC it could not compute as null (read as NaN).
+            Some(v) if !v.icc.is_nan() => format!(
                 "±{:.2} points (τ² = {:.2}, noise SD {:.2}; ICC {:.3})",
                 1.96 * v.tau2.max(0.0).sqrt(),
                 v.tau2,
                 x.tau2_noise_sd.unwrap_or(f64::NAN),
                 v.icc
             ),
-            None => "suppressed (noise dominates)".into(),
+            _ => "suppressed (noise dominates)".into(),
         };
         println!(
             "   {:<12} {:>9.0} {:>10} {:>10} {:>10}   {spread}",

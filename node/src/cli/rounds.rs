@@ -265,7 +265,7 @@ pub(super) fn benchmark_cmd(c: BenchmarkCommand) -> Result<()> {
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&benchmark::export_json(&s))?
+                    serde_json::to_string_pretty(&benchmark::export_json(&s)?)?
                 );
             } else {
                 print!("{}", benchmark::describe(&s));
@@ -283,7 +283,7 @@ pub(super) fn benchmark_cmd(c: BenchmarkCommand) -> Result<()> {
             let bytes = if html {
                 benchmark::html(&s).into_bytes()
             } else {
-                serde_json::to_vec_pretty(&benchmark::export_json(&s))?
+                serde_json::to_vec_pretty(&benchmark::export_json(&s)?)?
             };
             std::fs::write(&out, bytes)
                 .with_context(|| format!("couldn't write {}", out.display()))?;
