@@ -95,25 +95,38 @@ fn short(v: f64) -> String {
 }
 
 /// A figure's frame holding only the reason it is not drawn.
-fn suppressed(title: &str, why: &str) -> String {
+fn suppressed(title: &str, why: &[&str]) -> String {
+    // One line each, centred in the plot area: one long line ran past the frame.
+    let cx = (W + PAD - 10.0) / 2.0;
+    let lines: String = why
+        .iter()
+        .enumerate()
+        .map(|(i, line)| {
+            format!(
+                "<tspan x=\"{cx:.1}\" dy=\"{}\">{}</tspan>",
+                if i == 0 { "0" } else { "1.3em" },
+                esc(line)
+            )
+        })
+        .collect();
     let body = format!(
-        "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"13\" text-anchor=\"middle\" fill=\"#555\">{}</text>",
-        W / 2.0,
-        H / 2.0,
-        esc(why)
+        "<text x=\"{cx:.1}\" y=\"{:.1}\" font-size=\"13\" text-anchor=\"middle\" fill=\"#555\">{lines}</text>",
+        H / 2.0 - 8.0,
     );
     frame(title, &body, "", "")
 }
 
 /// Why a domain's figures are not drawn: post-processing suppressed them.
-const NOISE_DOMINATES: &str =
-    "suppressed: noise dominates (the network has too few episodes here for this privacy level)";
+const NOISE_DOMINATES: [&str; 2] = [
+    "suppressed: noise dominates",
+    "(the network has too few episodes here for this privacy level)",
+];
 
 fn histogram(doc: &NetworkRelease, x: &DomainRelease, domain: &DomainLayout) -> Option<String> {
     let d = &x.domain;
     let title = format!("{d}: change from first to last score (episodes, noisy counts)");
     if x.change.is_none() {
-        return Some(suppressed(&title, NOISE_DOMINATES));
+        return Some(suppressed(&title, &NOISE_DOMINATES));
     }
     let counts: Vec<f64> = doc
         .layout
@@ -220,7 +233,7 @@ fn curves(x: &DomainRelease, domain: &DomainLayout) -> Option<String> {
         .iter()
         .any(|row| row.iter().filter(|v| v.is_some()).count() > 1);
     if !drawn {
-        return Some(suppressed(&title, NOISE_DOMINATES));
+        return Some(suppressed(&title, &NOISE_DOMINATES));
     }
     let mut body = String::new();
     for (b, row) in rows.iter().enumerate() {
