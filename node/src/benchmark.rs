@@ -65,7 +65,7 @@ pub fn accept(conn: &mut Connection, release: &SignedRelease, now: &str) -> Resu
         bail!("the release is for network {:?}", doc.network_id);
     }
     let (id, round, issued) = (doc.release_id, doc.round_id, doc.issued_at);
-    let tx = conn.transaction()?;
+    let tx = crate::store::ledger_transaction(conn)?;
     let existing: Option<String> = tx
         .query_row(
             "SELECT sha256 FROM benchmark_release WHERE release_id = ?1",

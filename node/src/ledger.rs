@@ -1,8 +1,10 @@
 //! The privacy ledger: every release is charged here before it leaves (DESIGN.md §2 P4).
 //!
 //! [`charge`] checks the clinic's policy and budget and records the release, with exactly the
-//! bytes that will leave, in one `BEGIN IMMEDIATE` transaction: two processes releasing at once
-//! are serialised by SQLite, so they cannot overspend. Only a [`Charged`] release can be sent,
+//! bytes that will leave, in one transaction that holds the ledger's write lock from its start
+//! ([`crate::store::ledger_transaction`]): two processes releasing at once are serialised by
+//! SQLite, so they cannot overspend, and an import holding the clinical data's lock delays
+//! neither. Only a [`Charged`] release can be sent,
 //! and it carries its payload from the ledger; [`mark_sent`] records delivery. A crash between
 //! the two leaves a `charged` row whose payload is sent later by [`pending`] — never charged
 //! twice, never sent uncharged. A release whose bytes never left and never will (a round that
@@ -18,7 +20,7 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use protocol::dp;
 use ring::digest;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::clock::rfc3339;
@@ -377,7 +379,7 @@ pub fn precheck(
     Ok(())
 }
 
-/// Charges a release: in one immediate transaction, checks the policy, budget and round caps
+/// Charges a release: in one ledger transaction, checks the policy, budget and round caps
 /// and records the release and its payload. Returns the charged release, whose payload may
 /// now be sent.
 pub fn charge(
@@ -407,7 +409,7 @@ pub fn charge_with(
     let period = policy.period.label(now);
     let sha = hex::encode(digest::digest(&digest::SHA256, &draft.payload));
     let layout = serde_json::to_value(&draft.layout)?;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = crate::store::ledger_transaction(conn)?;
     precheck(&tx, policy, &draft.kind, m.rho, now)?;
     tx.execute(
         "INSERT INTO release (release_id, kind, counterpart, period, rho, epsilon, delta, sigma,

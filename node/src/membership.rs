@@ -10,7 +10,7 @@ use libp2p::PeerId;
 use libp2p::identity::{PublicKey, ed25519};
 use protocol::keys::{NodeKey, Signer};
 use protocol::roster::{JoinRequest, Roster, SignedRoster};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 /// The network this node belongs to, as pinned at create or join.
 #[derive(Debug, Clone)]
@@ -133,7 +133,7 @@ pub fn create(
     addrs: Vec<String>,
     now: (i64, &str),
 ) -> Result<SignedRoster> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = crate::store::ledger_transaction(conn)?;
     refuse_if_member(&tx)?;
     let roster = Roster::genesis(network_id, signer.key(), name, addrs, now.0)?.sign(signer);
     pin(&tx, &roster.roster, true, now.1)?;
@@ -148,7 +148,7 @@ fn coordinator_change(
     change: impl FnOnce(&Roster) -> Result<Roster>,
     now: &str,
 ) -> Result<SignedRoster> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = crate::store::ledger_transaction(conn)?;
     let m = load(&tx)?
         .context("this node is not in a network; create one with `mbc-node network create`")?;
     if !m.is_coordinator || m.coordinator != signer.key() {
@@ -207,7 +207,7 @@ pub fn join(
             peer_id(own)
         );
     }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = crate::store::ledger_transaction(conn)?;
     refuse_if_member(&tx)?;
     pin(&tx, &roster.roster, roster.roster.coordinator == *own, now)?;
     insert_roster(&tx, roster, now)?;
@@ -217,7 +217,7 @@ pub fn join(
 
 /// Stores `roster` if it is a valid update of the newest one. `Ok(false)` when it is not newer.
 pub fn accept(conn: &mut Connection, roster: &SignedRoster, now: &str) -> Result<bool> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = crate::store::ledger_transaction(conn)?;
     let m = load(&tx)?.context("this node is not in a network")?;
     if roster.roster.version <= m.roster.roster.version {
         return Ok(false);

@@ -11,13 +11,23 @@
 //! and a store that other users can read is refused with the command that fixes it: it holds
 //! pseudonymised health records and the privacy ledger. Stores created before encryption
 //! (no key configured) are opened as they are.
+//!
+//! The store is two SQLite files under one key: the clinical data (`local.db`, schema `main`)
+//! and the privacy ledger with the node's network records (`local.ledger.db`, attached as
+//! schema `ledger`: releases, round contributions, rounds, benchmark releases, membership). An
+//! import holds the clinical data's write lock for its whole transaction; everything the
+//! daemon writes is in the ledger's file and goes through [`ledger_transaction`], which takes
+//! only the ledger's lock, so a round's charge or a release never waits for an import. Queries
+//! name tables without a schema (SQLite finds each in the file that has it) and may join the
+//! two. A store whose ledger file is missing is refused: opening it with an empty ledger would
+//! forget the privacy budget already spent.
 
 pub(crate) mod migrations;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-use rusqlite::{Connection, OptionalExtension, params};
+use anyhow::{Context, Result, bail};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::registry::Registry;
 
@@ -86,6 +96,66 @@ fn sqlite_code(e: &anyhow::Error, is: impl Fn(rusqlite::ErrorCode) -> bool) -> b
     })
 }
 
+/// The ledger's file beside the clinical data at `store`: `local.db` → `local.ledger.db`.
+pub fn ledger_path(store: &Path) -> PathBuf {
+    let stem = store.file_stem().unwrap_or_default().to_string_lossy();
+    match store.extension() {
+        Some(ext) => store.with_file_name(format!("{stem}.ledger.{}", ext.to_string_lossy())),
+        None => store.with_file_name(format!("{stem}.ledger")),
+    }
+}
+
+/// A transaction that writes the ledger's file (the privacy ledger and the network records)
+/// and not the clinical data: it takes the ledger's write lock at once, waiting its turn behind
+/// another ledger writer ([`BUSY_TIMEOUT`]), and never the clinical data's, which an import may
+/// hold for minutes. (`BEGIN IMMEDIATE` would take the write locks of both files.)
+pub fn ledger_transaction(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+    // A write to the ledger's header before any read: the lock is taken, or waited for, here
+    // (a transaction that read first could not wait to upgrade).
+    tx.execute_batch(&format!(
+        "PRAGMA ledger.user_version = {}",
+        migrations::LEDGER_VERSION
+    ))?;
+    Ok(tx)
+}
+
+/// Attaches the ledger's file `ledger` (a path or a `file:` URI) to `conn` as schema `ledger`,
+/// under the store's key, or none for a plaintext store. The key is always named: SQLCipher
+/// passes the main file's key *with its salt* to an attachment that names none, which does not
+/// open a file written under the same key with a salt of its own ("hmac check failed").
+pub fn attach_ledger(
+    conn: &Connection,
+    ledger: &str,
+    key: Option<&StoreKey>,
+) -> rusqlite::Result<()> {
+    let key = key.map_or_else(String::new, StoreKey::sql_literal);
+    conn.execute("ATTACH DATABASE ?1 AS ledger KEY ?2", params![ledger, key])?;
+    Ok(())
+}
+
+/// A store whose ledger file is missing.
+#[derive(Debug)]
+struct MissingLedger {
+    store: PathBuf,
+    ledger: PathBuf,
+}
+
+impl std::fmt::Display for MissingLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the privacy ledger {} of the store {} is missing: restore it from the same backup \
+             as the store (the node will not run without it: an empty ledger would forget the \
+             privacy budget already spent)",
+            self.ledger.display(),
+            self.store.display()
+        )
+    }
+}
+
+impl std::error::Error for MissingLedger {}
+
 pub(crate) fn create_owner_only(path: &Path) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
@@ -106,9 +176,10 @@ impl std::fmt::Debug for StoreKey {
 /// An open store.
 #[derive(Debug)]
 pub struct Store {
+    /// The clinical data, with the ledger attached.
     conn: Connection,
-    /// The database file; `None` for in-memory stores.
-    path: Option<std::path::PathBuf>,
+    /// The clinical data's file; `None` for in-memory stores.
+    path: Option<PathBuf>,
     /// The key, for an encrypted store.
     key: Option<StoreKey>,
 }
@@ -133,26 +204,33 @@ impl Store {
         let Err(e) = opened else {
             return opened;
         };
-        let wal = path.with_file_name(format!(
-            "{}-wal",
-            path.file_name().unwrap_or_default().to_string_lossy()
-        ));
-        let wal_empty = std::fs::metadata(&wal).map_or(true, |m| m.len() == 0);
-        if !(cannot_write(&e) && wal_empty) {
+        let ledger = ledger_path(path);
+        let wal_empty = |db: &Path| {
+            let wal = db.with_file_name(format!(
+                "{}-wal",
+                db.file_name().unwrap_or_default().to_string_lossy()
+            ));
+            std::fs::metadata(&wal).map_or(true, |m| m.len() == 0)
+        };
+        if !(cannot_write(&e) && wal_empty(path) && wal_empty(&ledger) && ledger.exists()) {
             return Err(e);
         }
-        let uri = format!(
-            "file:{}?immutable=1",
-            std::path::absolute(path)?.to_string_lossy()
-        );
+        let uri = |db: &Path| -> Result<String> {
+            Ok(format!(
+                "file:{}?immutable=1",
+                std::path::absolute(db)?.to_string_lossy()
+            ))
+        };
         let conn = Connection::open_with_flags(
-            uri,
+            uri(path)?,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
         )
         .with_context(|| format!("couldn't open store at {}", path.display()))?;
         if let Some(key) = key {
             key.apply(&conn)?;
         }
+        attach_ledger(&conn, &uri(&ledger)?, key)
+            .with_context(|| format!("couldn't open the ledger at {}", ledger.display()))?;
         let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version != migrations::migrations().len() {
             return Err(e.context("the store needs an upgrade, which needs space to write"));
@@ -167,8 +245,10 @@ impl Store {
     /// Creates a new store for `clinic`, with the built-in instruments and domains, encrypted
     /// under `key` if given.
     pub fn create(path: &Path, clinic: &Clinic, now: &str, key: Option<&StoreKey>) -> Result<Self> {
-        if path.exists() {
-            anyhow::bail!("a store already exists at {}", path.display());
+        for existing in [path.to_path_buf(), ledger_path(path)] {
+            if existing.exists() {
+                bail!("a store already exists at {}", existing.display());
+            }
         }
         let mut store = Self::open_or_create(path, key)?;
         let tx = store.conn.transaction()?;
@@ -185,7 +265,7 @@ impl Store {
     /// An in-memory store for unit tests, with the built-in registry.
     pub fn open_in_memory() -> Result<Self> {
         let mut conn = Connection::open_in_memory()?;
-        Self::configure(&mut conn)?;
+        Self::configure(&mut conn, None, None)?;
         let mut store = Self {
             conn,
             path: None,
@@ -208,6 +288,12 @@ impl Store {
         if let Some(key) = &self.key {
             key.apply(&conn)?;
         }
+        // Attached read-only, like the connection, under the same key.
+        attach_ledger(
+            &conn,
+            &ledger_path(path).to_string_lossy(),
+            self.key.as_ref(),
+        )?;
         Ok(Some(conn))
     }
 
@@ -232,7 +318,7 @@ impl Store {
             key.apply(&conn)
                 .with_context(|| format!("couldn't key store at {}", path.display()))?;
         }
-        Self::configure(&mut conn).map_err(|e| {
+        Self::configure(&mut conn, Some(path), key).map_err(|e| {
             let not_a_database = e
                 .downcast_ref::<rusqlite::Error>()
                 .and_then(rusqlite::Error::sqlite_error_code)
@@ -253,6 +339,7 @@ impl Store {
                      full?)",
                     path.display()
                 )),
+                _ if e.is::<MissingLedger>() => e,
                 _ => e.context(format!("couldn't prepare store at {}", path.display())),
             }
         })?;
@@ -263,13 +350,43 @@ impl Store {
         })
     }
 
-    fn configure(conn: &mut Connection) -> Result<()> {
+    /// Sets up a connection to the clinical data at `path` (`None`: in memory): WAL, foreign
+    /// keys, the busy timeout, the ledger attached beside it, the migrations.
+    fn configure(conn: &mut Connection, path: Option<&Path>, key: Option<&StoreKey>) -> Result<()> {
         // WAL lets readers (status, reports) run while an import writes; NORMAL is durable
         // across application crashes in WAL mode and loses at most the last commit on power loss.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        let ledger = match path {
+            None => ":memory:".to_owned(),
+            Some(path) => {
+                let ledger = ledger_path(path);
+                if ledger.exists() {
+                    crate::keystore::check_owner_only(
+                        &ledger,
+                        "the privacy ledger and network records",
+                        0o600,
+                    )?;
+                } else {
+                    let version: usize =
+                        conn.query_row("PRAGMA main.user_version", [], |r| r.get(0))?;
+                    if version >= migrations::LEDGER_SPLIT {
+                        bail!(MissingLedger {
+                            store: path.to_path_buf(),
+                            ledger,
+                        });
+                    }
+                    create_owner_only(&ledger)?;
+                }
+                ledger.to_string_lossy().into_owned()
+            }
+        };
+        attach_ledger(conn, &ledger, key)?;
+        conn.pragma_update(Some("ledger"), "journal_mode", "WAL")?;
+        // The ledger is written rarely and must survive a power loss once a release has left.
+        conn.pragma_update(Some("ledger"), "synchronous", "FULL")?;
         migrations::migrate(conn)?;
         Ok(())
     }

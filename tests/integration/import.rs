@@ -1,7 +1,6 @@
 //! Import as a clinic uses it: all or nothing per file, clear errors, idempotent re-imports,
 //! crash safety, format equivalence, and no raw identifier ever stored.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -393,29 +392,10 @@ fn files_before_a_bad_file_stay_imported_and_later_ones_are_not_attempted() {
     );
 }
 
-/// `mbc-node import FILE` into `cwd/node`, paused by the test hook after 1,500 rows, still
-/// inside its transaction: returned once it says so (waiting on its stderr, not the clock).
+/// `mbc-node import FILE` into `cwd/node`, paused inside its transaction.
 #[track_caller]
 fn paused_import(cwd: &Path, file: &str) -> std::process::Child {
-    let mut child = Command::new(bin())
-        .current_dir(cwd)
-        .args(["import", "--data-dir", "node", file])
-        .env("MBC_NODE_TEST_HANG_AFTER_ROWS", "1500")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("import paused after 1500 rows") {
-        line.clear();
-        assert_ne!(
-            stderr.read_line(&mut line).unwrap(),
-            0,
-            "importer exited before the hook"
-        );
-    }
-    child
+    integration_tests::paused_import(cwd, "node", file)
 }
 
 /// A small synthetic clinic, with FHIR, in `cwd/data`.
@@ -430,9 +410,11 @@ fn synth(cwd: &Path) -> serde_json::Value {
 /// Issue 13, fix 4: an import holding its transaction open does not lock readers out: status,
 /// stats, budget, audit and benchmark list answer from the last committed state at once (every
 /// open took an exclusive lock in the migration check, and stats waited 10 s to save derived
-/// tables, then failed "database is locked").
+/// tables, then failed "database is locked"). Nor does it hold up the ledger: a release is
+/// charged and written while the import waits (its charge waited 10 s for the import's lock
+/// and failed "database is locked" while the ledger shared the clinical data's file).
 #[test]
-fn readers_run_while_an_import_is_in_its_transaction() {
+fn readers_and_releases_run_while_an_import_is_in_its_transaction() {
     let tmp = tempfile::tempdir().unwrap();
     let cwd = tmp.path();
     let summary = Synth::new(6).clinics(2).patients(200).summary(cwd);
@@ -469,6 +451,26 @@ fn readers_run_while_an_import_is_in_its_transaction() {
     ] {
         mbc(cwd, args).ok();
     }
+    mbc(
+        cwd,
+        &[
+            "release",
+            "--data-dir",
+            "node",
+            "--kind",
+            "local-benchmark",
+            "--rho",
+            "0.1",
+            "--out",
+            "r.json",
+        ],
+    )
+    .ok();
+    let audit = mbc(cwd, &["audit", "--data-dir", "node", "--json"])
+        .ok()
+        .json();
+    assert_eq!(audit["releases"][0]["status"], "sent", "{audit:#}");
+    assert!(cwd.join("r.json").exists());
     child.kill().unwrap();
     child.wait().unwrap();
 }

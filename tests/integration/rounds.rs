@@ -828,3 +828,51 @@ fn a_two_node_network_cannot_run_a_benchmark_round() {
         .clone();
     assert!(list.as_array().unwrap().is_empty());
 }
+
+/// Issue 13, fix 4: a clinic in the middle of an import takes part in a round. The import
+/// holds the clinical data's write lock for its whole transaction; the round's charge and the
+/// kept release are written to the ledger's file, so the clinic contributes, is charged and
+/// keeps the release while the import waits (before, its daemon declined the round: the
+/// charge waited for the import's lock and failed "database is locked").
+#[test]
+fn a_clinic_importing_during_a_round_still_contributes() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let nodes = network_with_data(root, 4);
+    let _ds = start_all(&nodes, &[]);
+    let busy = &nodes[2];
+    // Its own assessments again (nodes[2] imported clinic-03), as a later export with one more
+    // line (the same file would be skipped as imported): a long transaction, paused.
+    let mut again = std::fs::read(root.join("data/clinic-03/assessments.csv")).unwrap();
+    again.extend_from_slice(b"\n");
+    std::fs::write(root.join("data/again.csv"), again).unwrap();
+    let assessments = "data/again.csv";
+    let mut import = integration_tests::paused_import(root, busy.arg(), assessments);
+    let status = start_round(root, &nodes[0], &[]).ok().json();
+    assert_eq!(status["step"], "done", "{status:#}");
+    let participants = status["participants"].as_array().unwrap();
+    assert_eq!(participants.len(), 4, "{status:#}");
+    for p in participants {
+        assert_eq!(p["reached"], "revealed", "{p}");
+        assert!(p["dropped"].is_null(), "{p}");
+    }
+    let round_id = status["round_id"].as_str().unwrap();
+    assert!(
+        contribution(busy, round_id).is_some(),
+        "the importing clinic charged its ledger"
+    );
+    wait_for("the importing clinic to keep the release", || {
+        let list = mbc(
+            root,
+            &["benchmark", "list", "--data-dir", busy.arg(), "--json"],
+        )
+        .ok()
+        .json()["releases"]
+            .clone();
+        (list.as_array().unwrap().len() == 1).then_some(())
+    });
+    // Still paused: the round did not wait for the import to end.
+    assert!(import.try_wait().unwrap().is_none());
+    import.kill().unwrap();
+    import.wait().unwrap();
+}

@@ -96,12 +96,20 @@ pub fn open_rw(db: &Path) -> Connection {
     keyed(Connection::open(db).unwrap(), db)
 }
 
+/// `conn` keyed, with the store's ledger file attached as `ledger` (as the node opens it), so
+/// that tests name tables without a schema.
 fn keyed(conn: Connection, db: &Path) -> Connection {
     let dir = db.parent().unwrap();
     let config = mbc_node::config::Config::load(dir).unwrap();
-    if let Some(path) = config.store_key_path(dir) {
-        let key = mbc_node::keystore::read_key_file(&path).unwrap();
-        mbc_node::store::StoreKey::new(key).apply(&conn).unwrap();
+    let key = config.store_key_path(dir).map(|path| {
+        mbc_node::store::StoreKey::new(mbc_node::keystore::read_key_file(&path).unwrap())
+    });
+    if let Some(key) = &key {
+        key.apply(&conn).unwrap();
+    }
+    let ledger = mbc_node::store::ledger_path(db);
+    if ledger.exists() {
+        mbc_node::store::attach_ledger(&conn, &ledger.to_string_lossy(), key.as_ref()).unwrap();
     }
     conn
 }
@@ -205,9 +213,12 @@ pub fn canonical_content(db: &Path) -> Vec<String> {
 /// searches that the encrypted file itself would pass trivially.
 pub fn decrypted_dump(db: &Path) -> Vec<u8> {
     let conn = open(db);
+    // Both files: the clinical data and the ledger.
     let tables = rows(
         &conn,
-        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'
+         UNION ALL SELECT name FROM ledger.sqlite_schema
+         WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
     );
     let mut out = Vec::new();
     for t in tables {
@@ -358,4 +369,31 @@ pub fn clinic_node(
 ) -> serde_json::Value {
     mbc(cwd, &["init", "--data-dir", node_dir, "--name", name]).ok();
     import_clinic_csv(cwd, node_dir, clinic)
+}
+
+/// `mbc-node import FILE` into `cwd/DATA_DIR`, paused by the test hook after 1,500 rows, still
+/// inside its transaction (so holding the clinical data's write lock): returned once it says
+/// so (waiting on its stderr, not the clock). Kill it to end the test.
+#[track_caller]
+pub fn paused_import(cwd: &Path, data_dir: &str, file: &str) -> std::process::Child {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(bin())
+        .current_dir(cwd)
+        .args(["import", "--data-dir", data_dir, file])
+        .env("MBC_NODE_TEST_HANG_AFTER_ROWS", "1500")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("import paused after 1500 rows") {
+        assert_ne!(
+            stderr.read_line(&mut said).unwrap(),
+            0,
+            "the importer exited before the hook: {said}"
+        );
+    }
+    child
 }

@@ -10,6 +10,7 @@ use clap::Subcommand;
 use super::DataDir;
 use crate::config::{CONFIG_FILE, Config};
 use crate::node::{Node, create_store_key, default_key_dir, store_key_path};
+use crate::store::ledger_path;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum StoreCommand {
@@ -103,25 +104,48 @@ pub(crate) fn encrypt(dir: &Path, key_dir: &Path) -> Result<PathBuf> {
     let key_file = store_key_path(dir, key_dir)?;
     let key = create_store_key(&key_file)?;
     let path = config.store_path(dir);
-    let staged = path.with_extension("db.encrypting");
-    let _ = std::fs::remove_file(&staged);
-    // Owner only from the first byte, like every store.
-    crate::store::create_owner_only(&staged)?;
+    // Both files of the store, each exported to a staged copy beside it: the clinical data
+    // (`main`) and the ledger (`ledger`). The staged pair is named so that it opens as a store.
+    let staged = path.with_file_name(format!(
+        "{}.encrypting",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let pairs = [
+        ("main", path.clone(), staged.clone()),
+        ("ledger", ledger_path(&path), ledger_path(&staged)),
+    ];
+    let remove_staged = || {
+        for (_, _, to) in &pairs {
+            let _ = std::fs::remove_file(to);
+        }
+    };
+    remove_staged();
     let export = || -> Result<()> {
         let conn = store.conn();
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        conn.execute(
-            "ATTACH DATABASE ?1 AS encrypted KEY ?2",
-            rusqlite::params![staged.to_string_lossy(), key.sql_literal()],
-        )?;
-        conn.query_row("SELECT sqlcipher_export('encrypted')", [], |_| Ok(()))?;
-        conn.pragma_update(Some("encrypted"), "user_version", version)?;
-        conn.execute("DETACH DATABASE encrypted", [])?;
+        for (schema, _, to) in &pairs {
+            // Owner only from the first byte, like every store.
+            crate::store::create_owner_only(to)?;
+            conn.query_row(
+                &format!("PRAGMA {schema}.wal_checkpoint(TRUNCATE)"),
+                [],
+                |_| Ok(()),
+            )?;
+            let version: i64 =
+                conn.query_row(&format!("PRAGMA {schema}.user_version"), [], |r| r.get(0))?;
+            conn.execute(
+                "ATTACH DATABASE ?1 AS encrypted KEY ?2",
+                rusqlite::params![to.to_string_lossy(), key.sql_literal()],
+            )?;
+            conn.query_row("SELECT sqlcipher_export('encrypted', ?1)", [schema], |_| {
+                Ok(())
+            })?;
+            conn.pragma_update(Some("encrypted"), "user_version", version)?;
+            conn.execute("DETACH DATABASE encrypted", [])?;
+        }
         Ok(())
     };
     if let Err(e) = export() {
-        let _ = std::fs::remove_file(&staged);
+        remove_staged();
         let _ = std::fs::remove_file(&key_file);
         return Err(e.context("couldn't write the encrypted copy (nothing was changed)"));
     }
@@ -133,14 +157,17 @@ pub(crate) fn encrypt(dir: &Path, key_dir: &Path) -> Result<PathBuf> {
     config.keys.store_key_file = Some(key_file.to_string_lossy().into_owned());
     let config_tmp = dir.join(format!("{CONFIG_FILE}.encrypting"));
     std::fs::write(&config_tmp, config.to_toml())?;
-    // The two renames: the store, then the config that names its key. Between them the store
-    // is encrypted and the config does not say so; `Node::open` then reports a missing key.
-    std::fs::rename(&staged, &path)?;
-    for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(path.with_file_name(format!(
-            "{}{suffix}",
-            path.file_name().unwrap_or_default().to_string_lossy()
-        )));
+    // The renames: the ledger, the clinical data, then the config that names their key. Between
+    // them the files are not all encrypted and the config does not say so; `Node::open` then
+    // reports a missing key or a key that does not open the store.
+    for (_, to, from) in pairs.iter().rev() {
+        std::fs::rename(from, to)?;
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(to.with_file_name(format!(
+                "{}{suffix}",
+                to.file_name().unwrap_or_default().to_string_lossy()
+            )));
+        }
     }
     std::fs::rename(&config_tmp, dir.join(CONFIG_FILE))?;
     Config::load(dir)?;
