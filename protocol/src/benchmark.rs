@@ -1,6 +1,6 @@
 //! The `benchmark` release vector, layout version [`LAYOUT_VERSION`] (DESIGN.md §10).
 //!
-//! Per domain, eight blocks (names prefixed `<domain>.`):
+//! Per domain, nine blocks (names prefixed `<domain>.`):
 //!
 //! | block | kind | entries |
 //! |---|---|---|
@@ -8,13 +8,17 @@
 //! | `intake` | histogram | intake score (unit bins for ranges of 10–40 points, else 41 equal bins) |
 //! | `change` | histogram | post − pre over ±range |
 //! | `risk` | sums of products | XᵀX (upper triangle), Xᵀy, yᵀy of the risk model's features and post score, each scaled to [−1, 1] |
-//! | `curves` | clipped sums by intake-severity band | score sum and count at sessions 1..[`SESSIONS`] |
+//! | `curve_sums` | clipped sums by intake-severity band | score sum at sessions 1..[`SESSIONS`] |
+//! | `curve_counts` | clipped sums by intake-severity band | patients seen at sessions 1..[`SESSIONS`] |
 //! | `anova_counts` | aggregate | N, J (episodes and therapists in the therapist-variance sums) |
 //! | `anova_sums` | aggregate | Σr, Σr², Σⱼ Sⱼ²/nⱼ over elevated episodes' residuals |
 //! | `anova_caseload` | aggregate | Σⱼ nⱼ² |
 //!
 //! The ANOVA sums are three blocks so that each gets its own fixed-point scale and budget share:
-//! in one block the counts would carry noise on the scale of Σⱼ Sⱼ²/nⱼ's bound (4R²).
+//! in one block the counts would carry noise on the scale of Σⱼ Sⱼ²/nⱼ's bound (4R²). The curves
+//! are two for the same reason (layout version 3): in one block the patient counts carried the
+//! noise of the score sums, a whole score range per entry, and at five clinics of 1,500 patients
+//! every curve was suppressed.
 //!
 //! Every block is bounded per episode; a patient contributes at most `max_episodes` episodes per
 //! domain (the first ones in the caller's order), so [`crate::dp::Layout`] derives the
@@ -44,7 +48,7 @@ use crate::instrument::{Direction, Domain, Instrument};
 use crate::therapist::{AnovaSums, Group};
 
 /// Version of the vector layout below; bump it on any change to blocks, bins or bounds.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Sessions covered by the expected-curve block.
 pub const SESSIONS: usize = 12;
@@ -66,6 +70,10 @@ pub const MAX_PARAMS: Params = Params {
 
 /// Relative noise (SD / value) beyond which a derived figure is suppressed.
 const SUPPRESS_RELATIVE_SD: f64 = 0.1;
+
+/// Noise SD of an expected-curve point (a mean score), as a fraction of the domain's score
+/// range, beyond which the point is suppressed: 1.35 points of the PHQ-9, 1.05 of the GAD-7.
+pub const SUPPRESS_CURVE_SD: f64 = 0.05;
 
 /// Relative noise of τ² beyond which the variance components are suppressed.
 const SUPPRESS_TAU2_RELATIVE_SD: f64 = 1.0;
@@ -336,12 +344,13 @@ pub struct BenchmarkLayout {
 }
 
 /// Block names of one domain, in vector order.
-pub const BLOCKS: [&str; 8] = [
+pub const BLOCKS: [&str; 9] = [
     "outcomes",
     "intake",
     "change",
     "risk",
-    "curves",
+    "curve_sums",
+    "curve_counts",
     "anova_counts",
     "anova_sums",
     "anova_caseload",
@@ -350,7 +359,15 @@ pub const BLOCKS: [&str; 8] = [
 /// Budget weights of the blocks, in [`BLOCKS`] order (a block's share of ρ is its weight over
 /// the total). The variance sums get the most: their per-episode bounds are the largest
 /// relative to their signal (one episode can move Σⱼ Sⱼ²/nⱼ by 4r², r the residual clip).
-pub const WEIGHTS: [f64; 8] = [1.0, 0.5, 0.5, 4.0, 1.0, 2.0, 4.0, 0.5];
+///
+/// The curves' weight of 1 is shared 0.7 : 0.3 between score sums and counts, near the split
+/// that minimises the noise of an expected score, sum / count (2 : 1 when the mean score is
+/// half the range: the sums' sensitivity is the range, the counts' 1, and a count's noise
+/// enters the mean multiplied by the mean).
+pub const WEIGHTS: [f64; 9] = [1.0, 0.5, 0.5, 4.0, 0.7, 0.3, 2.0, 4.0, 0.5];
+
+/// Index in [`BLOCKS`] of the first ANOVA block.
+const ANOVA_BLOCK: usize = 6;
 
 /// Entries of [`AnovaSums::to_array`] in each of the three ANOVA blocks.
 const ANOVA_SPLIT: [&[usize]; 3] = [&[0, 4], &[1, 2, 3], &[5]];
@@ -375,10 +392,6 @@ impl BenchmarkLayout {
             bins.push((intake, change));
             let name = |b: &str| format!("{}.{b}", d.id);
             let (slo, shi) = (d.lo.min(0.0), d.hi.max(0.0));
-            let mut curve_lo = vec![slo; SESSIONS];
-            curve_lo.extend([0.0; SESSIONS]);
-            let mut curve_hi = vec![shi; SESSIONS];
-            curve_hi.extend([1.0; SESSIONS]);
             let (episode, therapist) = anova_bounds(d.residual_clip(), params.caseload_cap);
             blocks.extend([
                 Block::counts(&name("outcomes"), 7).weighted(WEIGHTS[0]),
@@ -390,14 +403,30 @@ impl BenchmarkLayout {
                     (-1.0, 1.0),
                 )
                 .weighted(WEIGHTS[3]),
-                Block::clipped_sums(&name("curves"), d.bands.len(), curve_lo, curve_hi)
-                    .weighted(WEIGHTS[4]),
+                Block::clipped_sums(
+                    &name("curve_sums"),
+                    d.bands.len(),
+                    vec![slo; SESSIONS],
+                    vec![shi; SESSIONS],
+                )
+                .weighted(WEIGHTS[4]),
+                Block::clipped_sums(
+                    &name("curve_counts"),
+                    d.bands.len(),
+                    vec![0.0; SESSIONS],
+                    vec![1.0; SESSIONS],
+                )
+                .weighted(WEIGHTS[5]),
             ]);
             for (i, entries) in ANOVA_SPLIT.iter().enumerate() {
                 let pick = |v: &[f64]| entries.iter().map(|e| v[*e]).collect::<Vec<_>>();
                 blocks.push(
-                    Block::aggregate(&name(BLOCKS[5 + i]), pick(&episode), Some(pick(&therapist)))
-                        .weighted(WEIGHTS[5 + i]),
+                    Block::aggregate(
+                        &name(BLOCKS[ANOVA_BLOCK + i]),
+                        pick(&episode),
+                        Some(pick(&therapist)),
+                    )
+                    .weighted(WEIGHTS[ANOVA_BLOCK + i]),
                 );
             }
         }
@@ -482,15 +511,19 @@ impl BenchmarkLayout {
                 .map(|(x, b)| standardise(*x, *b))
                 .collect();
             enc.add_products(c.patient, b(3), &z, standardise(c.post, (d.lo, d.hi)))?;
-            let mut curve = vec![0.0; 2 * SESSIONS];
+            // The first score at each of sessions 1..SESSIONS, and whether there was one.
+            let mut scores = [0.0; SESSIONS];
+            let mut seen = [0.0; SESSIONS];
             for (seq, score) in &c.sessions {
                 let s = *seq as usize;
-                if (1..=SESSIONS).contains(&s) && curve[SESSIONS + s - 1] == 0.0 {
-                    curve[s - 1] = *score;
-                    curve[SESSIONS + s - 1] = 1.0;
+                if (1..=SESSIONS).contains(&s) && seen[s - 1] == 0.0 {
+                    scores[s - 1] = *score;
+                    seen[s - 1] = 1.0;
                 }
             }
-            enc.add(c.patient, b(4), d.band(c.pre), &curve)?;
+            let band = d.band(c.pre);
+            enc.add(c.patient, b(4), band, &scores)?;
+            enc.add(c.patient, b(5), band, &seen)?;
             if let Some(r) = c.residual {
                 let g = groups[c.domain].entry(c.therapist).or_default();
                 if g.n < u64::from(self.params.caseload_cap) {
@@ -502,7 +535,7 @@ impl BenchmarkLayout {
             let sums = AnovaSums::of(groups.values()).to_array();
             for (i, entries) in ANOVA_SPLIT.iter().enumerate() {
                 let values: Vec<f64> = entries.iter().map(|e| sums[*e]).collect();
-                enc.set_aggregate(self.block_index(d, 5 + i), &values)?;
+                enc.set_aggregate(self.block_index(d, ANOVA_BLOCK + i), &values)?;
             }
         }
         Ok(enc.finish())

@@ -228,7 +228,11 @@ fn curves(x: &DomainRelease, domain: &DomainLayout) -> Option<String> {
         y1: hi,
     };
     let bands = &domain.bands;
-    let title = format!("{d}: expected score by session and intake severity band");
+    let title = format!(
+        "{d}: expected score by session and intake severity band (points whose noise SD is \
+         over {} points are left out)",
+        short(protocol::benchmark::SUPPRESS_CURVE_SD * (hi - lo))
+    );
     let drawn = rows
         .iter()
         .any(|row| row.iter().filter(|v| v.is_some()).count() > 1);
@@ -242,21 +246,25 @@ fn curves(x: &DomainRelease, domain: &DomainLayout) -> Option<String> {
             .enumerate()
             .filter_map(|(i, v)| v.map(|v| format!("{:.1},{:.1}", s.x(i as f64 + 1.0), s.y(v))))
             .collect();
-        if points.len() > 1 {
+        let colour = COLOURS[b % COLOURS.len()];
+        let band = bands.get(b).map(|v| short(*v)).unwrap_or_default();
+        // A band without a line says so in the legend, in grey, rather than a colour that
+        // matches nothing.
+        let (legend, note) = if points.len() > 1 {
             let _ = write!(
                 body,
-                "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>",
-                COLOURS[b % COLOURS.len()],
+                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
                 points.join(" ")
             );
-        }
+            (colour, "")
+        } else {
+            ("#888", " (too few patients)")
+        };
         let _ = write!(
             body,
-            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"{}\">intake ≥ {}</text>",
-            W - 90.0,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"end\" fill=\"{legend}\">intake ≥ {band}{note}</text>",
+            W - 16.0,
             24.0 + 12.0 * b as f64,
-            COLOURS[b % COLOURS.len()],
-            bands.get(b).map(|v| short(*v)).unwrap_or_default()
         );
     }
     s.ticks(&mut body);
@@ -399,5 +407,11 @@ mod tests {
         );
         let drawn = curves(&x, &layout).unwrap();
         assert!(drawn.contains("polyline") && !drawn.contains("suppressed"));
+        // A band with one point or none has no line, and its legend entry says why.
+        let x = domain(json!({"expected_curves": [[12.0, 9.0, null], [null, 4.0, null]]}));
+        let drawn = curves(&x, &layout).unwrap();
+        assert_eq!(drawn.matches("polyline").count(), 1);
+        assert!(drawn.contains("intake ≥ 10 (too few patients)"), "{drawn}");
+        assert!(!drawn.contains("intake ≥ 0 (too few"), "{drawn}");
     }
 }

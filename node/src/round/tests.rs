@@ -126,6 +126,19 @@ impl TestNode {
     }
 
     /// Every ledger row: (status, ρ).
+    /// The ρ a round of [`TestNode::spec`] charges: ρ = 0.25 as opendp certifies it for the
+    /// σ calibrated to the layout's sensitivity (at most 0.25, equal to it up to rounding).
+    fn round_rho(&self) -> f64 {
+        let spec = self.spec(0);
+        let layout = spec.kind.layout().unwrap().unwrap();
+        let sensitivity = layout.layout().sensitivity().patient;
+        let rho = protocol::dp::Mechanism::distributed(sensitivity, spec.rho, spec.threshold)
+            .unwrap()
+            .rho;
+        assert!(rho <= 0.25 && rho > 0.25 - 1e-12, "{rho}");
+        rho
+    }
+
     fn ledger(&self) -> Vec<(String, f64)> {
         ledger::entries(self.open().store().conn())
             .unwrap()
@@ -267,7 +280,7 @@ async fn a_charge_is_reused_only_for_the_identical_round() {
     // "Restart": fresh memory, same store.
     let again = ask(&node.participation(), RoundRequest::Announce(spec.clone())).await;
     assert!(matches!(again, RoundResponse::Joined(_)), "{again:?}");
-    assert_eq!(node.ledger(), [("charged".to_string(), 0.25)]);
+    assert_eq!(node.ledger(), [("charged".to_string(), node.round_rho())]);
     // Same round id, other parameters (the attack: a smaller threshold, fewer participants).
     for change in [
         Box::new(|s: &mut RoundSpec| s.threshold = 4) as Box<dyn Fn(&mut RoundSpec)>,
@@ -357,7 +370,7 @@ async fn survivors_are_checked_before_anything_is_revealed() {
     declined(&answer, "only 2 other clinic(s) survived");
     assert!(revealed.is_none());
     // The charge stays: the masked vector left.
-    assert_eq!(node.ledger(), [("sent".to_string(), 0.25)]);
+    assert_eq!(node.ledger(), [("sent".to_string(), node.round_rho())]);
 
     let spec = node.spec(12).sign(&node.signer);
     let (answer, revealed) = play(&node, &p, &spec, &[]).await;
@@ -436,7 +449,7 @@ async fn a_contribution_that_never_left_is_refunded_at_expiry() {
                 .is_empty()
         );
     }
-    assert_eq!(node.ledger(), [("aborted".to_string(), 0.25)]);
+    assert_eq!(node.ledger(), [("aborted".to_string(), node.round_rho())]);
     assert!(node.spent().abs() < 1e-12, "refunded ρ still counted");
     // The refunded vector cannot leave: the shares step finds its charge gone.
     let opened = node.open();

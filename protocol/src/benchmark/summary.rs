@@ -2,8 +2,8 @@
 //! bootstrap noise SDs, τ² and σ², expected curves, suppression. Costs no privacy budget.
 
 use super::{
-    ANOVA_SPLIT, BenchmarkLayout, Bins, SESSIONS, SUPPRESS_RELATIVE_SD, SUPPRESS_TAU2_RELATIVE_SD,
-    feature_bounds, unstandardise,
+    ANOVA_BLOCK, ANOVA_SPLIT, BenchmarkLayout, Bins, SESSIONS, SUPPRESS_CURVE_SD,
+    SUPPRESS_RELATIVE_SD, SUPPRESS_TAU2_RELATIVE_SD, feature_bounds, unstandardise,
 };
 use crate::analysis::FEATURES;
 use crate::dp;
@@ -83,16 +83,20 @@ impl BenchmarkLayout {
         if risk.is_none() {
             suppressed.push("risk".into());
         }
-        // Expected curves per band.
-        let (cv, cv_sd) = block(4);
+        // Expected curves per band: a point where the mean score's noise SD (delta method:
+        // √(sd_sum² + mean² sd_count²) / count) is small against the score range.
+        let ((sums, sum_sd), (counts, count_sd)) = (block(4), block(5));
         let curves = (0..spec.bands.len())
             .map(|band| {
-                let g = &cv[band * 2 * SESSIONS..(band + 1) * 2 * SESSIONS];
                 (0..SESSIONS)
                     .map(|s| {
-                        let n = g[SESSIONS + s];
-                        (n > 0.0 && cv_sd / n <= SUPPRESS_RELATIVE_SD)
-                            .then(|| (g[s] / n).clamp(spec.lo, spec.hi))
+                        let (sum, n) = (sums[band * SESSIONS + s], counts[band * SESSIONS + s]);
+                        if n <= 0.0 || count_sd / n > SUPPRESS_RELATIVE_SD {
+                            return None;
+                        }
+                        let mean = (sum / n).clamp(spec.lo, spec.hi);
+                        let sd = sum_sd.hypot(mean * count_sd) / n;
+                        (sd <= SUPPRESS_CURVE_SD * spec.range()).then_some(mean)
                     })
                     .collect()
             })
@@ -100,7 +104,7 @@ impl BenchmarkLayout {
         let mut a = [0.0; 6];
         let mut a_sd = [0.0; 6];
         for (i, entries) in ANOVA_SPLIT.iter().enumerate() {
-            let (v, sd) = block(5 + i);
+            let (v, sd) = block(ANOVA_BLOCK + i);
             for (e, x) in entries.iter().zip(v) {
                 a[*e] = *x;
                 a_sd[*e] = sd;

@@ -333,3 +333,62 @@ fn a_tau2_clamped_at_zero_keeps_its_noise_sd() {
     assert!(vc.is_some_and(|v| v.tau2 > 5.0), "{vc:?}");
     assert!(sd_spread.unwrap() > 0.01);
 }
+
+/// Issue 13, fix 13: at the demo's scale (five clinics, ρ = 0.25, a band with 1,500 patients a
+/// session) the expected curve of the band shows, each point within a few noise SDs of the
+/// band's mean score, while a band of 40 patients stays suppressed. In layout 2 the counts
+/// carried the score sums' noise (±700 patients a cell here) and every point was suppressed.
+#[test]
+fn expected_curves_show_at_the_demos_scale() {
+    let b = BenchmarkLayout::new(vec![phq9_spec()], Params::default()).unwrap();
+    let spec = &b.domains()[0];
+    let score = |i: u64, s: u32, pre: f64| pre - 0.6 * f64::from(s) + (i % 5) as f64 - 2.0;
+    let data: Vec<Contribution> = (0..1540u64)
+        .map(|i| {
+            let pre = if i < 1500 { 18.0 } else { 3.0 };
+            Contribution {
+                patient: i,
+                therapist: i % 30,
+                domain: 0,
+                pre,
+                post: score(i, 12, pre),
+                finished: true,
+                caseness: None,
+                reliable: None,
+                features: vec![0.0; FEATURES.len()],
+                residual: None,
+                sessions: (1..=12).map(|s| (s, score(i, s, pre))).collect(),
+            }
+        })
+        .collect();
+    let mut values = b.encode(&data).unwrap();
+    let mechanism = dp::Mechanism::distributed(b.layout().sensitivity().patient, 0.25, 4).unwrap();
+    for _ in 0..5 {
+        let noise = mechanism.noise(values.len()).unwrap();
+        dp::Mechanism::apply(&mut values, &noise).unwrap();
+    }
+    let sigma = mechanism.sigma_of_sum(5);
+    let s = &b.summarise(&values, sigma).unwrap()[0];
+    let (busy, quiet) = (spec.band(18.0), spec.band(3.0));
+    assert_ne!(busy, quiet);
+    let scale = |block: &str| b.layout().block(block).unwrap().scale();
+    let (sum_sd, count_sd) = (
+        sigma / scale("depression.curve_sums"),
+        sigma / scale("depression.curve_counts"),
+    );
+    for session in 1..=12u32 {
+        let truth = (0..1500).map(|i| score(i, session, 18.0)).sum::<f64>() / 1500.0;
+        let sd = sum_sd.hypot(truth * count_sd) / 1500.0;
+        let shown = s.curves[busy][session as usize - 1]
+            .unwrap_or_else(|| panic!("session {session} suppressed (point SD {sd:.2})"));
+        assert!(
+            (shown - truth).abs() < 5.0 * sd,
+            "session {session}: {shown} vs {truth}"
+        );
+    }
+    assert!(
+        s.curves[quiet].iter().all(Option::is_none),
+        "{:?}",
+        s.curves[quiet]
+    );
+}
