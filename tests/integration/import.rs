@@ -453,17 +453,7 @@ fn readers_and_releases_run_while_an_import_is_in_its_transaction() {
     }
     mbc(
         cwd,
-        &[
-            "release",
-            "--data-dir",
-            "node",
-            "--kind",
-            "local-benchmark",
-            "--rho",
-            "0.1",
-            "--out",
-            "r.json",
-        ],
+        &integration_tests::local_release_args("node", "0.1", "r.json"),
     )
     .ok();
     let audit = mbc(cwd, &["audit", "--data-dir", "node", "--json"])
@@ -485,19 +475,10 @@ fn concurrent_releases_each_succeed_once() {
     integration_tests::clinic_node(cwd, "node", "R", &summary["clinics"][0]);
     let children: Vec<_> = (0..6)
         .map(|i| {
+            let out = format!("r{i}.json");
             Command::new(bin())
                 .current_dir(cwd)
-                .args([
-                    "release",
-                    "--data-dir",
-                    "node",
-                    "--kind",
-                    "local-benchmark",
-                    "--rho",
-                    "0.1",
-                    "--out",
-                    &format!("r{i}.json"),
-                ])
+                .args(integration_tests::local_release_args("node", "0.1", &out))
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()

@@ -45,17 +45,7 @@ fn release_with(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> integration_tests::Run {
-    let mut args = vec![
-        "release",
-        "--data-dir",
-        "node",
-        "--kind",
-        "local-benchmark",
-        "--rho",
-        rho,
-        "--out",
-        out,
-    ];
+    let mut args = integration_tests::local_release_args("node", rho, out);
     args.extend(extra);
     mbc_env(cwd, &args, env)
 }

@@ -82,6 +82,17 @@ fn release_doc(root: &Path, node: &NodeDir, id: &str) -> Value {
     .json()
 }
 
+/// The releases `node` keeps (`benchmark list --json`).
+fn kept(root: &Path, node: &NodeDir) -> Vec<Value> {
+    let list = mbc(
+        root,
+        &["benchmark", "list", "--data-dir", node.arg(), "--json"],
+    )
+    .ok()
+    .json();
+    list["releases"].as_array().unwrap().clone()
+}
+
 fn values(doc: &Value) -> Vec<i64> {
     serde_json::from_value(doc["values"].clone()).unwrap()
 }
@@ -153,14 +164,8 @@ fn benchmark_rounds_exact_noisy_killed_and_aborted() {
     // Every node verified and kept the same release.
     for n in &nodes {
         wait_for(&format!("{} to keep the release", n.arg()), || {
-            let list = mbc(
-                root,
-                &["benchmark", "list", "--data-dir", n.arg(), "--json"],
-            )
-            .ok()
-            .json()["releases"]
-                .clone();
-            (list.as_array().unwrap().len() == 1).then_some(list)
+            let list = kept(root, n);
+            (list.len() == 1).then_some(list)
         });
         assert_eq!(
             release_doc(root, n, &release_id)["signature"],
@@ -292,18 +297,8 @@ fn benchmark_rounds_exact_noisy_killed_and_aborted() {
             .contains("does not join benchmark rounds"),
         "{status:#}"
     );
-    let list = mbc(
-        root,
-        &["benchmark", "list", "--data-dir", coord.arg(), "--json"],
-    )
-    .ok()
-    .json()["releases"]
-        .clone();
-    assert_eq!(
-        list.as_array().unwrap().len(),
-        2,
-        "an aborted round released something"
-    );
+    let list = kept(root, coord);
+    assert_eq!(list.len(), 2, "an aborted round released something");
     let charges = |n: &NodeDir| {
         integration_tests::rows(
             &open(&n.dir.join("local.db")),
@@ -335,14 +330,8 @@ fn benchmark_rounds_exact_noisy_killed_and_aborted() {
     // what it missed and keeps it.
     let back = Daemon::start(&nodes[4]);
     wait_for("clinic 4 to catch up on the release it missed", || {
-        let list = mbc(
-            root,
-            &["benchmark", "list", "--data-dir", nodes[4].arg(), "--json"],
-        )
-        .ok()
-        .json()["releases"]
-            .clone();
-        (list.as_array().unwrap().len() == 2).then_some(())
+        let list = kept(root, &nodes[4]);
+        (list.len() == 2).then_some(())
     });
     assert!(
         back.log()
@@ -405,16 +394,8 @@ fn tampered_or_wrongly_signed_releases_are_rejected_everywhere() {
         wait_for(
             &format!("{} to keep the genuine release", d.node.arg()),
             || {
-                let list = mbc(
-                    root,
-                    &["benchmark", "list", "--data-dir", d.node.arg(), "--json"],
-                )
-                .ok()
-                .json()["releases"]
-                    .clone();
+                let list = kept(root, &d.node);
                 let ids: Vec<&str> = list
-                    .as_array()
-                    .unwrap()
                     .iter()
                     .map(|l| l["release_id"].as_str().unwrap())
                     .collect();
@@ -829,14 +810,8 @@ fn a_two_node_network_cannot_run_a_benchmark_round() {
         "{}",
         refused.stderr
     );
-    let list = mbc(
-        root,
-        &["benchmark", "list", "--data-dir", coord.arg(), "--json"],
-    )
-    .ok()
-    .json()["releases"]
-        .clone();
-    assert!(list.as_array().unwrap().is_empty());
+    let list = kept(root, &coord);
+    assert!(list.is_empty());
 }
 
 /// Issue 13, fix 4: a clinic in the middle of an import takes part in a round. The import
@@ -872,14 +847,8 @@ fn a_clinic_importing_during_a_round_still_contributes() {
         "the importing clinic charged its ledger"
     );
     wait_for("the importing clinic to keep the release", || {
-        let list = mbc(
-            root,
-            &["benchmark", "list", "--data-dir", busy.arg(), "--json"],
-        )
-        .ok()
-        .json()["releases"]
-            .clone();
-        (list.as_array().unwrap().len() == 1).then_some(())
+        let list = kept(root, busy);
+        (list.len() == 1).then_some(())
     });
     // Still paused: the round did not wait for the import to end.
     assert!(import.try_wait().unwrap().is_none());

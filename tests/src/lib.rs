@@ -397,3 +397,19 @@ pub fn paused_import(cwd: &Path, data_dir: &str, file: &str) -> std::process::Ch
     }
     child
 }
+
+/// The arguments of `mbc-node release --data-dir DATA_DIR --kind local-benchmark --rho RHO
+/// --out OUT`.
+pub fn local_release_args<'a>(data_dir: &'a str, rho: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "release",
+        "--data-dir",
+        data_dir,
+        "--kind",
+        "local-benchmark",
+        "--rho",
+        rho,
+        "--out",
+        out,
+    ]
+}
