@@ -34,6 +34,9 @@ pub struct Config {
     /// Where key material lives.
     #[serde(default)]
     pub keys: KeysConfig,
+    /// How imports read files that do not say everything.
+    #[serde(default)]
+    pub import: ImportConfig,
     /// How track records are computed.
     #[serde(default)]
     pub stats: StatsConfig,
@@ -294,6 +297,29 @@ impl Default for StatsConfig {
     }
 }
 
+/// `[import]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportConfig {
+    /// Scores that arrive without an episode (FHIR without EpisodeOfCare, the rule in EHR and
+    /// questionnaire-app exports) are grouped per patient into episodes: a gap of more than
+    /// this many weeks between two scored days starts a new episode. Default: 12.
+    #[serde(default = "default_episode_gap_weeks")]
+    pub episode_gap_weeks: u32,
+}
+
+fn default_episode_gap_weeks() -> u32 {
+    12
+}
+
+impl Default for ImportConfig {
+    fn default() -> Self {
+        Self {
+            episode_gap_weeks: default_episode_gap_weeks(),
+        }
+    }
+}
+
 /// `[clinic]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -372,6 +398,7 @@ impl Config {
             },
             store: StoreConfig::default(),
             keys: KeysConfig::default(),
+            import: ImportConfig::default(),
             stats: StatsConfig::default(),
             privacy: PrivacyConfig::default(),
             network: NetworkConfig::default(),
@@ -422,6 +449,10 @@ impl Config {
              # Key (32 bytes, mode 0600) that encrypts the store, kept apart from this directory.\n\
              # Back it up separately: without it the store, and its privacy ledger, are lost.\n\
              {}\n\n\
+             [import]\n\
+             # Scores without an episode (FHIR without EpisodeOfCare) form one episode per patient\n\
+             # until a gap of more than this many weeks between scored days.\n\
+             episode_gap_weeks = {}\n\n\
              [stats]\n\
              # Labelling rule: \"eb-interval\" (95 % empirical-Bayes interval excludes 0) or \"kraus\".\n\
              rule = {}\n\
@@ -484,6 +515,7 @@ impl Config {
                 Some(f) => format!("store_key_file = {}", toml_string(f)),
                 None => "# store_key_file: not set, the store is not encrypted".to_string(),
             },
+            self.import.episode_gap_weeks,
             toml_string(&self.stats.rule),
             self.stats.min_n_show,
             self.stats.min_n_classify,

@@ -109,7 +109,7 @@ impl Format {
 }
 
 /// Options for one `import` run.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Options {
     /// Forces a format instead of detecting it.
     pub format: Option<Format>,
@@ -117,6 +117,20 @@ pub struct Options {
     pub dry_run: bool,
     /// Shows a progress bar for large files (on a terminal).
     pub progress: bool,
+    /// `[import] episode_gap_weeks`: scores without an episode form one per patient until a
+    /// gap of more than this many weeks.
+    pub episode_gap_weeks: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            format: None,
+            dry_run: false,
+            progress: false,
+            episode_gap_weeks: crate::config::ImportConfig::default().episode_gap_weeks,
+        }
+    }
 }
 
 /// What happened to one file.
@@ -138,6 +152,8 @@ pub struct FileOutcome {
     pub counts: Counts,
     /// When the same content was imported before, for `already_imported`.
     pub previously_imported_at: Option<String>,
+    /// Records of the file that were not imported, with why, and how many.
+    pub skipped: std::collections::BTreeMap<String, u64>,
 }
 
 /// Files this large (bytes, ≈10^5 rows) get a progress bar.
@@ -226,19 +242,21 @@ pub fn import_file(
             rows,
             counts: Counts::default(),
             previously_imported_at: Some(at),
+            skipped: Default::default(),
         });
     }
     let tx = store.conn_mut().transaction()?;
     let mut progress = Progress::new(content.len() as u64, options.progress);
-    let (kind, rows, counts) = {
+    let (kind, rows, counts, skipped) = {
         let mut writer = writer::Writer::new(&tx, pseudo)?;
-        let (kind, rows) = read(
+        let (kind, rows, skipped) = read(
             format,
             &content,
             &file,
             &registry,
             &mut writer,
             &mut progress,
+            options.episode_gap_weeks,
         )?;
         let counts = writer.finish().map_err(|e| ImportError {
             file: file.clone(),
@@ -246,7 +264,7 @@ pub fn import_file(
             field: Some(e.field),
             reason: e.reason,
         })?;
-        (kind, rows, counts)
+        (kind, rows, counts, skipped)
     };
     progress.finish();
     let file_name = path
@@ -281,6 +299,7 @@ pub fn import_file(
         rows,
         counts,
         previously_imported_at: None,
+        skipped,
     })
 }
 
@@ -291,15 +310,16 @@ fn read(
     registry: &Registry,
     writer: &mut writer::Writer<'_>,
     progress: &mut Progress,
-) -> Result<(String, u64), ImportError> {
+    gap_weeks: u32,
+) -> Result<(String, u64, std::collections::BTreeMap<String, u64>), ImportError> {
     match format {
         Format::Csv => {
             let (kind, rows) = csv::import(content, file, registry, writer, progress)?;
-            Ok((kind.as_str().to_string(), rows))
+            Ok((kind.as_str().to_string(), rows, Default::default()))
         }
         Format::Fhir => {
-            let rows = fhir::import(content, file, registry, writer, progress)?;
-            Ok(("fhir".to_string(), rows))
+            let read = fhir::import(content, file, registry, writer, progress, gap_weeks)?;
+            Ok(("fhir".to_string(), read.resources, read.skipped))
         }
     }
 }
@@ -311,7 +331,10 @@ mod tests {
     use super::*;
 
     /// Runs one reader over `content` in a throwaway in-memory store.
-    fn try_read(format: Format, content: &[u8]) -> Result<(String, u64), ImportError> {
+    fn try_read(
+        format: Format,
+        content: &[u8],
+    ) -> Result<(String, u64, std::collections::BTreeMap<String, u64>), ImportError> {
         let mut store = Store::open_in_memory().unwrap();
         let registry = store.registry().unwrap();
         let pseudo = Pseudonymiser::new(&[0; 32]);
@@ -325,6 +348,7 @@ mod tests {
             &registry,
             &mut writer,
             &mut progress,
+            12,
         )
     }
 

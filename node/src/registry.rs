@@ -59,6 +59,20 @@ impl Registry {
         Some(&self.instruments[*index])
     }
 
+    /// The instrument whose id or alias a label such as a Questionnaire's canonical name
+    /// starts or ends with, ignoring case and punctuation: `phq-9-example` and
+    /// `mii-qst-pro-phq-9` are PHQ-9. Names shorter than four characters are not matched; the
+    /// longest name wins.
+    pub fn named_in(&self, label: &str) -> Option<&Instrument> {
+        let label = protocol::instrument::normalise_name(label);
+        self.by_name
+            .iter()
+            .filter(|(name, _)| name.len() >= 4 && name.chars().any(|c| c.is_ascii_alphabetic()))
+            .filter(|(name, _)| label.starts_with(name.as_str()) || label.ends_with(name.as_str()))
+            .max_by_key(|(name, _)| name.len())
+            .map(|(_, i)| &self.instruments[*i])
+    }
+
     /// The instrument whose id is exactly `id`.
     pub fn get(&self, id: &str) -> Option<&Instrument> {
         self.instruments.iter().find(|i| i.id == id)

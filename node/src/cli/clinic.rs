@@ -142,12 +142,14 @@ pub(super) fn init(a: InitArgs) -> Result<()> {
 
 /// `import`.
 pub(super) fn import(a: ImportArgs) -> Result<()> {
+    let node = Node::open(&a.dir.data_dir)?;
     let options = import::Options {
         format: a.format,
         dry_run: a.dry_run,
         progress: !a.json,
+        episode_gap_weeks: node.config().import.episode_gap_weeks,
     };
-    let outcomes = Node::open(&a.dir.data_dir)?.import_files(&a.files, options)?;
+    let outcomes = node.import_files(&a.files, options)?;
     if a.json {
         println!(
             "{}",
@@ -184,10 +186,18 @@ pub(super) fn import(a: ImportArgs) -> Result<()> {
                     0 => String::new(),
                     n => format!("; {n} assessments were already stored"),
                 };
+                let what = if o.kind == "fhir" {
+                    "resources"
+                } else {
+                    "rows"
+                };
                 println!(
-                    "{}: {status} ({}, {} rows): {new}{unchanged}",
+                    "{}: {status} ({}, {} {what}): {new}{unchanged}",
                     o.file, o.kind, o.rows
                 );
+                for (why, n) in &o.skipped {
+                    println!("  {n} {why}");
+                }
             }
         }
     }

@@ -214,6 +214,56 @@ impl<'a> Writer<'a> {
         Ok(id)
     }
 
+    /// The episodes derived earlier from `patient`'s dated scores (FHIR without
+    /// EpisodeOfCare): per episode, its sessions as (date, seq) in seq order.
+    pub(crate) fn derived_episodes(
+        &mut self,
+        patient: &str,
+    ) -> FieldResult<Vec<Vec<(String, i64)>>> {
+        let patient_id = self.patient(patient)?;
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "SELECT e.episode_id, s.date, s.seq FROM episode e JOIN session s USING (episode_id)
+                 WHERE e.patient_id = ?1 AND e.derived = 1 ORDER BY e.episode_id, s.seq",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([patient_id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(db)?;
+        let mut out: Vec<(i64, Vec<(String, i64)>)> = Vec::new();
+        for row in rows {
+            let (episode, date, seq) = row.map_err(db)?;
+            match out.last_mut() {
+                Some((e, sessions)) if *e == episode => sessions.push((date, seq)),
+                _ => out.push((episode, vec![(date, seq)])),
+            }
+        }
+        Ok(out.into_iter().map(|(_, sessions)| sessions).collect())
+    }
+
+    /// The episode `raw` of `patient`, created as one derived from dated scores.
+    pub(crate) fn derived_episode(
+        &mut self,
+        raw: &str,
+        patient: &str,
+        therapist: &str,
+    ) -> FieldResult<()> {
+        let id = self.episode(raw, patient, therapist)?;
+        exec(
+            self.tx,
+            "UPDATE episode SET derived = 1 WHERE episode_id = ?1",
+            [id],
+        )?;
+        Ok(())
+    }
+
     /// Creates or updates an episode with its attributes and case mix; `therapist` becomes
     /// the episode's primary therapist.
     pub(crate) fn upsert_episode(

@@ -39,6 +39,9 @@ pub(crate) fn migrations() -> Vec<Migration> {
         // import's write lock never holds up a round's charge (issue 13); their rows were
         // copied by `copy_into_ledger` before this runs.
         |tx| tx.execute_batch(include_str!("schema_v8.sql")),
+        // 9: episodes derived from dated scores, marked so later exports continue them
+        // (issue 14).
+        |tx| tx.execute_batch(include_str!("schema_v9.sql")),
     ]
 }
 
