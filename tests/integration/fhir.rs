@@ -221,3 +221,268 @@ fn a_whole_third_party_example_set_is_one_administration() {
         ]
     );
 }
+
+/// An Observation of a GAD-7 total as Synthea writes it into a transaction Bundle: `urn:uuid:`
+/// references to entries, an Encounter whose practitioner is a conditional reference by NPI.
+fn synthea_gad7(patient: &str, encounter: &str, date: &str, score: u32) -> Value {
+    json!({
+        "fullUrl": format!("urn:uuid:{encounter}-obs"),
+        "resource": {
+            "resourceType": "Observation", "id": format!("{encounter}-obs"), "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "survey"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "70274-6",
+                "display": "Generalized anxiety disorder 7 item (GAD-7) total score [Reported.PHQ]"}]},
+            "subject": {"reference": format!("urn:uuid:{patient}")},
+            "encounter": {"reference": format!("urn:uuid:{encounter}")},
+            "effectiveDateTime": format!("{date}T10:44:52-05:00"),
+            "valueQuantity": {"value": score, "unit": "{score}", "system": "http://unitsofmeasure.org", "code": "{score}"}
+        },
+        "request": {"method": "POST", "url": "Observation"}
+    })
+}
+
+fn synthea_encounter(patient: &str, id: &str, date: &str, snomed: &str, display: &str) -> Value {
+    json!({
+        "fullUrl": format!("urn:uuid:{id}"),
+        "resource": {
+            "resourceType": "Encounter", "id": id, "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+            "type": [{"coding": [{"system": "http://snomed.info/sct", "code": snomed, "display": display}], "text": display}],
+            "subject": {"reference": format!("urn:uuid:{patient}")},
+            "participant": [{"individual": {"reference": "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|9999962229"}}],
+            "period": {"start": format!("{date}T10:44:52-05:00"), "end": format!("{date}T11:14:52-05:00")}
+        },
+        "request": {"method": "POST", "url": "Encounter"}
+    })
+}
+
+/// A Synthea-style patient bundle: scores at the given (encounter, date, GAD-7), plus a visit
+/// with no score and a Condition.
+fn synthea_bundle(scores: &[(&str, &str, u32)]) -> String {
+    let patient = "d5582579-7193-4866-5560-a01e723b6552";
+    let mut entries = vec![json!({
+        "fullUrl": format!("urn:uuid:{patient}"),
+        "resource": {"resourceType": "Patient", "id": patient, "gender": "male", "birthDate": "1950-10-24"},
+        "request": {"method": "POST", "url": "Patient"}
+    })];
+    for (enc, date, score) in scores {
+        entries.push(synthea_encounter(
+            patient,
+            enc,
+            date,
+            "390906007",
+            "Follow-up encounter (procedure)",
+        ));
+        entries.push(synthea_gad7(patient, enc, date, *score));
+    }
+    entries.push(synthea_encounter(
+        patient,
+        "imm-visit",
+        "2019-01-02",
+        "410620009",
+        "Well child visit (procedure)",
+    ));
+    entries.push(json!({"fullUrl": "urn:uuid:cond-1", "resource": {"resourceType": "Condition", "id": "cond-1",
+        "subject": {"reference": format!("urn:uuid:{patient}")}}}));
+    json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}).to_string()
+}
+
+/// (episodes, sessions of the patient's episodes in seq order as "episode:seq:date").
+fn episodes(cwd: &Path) -> Vec<String> {
+    let conn = open(&cwd.join("node/local.db"));
+    rows(
+        &conn,
+        "SELECT e.episode_id || ':' || s.seq || ':' || s.date || ':' || e.derived
+         FROM session s JOIN episode e USING (episode_id) ORDER BY s.date",
+    )
+    .into_iter()
+    .map(|r| r.trim_matches('"').to_string())
+    .collect()
+}
+
+/// Issue 14, shapes 1–3 and 7: Synthea's shape (no EpisodeOfCare, `urn:uuid:` references, a
+/// conditional practitioner reference, SNOMED visit types, a visit with no score). The scores
+/// import with their dates into a derived episode; the unscored visit and the Condition are
+/// counted, not stored. A later export continues the episode (new sessions numbered after
+/// the stored ones), a score more than 12 weeks after the last starts a new one, and a day
+/// inside a stored episode that the first export did not have is refused.
+#[test]
+fn synthea_shaped_bundles_derive_episodes_and_later_exports_continue_them() {
+    let tmp = node();
+    let cwd = tmp.path();
+    let first = [("e1", "2020-03-02", 14), ("e2", "2020-03-16", 11)];
+    std::fs::write(cwd.join("a.json"), synthea_bundle(&first)).unwrap();
+    let out = import(cwd, &[&cwd.join("a.json")]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        stored(cwd),
+        [
+            "GAD-7 2020-03-02 14.0 items=0",
+            "GAD-7 2020-03-16 11.0 items=0"
+        ]
+    );
+    for said in [
+        "1 Condition resources: not outcome data, ignored",
+        "1 Encounters with no score and no EpisodeOfCare: not therapy sessions, ignored",
+    ] {
+        assert!(out.stdout.contains(said), "lacks {said:?}: {}", out.stdout);
+    }
+    assert_eq!(episodes(cwd), ["1:1:2020-03-02:1", "1:2:2020-03-16:1"]);
+    // The therapist is the practitioner the conditional reference names (by NPI), not
+    // "unknown".
+    assert!(!out.stdout.contains("unknown"), "{}", out.stdout);
+    let conn = open(&cwd.join("node/local.db"));
+    assert_eq!(rows(&conn, "SELECT count(*) FROM therapist"), ["1"]);
+    // The next export: the same two days again, one within the gap, one 13 weeks later.
+    let second = [
+        ("e1", "2020-03-02", 14),
+        ("e2", "2020-03-16", 11),
+        ("e3", "2020-04-13", 8),
+        ("e4", "2020-07-13", 16),
+    ];
+    std::fs::write(cwd.join("b.json"), synthea_bundle(&second)).unwrap();
+    let out = import(cwd, &[&cwd.join("b.json")]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        episodes(cwd),
+        [
+            "1:1:2020-03-02:1",
+            "1:2:2020-03-16:1",
+            "1:3:2020-04-13:1",
+            "2:1:2020-07-13:1"
+        ]
+    );
+    // A day inside the stored first episode that no earlier export had.
+    let before = checksum(&cwd.join("node/local.db"));
+    let third = [("e5", "2020-03-09", 12)];
+    std::fs::write(cwd.join("c.json"), synthea_bundle(&third)).unwrap();
+    let out = import(cwd, &[&cwd.join("c.json")]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("already has scores stored from 2020-03-02 to 2020-04-13")
+            && out.stderr.contains("2020-03-09"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(checksum(&cwd.join("node/local.db")), before);
+}
+
+/// Issue 14, shapes 4–6: a response to a contained Questionnaire (`#gad7`, coded 69737-5)
+/// whose items are numbered `1`…`7`, nested in a group as SDC and LHC-Forms write them, with
+/// answers weighted by the Questionnaire's `itemWeight`, one given as `valueString`, and the
+/// total declared by code: read and checked against the items.
+#[test]
+fn a_response_to_a_contained_questionnaire_with_nested_numbered_items_is_read() {
+    let tmp = node();
+    let cwd = tmp.path();
+    let options: Vec<Value> = (0..4)
+        .map(|w| {
+            json!({"valueCoding": {"system": "http://example.org/answers", "code": format!("a{w}")},
+                   "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/itemWeight", "valueDecimal": w}]})
+        })
+        .collect();
+    let mut q_items: Vec<Value> = (1..=7)
+        .map(|n| json!({"linkId": n.to_string(), "type": "choice", "answerOption": options}))
+        .collect();
+    q_items.push(json!({"linkId": "total", "type": "integer",
+        "code": [{"system": "http://loinc.org", "code": "70274-6"}]}));
+    let answers = [2, 1, 3, 0, 1, 2, 1];
+    let mut r_items: Vec<Value> = answers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            json!({"linkId": (i + 1).to_string(),
+                   "answer": [{"valueCoding": {"system": "http://example.org/answers", "code": format!("a{a}")}}]})
+        })
+        .collect();
+    r_items.push(json!({"linkId": "total", "answer": [{"valueString": "10"}]}));
+    let qr = json!({
+        "resourceType": "QuestionnaireResponse", "id": "qr-1", "status": "completed",
+        "contained": [{"resourceType": "Questionnaire", "id": "gad7", "status": "active",
+            "code": [{"system": "http://loinc.org", "code": "69737-5"}],
+            "item": [{"linkId": "g", "type": "group", "item": q_items}]}],
+        "questionnaire": "#gad7",
+        "subject": {"reference": "Patient/P-1"},
+        "authored": "2024-05-06T09:00:00+01:00",
+        "item": [{"linkId": "g", "item": r_items}]
+    });
+    std::fs::write(cwd.join("qr.json"), qr.to_string()).unwrap();
+    let out = import(cwd, &[&cwd.join("qr.json")]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(stored(cwd), ["GAD-7 2024-05-06 10.0 items=7"]);
+    assert!(
+        out.stdout.contains("assigned to therapist \"unknown\"")
+            && out.stdout.contains("text holding a number"),
+        "{}",
+        out.stdout
+    );
+    // A total that disagrees with the items is refused.
+    let wrong = qr
+        .to_string()
+        .replace(r#""valueString":"10""#, r#""valueString":"11""#);
+    std::fs::write(cwd.join("wrong.json"), wrong).unwrap();
+    let out = import(cwd, &[&cwd.join("wrong.json")]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("does not equal the sum of the item answers"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Issue 14, shape 9: FHIR STU3 (a QuestionnaireResponse whose `questionnaire` is a Reference,
+/// an Observation with `context`) is refused as a whole, saying to export R4; a response to
+/// a questionnaire nothing identifies says what was looked at and how to declare it.
+#[test]
+fn stu3_and_unidentifiable_instruments_are_refused_saying_what_to_do() {
+    let tmp = node();
+    let cwd = tmp.path();
+    let before = checksum(&cwd.join("node/local.db"));
+    for (name, resource, fragments) in [
+        (
+            "stu3-qr.json",
+            json!({"resourceType": "QuestionnaireResponse", "id": "x", "status": "completed",
+                   "questionnaire": {"reference": "Questionnaire/phq-9"},
+                   "subject": {"reference": "Patient/1"}, "authored": "2018-01-01"}),
+            &[
+                "this is FHIR STU3",
+                "QuestionnaireResponse/x",
+                "export the data as R4",
+            ][..],
+        ),
+        (
+            "stu3-obs.json",
+            json!({"resourceType": "Observation", "id": "o", "status": "final",
+                   "code": {"coding": [{"system": "http://loinc.org", "code": "44261-6"}]},
+                   "context": {"reference": "Encounter/1"}, "valueQuantity": {"value": 3}}),
+            &["this is FHIR STU3", "`context`"][..],
+        ),
+        (
+            "mystery.json",
+            json!({"resourceType": "QuestionnaireResponse", "id": "m", "status": "completed",
+                   "questionnaire": "http://example.org/Questionnaire/wellbeing-check",
+                   "subject": {"reference": "Patient/1"}, "authored": "2024-01-01",
+                   "item": [{"linkId": "q1", "answer": [{"valueInteger": 2}]}]}),
+            &[
+                "could not be identified",
+                "\"http://example.org/Questionnaire/wellbeing-check\"",
+                "1 answered linkIds (q1",
+                "aliases",
+            ][..],
+        ),
+    ] {
+        std::fs::write(cwd.join(name), resource.to_string()).unwrap();
+        let out = import(cwd, &[&cwd.join(name)]);
+        assert_eq!(out.code, 1, "{name}: {}", out.stdout);
+        for f in fragments {
+            assert!(
+                out.stderr.contains(f),
+                "{name}: lacks {f:?}: {}",
+                out.stderr
+            );
+        }
+    }
+    assert_eq!(checksum(&cwd.join("node/local.db")), before);
+}
