@@ -84,6 +84,77 @@ impl fmt::Display for ImportError {
 
 impl std::error::Error for ImportError {}
 
+/// The most problems of one file that are listed; the rest are counted.
+pub const MAX_PROBLEMS: usize = 50;
+
+/// Every problem found in one file (the first [`MAX_PROBLEMS`], and how many more): a reader
+/// goes on after a bad row or resource so that a clinic fixes its export once, not once per
+/// problem. Still nothing of the file is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problems {
+    /// The problems, in the order found.
+    pub list: Vec<ImportError>,
+    /// Problems found beyond the listed ones.
+    pub more: u64,
+}
+
+impl Problems {
+    pub(crate) fn new() -> Self {
+        Self {
+            list: Vec::new(),
+            more: 0,
+        }
+    }
+
+    pub(crate) fn push(&mut self, e: ImportError) {
+        if self.list.len() < MAX_PROBLEMS {
+            self.list.push(e);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// `Ok` when nothing was found.
+    pub(crate) fn check(self) -> Result<(), Problems> {
+        if self.list.is_empty() {
+            Ok(())
+        } else {
+            Err(self)
+        }
+    }
+}
+
+impl From<ImportError> for Problems {
+    fn from(e: ImportError) -> Self {
+        Self {
+            list: vec![e],
+            more: 0,
+        }
+    }
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [first] = self.list.as_slice() else {
+            let file = self.list.first().map_or("", |e| e.file.as_str());
+            let total = self.list.len() as u64 + self.more;
+            write!(f, "{file}: {total} problems")?;
+            for e in &self.list {
+                let where_ = e.to_string();
+                let where_ = where_.strip_prefix(&format!("{file}, ")).unwrap_or(&where_);
+                write!(f, "\n  {where_}")?;
+            }
+            if self.more > 0 {
+                write!(f, "\n  … and {} more", self.more)?;
+            }
+            return Ok(());
+        };
+        first.fmt(f)
+    }
+}
+
+impl std::error::Error for Problems {}
+
 /// The input format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -311,7 +382,7 @@ fn read(
     writer: &mut writer::Writer<'_>,
     progress: &mut Progress,
     gap_weeks: u32,
-) -> Result<(String, u64, std::collections::BTreeMap<String, u64>), ImportError> {
+) -> Result<(String, u64, std::collections::BTreeMap<String, u64>), Problems> {
     match format {
         Format::Csv => {
             let (kind, rows) = csv::import(content, file, registry, writer, progress)?;
@@ -334,7 +405,7 @@ mod tests {
     fn try_read(
         format: Format,
         content: &[u8],
-    ) -> Result<(String, u64, std::collections::BTreeMap<String, u64>), ImportError> {
+    ) -> Result<(String, u64, std::collections::BTreeMap<String, u64>), Problems> {
         let mut store = Store::open_in_memory().unwrap();
         let registry = store.registry().unwrap();
         let pseudo = Pseudonymiser::new(&[0; 32]);

@@ -670,3 +670,50 @@ fn score_summaries_stay_exact_across_out_of_order_files() {
     .ok();
     check_summaries(&cwd.join("f/local.db"));
 }
+
+/// Issue 14: a file's problems are all reported, not the first: three different problems of
+/// a CSV file (a bad date, an unknown instrument, a score out of range) and of a FHIR file (a
+/// response to an unidentifiable questionnaire, a total with no subject, an episode without a
+/// care manager) are each listed with their line or resource and field; beyond 50 the rest
+/// are counted. Nothing is stored.
+#[test]
+fn every_problem_of_a_file_is_listed() {
+    check_rejected(
+        "three.csv",
+        &csv(&[
+            "P2,T1,E2,2,2024-13-05,PHQ-9,12",
+            "P2,T1,E2,3,2024-02-19,PHQ-10,12",
+            "P2,T1,E2,4,2024-02-26,PHQ-9,99",
+        ]),
+        &[
+            "three.csv: 3 problems",
+            "line 3, field date",
+            "line 4, field instrument: unknown instrument \"PHQ-10\"",
+            "line 5, field score: 99 is outside",
+        ],
+    );
+    let fhir = [
+        r#"{"resourceType":"QuestionnaireResponse","id":"q","status":"completed","questionnaire":"http://x/Questionnaire/mood","subject":{"reference":"Patient/P1"},"authored":"2024-01-01","item":[{"linkId":"a","answer":[{"valueInteger":1}]}]}"#,
+        r#"{"resourceType":"Observation","id":"o","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"44261-6"}]},"effectiveDateTime":"2024-01-01","valueQuantity":{"value":4}}"#,
+        r#"{"resourceType":"EpisodeOfCare","id":"e","patient":{"reference":"Patient/P1"}}"#,
+    ];
+    check_rejected(
+        "three.ndjson",
+        &format!("{}\n", fhir.join("\n")),
+        &[
+            "three.ndjson: 3 problems",
+            "resource EpisodeOfCare/e, field careManager: is missing",
+            "resource QuestionnaireResponse/q, field questionnaire: the instrument could not be identified",
+            "resource Observation/o, field subject: is missing",
+        ],
+    );
+    let many: Vec<String> = (0..60)
+        .map(|i| format!("P2,T1,E2,{},2024-02-05,PHQ-9,99", i + 2))
+        .collect();
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    check_rejected(
+        "many.csv",
+        &csv(&refs),
+        &["many.csv: 60 problems", "… and 10 more"],
+    );
+}

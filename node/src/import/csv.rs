@@ -21,7 +21,7 @@ use super::records::{
     TherapistAttrs,
 };
 use super::writer::Writer;
-use super::{ImportError, Location, Progress};
+use super::{ImportError, Location, Problems, Progress};
 use crate::registry::Registry;
 
 /// The kinds of CSV file.
@@ -146,7 +146,7 @@ pub(crate) fn import(
     registry: &Registry,
     writer: &mut Writer<'_>,
     progress: &mut Progress,
-) -> Result<(CsvKind, u64), ImportError> {
+) -> Result<(CsvKind, u64), Problems> {
     let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(input);
     let headers: Vec<String> = reader
         .headers()
@@ -168,6 +168,7 @@ pub(crate) fn import(
                 .into(),
         )
     })?;
+    let mut problems = Problems::new();
     let mut columns = HashMap::new();
     for (i, h) in headers.iter().enumerate() {
         let known = kind
@@ -176,7 +177,7 @@ pub(crate) fn import(
             .chain(kind.optional())
             .find(|c| **c == h.as_str());
         let Some(known) = known else {
-            return Err(header_error(
+            problems.push(header_error(
                 h,
                 format!(
                     "unknown column for a {} file (known columns: {})",
@@ -189,17 +190,25 @@ pub(crate) fn import(
                         .join(", ")
                 ),
             ));
+            continue;
         };
         if columns.insert(*known, i).is_some() {
-            return Err(header_error(h, "column appears twice".into()));
+            problems.push(header_error(h, "column appears twice".into()));
         }
     }
-    if let Some(missing) = kind.required().iter().find(|c| !columns.contains_key(**c)) {
-        return Err(header_error(
+    for missing in kind
+        .required()
+        .iter()
+        .filter(|c| !columns.contains_key(**c))
+    {
+        problems.push(header_error(
             missing,
             format!("required column is missing from a {} file", kind.as_str()),
         ));
     }
+    // Rows cannot be read against a header that is wrong.
+    problems.check()?;
+    let mut problems = Problems::new();
     let mut record = StringRecord::new();
     let mut rows = 0u64;
     loop {
@@ -208,12 +217,14 @@ pub(crate) fn import(
             Ok(false) => break,
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
-                return Err(ImportError {
+                problems.push(ImportError {
                     file: file.to_string(),
                     location: Some(Location::Line(line)),
                     field: None,
                     reason: format!("malformed CSV: {e}"),
                 });
+                // The reader cannot resynchronise after a malformed record.
+                return Err(problems);
             }
         }
         rows += 1;
@@ -228,9 +239,12 @@ pub(crate) fn import(
             CsvKind::Patients => patient_row(&row, writer),
             CsvKind::Therapists => therapist_row(&row, writer),
         };
-        result.map_err(|e| ImportError::at(file, Location::Line(line), e))?;
+        if let Err(e) = result {
+            problems.push(ImportError::at(file, Location::Line(line), e));
+        }
         progress.row(reader.position().byte());
     }
+    problems.check()?;
     Ok((kind, rows))
 }
 

@@ -22,7 +22,7 @@ use self::scores::Tally;
 use super::fields::{FieldError, FieldResult};
 use super::records::{Casemix, EpisodeAttrs, Fields, PatientAttrs, TherapistAttrs};
 use super::writer::Writer;
-use super::{ImportError, Progress};
+use super::{ImportError, Problems, Progress};
 use crate::registry::Registry;
 
 /// Canonical URL prefix of mbc-node's extensions; the field name follows, e.g.
@@ -45,11 +45,18 @@ pub(crate) fn import(
     writer: &mut Writer<'_>,
     progress: &mut Progress,
     gap_weeks: u32,
-) -> Result<Read, ImportError> {
+) -> Result<Read, Problems> {
     let b = Bundle::parse(content, file)?;
     let fail = |r: &Res| {
         let loc = r.loc();
         move |e: FieldError| ImportError::at(file, loc, e)
+    };
+    // Every problem of the file, not only the first (each resource is read on its own).
+    let mut problems = Problems::new();
+    let mut note = |r: &Res, result: FieldResult<()>| {
+        if let Err(e) = result {
+            problems.push(fail(r)(e));
+        }
     };
     let mut tally = Tally::default();
     for (ty, n) in &b.other {
@@ -63,44 +70,59 @@ pub(crate) fn import(
     }
     let mut people = 0u64;
     for r in b.of("Practitioner") {
-        practitioner(r, writer).map_err(fail(r))?;
+        note(r, practitioner(r, writer));
         people += 1;
         progress.row(0);
     }
     for r in b.of("Patient") {
-        patient(r, writer).map_err(fail(r))?;
+        note(r, patient(r, writer));
         people += 1;
         progress.row(0);
     }
     let mut episode_people = HashMap::new();
     for r in b.of("EpisodeOfCare") {
-        let who = episode(&b, r, writer).map_err(fail(r))?;
-        episode_people.insert(r.id.clone(), who);
+        match episode(&b, r, writer) {
+            Ok(who) => {
+                episode_people.insert(r.id.clone(), who);
+            }
+            Err(e) => note(r, Err(e)),
+        }
         people += 1;
         progress.row(0);
     }
     let mut found = Vec::new();
     for r in b.of("QuestionnaireResponse") {
-        if let Some(score) =
-            scores::questionnaire_response(&b, r, registry, &mut tally).map_err(fail(r))?
-        {
-            found.push(score);
+        match scores::questionnaire_response(&b, r, registry, &mut tally) {
+            Ok(Some(score)) => found.push(score),
+            Ok(None) => {}
+            Err(e) => note(r, Err(e)),
         }
     }
     for score in scores::observations(&b, registry, &mut tally) {
-        found.push(score.map_err(|(r, e)| fail(r)(e))?);
+        match score {
+            Ok(score) => found.push(score),
+            Err((r, e)) => note(r, Err(e)),
+        }
     }
     let scored = found.len();
+    let mut failed = Vec::new();
+    let context = sessions::Context {
+        episode_people: &episode_people,
+        gap_weeks,
+    };
     let written = sessions::write(
         &b,
         registry,
         writer,
         found,
-        &episode_people,
-        gap_weeks,
+        &context,
         &mut tally,
-    )
-    .map_err(|(r, e)| fail(r)(e))?;
+        &mut failed,
+    );
+    for (r, e) in failed {
+        note(r, Err(e));
+    }
+    problems.check()?;
     for _ in 0..written {
         progress.row(0);
     }
@@ -127,7 +149,8 @@ pub(crate) fn import(
                 "holds no score of a registered instrument and no patient, practitioner or \
                  episode ({seen}){hint}"
             ),
-        ));
+        )
+        .into());
     }
     Ok(Read {
         resources: b.all.len() as u64 + b.other.iter().map(|(_, n)| n).sum::<u64>(),

@@ -246,23 +246,52 @@ impl<'b> Administration<'b> {
 }
 
 /// Writes the scores: each into its Encounter's session, or its patient's day in a derived
-/// episode. Returns the number of administrations written.
+/// episode. Returns the number of administrations written; what failed is in `failed`.
 pub(crate) fn write<'b>(
     b: &'b Bundle,
     registry: &Registry,
     writer: &mut Writer<'_>,
     scores: Vec<Score<'b>>,
-    episode_people: &HashMap<String, (String, String)>,
-    gap_weeks: u32,
+    context: &Context<'_>,
     tally: &mut Tally,
+    failed: &mut Vec<Failed<'b>>,
+) -> u64 {
+    match write_all(b, registry, writer, scores, context, tally, failed) {
+        Ok(n) => n,
+        Err(e) => {
+            failed.push(e);
+            0
+        }
+    }
+}
+
+/// What sessions are derived from besides the scores.
+pub(crate) struct Context<'a> {
+    /// EpisodeOfCare id → (patient, therapist) raw ids.
+    pub(crate) episode_people: &'a HashMap<String, (String, String)>,
+    /// `[import] episode_gap_weeks`.
+    pub(crate) gap_weeks: u32,
+}
+
+fn write_all<'b>(
+    b: &'b Bundle,
+    registry: &Registry,
+    writer: &mut Writer<'_>,
+    scores: Vec<Score<'b>>,
+    context: &Context<'_>,
+    tally: &mut Tally,
+    failed: &mut Vec<Failed<'b>>,
 ) -> Result<u64, Failed<'b>> {
+    let (episode_people, gap_weeks) = (context.episode_people, context.gap_weeks);
     let visits = visits(b, episode_people, tally)?;
     // Every session of an episode, scored or not (attendance counts, therapist spans).
     let mut ordered: Vec<(&&str, &Visit)> = visits.iter().collect();
     ordered.sort_by_key(|(id, _)| **id);
     for (_, v) in ordered {
-        if let Some(session) = &v.session {
-            writer.session(session).map_err(|e| (v.source, e))?;
+        if let Some(session) = &v.session
+            && let Err(e) = writer.session(session)
+        {
+            failed.push((v.source, e));
         }
     }
     let mut named: std::collections::HashSet<String> = std::collections::HashSet::new();
@@ -310,7 +339,11 @@ pub(crate) fn write<'b>(
         let key = (place, s.instrument.to_string());
         let source = s.source;
         match administrations.get_mut(&key) {
-            Some(a) => a.merge(s, &key.1).map_err(|e| (source, e))?,
+            Some(a) => {
+                if let Err(e) = a.merge(s, &key.1) {
+                    failed.push((source, e));
+                }
+            }
             None => {
                 administrations.insert(
                     key,
@@ -347,10 +380,12 @@ pub(crate) fn write<'b>(
         })?;
         // Unwrap safety: the instrument id came from the registry.
         let inst = registry.get(instrument).unwrap();
-        let record =
-            AssessmentRecord::from_parts(inst, a.total, a.items.as_deref()).map_err(fail)?;
-        writer.assessment(&session, &record).map_err(fail)?;
-        written += 1;
+        match AssessmentRecord::from_parts(inst, a.total, a.items.as_deref())
+            .and_then(|record| writer.assessment(&session, &record))
+        {
+            Ok(()) => written += 1,
+            Err(e) => failed.push(fail(e)),
+        }
     }
     Ok(written)
 }
