@@ -132,6 +132,16 @@ impl Instrument {
         })
     }
 
+    /// Whether a total is a whole number of points: the range and every item's answers are
+    /// whole (PHQ-9, GAD-7). A given total of such an instrument must be whole; only a total
+    /// prorated from items may not be.
+    pub fn whole_point_totals(&self) -> bool {
+        let whole = |v: f64| v.fract() == 0.0;
+        whole(self.min)
+            && whole(self.max)
+            && self.items.iter().all(|i| whole(i.min) && whole(i.max))
+    }
+
     /// Whether `score` is within the instrument's range.
     pub fn in_range(&self, score: f64) -> bool {
         score >= self.min && score <= self.max

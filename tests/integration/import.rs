@@ -717,3 +717,109 @@ fn every_problem_of_a_file_is_listed() {
         &["many.csv: 60 problems", "… and 10 more"],
     );
 }
+
+/// Issue 14: CSV as spreadsheets save it. A UTF-8 BOM with CRLF line ends, `;` separators
+/// (European Excel), empty trailing columns, and whole numbers saved as `12.0` / `3.0` each
+/// store exactly what the clean file stores.
+#[test]
+fn spreadsheet_variants_of_a_csv_store_what_the_clean_file_stores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let clean = "patient_id,therapist_id,episode_id,session,date,instrument,score\n\
+                 P1,T1,E1,1,2024-01-08,PHQ-9,15\n\
+                 P1,T1,E1,2,2024-01-15,PHQ-9,12\n\
+                 P1,T1,E1,2,2024-01-15,GAD-7,9\n";
+    let crlf = format!("\u{feff}{}", clean.replace('\n', "\r\n"));
+    let variants = [
+        ("clean", clean.to_string()),
+        ("bom-crlf", crlf),
+        ("semicolons", clean.replace(',', ";")),
+        ("trailing-columns", clean.replace('\n', ",,\n")),
+        (
+            "decimals",
+            clean
+                .replace(",15\n", ",15.0\n")
+                .replace(",12\n", ",12.0\n")
+                .replace(",2,2024", ",2.0,2024"),
+        ),
+    ];
+    let mut contents = Vec::new();
+    for (name, content) in &variants {
+        mbc(cwd, &["init", "--data-dir", name, "--name", "V"]).ok();
+        if *name != "clean" {
+            std::fs::copy(
+                cwd.join("clean/pseudonym.key"),
+                cwd.join(format!("{name}/pseudonym.key")),
+            )
+            .unwrap();
+        }
+        let file = format!("{name}.csv");
+        std::fs::write(cwd.join(&file), content).unwrap();
+        let out = mbc(cwd, &["import", "--data-dir", name, &file]);
+        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+        contents.push(canonical_content(&cwd.join(format!("{name}/local.db"))));
+    }
+    assert!(
+        contents[0].iter().any(|r| r.contains("GAD-7")),
+        "{:?}",
+        contents[0]
+    );
+    for (i, (name, _)) in variants.iter().enumerate().skip(1) {
+        assert_eq!(contents[i], contents[0], "{name}");
+    }
+}
+
+/// Issue 14, found by trying it: an export copied while still being written (its last line
+/// cut inside the score) was imported and then blocked the finished export for good; an
+/// empty file, a Windows-1252 file, a non-whole total and a total in exponent notation were
+/// accepted or refused without a hint. Each is refused saying what to do, and nothing is
+/// stored, so the finished export then imports.
+#[test]
+fn cut_off_empty_mis_encoded_and_odd_number_files_are_refused_saying_why() {
+    let finished = format!("{HEAD}P2,T1,E2,1,2024-02-05,PHQ-9,18\n");
+    let cut = finished.trim_end().trim_end_matches('8').to_string();
+    check_rejected(
+        "cut.csv",
+        &cut,
+        &["line 2", "no line end", "still being written"],
+    );
+    check_rejected("empty.csv", "", &["empty.csv", "is empty"]);
+    check_rejected(
+        "half.csv",
+        &csv(&["P2,T1,E2,2,2024-02-12,PHQ-9,12.5"]),
+        &["line 3", "12.5 is not a whole number"],
+    );
+    check_rejected(
+        "exp.csv",
+        &csv(&["P2,T1,E2,2,2024-02-12,PHQ-9,1e1"]),
+        &["line 3", "exponent notation"],
+    );
+    let tmp = node_with_base();
+    let cwd = tmp.path();
+    let mut latin = HEAD.replace("score", "score,items").into_bytes();
+    latin.extend_from_slice(b"P\xe9,T1,E2,1,2024-02-05,PHQ-9,18,\n");
+    std::fs::write(cwd.join("latin.csv"), latin).unwrap();
+    let out = mbc(cwd, &["import", "--data-dir", "node", "latin.csv"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("line 2") && out.stderr.contains("CSV UTF-8"),
+        "{}",
+        out.stderr
+    );
+    // In the same store: the cut-off copy is refused, then the finished export imports.
+    std::fs::write(cwd.join("cut.csv"), &cut).unwrap();
+    assert_eq!(
+        mbc(cwd, &["import", "--data-dir", "node", "cut.csv"]).code,
+        1
+    );
+    std::fs::write(cwd.join("finished.csv"), &finished).unwrap();
+    mbc(cwd, &["import", "--data-dir", "node", "finished.csv"]).ok();
+    let conn = integration_tests::open(&cwd.join("node/local.db"));
+    assert_eq!(
+        integration_tests::rows(
+            &conn,
+            "SELECT score FROM assessment ORDER BY assessment_id DESC LIMIT 1"
+        ),
+        ["18.0"]
+    );
+}

@@ -11,7 +11,6 @@
 //! streamed into the writer; the caller owns the transaction.
 
 use std::collections::HashMap;
-use std::io::Read;
 
 use csv::StringRecord;
 
@@ -139,21 +138,76 @@ impl Row<'_> {
     }
 }
 
+/// Checks what a spreadsheet may have done to a file before it is parsed: empty, not UTF-8,
+/// cut off mid-line (an export caught while being written). Returns the field delimiter: `,`,
+/// or `;` / tab when the header uses that and no comma (European Excel saves `;`).
+fn inspect(content: &[u8], file: &str) -> Result<u8, ImportError> {
+    let body = content.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(content);
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ImportError::file(file, "is empty"));
+    }
+    if let Err(e) = std::str::from_utf8(body) {
+        let line = body[..e.valid_up_to()]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1;
+        return Err(ImportError {
+            file: file.to_string(),
+            location: Some(Location::Line(line as u64)),
+            field: None,
+            reason: "is not UTF-8 text (Windows-1252 or Latin-1?): save it as \"CSV UTF-8\" \
+                     (Excel: Save As, CSV UTF-8) and import that"
+                .into(),
+        });
+    }
+    if !body.ends_with(b"\n") {
+        let line = body.iter().filter(|b| **b == b'\n').count() + 1;
+        return Err(ImportError {
+            file: file.to_string(),
+            location: Some(Location::Line(line as u64)),
+            field: None,
+            reason: "the last line has no line end: the file may have been copied while it was \
+                     still being written (its last value could be cut short). Import the \
+                     finished export; if the file is complete, add a line break at its end"
+                .into(),
+        });
+    }
+    let header = body.split(|b| *b == b'\n').next().unwrap_or_default();
+    let count = |c: u8| header.iter().filter(|b| **b == c).count();
+    Ok(if count(b',') == 0 && count(b';') > 0 {
+        b';'
+    } else if count(b',') == 0 && count(b'\t') > 0 {
+        b'\t'
+    } else {
+        b','
+    })
+}
+
 /// Reads a CSV file of any kind into `writer`. Returns (kind, rows read).
 pub(crate) fn import(
-    input: impl Read,
+    content: &[u8],
     file: &str,
     registry: &Registry,
     writer: &mut Writer<'_>,
     progress: &mut Progress,
 ) -> Result<(CsvKind, u64), Problems> {
-    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(input);
-    let headers: Vec<String> = reader
+    let delimiter = inspect(content, file)?;
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .delimiter(delimiter)
+        .from_reader(content);
+    let mut headers: Vec<String> = reader
         .headers()
         .map_err(|e| ImportError::file(file, format!("couldn't read the header row: {e}")))?
         .iter()
         .map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
         .collect();
+    // Spreadsheets add empty columns after the last one; their cells must be empty too.
+    let width = headers.len();
+    while headers.last().is_some_and(String::is_empty) {
+        headers.pop();
+    }
     let header_error = |field: &str, reason: String| ImportError {
         file: file.to_string(),
         location: Some(Location::Line(1)),
@@ -161,11 +215,19 @@ pub(crate) fn import(
         reason,
     };
     let kind = CsvKind::detect(&headers).ok_or_else(|| {
+        let seen = headers.join(",");
+        let hint = if delimiter == b',' && seen.contains('|') {
+            " The header looks `|`-separated: save it with commas."
+        } else {
+            ""
+        };
         header_error(
             "(header)",
-            "not a recognised CSV layout: expected an assessments, episodes, patients or \
-             therapists header (see README.md, \"Import formats\")"
-                .into(),
+            format!(
+                "not a recognised CSV layout: the header is {seen:?}; expected an assessments \
+                 (with an instrument column), episodes (episode_id), patients (patient_id) or \
+                 therapists (therapist_id) header (see README.md, \"Import formats\").{hint}"
+            ),
         )
     })?;
     let mut problems = Problems::new();
@@ -229,6 +291,17 @@ pub(crate) fn import(
         }
         rows += 1;
         let line = record.position().map_or(rows + 1, |p| p.line());
+        if let Some(extra) =
+            (headers.len()..width).find(|i| !record.get(*i).unwrap_or("").trim().is_empty())
+        {
+            problems.push(ImportError {
+                file: file.to_string(),
+                location: Some(Location::Line(line)),
+                field: Some(format!("column {}", extra + 1)),
+                reason: "has a value under a header with no name".into(),
+            });
+            continue;
+        }
         let row = Row {
             record: &record,
             columns: &columns,

@@ -38,8 +38,15 @@ pub(crate) fn date(field: &str, value: &str) -> FieldResult<String> {
         })
 }
 
-/// A finite number.
+/// A finite number written as a plain decimal (`12`, `12.0`, `-0.5`; not `1e1`, which no
+/// clinical export writes and a corrupted one might).
 pub(crate) fn number(field: &str, value: &str) -> FieldResult<f64> {
+    if value.contains(['e', 'E']) {
+        return Err(FieldError::new(
+            field,
+            format!("{value:?} is in exponent notation: write the number as a plain decimal"),
+        ));
+    }
     value
         .trim()
         .parse::<f64>()
@@ -50,8 +57,10 @@ pub(crate) fn number(field: &str, value: &str) -> FieldResult<f64> {
 
 /// An integer within `[min, max]`.
 pub(crate) fn integer(field: &str, value: &str, min: i64, max: i64) -> FieldResult<i64> {
-    let v: i64 = value
-        .trim()
+    // Spreadsheets save whole numbers as `3.0`.
+    let v = value.trim();
+    let v = v.strip_suffix(".0").unwrap_or(v);
+    let v: i64 = v
         .parse()
         .map_err(|_| FieldError::new(field, format!("{value:?} is not a whole number")))?;
     if v < min || v > max {

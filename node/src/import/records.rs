@@ -212,6 +212,15 @@ impl AssessmentRecord {
         };
         match (score, from_items) {
             (Some(score), from_items) => {
+                if inst.whole_point_totals() && score.fract() != 0.0 {
+                    return Err(FieldError::new(
+                        "score",
+                        format!(
+                            "{score} is not a whole number: {} totals are whole points",
+                            inst.id
+                        ),
+                    ));
+                }
                 if !inst.in_range(score) {
                     return Err(FieldError::new(
                         "score",
