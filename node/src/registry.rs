@@ -552,6 +552,26 @@ elevated_threshold = 10
         assert_eq!(reg.get("WSAS").unwrap().items.len(), 5);
     }
 
+    /// Issue 14: README's WSAS example is added as written (it once carried a placeholder
+    /// LOINC code "..." that was stored for good), and a placeholder or mistyped code is
+    /// refused with the check digit it should have.
+    #[test]
+    fn readme_example_is_accepted_and_bad_codes_are_refused() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("[[instrument]]\nid = \"WSAS\"").unwrap();
+        let end = start + readme[start..].find("```").unwrap();
+        let mut store = Store::open_in_memory().unwrap();
+        let added = add_from_toml(store.conn_mut(), "README.md", &readme[start..end]).unwrap();
+        assert_eq!(added.instruments_added, ["WSAS"]);
+        for (code, why) in [("...", "not a LOINC code"), ("44261-7", "should be 6")] {
+            let toml = WSAS.replace(
+                "item_max = 8",
+                &format!("item_max = 8\nloinc_total = {code:?}"),
+            );
+            check_refused(&toml, why);
+        }
+    }
+
     #[track_caller]
     fn check_refused(toml: &str, fragment: &str) {
         let mut store = Store::open_in_memory().unwrap();

@@ -210,6 +210,24 @@ impl Instrument {
                 return Err(fail(format!("norm SD {sd} must be positive")));
             }
         }
+        for (name, code) in [
+            ("loinc_panel", &self.loinc_panel),
+            ("loinc_total", &self.loinc_total),
+        ] {
+            if let Some(code) = code {
+                check_loinc(code).map_err(|why| fail(format!("{name} {code:?} {why}")))?;
+            }
+        }
+        if let Some(code) = &self.snomed_total
+            && (!(6..=18).contains(&code.len())
+                || !code.bytes().all(|b| b.is_ascii_digit())
+                || code.starts_with('0'))
+        {
+            return Err(fail(format!(
+                "snomed_total {code:?} is not a SNOMED CT identifier (6 to 18 digits, no \
+                 leading zero)"
+            )));
+        }
         if self.bands.windows(2).any(|w| w[0].0 >= w[1].0) {
             return Err(fail("severity bands must be in ascending order".into()));
         }
@@ -312,7 +330,44 @@ impl Domain {
     }
 }
 
-/// Lower-cases and drops everything but letters and digits: `PHQ-9`, `phq9` and `Phq 9` match.
+/// Checks a LOINC code's form and check digit (LOINC's mod-10 algorithm: from the right,
+/// every other digit of the number doubled, the digits summed; the check digit brings the sum
+/// to a multiple of 10): `44261-6` passes, `44261-7` and `...` do not.
+pub fn check_loinc(code: &str) -> Result<(), String> {
+    let Some((number, check)) = code.split_once('-') else {
+        return Err("is not a LOINC code (digits, a hyphen, a check digit: 44261-6)".into());
+    };
+    let digits: Option<Vec<u32>> = number.chars().map(|c| c.to_digit(10)).collect();
+    let (Some(digits), Some(check)) = (digits, check.parse::<u32>().ok()) else {
+        return Err("is not a LOINC code (digits, a hyphen, a check digit: 44261-6)".into());
+    };
+    if digits.is_empty() || digits.len() > 7 || check > 9 || check_digit(&digits) != check {
+        return Err(format!(
+            "is not a valid LOINC code: its check digit should be {}",
+            check_digit(&digits)
+        ));
+    }
+    Ok(())
+}
+
+fn check_digit(digits: &[u32]) -> u32 {
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, d)| {
+            if i % 2 == 0 {
+                let x = d * 2;
+                x / 10 + x % 10
+            } else {
+                *d
+            }
+        })
+        .sum();
+    (10 - sum % 10) % 10
+}
+
+/// An instrument name as compared: ASCII letters and digits, lower case.
 pub fn normalise_name(name: &str) -> String {
     name.chars()
         .filter(char::is_ascii_alphanumeric)
@@ -579,5 +634,30 @@ mod tests {
                 .to_string()
                 .contains("unknown instrument")
         );
+    }
+}
+
+#[cfg(test)]
+mod code_tests {
+    use super::*;
+
+    /// Issue 14: codes in instrument definitions are checked; every built-in code passes.
+    #[test]
+    fn loinc_check_digits() {
+        for ok in [
+            "44261-6", "70274-6", "44249-1", "69737-5", "44250-9", "69722-7",
+        ] {
+            assert_eq!(check_loinc(ok), Ok(()), "{ok}");
+        }
+        assert!(check_loinc("44261-7").unwrap_err().contains("should be 6"));
+        assert!(check_loinc("...").unwrap_err().contains("not a LOINC code"));
+        for i in builtin_instruments() {
+            assert_eq!(i.validate().map_err(|e| e.to_string()), Ok(()), "{}", i.id);
+            for item in &i.items {
+                if item.code.starts_with(|c: char| c.is_ascii_digit()) {
+                    assert_eq!(check_loinc(&item.code), Ok(()), "{} {}", i.id, item.code);
+                }
+            }
+        }
     }
 }
