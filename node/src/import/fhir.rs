@@ -118,7 +118,11 @@ pub(crate) fn import(
         &context,
         &mut tally,
         &mut failed,
-    );
+    )
+    .unwrap_or_else(|stopped| {
+        failed.push(stopped);
+        0
+    });
     for (r, e) in failed {
         note(r, Err(e));
     }

@@ -52,6 +52,28 @@ struct Context {
     encounter: Option<String>,
 }
 
+impl Context {
+    /// The score of `source` in this context.
+    fn score<'b>(
+        self,
+        source: &'b Res,
+        inst: &'b Instrument,
+        total: Option<f64>,
+        items: Option<Vec<Option<f64>>>,
+    ) -> Score<'b> {
+        Score {
+            source,
+            instrument: &inst.id,
+            patient: self.patient,
+            date: self.date,
+            therapist: self.therapist,
+            encounter: self.encounter,
+            total,
+            items,
+        }
+    }
+}
+
 /// The subject, date, performer and encounter of a score resource.
 fn context(
     b: &Bundle,
@@ -350,12 +372,7 @@ pub(crate) fn questionnaire_response<'b>(
                 .flatten()
         })
         .ok_or_else(|| unidentified(canonical, form.is_some(), &links))?;
-    let Context {
-        patient,
-        date,
-        therapist,
-        encounter,
-    } = context(
+    let ctx = context(
         b,
         r,
         &[&["authored"]],
@@ -410,16 +427,7 @@ pub(crate) fn questionnaire_response<'b>(
             ),
         ));
     }
-    Ok(Some(Score {
-        source: r,
-        instrument: &inst.id,
-        patient,
-        date,
-        therapist,
-        encounter,
-        total,
-        items: any_item.then_some(items),
-    }))
+    Ok(Some(ctx.score(r, inst, total, any_item.then_some(items))))
 }
 
 /// The Questionnaire a response answers, when the file has it (contained `#id`, or in the
@@ -614,12 +622,7 @@ fn observation<'b>(
     inst: &'b Instrument,
     tally: &mut Tally,
 ) -> FieldResult<Score<'b>> {
-    let Context {
-        patient,
-        date,
-        therapist,
-        encounter,
-    } = context(b, r, DATES, PERFORMERS)?;
+    let ctx = context(b, r, DATES, PERFORMERS)?;
     let mut total = numeric(&r.value, None, tally);
     let mut items = vec![None; inst.items.len()];
     let mut any_item = false;
@@ -692,16 +695,7 @@ fn observation<'b>(
         };
         return Err(FieldError::new("value[x]", why));
     }
-    Ok(Score {
-        source: r,
-        instrument: &inst.id,
-        patient,
-        date,
-        therapist,
-        encounter,
-        total,
-        items: any_item.then_some(items),
-    })
+    Ok(ctx.score(r, inst, total, any_item.then_some(items)))
 }
 
 /// Item Observations without a panel, taken at one time for one patient: one administration.
@@ -712,28 +706,14 @@ fn items_only<'b>(
     inst: &'b Instrument,
     tally: &mut Tally,
 ) -> FieldResult<Score<'b>> {
-    let Context {
-        patient,
-        date,
-        therapist,
-        encounter,
-    } = context(b, group[0], DATES, PERFORMERS)?;
+    let ctx = context(b, group[0], DATES, PERFORMERS)?;
     let mut items = vec![None; inst.items.len()];
     for r in group {
         if let Some(Kind::Item(_, i)) = kind(registry, &r.codes(&["code"])) {
             items[i] = numeric(&r.value, None, tally);
         }
     }
-    Ok(Score {
-        source: group[0],
-        instrument: &inst.id,
-        patient,
-        date,
-        therapist,
-        encounter,
-        total: None,
-        items: Some(items),
-    })
+    Ok(ctx.score(group[0], inst, None, Some(items)))
 }
 
 #[cfg(test)]

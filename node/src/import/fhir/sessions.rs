@@ -245,26 +245,6 @@ impl<'b> Administration<'b> {
     }
 }
 
-/// Writes the scores: each into its Encounter's session, or its patient's day in a derived
-/// episode. Returns the number of administrations written; what failed is in `failed`.
-pub(crate) fn write<'b>(
-    b: &'b Bundle,
-    registry: &Registry,
-    writer: &mut Writer<'_>,
-    scores: Vec<Score<'b>>,
-    context: &Context<'_>,
-    tally: &mut Tally,
-    failed: &mut Vec<Failed<'b>>,
-) -> u64 {
-    match write_all(b, registry, writer, scores, context, tally, failed) {
-        Ok(n) => n,
-        Err(e) => {
-            failed.push(e);
-            0
-        }
-    }
-}
-
 /// What sessions are derived from besides the scores.
 pub(crate) struct Context<'a> {
     /// EpisodeOfCare id → (patient, therapist) raw ids.
@@ -273,7 +253,10 @@ pub(crate) struct Context<'a> {
     pub(crate) gap_weeks: u32,
 }
 
-fn write_all<'b>(
+/// Writes the scores: each into its Encounter's session, or its patient's day in a derived
+/// episode. Returns the number of administrations written; what failed of them is in
+/// `failed`, and an `Err` is a failure that stopped the rest.
+pub(crate) fn write<'b>(
     b: &'b Bundle,
     registry: &Registry,
     writer: &mut Writer<'_>,
