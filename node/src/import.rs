@@ -191,6 +191,59 @@ pub struct Options {
     /// `[import] episode_gap_weeks`: scores without an episode form one per patient until a
     /// gap of more than this many weeks.
     pub episode_gap_weeks: u32,
+    /// CSV text encoding when it is not UTF-8.
+    pub encoding: Option<TextEncoding>,
+    /// CSV field separator instead of detecting it from the header.
+    pub delimiter: Option<u8>,
+    /// CSV dates written other than ISO 8601.
+    pub date_format: Option<DateFormat>,
+}
+
+/// Text encodings a CSV file may be in besides UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TextEncoding {
+    /// UTF-8 (the default; a byte-order mark is allowed).
+    #[value(name = "utf-8")]
+    Utf8,
+    /// Windows-1252, what Excel on Windows saves as "CSV"; also covers Latin-1 (ISO 8859-1).
+    #[value(
+        name = "windows-1252",
+        alias = "latin-1",
+        alias = "cp1252",
+        alias = "iso-8859-1"
+    )]
+    Windows1252,
+}
+
+/// Non-ISO date layouts a CSV file may use, said explicitly (never guessed: 05/03/2024 is
+/// 5 March in the UK and 3 May in the US).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DateFormat {
+    /// Day first: 05/03/2024, 5.3.2024, 05-03-2024.
+    #[value(name = "DD/MM/YYYY")]
+    DayFirst,
+    /// Month first: 03/05/2024.
+    #[value(name = "MM/DD/YYYY")]
+    MonthFirst,
+}
+
+impl DateFormat {
+    /// The ISO date of `value` in this layout (separators `/`, `.` or `-`).
+    pub(crate) fn to_iso(self, value: &str) -> Option<String> {
+        let parts: Vec<&str> = value.trim().split(['/', '.', '-']).collect();
+        let [a, b, y] = parts.as_slice() else {
+            return None;
+        };
+        let (d, m) = match self {
+            DateFormat::DayFirst => (a, b),
+            DateFormat::MonthFirst => (b, a),
+        };
+        let (d, m, y): (u32, u32, i32) = (d.parse().ok()?, m.parse().ok()?, y.parse().ok()?);
+        if y < 1000 {
+            return None;
+        }
+        chrono::NaiveDate::from_ymd_opt(y, m, d).map(|date| date.format("%Y-%m-%d").to_string())
+    }
 }
 
 impl Default for Options {
@@ -200,6 +253,9 @@ impl Default for Options {
             dry_run: false,
             progress: false,
             episode_gap_weeks: crate::config::ImportConfig::default().episode_gap_weeks,
+            encoding: None,
+            delimiter: None,
+            date_format: None,
         }
     }
 }
@@ -327,7 +383,7 @@ pub fn import_file(
             &registry,
             &mut writer,
             &mut progress,
-            options.episode_gap_weeks,
+            &options,
         )?;
         let counts = writer.finish().map_err(|e| ImportError {
             file: file.clone(),
@@ -381,15 +437,16 @@ fn read(
     registry: &Registry,
     writer: &mut writer::Writer<'_>,
     progress: &mut Progress,
-    gap_weeks: u32,
+    options: &Options,
 ) -> Result<(String, u64, std::collections::BTreeMap<String, u64>), Problems> {
     match format {
         Format::Csv => {
-            let (kind, rows) = csv::import(content, file, registry, writer, progress)?;
+            let (kind, rows) = csv::import(content, file, registry, writer, progress, options)?;
             Ok((kind.as_str().to_string(), rows, Default::default()))
         }
         Format::Fhir => {
-            let read = fhir::import(content, file, registry, writer, progress, gap_weeks)?;
+            let gap = options.episode_gap_weeks;
+            let read = fhir::import(content, file, registry, writer, progress, gap)?;
             Ok(("fhir".to_string(), read.resources, read.skipped))
         }
     }
@@ -419,7 +476,7 @@ mod tests {
             &registry,
             &mut writer,
             &mut progress,
-            12,
+            &Options::default(),
         )
     }
 

@@ -823,3 +823,68 @@ fn cut_off_empty_mis_encoded_and_odd_number_files_are_refused_saying_why() {
         ["18.0"]
     );
 }
+
+/// Issue 14: what cannot be detected is said with a flag. A Windows-1252 export (`é` as one
+/// byte) imported with `--encoding windows-1252` stores exactly what its UTF-8 twin stores
+/// (no mojibake); day-first dates import with `--date-format DD/MM/YYYY` and are refused
+/// without it, saying which flag; a `|`-separated file imports with `--delimiter '|'`; a
+/// header without rows is refused.
+#[test]
+fn encodings_date_layouts_and_separators_are_read_when_said() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let utf8 = "patient_id,therapist_id,episode_id,session,date,instrument,score\n\
+                Pé1,Tö1,E1,1,2024-01-08,PHQ-9,15\n\
+                Pé1,Tö1,E1,2,2024-01-15,PHQ-9,12\n";
+    let (latin, _, _) = encoding_rs::WINDOWS_1252.encode(utf8);
+    assert_eq!(latin.len(), utf8.len() - 4, "é and ö are one byte each");
+    let day_first = utf8
+        .replace("2024-01-08", "08/01/2024")
+        .replace("2024-01-15", "15/01/2024");
+    let piped = utf8.replace(',', "|");
+    let variants: [(&str, Vec<u8>, &[&str]); 4] = [
+        ("utf8", utf8.as_bytes().to_vec(), &[]),
+        ("latin", latin.into_owned(), &["--encoding", "windows-1252"]),
+        (
+            "dayfirst",
+            day_first.clone().into_bytes(),
+            &["--date-format", "DD/MM/YYYY"],
+        ),
+        ("piped", piped.into_bytes(), &["--delimiter", "|"]),
+    ];
+    let mut contents = Vec::new();
+    for (name, bytes, flags) in &variants {
+        mbc(cwd, &["init", "--data-dir", name, "--name", "V"]).ok();
+        if *name != "utf8" {
+            std::fs::copy(
+                cwd.join("utf8/pseudonym.key"),
+                cwd.join(format!("{name}/pseudonym.key")),
+            )
+            .unwrap();
+        }
+        let file = format!("{name}.csv");
+        std::fs::write(cwd.join(&file), bytes).unwrap();
+        let mut args = vec!["import", "--data-dir", name, &file];
+        args.extend(flags.iter());
+        let out = mbc(cwd, &args);
+        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+        contents.push(canonical_content(&cwd.join(format!("{name}/local.db"))));
+    }
+    for (i, (name, _, _)) in variants.iter().enumerate().skip(1) {
+        assert_eq!(contents[i], contents[0], "{name}");
+    }
+    check_rejected(
+        "dayfirst.csv",
+        &day_first,
+        &[
+            "line 2, field date",
+            "--date-format DD/MM/YYYY",
+            "never guessed",
+        ],
+    );
+    check_rejected(
+        "header.csv",
+        HEAD,
+        &["header.csv", "has a header (assessments file) and no rows"],
+    );
+}

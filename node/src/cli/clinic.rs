@@ -56,6 +56,26 @@ pub(super) struct ImportArgs {
     /// Print a JSON summary instead of text
     #[arg(long)]
     json: bool,
+    /// CSV: the text encoding when it is not UTF-8 (Excel's "CSV" on Windows is windows-1252)
+    #[arg(long, value_enum, value_name = "ENCODING")]
+    encoding: Option<import::TextEncoding>,
+    /// CSV: the field separator, instead of detecting ',' ';' or tab from the header
+    #[arg(long, value_name = "CHAR", value_parser = one_byte)]
+    delimiter: Option<u8>,
+    /// CSV: dates written day first or month first instead of YYYY-MM-DD (never guessed)
+    #[arg(long, value_enum, value_name = "LAYOUT")]
+    date_format: Option<import::DateFormat>,
+}
+
+/// A `--delimiter`: one ASCII character (`\t` for a tab).
+fn one_byte(s: &str) -> Result<u8, String> {
+    match s {
+        "\\t" | "tab" => Ok(b'\t'),
+        _ if s.len() == 1 && s.is_ascii() => Ok(s.as_bytes()[0]),
+        _ => Err(format!(
+            "{s:?} is not one character (e.g. ';', ',' or '\\t')"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -148,6 +168,9 @@ pub(super) fn import(a: ImportArgs) -> Result<()> {
         dry_run: a.dry_run,
         progress: !a.json,
         episode_gap_weeks: node.config().import.episode_gap_weeks,
+        encoding: a.encoding,
+        delimiter: a.delimiter,
+        date_format: a.date_format,
     };
     let outcomes = node.import_files(&a.files, options)?;
     if a.json {

@@ -20,7 +20,7 @@ use super::records::{
     TherapistAttrs,
 };
 use super::writer::Writer;
-use super::{ImportError, Location, Problems, Progress};
+use super::{DateFormat, ImportError, Location, Options, Problems, Progress, TextEncoding};
 use crate::registry::Registry;
 
 /// The kinds of CSV file.
@@ -156,9 +156,11 @@ fn inspect(content: &[u8], file: &str) -> Result<u8, ImportError> {
             file: file.to_string(),
             location: Some(Location::Line(line as u64)),
             field: None,
-            reason: "is not UTF-8 text (Windows-1252 or Latin-1?): save it as \"CSV UTF-8\" \
-                     (Excel: Save As, CSV UTF-8) and import that"
-                .into(),
+            reason:
+                "is not UTF-8 text (Windows-1252 or Latin-1, as Excel saves \"CSV\"?): import it \
+                     with --encoding windows-1252, or save it as \"CSV UTF-8\" (Excel: Save As, \
+                     CSV UTF-8)"
+                    .into(),
         });
     }
     if !body.ends_with(b"\n") {
@@ -184,6 +186,28 @@ fn inspect(content: &[u8], file: &str) -> Result<u8, ImportError> {
     })
 }
 
+/// The content as UTF-8: decoded from UTF-16 when it starts with a UTF-16 byte-order mark, or
+/// from Windows-1252 when the clinic says so (`--encoding`; never guessed).
+fn decode(content: &[u8], encoding: Option<TextEncoding>) -> std::borrow::Cow<'_, [u8]> {
+    use std::borrow::Cow;
+    if let Some((enc, _)) = encoding_rs::Encoding::for_bom(content)
+        && enc != encoding_rs::UTF_8
+    {
+        let (text, _, _) = enc.decode(content);
+        return Cow::Owned(text.into_owned().into_bytes());
+    }
+    match encoding {
+        Some(TextEncoding::Windows1252) => {
+            let (text, _, _) = encoding_rs::WINDOWS_1252.decode(content);
+            Cow::Owned(text.into_owned().into_bytes())
+        }
+        Some(TextEncoding::Utf8) | None => Cow::Borrowed(content),
+    }
+}
+
+/// The columns holding dates.
+const DATE_COLUMNS: &[&str] = &["date", "referral_date", "start_date", "end_date"];
+
 /// Reads a CSV file of any kind into `writer`. Returns (kind, rows read).
 pub(crate) fn import(
     content: &[u8],
@@ -191,8 +215,12 @@ pub(crate) fn import(
     registry: &Registry,
     writer: &mut Writer<'_>,
     progress: &mut Progress,
+    options: &Options,
 ) -> Result<(CsvKind, u64), Problems> {
-    let delimiter = inspect(content, file)?;
+    let content = decode(content, options.encoding);
+    let content = content.as_ref();
+    let detected = inspect(content, file)?;
+    let delimiter = options.delimiter.unwrap_or(detected);
     let mut reader = csv::ReaderBuilder::new()
         .flexible(false)
         .delimiter(delimiter)
@@ -291,6 +319,15 @@ pub(crate) fn import(
         }
         rows += 1;
         let line = record.position().map_or(rows + 1, |p| p.line());
+        if let Some(format) = options.date_format {
+            match with_iso_dates(&record, &columns, format) {
+                Ok(converted) => record = converted,
+                Err(e) => {
+                    problems.push(ImportError::at(file, Location::Line(line), e));
+                    continue;
+                }
+            }
+        }
         if let Some(extra) =
             (headers.len()..width).find(|i| !record.get(*i).unwrap_or("").trim().is_empty())
         {
@@ -318,7 +355,49 @@ pub(crate) fn import(
         progress.row(reader.position().byte());
     }
     problems.check()?;
+    if rows == 0 {
+        return Err(ImportError::file(
+            file,
+            format!(
+                "has a header ({} file) and no rows: nothing to import",
+                kind.as_str()
+            ),
+        )
+        .into());
+    }
     Ok((kind, rows))
+}
+
+/// `record` with its date cells rewritten from `format` to ISO 8601.
+fn with_iso_dates(
+    record: &StringRecord,
+    columns: &HashMap<&'static str, usize>,
+    format: DateFormat,
+) -> FieldResult<StringRecord> {
+    let dates: Vec<usize> = DATE_COLUMNS
+        .iter()
+        .filter_map(|c| columns.get(c).copied())
+        .collect();
+    let mut out = StringRecord::new();
+    for (i, cell) in record.iter().enumerate() {
+        if !dates.contains(&i) || cell.trim().is_empty() {
+            out.push_field(cell);
+            continue;
+        }
+        let iso = format.to_iso(cell).ok_or_else(|| {
+            let column = columns
+                .iter()
+                .find(|(_, v)| **v == i)
+                .map_or("date", |(k, _)| *k);
+            FieldError::new(
+                column,
+                format!("{cell:?} is not a date in the --date-format given"),
+            )
+        })?;
+        out.push_field(&iso);
+    }
+    out.set_position(record.position().cloned());
+    Ok(out)
 }
 
 impl Fields for Row<'_> {

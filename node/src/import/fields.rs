@@ -31,9 +31,18 @@ pub(crate) fn date(field: &str, value: &str) -> FieldResult<String> {
     NaiveDate::parse_from_str(day, "%Y-%m-%d")
         .map(|d| d.format("%Y-%m-%d").to_string())
         .map_err(|_| {
+            let slashed = v.split(['/', '.']).count() == 3
+                && v.chars()
+                    .all(|c| c.is_ascii_digit() || c == '/' || c == '.');
+            let hint = if slashed {
+                ": is it day first or month first? Say which with --date-format DD/MM/YYYY or \
+                 --date-format MM/DD/YYYY (dates are never guessed)"
+            } else {
+                ""
+            };
             FieldError::new(
                 field,
-                format!("{value:?} is not a date (expected YYYY-MM-DD)"),
+                format!("{value:?} is not a date (expected YYYY-MM-DD){hint}"),
             )
         })
 }
