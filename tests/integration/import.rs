@@ -743,22 +743,10 @@ fn spreadsheet_variants_of_a_csv_store_what_the_clean_file_stores() {
                 .replace(",2,2024", ",2.0,2024"),
         ),
     ];
-    let mut contents = Vec::new();
-    for (name, content) in &variants {
-        mbc(cwd, &["init", "--data-dir", name, "--name", "V"]).ok();
-        if *name != "clean" {
-            std::fs::copy(
-                cwd.join("clean/pseudonym.key"),
-                cwd.join(format!("{name}/pseudonym.key")),
-            )
-            .unwrap();
-        }
-        let file = format!("{name}.csv");
-        std::fs::write(cwd.join(&file), content).unwrap();
-        let out = mbc(cwd, &["import", "--data-dir", name, &file]);
-        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
-        contents.push(canonical_content(&cwd.join(format!("{name}/local.db"))));
-    }
+    let contents: Vec<Vec<String>> = variants
+        .iter()
+        .map(|(name, content)| variant_content(cwd, "clean", name, content.as_bytes(), &[]))
+        .collect();
     assert!(
         contents[0].iter().any(|r| r.contains("GAD-7")),
         "{:?}",
@@ -852,24 +840,10 @@ fn encodings_date_layouts_and_separators_are_read_when_said() {
         ),
         ("piped", piped.into_bytes(), &["--delimiter", "|"]),
     ];
-    let mut contents = Vec::new();
-    for (name, bytes, flags) in &variants {
-        mbc(cwd, &["init", "--data-dir", name, "--name", "V"]).ok();
-        if *name != "utf8" {
-            std::fs::copy(
-                cwd.join("utf8/pseudonym.key"),
-                cwd.join(format!("{name}/pseudonym.key")),
-            )
-            .unwrap();
-        }
-        let file = format!("{name}.csv");
-        std::fs::write(cwd.join(&file), bytes).unwrap();
-        let mut args = vec!["import", "--data-dir", name, &file];
-        args.extend(flags.iter());
-        let out = mbc(cwd, &args);
-        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
-        contents.push(canonical_content(&cwd.join(format!("{name}/local.db"))));
-    }
+    let contents: Vec<Vec<String>> = variants
+        .iter()
+        .map(|(name, bytes, flags)| variant_content(cwd, "utf8", name, bytes, flags))
+        .collect();
     for (i, (name, _, _)) in variants.iter().enumerate().skip(1) {
         assert_eq!(contents[i], contents[0], "{name}");
     }
@@ -887,4 +861,30 @@ fn encodings_date_layouts_and_separators_are_read_when_said() {
         HEAD,
         &["header.csv", "has a header (assessments file) and no rows"],
     );
+}
+
+/// A node `cwd/NAME` (sharing the pseudonym key of node `cwd/FIRST`, or `FIRST` itself), with
+/// `bytes` imported as `NAME.csv` with `flags`: its canonical stored content.
+fn variant_content(
+    cwd: &Path,
+    first: &str,
+    name: &str,
+    bytes: &[u8],
+    flags: &[&str],
+) -> Vec<String> {
+    mbc(cwd, &["init", "--data-dir", name, "--name", "V"]).ok();
+    if name != first {
+        std::fs::copy(
+            cwd.join(format!("{first}/pseudonym.key")),
+            cwd.join(format!("{name}/pseudonym.key")),
+        )
+        .unwrap();
+    }
+    let file = format!("{name}.csv");
+    std::fs::write(cwd.join(&file), bytes).unwrap();
+    let mut args = vec!["import", "--data-dir", name, &file];
+    args.extend(flags);
+    let out = mbc(cwd, &args);
+    assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+    canonical_content(&cwd.join(format!("{name}/local.db")))
 }
