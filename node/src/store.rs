@@ -96,6 +96,14 @@ fn sqlite_code(e: &anyhow::Error, is: impl Fn(rusqlite::ErrorCode) -> bool) -> b
     })
 }
 
+/// A file SQLite keeps beside the database `db`: `local.db` + `-wal` → `local.db-wal`.
+pub(crate) fn sidecar(db: &Path, suffix: &str) -> PathBuf {
+    db.with_file_name(format!(
+        "{}{suffix}",
+        db.file_name().unwrap_or_default().to_string_lossy()
+    ))
+}
+
 /// The ledger's file beside the clinical data at `store`: `local.db` → `local.ledger.db`.
 pub fn ledger_path(store: &Path) -> PathBuf {
     let stem = store.file_stem().unwrap_or_default().to_string_lossy();
@@ -205,13 +213,8 @@ impl Store {
             return opened;
         };
         let ledger = ledger_path(path);
-        let wal_empty = |db: &Path| {
-            let wal = db.with_file_name(format!(
-                "{}-wal",
-                db.file_name().unwrap_or_default().to_string_lossy()
-            ));
-            std::fs::metadata(&wal).map_or(true, |m| m.len() == 0)
-        };
+        let wal_empty =
+            |db: &Path| std::fs::metadata(sidecar(db, "-wal")).map_or(true, |m| m.len() == 0);
         if !(cannot_write(&e) && wal_empty(path) && wal_empty(&ledger) && ledger.exists()) {
             return Err(e);
         }

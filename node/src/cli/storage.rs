@@ -10,7 +10,7 @@ use clap::Subcommand;
 use super::DataDir;
 use crate::config::{CONFIG_FILE, Config};
 use crate::node::{Node, create_store_key, default_key_dir, store_key_path};
-use crate::store::ledger_path;
+use crate::store::{ledger_path, sidecar};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum StoreCommand {
@@ -106,10 +106,7 @@ pub(crate) fn encrypt(dir: &Path, key_dir: &Path) -> Result<PathBuf> {
     let path = config.store_path(dir);
     // Both files of the store, each exported to a staged copy beside it: the clinical data
     // (`main`) and the ledger (`ledger`). The staged pair is named so that it opens as a store.
-    let staged = path.with_file_name(format!(
-        "{}.encrypting",
-        path.file_name().unwrap_or_default().to_string_lossy()
-    ));
+    let staged = sidecar(&path, ".encrypting");
     let pairs = [
         ("main", path.clone(), staged.clone()),
         ("ledger", ledger_path(&path), ledger_path(&staged)),
@@ -163,10 +160,7 @@ pub(crate) fn encrypt(dir: &Path, key_dir: &Path) -> Result<PathBuf> {
     for (_, to, from) in pairs.iter().rev() {
         std::fs::rename(from, to)?;
         for suffix in ["-wal", "-shm"] {
-            let _ = std::fs::remove_file(to.with_file_name(format!(
-                "{}{suffix}",
-                to.file_name().unwrap_or_default().to_string_lossy()
-            )));
+            let _ = std::fs::remove_file(sidecar(to, suffix));
         }
     }
     std::fs::rename(&config_tmp, dir.join(CONFIG_FILE))?;

@@ -78,9 +78,8 @@ pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<usize> {
 /// migration 8 commits, `main` holds the ledger. Does nothing once another process has moved
 /// it.
 fn copy_into_ledger(conn: &mut Connection) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
     // The ledger's write lock before any read, so that a busy ledger is waited for.
-    tx.execute_batch(&format!("PRAGMA ledger.user_version = {LEDGER_VERSION}"))?;
+    let tx = super::ledger_transaction(conn)?;
     if user_version(&tx, "main")? < LEDGER_SPLIT {
         tx.execute_batch(include_str!("ledger_v1.sql"))?;
     }
