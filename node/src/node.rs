@@ -23,16 +23,41 @@ use crate::{benchmark, clock, keystore, stats};
 /// Name of the store key file in the key directory.
 pub const STORE_KEY_FILE: &str = "store.key";
 
-/// Files of a node in its data directory (what `init` refuses to overwrite and removes when it
-/// fails half-way).
-const NODE_FILES: [&str; 6] = [
-    CONFIG_FILE,
-    "local.db",
-    "local.db-wal",
-    "local.db-shm",
-    "identity.key",
-    "pseudonym.key",
-];
+/// Files of a node in its data directory besides the store's (what `init` refuses to
+/// overwrite, with the store's two databases, and removes when it fails half-way, with every
+/// file of the store: see [`store_files`]).
+const NODE_FILES: [&str; 3] = [CONFIG_FILE, "identity.key", "pseudonym.key"];
+
+/// The files of the store at `store`: its two databases and the files SQLite keeps beside
+/// them (write-ahead log, shared memory, rollback journal, and the super-journal of a
+/// transaction over both, `<db>-mj<random>`), those that exist.
+fn store_files(store: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for db in [store.to_path_buf(), crate::store::ledger_path(store)] {
+        let name = db
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        out.push(db.clone());
+        for suffix in ["-wal", "-shm", "-journal"] {
+            out.push(crate::store::sidecar(&db, suffix));
+        }
+        let super_journals = db
+            .parent()
+            .and_then(|d| std::fs::read_dir(d).ok())
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|f| f.to_string_lossy().starts_with(&format!("{name}-mj")))
+            });
+        out.extend(super_journals);
+    }
+    out.retain(|p| p.exists());
+    out
+}
 
 /// Which benchmark the local track records are measured against.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -75,13 +100,15 @@ impl Node {
         network: NetworkConfig,
         key_dir: &Path,
     ) -> Result<String> {
-        for existing in [CONFIG_FILE, "local.db", "identity.key", "pseudonym.key"] {
-            if dir.join(existing).exists() {
-                bail!(
-                    "{} already holds an mbc-node (found {existing}); refusing to overwrite it",
-                    dir.display()
-                );
-            }
+        let store = dir.join(crate::config::StoreConfig::default().path);
+        let mut mine: Vec<PathBuf> = NODE_FILES.iter().map(|f| dir.join(f)).collect();
+        mine.extend([crate::store::ledger_path(&store), store]);
+        if let Some(found) = mine.iter().find(|p| p.exists()) {
+            bail!(
+                "{} already holds an mbc-node (found {}); refusing to overwrite it",
+                dir.display(),
+                found.file_name().unwrap_or_default().to_string_lossy()
+            );
         }
         std::fs::create_dir_all(dir)
             .with_context(|| format!("couldn't create data directory {}", dir.display()))?;
@@ -110,6 +137,9 @@ impl Node {
         created().inspect_err(|_| {
             for f in NODE_FILES {
                 let _ = std::fs::remove_file(dir.join(f));
+            }
+            for f in store_files(&config.store_path(dir)) {
+                let _ = std::fs::remove_file(f);
             }
             let _ = std::fs::remove_file(&store_key);
         })

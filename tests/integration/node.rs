@@ -513,3 +513,49 @@ fn read_only_commands_work_when_nothing_can_be_written() {
         "a failed write changed the store"
     );
 }
+
+/// An `init` that fails half-way (here the store cannot grow past 512 bytes, as on a full
+/// disk) removes every file it made, the ledger's included, so that `init` then succeeds.
+#[test]
+fn an_init_that_fails_half_way_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let out = std::process::Command::new("sh")
+        .current_dir(cwd)
+        .args([
+            "-c",
+            r#"trap '' XFSZ; ulimit -f 1; exec "$0" init --data-dir node --name R"#,
+            integration_tests::bin().to_str().unwrap(),
+        ])
+        .env_remove("MBC_NODE_DIR")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let left: Vec<String> = std::fs::read_dir(cwd.join("node"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    mbc(cwd, &["init", "--data-dir", "node", "--name", "R"]).ok();
+    // A directory holding only a privacy ledger (a half-restored backup) is refused and the
+    // ledger kept.
+    std::fs::create_dir(cwd.join("restored")).unwrap();
+    std::fs::copy(
+        cwd.join("node/local.ledger.db"),
+        cwd.join("restored/local.ledger.db"),
+    )
+    .unwrap();
+    let out = mbc(cwd, &["init", "--data-dir", "restored", "--name", "R"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("found local.ledger.db"),
+        "{}",
+        out.stderr
+    );
+    assert!(cwd.join("restored/local.ledger.db").exists());
+}
