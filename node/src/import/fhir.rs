@@ -91,8 +91,9 @@ pub(crate) fn import(
         progress.row(0);
     }
     let mut found = Vec::new();
+    let forms = scores::Forms::of(&b);
     for r in b.of("QuestionnaireResponse") {
-        match scores::questionnaire_response(&b, r, registry, &mut tally) {
+        match scores::questionnaire_response(&b, &forms, r, registry, &mut tally) {
             Ok(Some(score)) => found.push(score),
             Ok(None) => {}
             Err(e) => note(r, Err(e)),

@@ -213,7 +213,8 @@ impl Bundle {
         self.all.iter().filter(move |r| r.ty == ty)
     }
 
-    /// Resolves `reference` (from resource `from`, for contained `#id`).
+    /// Resolves `reference`: a `fullUrl`, a conditional reference by identifier, or `Type/id`
+    /// (also at the end of an absolute URL). A contained `#id` is resolved by its referrer.
     pub(crate) fn resolve<'b>(&'b self, reference: &str) -> Option<Target<'b>> {
         let reference = reference.trim();
         if let Some(i) = self.by_url.get(reference) {

@@ -122,7 +122,7 @@ fn context(
 }
 
 /// A Questionnaire's codes: what it is and what its items are.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Form {
     /// `code` of the Questionnaire, then its url, name, title and id.
     codes: Vec<String>,
@@ -192,6 +192,44 @@ impl Form {
             .or_else(|| self.names.iter().find_map(|n| registry.find(n)))
             .or_else(|| by_item_codes(registry, self.item_codes.values().map(String::as_str)))
             .or_else(|| self.names.iter().find_map(|n| registry.named_in(last(n))))
+    }
+}
+
+/// The Questionnaires of a file, each read once: by url (without `|version`) and by id.
+pub(crate) struct Forms {
+    forms: Vec<Form>,
+    by_url: HashMap<String, usize>,
+    by_id: HashMap<String, usize>,
+}
+
+impl Forms {
+    pub(crate) fn of(b: &Bundle) -> Self {
+        let mut forms = Forms {
+            forms: Vec::new(),
+            by_url: HashMap::new(),
+            by_id: HashMap::new(),
+        };
+        for q in b.of("Questionnaire") {
+            let i = forms.forms.len();
+            forms.forms.push(Form::of(&q.value));
+            if let Some(url) = q.str(&["url"]) {
+                forms.by_url.entry(url.to_string()).or_insert(i);
+            }
+            forms.by_id.entry(q.id.clone()).or_insert(i);
+        }
+        forms
+    }
+
+    /// The form a canonical names: by url, or `…Questionnaire/<id>` by id.
+    fn find(&self, canonical: &str) -> Option<&Form> {
+        let url = canonical.split('|').next().unwrap_or(canonical);
+        let by_id = || {
+            let (head, id) = url.rsplit_once('/')?;
+            head.ends_with("Questionnaire")
+                .then(|| self.by_id.get(id))
+                .flatten()
+        };
+        self.by_url.get(url).or_else(by_id).map(|i| &self.forms[*i])
     }
 }
 
@@ -326,6 +364,7 @@ fn numeric(v: &Value, weights: Option<(&Form, &str)>, tally: &mut Tally) -> Opti
 /// A QuestionnaireResponse's score, or `None` when it is not a finished administration.
 pub(crate) fn questionnaire_response<'b>(
     b: &'b Bundle,
+    forms: &Forms,
     r: &'b Res,
     registry: &'b Registry,
     tally: &mut Tally,
@@ -340,10 +379,10 @@ pub(crate) fn questionnaire_response<'b>(
     let mut answers = Vec::new();
     answered(r.value.get("item"), &mut answers);
     let canonical = r.str(&["questionnaire"]).unwrap_or("");
-    let form = form_of(b, r, canonical);
+    let owned = form_of(forms, r, canonical);
+    let form = owned.as_deref();
     let links: Vec<&str> = answers.iter().map(|(l, _, _)| l.as_str()).collect();
     let inst = form
-        .as_ref()
         .and_then(|f| f.instrument(registry))
         .or_else(|| {
             registry.instruments().iter().find(|i| {
@@ -383,7 +422,6 @@ pub(crate) fn questionnaire_response<'b>(
     let mut any_item = false;
     for (n, (link, definition, answer)) in answers.iter().enumerate() {
         let code = form
-            .as_ref()
             .and_then(|f| f.item_codes.get(link).map(String::as_str))
             .or_else(|| definition.as_deref().map(code_in))
             .unwrap_or_else(|| code_in(link));
@@ -402,13 +440,12 @@ pub(crate) fn questionnaire_response<'b>(
         if !is_total && index.is_none() {
             continue;
         }
-        let value =
-            numeric(answer, form.as_ref().map(|f| (f, link.as_str())), tally).ok_or_else(|| {
-                FieldError::new(
-                    format!("item[{n}] (linkId {link:?})"),
-                    "has no numeric answer, LOINC answer code, ordinalValue or itemWeight",
-                )
-            })?;
+        let value = numeric(answer, form.map(|f| (f, link.as_str())), tally).ok_or_else(|| {
+            FieldError::new(
+                format!("item[{n}] (linkId {link:?})"),
+                "has no numeric answer, LOINC answer code, ordinalValue or itemWeight",
+            )
+        })?;
         match index {
             Some(i) if !is_total => {
                 items[i] = Some(value);
@@ -432,7 +469,8 @@ pub(crate) fn questionnaire_response<'b>(
 
 /// The Questionnaire a response answers, when the file has it (contained `#id`, or in the
 /// file by url or id).
-fn form_of(b: &Bundle, r: &Res, canonical: &str) -> Option<Form> {
+fn form_of<'f>(forms: &'f Forms, r: &Res, canonical: &str) -> Option<std::borrow::Cow<'f, Form>> {
+    use std::borrow::Cow;
     if let Some(id) = canonical.strip_prefix('#') {
         return r
             .value
@@ -440,15 +478,9 @@ fn form_of(b: &Bundle, r: &Res, canonical: &str) -> Option<Form> {
             .as_array()?
             .iter()
             .find(|c| c.get("id").and_then(Value::as_str) == Some(id))
-            .map(Form::of);
+            .map(|q| Cow::Owned(Form::of(q)));
     }
-    let url = canonical.split('|').next().unwrap_or(canonical);
-    b.of("Questionnaire")
-        .find(|q| {
-            q.str(&["url"]) == Some(url)
-                || (!url.is_empty() && url.ends_with(&format!("Questionnaire/{}", q.id)))
-        })
-        .map(|q| Form::of(&q.value))
+    forms.find(canonical).map(Cow::Borrowed)
 }
 
 fn sample(links: &[&str]) -> String {
