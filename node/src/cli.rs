@@ -46,6 +46,14 @@ enum Command {
     ///
     /// Example: mbc-node status --data-dir /srv/mbc
     Status(clinic::StatusArgs),
+    /// Erase one patient's data on request (withdrawal of consent, a data-protection request)
+    ///
+    /// Without --yes, says what would be erased and changes nothing. Erased patients are
+    /// skipped by later imports. Releases already made keep their (noised) contribution: see
+    /// README.md, "Correcting and erasing data".
+    ///
+    /// Example: mbc-node erase --data-dir /srv/mbc --patient NHS-4857773456 --yes
+    Erase(clinic::EraseArgs),
     /// Therapist × domain track records and NHS Talking Therapies rates
     ///
     /// Example: mbc-node stats --data-dir /srv/mbc --domain depression
@@ -114,6 +122,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Import(a) => clinic::import(a),
         Command::Synth(a) => clinic::synth(a),
         Command::Status(a) => clinic::status(a),
+        Command::Erase(a) => clinic::erase(a),
         Command::Instruments(c) => clinic::instruments(c),
         Command::Stats(a) => stats::stats(a),
         Command::Report(a) => stats::report(a),

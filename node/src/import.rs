@@ -8,6 +8,7 @@
 mod csv;
 pub(crate) mod fhir;
 mod fields;
+mod mapping;
 mod records;
 mod writer;
 
@@ -21,6 +22,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 pub use self::csv::CsvKind;
+pub use self::mapping::Mapping;
 pub use self::writer::Counts;
 use crate::registry::Registry;
 use crate::store::Store;
@@ -180,7 +182,7 @@ impl Format {
 }
 
 /// Options for one `import` run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Forces a format instead of detecting it.
     pub format: Option<Format>,
@@ -197,6 +199,28 @@ pub struct Options {
     pub delimiter: Option<u8>,
     /// CSV dates written other than ISO 8601.
     pub date_format: Option<DateFormat>,
+    /// The clinic's own column names, values and instrument codes (`--mapping`).
+    pub mapping: Option<Mapping>,
+    /// Replace stored values the file contradicts, recording each (`--corrections`).
+    pub corrections: bool,
+}
+
+impl Options {
+    /// `--encoding`, else the mapping's `[csv] encoding`.
+    fn encoding(&self) -> Option<TextEncoding> {
+        self.encoding.or_else(|| self.mapping.as_ref()?.encoding)
+    }
+
+    /// `--delimiter`, else the mapping's.
+    fn delimiter(&self) -> Option<u8> {
+        self.delimiter.or_else(|| self.mapping.as_ref()?.delimiter)
+    }
+
+    /// `--date-format`, else the mapping's.
+    fn date_format(&self) -> Option<DateFormat> {
+        self.date_format
+            .or_else(|| self.mapping.as_ref()?.date_format)
+    }
 }
 
 /// Text encodings a CSV file may be in besides UTF-8.
@@ -256,6 +280,8 @@ impl Default for Options {
             encoding: None,
             delimiter: None,
             date_format: None,
+            mapping: None,
+            corrections: false,
         }
     }
 }
@@ -281,6 +307,8 @@ pub struct FileOutcome {
     pub previously_imported_at: Option<String>,
     /// Records of the file that were not imported, with why, and how many.
     pub skipped: std::collections::BTreeMap<String, u64>,
+    /// Stored values the file replaced (`--corrections`), one line each.
+    pub corrections: Vec<String>,
 }
 
 /// Files this large (bytes, ≈10^5 rows) get a progress bar.
@@ -343,7 +371,7 @@ pub fn import_file(
     store: &mut Store,
     pseudo: &Pseudonymiser,
     path: &Path,
-    options: Options,
+    options: &Options,
     now: &str,
 ) -> Result<FileOutcome> {
     let file = path.display().to_string();
@@ -351,6 +379,10 @@ pub fn import_file(
     let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &content));
     let format = options.format.unwrap_or_else(|| Format::detect(&content));
     let registry = store.registry()?;
+    let registry = match &options.mapping {
+        Some(mapping) => mapping.registry(registry),
+        None => registry,
+    };
     let previous: Option<(String, String, u64)> = store
         .conn()
         .query_row(
@@ -370,12 +402,13 @@ pub fn import_file(
             counts: Counts::default(),
             previously_imported_at: Some(at),
             skipped: Default::default(),
+            corrections: Vec::new(),
         });
     }
     let tx = store.conn_mut().transaction()?;
     let mut progress = Progress::new(content.len() as u64, options.progress);
-    let (kind, rows, counts, skipped) = {
-        let mut writer = writer::Writer::new(&tx, pseudo)?;
+    let (kind, rows, counts, skipped, corrections) = {
+        let mut writer = writer::Writer::new(&tx, pseudo)?.correcting(options.corrections);
         let (kind, rows, skipped) = read(
             format,
             &content,
@@ -383,15 +416,15 @@ pub fn import_file(
             &registry,
             &mut writer,
             &mut progress,
-            &options,
+            options,
         )?;
-        let counts = writer.finish().map_err(|e| ImportError {
+        let (counts, corrections) = writer.finish().map_err(|e| ImportError {
             file: file.clone(),
             location: None,
             field: Some(e.field),
             reason: e.reason,
         })?;
-        (kind, rows, counts, skipped)
+        (kind, rows, counts, skipped, corrections)
     };
     progress.finish();
     let file_name = path
@@ -410,6 +443,14 @@ pub fn import_file(
             now
         ],
     )?;
+    let import_id = tx.last_insert_rowid();
+    for c in &corrections {
+        tx.execute(
+            "INSERT INTO correction (import_id, episode_id, session_seq, field, old_value, new_value)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![import_id, c.episode, c.seq, c.field, c.old, c.new],
+        )?;
+    }
     let status = if options.dry_run {
         tx.rollback()?;
         "validated"
@@ -427,6 +468,10 @@ pub fn import_file(
         counts,
         previously_imported_at: None,
         skipped,
+        corrections: corrections
+            .iter()
+            .map(writer::Correction::describe)
+            .collect(),
     })
 }
 
@@ -441,8 +486,9 @@ fn read(
 ) -> Result<(String, u64, std::collections::BTreeMap<String, u64>), Problems> {
     match format {
         Format::Csv => {
-            let (kind, rows) = csv::import(content, file, registry, writer, progress, options)?;
-            Ok((kind.as_str().to_string(), rows, Default::default()))
+            let (kind, rows, skipped) =
+                csv::import(content, file, registry, writer, progress, options)?;
+            Ok((kind.as_str().to_string(), rows, skipped))
         }
         Format::Fhir => {
             let gap = options.episode_gap_weeks;

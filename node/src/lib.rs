@@ -11,6 +11,7 @@
 //! - [`registry`]: instruments and domains, built-in and clinic-defined.
 //! - [`report`]: the self-contained HTML report (`mbc-node report`).
 //! - [`import`]: CSV and FHIR R4 import, all or nothing per file.
+//! - [`erasure`]: a patient's data withdrawn on request (`mbc-node erase`).
 //! - [`synth`]: the synthetic clinic-data generator (DOMAIN.md §11).
 //! - [`stats`]: the local effectiveness engine over the store (`mbc-node stats`).
 //! - [`status`]: the offline summary of a node's store.
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod erasure;
 pub mod hooks;
 pub mod import;
 pub mod keystore;

@@ -234,7 +234,7 @@ impl Node {
                 &mut store,
                 &self.pseudonymiser,
                 file,
-                options,
+                &options,
                 &clock::now(),
             )
             .map_err(|e| e.context(not_imported(i, files.len() - i - 1)))?;

@@ -50,6 +50,18 @@ impl Registry {
         }
     }
 
+    /// This registry where each (code, instrument id) of `aliases` also finds the instrument
+    /// (a clinic's own codes, `import --mapping`). Codes of unknown instruments are left out.
+    pub fn with_aliases(mut self, aliases: &[(String, String)]) -> Self {
+        for (code, id) in aliases {
+            if let Some(index) = self.instruments.iter().position(|i| i.id == *id) {
+                self.by_name.insert(normalise_name(code), index);
+                self.by_name.insert(code.trim().to_string(), index);
+            }
+        }
+        self
+    }
+
     /// The instrument a file calls `name` (id, alias, LOINC or SNOMED total code).
     pub fn find(&self, name: &str) -> Option<&Instrument> {
         let index = self

@@ -99,7 +99,7 @@ pub fn contributions(
             let data = &derived.data[i];
             out.push(Contribution {
                 patient: derived.patients[i] as u64,
-                therapist: data.therapist as u64,
+                therapist: data.therapist.map(|t| t as u64),
                 domain: d,
                 pre,
                 post,

@@ -299,10 +299,18 @@ struct Episodes {
 fn load_episodes(conn: &Connection) -> Result<Episodes> {
     let mut therapist_index = RowIndex(Vec::new());
     let (mut therapist_ids, mut therapists) = (Vec::new(), Vec::new());
-    let mut stmt =
-        conn.prepare("SELECT therapist_id, pseudonym FROM therapist ORDER BY therapist_id")?;
+    // The therapist of episodes whose export named none gets no index: no track record, no
+    // label, no place in the between-therapist variance.
+    let mut unrecorded = std::collections::HashSet::new();
+    let mut stmt = conn.prepare(
+        "SELECT therapist_id, pseudonym, unrecorded FROM therapist ORDER BY therapist_id",
+    )?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
+        if r.get::<_, bool>(2)? {
+            unrecorded.insert(r.get::<_, i64>(0)?);
+            continue;
+        }
         therapist_index.insert(r.get(0)?, therapists.len());
         therapist_ids.push(r.get(0)?);
         therapists.push(r.get(1)?);
@@ -331,9 +339,15 @@ fn load_episodes(conn: &Connection) -> Result<Episodes> {
     while let Some(r) = rows.next()? {
         let id: i64 = r.get(0)?;
         let patient = usize::try_from(r.get::<_, i64>(1)?)?;
-        let therapist = therapist_index
-            .get(r.get(2)?)
-            .context("episode refers to a missing therapist")?;
+        let therapist_id: i64 = r.get(2)?;
+        let therapist = match unrecorded.contains(&therapist_id) {
+            true => None,
+            false => Some(
+                therapist_index
+                    .get(therapist_id)
+                    .context("episode refers to a missing therapist")?,
+            ),
+        };
         episode_index.insert(id, episodes.len());
         episode_ids.push(id);
         patients.push(patient as i64);

@@ -99,8 +99,10 @@ pub struct Scores {
 /// One episode as the engine needs it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EpisodeData {
-    /// Index of the primary therapist (caller's numbering).
-    pub therapist: usize,
+    /// Index of the primary therapist (caller's numbering); `None` when the data does not say
+    /// who treated the patient: the episode counts for the clinic (rates, the risk model) and
+    /// for no therapist (no track record, label or place in the variance components).
+    pub therapist: Option<usize>,
     /// Attended treatment sessions.
     pub treatment_sessions: u32,
     /// Intake case mix.
@@ -367,7 +369,9 @@ pub fn analyse(
     for (e, r) in episodes.iter().zip(&results) {
         if let (true, Some(m)) = (r.finished, &r.iapt) {
             clinic_rates.add(m);
-            by_therapist.entry(e.therapist).or_default().add(m);
+            if let Some(t) = e.therapist {
+                by_therapist.entry(t).or_default().add(m);
+            }
         }
     }
     Analysis {
@@ -466,10 +470,9 @@ fn analyse_domain(
             if elevated(domain, inst, *pre) {
                 eligible += 1;
                 expected_change += sign * (expected - pre);
-                groups
-                    .entry(episodes[*i].therapist)
-                    .or_default()
-                    .add(residual);
+                if let Some(t) = episodes[*i].therapist {
+                    groups.entry(t).or_default().add(residual);
+                }
             }
         }
     }
@@ -546,6 +549,50 @@ mod tests {
     }
 
     #[test]
+    fn episodes_without_a_recorded_therapist_count_for_the_clinic_and_no_therapist() {
+        // 10 therapists × 20 patients, plus 100 episodes whose export named no therapist,
+        // all much better than expected: they must not become a group of their own.
+        let episode = |i: usize, therapist: Option<usize>, post: f64| EpisodeData {
+            therapist,
+            treatment_sessions: 6,
+            covariates: Covariates::default(),
+            scores: vec![Scores {
+                instrument: 0,
+                pre: 12.0 + (i % 11) as f64,
+                post: post + (i % 7) as f64,
+                count: 4,
+            }],
+        };
+        let known: Vec<EpisodeData> = (0..200).map(|i| episode(i, Some(i % 10), 8.0)).collect();
+        let mut all = known.clone();
+        all.extend((0..100).map(|i| episode(i, None, 1.0)));
+        let run =
+            |e: &[EpisodeData]| analyse(&builtin_instruments(), &builtin_domains(), e, &settings());
+        let (a, b) = (run(&known), run(&all));
+        let therapists =
+            |x: &Analysis| -> Vec<usize> { x.domains[0].records.iter().map(|(t, _)| *t).collect() };
+        assert_eq!(therapists(&b), (0..10).collect::<Vec<_>>());
+        assert_eq!(therapists(&a), therapists(&b));
+        let rated: Vec<usize> = b.therapist_rates.iter().map(|(t, _)| *t).collect();
+        assert_eq!(rated, (0..10).collect::<Vec<_>>());
+        // The clinic's rates and risk model include them.
+        assert_eq!(
+            (a.clinic_rates.finished, b.clinic_rates.finished),
+            (200, 300)
+        );
+        let n = |x: &Analysis| x.domains[0].model.as_ref().unwrap().n;
+        assert_eq!((n(&a), n(&b)), (200, 300));
+        // The variance components are those of the ten therapists' groups only (the same
+        // episodes, measured against the now different risk model).
+        let vc = |x: &Analysis| {
+            let v = x.domains[0].variance.unwrap();
+            (v.therapists, v.patients)
+        };
+        assert_eq!(vc(&a), (10, 200));
+        assert_eq!(vc(&b), (10, 200));
+    }
+
+    #[test]
     fn planted_therapist_effect_is_recovered() {
         // 20 therapists × 40 patients; therapist 0 is 4 points better, 1 is 4 points worse.
         let mut state = 7u64;
@@ -566,7 +613,7 @@ mod tests {
                 };
                 let post = (0.6 * pre + effect + noise()).clamp(0.0, 27.0);
                 EpisodeData {
-                    therapist: t,
+                    therapist: Some(t),
                     treatment_sessions: 6,
                     covariates: Covariates::default(),
                     scores: vec![Scores {

@@ -227,8 +227,9 @@ impl Bins {
 pub struct Contribution {
     /// The patient (any stable local key; never leaves the node).
     pub patient: u64,
-    /// The primary therapist (any stable local key; never leaves the node).
-    pub therapist: u64,
+    /// The primary therapist (any stable local key; never leaves the node); `None` when the
+    /// data does not say: no place in the ANOVA blocks.
+    pub therapist: Option<u64>,
     /// Index into the layout's domains.
     pub domain: usize,
     /// First valid score, domain units.
@@ -524,8 +525,8 @@ impl BenchmarkLayout {
             let band = d.band(c.pre);
             enc.add(c.patient, b(4), band, &scores)?;
             enc.add(c.patient, b(5), band, &seen)?;
-            if let Some(r) = c.residual {
-                let g = groups[c.domain].entry(c.therapist).or_default();
+            if let (Some(r), Some(t)) = (c.residual, c.therapist) {
+                let g = groups[c.domain].entry(t).or_default();
                 if g.n < u64::from(self.params.caseload_cap) {
                     g.add(r.clamp(-d.residual_clip(), d.residual_clip()));
                 }

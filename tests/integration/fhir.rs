@@ -486,3 +486,117 @@ fn stu3_and_unidentifiable_instruments_are_refused_saying_what_to_do() {
     }
     assert_eq!(checksum(&cwd.join("node/local.db")), before);
 }
+
+#[test]
+fn a_clinics_own_observation_codes_are_read_through_its_mapping() {
+    let tmp = node();
+    let cwd = tmp.path();
+    let resource = json!({
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "final",
+        "category": [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+            "code": "survey"
+        }]}],
+        "code": {"coding": [{"system": "https://ehr.clinic.example/measures", "code": "DEP-TOTAL"}]},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2024-05-02T10:00:00Z",
+        "valueInteger": 14
+    });
+    std::fs::write(cwd.join("local.json"), resource.to_string()).unwrap();
+    let out = import(cwd, &[Path::new("local.json")]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("DEP-TOTAL") && out.stderr.contains("not a registered instrument"),
+        "{}",
+        out.stderr
+    );
+    std::fs::write(
+        cwd.join("mapping.toml"),
+        "[instruments]\n\"DEP-TOTAL\" = \"phq9\"\n",
+    )
+    .unwrap();
+    let out = mbc(
+        cwd,
+        &[
+            "import",
+            "--data-dir",
+            "node",
+            "--mapping",
+            "mapping.toml",
+            "local.json",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(stored(cwd), ["PHQ-9 2024-05-02 14.0 items=0"]);
+}
+
+#[test]
+fn scores_that_name_no_therapist_count_for_the_clinic_and_give_no_track_record() {
+    let tmp = node();
+    let cwd = tmp.path();
+    let mut entries = Vec::new();
+    for p in 0..24 {
+        for (day, score) in [("2024-03-04", 18 - p % 5), ("2024-04-01", 9 + p % 6)] {
+            let mut o = json!({
+                "resourceType": "Observation",
+                "id": format!("o{p}-{day}"),
+                "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "44261-6"}]},
+                "subject": {"reference": format!("Patient/p{p}")},
+                "effectiveDateTime": day,
+                "valueInteger": score
+            });
+            // Two thirds name who gave the questionnaire; the rest name nobody.
+            if p % 3 != 0 {
+                o["performer"] = json!([{"reference": format!("Practitioner/d{}", p % 2)}]);
+            }
+            entries.push(json!({"resource": o}));
+        }
+    }
+    let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": entries});
+    std::fs::write(cwd.join("b.json"), bundle.to_string()).unwrap();
+    let out = import(cwd, &[Path::new("b.json")]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("assigned to therapist \"unknown\""),
+        "{}",
+        out.stdout
+    );
+    let s = mbc(
+        cwd,
+        &[
+            "stats",
+            "--data-dir",
+            "node",
+            "--json",
+            "--min-show",
+            "1",
+            "--min-classify",
+            "1",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(s["clinic_rates"]["finished_courses"], 24);
+    let depression = s["domains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "depression")
+        .unwrap();
+    assert_eq!(depression["episodes_with_pre_and_post"], 24);
+    let n: Vec<u64> = depression["therapists"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        n,
+        [8, 8],
+        "only the two named practitioners have track records"
+    );
+    assert_eq!(s["therapist_rates"].as_array().unwrap().len(), 2);
+}

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use integration_tests::{
-    Synth, all_bytes, bin, canonical_content, checksum, contains, import_clinic_csv, mbc,
+    Synth, all_bytes, bin, canonical_content, checksum, contains, import_clinic_csv, mbc, open,
 };
 
 const BASE: &str = "patient_id,therapist_id,episode_id,session,date,instrument,score
@@ -887,4 +887,342 @@ fn variant_content(
     let out = mbc(cwd, &args);
     assert_eq!(out.code, 0, "{name}: {}", out.stderr);
     canonical_content(&cwd.join(format!("{name}/local.db")))
+}
+
+/// A clinic's own export: its column names, `;`, Windows-1252, day-first dates, its own
+/// instrument codes and attendance values, and a notes column.
+const CLINIC_EXPORT: &str = "Client ID;Clinician;Referral;Appt;Appt Date;Measure;Total;Seen;Notes\n\
+                             Pé1;Tö1;E1;1;08/01/2024;DEP;15;J;first visit\n\
+                             Pé1;Tö1;E1;2;15/01/2024;DEP;12;J;\n\
+                             Pé1;Tö1;E1;2;15/01/2024;ANX;9;J;\n\
+                             Pé1;Tö1;E1;3;22/01/2024;;;N;cancelled\n";
+
+const CLINIC_MAPPING: &str = r#"# How our EHR's outcome export reads.
+ignore_columns = ["Notes"]
+
+[csv]
+delimiter = ";"
+encoding = "windows-1252"
+date_format = "DD/MM/YYYY"
+
+[columns]
+patient_id = "Client ID"
+therapist_id = "Clinician"
+episode_id = "Referral"
+session = "Appt"
+date = "Appt Date"
+instrument = "Measure"
+score = "Total"
+attended = "Seen"
+
+[instruments]
+DEP = "PHQ-9"
+ANX = "GAD-7"
+
+[values.attended]
+J = "yes"
+N = "no"
+"#;
+
+#[test]
+fn a_mapping_file_reads_a_clinics_own_export_as_the_documented_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let clean = "patient_id,therapist_id,episode_id,session,date,instrument,score,attended\n\
+                 Pé1,Tö1,E1,1,2024-01-08,PHQ-9,15,yes\n\
+                 Pé1,Tö1,E1,2,2024-01-15,PHQ-9,12,yes\n\
+                 Pé1,Tö1,E1,2,2024-01-15,GAD-7,9,yes\n\
+                 Pé1,Tö1,E1,3,2024-01-22,,,no\n";
+    let expected = variant_content(cwd, "clean", "clean", clean.as_bytes(), &[]);
+    std::fs::write(cwd.join("mapping.toml"), CLINIC_MAPPING).unwrap();
+    let (export, _, _) = encoding_rs::WINDOWS_1252.encode(CLINIC_EXPORT);
+    let mapped = variant_content(
+        cwd,
+        "clean",
+        "mapped",
+        &export,
+        &["--mapping", "mapping.toml"],
+    );
+    assert_eq!(mapped, expected);
+    assert_eq!(expected.iter().filter(|r| r.contains("PHQ-9")).count(), 2);
+
+    // Without the mapping the same export is refused, pointing at --mapping.
+    std::fs::write(cwd.join("export.csv"), &*export).unwrap();
+    let out = mbc(
+        cwd,
+        &[
+            "import",
+            "--data-dir",
+            "clean",
+            "--encoding",
+            "windows-1252",
+            "export.csv",
+        ],
+    );
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stderr.contains("import --mapping"), "{}", out.stderr);
+
+    // A flag overrides the mapping's [csv] settings: dates month first no longer parse.
+    let out = mbc(
+        cwd,
+        &[
+            "import",
+            "--data-dir",
+            "clean",
+            "--mapping",
+            "mapping.toml",
+            "--date-format",
+            "MM/DD/YYYY",
+            "export.csv",
+        ],
+    );
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stderr.contains("line 3, field date"), "{}", out.stderr);
+}
+
+#[test]
+fn a_mapping_with_problems_names_each_and_imports_nothing() {
+    let tmp = node_with_base();
+    let cwd = tmp.path();
+    let db = cwd.join("node/local.db");
+    let before = checksum(&db);
+    let bad = CLINIC_MAPPING
+        .replace("DEP = \"PHQ-9\"", "DEP = \"phq-8\"")
+        .replace("score = \"Total\"", "total = \"Total\"")
+        .replace("delimiter = \";\"", "delimiter = \";;\"");
+    std::fs::write(cwd.join("bad.toml"), bad).unwrap();
+    std::fs::write(cwd.join("export.csv"), CLINIC_EXPORT).unwrap();
+    let out = mbc(
+        cwd,
+        &[
+            "import",
+            "--data-dir",
+            "node",
+            "--mapping",
+            "bad.toml",
+            "export.csv",
+        ],
+    );
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    for f in [
+        "bad.toml: 3 problems",
+        "field [columns] total: is not a documented column",
+        "field [instruments] DEP: \"phq-8\" is not a registered instrument",
+        "field [csv] delimiter",
+    ] {
+        assert!(out.stderr.contains(f), "lacks {f:?}:\n{}", out.stderr);
+    }
+    std::fs::write(
+        cwd.join("typo.toml"),
+        "[column]\npatient_id = \"Client ID\"\n",
+    )
+    .unwrap();
+    let out = mbc(
+        cwd,
+        &[
+            "import",
+            "--data-dir",
+            "node",
+            "--mapping",
+            "typo.toml",
+            "export.csv",
+        ],
+    );
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("typo.toml: is not a valid mapping file")
+            && out.stderr.contains("unknown field `column`"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(checksum(&db), before, "the store changed");
+}
+
+#[test]
+fn a_corrections_file_replaces_what_a_half_written_export_stored_and_records_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let full = "patient_id,therapist_id,episode_id,session,date,instrument,score,attended\n\
+                P1,T1,E1,1,2024-01-08,PHQ-9,15,yes\n\
+                P1,T1,E1,2,2024-01-15,PHQ-9,18,yes\n\
+                P1,T1,E1,3,2024-01-22,,,yes\n";
+    // Copied while the export was written: the score cut to "1", session 3 not yet attended.
+    let cut = "patient_id,therapist_id,episode_id,session,date,instrument,score,attended\n\
+               P1,T1,E1,1,2024-01-08,PHQ-9,15,yes\n\
+               P1,T1,E1,2,2024-01-15,PHQ-9,1,yes\n\
+               P1,T1,E1,3,2024-01-23,,,no\n";
+    let reference = variant_content(cwd, "fresh", "fresh", full.as_bytes(), &[]);
+    variant_content(cwd, "fresh", "node", cut.as_bytes(), &[]);
+    std::fs::write(cwd.join("full.csv"), full).unwrap();
+    let db = cwd.join("node/local.db");
+    let before = checksum(&db);
+    let out = mbc(cwd, &["import", "--data-dir", "node", "full.csv"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    for f in [
+        "already has a PHQ-9 score of 1; this one says 18",
+        "import it with --corrections",
+        "field date: session 3 of episode E1 is already recorded with date 2024-01-23",
+    ] {
+        assert!(out.stderr.contains(f), "lacks {f:?}:\n{}", out.stderr);
+    }
+    assert_eq!(checksum(&db), before);
+
+    let out = mbc(
+        cwd,
+        &["import", "--data-dir", "node", "--corrections", "full.csv"],
+    )
+    .ok();
+    for f in [
+        "3 stored values corrected",
+        "corrected: episode E1, session 2: score PHQ-9 1 → 18",
+        "corrected: episode E1, session 3: date 2024-01-23 → 2024-01-22",
+        "corrected: episode E1, session 3: attended false → true",
+    ] {
+        assert!(out.stdout.contains(f), "lacks {f:?}:\n{}", out.stdout);
+    }
+    assert_eq!(canonical_content(&db), reference);
+    check_summaries(&db);
+    let conn = integration_tests::open_rw(&db);
+    assert_eq!(
+        integration_tests::rows(
+            &conn,
+            "SELECT session_seq, field, old_value, new_value, i.file_name FROM correction
+             JOIN imports i USING (import_id) ORDER BY correction_id"
+        ),
+        [
+            "2|\"score PHQ-9\"|\"1\"|\"18\"|\"full.csv\"",
+            "3|\"date\"|\"2024-01-23\"|\"2024-01-22\"|\"full.csv\"",
+            "3|\"attended\"|\"false\"|\"true\"|\"full.csv\""
+        ]
+    );
+    let refused = conn.execute("UPDATE correction SET new_value = 'x'", []);
+    assert!(
+        refused.is_err_and(|e| e.to_string().contains("append-only")),
+        "corrections are append-only"
+    );
+    assert!(conn.execute("DELETE FROM correction", []).is_err());
+    // Track records see the corrected score: the same as the store that never saw the cut.
+    let stats = |dir: &str| {
+        let mut v = mbc(cwd, &["stats", "--data-dir", dir, "--json"])
+            .ok()
+            .json();
+        v["generated_at"] = serde_json::Value::Null;
+        v["clinic"] = serde_json::Value::Null;
+        v
+    };
+    assert_eq!(stats("node"), stats("fresh"));
+
+    // A file that contradicts itself is refused, corrections or not.
+    std::fs::write(
+        cwd.join("twice.csv"),
+        format!("{full}P1,T1,E1,2,2024-01-15,PHQ-9,17,yes\n"),
+    )
+    .unwrap();
+    let out = mbc(
+        cwd,
+        &["import", "--data-dir", "node", "--corrections", "twice.csv"],
+    );
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("already has a PHQ-9 score of 18; this one says 17 earlier in this file"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn an_erased_patient_is_gone_from_the_store_and_not_imported_again() {
+    let tmp = node_with_base();
+    let cwd = tmp.path();
+    let db = cwd.join("node/local.db");
+    let other = "patient_id,therapist_id,episode_id,session,date,instrument,score\n\
+                 P2,T1,E2,1,2024-02-05,PHQ-9,18\n\
+                 P2,T1,E2,2,2024-02-12,PHQ-9,11\n";
+    std::fs::write(cwd.join("other.csv"), other).unwrap();
+    mbc(cwd, &["import", "--data-dir", "node", "other.csv"]).ok();
+    let before = checksum(&db);
+    let out = mbc(cwd, &["erase", "--data-dir", "node", "--patient", "P1"]).ok();
+    assert!(
+        out.stdout.contains(
+            "would erase patient P1: 1 episodes, 2 sessions, 3 assessments, 0 recorded corrections"
+        ) && out.stdout.contains("run again with --yes"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        checksum(&db),
+        before,
+        "an unconfirmed erasure changed the store"
+    );
+
+    let out = mbc(
+        cwd,
+        &[
+            "erase",
+            "--data-dir",
+            "node",
+            "--patient",
+            "P1",
+            "--yes",
+            "--json",
+        ],
+    )
+    .ok();
+    assert_eq!(out.json()["status"], "erased");
+    assert_eq!(out.json()["assessments"], 3);
+    let conn = open(&db);
+    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(count("SELECT count(*) FROM patient"), 1);
+    assert_eq!(count("SELECT count(*) FROM episode"), 1);
+    assert_eq!(count("SELECT count(*) FROM assessment"), 2);
+    assert_eq!(count("SELECT count(*) FROM episode_scores"), 1);
+    assert_eq!(count("SELECT count(*) FROM erasure"), 1);
+    drop(conn);
+    // What remains is exactly the other patient's data, as a store that only ever saw them.
+    let only_other = variant_content(cwd, "node", "only", other.as_bytes(), &[]);
+    assert_eq!(canonical_content(&db), only_other);
+    check_summaries(&db);
+
+    // A later export still holding P1 imports the rest and skips P1, saying so.
+    let later = "patient_id,therapist_id,episode_id,session,date,instrument,score\n\
+                 P1,T1,E1,3,2024-01-22,PHQ-9,9\n\
+                 P2,T1,E2,3,2024-02-19,PHQ-9,8\n";
+    std::fs::write(cwd.join("later.csv"), later).unwrap();
+    let out = mbc(cwd, &["import", "--data-dir", "node", "later.csv"]).ok();
+    assert!(
+        out.stdout.contains("new: 1 assessments")
+            && out
+                .stdout
+                .contains("1 records of patients erased on request (mbc-node erase): skipped"),
+        "{}",
+        out.stdout
+    );
+    let fhir = serde_json::json!({
+        "resourceType": "Observation", "id": "o1", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "44261-6"}]},
+        "subject": {"reference": "Patient/P1"},
+        "effectiveDateTime": "2024-03-01", "valueInteger": 7
+    });
+    std::fs::write(cwd.join("later.json"), fhir.to_string()).unwrap();
+    let out = mbc(cwd, &["import", "--data-dir", "node", "later.json"]).ok();
+    assert!(out.stdout.contains("erased on request"), "{}", out.stdout);
+    let conn = open(&db);
+    assert_eq!(
+        conn.query_row("SELECT count(*) FROM patient", [], |r| r.get::<_, i64>(0))
+            .unwrap(),
+        1
+    );
+    drop(conn);
+    let out = mbc(
+        cwd,
+        &["erase", "--data-dir", "node", "--patient", "P1", "--yes"],
+    );
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("already erased"), "{}", out.stderr);
+    let out = mbc(cwd, &["erase", "--data-dir", "node", "--patient", "P9"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("no patient P9"), "{}", out.stderr);
+    mbc(cwd, &["stats", "--data-dir", "node"]).ok();
 }

@@ -10,7 +10,7 @@ use crate::api::{self, NodeStatus};
 use crate::import::{self, Format};
 use crate::node::{self, Node};
 use crate::store::Clinic;
-use crate::{registry, status, synth};
+use crate::{erasure, registry, status, synth};
 
 #[derive(Debug, Args)]
 pub(super) struct InitArgs {
@@ -65,6 +65,16 @@ pub(super) struct ImportArgs {
     /// CSV: dates written day first or month first instead of YYYY-MM-DD (never guessed)
     #[arg(long, value_enum, value_name = "LAYOUT")]
     date_format: Option<import::DateFormat>,
+    /// Your system's own column names, coded values and instrument codes, and the CSV settings
+    /// it always needs, in a TOML file (README.md, "Mapping a clinic's export"); the flags
+    /// above override its [csv] settings
+    #[arg(long, value_name = "FILE")]
+    mapping: Option<PathBuf>,
+    /// The files correct what is stored: a score or a session's date, attendance or kind that
+    /// differs from the store replaces it (each replacement is recorded, see `store query`),
+    /// instead of the file being refused
+    #[arg(long)]
+    corrections: bool,
 }
 
 /// A `--delimiter`: one ASCII character (`\t` for a tab).
@@ -94,6 +104,21 @@ pub(super) struct SynthArgs {
 pub(super) struct StatusArgs {
     #[command(flatten)]
     dir: DataDir,
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct EraseArgs {
+    #[command(flatten)]
+    dir: DataDir,
+    /// The patient as the clinic's exports name them (CSV patient_id, FHIR Patient id)
+    #[arg(long, value_name = "ID")]
+    patient: String,
+    /// Erase for good; without it nothing is changed
+    #[arg(long)]
+    yes: bool,
     /// Print JSON instead of text
     #[arg(long)]
     json: bool,
@@ -163,6 +188,16 @@ pub(super) fn init(a: InitArgs) -> Result<()> {
 /// `import`.
 pub(super) fn import(a: ImportArgs) -> Result<()> {
     let node = Node::open(&a.dir.data_dir)?;
+    let mapping = match &a.mapping {
+        Some(path) => {
+            let file = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("couldn't read the mapping file {file}"))?;
+            let registry = node.store().registry()?;
+            Some(import::Mapping::parse(&file, &text, &registry)?)
+        }
+        None => None,
+    };
     let options = import::Options {
         format: a.format,
         dry_run: a.dry_run,
@@ -171,6 +206,8 @@ pub(super) fn import(a: ImportArgs) -> Result<()> {
         encoding: a.encoding,
         delimiter: a.delimiter,
         date_format: a.date_format,
+        mapping,
+        corrections: a.corrections,
     };
     let outcomes = node.import_files(&a.files, options)?;
     if a.json {
@@ -209,15 +246,22 @@ pub(super) fn import(a: ImportArgs) -> Result<()> {
                     0 => String::new(),
                     n => format!("; {n} assessments were already stored"),
                 };
+                let corrected = match c.corrected {
+                    0 => String::new(),
+                    n => format!("; {n} stored values corrected"),
+                };
                 let what = if o.kind == "fhir" {
                     "resources"
                 } else {
                     "rows"
                 };
                 println!(
-                    "{}: {status} ({}, {} {what}): {new}{unchanged}",
+                    "{}: {status} ({}, {} {what}): {new}{unchanged}{corrected}",
                     o.file, o.kind, o.rows
                 );
+                for line in &o.corrections {
+                    println!("  corrected: {line}");
+                }
                 for (why, n) in &o.skipped {
                     println!("  {n} {why}");
                 }
@@ -226,6 +270,41 @@ pub(super) fn import(a: ImportArgs) -> Result<()> {
     }
     if a.dry_run {
         println!("dry run: nothing was changed");
+    }
+    Ok(())
+}
+
+/// `erase`.
+pub(super) fn erase(a: EraseArgs) -> Result<()> {
+    let node = Node::open(&a.dir.data_dir)?;
+    let erased = erasure::erase_patient(
+        &mut node.store(),
+        node.pseudonymiser(),
+        &a.patient,
+        a.yes,
+        &crate::clock::now(),
+    )?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&erased)?);
+        return Ok(());
+    }
+    let what = format!(
+        "{} episodes, {} sessions, {} assessments, {} recorded corrections",
+        erased.episodes, erased.sessions, erased.assessments, erased.corrections
+    );
+    if a.yes {
+        println!(
+            "erased patient {}: {what}. Later imports skip their records; track records are \
+             recomputed at the next stats or report. Releases already made are not changed \
+             (README.md, \"Correcting and erasing data\").",
+            a.patient
+        );
+    } else {
+        println!(
+            "would erase patient {}: {what}. Nothing was changed: run again with --yes to \
+             erase (it cannot be undone).",
+            a.patient
+        );
     }
     Ok(())
 }

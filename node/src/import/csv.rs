@@ -10,11 +10,12 @@
 //! Unknown columns are an error (a misspelt column must not be silently dropped). Rows are
 //! streamed into the writer; the caller owns the transaction.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use csv::StringRecord;
 
-use super::fields::{self, FieldError, FieldResult};
+use super::fields::{self, ERASED_SKIPPED, FieldError, FieldResult};
+use super::mapping::Mapping;
 use super::records::{
     AssessmentRecord, Casemix, EpisodeAttrs, Fields, PatientAttrs, SessionKey, SessionRecord,
     TherapistAttrs,
@@ -103,6 +104,11 @@ impl CsvKind {
         }
     }
 
+    /// Every column of this kind.
+    fn columns(self) -> impl Iterator<Item = &'static str> {
+        self.required().iter().chain(self.optional()).copied()
+    }
+
     /// The kind a header row describes.
     pub(crate) fn detect(headers: &[String]) -> Option<Self> {
         let has = |c: &str| headers.iter().any(|h| h == c);
@@ -120,15 +126,32 @@ impl CsvKind {
     }
 }
 
+/// Every documented column of every kind, once each.
+pub(crate) fn all_columns() -> Vec<&'static str> {
+    let kinds = [
+        CsvKind::Assessments,
+        CsvKind::Episodes,
+        CsvKind::Patients,
+        CsvKind::Therapists,
+    ];
+    let mut all: Vec<&'static str> = kinds.iter().flat_map(|k| k.columns()).collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
 struct Row<'r> {
     record: &'r StringRecord,
     columns: &'r HashMap<&'static str, usize>,
+    mapping: Option<&'r Mapping>,
 }
 
 impl Row<'_> {
-    /// The trimmed value, `None` if the column is absent or the cell empty.
+    /// The trimmed value (in the documented vocabulary when a mapping says how), `None` if
+    /// the column is absent or the cell empty.
     fn opt(&self, name: &str) -> Option<&str> {
         let v = self.record.get(*self.columns.get(name)?)?.trim();
+        let v = self.mapping.map_or(v, |m| m.value(name, v).trim());
         (!v.is_empty()).then_some(v)
     }
 
@@ -208,7 +231,8 @@ fn decode(content: &[u8], encoding: Option<TextEncoding>) -> std::borrow::Cow<'_
 /// The columns holding dates.
 const DATE_COLUMNS: &[&str] = &["date", "referral_date", "start_date", "end_date"];
 
-/// Reads a CSV file of any kind into `writer`. Returns (kind, rows read).
+/// Reads a CSV file of any kind into `writer`. Returns (kind, rows read, rows skipped by
+/// reason).
 pub(crate) fn import(
     content: &[u8],
     file: &str,
@@ -216,24 +240,30 @@ pub(crate) fn import(
     writer: &mut Writer<'_>,
     progress: &mut Progress,
     options: &Options,
-) -> Result<(CsvKind, u64), Problems> {
-    let content = decode(content, options.encoding);
+) -> Result<(CsvKind, u64, BTreeMap<String, u64>), Problems> {
+    let content = decode(content, options.encoding());
     let content = content.as_ref();
     let detected = inspect(content, file)?;
-    let delimiter = options.delimiter.unwrap_or(detected);
+    let delimiter = options.delimiter().unwrap_or(detected);
+    let mapping = options.mapping.as_ref();
     let mut reader = csv::ReaderBuilder::new()
         .flexible(false)
         .delimiter(delimiter)
         .from_reader(content);
-    let mut headers: Vec<String> = reader
+    let raw: Vec<String> = reader
         .headers()
         .map_err(|e| ImportError::file(file, format!("couldn't read the header row: {e}")))?
         .iter()
         .map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
         .collect();
+    // A mapping renames the clinic's headers to documented ones; `None` is a column left out.
+    let mut headers: Vec<Option<String>> = raw
+        .iter()
+        .map(|h| mapping.map_or(Some(h.clone()), |m| m.column(h)))
+        .collect();
     // Spreadsheets add empty columns after the last one; their cells must be empty too.
     let width = headers.len();
-    while headers.last().is_some_and(String::is_empty) {
+    while headers.last().is_some_and(|h| h.as_deref() == Some("")) {
         headers.pop();
     }
     let header_error = |field: &str, reason: String| ImportError {
@@ -242,12 +272,14 @@ pub(crate) fn import(
         field: Some(field.to_string()),
         reason,
     };
-    let kind = CsvKind::detect(&headers).ok_or_else(|| {
-        let seen = headers.join(",");
+    let present: Vec<String> = headers.iter().flatten().cloned().collect();
+    let kind = CsvKind::detect(&present).ok_or_else(|| {
+        let seen = raw.join(",");
         let hint = if delimiter == b',' && seen.contains('|') {
             " The header looks `|`-separated: save it with commas."
         } else {
-            ""
+            " If these are your system's own column names, say which is which in a mapping \
+             file (import --mapping, README.md \"Mapping a clinic's export\")."
         };
         header_error(
             "(header)",
@@ -261,28 +293,20 @@ pub(crate) fn import(
     let mut problems = Problems::new();
     let mut columns = HashMap::new();
     for (i, h) in headers.iter().enumerate() {
-        let known = kind
-            .required()
-            .iter()
-            .chain(kind.optional())
-            .find(|c| **c == h.as_str());
-        let Some(known) = known else {
+        let Some(h) = h else { continue };
+        let Some(known) = kind.columns().find(|c| *c == h.as_str()) else {
             problems.push(header_error(
                 h,
                 format!(
-                    "unknown column for a {} file (known columns: {})",
+                    "unknown column for a {} file (known columns: {}); a column of your own \
+                     system can be renamed or left out with a mapping file (import --mapping)",
                     kind.as_str(),
-                    kind.required()
-                        .iter()
-                        .chain(kind.optional())
-                        .copied()
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    kind.columns().collect::<Vec<_>>().join(", ")
                 ),
             ));
             continue;
         };
-        if columns.insert(*known, i).is_some() {
+        if columns.insert(known, i).is_some() {
             problems.push(header_error(h, "column appears twice".into()));
         }
     }
@@ -301,6 +325,7 @@ pub(crate) fn import(
     let mut problems = Problems::new();
     let mut record = StringRecord::new();
     let mut rows = 0u64;
+    let mut erased = 0u64;
     loop {
         match reader.read_record(&mut record) {
             Ok(true) => {}
@@ -319,7 +344,7 @@ pub(crate) fn import(
         }
         rows += 1;
         let line = record.position().map_or(rows + 1, |p| p.line());
-        if let Some(format) = options.date_format {
+        if let Some(format) = options.date_format() {
             match with_iso_dates(&record, &columns, format) {
                 Ok(converted) => record = converted,
                 Err(e) => {
@@ -342,6 +367,7 @@ pub(crate) fn import(
         let row = Row {
             record: &record,
             columns: &columns,
+            mapping,
         };
         let result = match kind {
             CsvKind::Assessments => assessment_row(&row, registry, writer),
@@ -349,8 +375,10 @@ pub(crate) fn import(
             CsvKind::Patients => patient_row(&row, writer),
             CsvKind::Therapists => therapist_row(&row, writer),
         };
-        if let Err(e) = result {
-            problems.push(ImportError::at(file, Location::Line(line), e));
+        match result {
+            Err(e) if e.is_erased() => erased += 1,
+            Err(e) => problems.push(ImportError::at(file, Location::Line(line), e)),
+            Ok(()) => {}
         }
         progress.row(reader.position().byte());
     }
@@ -365,7 +393,11 @@ pub(crate) fn import(
         )
         .into());
     }
-    Ok((kind, rows))
+    let mut skipped = BTreeMap::new();
+    if erased > 0 {
+        skipped.insert(ERASED_SKIPPED.to_string(), erased);
+    }
+    Ok((kind, rows, skipped))
 }
 
 /// `record` with its date cells rewritten from `format` to ISO 8601.

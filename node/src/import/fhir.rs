@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use self::bundle::{Bundle, Res};
 use self::scores::Tally;
-use super::fields::{FieldError, FieldResult};
+use super::fields::{ERASED_SKIPPED, FieldError, FieldResult};
 use super::records::{Casemix, EpisodeAttrs, Fields, PatientAttrs, TherapistAttrs};
 use super::writer::Writer;
 use super::{ImportError, Problems, Progress};
@@ -53,10 +53,11 @@ pub(crate) fn import(
     };
     // Every problem of the file, not only the first (each resource is read on its own).
     let mut problems = Problems::new();
-    let mut note = |r: &Res, result: FieldResult<()>| {
-        if let Err(e) = result {
-            problems.push(fail(r)(e));
-        }
+    let mut erased = 0u64;
+    let mut note = |r: &Res, result: FieldResult<()>| match result {
+        Err(e) if e.is_erased() => erased += 1,
+        Err(e) => problems.push(fail(r)(e)),
+        Ok(()) => {}
     };
     let mut tally = Tally::default();
     for (ty, n) in &b.other {
@@ -128,6 +129,9 @@ pub(crate) fn import(
         note(r, Err(e));
     }
     problems.check()?;
+    if erased > 0 {
+        *tally.0.entry(ERASED_SKIPPED.to_string()).or_default() += erased;
+    }
     for _ in 0..written {
         progress.row(0);
     }

@@ -10,6 +10,10 @@ pub(crate) struct FieldError {
     pub(crate) reason: String,
 }
 
+/// The field of an error that says a record belongs to a patient erased on request: readers
+/// skip such records (and count them) instead of reporting them.
+const ERASED: &str = "(erased)";
+
 impl FieldError {
     pub(crate) fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
@@ -17,7 +21,21 @@ impl FieldError {
             reason: reason.into(),
         }
     }
+
+    /// A record of a patient erased on request (`mbc-node erase`).
+    pub(crate) fn erased() -> Self {
+        Self::new(ERASED, "the patient was erased on request")
+    }
+
+    /// Whether this is a record of an erased patient, to be skipped.
+    pub(crate) fn is_erased(&self) -> bool {
+        self.field == ERASED
+    }
 }
+
+/// How the summary names records skipped because their patient was erased.
+pub(crate) const ERASED_SKIPPED: &str =
+    "records of patients erased on request (mbc-node erase): skipped, not imported again";
 
 pub(crate) type FieldResult<T> = Result<T, FieldError>;
 

@@ -6,6 +6,11 @@
 
 use super::fields::{self, FieldResult};
 
+/// The therapist id meaning "not recorded" (FHIR scores that name no practitioner, or a CSV
+/// `therapist_id` of `unknown`): its episodes count for the clinic, and it gets no track
+/// record, label or place in the between-therapist variance (`therapist.unrecorded`).
+pub(crate) const UNRECORDED_THERAPIST: &str = "unknown";
+
 /// Where a reader finds a record's attributes, by CSV column name.
 pub(crate) trait Fields {
     /// The value of `column`, `None` if absent or empty.

@@ -2,9 +2,15 @@
 //! with pseudonyms. Lookups are cached by raw identifier for the length of one file, so each
 //! identifier is hashed once. Conflicts with what is already stored (a different score for the
 //! same session and instrument, an episode moving to another patient) are errors; identical
-//! rows are no-ops, which makes re-importing overlapping exports idempotent.
+//! rows are no-ops, which makes re-importing overlapping exports idempotent. A writer made
+//! [`correcting`](Writer::correcting) (`import --corrections`) replaces a contradicted score or
+//! session instead, and lists each replacement for the append-only `correction` table.
+//!
+//! Records of a patient erased on request (table `erasure`) fail with
+//! [`FieldError::erased`], which readers count as skipped: an erased patient is never stored
+//! again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use protocol::pseudonym::{IdKind, Pseudonymiser};
 use rusqlite::{OptionalExtension, Params, Row, Statement, Transaction, params};
@@ -12,6 +18,7 @@ use rusqlite::{OptionalExtension, Params, Row, Statement, Transaction, params};
 use super::fields::{FieldError, FieldResult};
 use super::records::{
     AssessmentRecord, Casemix, EpisodeAttrs, PatientAttrs, SessionRecord, TherapistAttrs,
+    UNRECORDED_THERAPIST,
 };
 
 /// Counts of what a file changed.
@@ -29,6 +36,21 @@ pub struct Counts {
     pub assessments: u64,
     /// Assessments already stored with the same score (no-ops).
     pub assessments_unchanged: u64,
+    /// Stored values replaced (`import --corrections`): scores and session fields.
+    pub corrected: u64,
+}
+
+/// One stored value a corrections file replaced.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Correction {
+    pub(crate) episode: i64,
+    /// The episode as the file names it (for the summary; the store keeps the rowid).
+    pub(crate) episode_label: String,
+    pub(crate) seq: i64,
+    /// `score INSTRUMENT`, `date`, `attended` or `kind`.
+    pub(crate) field: String,
+    pub(crate) old: String,
+    pub(crate) new: String,
 }
 
 /// First and last (session, score) and count of new assessments of one episode × instrument.
@@ -55,6 +77,8 @@ struct SessionInfo {
     date: String,
     attended: bool,
     kind: &'static str,
+    /// Stored before this file (so a corrections file may replace it).
+    stored: bool,
 }
 
 pub(crate) struct Writer<'a> {
@@ -71,6 +95,17 @@ pub(crate) struct Writer<'a> {
     episode_scores: HashMap<(i64, String), ScoreRange>,
     /// episode -> attended treatment sessions newly stored from this file.
     attendance: HashMap<i64, i64>,
+    /// Replace what the file contradicts (`import --corrections`).
+    correcting: bool,
+    /// The replacements, in the order made.
+    corrections: Vec<Correction>,
+    /// Episodes whose summaries must be recomputed after corrections.
+    corrected_episodes: HashSet<i64>,
+    /// (session, instrument) of assessments this file wrote or confirmed, when correcting: a
+    /// file that contradicts itself is an error, not a correction.
+    written: HashSet<(i64, String)>,
+    /// Raw patient ids found erased.
+    erased: HashSet<String>,
     insert_session: Statement<'a>,
     insert_assessment: Statement<'a>,
     insert_item: Statement<'a>,
@@ -92,6 +127,11 @@ impl<'a> Writer<'a> {
             episode_therapists: HashMap::new(),
             episode_scores: HashMap::new(),
             attendance: HashMap::new(),
+            correcting: false,
+            corrections: Vec::new(),
+            corrected_episodes: HashSet::new(),
+            written: HashSet::new(),
+            erased: HashSet::new(),
             insert_session: tx.prepare(
                 "INSERT INTO session (episode_id, seq, date, attended, kind) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?,
@@ -106,6 +146,12 @@ impl<'a> Writer<'a> {
         })
     }
 
+    /// This writer replacing stored values the file contradicts instead of refusing them.
+    pub(crate) fn correcting(mut self, correcting: bool) -> Self {
+        self.correcting = correcting;
+        self
+    }
+
     /// The therapist's rowid, creating a bare row on first sight.
     pub(crate) fn therapist(&mut self, raw: &str) -> FieldResult<i64> {
         if let Some(id) = self.therapists.get(raw) {
@@ -114,6 +160,13 @@ impl<'a> Writer<'a> {
         let pseudonym = self.pseudo.pseudonym(IdKind::Therapist, raw);
         let (id, created) = get_or_insert(self.tx, "therapist", "therapist_id", &pseudonym)?;
         self.counts.therapists += u64::from(created);
+        if raw.eq_ignore_ascii_case(UNRECORDED_THERAPIST) {
+            exec(
+                self.tx,
+                "UPDATE therapist SET unrecorded = 1 WHERE therapist_id = ?1",
+                [id],
+            )?;
+        }
         self.therapists.insert(raw.to_string(), id);
         Ok(id)
     }
@@ -148,7 +201,21 @@ impl<'a> Writer<'a> {
         if let Some(id) = self.patients.get(raw) {
             return Ok(*id);
         }
+        if self.erased.contains(raw) {
+            return Err(FieldError::erased());
+        }
         let pseudonym = self.pseudo.pseudonym(IdKind::Patient, raw);
+        let erased: bool = row(
+            self.tx,
+            "SELECT EXISTS (SELECT 1 FROM erasure WHERE patient_pseudonym = ?1)",
+            [&pseudonym],
+            |r| r.get(0),
+        )?
+        .unwrap_or(false);
+        if erased {
+            self.erased.insert(raw.to_string());
+            return Err(FieldError::erased());
+        }
         let (id, created) = get_or_insert(self.tx, "patient", "patient_id", &pseudonym)?;
         self.counts.patients += u64::from(created);
         self.patients.insert(raw.to_string(), id);
@@ -362,6 +429,7 @@ impl<'a> Writer<'a> {
                         .find(|k| **k == kind)
                         .copied()
                         .unwrap_or("treatment"),
+                    stored: true,
                 },
                 None => {
                     self.insert_session
@@ -376,35 +444,70 @@ impl<'a> Writer<'a> {
                         date: s.date.clone(),
                         attended: s.attended,
                         kind: s.kind,
+                        stored: false,
                     }
                 }
             };
             self.sessions.insert((episode, k.seq), info);
         }
-        let info = &self.sessions[&(episode, k.seq)];
-        let conflict = |field: &str, stored: &str, given: &str| {
-            FieldError::new(
-                field,
+        let Some(info) = self.sessions.get_mut(&(episode, k.seq)) else {
+            return Err(FieldError::new(
+                "(store)",
+                "(internal) the session was not cached",
+            ));
+        };
+        let differences: Vec<(&str, String, String)> = [
+            ("date", info.date.clone(), s.date.clone()),
+            (
+                "attended",
+                info.attended.to_string(),
+                s.attended.to_string(),
+            ),
+            ("kind", info.kind.to_string(), s.kind.to_string()),
+        ]
+        .into_iter()
+        .filter(|(_, stored, given)| stored != given)
+        .collect();
+        let Some((field, stored, given)) = differences.first() else {
+            return Ok((info.id, episode));
+        };
+        if !(self.correcting && info.stored) {
+            let hint = if info.stored {
+                "; if this file is right, import it with --corrections to replace the stored \
+                 value (the replacement is recorded)"
+            } else {
+                " earlier in this file"
+            };
+            return Err(FieldError::new(
+                *field,
                 format!(
-                    "session {} of episode {} is already recorded with {field} {stored}, not {given}",
+                    "session {} of episode {} is already recorded with {field} {stored}, not \
+                     {given}{hint}",
                     k.seq, k.episode
                 ),
-            )
-        };
-        if info.date != s.date {
-            return Err(conflict("date", &info.date, &s.date));
-        }
-        if info.attended != s.attended {
-            return Err(conflict(
-                "attended",
-                &info.attended.to_string(),
-                &s.attended.to_string(),
             ));
         }
-        if info.kind != s.kind {
-            return Err(conflict("kind", info.kind, s.kind));
+        exec(
+            self.tx,
+            "UPDATE session SET date = ?2, attended = ?3, kind = ?4 WHERE session_id = ?1",
+            params![info.id, s.date, s.attended, s.kind],
+        )?;
+        (info.date, info.attended, info.kind, info.stored) =
+            (s.date.clone(), s.attended, s.kind, false);
+        let id = info.id;
+        for (field, old, new) in differences {
+            self.corrections.push(Correction {
+                episode,
+                episode_label: k.episode.clone(),
+                seq: k.seq,
+                field: field.to_string(),
+                old,
+                new,
+            });
+            self.counts.corrected += 1;
         }
-        Ok((info.id, episode))
+        self.corrected_episodes.insert(episode);
+        Ok((id, episode))
     }
 
     /// Stores an assessment at a session. The same score again is a no-op; a different score
@@ -436,12 +539,13 @@ impl<'a> Writer<'a> {
                 a.prorated
             ])
             .map_err(db)?;
+        let key = (session, a.instrument_id.clone());
         if inserted == 0 {
-            let stored: f64 = row(
+            let (assessment, stored): (i64, f64) = row(
                 self.tx,
-                "SELECT score FROM assessment WHERE session_id = ?1 AND instrument_id = ?2",
+                "SELECT assessment_id, score FROM assessment WHERE session_id = ?1 AND instrument_id = ?2",
                 params![session, a.instrument_id],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )?
             .ok_or_else(|| {
                 FieldError::new(
@@ -449,17 +553,56 @@ impl<'a> Writer<'a> {
                     "database error: the conflicting assessment is missing",
                 )
             })?;
-            if stored != a.score {
+            if stored == a.score {
+                if self.correcting {
+                    self.written.insert(key);
+                }
+                self.counts.assessments_unchanged += 1;
+                return Ok(());
+            }
+            let from_this_file = self.written.contains(&key);
+            if !self.correcting || from_this_file {
+                let hint = if from_this_file {
+                    " earlier in this file"
+                } else {
+                    "; if this file is right, import it with --corrections to replace the \
+                     stored score (the replacement is recorded)"
+                };
                 return Err(FieldError::new(
                     "score",
                     format!(
-                        "session {} of episode {} already has a {} score of {stored}; this one says {}",
+                        "session {} of episode {} already has a {} score of {stored}; this one \
+                         says {}{hint}",
                         s.key.seq, s.key.episode, a.instrument_id, a.score
                     ),
                 ));
             }
-            self.counts.assessments_unchanged += 1;
-            return Ok(());
+            exec(
+                self.tx,
+                "UPDATE assessment SET score = ?2, n_missing_items = ?3, prorated = ?4
+                 WHERE assessment_id = ?1",
+                params![assessment, a.score, a.n_missing, a.prorated],
+            )?;
+            exec(
+                self.tx,
+                "DELETE FROM item_response WHERE assessment_id = ?1",
+                [assessment],
+            )?;
+            self.corrections.push(Correction {
+                episode,
+                episode_label: s.key.episode.clone(),
+                seq: s.key.seq,
+                field: format!("score {}", a.instrument_id),
+                old: stored.to_string(),
+                new: a.score.to_string(),
+            });
+            self.counts.corrected += 1;
+            self.corrected_episodes.insert(episode);
+            self.written.insert(key);
+            return self.items(assessment, a);
+        }
+        if self.correcting {
+            self.written.insert(key);
         }
         self.counts.assessments += 1;
         let assessment = self.tx.last_insert_rowid();
@@ -472,6 +615,10 @@ impl<'a> Writer<'a> {
                 last: (seq, a.score),
                 n: 1,
             });
+        self.items(assessment, a)
+    }
+
+    fn items(&mut self, assessment: i64, a: &AssessmentRecord) -> FieldResult<()> {
         for (no, code, value) in &a.items {
             self.insert_item
                 .execute(params![assessment, *no as i64, code, value])
@@ -480,8 +627,10 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    /// Writes what is accumulated across rows (therapist ranges per episode).
-    pub(crate) fn finish(self) -> FieldResult<Counts> {
+    /// Writes what is accumulated across rows (therapist ranges per episode, score and
+    /// attendance summaries; recomputed whole for corrected episodes). Returns the counts and
+    /// the corrections made, for the caller to record against the file's import.
+    pub(crate) fn finish(self) -> FieldResult<(Counts, Vec<Correction>)> {
         let mut stmt = self
             .tx
             .prepare(
@@ -528,8 +677,58 @@ impl<'a> Writer<'a> {
         for (episode, n) in &self.attendance {
             stmt.execute([episode, n]).map_err(db)?;
         }
-        Ok(self.counts)
+        for episode in &self.corrected_episodes {
+            summarise_episode(self.tx, *episode)?;
+        }
+        Ok((self.counts, self.corrections))
     }
+}
+
+impl Correction {
+    /// One line for the summary: "episode E1, session 2: PHQ-9 score 1 → 18".
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "episode {}, session {}: {} {} → {}",
+            self.episode_label, self.seq, self.field, self.old, self.new
+        )
+    }
+}
+
+/// Recomputes the summaries import maintains for `episode` (`episode_scores`,
+/// `episode_attendance`) from its sessions and assessments, after a correction replaced one.
+pub(crate) fn summarise_episode(tx: &Transaction<'_>, episode: i64) -> FieldResult<()> {
+    exec(
+        tx,
+        "DELETE FROM episode_scores WHERE episode_id = ?1",
+        [episode],
+    )?;
+    exec(
+        tx,
+        "INSERT INTO episode_scores (episode_id, instrument_id, first_seq, first_score,
+            last_seq, last_score, n)
+         SELECT episode_id, instrument_id, min(session_seq),
+            (SELECT f.score FROM assessment f WHERE f.episode_id = a.episode_id
+                AND f.instrument_id = a.instrument_id ORDER BY f.session_seq LIMIT 1),
+            max(session_seq),
+            (SELECT l.score FROM assessment l WHERE l.episode_id = a.episode_id
+                AND l.instrument_id = a.instrument_id ORDER BY l.session_seq DESC LIMIT 1),
+            count(*)
+         FROM assessment a WHERE episode_id = ?1 GROUP BY episode_id, instrument_id",
+        [episode],
+    )?;
+    exec(
+        tx,
+        "DELETE FROM episode_attendance WHERE episode_id = ?1",
+        [episode],
+    )?;
+    exec(
+        tx,
+        "INSERT INTO episode_attendance (episode_id, attended_treatment)
+         SELECT episode_id, count(*) FROM session
+         WHERE episode_id = ?1 AND attended = 1 AND kind = 'treatment' GROUP BY episode_id",
+        [episode],
+    )?;
+    Ok(())
 }
 
 fn check_owner(raw: &str, owner: i64, patient: i64) -> FieldResult<()> {

@@ -57,7 +57,7 @@ pub(crate) fn episodes(clinic: &model::Clinic) -> Vec<EpisodeData> {
                 }
             }
             EpisodeData {
-                therapist: p.therapist,
+                therapist: Some(p.therapist),
                 treatment_sessions: p.sessions.iter().filter(|s| s.seq >= 2).count() as u32,
                 covariates,
                 scores,
@@ -197,7 +197,7 @@ fn risk_adjustment_prevents_mislabelling_under_confounded_assignment() {
                 e.scores
                     .iter()
                     .find(|s| s.instrument == 0 && s.count >= 2 && s.pre >= 10.0)
-                    .map(|s| (e.therapist, s.pre, s.post))
+                    .and_then(|s| Some((e.therapist?, s.pre, s.post)))
             })
             .collect();
         let mean_change = pairs.iter().map(|(_, a, b)| b - a).sum::<f64>() / pairs.len() as f64;

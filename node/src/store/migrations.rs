@@ -42,6 +42,8 @@ pub(crate) fn migrations() -> Vec<Migration> {
         // 9: episodes derived from dated scores, marked so later exports continue them
         // (issue 14).
         |tx| tx.execute_batch(include_str!("schema_v9.sql")),
+        // 10: corrections and erasure (issue 14).
+        |tx| tx.execute_batch(include_str!("schema_v10.sql")),
     ]
 }
 

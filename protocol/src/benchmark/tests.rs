@@ -46,7 +46,7 @@ prop_compose! {
         residual in prop::option::of(-60.0f64..60.0),
         sessions in prop::collection::vec((0u32..15, -5.0f64..35.0), 0..6),
     ) -> Contribution {
-        Contribution { patient, therapist, domain, pre, post, finished, caseness, reliable, features, residual, sessions }
+        Contribution { patient, therapist: Some(therapist), domain, pre, post, finished, caseness, reliable, features, residual, sessions }
     }
 }
 
@@ -105,7 +105,7 @@ proptest! {
                 .zip(&replacement)
                 .map(|(c, r)| {
                     let mut c = c.clone();
-                    if c.therapist == t && c.residual.is_some() {
+                    if c.therapist == Some(t) && c.residual.is_some() {
                         c.residual = Some(*r);
                     }
                     c
@@ -130,7 +130,7 @@ fn clinic() -> Vec<Contribution> {
         features[3] = (i % 2) as f64;
         out.push(Contribution {
             patient: i,
-            therapist: i % 4,
+            therapist: Some(i % 4),
             domain: 0,
             pre,
             post,
@@ -143,6 +143,35 @@ fn clinic() -> Vec<Contribution> {
         });
     }
     out
+}
+
+#[test]
+fn episodes_without_a_recorded_therapist_are_in_the_counts_and_not_the_anova_blocks() {
+    let b = BenchmarkLayout::new(vec![phq9_spec()], Params::default()).unwrap();
+    let known = clinic();
+    let mut all = known.clone();
+    all.extend(clinic().into_iter().map(|c| Contribution {
+        patient: c.patient + 1000,
+        therapist: None,
+        ..c
+    }));
+    let (k, a) = (b.encode(&known).unwrap(), b.encode(&all).unwrap());
+    for block in b.layout().blocks() {
+        let (k, a) = (
+            &k[block.offset()..block.offset() + block.len()],
+            &a[block.offset()..block.offset() + block.len()],
+        );
+        if block.name().contains(".anova") {
+            assert_eq!(k, a, "{}", block.name());
+        } else if block.name().contains("outcomes") {
+            assert_ne!(k, a, "{}", block.name());
+        }
+    }
+    let (s, t) = (
+        &b.summarise(&k, 0.0).unwrap()[0],
+        &b.summarise(&a, 0.0).unwrap()[0],
+    );
+    assert!((s.episodes - 60.0).abs() < 1e-4 && (t.episodes - 120.0).abs() < 1e-4);
 }
 
 #[test]
@@ -189,7 +218,7 @@ fn exact_sums_decode_to_the_local_statistics() {
     let mut groups: std::collections::BTreeMap<u64, Group> = Default::default();
     for c in &data {
         groups
-            .entry(c.therapist)
+            .entry(c.therapist.unwrap())
             .or_default()
             .add(c.residual.unwrap());
     }
@@ -348,7 +377,7 @@ fn expected_curves_show_at_the_demos_scale() {
             let pre = if i < 1500 { 18.0 } else { 3.0 };
             Contribution {
                 patient: i,
-                therapist: i % 30,
+                therapist: Some(i % 30),
                 domain: 0,
                 pre,
                 post: score(i, 12, pre),

@@ -533,12 +533,17 @@ fn kind<'r>(registry: &'r Registry, codes: &[&str]) -> Option<Kind<'r>> {
             }
         }
     }
-    codes.iter().find_map(|code| {
-        registry.instruments().iter().find_map(|inst| {
-            let i = inst.items.iter().position(|it| it.code == *code)?;
-            Some(Kind::Item(inst, i))
+    codes
+        .iter()
+        .find_map(|code| {
+            registry.instruments().iter().find_map(|inst| {
+                let i = inst.items.iter().position(|it| it.code == *code)?;
+                Some(Kind::Item(inst, i))
+            })
         })
-    })
+        // A clinic's own code for a total (`import --mapping`, [instruments]) or an
+        // instrument's id or alias used as a code.
+        .or_else(|| codes.iter().find_map(|c| registry.find(c).map(Kind::Total)))
 }
 
 /// Every score the file's Observations hold. Item Observations a panel lists in `hasMember`

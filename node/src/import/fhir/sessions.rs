@@ -25,7 +25,7 @@ use super::scores::{Score, Tally};
 use crate::registry::Registry;
 
 /// The therapist of scores that name none.
-pub(crate) const UNKNOWN_THERAPIST: &str = "unknown";
+use super::super::records::UNRECORDED_THERAPIST as UNKNOWN_THERAPIST;
 
 /// An Encounter as the scores see it.
 struct Visit<'b> {
@@ -353,7 +353,14 @@ pub(crate) fn write<'b>(
         let fail = |e| (a.source, e);
         let session = match place {
             Place::Encounter(e) => visits.get(e.as_str()).and_then(|v| v.session.clone()),
-            Place::Day { patient, date } => days.get(&(patient.clone(), date.clone())).cloned(),
+            Place::Day { patient, date } => {
+                let Some(session) = days.get(&(patient.clone(), date.clone())) else {
+                    // derive_episodes gives every day a session but an erased patient's.
+                    failed.push(fail(FieldError::erased()));
+                    continue;
+                };
+                Some(session.clone())
+            }
         }
         .ok_or_else(|| {
             fail(FieldError::new(
@@ -416,9 +423,12 @@ fn derive_episodes<'b>(
         let Some((_, first_source)) = days.values().next().copied() else {
             continue;
         };
-        let stored = writer
-            .derived_episodes(patient)
-            .map_err(|e| (first_source, e))?;
+        let stored = match writer.derived_episodes(patient) {
+            Ok(stored) => stored,
+            // Erased on request: no session is derived, and its scores are skipped.
+            Err(e) if e.is_erased() => continue,
+            Err(e) => return Err((first_source, e)),
+        };
         // Its episodes: stored ones this file may continue, then new ones.
         let mut episodes: Vec<Derived> = stored
             .into_iter()
