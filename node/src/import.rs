@@ -181,6 +181,12 @@ impl Format {
     }
 }
 
+/// Reads and checks a `--mapping` file's `text` against `registry` and the CSV layouts: every
+/// problem of it, or the mapping.
+pub fn read_mapping(file: &str, text: &str, registry: &Registry) -> Result<Mapping, Problems> {
+    Mapping::parse(file, text, registry, &csv::all_columns())
+}
+
 /// Options for one `import` run.
 #[derive(Debug, Clone)]
 pub struct Options {

@@ -194,7 +194,7 @@ pub(super) fn import(a: ImportArgs) -> Result<()> {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("couldn't read the mapping file {file}"))?;
             let registry = node.store().registry()?;
-            Some(import::Mapping::parse(&file, &text, &registry)?)
+            Some(import::read_mapping(&file, &text, &registry)?)
         }
         None => None,
     };

@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use clap::ValueEnum;
 use serde::Deserialize;
 
-use super::csv::all_columns;
 use super::{DateFormat, ImportError, Problems, TextEncoding};
 use crate::registry::Registry;
 
@@ -69,8 +68,14 @@ fn key(text: &str) -> String {
 }
 
 impl Mapping {
-    /// Reads and checks the mapping `text` of `file` against the instruments of `registry`.
-    pub fn parse(file: &str, text: &str, registry: &Registry) -> Result<Self, Problems> {
+    /// Reads and checks the mapping `text` of `file` against the instruments of `registry`
+    /// and the `documented` CSV columns.
+    pub(super) fn parse(
+        file: &str,
+        text: &str,
+        registry: &Registry,
+        documented: &[&'static str],
+    ) -> Result<Self, Problems> {
         let raw: MappingFile = toml::from_str(text).map_err(|e| {
             ImportError::file(
                 file,
@@ -86,9 +91,8 @@ impl Mapping {
                 reason,
             })
         };
-        let known = all_columns();
-        let documented = |name: &str| known.iter().copied().find(|c| *c == key(name));
-        let known_list = || known.join(", ");
+        let known_list = || documented.join(", ");
+        let documented = |name: &str| documented.iter().copied().find(|c| *c == key(name));
         let mut mapping = Mapping::default();
         for (ours, theirs) in &raw.columns {
             let Some(ours) = documented(ours) else {
@@ -233,6 +237,10 @@ impl Mapping {
 mod tests {
     use super::*;
 
+    fn parse(file: &str, text: &str, registry: &Registry) -> Result<Mapping, Problems> {
+        crate::import::read_mapping(file, text, registry)
+    }
+
     #[test]
     fn every_problem_of_a_mapping_is_named() {
         let text = r#"
@@ -249,7 +257,7 @@ mod tests {
             [values.sexx]
             M = "male"
         "#;
-        let problems = Mapping::parse("m.toml", text, &Registry::builtin()).unwrap_err();
+        let problems = parse("m.toml", text, &Registry::builtin()).unwrap_err();
         let fields: Vec<&str> = problems
             .list
             .iter()
@@ -272,8 +280,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused_with_the_parser_location() {
-        let e =
-            Mapping::parse("m.toml", "[column]\na = \"b\"\n", &Registry::builtin()).unwrap_err();
+        let e = parse("m.toml", "[column]\na = \"b\"\n", &Registry::builtin()).unwrap_err();
         let text = e.to_string();
         assert!(
             text.starts_with("m.toml: is not a valid mapping file"),
@@ -297,7 +304,7 @@ mod tests {
             [values.attended]
             J = "yes"
         "#;
-        let m = Mapping::parse("m.toml", text, &Registry::builtin()).unwrap();
+        let m = parse("m.toml", text, &Registry::builtin()).unwrap();
         assert_eq!(m.column(" client id ").as_deref(), Some("patient_id"));
         assert_eq!(m.column("room"), None);
         assert_eq!(m.column("Score").as_deref(), Some("score"));
