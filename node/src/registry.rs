@@ -252,7 +252,9 @@ fn insert_instrument(tx: &Transaction<'_>, i: &Instrument) -> Result<()> {
     let items: Vec<serde_json::Value> = i
         .items
         .iter()
-        .map(|it| serde_json::json!({"code": it.code, "min": it.min, "max": it.max}))
+        .map(|it| {
+            serde_json::json!({"code": it.code, "min": it.min, "max": it.max, "critical": it.critical})
+        })
         .collect();
     tx.execute(
         "INSERT INTO instrument (instrument_id, name, aliases, min_score, max_score, direction,
@@ -329,6 +331,8 @@ struct StoredItem {
     code: String,
     min: f64,
     max: f64,
+    #[serde(default)]
+    critical: Option<f64>,
 }
 
 impl StoredInstrument {
@@ -345,6 +349,7 @@ impl StoredInstrument {
                     code: i.code,
                     min: i.min,
                     max: i.max,
+                    critical: i.critical,
                 })
                 .collect(),
             id: self.id,
@@ -402,6 +407,9 @@ struct InstrumentDef {
     items: Vec<String>,
     item_min: Option<f64>,
     item_max: Option<f64>,
+    /// Items needing attention now: `[[9, 1]]` = item 9 answered 1 or more.
+    #[serde(default)]
+    critical_items: Vec<(usize, f64)>,
     #[serde(default = "default_licence")]
     licence: String,
 }
@@ -439,9 +447,34 @@ impl InstrumentDef {
             };
             self.items
                 .into_iter()
-                .map(|code| Item { code, min, max })
+                .map(|code| Item {
+                    code,
+                    min,
+                    max,
+                    critical: None,
+                })
                 .collect()
         };
+        let mut items = items;
+        for (no, at) in &self.critical_items {
+            let Some(item) = no.checked_sub(1).and_then(|i| items.get_mut(i)) else {
+                bail!(
+                    "instrument {}: critical_items names item {no}, but it has {} items",
+                    self.id,
+                    items.len()
+                );
+            };
+            if !(item.min..=item.max).contains(at) {
+                bail!(
+                    "instrument {}: critical_items threshold {at} of item {no} is outside its \
+                     answers {}–{}",
+                    self.id,
+                    item.min,
+                    item.max
+                );
+            }
+            item.critical = Some(*at);
+        }
         Ok(Instrument {
             id: self.id.trim().to_string(),
             name: self.name,
@@ -544,6 +577,38 @@ elevated_threshold = 10
         assert_eq!(loaded.find("70274-6").unwrap().id, "GAD-7");
         assert_eq!(loaded.by_panel("44249-1").unwrap().id, "PHQ-9");
         assert!(loaded.find("BDI").is_none());
+    }
+
+    #[test]
+    fn critical_items_are_declared_checked_and_stored() {
+        let mut store = Store::open_in_memory().unwrap();
+        let critical = WSAS.replace("item_max = 8", "item_max = 8\ncritical_items = [[5, 7]]");
+        add_from_toml(store.conn_mut(), "wsas.toml", &critical).unwrap();
+        let reg = store.registry().unwrap();
+        let critical: Vec<Option<f64>> = reg
+            .get("WSAS")
+            .unwrap()
+            .items
+            .iter()
+            .map(|i| i.critical)
+            .collect();
+        assert_eq!(critical, [None, None, None, None, Some(7.0)]);
+        assert_eq!(reg.get("PHQ-9").unwrap().items[8].critical, Some(1.0));
+        for (bad, says) in [
+            ("[[6, 1]]", "names item 6, but it has 5 items"),
+            (
+                "[[2, 9]]",
+                "threshold 9 of item 2 is outside its answers 0–8",
+            ),
+        ] {
+            let text = WSAS.replace("id = \"WSAS\"", "id = \"WSAS2\"").replace(
+                "item_max = 8",
+                &format!("item_max = 8\ncritical_items = {bad}"),
+            );
+            let mut store = Store::open_in_memory().unwrap();
+            let err = add_from_toml(store.conn_mut(), "w.toml", &text).unwrap_err();
+            assert!(format!("{err:#}").contains(says), "{err:#}");
+        }
     }
 
     #[test]

@@ -79,6 +79,9 @@ pub struct Item {
     pub min: f64,
     /// Highest answer value.
     pub max: f64,
+    /// An answer at or above this needs attention now, whatever the trajectory (PHQ-9 item 9
+    /// at 1: thoughts of being better off dead or of self-harm).
+    pub critical: Option<f64>,
 }
 
 /// One outcome measure.
@@ -382,6 +385,7 @@ fn items(codes: &[&str], min: f64, max: f64) -> Vec<Item> {
             code: (*c).to_string(),
             min,
             max,
+            critical: None,
         })
         .collect()
 }
@@ -436,7 +440,12 @@ pub fn builtin_instruments() -> Vec<Instrument> {
             loinc_panel: Some("44249-1".into()),
             loinc_total: Some("44261-6".into()),
             snomed_total: Some("720433000".into()),
-            items: items(&PHQ9_ITEMS, 0.0, 3.0),
+            items: {
+                let mut items = items(&PHQ9_ITEMS, 0.0, 3.0);
+                // Item 9 (44260-8): any answer but "not at all" (Kroenke 2001).
+                items[8].critical = Some(1.0);
+                items
+            },
             licence: "free to use (Pfizer); no permission required".into(),
             builtin: true,
         },
@@ -495,6 +504,7 @@ pub fn builtin_instruments() -> Vec<Instrument> {
                     code: format!("CORE10-{i}"),
                     min: 0.0,
                     max: 4.0,
+                    critical: None,
                 })
                 .collect(),
             licence: "free to use, unaltered (CORE System Trust)".into(),

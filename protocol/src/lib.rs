@@ -23,6 +23,7 @@
 //! - [`benchmark`]: the versioned `benchmark` release vector and its post-processing.
 //! - [`dp`]: the one wrapper around OpenDP: blocks, sensitivity, calibration, noise.
 //! - [`therapist`]: variance components, empirical-Bayes track records, labels, Wilson intervals.
+//! - [`trajectory`]: nearest-neighbour expected trajectories, on-track and safety signals.
 #![warn(missing_docs)]
 
 pub mod analysis;
@@ -39,6 +40,7 @@ pub mod round;
 pub mod scoring;
 pub mod secagg;
 pub mod therapist;
+pub mod trajectory;
 pub mod transcript;
 
 /// Version of the wire protocol and of every domain-separation label built on it.

@@ -1,0 +1,602 @@
+//! Nearest-neighbour expected trajectories and on-track signals (DOMAIN.md §4.3, §5): what
+//! similar past patients of this clinic scored session by session, and where this patient
+//! stands against them. Pure: the node loads the pool and the patient, this computes.
+//!
+//! **Method** (parameters in [`Settings`]):
+//! 1. *Features.* Each pool episode and the patient carry the same list of [`Feature`]s
+//!    (intake on the target instrument with weight 2, other domains' intakes, case mix), each
+//!    possibly missing. The distance uses the features the patient has **and** at least half
+//!    the pool has; the others are left out and listed in [`Expectation::left_out`]. A pool
+//!    episode missing a used feature is given the pool mean (z = 0) for it, and counted in
+//!    [`Expectation::imputed`]. Missing is never read as zero on the raw scale.
+//! 2. *Standardisation and metric.* Each used feature is z-standardised on the pool (mean and
+//!    SD of the pool's present values; a feature without spread is left out). With more than
+//!    three features the distance is Mahalanobis with the ridge-regularised covariance of the
+//!    z-scores, d² = Δᵀ W (S + λI)⁻¹ W Δ, W the diagonal of feature weights (the weight counts
+//!    after whitening: Mahalanobis distance alone is blind to rescaling); with three or fewer,
+//!    Euclidean on the weighted z-scores. Both are computed as Euclidean distance after one
+//!    linear map of every row (the Cholesky factor), so the search is exact.
+//! 3. *Neighbours.* Exact k nearest, k = clamp(round(5 % of the pool), 50, 300), never more
+//!    than the pool; ties broken by pool order. Each weighs 1/(1 + d).
+//! 4. *Expected curve.* At each session t = 1 … 20 with at least 30 neighbours scored there:
+//!    the weighted P25, P50, P75 and P90 of their scores (type-1 weighted quantiles: the
+//!    smallest score whose cumulative weight share reaches q), on the instrument's "worse"
+//!    orientation (P90 is the worse tail: the 10th percentile for higher-is-better
+//!    instruments). The median is smoothed by a weighted least-squares fit y = a + b·ln t over
+//!    the supported sessions (weights: neighbours scored there), kept inside [P25, P75]. After
+//!    the last supported session the curve stays at its last values (a plateau), never
+//!    extrapolated.
+//! 5. *Signals* ([`signal`]), per observed session t ≥ 2: **red** when reliably deteriorated
+//!    since intake or beyond P90; else **grey** without an expectation at t; **white** when no
+//!    longer at caseness; **yellow** between P75 and P90; **green** within P75. Safety
+//!    ([`safety`]) is separate and immediate.
+//! 6. *Atypical.* The patient's distance to the pool centre (the origin after standardisation)
+//!    beyond the 97.5th percentile of the pool's own distances to it.
+//!
+//! The dynamic variant ([`Query::early`]) adds the patient's scores at sessions 2–3 as features
+//! once they exist; pool episodes without those sessions are then not candidates (a
+//! within-treatment score is not imputed).
+
+use nalgebra::{DMatrix, DVector};
+
+use crate::instrument::{Direction, Instrument};
+
+/// Parameters of the method (defaults as in the module documentation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// k as a share of the pool.
+    pub k_share: f64,
+    /// Fewest neighbours.
+    pub k_min: usize,
+    /// Most neighbours.
+    pub k_max: usize,
+    /// Neighbours with a score at a session needed for an expectation there.
+    pub min_at_session: usize,
+    /// Last session with an expectation of its own (later ones plateau).
+    pub max_session: u32,
+    /// Ridge λ added to the covariance of the z-scores.
+    pub ridge: f64,
+    /// Most features for which the Euclidean metric is used instead of Mahalanobis.
+    pub euclidean_max_features: usize,
+    /// Share of the pool that must have a feature for it to be used.
+    pub min_feature_share: f64,
+    /// Pool percentile of the distance to the centre beyond which a patient is atypical.
+    pub atypical_percentile: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            k_share: 0.05,
+            k_min: 50,
+            k_max: 300,
+            min_at_session: 30,
+            max_session: 20,
+            ridge: 0.01,
+            euclidean_max_features: 3,
+            min_feature_share: 0.5,
+            atypical_percentile: 0.975,
+        }
+    }
+}
+
+/// One feature of the distance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Feature {
+    /// Its name in outputs ("intake", "age", …).
+    pub name: String,
+    /// Its weight (2 for the intake on the target instrument, 1 otherwise).
+    pub weight: f64,
+}
+
+/// A closed past episode of the pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolEpisode {
+    /// Values of the pool's features, in order; `None` when missing.
+    pub features: Vec<Option<f64>>,
+    /// Its scores on the target instrument as (session, score), sessions from 1.
+    pub scores: Vec<(u32, f64)>,
+}
+
+impl PoolEpisode {
+    fn score_at(&self, t: u32) -> Option<f64> {
+        self.scores.iter().find(|(s, _)| *s == t).map(|(_, y)| *y)
+    }
+}
+
+/// The patient whose expectation is wanted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    /// Values of the pool's features, in order.
+    pub features: Vec<Option<f64>>,
+    /// Dynamic variant: the patient's scores at sessions 2–3, as (session, score).
+    pub early: Vec<(u32, f64)>,
+}
+
+/// The expected scores at one session.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Band {
+    /// Session number.
+    pub session: u32,
+    /// Neighbours with a score there (0 on the plateau).
+    pub n: usize,
+    /// Weighted quartiles and 90th percentile, in the worse direction (P90 the worse tail).
+    pub p25: f64,
+    /// Median of the neighbours' scores.
+    pub p50: f64,
+    /// The smoothed median (y = a + b·ln t, within [P25, P75]): the expected score.
+    pub expected: f64,
+    /// Upper quartile (worse side).
+    pub p75: f64,
+    /// The failure boundary (worse side).
+    pub p90: f64,
+}
+
+/// Which metric the distance used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Ridge-regularised Mahalanobis on z-scores.
+    Mahalanobis,
+    /// Euclidean on weighted z-scores (three features or fewer).
+    Euclidean,
+}
+
+/// The expectation for one patient on one instrument.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expectation {
+    /// Sessions 1 … last supported, each with its band.
+    pub bands: Vec<Band>,
+    /// The log-linear fit of the median: (a, b).
+    pub fit: Option<(f64, f64)>,
+    /// Pool episodes that were candidates.
+    pub candidates: usize,
+    /// The neighbours as (index into the pool, distance), nearest first.
+    pub nearest: Vec<(usize, f64)>,
+    /// Neighbours used (k).
+    pub neighbours: usize,
+    /// Names of the features the distance used.
+    pub used: Vec<String>,
+    /// Features left out, with why.
+    pub left_out: Vec<(String, &'static str)>,
+    /// Neighbours' values that were missing and given the pool mean.
+    pub imputed: usize,
+    /// The metric.
+    pub metric: Metric,
+    /// The patient is further from the pool centre than the pool's 97.5th percentile.
+    pub atypical: bool,
+}
+
+impl Expectation {
+    /// The band that applies at session `t`: its own, or the plateau after the last one.
+    pub fn at(&self, t: u32) -> Option<Band> {
+        if t == 0 {
+            return None;
+        }
+        self.bands
+            .iter()
+            .find(|b| b.session == t)
+            .or_else(|| self.bands.last().filter(|b| t > b.session))
+            .map(|b| Band {
+                session: t,
+                n: if b.session == t { b.n } else { 0 },
+                ..*b
+            })
+    }
+}
+
+/// Why no expectation could be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// Too few candidates for the minimum number of neighbours at a session.
+    #[error("{candidates} similar past episodes; at least {needed} are needed")]
+    TooFew {
+        /// Candidates in the pool.
+        candidates: usize,
+        /// The minimum.
+        needed: usize,
+    },
+    /// The patient's features do not match the pool's.
+    #[error("the patient has {given} features, the pool {expected}")]
+    Features {
+        /// Given.
+        given: usize,
+        /// Expected.
+        expected: usize,
+    },
+}
+
+/// Score on the "worse is higher" scale of `direction` (and back: the map is its own inverse).
+fn worse_up(direction: Direction, y: f64) -> f64 {
+    match direction {
+        Direction::LowerIsBetter => y,
+        Direction::HigherIsBetter => -y,
+    }
+}
+
+/// k for a pool of `n` candidates.
+pub fn k_for(n: usize, s: &Settings) -> usize {
+    let k = (s.k_share * n as f64).round() as usize;
+    k.clamp(s.k_min, s.k_max).min(n)
+}
+
+/// The type-1 weighted quantile: the smallest value whose cumulative weight share reaches `q`.
+/// `points` are (value, weight > 0); `None` when empty.
+pub fn weighted_quantile(points: &[(f64, f64)], q: f64) -> Option<f64> {
+    let mut sorted: Vec<(f64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|(v, w)| v.is_finite() && *w > 0.0)
+        .collect();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total: f64 = sorted.iter().map(|(_, w)| w).sum();
+    let mut cumulative = 0.0;
+    for (v, w) in &sorted {
+        cumulative += w;
+        // A relative tolerance so that q = 0.5 of two equal weights lands on the first.
+        if cumulative >= q * total * (1.0 - 1e-12) {
+            return Some(*v);
+        }
+    }
+    sorted.last().map(|(v, _)| *v)
+}
+
+/// Weighted least squares of y = a + b·ln t over (t, y, weight); `None` with fewer than two
+/// distinct sessions.
+pub fn log_linear_fit(points: &[(u32, f64, f64)]) -> Option<(f64, f64)> {
+    let (mut sw, mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for (t, y, w) in points {
+        let x = f64::from(*t).ln();
+        sw += w;
+        sx += w * x;
+        sy += w * y;
+        sxx += w * x * x;
+        sxy += w * x * y;
+    }
+    let denominator = sw * sxx - sx * sx;
+    if sw <= 0.0 || denominator.abs() < 1e-12 * sw * sw.max(1.0) {
+        return None;
+    }
+    let b = (sw * sxy - sx * sy) / denominator;
+    Some(((sy - b * sx) / sw, b))
+}
+
+/// The linear map after which the distance is Euclidean, fitted on the pool's used columns.
+struct Space {
+    mean: Vec<f64>,
+    sd: Vec<f64>,
+    /// Row-vector map: u = z·W·L⁻ᵀ for Mahalanobis (L the Cholesky factor of S + λI), z·W
+    /// for Euclidean.
+    map: DMatrix<f64>,
+    metric: Metric,
+}
+
+impl Space {
+    fn project(&self, values: &[f64]) -> DVector<f64> {
+        let z = DVector::from_iterator(
+            values.len(),
+            values
+                .iter()
+                .zip(&self.mean)
+                .zip(&self.sd)
+                .map(|((v, m), s)| (v - m) / s),
+        );
+        self.map.transpose() * z
+    }
+}
+
+/// The expectation for `query` from `pool` on an instrument of `direction`.
+pub fn expect(
+    features: &[Feature],
+    pool: &[PoolEpisode],
+    query: &Query,
+    direction: Direction,
+    settings: &Settings,
+) -> Result<Expectation, Error> {
+    if query.features.len() != features.len() {
+        return Err(Error::Features {
+            given: query.features.len(),
+            expected: features.len(),
+        });
+    }
+    // The dynamic variant: the early sessions the patient has become features, and only
+    // pool episodes scored at them are candidates.
+    let early: Vec<(u32, f64)> = query
+        .early
+        .iter()
+        .copied()
+        .filter(|(t, _)| (2..=3).contains(t))
+        .collect();
+    let candidate_ids: Vec<usize> = (0..pool.len())
+        .filter(|i| early.iter().all(|(t, _)| pool[*i].score_at(*t).is_some()))
+        .collect();
+    let candidates: Vec<&PoolEpisode> = candidate_ids.iter().map(|i| &pool[*i]).collect();
+    let needed = settings.min_at_session.max(1);
+    if candidates.len() < needed {
+        return Err(Error::TooFew {
+            candidates: candidates.len(),
+            needed,
+        });
+    }
+    // Columns: the base features the patient has and the pool mostly has, then early scores.
+    let mut used = Vec::new();
+    let mut left_out = Vec::new();
+    let mut columns: Vec<(Option<usize>, f64)> = Vec::new(); // (feature index | early, weight)
+    for (i, f) in features.iter().enumerate() {
+        let present = candidates
+            .iter()
+            .filter(|e| e.features.get(i).copied().flatten().is_some())
+            .count();
+        if query.features[i].is_none() {
+            left_out.push((f.name.clone(), "not recorded for this patient"));
+        } else if (present as f64) < settings.min_feature_share * candidates.len() as f64 {
+            left_out.push((f.name.clone(), "missing for most past patients"));
+        } else {
+            columns.push((Some(i), f.weight));
+            used.push(f.name.clone());
+        }
+    }
+    for (t, _) in &early {
+        columns.push((None, 1.0));
+        used.push(format!("score at session {t}"));
+    }
+    let value = |e: &PoolEpisode, c: usize| -> Option<f64> {
+        match columns[c].0 {
+            Some(i) => e.features.get(i).copied().flatten(),
+            None => {
+                let early_index = c - columns.iter().filter(|(i, _)| i.is_some()).count();
+                e.score_at(early[early_index].0)
+            }
+        }
+    };
+    // Standardisation on the candidates' present values; no spread = left out.
+    let mut mean = Vec::new();
+    let mut sd = Vec::new();
+    let mut keep = Vec::new();
+    for (c, name) in used.iter().enumerate() {
+        let present: Vec<f64> = candidates.iter().filter_map(|e| value(e, c)).collect();
+        let m = present.iter().sum::<f64>() / present.len().max(1) as f64;
+        let var = present.iter().map(|v| (v - m).powi(2)).sum::<f64>()
+            / (present.len().saturating_sub(1)).max(1) as f64;
+        if var.sqrt() > 1e-9 {
+            keep.push(c);
+            mean.push(m);
+            sd.push(var.sqrt());
+        } else {
+            left_out.push((name.clone(), "the same for every past patient"));
+        }
+    }
+    let used: Vec<String> = keep.iter().map(|c| used[*c].clone()).collect();
+    let weights: Vec<f64> = keep.iter().map(|c| columns[*c].1).collect();
+    let dims = keep.len();
+    // Rows with the pool mean where missing (z = 0), and how many that took.
+    let mut imputed = 0;
+    let rows: Vec<Vec<f64>> = candidates
+        .iter()
+        .map(|e| {
+            keep.iter()
+                .zip(&mean)
+                .map(|(c, m)| {
+                    value(e, *c).unwrap_or_else(|| {
+                        imputed += 1;
+                        *m
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let query_row: Vec<f64> = keep
+        .iter()
+        .map(|c| match columns[*c].0 {
+            Some(i) => query.features[i].unwrap_or(0.0),
+            None => early[*c - columns.iter().filter(|(i, _)| i.is_some()).count()].1,
+        })
+        .collect();
+    let w = DMatrix::from_diagonal(&DVector::from_vec(weights.clone()));
+    let (map, metric) = if dims > settings.euclidean_max_features {
+        let n = rows.len() as f64;
+        let mut cov = DMatrix::<f64>::zeros(dims, dims);
+        for r in &rows {
+            let z = DVector::from_iterator(
+                dims,
+                r.iter().zip(&mean).zip(&sd).map(|((v, m), s)| (v - m) / s),
+            );
+            cov += &z * z.transpose();
+        }
+        cov /= (n - 1.0).max(1.0);
+        cov += DMatrix::identity(dims, dims) * settings.ridge;
+        match cov.cholesky() {
+            // d² = Δᵀ W (LLᵀ)⁻¹ W Δ = ‖L⁻¹ W Δ‖², so u = (L⁻¹ W z) = (zᵀ W L⁻ᵀ)ᵀ.
+            Some(ch) => {
+                let l_inv = ch
+                    .l()
+                    .try_inverse()
+                    .unwrap_or_else(|| DMatrix::identity(dims, dims));
+                (&w * l_inv.transpose(), Metric::Mahalanobis)
+            }
+            None => (w.clone(), Metric::Euclidean),
+        }
+    } else {
+        (w.clone(), Metric::Euclidean)
+    };
+    let space = Space {
+        mean,
+        sd,
+        map,
+        metric,
+    };
+    let projected: Vec<DVector<f64>> = rows.iter().map(|r| space.project(r)).collect();
+    let q = space.project(&query_row);
+    let distances: Vec<f64> = projected.iter().map(|u| (u - &q).norm()).collect();
+    let k = k_for(candidates.len(), settings);
+    let nearest = nearest(&distances, k);
+    // Atypical: distance to the centre (the origin of the standardised space).
+    let mut centre: Vec<f64> = projected.iter().map(|u| u.norm()).collect();
+    centre.sort_by(f64::total_cmp);
+    let cut = centre[((settings.atypical_percentile * centre.len() as f64).ceil() as usize)
+        .clamp(1, centre.len())
+        - 1];
+    let atypical = q.norm() > cut;
+    // Per session: the neighbours' weighted quantiles on the worse-is-higher scale.
+    let mut raw = Vec::new();
+    for t in 1..=settings.max_session {
+        let points: Vec<(f64, f64)> = nearest
+            .iter()
+            .filter_map(|i| {
+                let y = candidates[*i].score_at(t)?;
+                Some((worse_up(direction, y), 1.0 / (1.0 + distances[*i])))
+            })
+            .collect();
+        if points.len() < needed {
+            continue;
+        }
+        let quantile = |p: f64| weighted_quantile(&points, p).unwrap_or(f64::NAN);
+        raw.push((
+            t,
+            points.len(),
+            [quantile(0.25), quantile(0.5), quantile(0.75), quantile(0.9)],
+        ));
+    }
+    let fit_points: Vec<(u32, f64, f64)> =
+        raw.iter().map(|(t, n, q)| (*t, q[1], *n as f64)).collect();
+    let fit = log_linear_fit(&fit_points);
+    let bands = raw
+        .iter()
+        .map(|(t, n, [p25, p50, p75, p90])| {
+            let smooth = fit.map_or(*p50, |(a, b)| a + b * f64::from(*t).ln());
+            let expected = smooth.clamp(*p25, *p75);
+            let back = |v: f64| worse_up(direction, v);
+            Band {
+                session: *t,
+                n: *n,
+                p25: back(*p25),
+                p50: back(*p50),
+                expected: back(expected),
+                p75: back(*p75),
+                p90: back(*p90),
+            }
+        })
+        .collect();
+    Ok(Expectation {
+        bands,
+        fit: fit.map(|(a, b)| (worse_up(direction, a), worse_up(direction, b))),
+        candidates: candidates.len(),
+        nearest: nearest
+            .iter()
+            .map(|i| (candidate_ids[*i], distances[*i]))
+            .collect(),
+        neighbours: nearest.len(),
+        used,
+        left_out,
+        imputed,
+        metric: space.metric,
+        atypical,
+    })
+}
+
+/// The indexes of the `k` smallest `distances` (ties by index), nearest first.
+pub fn nearest(distances: &[f64], k: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..distances.len()).collect();
+    let by = |a: &usize, b: &usize| distances[*a].total_cmp(&distances[*b]).then(a.cmp(b));
+    let k = k.min(order.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    if k < order.len() {
+        order.select_nth_unstable_by(k - 1, by);
+        order.truncate(k);
+    }
+    order.sort_by(by);
+    order
+}
+
+/// The on-track signal of one observed score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Signal {
+    /// No expectation at this session (too few similar past patients scored there).
+    Grey,
+    /// No longer at caseness: consider ending or stepping down.
+    White,
+    /// Within the expected range (no worse than the neighbours' upper quartile).
+    Green,
+    /// Less progress than expected (between P75 and P90).
+    Yellow,
+    /// Not on track: beyond the failure boundary (P90), or reliably deteriorated since intake.
+    Red,
+}
+
+/// The signal of `score` at session `t` (≥ 2) of a patient whose intake was `intake`.
+pub fn signal(
+    instrument: &Instrument,
+    expectation: Option<&Expectation>,
+    t: u32,
+    intake: f64,
+    score: f64,
+) -> Signal {
+    let worse = |v: f64| worse_up(instrument.direction, v);
+    if let Some(rc) = instrument.reliable_change()
+        && worse(score) - worse(intake) >= rc
+    {
+        return Signal::Red;
+    }
+    let Some(band) = expectation.and_then(|e| e.at(t)).filter(|_| t >= 2) else {
+        return Signal::Grey;
+    };
+    if instrument.is_case(score) == Some(false) {
+        return Signal::White;
+    }
+    let y = worse(score);
+    if y > worse(band.p90) {
+        Signal::Red
+    } else if y > worse(band.p75) {
+        Signal::Yellow
+    } else {
+        Signal::Green
+    }
+}
+
+/// A safety signal: an answer that needs attention now, whatever the trajectory.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Safety {
+    /// The item (1-based) and its code.
+    pub item: usize,
+    /// Its code (e.g. LOINC 44260-8 for PHQ-9 item 9).
+    pub code: String,
+    /// The answer given.
+    pub value: f64,
+    /// What it means.
+    pub reason: String,
+}
+
+/// Safety signals of one administration: PHQ-9 item 9 (thoughts that you would be better off
+/// dead or of hurting yourself) answered 1 or more, and any item an instrument declares
+/// critical at or above its threshold. `items` are (item number from 1, value).
+pub fn safety(instrument: &Instrument, items: &[(usize, f64)]) -> Vec<Safety> {
+    let mut out = Vec::new();
+    for (no, value) in items {
+        let Some(item) = no.checked_sub(1).and_then(|i| instrument.items.get(i)) else {
+            continue;
+        };
+        let critical = item
+            .critical
+            .or_else(|| (instrument.id == "PHQ-9" && *no == 9).then_some(1.0));
+        if let Some(threshold) = critical
+            && *value >= threshold
+        {
+            out.push(Safety {
+                item: *no,
+                code: item.code.clone(),
+                value: *value,
+                reason: format!(
+                    "item {no} ({}) answered {value} (critical at {threshold} or more): assess \
+                     risk today",
+                    item.code
+                ),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
