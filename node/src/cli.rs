@@ -16,6 +16,7 @@ mod privacy;
 mod rounds;
 mod stats;
 mod storage;
+mod support;
 
 /// A clinic's node in a privacy-preserving measurement-based-care network.
 ///
@@ -58,6 +59,11 @@ enum Command {
     ///
     /// Example: mbc-node stats --data-dir /srv/mbc --domain depression
     Stats(stats::StatsArgs),
+    /// One patient's expected trajectory against similar past patients, each score's signal,
+    /// safety signals, and what to consider when not on track (all local)
+    ///
+    /// Example: mbc-node support --data-dir /srv/mbc MRN0042
+    Support(support::SupportArgs),
     /// Write a self-contained HTML report (clinic summary, caterpillar plots, report cards)
     ///
     /// Example: mbc-node report --data-dir /srv/mbc --out report.html
@@ -126,6 +132,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Instruments(c) => clinic::instruments(c),
         Command::Stats(a) => stats::stats(a),
         Command::Report(a) => stats::report(a),
+        Command::Support(a) => support::support(a),
         Command::Release(a) => privacy::release(a),
         Command::Budget(a) => privacy::budget(a),
         Command::Audit(a) => privacy::audit(a),

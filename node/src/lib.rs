@@ -14,6 +14,7 @@
 //! - [`erasure`]: a patient's data withdrawn on request (`mbc-node erase`).
 //! - [`synth`]: the synthetic clinic-data generator (DOMAIN.md §11).
 //! - [`stats`]: the local effectiveness engine over the store (`mbc-node stats`).
+//! - [`support`]: one patient's expected trajectory and signals (`mbc-node support`).
 //! - [`status`]: the offline summary of a node's store.
 //! - [`membership`]: network membership: create, join requests, admit, join, remove, roster updates.
 //! - [`net`]: the libp2p network: `Client`, events, and the `EventLoop` that owns the Swarm.
@@ -46,4 +47,5 @@ pub mod round;
 pub mod stats;
 pub mod status;
 pub mod store;
+pub mod support;
 pub mod synth;

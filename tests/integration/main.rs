@@ -7,3 +7,4 @@ mod node;
 mod privacy;
 mod rounds;
 mod stats;
+mod support;

@@ -1,0 +1,434 @@
+//! `mbc-node support PATIENT_ID`: one patient's expected trajectory against similar past
+//! patients of this clinic, each observed score's signal, and safety signals. Local only: no
+//! byte of it leaves the node.
+//!
+//! The pool, per instrument, is every other episode with at least two scores on it that has
+//! ended: an end date or end reason recorded, or no session in the `[import]
+//! episode_gap_weeks` before the newest session in the store. Features (DOMAIN.md §4.3): the
+//! intake on the instrument (weight 2), the intakes on the other registered instruments, age,
+//! sex, unemployment, duration of the problem, prior treatment, medication, comorbidity count
+//! and WSAS, each as recorded or missing. The method is `protocol::trajectory`.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result, bail};
+use protocol::instrument::Instrument;
+use protocol::pseudonym::{IdKind, Pseudonymiser};
+use protocol::trajectory::{
+    self, Expectation, Feature, PoolEpisode, Query, Safety, Settings, Signal,
+};
+use rusqlite::{Connection, OptionalExtension};
+use serde::Serialize;
+
+use crate::store::Store;
+
+/// The five clinical-support areas of the Trier Treatment Navigator (Lutz et al. 2019,
+/// DOMAIN.md §4.2), offered when a patient is not on track.
+pub const CONSIDER: [&str; 5] = [
+    "crisis management and suicidality: assess risk",
+    "motivation and therapy goals: review the goals and the patient's readiness",
+    "the therapeutic relationship: ask about the alliance and ruptures",
+    "social support and critical life events: ask what has changed outside therapy",
+    "emotion and self-regulation: consider skills work",
+];
+
+/// Which patient.
+#[derive(Debug, Clone)]
+pub enum Who {
+    /// The patient as the clinic's exports name them (their latest episode).
+    Patient(String),
+    /// One episode as the exports name it.
+    Episode(String),
+}
+
+/// One observed score and its signal.
+#[derive(Debug, Clone, Serialize)]
+pub struct Observed {
+    /// Session number.
+    pub session: u32,
+    /// Its date.
+    pub date: String,
+    /// The total.
+    pub score: f64,
+    /// The on-track signal (none at intake).
+    pub signal: Option<Signal>,
+    /// The expected score the signal compared with, and its P75 and P90.
+    pub band: Option<Expected>,
+    /// Safety signals of its item answers.
+    pub safety: Vec<Safety>,
+}
+
+/// What the expectation rests on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Basis {
+    /// Past episodes that were candidates.
+    pub pool: usize,
+    /// Neighbours used.
+    pub neighbours: usize,
+    /// The distance: "mahalanobis" or "euclidean".
+    pub metric: &'static str,
+    /// Features used.
+    pub features: Vec<String>,
+    /// Features left out, with why.
+    pub left_out: Vec<String>,
+    /// Neighbours' missing values given the pool mean.
+    pub imputed: usize,
+    /// Whether the patient is unlike most past patients (beyond the 97.5th percentile).
+    pub atypical: bool,
+    /// Whether the sessions after 2–3 are judged against neighbours also matched on those
+    /// sessions' scores (the dynamic variant).
+    pub dynamic: bool,
+}
+
+/// The expected score at one session.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Expected {
+    /// Session.
+    pub session: u32,
+    /// Neighbours scored there.
+    pub n: usize,
+    /// The expected score (smoothed median).
+    pub expected: f64,
+    /// Lower quartile (better side).
+    pub p25: f64,
+    /// Upper quartile (worse side).
+    pub p75: f64,
+    /// The failure boundary.
+    pub p90: f64,
+}
+
+/// One instrument of the patient.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstrumentSupport {
+    /// Instrument id.
+    pub instrument: String,
+    /// `lower_is_better` or `higher_is_better`.
+    pub direction: &'static str,
+    /// The caseness cut-off.
+    pub caseness_cutoff: Option<f64>,
+    /// What the expectation rests on; `None` when there is none.
+    pub basis: Option<Basis>,
+    /// Why there is no expectation.
+    pub no_basis: Option<String>,
+    /// The expected curve from intake, session 1 … the last supported one.
+    pub expected: Vec<Expected>,
+    /// The curve of past patients who also scored like this patient at sessions 2–3 (the
+    /// dynamic variant), which judges the sessions after those; empty before them.
+    pub expected_from_now: Vec<Expected>,
+    /// The patient's scores.
+    pub observed: Vec<Observed>,
+    /// The latest signal.
+    pub latest: Option<Signal>,
+    /// What to consider (when the latest signal is yellow or red, or on a safety signal).
+    pub consider: Vec<&'static str>,
+}
+
+/// The whole page of one patient.
+#[derive(Debug, Clone, Serialize)]
+pub struct PatientSupport {
+    /// As asked for.
+    pub patient: String,
+    /// The episode shown (its pseudonym's first 12 characters).
+    pub episode: String,
+    /// Per instrument with at least one score.
+    pub instruments: Vec<InstrumentSupport>,
+    /// Whether signals have been validated on this clinic's data (`support validate`).
+    pub validated: bool,
+}
+
+/// The episode asked for: (rowid, pseudonym).
+fn episode_of(conn: &Connection, pseudo: &Pseudonymiser, who: &Who) -> Result<(i64, String)> {
+    let found: Option<(i64, String)> = match who {
+        Who::Patient(raw) => conn
+            .query_row(
+                "SELECT e.episode_id, e.pseudonym FROM episode e JOIN patient p USING (patient_id)
+                 WHERE p.pseudonym = ?1 ORDER BY e.episode_id DESC LIMIT 1",
+                [pseudo.pseudonym(IdKind::Patient, raw.trim())],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?,
+        Who::Episode(raw) => conn
+            .query_row(
+                "SELECT episode_id, pseudonym FROM episode WHERE pseudonym = ?1",
+                [pseudo.pseudonym(IdKind::Episode, raw.trim())],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?,
+    };
+    found.with_context(|| match who {
+        Who::Patient(raw) => format!(
+            "no patient {raw} in this store (the id as the clinic's exports name them; `erase` \
+             removes erased patients for good)"
+        ),
+        Who::Episode(raw) => format!("no episode {raw} in this store"),
+    })
+}
+
+/// Per episode: the feature values (in `names` order) and whether it has ended.
+struct Episodes {
+    names: Vec<Feature>,
+    features: HashMap<i64, Vec<Option<f64>>>,
+    ended: HashMap<i64, bool>,
+}
+
+fn load_features(
+    conn: &Connection,
+    instruments: &[Instrument],
+    target: &str,
+    gap_weeks: u32,
+) -> Result<Episodes> {
+    let others: Vec<&Instrument> = instruments.iter().filter(|i| i.id != target).collect();
+    let mut names = vec![Feature {
+        name: format!("{target} at intake"),
+        weight: 2.0,
+    }];
+    names.extend(others.iter().map(|i| Feature {
+        name: format!("{} at intake", i.id),
+        weight: 1.0,
+    }));
+    let casemix = [
+        "age",
+        "female",
+        "unemployed",
+        "duration of the problem",
+        "prior treatment",
+        "medication",
+        "comorbidity count",
+        "WSAS",
+    ];
+    names.extend(casemix.iter().map(|n| Feature {
+        name: (*n).to_string(),
+        weight: 1.0,
+    }));
+    let width = names.len();
+    let mut features: HashMap<i64, Vec<Option<f64>>> = HashMap::new();
+    let mut ended = HashMap::new();
+    let newest: Option<String> =
+        conn.query_row("SELECT max(date) FROM session", [], |r| r.get(0))?;
+    let newest = newest.unwrap_or_default();
+    let mut stmt = conn.prepare(
+        "SELECT e.episode_id,
+                e.end_date IS NOT NULL OR e.end_reason IS NOT NULL
+                    OR (SELECT max(date) FROM session s WHERE s.episode_id = e.episode_id)
+                        < date(?1, printf('-%d days', ?2)),
+                c.age, CASE WHEN p.sex IN ('female', 'male') THEN p.sex = 'female' END,
+                CASE WHEN c.employment IS NULL THEN NULL ELSE c.employment = 'unemployed' END,
+                c.duration_of_problem_months, c.prior_treatment, c.psychotropic_med,
+                c.comorbidity_count, c.wsas
+         FROM episode e JOIN patient p USING (patient_id) LEFT JOIN casemix c USING (episode_id)",
+    )?;
+    let mut rows = stmt.query(rusqlite::params![newest, i64::from(gap_weeks) * 7])?;
+    let base = 1 + others.len();
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        ended.insert(id, r.get::<_, Option<bool>>(1)?.unwrap_or(false));
+        let mut v = vec![None; width];
+        for (k, slot) in v[base..].iter_mut().enumerate() {
+            *slot = r.get::<_, Option<f64>>(2 + k)?;
+        }
+        features.insert(id, v);
+    }
+    let mut stmt =
+        conn.prepare("SELECT episode_id, instrument_id, first_score FROM episode_scores")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let (id, inst): (i64, String) = (r.get(0)?, r.get(1)?);
+        let column = if inst == target {
+            Some(0)
+        } else {
+            others.iter().position(|i| i.id == inst).map(|p| p + 1)
+        };
+        if let (Some(c), Some(v)) = (column, features.get_mut(&id)) {
+            v[c] = Some(r.get(2)?);
+        }
+    }
+    Ok(Episodes {
+        names,
+        features,
+        ended,
+    })
+}
+
+/// Every score on `instrument` as episode → [(session, score)], in session order.
+fn scores(conn: &Connection, instrument: &str) -> Result<HashMap<i64, Vec<(u32, f64)>>> {
+    let mut out: HashMap<i64, Vec<(u32, f64)>> = HashMap::new();
+    let mut stmt = conn.prepare(
+        "SELECT episode_id, session_seq, score FROM assessment WHERE instrument_id = ?1
+         ORDER BY episode_id, session_seq",
+    )?;
+    let mut rows = stmt.query([instrument])?;
+    while let Some(r) = rows.next()? {
+        out.entry(r.get(0)?)
+            .or_default()
+            .push((r.get(1)?, r.get(2)?));
+    }
+    Ok(out)
+}
+
+fn expected(b: trajectory::Band) -> Expected {
+    Expected {
+        session: b.session,
+        n: b.n,
+        expected: b.expected,
+        p25: b.p25,
+        p75: b.p75,
+        p90: b.p90,
+    }
+}
+
+/// The support page of the patient `who`.
+pub fn patient(
+    store: &Store,
+    pseudo: &Pseudonymiser,
+    who: &Who,
+    gap_weeks: u32,
+    settings: &Settings,
+) -> Result<PatientSupport> {
+    let conn = store.conn();
+    let registry = store.registry()?;
+    let (episode, pseudonym) = episode_of(conn, pseudo, who)?;
+    let mut instruments = Vec::new();
+    for inst in registry.instruments() {
+        let mut observed: Vec<Observed> = Vec::new();
+        let mut stmt = conn.prepare(
+            "SELECT a.assessment_id, s.seq, s.date, a.score FROM assessment a
+             JOIN session s USING (session_id)
+             WHERE a.episode_id = ?1 AND a.instrument_id = ?2 ORDER BY s.seq",
+        )?;
+        let rows: Vec<(i64, u32, String, f64)> = stmt
+            .query_map(rusqlite::params![episode, inst.id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        if rows.is_empty() {
+            continue;
+        }
+        let mut items = conn.prepare(
+            "SELECT item_no, value FROM item_response WHERE assessment_id = ?1 ORDER BY item_no",
+        )?;
+        for (assessment, session, date, score) in &rows {
+            let answers: Vec<(usize, f64)> = items
+                .query_map([assessment], |r| {
+                    Ok((r.get::<_, i64>(0)? as usize, r.get(1)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            observed.push(Observed {
+                session: *session,
+                date: date.clone(),
+                score: *score,
+                signal: None,
+                band: None,
+                safety: trajectory::safety(inst, &answers),
+            });
+        }
+        let episodes = load_features(conn, registry.instruments(), &inst.id, gap_weeks)?;
+        let all_scores = scores(conn, &inst.id)?;
+        let pool: Vec<PoolEpisode> = all_scores
+            .iter()
+            .filter(|(id, s)| {
+                **id != episode && s.len() >= 2 && episodes.ended.get(id).copied().unwrap_or(false)
+            })
+            .filter_map(|(id, s)| {
+                Some(PoolEpisode {
+                    features: episodes.features.get(id)?.clone(),
+                    scores: s.clone(),
+                })
+            })
+            .collect();
+        let features = episodes.features.get(&episode).cloned().unwrap_or_default();
+        let early: Vec<(u32, f64)> = observed
+            .iter()
+            .filter(|o| (2..=3).contains(&o.session))
+            .map(|o| (o.session, o.score))
+            .collect();
+        let direction = inst.direction;
+        let expect = |early: Vec<(u32, f64)>| {
+            trajectory::expect(
+                &episodes.names,
+                &pool,
+                &Query {
+                    features: features.clone(),
+                    early,
+                },
+                direction,
+                settings,
+            )
+        };
+        // From intake; and once sessions 2–3 are scored, from them too (the dynamic variant),
+        // which judges only the sessions after them (it matched on them).
+        let expectation = expect(Vec::new());
+        let last_early = early.iter().map(|(t, _)| *t).max();
+        let dynamic = last_early
+            .filter(|_| expectation.is_ok())
+            .and_then(|_| expect(early.clone()).ok());
+        let no_basis = expectation.as_ref().err().map(|e| {
+            format!(
+                "{e}: no expected trajectory, so no on-track signal (safety signals still show)"
+            )
+        });
+        let expectation: Option<Expectation> = expectation.ok();
+        let intake = observed[0].score;
+        for o in observed.iter_mut().skip(1) {
+            let judge = match (&dynamic, last_early) {
+                (Some(d), Some(t)) if o.session > t => Some(d),
+                _ => expectation.as_ref(),
+            };
+            o.signal = Some(trajectory::signal(inst, judge, o.session, intake, o.score));
+            o.band = judge.and_then(|e| e.at(o.session)).map(expected);
+        }
+        let latest = observed.last().and_then(|o| o.signal);
+        let unsafe_now = observed.iter().any(|o| !o.safety.is_empty());
+        let consider = if unsafe_now {
+            CONSIDER.to_vec()
+        } else if matches!(latest, Some(Signal::Red | Signal::Yellow)) {
+            CONSIDER[1..].to_vec()
+        } else {
+            Vec::new()
+        };
+        instruments.push(InstrumentSupport {
+            instrument: inst.id.clone(),
+            direction: inst.direction.as_str(),
+            caseness_cutoff: inst.caseness_cutoff,
+            expected: expectation
+                .as_ref()
+                .map(|e| e.bands.iter().copied().map(expected).collect())
+                .unwrap_or_default(),
+            expected_from_now: dynamic
+                .as_ref()
+                .map(|e| e.bands.iter().copied().map(expected).collect())
+                .unwrap_or_default(),
+            no_basis,
+            basis: expectation.map(|e| Basis {
+                pool: e.candidates,
+                neighbours: e.neighbours,
+                metric: match e.metric {
+                    trajectory::Metric::Mahalanobis => "mahalanobis",
+                    trajectory::Metric::Euclidean => "euclidean",
+                },
+                features: e.used,
+                left_out: e
+                    .left_out
+                    .iter()
+                    .map(|(n, why)| format!("{n} ({why})"))
+                    .collect(),
+                imputed: e.imputed,
+                atypical: e.atypical,
+                dynamic: dynamic.is_some(),
+            }),
+            observed,
+            latest,
+            consider,
+        });
+    }
+    if instruments.is_empty() {
+        bail!("the episode has no scores yet: nothing to compare");
+    }
+    Ok(PatientSupport {
+        patient: match who {
+            Who::Patient(p) | Who::Episode(p) => p.clone(),
+        },
+        episode: pseudonym.chars().take(12).collect(),
+        instruments,
+        validated: false,
+    })
+}
