@@ -9,6 +9,8 @@
 //! sex, unemployment, duration of the problem, prior treatment, medication, comorbidity count
 //! and WSAS, each as recorded or missing. The method is `protocol::trajectory`.
 
+pub mod html;
+
 use std::collections::HashMap;
 
 use anyhow::{Context, Result, bail};

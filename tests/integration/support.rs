@@ -126,6 +126,49 @@ fn a_patients_page_shows_the_expected_curve_and_signals_that_agree_with_it() {
         text.stdout
     );
 
+    // The page as HTML: one chart per instrument, every score marked with its signal's symbol
+    // (not only its colour), safety first, escaping what came from the data.
+    mbc(
+        cwd,
+        &[
+            "support",
+            "--data-dir",
+            "node",
+            &flagged[0],
+            "--html",
+            "page.html",
+        ],
+    )
+    .ok();
+    let html = std::fs::read_to_string(cwd.join("page.html")).unwrap();
+    assert_eq!(
+        html.matches("<svg").count(),
+        p["instruments"].as_array().unwrap().len()
+    );
+    let marks = p["instruments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i["observed"].as_array().unwrap().clone())
+        .count();
+    assert_eq!(
+        html.matches("<circle cx").count(),
+        marks + 5 * p["instruments"].as_array().unwrap().len(),
+        "points and the legends"
+    );
+    for f in [
+        "failure boundary (P90)",
+        "expected score",
+        "class=\"safety\"",
+        "not been validated",
+    ] {
+        assert!(html.contains(f), "lacks {f}");
+    }
+    assert!(
+        !html.contains("<script"),
+        "no script in a page that is opened offline"
+    );
+
     let out = mbc(cwd, &["support", "--data-dir", "node", "NOBODY"]);
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("no patient NOBODY"), "{}", out.stderr);

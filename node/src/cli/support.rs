@@ -1,6 +1,6 @@
 //! Commands of clinical support: `support`.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use protocol::trajectory::Signal;
 
@@ -21,6 +21,9 @@ pub(super) struct SupportArgs {
     /// Print JSON instead of text
     #[arg(long)]
     json: bool,
+    /// Also write the page as a self-contained HTML file with a chart per instrument
+    #[arg(long, value_name = "FILE")]
+    html: Option<std::path::PathBuf>,
 }
 
 /// `support`.
@@ -38,10 +41,17 @@ pub(super) fn support(a: SupportArgs) -> Result<()> {
         node.config().import.episode_gap_weeks,
         &Default::default(),
     )?;
+    if let Some(out) = &a.html {
+        std::fs::write(out, support::html::html(&page, &crate::clock::now()))
+            .with_context(|| format!("couldn't write {}", out.display()))?;
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&page)?);
     } else {
         print!("{}", text(&page));
+        if let Some(out) = &a.html {
+            println!("wrote {}", out.display());
+        }
     }
     Ok(())
 }
