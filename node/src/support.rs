@@ -16,9 +16,7 @@ use std::collections::HashMap;
 use anyhow::{Context, Result, bail};
 use protocol::instrument::Instrument;
 use protocol::pseudonym::{IdKind, Pseudonymiser};
-use protocol::trajectory::{
-    self, Expectation, Feature, PoolEpisode, Query, Safety, Settings, Signal,
-};
+use protocol::trajectory::{self, Expectation, Feature, Safety, Settings, Signal};
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
@@ -166,103 +164,198 @@ fn episode_of(conn: &Connection, pseudo: &Pseudonymiser, who: &Who) -> Result<(i
     })
 }
 
-/// Per episode: the feature values (in `names` order) and whether it has ended.
+/// What the pool needs of every episode, read once for all instruments: its case mix, its
+/// first score and number of scores per instrument, and whether it has ended.
 struct Episodes {
-    names: Vec<Feature>,
-    features: HashMap<i64, Vec<Option<f64>>>,
-    ended: HashMap<i64, bool>,
+    /// episode rowid → index.
+    index: HashMap<i64, usize>,
+    ids: Vec<i64>,
+    ended: Vec<bool>,
+    /// The case-mix features (`CASEMIX` order), per episode.
+    casemix: Vec<[Option<f64>; CASEMIX.len()]>,
+    /// Per instrument (registry order), per episode: (first score, number of scores).
+    scores: Vec<Vec<Option<(f64, u32)>>>,
 }
 
-fn load_features(
+/// The case-mix features, in order.
+const CASEMIX: [&str; 8] = [
+    "age",
+    "female",
+    "unemployed",
+    "duration of the problem",
+    "prior treatment",
+    "medication",
+    "comorbidity count",
+    "WSAS",
+];
+
+fn load_episodes(
     conn: &Connection,
     instruments: &[Instrument],
-    target: &str,
     gap_weeks: u32,
 ) -> Result<Episodes> {
-    let others: Vec<&Instrument> = instruments.iter().filter(|i| i.id != target).collect();
-    let mut names = vec![Feature {
-        name: format!("{target} at intake"),
-        weight: 2.0,
-    }];
-    names.extend(others.iter().map(|i| Feature {
-        name: format!("{} at intake", i.id),
-        weight: 1.0,
-    }));
-    let casemix = [
-        "age",
-        "female",
-        "unemployed",
-        "duration of the problem",
-        "prior treatment",
-        "medication",
-        "comorbidity count",
-        "WSAS",
-    ];
-    names.extend(casemix.iter().map(|n| Feature {
-        name: (*n).to_string(),
-        weight: 1.0,
-    }));
-    let width = names.len();
-    let mut features: HashMap<i64, Vec<Option<f64>>> = HashMap::new();
-    let mut ended = HashMap::new();
-    let newest: Option<String> =
-        conn.query_row("SELECT max(date) FROM session", [], |r| r.get(0))?;
-    let newest = newest.unwrap_or_default();
+    let mut e = Episodes {
+        index: HashMap::new(),
+        ids: Vec::new(),
+        ended: Vec::new(),
+        casemix: Vec::new(),
+        scores: vec![Vec::new(); instruments.len()],
+    };
+    // Ended: an end recorded, else no session within the gap before the newest one (CASE
+    // evaluates the look-ups only when no end is recorded; the newest date once).
     let mut stmt = conn.prepare(
         "SELECT e.episode_id,
-                e.end_date IS NOT NULL OR e.end_reason IS NOT NULL
-                    OR (SELECT max(date) FROM session s WHERE s.episode_id = e.episode_id)
-                        < date(?1, printf('-%d days', ?2)),
+                CASE WHEN e.end_date IS NOT NULL OR e.end_reason IS NOT NULL THEN 1
+                     ELSE (SELECT max(date) FROM session s WHERE s.episode_id = e.episode_id)
+                          < date((SELECT max(date) FROM session), printf('-%d days', ?1)) END,
                 c.age, CASE WHEN p.sex IN ('female', 'male') THEN p.sex = 'female' END,
                 CASE WHEN c.employment IS NULL THEN NULL ELSE c.employment = 'unemployed' END,
                 c.duration_of_problem_months, c.prior_treatment, c.psychotropic_med,
                 c.comorbidity_count, c.wsas
          FROM episode e JOIN patient p USING (patient_id) LEFT JOIN casemix c USING (episode_id)",
     )?;
-    let mut rows = stmt.query(rusqlite::params![newest, i64::from(gap_weeks) * 7])?;
-    let base = 1 + others.len();
+    let mut rows = stmt.query([i64::from(gap_weeks) * 7])?;
     while let Some(r) = rows.next()? {
         let id: i64 = r.get(0)?;
-        ended.insert(id, r.get::<_, Option<bool>>(1)?.unwrap_or(false));
-        let mut v = vec![None; width];
-        for (k, slot) in v[base..].iter_mut().enumerate() {
+        e.index.insert(id, e.ids.len());
+        e.ids.push(id);
+        e.ended.push(r.get::<_, Option<bool>>(1)?.unwrap_or(false));
+        let mut c = [None; CASEMIX.len()];
+        for (k, slot) in c.iter_mut().enumerate() {
             *slot = r.get::<_, Option<f64>>(2 + k)?;
         }
-        features.insert(id, v);
+        e.casemix.push(c);
+    }
+    for s in &mut e.scores {
+        s.resize(e.ids.len(), None);
     }
     let mut stmt =
-        conn.prepare("SELECT episode_id, instrument_id, first_score FROM episode_scores")?;
+        conn.prepare("SELECT episode_id, instrument_id, first_score, n FROM episode_scores")?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let (id, inst): (i64, String) = (r.get(0)?, r.get(1)?);
-        let column = if inst == target {
-            Some(0)
-        } else {
-            others.iter().position(|i| i.id == inst).map(|p| p + 1)
+        let inst = r.get_ref(1)?.as_str()?;
+        let (Some(k), Some(i)) = (
+            instruments.iter().position(|x| x.id == inst),
+            e.index.get(&r.get::<_, i64>(0)?).copied(),
+        ) else {
+            continue;
         };
-        if let (Some(c), Some(v)) = (column, features.get_mut(&id)) {
-            v[c] = Some(r.get(2)?);
-        }
+        e.scores[k][i] = Some((r.get(2)?, r.get(3)?));
     }
-    Ok(Episodes {
-        names,
-        features,
-        ended,
-    })
+    Ok(e)
 }
 
-/// Every score on `instrument` as episode → [(session, score)], in session order.
-fn scores(conn: &Connection, instrument: &str) -> Result<HashMap<i64, Vec<(u32, f64)>>> {
-    let mut out: HashMap<i64, Vec<(u32, f64)>> = HashMap::new();
-    let mut stmt = conn.prepare(
-        "SELECT episode_id, session_seq, score FROM assessment WHERE instrument_id = ?1
-         ORDER BY episode_id, session_seq",
+impl Episodes {
+    /// The features for instrument `k`: its intake (weight 2), the other intakes, case mix.
+    fn names(&self, instruments: &[Instrument], k: usize) -> Vec<Feature> {
+        let intake = |i: &Instrument, weight| Feature {
+            name: format!("{} at intake", i.id),
+            weight,
+        };
+        std::iter::once(intake(&instruments[k], 2.0))
+            .chain(
+                instruments
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != k)
+                    .map(|(_, i)| intake(i, 1.0)),
+            )
+            .chain(CASEMIX.iter().map(|n| Feature {
+                name: (*n).to_string(),
+                weight: 1.0,
+            }))
+            .collect()
+    }
+
+    /// Episode `i`'s feature values for instrument `k`, in [`Episodes::names`] order.
+    fn row(&self, k: usize, i: usize) -> Vec<Option<f64>> {
+        let first = |j: usize| self.scores[j][i].map(|(s, _)| s);
+        std::iter::once(first(k))
+            .chain((0..self.scores.len()).filter(|j| *j != k).map(first))
+            .chain(self.casemix[i].iter().copied())
+            .collect()
+    }
+}
+
+/// The scores on `instrument` of `episodes`, each as [(session, score)] in session order.
+fn scores_of(
+    conn: &Connection,
+    instrument: &str,
+    episodes: &[i64],
+) -> Result<Vec<Vec<(u32, f64)>>> {
+    // Through the session's (episode, seq) index and the assessment's (session, instrument)
+    // one: assessment has no index of its own by episode.
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.seq, a.score FROM session s
+         JOIN assessment a ON a.session_id = s.session_id AND a.instrument_id = ?2
+         WHERE s.episode_id = ?1 ORDER BY s.seq",
     )?;
-    let mut rows = stmt.query([instrument])?;
+    episodes
+        .iter()
+        .map(|e| {
+            stmt.query_map(rusqlite::params![e, instrument], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(Into::into)
+        })
+        .collect()
+}
+
+/// The neighbourhood of `query` in `pool` (episode rowids and rows), then the expected curve
+/// from the neighbours' scores, fetched for them alone.
+fn expectation(
+    conn: &Connection,
+    instrument: &Instrument,
+    names: &[Feature],
+    pool: &[i64],
+    rows: &[Vec<Option<f64>>],
+    query: &[Option<f64>],
+    settings: &Settings,
+) -> Result<Result<Expectation, trajectory::Error>> {
+    let mut n = match trajectory::neighbourhood(names, rows, query, settings) {
+        Ok(n) => n,
+        Err(e) => return Ok(Err(e)),
+    };
+    for (i, _) in &mut n.nearest {
+        *i = usize::try_from(pool[*i]).unwrap_or_default();
+    }
+    let ids: Vec<i64> = n.nearest.iter().map(|(i, _)| *i as i64).collect();
+    let scores = scores_of(conn, &instrument.id, &ids)?;
+    let slices: Vec<&[(u32, f64)]> = scores.iter().map(Vec::as_slice).collect();
+    Ok(Ok(trajectory::bands(
+        n,
+        &slices,
+        instrument.direction,
+        settings,
+    )))
+}
+
+/// Scores at sessions 2 and 3 of every episode: per instrument (registry order), per episode
+/// (index of [`Episodes`]).
+type Early = Vec<Vec<[Option<f64>; 2]>>;
+
+fn early_scores(
+    conn: &Connection,
+    instruments: &[Instrument],
+    episodes: &Episodes,
+) -> Result<Early> {
+    let mut out: Early = vec![vec![[None; 2]; episodes.ids.len()]; instruments.len()];
+    let mut stmt = conn.prepare(
+        "SELECT episode_id, instrument_id, session_seq, score FROM assessment
+         WHERE session_seq IN (2, 3)",
+    )?;
+    let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        out.entry(r.get(0)?)
-            .or_default()
-            .push((r.get(1)?, r.get(2)?));
+        let inst = r.get_ref(1)?.as_str()?;
+        let (Some(k), Some(i)) = (
+            instruments.iter().position(|x| x.id == inst),
+            episodes.index.get(&r.get::<_, i64>(0)?).copied(),
+        ) else {
+            continue;
+        };
+        let seq: u32 = r.get(2)?;
+        out[k][i][usize::from(seq == 3)] = Some(r.get(3)?);
     }
     Ok(out)
 }
@@ -289,13 +382,15 @@ pub fn patient(
     let conn = store.conn();
     let registry = store.registry()?;
     let (episode, pseudonym) = episode_of(conn, pseudo, who)?;
+    let episodes = load_episodes(conn, registry.instruments(), gap_weeks)?;
+    let mut early_by: Option<Early> = None;
     let mut instruments = Vec::new();
     for inst in registry.instruments() {
         let mut observed: Vec<Observed> = Vec::new();
         let mut stmt = conn.prepare(
             "SELECT a.assessment_id, s.seq, s.date, a.score FROM assessment a
              JOIN session s USING (session_id)
-             WHERE a.episode_id = ?1 AND a.instrument_id = ?2 ORDER BY s.seq",
+             WHERE s.episode_id = ?1 AND a.instrument_id = ?2 ORDER BY s.seq",
         )?;
         let rows: Vec<(i64, u32, String, f64)> = stmt
             .query_map(rusqlite::params![episode, inst.id], |r| {
@@ -323,46 +418,57 @@ pub fn patient(
                 safety: trajectory::safety(inst, &answers),
             });
         }
-        let episodes = load_features(conn, registry.instruments(), &inst.id, gap_weeks)?;
-        let all_scores = scores(conn, &inst.id)?;
-        let pool: Vec<PoolEpisode> = all_scores
+        let k = registry
+            .instruments()
             .iter()
-            .filter(|(id, s)| {
-                **id != episode && s.len() >= 2 && episodes.ended.get(id).copied().unwrap_or(false)
-            })
-            .filter_map(|(id, s)| {
-                Some(PoolEpisode {
-                    features: episodes.features.get(id)?.clone(),
-                    scores: s.clone(),
-                })
-            })
+            .position(|i| i.id == inst.id)
+            .unwrap_or_default();
+        let names = episodes.names(registry.instruments(), k);
+        let me = episodes.index.get(&episode).copied();
+        let members: Vec<usize> = (0..episodes.ids.len())
+            .filter(|i| Some(*i) != me && episodes.ended[*i])
+            .filter(|i| episodes.scores[k][*i].is_some_and(|(_, n)| n >= 2))
             .collect();
-        let features = episodes.features.get(&episode).cloned().unwrap_or_default();
+        let pool: Vec<i64> = members.iter().map(|i| episodes.ids[*i]).collect();
+        let rows: Vec<Vec<Option<f64>>> = members.iter().map(|i| episodes.row(k, *i)).collect();
+        let features = me.map_or_else(|| vec![None; names.len()], |i| episodes.row(k, i));
         let early: Vec<(u32, f64)> = observed
             .iter()
             .filter(|o| (2..=3).contains(&o.session))
             .map(|o| (o.session, o.score))
             .collect();
-        let direction = inst.direction;
-        let expect = |early: Vec<(u32, f64)>| {
-            trajectory::expect(
-                &episodes.names,
-                &pool,
-                &Query {
-                    features: features.clone(),
-                    early,
-                },
-                direction,
-                settings,
-            )
-        };
         // From intake; and once sessions 2–3 are scored, from them too (the dynamic variant),
         // which judges only the sessions after them (it matched on them).
-        let expectation = expect(Vec::new());
+        let expectation = self::expectation(conn, inst, &names, &pool, &rows, &features, settings)?;
         let last_early = early.iter().map(|(t, _)| *t).max();
-        let dynamic = last_early
-            .filter(|_| expectation.is_ok())
-            .and_then(|_| expect(early.clone()).ok());
+        let dynamic = match last_early {
+            Some(_) if expectation.is_ok() => {
+                if early_by.is_none() {
+                    early_by = Some(early_scores(conn, registry.instruments(), &episodes)?);
+                }
+                let none = Vec::new();
+                let by = early_by.as_ref().map_or(&none, |b| &b[k]);
+                let mut names = names.clone();
+                names.extend(early.iter().map(|(t, _)| Feature {
+                    name: format!("score at session {t}"),
+                    weight: 1.0,
+                }));
+                let (mut dyn_pool, mut dyn_rows) = (Vec::new(), Vec::new());
+                for ((id, row), member) in pool.iter().zip(&rows).zip(&members) {
+                    let at = |t: u32| by.get(*member).and_then(|s| s[usize::from(t == 3)]);
+                    if early.iter().all(|(t, _)| at(*t).is_some()) {
+                        let mut row = row.clone();
+                        row.extend(early.iter().map(|(t, _)| at(*t)));
+                        dyn_pool.push(*id);
+                        dyn_rows.push(row);
+                    }
+                }
+                let mut query = features.clone();
+                query.extend(early.iter().map(|(_, y)| Some(*y)));
+                self::expectation(conn, inst, &names, &dyn_pool, &dyn_rows, &query, settings)?.ok()
+            }
+            _ => None,
+        };
         let no_basis = expectation.as_ref().err().map(|e| {
             format!(
                 "{e}: no expected trajectory, so no on-track signal (safety signals still show)"

@@ -260,190 +260,184 @@ pub fn log_linear_fit(points: &[(u32, f64, f64)]) -> Option<(f64, f64)> {
     Some(((sy - b * sx) / sw, b))
 }
 
-/// The linear map after which the distance is Euclidean, fitted on the pool's used columns.
-struct Space {
-    mean: Vec<f64>,
-    sd: Vec<f64>,
-    /// Row-vector map: u = z·W·L⁻ᵀ for Mahalanobis (L the Cholesky factor of S + λI), z·W
-    /// for Euclidean.
-    map: DMatrix<f64>,
-    metric: Metric,
+/// The nearest neighbours of a patient among pool episodes, by features alone: the first
+/// half of [`expect`], for callers that fetch only the neighbours' scores afterwards.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Neighbourhood {
+    /// Pool episodes that were candidates.
+    pub candidates: usize,
+    /// The neighbours as (index into the pool, distance), nearest first.
+    pub nearest: Vec<(usize, f64)>,
+    /// Names of the features the distance used.
+    pub used: Vec<String>,
+    /// Features left out, with why.
+    pub left_out: Vec<(String, &'static str)>,
+    /// Neighbours' values that were missing and given the pool mean.
+    pub imputed: usize,
+    /// The metric.
+    pub metric: Metric,
+    /// The patient is further from the pool centre than the pool's 97.5th percentile.
+    pub atypical: bool,
 }
 
-impl Space {
-    fn project(&self, values: &[f64]) -> DVector<f64> {
-        let z = DVector::from_iterator(
-            values.len(),
-            values
-                .iter()
-                .zip(&self.mean)
-                .zip(&self.sd)
-                .map(|((v, m), s)| (v - m) / s),
-        );
-        self.map.transpose() * z
-    }
-}
-
-/// The expectation for `query` from `pool` on an instrument of `direction`.
-pub fn expect(
+/// The k nearest of `pool` (rows of `features`' values) to `query`: features chosen,
+/// standardised, weighted and whitened as the module documentation says.
+pub fn neighbourhood(
     features: &[Feature],
-    pool: &[PoolEpisode],
-    query: &Query,
-    direction: Direction,
+    pool: &[Vec<Option<f64>>],
+    query: &[Option<f64>],
     settings: &Settings,
-) -> Result<Expectation, Error> {
-    if query.features.len() != features.len() {
+) -> Result<Neighbourhood, Error> {
+    if query.len() != features.len() {
         return Err(Error::Features {
-            given: query.features.len(),
+            given: query.len(),
             expected: features.len(),
         });
     }
-    // The dynamic variant: the early sessions the patient has become features, and only
-    // pool episodes scored at them are candidates.
-    let early: Vec<(u32, f64)> = query
-        .early
-        .iter()
-        .copied()
-        .filter(|(t, _)| (2..=3).contains(t))
-        .collect();
-    let candidate_ids: Vec<usize> = (0..pool.len())
-        .filter(|i| early.iter().all(|(t, _)| pool[*i].score_at(*t).is_some()))
-        .collect();
-    let candidates: Vec<&PoolEpisode> = candidate_ids.iter().map(|i| &pool[*i]).collect();
     let needed = settings.min_at_session.max(1);
-    if candidates.len() < needed {
+    if pool.len() < needed {
         return Err(Error::TooFew {
-            candidates: candidates.len(),
+            candidates: pool.len(),
             needed,
         });
     }
-    // Columns: the base features the patient has and the pool mostly has, then early scores.
-    let mut used = Vec::new();
+    let value = |row: &[Option<f64>], i: usize| row.get(i).copied().flatten();
+    // The features the patient has and the pool mostly has, with enough spread.
     let mut left_out = Vec::new();
-    let mut columns: Vec<(Option<usize>, f64)> = Vec::new(); // (feature index | early, weight)
-    for (i, f) in features.iter().enumerate() {
-        let present = candidates
-            .iter()
-            .filter(|e| e.features.get(i).copied().flatten().is_some())
-            .count();
-        if query.features[i].is_none() {
-            left_out.push((f.name.clone(), "not recorded for this patient"));
-        } else if (present as f64) < settings.min_feature_share * candidates.len() as f64 {
-            left_out.push((f.name.clone(), "missing for most past patients"));
-        } else {
-            columns.push((Some(i), f.weight));
-            used.push(f.name.clone());
-        }
-    }
-    for (t, _) in &early {
-        columns.push((None, 1.0));
-        used.push(format!("score at session {t}"));
-    }
-    let value = |e: &PoolEpisode, c: usize| -> Option<f64> {
-        match columns[c].0 {
-            Some(i) => e.features.get(i).copied().flatten(),
-            None => {
-                let early_index = c - columns.iter().filter(|(i, _)| i.is_some()).count();
-                e.score_at(early[early_index].0)
-            }
-        }
-    };
-    // Standardisation on the candidates' present values; no spread = left out.
-    let mut mean = Vec::new();
-    let mut sd = Vec::new();
     let mut keep = Vec::new();
-    for (c, name) in used.iter().enumerate() {
-        let present: Vec<f64> = candidates.iter().filter_map(|e| value(e, c)).collect();
+    let (mut mean, mut sd) = (Vec::new(), Vec::new());
+    for (i, f) in features.iter().enumerate() {
+        if query[i].is_none() {
+            left_out.push((f.name.clone(), "not recorded for this patient"));
+            continue;
+        }
+        let present: Vec<f64> = pool.iter().filter_map(|r| value(r, i)).collect();
+        if (present.len() as f64) < settings.min_feature_share * pool.len() as f64 {
+            left_out.push((f.name.clone(), "missing for most past patients"));
+            continue;
+        }
         let m = present.iter().sum::<f64>() / present.len().max(1) as f64;
         let var = present.iter().map(|v| (v - m).powi(2)).sum::<f64>()
             / (present.len().saturating_sub(1)).max(1) as f64;
-        if var.sqrt() > 1e-9 {
-            keep.push(c);
-            mean.push(m);
-            sd.push(var.sqrt());
-        } else {
-            left_out.push((name.clone(), "the same for every past patient"));
+        if var.sqrt() <= 1e-9 {
+            left_out.push((f.name.clone(), "the same for every past patient"));
+            continue;
         }
+        keep.push(i);
+        mean.push(m);
+        sd.push(var.sqrt());
     }
-    let used: Vec<String> = keep.iter().map(|c| used[*c].clone()).collect();
-    let weights: Vec<f64> = keep.iter().map(|c| columns[*c].1).collect();
+    let used: Vec<String> = keep.iter().map(|i| features[*i].name.clone()).collect();
+    let weights: Vec<f64> = keep.iter().map(|i| features[*i].weight).collect();
     let dims = keep.len();
-    // Rows with the pool mean where missing (z = 0), and how many that took.
+    // z-scores, with the pool mean (z = 0) where missing, and how many that took.
     let mut imputed = 0;
-    let rows: Vec<Vec<f64>> = candidates
+    let z: Vec<Vec<f64>> = pool
         .iter()
-        .map(|e| {
+        .map(|r| {
             keep.iter()
-                .zip(&mean)
-                .map(|(c, m)| {
-                    value(e, *c).unwrap_or_else(|| {
+                .enumerate()
+                .map(|(c, i)| match value(r, *i) {
+                    Some(v) => (v - mean[c]) / sd[c],
+                    None => {
                         imputed += 1;
-                        *m
-                    })
+                        0.0
+                    }
                 })
                 .collect()
         })
         .collect();
-    let query_row: Vec<f64> = keep
+    let zq: Vec<f64> = keep
         .iter()
-        .map(|c| match columns[*c].0 {
-            Some(i) => query.features[i].unwrap_or(0.0),
-            None => early[*c - columns.iter().filter(|(i, _)| i.is_some()).count()].1,
-        })
+        .enumerate()
+        .map(|(c, i)| (query[*i].unwrap_or(mean[c]) - mean[c]) / sd[c])
         .collect();
-    let w = DMatrix::from_diagonal(&DVector::from_vec(weights.clone()));
+    // One linear map after which the distance is Euclidean: u = L⁻¹ W z for Mahalanobis
+    // (d² = Δᵀ W (L Lᵀ)⁻¹ W Δ = ‖L⁻¹ W Δ‖², L the Cholesky factor of S + λI), W z otherwise.
+    let w = DMatrix::from_diagonal(&DVector::from_vec(weights));
     let (map, metric) = if dims > settings.euclidean_max_features {
-        let n = rows.len() as f64;
         let mut cov = DMatrix::<f64>::zeros(dims, dims);
-        for r in &rows {
-            let z = DVector::from_iterator(
-                dims,
-                r.iter().zip(&mean).zip(&sd).map(|((v, m), s)| (v - m) / s),
-            );
-            cov += &z * z.transpose();
-        }
-        cov /= (n - 1.0).max(1.0);
-        cov += DMatrix::identity(dims, dims) * settings.ridge;
-        match cov.cholesky() {
-            // d² = Δᵀ W (LLᵀ)⁻¹ W Δ = ‖L⁻¹ W Δ‖², so u = (L⁻¹ W z) = (zᵀ W L⁻ᵀ)ᵀ.
-            Some(ch) => {
-                let l_inv = ch
-                    .l()
-                    .try_inverse()
-                    .unwrap_or_else(|| DMatrix::identity(dims, dims));
-                (&w * l_inv.transpose(), Metric::Mahalanobis)
+        for r in &z {
+            for a in 0..dims {
+                for b in 0..=a {
+                    cov[(a, b)] += r[a] * r[b];
+                }
             }
-            None => (w.clone(), Metric::Euclidean),
+        }
+        for a in 0..dims {
+            for b in 0..a {
+                cov[(b, a)] = cov[(a, b)];
+            }
+        }
+        cov /= (pool.len() as f64 - 1.0).max(1.0);
+        cov += DMatrix::identity(dims, dims) * settings.ridge;
+        match cov.cholesky().and_then(|ch| ch.l().try_inverse()) {
+            Some(l_inv) => (l_inv * &w, Metric::Mahalanobis),
+            None => (w, Metric::Euclidean),
         }
     } else {
-        (w.clone(), Metric::Euclidean)
+        (w, Metric::Euclidean)
     };
-    let space = Space {
-        mean,
-        sd,
-        map,
-        metric,
+    let project = |z: &[f64], out: &mut [f64]| {
+        for (a, o) in out.iter_mut().enumerate() {
+            *o = (0..dims).map(|b| map[(a, b)] * z[b]).sum();
+        }
     };
-    let projected: Vec<DVector<f64>> = rows.iter().map(|r| space.project(r)).collect();
-    let q = space.project(&query_row);
-    let distances: Vec<f64> = projected.iter().map(|u| (u - &q).norm()).collect();
-    let k = k_for(candidates.len(), settings);
-    let nearest = nearest(&distances, k);
+    let mut q = vec![0.0; dims];
+    project(&zq, &mut q);
+    let mut u = vec![0.0; dims];
+    let mut distances = Vec::with_capacity(pool.len());
+    let mut centre = Vec::with_capacity(pool.len());
+    for r in &z {
+        project(r, &mut u);
+        distances.push(
+            u.iter()
+                .zip(&q)
+                .map(|(a, b)| (a - b).powi(2))
+                .sum::<f64>()
+                .sqrt(),
+        );
+        centre.push(u.iter().map(|a| a * a).sum::<f64>().sqrt());
+    }
     // Atypical: distance to the centre (the origin of the standardised space).
-    let mut centre: Vec<f64> = projected.iter().map(|u| u.norm()).collect();
-    centre.sort_by(f64::total_cmp);
-    let cut = centre[((settings.atypical_percentile * centre.len() as f64).ceil() as usize)
+    let rank = ((settings.atypical_percentile * centre.len() as f64).ceil() as usize)
         .clamp(1, centre.len())
-        - 1];
-    let atypical = q.norm() > cut;
-    // Per session: the neighbours' weighted quantiles on the worse-is-higher scale.
+        - 1;
+    let (_, cut, _) = centre.select_nth_unstable_by(rank, f64::total_cmp);
+    let atypical = q.iter().map(|a| a * a).sum::<f64>().sqrt() > *cut;
+    let k = k_for(pool.len(), settings);
+    Ok(Neighbourhood {
+        candidates: pool.len(),
+        nearest: nearest(&distances, k)
+            .into_iter()
+            .map(|i| (i, distances[i]))
+            .collect(),
+        used,
+        left_out,
+        imputed,
+        metric,
+        atypical,
+    })
+}
+
+/// The expected curve from a neighbourhood and its neighbours' scores (`scores[j]` those of
+/// `n.nearest[j]`, as (session, score)) on an instrument of `direction`.
+pub fn bands(
+    n: Neighbourhood,
+    scores: &[&[(u32, f64)]],
+    direction: Direction,
+    settings: &Settings,
+) -> Expectation {
+    let needed = settings.min_at_session.max(1);
     let mut raw = Vec::new();
     for t in 1..=settings.max_session {
-        let points: Vec<(f64, f64)> = nearest
+        let points: Vec<(f64, f64)> = n
+            .nearest
             .iter()
-            .filter_map(|i| {
-                let y = candidates[*i].score_at(t)?;
-                Some((worse_up(direction, y), 1.0 / (1.0 + distances[*i])))
+            .zip(scores)
+            .filter_map(|((_, d), s)| {
+                let y = s.iter().find(|(u, _)| *u == t)?.1;
+                Some((worse_up(direction, y), 1.0 / (1.0 + d)))
             })
             .collect();
         if points.len() < needed {
@@ -457,17 +451,17 @@ pub fn expect(
         ));
     }
     let fit_points: Vec<(u32, f64, f64)> =
-        raw.iter().map(|(t, n, q)| (*t, q[1], *n as f64)).collect();
+        raw.iter().map(|(t, c, q)| (*t, q[1], *c as f64)).collect();
     let fit = log_linear_fit(&fit_points);
     let bands = raw
         .iter()
-        .map(|(t, n, [p25, p50, p75, p90])| {
+        .map(|(t, c, [p25, p50, p75, p90])| {
             let smooth = fit.map_or(*p50, |(a, b)| a + b * f64::from(*t).ln());
             let expected = smooth.clamp(*p25, *p75);
             let back = |v: f64| worse_up(direction, v);
             Band {
                 session: *t,
-                n: *n,
+                n: *c,
                 p25: back(*p25),
                 p50: back(*p50),
                 expected: back(expected),
@@ -476,21 +470,71 @@ pub fn expect(
             }
         })
         .collect();
-    Ok(Expectation {
+    Expectation {
         bands,
         fit: fit.map(|(a, b)| (worse_up(direction, a), worse_up(direction, b))),
-        candidates: candidates.len(),
-        nearest: nearest
-            .iter()
-            .map(|i| (candidate_ids[*i], distances[*i]))
-            .collect(),
-        neighbours: nearest.len(),
-        used,
-        left_out,
-        imputed,
-        metric: space.metric,
-        atypical,
-    })
+        candidates: n.candidates,
+        neighbours: n.nearest.len(),
+        nearest: n.nearest,
+        used: n.used,
+        left_out: n.left_out,
+        imputed: n.imputed,
+        metric: n.metric,
+        atypical: n.atypical,
+    }
+}
+
+/// The expectation for `query` from `pool` on an instrument of `direction`: [`neighbourhood`]
+/// then [`bands`]. With [`Query::early`], the patient's scores at sessions 2–3 are features
+/// too, and only pool episodes scored there are candidates.
+pub fn expect(
+    features: &[Feature],
+    pool: &[PoolEpisode],
+    query: &Query,
+    direction: Direction,
+    settings: &Settings,
+) -> Result<Expectation, Error> {
+    if query.features.len() != features.len() {
+        return Err(Error::Features {
+            given: query.features.len(),
+            expected: features.len(),
+        });
+    }
+    let early: Vec<(u32, f64)> = query
+        .early
+        .iter()
+        .copied()
+        .filter(|(t, _)| (2..=3).contains(t))
+        .collect();
+    let ids: Vec<usize> = (0..pool.len())
+        .filter(|i| early.iter().all(|(t, _)| pool[*i].score_at(*t).is_some()))
+        .collect();
+    let mut all = features.to_vec();
+    all.extend(early.iter().map(|(t, _)| Feature {
+        name: format!("score at session {t}"),
+        weight: 1.0,
+    }));
+    let rows: Vec<Vec<Option<f64>>> = ids
+        .iter()
+        .map(|i| {
+            let e = &pool[*i];
+            let mut r = e.features.clone();
+            r.extend(early.iter().map(|(t, _)| e.score_at(*t)));
+            r
+        })
+        .collect();
+    let mut q = query.features.clone();
+    q.extend(early.iter().map(|(_, y)| Some(*y)));
+    let mut n = neighbourhood(&all, &rows, &q, settings)?;
+    for (i, _) in &mut n.nearest {
+        *i = ids[*i];
+    }
+    let scores: Vec<&[(u32, f64)]> = n
+        .nearest
+        .iter()
+        .map(|(i, _)| pool[*i].scores.as_slice())
+        .collect();
+    Ok(bands(n, &scores, direction, settings))
 }
 
 /// The indexes of the `k` smallest `distances` (ties by index), nearest first.
