@@ -175,6 +175,8 @@ struct Episodes {
     casemix: Vec<[Option<f64>; CASEMIX.len()]>,
     /// Per instrument (registry order), per episode: (first score, number of scores).
     scores: Vec<Vec<Option<(f64, u32)>>>,
+    /// Per instrument, per episode: the scores at sessions 2 and 3.
+    early: Vec<Vec<[Option<f64>; 2]>>,
 }
 
 /// The case-mix features, in order.
@@ -200,6 +202,7 @@ fn load_episodes(
         ended: Vec::new(),
         casemix: Vec::new(),
         scores: vec![Vec::new(); instruments.len()],
+        early: vec![Vec::new(); instruments.len()],
     };
     // Ended: an end recorded, else no session within the gap before the newest one (CASE
     // evaluates the look-ups only when no end is recorded; the newest date once).
@@ -229,8 +232,12 @@ fn load_episodes(
     for s in &mut e.scores {
         s.resize(e.ids.len(), None);
     }
-    let mut stmt =
-        conn.prepare("SELECT episode_id, instrument_id, first_score, n FROM episode_scores")?;
+    for s in &mut e.early {
+        s.resize(e.ids.len(), [None; 2]);
+    }
+    let mut stmt = conn.prepare(
+        "SELECT episode_id, instrument_id, first_score, n, score_s2, score_s3 FROM episode_scores",
+    )?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
         let inst = r.get_ref(1)?.as_str()?;
@@ -241,6 +248,7 @@ fn load_episodes(
             continue;
         };
         e.scores[k][i] = Some((r.get(2)?, r.get(3)?));
+        e.early[k][i] = [r.get(4)?, r.get(5)?];
     }
     Ok(e)
 }
@@ -331,35 +339,6 @@ fn expectation(
     )))
 }
 
-/// Scores at sessions 2 and 3 of every episode: per instrument (registry order), per episode
-/// (index of [`Episodes`]).
-type Early = Vec<Vec<[Option<f64>; 2]>>;
-
-fn early_scores(
-    conn: &Connection,
-    instruments: &[Instrument],
-    episodes: &Episodes,
-) -> Result<Early> {
-    let mut out: Early = vec![vec![[None; 2]; episodes.ids.len()]; instruments.len()];
-    let mut stmt = conn.prepare(
-        "SELECT episode_id, instrument_id, session_seq, score FROM assessment
-         WHERE session_seq IN (2, 3)",
-    )?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let inst = r.get_ref(1)?.as_str()?;
-        let (Some(k), Some(i)) = (
-            instruments.iter().position(|x| x.id == inst),
-            episodes.index.get(&r.get::<_, i64>(0)?).copied(),
-        ) else {
-            continue;
-        };
-        let seq: u32 = r.get(2)?;
-        out[k][i][usize::from(seq == 3)] = Some(r.get(3)?);
-    }
-    Ok(out)
-}
-
 fn expected(b: trajectory::Band) -> Expected {
     Expected {
         session: b.session,
@@ -383,7 +362,6 @@ pub fn patient(
     let registry = store.registry()?;
     let (episode, pseudonym) = episode_of(conn, pseudo, who)?;
     let episodes = load_episodes(conn, registry.instruments(), gap_weeks)?;
-    let mut early_by: Option<Early> = None;
     let mut instruments = Vec::new();
     for inst in registry.instruments() {
         let mut observed: Vec<Observed> = Vec::new();
@@ -443,11 +421,7 @@ pub fn patient(
         let last_early = early.iter().map(|(t, _)| *t).max();
         let dynamic = match last_early {
             Some(_) if expectation.is_ok() => {
-                if early_by.is_none() {
-                    early_by = Some(early_scores(conn, registry.instruments(), &episodes)?);
-                }
-                let none = Vec::new();
-                let by = early_by.as_ref().map_or(&none, |b| &b[k]);
+                let by = &episodes.early[k];
                 let mut names = names.clone();
                 names.extend(early.iter().map(|(t, _)| Feature {
                     name: format!("score at session {t}"),

@@ -615,10 +615,13 @@ fn check_summaries(db: &Path) {
                 FROM assessment),
              truth AS (
                 SELECT episode_id, instrument_id, max(CASE WHEN up = 1 THEN score END) AS first,
-                       max(CASE WHEN down = 1 THEN score END) AS last, max(n) AS n
+                       max(CASE WHEN down = 1 THEN score END) AS last, max(n) AS n,
+                       max(CASE WHEN session_seq = 2 THEN score END) AS s2,
+                       max(CASE WHEN session_seq = 3 THEN score END) AS s3
                 FROM ranked GROUP BY episode_id, instrument_id)
              SELECT (SELECT count(*) FROM truth t LEFT JOIN episode_scores s USING (episode_id, instrument_id)
-                     WHERE s.first_score IS NOT t.first OR s.last_score IS NOT t.last OR s.n IS NOT t.n)
+                     WHERE s.first_score IS NOT t.first OR s.last_score IS NOT t.last OR s.n IS NOT t.n
+                        OR s.score_s2 IS NOT t.s2 OR s.score_s3 IS NOT t.s3)
                   + (SELECT count(*) FROM episode_scores) - (SELECT count(*) FROM truth)
                   + (SELECT count(*) FROM (SELECT episode_id, count(*) AS k FROM session
                         WHERE attended = 1 AND kind = 'treatment' GROUP BY episode_id) x

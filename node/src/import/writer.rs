@@ -58,10 +58,26 @@ struct ScoreRange {
     first: (i64, f64),
     last: (i64, f64),
     n: i64,
+    /// Scores at sessions 2 and 3.
+    early: [Option<f64>; 2],
 }
 
 impl ScoreRange {
+    fn new(seq: i64, score: f64) -> Self {
+        let mut r = Self {
+            first: (seq, score),
+            last: (seq, score),
+            n: 0,
+            early: [None; 2],
+        };
+        r.add(seq, score);
+        r
+    }
+
     fn add(&mut self, seq: i64, score: f64) {
+        if let 2 | 3 = seq {
+            self.early[usize::from(seq == 3)] = Some(score);
+        }
         if seq < self.first.0 {
             self.first = (seq, score);
         }
@@ -610,11 +626,7 @@ impl<'a> Writer<'a> {
         self.episode_scores
             .entry((episode, a.instrument_id.clone()))
             .and_modify(|r| r.add(seq, a.score))
-            .or_insert(ScoreRange {
-                first: (seq, a.score),
-                last: (seq, a.score),
-                n: 1,
-            });
+            .or_insert_with(|| ScoreRange::new(seq, a.score));
         self.items(assessment, a)
     }
 
@@ -649,8 +661,11 @@ impl<'a> Writer<'a> {
             .tx
             .prepare(
                 "INSERT INTO episode_scores (episode_id, instrument_id, first_seq, first_score,
-                    last_seq, last_score, n) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                    last_seq, last_score, n, score_s2, score_s3)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (episode_id, instrument_id) DO UPDATE SET
+                    score_s2 = coalesce(excluded.score_s2, score_s2),
+                    score_s3 = coalesce(excluded.score_s3, score_s3),
                     first_seq = min(first_seq, excluded.first_seq),
                     first_score = CASE WHEN excluded.first_seq < first_seq
                         THEN excluded.first_score ELSE first_score END,
@@ -662,7 +677,8 @@ impl<'a> Writer<'a> {
             .map_err(db)?;
         for ((episode, instrument), r) in &self.episode_scores {
             stmt.execute(params![
-                episode, instrument, r.first.0, r.first.1, r.last.0, r.last.1, r.n
+                episode, instrument, r.first.0, r.first.1, r.last.0, r.last.1, r.n, r.early[0],
+                r.early[1]
             ])
             .map_err(db)?;
         }
@@ -704,16 +720,19 @@ pub(crate) fn summarise_episode(tx: &Transaction<'_>, episode: i64) -> FieldResu
     )?;
     exec(
         tx,
+        // Through the session's (episode, seq) index: assessment has none by episode.
         "INSERT INTO episode_scores (episode_id, instrument_id, first_seq, first_score,
-            last_seq, last_score, n)
-         SELECT episode_id, instrument_id, min(session_seq),
-            (SELECT f.score FROM assessment f WHERE f.episode_id = a.episode_id
-                AND f.instrument_id = a.instrument_id ORDER BY f.session_seq LIMIT 1),
-            max(session_seq),
-            (SELECT l.score FROM assessment l WHERE l.episode_id = a.episode_id
-                AND l.instrument_id = a.instrument_id ORDER BY l.session_seq DESC LIMIT 1),
-            count(*)
-         FROM assessment a WHERE episode_id = ?1 GROUP BY episode_id, instrument_id",
+            last_seq, last_score, n, score_s2, score_s3)
+         WITH mine AS (SELECT a.instrument_id, s.seq, a.score FROM session s
+             JOIN assessment a ON a.session_id = s.session_id WHERE s.episode_id = ?1)
+         SELECT ?1, instrument_id, min(seq),
+            (SELECT f.score FROM mine f WHERE f.instrument_id = m.instrument_id
+                ORDER BY f.seq LIMIT 1),
+            max(seq),
+            (SELECT l.score FROM mine l WHERE l.instrument_id = m.instrument_id
+                ORDER BY l.seq DESC LIMIT 1),
+            count(*), max(CASE WHEN seq = 2 THEN score END), max(CASE WHEN seq = 3 THEN score END)
+         FROM mine m GROUP BY instrument_id",
         [episode],
     )?;
     exec(

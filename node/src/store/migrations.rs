@@ -203,6 +203,48 @@ mod tests {
         assert_eq!(count("release"), 2);
     }
 
+    /// Issue 15: a version 9 store's episode summaries get the scores at sessions 2 and 3
+    /// from its assessments.
+    #[test]
+    fn a_version_9_store_fills_the_scores_at_sessions_2_and_3() {
+        let mut conn = with_ledger();
+        run(&mut conn, LEDGER_SPLIT - 1).unwrap();
+        copy_into_ledger(&mut conn).unwrap();
+        run(&mut conn, 9).unwrap();
+        // The registry's rows are the store's business, not the migrations'.
+        conn.execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             INSERT INTO therapist (therapist_id, pseudonym) VALUES (1, 't');
+             INSERT INTO patient (patient_id, pseudonym) VALUES (1, 'p');
+             INSERT INTO episode (episode_id, pseudonym, patient_id, therapist_id)
+                 VALUES (1, 'e', 1, 1);
+             INSERT INTO session (session_id, episode_id, seq, date, attended, kind) VALUES
+                 (1, 1, 1, '2024-01-01', 1, 'treatment'), (2, 1, 2, '2024-01-08', 1, 'treatment'),
+                 (3, 1, 3, '2024-01-15', 1, 'treatment');
+             INSERT INTO assessment (episode_id, session_id, session_seq, instrument_id, score)
+                 VALUES (1, 1, 1, 'PHQ-9', 20), (1, 2, 2, 'PHQ-9', 17), (1, 3, 3, 'PHQ-9', 12),
+                        (1, 1, 1, 'GAD-7', 15), (1, 3, 3, 'GAD-7', 9);
+             INSERT INTO episode_scores VALUES (1, 'PHQ-9', 1, 20, 3, 12, 3),
+                                               (1, 'GAD-7', 1, 15, 3, 9, 2);",
+        )
+        .unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), migrations().len());
+        let early: Vec<(String, Option<f64>, Option<f64>)> = conn
+            .prepare("SELECT instrument_id, score_s2, score_s3 FROM episode_scores ORDER BY 1")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            early,
+            [
+                ("GAD-7".to_string(), None, Some(9.0)),
+                ("PHQ-9".to_string(), Some(17.0), Some(12.0))
+            ]
+        );
+    }
+
     #[test]
     fn migrate_twice() {
         let mut conn = with_ledger();

@@ -1,4 +1,17 @@
--- Schema v10 (issue 14): corrections, erasure, and the therapist nobody recorded.
+-- Schema v10 (issues 14, 15): corrections, erasure, the therapist nobody recorded, and the
+-- scores at sessions 2 and 3 in the import-maintained episode summary.
+--
+-- `episode_scores.score_s2` / `score_s3`: an episode's score at sessions 2 and 3 on the
+-- instrument, which clinical support's dynamic variant matches on for every past episode
+-- (reading them here instead of scanning every assessment). Filled for existing rows.
+ALTER TABLE episode_scores ADD COLUMN score_s2 REAL;
+ALTER TABLE episode_scores ADD COLUMN score_s3 REAL;
+UPDATE episode_scores SET score_s2 = x.score
+FROM (SELECT episode_id, instrument_id, score FROM assessment WHERE session_seq = 2) AS x
+WHERE x.episode_id = episode_scores.episode_id AND x.instrument_id = episode_scores.instrument_id;
+UPDATE episode_scores SET score_s3 = x.score
+FROM (SELECT episode_id, instrument_id, score FROM assessment WHERE session_seq = 3) AS x
+WHERE x.episode_id = episode_scores.episode_id AND x.instrument_id = episode_scores.instrument_id;
 --
 -- The therapist of episodes whose export names none (FHIR scores without a performer, author
 -- or Encounter participant; a CSV therapist_id of "unknown"): its episodes count for the
