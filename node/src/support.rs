@@ -321,14 +321,11 @@ fn expectation(
     query: &[Option<f64>],
     settings: &Settings,
 ) -> Result<Result<Expectation, trajectory::Error>> {
-    let mut n = match trajectory::neighbourhood(names, rows, query, settings) {
+    let n = match trajectory::neighbourhood(names, rows, query, settings) {
         Ok(n) => n,
         Err(e) => return Ok(Err(e)),
     };
-    for (i, _) in &mut n.nearest {
-        *i = usize::try_from(pool[*i]).unwrap_or_default();
-    }
-    let ids: Vec<i64> = n.nearest.iter().map(|(i, _)| *i as i64).collect();
+    let ids: Vec<i64> = n.nearest.iter().map(|(i, _)| pool[*i]).collect();
     let scores = scores_of(conn, &instrument.id, &ids)?;
     let slices: Vec<&[(u32, f64)]> = scores.iter().map(Vec::as_slice).collect();
     Ok(Ok(trajectory::bands(
@@ -363,7 +360,7 @@ pub fn patient(
     let (episode, pseudonym) = episode_of(conn, pseudo, who)?;
     let episodes = load_episodes(conn, registry.instruments(), gap_weeks)?;
     let mut instruments = Vec::new();
-    for inst in registry.instruments() {
+    for (k, inst) in registry.instruments().iter().enumerate() {
         let mut observed: Vec<Observed> = Vec::new();
         let mut stmt = conn.prepare(
             "SELECT a.assessment_id, s.seq, s.date, a.score FROM assessment a
@@ -396,11 +393,6 @@ pub fn patient(
                 safety: trajectory::safety(inst, &answers),
             });
         }
-        let k = registry
-            .instruments()
-            .iter()
-            .position(|i| i.id == inst.id)
-            .unwrap_or_default();
         let names = episodes.names(registry.instruments(), k);
         let me = episodes.index.get(&episode).copied();
         let members: Vec<usize> = (0..episodes.ids.len())
@@ -422,24 +414,25 @@ pub fn patient(
         let dynamic = match last_early {
             Some(_) if expectation.is_ok() => {
                 let by = &episodes.early[k];
-                let mut names = names.clone();
-                names.extend(early.iter().map(|(t, _)| Feature {
-                    name: format!("score at session {t}"),
-                    weight: 1.0,
-                }));
-                let (mut dyn_pool, mut dyn_rows) = (Vec::new(), Vec::new());
-                for ((id, row), member) in pool.iter().zip(&rows).zip(&members) {
-                    let at = |t: u32| by.get(*member).and_then(|s| s[usize::from(t == 3)]);
-                    if early.iter().all(|(t, _)| at(*t).is_some()) {
-                        let mut row = row.clone();
-                        row.extend(early.iter().map(|(t, _)| at(*t)));
-                        dyn_pool.push(*id);
-                        dyn_rows.push(row);
-                    }
-                }
-                let mut query = features.clone();
-                query.extend(early.iter().map(|(_, y)| Some(*y)));
-                self::expectation(conn, inst, &names, &dyn_pool, &dyn_rows, &query, settings)?.ok()
+                let d = trajectory::with_early(
+                    &names,
+                    rows.len(),
+                    |i| &rows[i],
+                    |i, t| by[members[i]][usize::from(t == 3)],
+                    &features,
+                    &early,
+                );
+                let dyn_pool: Vec<i64> = d.ids.iter().map(|i| pool[*i]).collect();
+                self::expectation(
+                    conn,
+                    inst,
+                    &d.features,
+                    &dyn_pool,
+                    &d.rows,
+                    &d.query,
+                    settings,
+                )?
+                .ok()
             }
             _ => None,
         };

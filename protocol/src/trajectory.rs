@@ -484,6 +484,62 @@ pub fn bands(
     }
 }
 
+/// The dynamic variant's inputs ([`with_early`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WithEarly {
+    /// The features, then one "score at session t" per early session the patient has.
+    pub features: Vec<Feature>,
+    /// The pool indexes of the candidates: those scored at every such session.
+    pub ids: Vec<usize>,
+    /// Their rows, extended with those scores.
+    pub rows: Vec<Vec<Option<f64>>>,
+    /// The patient's row, extended likewise.
+    pub query: Vec<Option<f64>>,
+}
+
+/// The patient's scores at sessions 2–3 (`early`; other sessions are ignored) as features
+/// too, for the `n` pool episodes whose rows `row` gives and whose score at a session
+/// `score_at` gives; only episodes scored at those sessions are candidates (a within-treatment
+/// score is not imputed).
+pub fn with_early<'a>(
+    features: &[Feature],
+    n: usize,
+    row: impl Fn(usize) -> &'a [Option<f64>],
+    score_at: impl Fn(usize, u32) -> Option<f64>,
+    query: &[Option<f64>],
+    early: &[(u32, f64)],
+) -> WithEarly {
+    let early: Vec<(u32, f64)> = early
+        .iter()
+        .copied()
+        .filter(|(t, _)| (2..=3).contains(t))
+        .collect();
+    let ids: Vec<usize> = (0..n)
+        .filter(|i| early.iter().all(|(t, _)| score_at(*i, *t).is_some()))
+        .collect();
+    let mut all = features.to_vec();
+    all.extend(early.iter().map(|(t, _)| Feature {
+        name: format!("score at session {t}"),
+        weight: 1.0,
+    }));
+    let rows = ids
+        .iter()
+        .map(|i| {
+            let mut r = row(*i).to_vec();
+            r.extend(early.iter().map(|(t, _)| score_at(*i, *t)));
+            r
+        })
+        .collect();
+    let mut q = query.to_vec();
+    q.extend(early.iter().map(|(_, y)| Some(*y)));
+    WithEarly {
+        features: all,
+        ids,
+        rows,
+        query: q,
+    }
+}
+
 /// The expectation for `query` from `pool` on an instrument of `direction`: [`neighbourhood`]
 /// then [`bands`]. With [`Query::early`], the patient's scores at sessions 2–3 are features
 /// too, and only pool episodes scored there are candidates.
@@ -500,34 +556,17 @@ pub fn expect(
             expected: features.len(),
         });
     }
-    let early: Vec<(u32, f64)> = query
-        .early
-        .iter()
-        .copied()
-        .filter(|(t, _)| (2..=3).contains(t))
-        .collect();
-    let ids: Vec<usize> = (0..pool.len())
-        .filter(|i| early.iter().all(|(t, _)| pool[*i].score_at(*t).is_some()))
-        .collect();
-    let mut all = features.to_vec();
-    all.extend(early.iter().map(|(t, _)| Feature {
-        name: format!("score at session {t}"),
-        weight: 1.0,
-    }));
-    let rows: Vec<Vec<Option<f64>>> = ids
-        .iter()
-        .map(|i| {
-            let e = &pool[*i];
-            let mut r = e.features.clone();
-            r.extend(early.iter().map(|(t, _)| e.score_at(*t)));
-            r
-        })
-        .collect();
-    let mut q = query.features.clone();
-    q.extend(early.iter().map(|(_, y)| Some(*y)));
-    let mut n = neighbourhood(&all, &rows, &q, settings)?;
+    let d = with_early(
+        features,
+        pool.len(),
+        |i| &pool[i].features,
+        |i, t| pool[i].score_at(t),
+        &query.features,
+        &query.early,
+    );
+    let mut n = neighbourhood(&d.features, &d.rows, &d.query, settings)?;
     for (i, _) in &mut n.nearest {
-        *i = ids[*i];
+        *i = d.ids[*i];
     }
     let scores: Vec<&[(u32, f64)]> = n
         .nearest
