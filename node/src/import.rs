@@ -187,6 +187,18 @@ pub fn read_mapping(file: &str, text: &str, registry: &Registry) -> Result<Mappi
     Mapping::parse(file, text, registry, &csv::all_columns())
 }
 
+/// A field separator as a clinic writes it (`--delimiter`, a mapping's `[csv] delimiter`): one
+/// ASCII character, or `\t` / `tab` for a tab.
+pub fn delimiter(s: &str) -> Result<u8, String> {
+    match s {
+        "\\t" | "tab" => Ok(b'\t'),
+        _ if s.len() == 1 && s.is_ascii() => Ok(s.as_bytes()[0]),
+        _ => Err(format!(
+            "{s:?} is not one character (e.g. ';', ',' or '\\t')"
+        )),
+    }
+}
+
 /// Options for one `import` run.
 #[derive(Debug, Clone)]
 pub struct Options {

@@ -60,7 +60,7 @@ pub(super) struct ImportArgs {
     #[arg(long, value_enum, value_name = "ENCODING")]
     encoding: Option<import::TextEncoding>,
     /// CSV: the field separator, instead of detecting ',' ';' or tab from the header
-    #[arg(long, value_name = "CHAR", value_parser = one_byte)]
+    #[arg(long, value_name = "CHAR", value_parser = import::delimiter)]
     delimiter: Option<u8>,
     /// CSV: dates written day first or month first instead of YYYY-MM-DD (never guessed)
     #[arg(long, value_enum, value_name = "LAYOUT")]
@@ -75,17 +75,6 @@ pub(super) struct ImportArgs {
     /// instead of the file being refused
     #[arg(long)]
     corrections: bool,
-}
-
-/// A `--delimiter`: one ASCII character (`\t` for a tab).
-fn one_byte(s: &str) -> Result<u8, String> {
-    match s {
-        "\\t" | "tab" => Ok(b'\t'),
-        _ if s.len() == 1 && s.is_ascii() => Ok(s.as_bytes()[0]),
-        _ => Err(format!(
-            "{s:?} is not one character (e.g. ';', ',' or '\\t')"
-        )),
-    }
 }
 
 #[derive(Debug, Args)]

@@ -174,13 +174,9 @@ impl Mapping {
             mapping.values.insert(column, table.collect());
         }
         if let Some(d) = &raw.csv.delimiter {
-            match d.as_str() {
-                "\\t" | "\t" | "tab" => mapping.delimiter = Some(b'\t'),
-                _ if d.len() == 1 && d.is_ascii() => mapping.delimiter = Some(d.as_bytes()[0]),
-                _ => problem(
-                    "[csv] delimiter".into(),
-                    format!("{d:?} is not one character (e.g. \";\", \",\" or \"\\t\")"),
-                ),
+            match super::delimiter(d) {
+                Ok(d) => mapping.delimiter = Some(d),
+                Err(why) => problem("[csv] delimiter".into(), why),
             }
         }
         if let Some(e) = &raw.csv.encoding {
