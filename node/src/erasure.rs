@@ -34,12 +34,14 @@ pub struct Erased {
     pub corrections: u64,
 }
 
-/// The rows of one patient's episodes, each table once, children before parents.
+/// The rows of one patient's episodes, each table once, children before parents; assessments
+/// through the session's (episode, seq) index (assessment has none by episode).
 const DELETES: &[&str] = &[
     "DELETE FROM correction WHERE episode_id IN (SELECT episode_id FROM mine)",
-    "DELETE FROM item_response WHERE assessment_id IN
-        (SELECT assessment_id FROM assessment WHERE episode_id IN (SELECT episode_id FROM mine))",
-    "DELETE FROM assessment WHERE episode_id IN (SELECT episode_id FROM mine)",
+    "DELETE FROM item_response WHERE assessment_id IN (SELECT assessment_id FROM assessment
+        WHERE session_id IN (SELECT session_id FROM session WHERE episode_id IN mine))",
+    "DELETE FROM assessment WHERE session_id IN
+        (SELECT session_id FROM session WHERE episode_id IN mine)",
     "DELETE FROM session WHERE episode_id IN (SELECT episode_id FROM mine)",
     "DELETE FROM episode_therapist WHERE episode_id IN (SELECT episode_id FROM mine)",
     "DELETE FROM episode_scores WHERE episode_id IN (SELECT episode_id FROM mine)",
@@ -95,7 +97,10 @@ pub fn erase_patient(
         status: if confirm { "erased" } else { "would_erase" },
         episodes: count("SELECT count(*) FROM mine")?,
         sessions: count("SELECT count(*) FROM session WHERE episode_id IN mine")?,
-        assessments: count("SELECT count(*) FROM assessment WHERE episode_id IN mine")?,
+        assessments: count(
+            "SELECT count(*) FROM assessment
+             WHERE session_id IN (SELECT session_id FROM session WHERE episode_id IN mine)",
+        )?,
         corrections: count("SELECT count(*) FROM correction WHERE episode_id IN mine")?,
     };
     if !confirm {

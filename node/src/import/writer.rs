@@ -122,6 +122,8 @@ pub(crate) struct Writer<'a> {
     written: HashSet<(i64, String)>,
     /// Raw patient ids found erased.
     erased: HashSet<String>,
+    /// Whether the store has erased anyone (else no patient is looked up in `erasure`).
+    any_erased: bool,
     insert_session: Statement<'a>,
     insert_assessment: Statement<'a>,
     insert_item: Statement<'a>,
@@ -148,6 +150,7 @@ impl<'a> Writer<'a> {
             corrected_episodes: HashSet::new(),
             written: HashSet::new(),
             erased: HashSet::new(),
+            any_erased: tx.query_row("SELECT EXISTS (SELECT 1 FROM erasure)", [], |r| r.get(0))?,
             insert_session: tx.prepare(
                 "INSERT INTO session (episode_id, seq, date, attended, kind) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?,
@@ -221,13 +224,14 @@ impl<'a> Writer<'a> {
             return Err(FieldError::erased());
         }
         let pseudonym = self.pseudo.pseudonym(IdKind::Patient, raw);
-        let erased: bool = row(
-            self.tx,
-            "SELECT EXISTS (SELECT 1 FROM erasure WHERE patient_pseudonym = ?1)",
-            [&pseudonym],
-            |r| r.get(0),
-        )?
-        .unwrap_or(false);
+        let erased: bool = self.any_erased
+            && row(
+                self.tx,
+                "SELECT EXISTS (SELECT 1 FROM erasure WHERE patient_pseudonym = ?1)",
+                [&pseudonym],
+                |r| r.get(0),
+            )?
+            .unwrap_or(false);
         if erased {
             self.erased.insert(raw.to_string());
             return Err(FieldError::erased());

@@ -13,7 +13,7 @@
 //! rather than renumbering stored sessions. Encounters that no score names and that belong to
 //! no episode (a well-child visit, an immunisation) are not sessions; they are counted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::NaiveDate;
 
@@ -347,20 +347,17 @@ pub(crate) fn write<'b>(
             );
         }
     }
-    let days = derive_episodes(writer, &administrations, gap_weeks, tally)?;
+    let (days, erased) = derive_episodes(writer, &administrations, gap_weeks, tally)?;
     let mut written = 0;
     for ((place, instrument), a) in &administrations {
         let fail = |e| (a.source, e);
         let session = match place {
             Place::Encounter(e) => visits.get(e.as_str()).and_then(|v| v.session.clone()),
-            Place::Day { patient, date } => {
-                let Some(session) = days.get(&(patient.clone(), date.clone())) else {
-                    // derive_episodes gives every day a session but an erased patient's.
-                    failed.push(fail(FieldError::erased()));
-                    continue;
-                };
-                Some(session.clone())
+            Place::Day { patient, .. } if erased.contains(patient) => {
+                failed.push(fail(FieldError::erased()));
+                continue;
             }
+            Place::Day { patient, date } => days.get(&(patient.clone(), date.clone())).cloned(),
         }
         .ok_or_else(|| {
             fail(FieldError::new(
@@ -391,13 +388,17 @@ struct Derived {
     stored: bool,
 }
 
-/// The session of every scored day (patient, date): its derived episode and number.
+/// The session of each scored day, by (patient, date).
+type Days = HashMap<(String, String), SessionRecord>;
+
+/// The session of every scored day (patient, date): its derived episode and number; and the
+/// patients erased on request, whose days get none.
 fn derive_episodes<'b>(
     writer: &mut Writer<'_>,
     administrations: &BTreeMap<(Place, String), Administration<'b>>,
     gap_weeks: u32,
     tally: &mut Tally,
-) -> Result<HashMap<(String, String), SessionRecord>, Failed<'b>> {
+) -> Result<(Days, HashSet<String>), Failed<'b>> {
     // Per patient, per day: a therapist and a resource to blame.
     let mut patients: BTreeMap<&str, BTreeMap<&str, (Option<&str>, &'b Res)>> = BTreeMap::new();
     for ((place, _), a) in administrations {
@@ -419,6 +420,7 @@ fn derive_episodes<'b>(
         }
     };
     let mut out = HashMap::new();
+    let mut erased = HashSet::new();
     for (patient, days) in patients {
         let Some((_, first_source)) = days.values().next().copied() else {
             continue;
@@ -426,7 +428,10 @@ fn derive_episodes<'b>(
         let stored = match writer.derived_episodes(patient) {
             Ok(stored) => stored,
             // Erased on request: no session is derived, and its scores are skipped.
-            Err(e) if e.is_erased() => continue,
+            Err(e) if e.is_erased() => {
+                erased.insert(patient.to_string());
+                continue;
+            }
             Err(e) => return Err((first_source, e)),
         };
         // Its episodes: stored ones this file may continue, then new ones.
@@ -522,5 +527,5 @@ fn derive_episodes<'b>(
             );
         }
     }
-    Ok(out)
+    Ok((out, erased))
 }
