@@ -1,17 +1,25 @@
 //! The generative model of DOMAIN.md §11, as a pure function of [`Params`] (seeded).
 //!
 //! Per domain d (PHQ-9 depression, GAD-7 anxiety; lower = better), patient i of therapist j,
-//! session t: y_it = y_i1 + (b_d + b_i + s_i + g_j + h_jd)·ln t + e_it.
+//! session t: y_it = y_i1 + m_c·b_d·shape_c(t) + (b_i + s_i + g_j + h_jd)·ln t + e_it, c the
+//! patient's trajectory class.
 //! - b_PHQ = −7.6/ln 8, b_GAD = −7.2/ln 8: tuned, as §11 allows, so that finished courses
 //!   (NHS TT definition, dropouts with ≥ 2 treatment sessions included) reach the NHS TT rates
-//!   (measured with the engine: reliable improvement 0.674, recovery 0.487, reliable recovery
-//!   0.480, deterioration 0.076); the published −6 / −5.6 give recovery near 0.40.
-//! - b_i: a responder (60 %) / non-responder (flat) mixture with mean b_d, within-class SD 1.2
-//!   (total SD ≈ 3.3 for PHQ-9, wider than §11's 2.0: the class split carries the skew the
-//!   rates need), correlated 0.8 across domains; session noise SD 1.5 (not 2.5), correlated
-//!   0.8; severity s_i = −0.23·(y_i1 − intake mean) (DOMAIN's −0.1 gave post ≈ 0.8·pre,
-//!   against the r ≈ .45 it also states); a centred prognostic index from case mix
-//!   (unemployment, comorbidity, long-term condition, disability, prior treatment, WSAS).
+//!   (measured with the engine at generator version 2, seed 7, 6 clinics: reliable improvement
+//!   0.668, recovery 0.510, reliable recovery 0.506, deterioration 0.086); the published
+//!   −6 / −5.6 give recovery near 0.40.
+//! - A trajectory [`Class`] per patient (DOMAIN.md §4.1, Saunders 2019): early responders
+//!   (44 % at average prognosis; most change by session 3), late responders (22 %; little
+//!   change until session 6), non-responders (32 %) and deteriorators (2 %, about +3 points by
+//!   session 8). The class is drawn from a multinomial logit on the prognostic index,
+//!   chronicity and intake severity ([`Trajectories::Unrelated`] draws it from the shares
+//!   alone), and its shape ([`Class::shape`]) carries the responders' change.
+//! - b_i: within-class deviations per ln-session, SD 1.2, correlated 0.8 across domains;
+//!   session noise SD 1.5 (not 2.5), correlated 0.8; severity s_i = −0.23·(y_i1 − intake mean)
+//!   (DOMAIN's −0.1 gave post ≈ 0.8·pre, against the r ≈ .45 it also states); a centred
+//!   prognostic index from case mix (unemployment, comorbidity, long-term condition,
+//!   disability, prior treatment, WSAS). Neither severity nor prognosis moves the slope under
+//!   [`Trajectories::Unrelated`].
 //! - Therapist effect g_j + h_jd with total SD τ_slope = τ_end/(ln 8 · 0.77), τ_end =
 //!   5.7·√(ICC/(1−ICC)) (≈1.31 PHQ-9 points at ICC .05); 0.77 is the share of an effect that
 //!   reaches the observed last score ([`EFFECT_REACH`]); half general (g_j), half domain-specific (h_jd,
@@ -19,6 +27,8 @@
 //!   (+2τ), the rest drawn. ICC = 0 plants nothing.
 //! - Planned sessions T = 2 + Poisson(6); Weibull-shaped dropout (shape 2) with a per-session
 //!   hazard ×1.5 when the latest PHQ-9 is above the population expectation (MNAR).
+//! - Episodes with sessions after the export day (day 900 of the start window) are still in
+//!   treatment: cut there, no end recorded (about 6 %).
 //! - 3 % of items missing at random (one missing: the total is left to be prorated; two or
 //!   more: the administration is dropped), 5 % of later sessions without a measure.
 
@@ -29,7 +39,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Gamma, Normal, Poisson};
 
 /// Version of the generator; recorded in truth.json. Bump when output for a seed changes.
-pub const GENERATOR_VERSION: u32 = 1;
+pub const GENERATOR_VERSION: u32 = 2;
 
 /// The two simulated domains: (domain id, instrument id, intake mean, intake SD, max score,
 /// mean slope per ln-session, number of items).
@@ -77,6 +87,36 @@ pub struct Params {
     /// Also write each clinic's data as FHIR R4 NDJSON
     #[arg(long)]
     pub fhir: bool,
+    /// How trajectory classes relate to what is known at intake
+    #[arg(long, value_enum, default_value_t = Trajectories::Predicted)]
+    pub trajectories: Trajectories,
+}
+
+/// How a patient's trajectory relates to what is known at intake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trajectories {
+    /// The class and the slope are partly predicted by intake severity and case mix.
+    #[default]
+    Predicted,
+    /// No relation: the class is drawn with the same shares whatever the intake, and neither
+    /// severity nor case mix moves the slope (a control for clinical-support validation).
+    Unrelated,
+}
+
+/// A patient's trajectory class (DOMAIN.md §4.1; Saunders 2019: early and late responders,
+/// non-responders, a few deteriorators).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    /// Most of the change by session 3.
+    EarlyResponder,
+    /// Little change until about session 6, then as much as an early responder.
+    LateResponder,
+    /// No change beyond noise.
+    NonResponder,
+    /// Gets worse.
+    Deteriorator,
 }
 
 impl Default for Params {
@@ -90,6 +130,7 @@ impl Default for Params {
             icc: 0.05,
             assignment: Assignment::Random,
             fhir: false,
+            trajectories: Trajectories::Predicted,
         }
     }
 }
@@ -144,10 +185,26 @@ const RESIDUAL_POST_SD: f64 = 5.7;
 pub const EFFECT_REACH: f64 = 0.77;
 /// Within-class SD of patient slopes [D, calibrated].
 const WITHIN_CLASS_SLOPE_SD: f64 = 1.2;
-/// Share of patients in the responder class [D, calibrated].
-const RESPONDER_SHARE: f64 = 0.6;
-/// Non-responders' mean slope as a fraction of the domain mean [D, calibrated].
-const NON_RESPONDER_SCALE: f64 = 0.0;
+/// Shares of the trajectory classes (early, late, non-responder, deteriorator) for a patient of
+/// average prognosis [D, calibrated: the responders' 60 % of the former two-class model, split
+/// 3 : 2].
+const CLASS_SHARES: [f64; 4] = [0.44, 0.22, 0.32, 0.02];
+/// How strongly the prognostic index (standardised) moves the log-odds of each class against
+/// an early response [D]: a worse prognosis makes non-response and deterioration likelier.
+const CLASS_PROGNOSIS: [f64; 4] = [0.0, 0.3, 0.8, 0.8];
+/// How strongly the (standardised log) duration of the problem moves the log-odds of a late
+/// response [D]: chronic problems respond later.
+const CLASS_CHRONICITY: [f64; 4] = [0.0, 0.8, 0.3, 0.0];
+/// How strongly intake severity (PHQ-9, standardised) moves the log-odds of each class against
+/// an early response [D]: more severe patients change more (as the severity slope says), so
+/// they are likelier to respond early.
+const CLASS_SEVERITY: [f64; 4] = [0.0, -0.2, -0.4, -0.4];
+/// SD of the prognostic index (slope units), to standardise it [D, from its weights].
+const PROGNOSIS_SD: f64 = 0.85;
+/// Mean slope of a class as a multiple of the domain's mean slope [D, calibrated]: responders
+/// carry the mean change (1/0.6 of it, as the former two-class model), deteriorators get worse
+/// by about 3 PHQ-9 points by session 8.
+const CLASS_SCALE: [f64; 4] = [1.6, 1.6, 0.0, -0.4];
 const NOISE_SD: f64 = 1.5;
 /// Correlation of patient slopes across domains [D]: depression and anxiety change together.
 const SLOPE_CORRELATION: f64 = 0.8;
@@ -163,6 +220,9 @@ const PROGNOSIS_WEIGHTS: [f64; 6] = [1.0, 0.5, 0.5, 0.8, 0.4, 0.06];
 /// Expected value of the prognostic index: 1.0·0.2 + 0.5·0.8 + 0.5·0.25 + 0.8·0.1 + 0.4·0.35
 /// (WSAS is centred at its mean), subtracted so that mean change is unchanged.
 const PROGNOSIS_MEAN: f64 = 0.945;
+/// The day after the first possible start on which the data are exported: episodes with
+/// sessions after it are still in treatment (about 6 %), cut there with no end recorded.
+const EXPORT_DAY: u64 = 900;
 const ITEM_MISSING: f64 = 0.03;
 const SESSION_UNMEASURED: f64 = 0.05;
 const MNAR_FACTOR: f64 = 1.5;
@@ -262,6 +322,10 @@ pub struct Patient {
     /// without the therapist effect. Clipping at the floor attenuates planted effects; tests
     /// use this to state the truth on the scale the engine sees.
     pub realized_effect: [f64; 2],
+    /// The trajectory class.
+    pub class: Class,
+    /// Still in treatment on the export day (no end recorded).
+    pub ongoing: bool,
 }
 
 impl Patient {
@@ -378,7 +442,7 @@ fn clinic(params: &Params, c: u32, rng: &mut ChaCha8Rng) -> Clinic {
         .into_iter()
         .zip(&slots)
         .enumerate()
-        .map(|(i, (profile, j))| patient(c, i + 1, *j, profile, &therapists[*j], rng))
+        .map(|(i, (profile, j))| patient(params, c, i + 1, *j, profile, &therapists[*j], rng))
         .collect();
     Clinic {
         id: format!("clinic-{c:02}"),
@@ -497,6 +561,7 @@ fn therapist(params: &Params, c: u32, t: usize, rng: &mut ChaCha8Rng) -> Therapi
 }
 
 fn patient(
+    params: &Params,
     c: u32,
     i: usize,
     j: usize,
@@ -534,40 +599,45 @@ fn patient(
         ),
         ("deprivation_decile", rng.gen_range(1..=10).to_string()),
     ];
-    // Trajectory slopes per domain.
-    // Patient slopes: a latent responder class (DOMAIN.md §4.1: distinct trajectory classes)
-    // scales the domain's mean slope, so the population mean change stays at b_d while the
-    // outcome distribution has the responder / non-responder shape behind the NHS TT rates;
-    // within-class deviations are normal, correlated across domains.
-    let responder = rng.r#gen::<f64>() < RESPONDER_SHARE;
-    let class_scale = if responder {
-        (1.0 - (1.0 - RESPONDER_SHARE) * NON_RESPONDER_SCALE) / RESPONDER_SHARE
-    } else {
-        NON_RESPONDER_SCALE
-    };
+    // Trajectories per domain: a latent class (DOMAIN.md §4.1: distinct trajectory classes)
+    // gives the shape and scales the domain's mean change, so the population mean change stays
+    // near b_d·ln 8 while outcomes have the responder / non-responder shape behind the NHS TT
+    // rates; the class is partly predicted by prognosis and chronicity. On top of it, a slope
+    // per ln-session: within-class deviations (normal, correlated across domains), severity,
+    // prognosis and the therapist's effect.
+    let predicted = params.trajectories == Trajectories::Predicted;
+    let class = draw_class(rng, predicted.then_some(&profile));
     let zi = correlated(rng, SLOPE_CORRELATION);
     let slopes: [f64; 2] = [0, 1].map(|d| {
-        let (_, _, mean, _, _, change8, _) = DOMAINS[d];
-        class_scale * change8 / 8f64.ln()
-            + WITHIN_CLASS_SLOPE_SD * zi[d]
-            + SEVERITY_SLOPE * (intake[d] - mean)
-            + profile.prognosis
-            + th.effect[d]
+        let (_, _, mean, _, _, _, _) = DOMAINS[d];
+        let known = if predicted {
+            SEVERITY_SLOPE * (intake[d] - mean) + profile.prognosis
+        } else {
+            0.0
+        };
+        WITHIN_CLASS_SLOPE_SD * zi[d] + known + th.effect[d]
     });
+    let class_change =
+        |d: usize, t: u32| CLASS_SCALE[class as usize] * DOMAINS[d].5 / 8f64.ln() * class.shape(t);
     // Unwrap safety: constant rate.
     let planned = 2 + Poisson::new(6.0).unwrap().sample(rng) as u32;
     let mut sessions = Vec::new();
     let mut dropout = false;
     let mut realized_effect = [0.0; 2];
+    let mut ongoing = false;
     for t in 1..=planned {
         let date = start + Days::new(u64::from(7 * (t - 1)) + rng.gen_range(0..3));
+        if t >= 2 && date > day0 + Days::new(EXPORT_DAY) {
+            ongoing = true;
+            break;
+        }
         let lt = f64::from(t).ln();
         let noise = correlated(rng, NOISE_CORRELATION);
         let score = |d: usize, slope: f64| {
             if t == 1 {
                 intake[d]
             } else {
-                (intake[d] + slope * lt + NOISE_SD * noise[d])
+                (intake[d] + class_change(d, t) + slope * lt + NOISE_SD * noise[d])
                     .round()
                     .clamp(0.0, DOMAINS[d].4)
             }
@@ -612,10 +682,22 @@ fn patient(
     let episode = vec![
         ("referral_date", referral.to_string()),
         ("start_date", start.to_string()),
-        ("end_date", last.to_string()),
+        (
+            "end_date",
+            if ongoing {
+                String::new()
+            } else {
+                last.to_string()
+            },
+        ),
         (
             "end_reason",
-            if dropout { "dropout" } else { "completed" }.to_string(),
+            match (ongoing, dropout) {
+                (true, _) => "",
+                (false, true) => "dropout",
+                (false, false) => "completed",
+            }
+            .to_string(),
         ),
         ("sessions_planned", planned.to_string()),
         ("sessions_attended", sessions.len().to_string()),
@@ -643,6 +725,68 @@ fn patient(
         planned,
         sessions,
         realized_effect,
+        class,
+        ongoing,
+    }
+}
+
+/// Draws a trajectory class: with the profile, from shares moved by its prognosis and
+/// chronicity and intake severity (a multinomial logit around [`CLASS_SHARES`]); without, from the shares alone.
+fn draw_class(rng: &mut ChaCha8Rng, profile: Option<&Profile>) -> Class {
+    let (z, chronic, severity) = profile.map_or((0.0, 0.0, 0.0), |p| {
+        let (_, _, mean, sd, _, _, _) = DOMAINS[0];
+        (
+            p.prognosis / PROGNOSIS_SD,
+            p.chronicity,
+            (p.intake[0] - mean) / sd,
+        )
+    });
+    let weights: Vec<f64> = (0..4)
+        .map(|c| {
+            let eta = CLASS_PROGNOSIS[c] * z
+                + CLASS_CHRONICITY[c] * chronic
+                + CLASS_SEVERITY[c] * severity;
+            CLASS_SHARES[c] * eta.exp()
+        })
+        .collect();
+    let total: f64 = weights.iter().sum();
+    let mut u = rng.r#gen::<f64>() * total;
+    for (c, w) in weights.iter().enumerate() {
+        if u < *w {
+            return Class::ALL[c];
+        }
+        u -= w;
+    }
+    Class::Deteriorator
+}
+
+impl Class {
+    /// In class-index order.
+    pub const ALL: [Class; 4] = [
+        Class::EarlyResponder,
+        Class::LateResponder,
+        Class::NonResponder,
+        Class::Deteriorator,
+    ];
+
+    /// The class's change by session t in units of ln-sessions (ln 8 at session 8 for both
+    /// responder shapes, so they reach the same change by the planned end): early responders
+    /// rise steeply (81 % of it by session 3), late ones follow a logistic step centred on
+    /// session 6 (8 % by session 4); deteriorators and non-responders follow ln t.
+    pub fn shape(self, t: u32) -> f64 {
+        let t = f64::from(t);
+        let ln8 = 8f64.ln();
+        match self {
+            Class::EarlyResponder => {
+                let f = |t: f64| 1.0 - (-(t - 1.0) / 1.2).exp();
+                ln8 * f(t) / f(8.0)
+            }
+            Class::LateResponder => {
+                let f = |t: f64| 1.0 / (1.0 + (-(t - 6.0) * 1.2).exp());
+                ln8 * (f(t) - f(1.0)) / (f(8.0) - f(1.0))
+            }
+            Class::NonResponder | Class::Deteriorator => t.ln(),
+        }
     }
 }
 
@@ -655,6 +799,8 @@ struct Profile {
     casemix: Vec<(&'static str, String)>,
     /// Centred prognostic index, slope units (positive = less improvement).
     prognosis: f64,
+    /// Standardised log duration of the problem.
+    chronicity: f64,
 }
 
 fn profile(rng: &mut ChaCha8Rng) -> Profile {
@@ -679,7 +825,8 @@ fn profile(rng: &mut ChaCha8Rng) -> Profile {
     let med = flag(rng, 0.4);
     let ltc = flag(rng, 0.25);
     let disability = flag(rng, 0.1);
-    let duration = normal(rng, 2.5, 1.0).exp();
+    let log_duration = normal(rng, 2.5, 1.0);
+    let duration = log_duration.exp();
     // Unwrap safety: constant rate.
     let comorbidity = Poisson::new(0.8).unwrap().sample(rng) as u32;
     let referral = pick(rng, &[("self", 0.5), ("gp", 0.4), ("other", 0.1)]);
@@ -710,6 +857,7 @@ fn profile(rng: &mut ChaCha8Rng) -> Profile {
             ("wsas", wsas.to_string()),
         ],
         prognosis: index - PROGNOSIS_MEAN,
+        chronicity: log_duration - 2.5,
     }
 }
 

@@ -220,7 +220,7 @@ fn episode(p: &Patient, therapist: &str) -> Value {
     ];
     let extension: Vec<Value> = e
         .iter()
-        .filter(|(k, _)| !matches!(*k, "start_date" | "end_date"))
+        .filter(|(k, v)| !matches!(*k, "start_date" | "end_date") && !v.is_empty())
         .map(|(k, v)| {
             let url = format!("{EXT_BASE}{}", k.replace('_', "-"));
             if strings.contains(k) {
@@ -235,10 +235,14 @@ fn episode(p: &Patient, therapist: &str) -> Value {
     json!({
         "resourceType": "EpisodeOfCare",
         "id": p.episode_id,
-        "status": "finished",
+        "status": if p.ongoing { "active" } else { "finished" },
         "patient": reference("Patient", &p.id),
         "careManager": reference("Practitioner", therapist),
-        "period": {"start": field(e, "start_date"), "end": field(e, "end_date")},
+        "period": if p.ongoing {
+            json!({"start": field(e, "start_date")})
+        } else {
+            json!({"start": field(e, "start_date"), "end": field(e, "end_date")})
+        },
         "extension": extension,
     })
 }
@@ -336,7 +340,14 @@ pub(super) fn truth(params: &Params, data: &Dataset) -> Value {
                     json!({"id": t.id, "caseload": caseload, "general_effect_slope": t.general, "domains": domains})
                 })
                 .collect();
-            json!({"id": c.id, "name": c.name, "therapists": therapists})
+            let episodes: serde_json::Map<String, Value> = c
+                .patients
+                .iter()
+                .map(|p| {
+                    (p.episode_id.clone(), json!({"class": p.class, "ongoing": p.ongoing}))
+                })
+                .collect();
+            json!({"id": c.id, "name": c.name, "therapists": therapists, "episodes": episodes})
         })
         .collect();
     json!({
@@ -344,7 +355,9 @@ pub(super) fn truth(params: &Params, data: &Dataset) -> Value {
         "params": params,
         "tau_end_points": params.tau_end(),
         "tau_slope": params.tau_slope(),
-        "note": "effects are in slope units per ln(session); negative = better (lower scores)",
+        "note": "effects are in slope units per ln(session); negative = better (lower scores); \
+                 episodes: each episode's trajectory class (early_responder, late_responder, \
+                 non_responder, deteriorator) and whether it was still in treatment at export",
         "clinics": clinics,
     })
 }

@@ -156,3 +156,59 @@ fn confounded_assignment_correlates_severity_with_therapist() {
     let random = intake_spread(Assignment::Random);
     assert!(random < 6.0, "random assignment spread {random:.1}");
 }
+
+#[test]
+fn trajectory_classes_have_their_shapes_and_are_predicted_by_intake_only_when_asked() {
+    // Shapes: both responder shapes reach ln 8 at session 8; early ones most of it by
+    // session 3, late ones little by session 4.
+    let ln8 = 8f64.ln();
+    for c in [Class::EarlyResponder, Class::LateResponder] {
+        assert!((c.shape(8) - ln8).abs() < 1e-12);
+        assert!(c.shape(1).abs() < 1e-12);
+    }
+    assert!(Class::EarlyResponder.shape(3) > 0.8 * ln8);
+    assert!(Class::LateResponder.shape(4) < 0.1 * ln8);
+    // Shares, and their relation to the prognostic case mix (unemployment, comorbidity).
+    let shares = |trajectories| {
+        let data = generate(&Params {
+            clinics: 4,
+            seed: 11,
+            trajectories,
+            ..Params::default()
+        });
+        let patients: Vec<&Patient> = data.clinics.iter().flat_map(|c| &c.patients).collect();
+        let poor = |p: &Patient| {
+            let field = |k: &str| {
+                p.episode
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.clone())
+            };
+            field("employment").as_deref() == Some("unemployed")
+                || field("comorbidity_count").is_some_and(|c| c.parse::<u32>().unwrap() >= 2)
+        };
+        let non = |ps: &[&&Patient]| {
+            ps.iter()
+                .filter(|p| matches!(p.class, Class::NonResponder | Class::Deteriorator))
+                .count() as f64
+                / ps.len() as f64
+        };
+        let (bad, good): (Vec<_>, Vec<_>) = patients.iter().partition(|p| poor(p));
+        let early = patients
+            .iter()
+            .filter(|p| p.class == Class::EarlyResponder)
+            .count() as f64
+            / patients.len() as f64;
+        let ongoing = patients.iter().filter(|p| p.ongoing).count() as f64 / patients.len() as f64;
+        (non(&bad) - non(&good), early, ongoing)
+    };
+    let (gap, early, ongoing) = shares(Trajectories::Predicted);
+    assert!(gap > 0.10, "poor prognosis adds {gap:.3} to non-response");
+    assert!((0.35..0.55).contains(&early), "early responders {early:.3}");
+    assert!(
+        (0.02..0.12).contains(&ongoing),
+        "still in treatment {ongoing:.3}"
+    );
+    let (gap, _, _) = shares(Trajectories::Unrelated);
+    assert!(gap.abs() < 0.05, "unrelated classes differ by {gap:.3}");
+}
