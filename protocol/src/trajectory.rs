@@ -37,6 +37,8 @@
 //! once they exist; pool episodes without those sessions are then not candidates (a
 //! within-treatment score is not imputed).
 
+pub mod validation;
+
 use nalgebra::{DMatrix, DVector};
 
 use crate::instrument::{Direction, Instrument};
@@ -206,7 +208,7 @@ pub enum Error {
 }
 
 /// Score on the "worse is higher" scale of `direction` (and back: the map is its own inverse).
-fn worse_up(direction: Direction, y: f64) -> f64 {
+pub fn worse_up(direction: Direction, y: f64) -> f64 {
     match direction {
         Direction::LowerIsBetter => y,
         Direction::HigherIsBetter => -y,
@@ -281,7 +283,8 @@ pub struct Neighbourhood {
 }
 
 /// The k nearest of `pool` (rows of `features`' values) to `query`: features chosen,
-/// standardised, weighted and whitened as the module documentation says.
+/// standardised, weighted and whitened as the module documentation says. [`Space`] does the
+/// same in two steps, for many patients against one pool.
 pub fn neighbourhood(
     features: &[Feature],
     pool: &[Vec<Option<f64>>],
@@ -294,130 +297,258 @@ pub fn neighbourhood(
             expected: features.len(),
         });
     }
-    let needed = settings.min_at_session.max(1);
-    if pool.len() < needed {
-        return Err(Error::TooFew {
-            candidates: pool.len(),
-            needed,
-        });
-    }
-    let value = |row: &[Option<f64>], i: usize| row.get(i).copied().flatten();
-    // The features the patient has and the pool mostly has, with enough spread.
-    let mut left_out = Vec::new();
-    let mut keep = Vec::new();
-    let (mut mean, mut sd) = (Vec::new(), Vec::new());
-    for (i, f) in features.iter().enumerate() {
-        if query[i].is_none() {
-            left_out.push((f.name.clone(), "not recorded for this patient"));
-            continue;
+    let present: Vec<bool> = query.iter().map(Option::is_some).collect();
+    Ok(Space::new(features, pool, &present, settings)?.search(query, settings))
+}
+
+/// A pool made ready for the patients who have the features `present` marks: the features
+/// chosen, the pool standardised, weighted and whitened into one flat buffer, and the atypical
+/// cut. Built once; [`Space::search`] is then one pass over the buffer per patient.
+#[derive(Debug, Clone)]
+pub struct Space {
+    keep: Vec<usize>,
+    mean: Vec<f64>,
+    sd: Vec<f64>,
+    /// The linear map (dims × dims) after which the distance is Euclidean.
+    map: DMatrix<f64>,
+    /// The pool's mapped rows, row-major (pool × dims).
+    mapped: Vec<f64>,
+    /// Pool episodes.
+    rows: usize,
+    /// The pool's distance to its centre at the atypical percentile.
+    centre_cut: f64,
+    used: Vec<String>,
+    left_out: Vec<(String, &'static str)>,
+    imputed: usize,
+    metric: Metric,
+}
+
+impl Space {
+    /// The space of `pool` for patients with the features `present` marks (one flag per
+    /// feature).
+    pub fn new(
+        features: &[Feature],
+        pool: &[Vec<Option<f64>>],
+        present: &[bool],
+        settings: &Settings,
+    ) -> Result<Self, Error> {
+        if present.len() != features.len() {
+            return Err(Error::Features {
+                given: present.len(),
+                expected: features.len(),
+            });
         }
-        let present: Vec<f64> = pool.iter().filter_map(|r| value(r, i)).collect();
-        if (present.len() as f64) < settings.min_feature_share * pool.len() as f64 {
-            left_out.push((f.name.clone(), "missing for most past patients"));
-            continue;
+        let needed = settings.min_at_session.max(1);
+        if pool.len() < needed {
+            return Err(Error::TooFew {
+                candidates: pool.len(),
+                needed,
+            });
         }
-        let m = present.iter().sum::<f64>() / present.len().max(1) as f64;
-        let var = present.iter().map(|v| (v - m).powi(2)).sum::<f64>()
-            / (present.len().saturating_sub(1)).max(1) as f64;
-        if var.sqrt() <= 1e-9 {
-            left_out.push((f.name.clone(), "the same for every past patient"));
-            continue;
+        let value = |row: &[Option<f64>], i: usize| row.get(i).copied().flatten();
+        // The features the patient has and the pool mostly has, with enough spread.
+        let mut left_out = Vec::new();
+        let mut keep = Vec::new();
+        let (mut mean, mut sd) = (Vec::new(), Vec::new());
+        for (i, f) in features.iter().enumerate() {
+            if !present[i] {
+                left_out.push((f.name.clone(), "not recorded for this patient"));
+                continue;
+            }
+            let (mut count, mut sum) = (0usize, 0.0);
+            for v in pool.iter().filter_map(|r| value(r, i)) {
+                count += 1;
+                sum += v;
+            }
+            if (count as f64) < settings.min_feature_share * pool.len() as f64 {
+                left_out.push((f.name.clone(), "missing for most past patients"));
+                continue;
+            }
+            let m = sum / count.max(1) as f64;
+            let var = pool
+                .iter()
+                .filter_map(|r| value(r, i))
+                .map(|v| (v - m).powi(2))
+                .sum::<f64>()
+                / (count.saturating_sub(1)).max(1) as f64;
+            if var.sqrt() <= 1e-9 {
+                left_out.push((f.name.clone(), "the same for every past patient"));
+                continue;
+            }
+            keep.push(i);
+            mean.push(m);
+            sd.push(var.sqrt());
         }
-        keep.push(i);
-        mean.push(m);
-        sd.push(var.sqrt());
-    }
-    let used: Vec<String> = keep.iter().map(|i| features[*i].name.clone()).collect();
-    let weights: Vec<f64> = keep.iter().map(|i| features[*i].weight).collect();
-    let dims = keep.len();
-    // z-scores, with the pool mean (z = 0) where missing, and how many that took.
-    let mut imputed = 0;
-    let z: Vec<Vec<f64>> = pool
-        .iter()
-        .map(|r| {
-            keep.iter()
-                .enumerate()
-                .map(|(c, i)| match value(r, *i) {
-                    Some(v) => (v - mean[c]) / sd[c],
-                    None => {
-                        imputed += 1;
-                        0.0
-                    }
-                })
-                .collect()
-        })
-        .collect();
-    let zq: Vec<f64> = keep
-        .iter()
-        .enumerate()
-        .map(|(c, i)| (query[*i].unwrap_or(mean[c]) - mean[c]) / sd[c])
-        .collect();
-    // One linear map after which the distance is Euclidean: u = L⁻¹ W z for Mahalanobis
-    // (d² = Δᵀ W (L Lᵀ)⁻¹ W Δ = ‖L⁻¹ W Δ‖², L the Cholesky factor of S + λI), W z otherwise.
-    let w = DMatrix::from_diagonal(&DVector::from_vec(weights));
-    let (map, metric) = if dims > settings.euclidean_max_features {
-        let mut cov = DMatrix::<f64>::zeros(dims, dims);
-        for r in &z {
-            for a in 0..dims {
-                for b in 0..=a {
-                    cov[(a, b)] += r[a] * r[b];
+        let used: Vec<String> = keep.iter().map(|i| features[*i].name.clone()).collect();
+        let weights: Vec<f64> = keep.iter().map(|i| features[*i].weight).collect();
+        let dims = keep.len();
+        // z-scores, with the pool mean (z = 0) where missing, and how many that took.
+        let mut imputed = 0;
+        let mut z = vec![0.0; pool.len() * dims];
+        for (r, out) in pool.iter().zip(z.chunks_exact_mut(dims.max(1))) {
+            for (c, i) in keep.iter().enumerate() {
+                match value(r, *i) {
+                    Some(v) => out[c] = (v - mean[c]) / sd[c],
+                    None => imputed += 1,
                 }
             }
         }
-        for a in 0..dims {
-            for b in 0..a {
-                cov[(b, a)] = cov[(a, b)];
+        // One linear map after which the distance is Euclidean: u = L⁻¹ W z for Mahalanobis
+        // (d² = Δᵀ W (L Lᵀ)⁻¹ W Δ = ‖L⁻¹ W Δ‖², L the Cholesky factor of S + λI), W z
+        // otherwise.
+        let w = DMatrix::from_diagonal(&DVector::from_vec(weights));
+        let (map, metric) = if dims > settings.euclidean_max_features {
+            let mut cov = DMatrix::<f64>::zeros(dims, dims);
+            for r in z.chunks_exact(dims) {
+                for a in 0..dims {
+                    for b in 0..=a {
+                        cov[(a, b)] += r[a] * r[b];
+                    }
+                }
+            }
+            for a in 0..dims {
+                for b in 0..a {
+                    cov[(b, a)] = cov[(a, b)];
+                }
+            }
+            cov /= (pool.len() as f64 - 1.0).max(1.0);
+            cov += DMatrix::identity(dims, dims) * settings.ridge;
+            match cov.cholesky().and_then(|ch| ch.l().try_inverse()) {
+                Some(l_inv) => (l_inv * &w, Metric::Mahalanobis),
+                None => (w, Metric::Euclidean),
+            }
+        } else {
+            (w, Metric::Euclidean)
+        };
+        let mut mapped = vec![0.0; pool.len() * dims];
+        let mut centre = Vec::with_capacity(pool.len());
+        if dims > 0 {
+            for (r, out) in z.chunks_exact(dims).zip(mapped.chunks_exact_mut(dims)) {
+                project(&map, r, out);
+                centre.push(out.iter().map(|a| a * a).sum::<f64>());
+            }
+        } else {
+            centre.resize(pool.len(), 0.0);
+        }
+        // Atypical: distance to the centre (the origin of the standardised space).
+        let rank = ((settings.atypical_percentile * centre.len() as f64).ceil() as usize)
+            .clamp(1, centre.len())
+            - 1;
+        let (_, cut, _) = centre.select_nth_unstable_by(rank, f64::total_cmp);
+        let centre_cut = cut.sqrt();
+        Ok(Self {
+            keep,
+            mean,
+            sd,
+            map,
+            mapped,
+            rows: pool.len(),
+            centre_cut,
+            used,
+            left_out,
+            imputed,
+            metric,
+        })
+    }
+
+    /// Pool episodes in the space.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Whether the space holds no episode.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// The sum of every entry of the mapped pool: one streaming pass over the matrix the
+    /// search reads, the baseline of `examples/knn_bench.rs`.
+    pub fn stream_sum(&self) -> f64 {
+        self.mapped.iter().sum()
+    }
+
+    /// The k nearest pool episodes to `query` (the values of every feature, in order; only
+    /// those the space uses are read, a missing one read as the pool mean).
+    pub fn search(&self, query: &[Option<f64>], settings: &Settings) -> Neighbourhood {
+        let dims = self.keep.len();
+        let zq: Vec<f64> = self
+            .keep
+            .iter()
+            .enumerate()
+            .map(|(c, i)| {
+                (query.get(*i).copied().flatten().unwrap_or(self.mean[c]) - self.mean[c])
+                    / self.sd[c]
+            })
+            .collect();
+        let mut q = vec![0.0; dims];
+        project(&self.map, &zq, &mut q);
+        let n = self.rows;
+        // One pass: each row's squared distance, kept while among the k smallest so far (a
+        // max-heap on (distance, index): the same order as [`nearest`], ties by pool order).
+        let k = k_for(n, settings);
+        let mut heap: std::collections::BinaryHeap<Key> = std::collections::BinaryHeap::new();
+        let mut offer = |key: Key| {
+            if heap.len() < k {
+                heap.push(key);
+            } else if heap.peek().is_some_and(|top| key < *top) {
+                heap.pop();
+                heap.push(key);
+            }
+        };
+        if dims == 0 {
+            (0..n).for_each(|i| offer(Key(0.0, i)));
+        } else {
+            for (i, u) in self.mapped.chunks_exact(dims).enumerate() {
+                let d2: f64 = u.iter().zip(&q).map(|(a, b)| (a - b) * (a - b)).sum();
+                offer(Key(d2, i));
             }
         }
-        cov /= (pool.len() as f64 - 1.0).max(1.0);
-        cov += DMatrix::identity(dims, dims) * settings.ridge;
-        match cov.cholesky().and_then(|ch| ch.l().try_inverse()) {
-            Some(l_inv) => (l_inv * &w, Metric::Mahalanobis),
-            None => (w, Metric::Euclidean),
+        let atypical = q.iter().map(|a| a * a).sum::<f64>().sqrt() > self.centre_cut;
+        Neighbourhood {
+            candidates: n,
+            nearest: heap
+                .into_sorted_vec()
+                .into_iter()
+                .map(|Key(d2, i)| (i, d2.sqrt()))
+                .collect(),
+            used: self.used.clone(),
+            left_out: self.left_out.clone(),
+            imputed: self.imputed,
+            metric: self.metric,
+            atypical,
         }
-    } else {
-        (w, Metric::Euclidean)
-    };
-    let project = |z: &[f64], out: &mut [f64]| {
-        for (a, o) in out.iter_mut().enumerate() {
-            *o = (0..dims).map(|b| map[(a, b)] * z[b]).sum();
-        }
-    };
-    let mut q = vec![0.0; dims];
-    project(&zq, &mut q);
-    let mut u = vec![0.0; dims];
-    let mut distances = Vec::with_capacity(pool.len());
-    let mut centre = Vec::with_capacity(pool.len());
-    for r in &z {
-        project(r, &mut u);
-        distances.push(
-            u.iter()
-                .zip(&q)
-                .map(|(a, b)| (a - b).powi(2))
-                .sum::<f64>()
-                .sqrt(),
-        );
-        centre.push(u.iter().map(|a| a * a).sum::<f64>().sqrt());
     }
-    // Atypical: distance to the centre (the origin of the standardised space).
-    let rank = ((settings.atypical_percentile * centre.len() as f64).ceil() as usize)
-        .clamp(1, centre.len())
-        - 1;
-    let (_, cut, _) = centre.select_nth_unstable_by(rank, f64::total_cmp);
-    let atypical = q.iter().map(|a| a * a).sum::<f64>().sqrt() > *cut;
-    let k = k_for(pool.len(), settings);
-    Ok(Neighbourhood {
-        candidates: pool.len(),
-        nearest: nearest(&distances, k)
-            .into_iter()
-            .map(|i| (i, distances[i]))
-            .collect(),
-        used,
-        left_out,
-        imputed,
-        metric,
-        atypical,
-    })
+}
+
+/// A squared distance and a pool index, ordered by distance then index.
+#[derive(Debug, Clone, Copy)]
+struct Key(f64, usize);
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Key {}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0).then(self.1.cmp(&other.1))
+    }
+}
+
+/// `out = map · z`.
+fn project(map: &DMatrix<f64>, z: &[f64], out: &mut [f64]) {
+    for (a, o) in out.iter_mut().enumerate() {
+        *o = z.iter().enumerate().map(|(b, v)| map[(a, b)] * v).sum();
+    }
 }
 
 /// The expected curve from a neighbourhood and its neighbours' scores (`scores[j]` those of
@@ -520,7 +651,7 @@ pub fn with_early<'a>(
     let mut all = features.to_vec();
     all.extend(early.iter().map(|(t, _)| Feature {
         name: format!("score at session {t}"),
-        weight: 1.0,
+        weight: 2.0,
     }));
     let rows = ids
         .iter()
