@@ -6,7 +6,7 @@
 //! - b_PHQ = −7.6/ln 8, b_GAD = −7.2/ln 8: tuned, as §11 allows, so that finished courses
 //!   (NHS TT definition, dropouts with ≥ 2 treatment sessions included) reach the NHS TT rates
 //!   (measured with the engine at generator version 2, seed 7, 6 clinics: reliable improvement
-//!   0.668, recovery 0.510, reliable recovery 0.506, deterioration 0.086); the published
+//!   0.655, recovery 0.506, reliable recovery 0.501, deterioration 0.092); the published
 //!   −6 / −5.6 give recovery near 0.40.
 //! - A trajectory [`Class`] per patient (DOMAIN.md §4.1, Saunders 2019): early responders
 //!   (44 % at average prognosis; most change by session 3), late responders (22 %; little
@@ -191,10 +191,10 @@ const WITHIN_CLASS_SLOPE_SD: f64 = 1.2;
 const CLASS_SHARES: [f64; 4] = [0.44, 0.22, 0.32, 0.02];
 /// How strongly the prognostic index (standardised) moves the log-odds of each class against
 /// an early response [D]: a worse prognosis makes non-response and deterioration likelier.
-const CLASS_PROGNOSIS: [f64; 4] = [0.0, 0.3, 0.8, 0.8];
+const CLASS_PROGNOSIS: [f64; 4] = [0.0, 0.0, 1.2, 1.2];
 /// How strongly the (standardised log) duration of the problem moves the log-odds of a late
 /// response [D]: chronic problems respond later.
-const CLASS_CHRONICITY: [f64; 4] = [0.0, 0.8, 0.3, 0.0];
+const CLASS_CHRONICITY: [f64; 4] = [0.0, 1.5, 0.0, 0.0];
 /// How strongly intake severity (PHQ-9, standardised) moves the log-odds of each class against
 /// an early response [D]: more severe patients change more (as the severity slope says), so
 /// they are likelier to respond early.
@@ -202,9 +202,9 @@ const CLASS_SEVERITY: [f64; 4] = [0.0, -0.2, -0.4, -0.4];
 /// SD of the prognostic index (slope units), to standardise it [D, from its weights].
 const PROGNOSIS_SD: f64 = 0.85;
 /// Mean slope of a class as a multiple of the domain's mean slope [D, calibrated]: responders
-/// carry the mean change (1/0.6 of it, as the former two-class model), deteriorators get worse
+/// carry the mean change (1.65 times it, tuned to the NHS TT rates), deteriorators get worse
 /// by about 3 PHQ-9 points by session 8.
-const CLASS_SCALE: [f64; 4] = [1.6, 1.6, 0.0, -0.4];
+const CLASS_SCALE: [f64; 4] = [1.65, 1.65, 0.0, -0.4];
 const NOISE_SD: f64 = 1.5;
 /// Correlation of patient slopes across domains [D]: depression and anxiety change together.
 const SLOPE_CORRELATION: f64 = 0.8;
@@ -866,9 +866,15 @@ fn profile(rng: &mut ChaCha8Rng) -> Profile {
 fn measure(domain: usize, total: u32, rng: &mut ChaCha8Rng) -> Option<Measure> {
     let n = DOMAINS[domain].6;
     let mut items = vec![0u8; n];
+    // PHQ-9 item 9 (thoughts of being better off dead or of self-harm) takes points a fifth
+    // as often as the others: answered 1 or more by about a third of intakes rather than
+    // nearly every severe one, as in routine services.
+    let weight = |i: usize| if domain == 0 && i == 8 { 0.2 } else { 1.0 };
     for _ in 0..total {
         let open: Vec<usize> = (0..n).filter(|i| items[*i] < 3).collect();
-        let Some(i) = open.choose(rng) else { break };
+        let Ok(i) = open.choose_weighted(rng, |i| weight(*i)) else {
+            break;
+        };
         items[*i] += 1;
     }
     let items: Vec<Option<u8>> = items
