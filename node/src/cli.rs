@@ -64,6 +64,11 @@ enum Command {
     ///
     /// Example: mbc-node support --data-dir /srv/mbc MRN0042
     Support(support::SupportArgs),
+    /// The caseload: open episodes with their latest signal and open alerts; `alerts ack|resolve
+    /// ID --by NAME` records what staff did
+    ///
+    /// Example: mbc-node alerts --data-dir /srv/mbc --signal red
+    Alerts(support::AlertsArgs),
     /// Write a self-contained HTML report (clinic summary, caterpillar plots, report cards)
     ///
     /// Example: mbc-node report --data-dir /srv/mbc --out report.html
@@ -133,6 +138,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Stats(a) => stats::stats(a),
         Command::Report(a) => stats::report(a),
         Command::Support(a) => support::support(a),
+        Command::Alerts(a) => support::alerts(a),
         Command::Release(a) => privacy::release(a),
         Command::Budget(a) => privacy::budget(a),
         Command::Audit(a) => privacy::audit(a),

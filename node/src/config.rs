@@ -40,6 +40,9 @@ pub struct Config {
     /// How track records are computed.
     #[serde(default)]
     pub stats: StatsConfig,
+    /// When clinical-support signals may raise alerts.
+    #[serde(default)]
+    pub support: SupportConfig,
     /// The clinic's privacy budget and contribution bounds.
     #[serde(default)]
     pub privacy: PrivacyConfig,
@@ -297,6 +300,45 @@ impl Default for StatsConfig {
     }
 }
 
+/// `[support]`: what `support validate` must show before not-on-track signals raise alerts
+/// (issue 15; the validation card's figures are described in README, "Clinical support").
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupportConfig {
+    /// Least AUC of "red by session 3" for final non-improvement. Default 0.70.
+    #[serde(default = "default_min_auc")]
+    pub min_auc: f64,
+    /// Least correlation of predicted and observed pre–post change. Default 0.40.
+    #[serde(default = "default_min_r")]
+    pub min_r: f64,
+    /// The share of hold-out scores beyond the failure boundary (P90) must lie in this range.
+    /// Default [0.06, 0.14].
+    #[serde(default = "default_p90_share")]
+    pub above_p90: [f64; 2],
+}
+
+fn default_min_auc() -> f64 {
+    0.70
+}
+
+fn default_min_r() -> f64 {
+    0.40
+}
+
+fn default_p90_share() -> [f64; 2] {
+    [0.06, 0.14]
+}
+
+impl Default for SupportConfig {
+    fn default() -> Self {
+        Self {
+            min_auc: default_min_auc(),
+            min_r: default_min_r(),
+            above_p90: default_p90_share(),
+        }
+    }
+}
+
 /// `[import]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -400,6 +442,7 @@ impl Config {
             keys: KeysConfig::default(),
             import: ImportConfig::default(),
             stats: StatsConfig::default(),
+            support: SupportConfig::default(),
             privacy: PrivacyConfig::default(),
             network: NetworkConfig::default(),
         }
@@ -471,6 +514,14 @@ impl Config {
              # National comparison beside the NHS TT rates: \"auto\" (England's NHS Talking\n\
              # Therapies figures when country = \"GB\"), \"england\" or \"none\".\n\
              national_figures = {}\n\n\
+             [support]\n\
+             # Not-on-track alerts stay off until `mbc-node support validate` shows, on this clinic's\n\
+             # own hold-out, at least this AUC (red by session 3 for final non-improvement) and this\n\
+             # correlation of predicted and observed change, and a share of scores beyond the\n\
+             # failure boundary (P90) within this range. Safety alerts are always on.\n\
+             min_auc = {}\n\
+             min_r = {}\n\
+             above_p90 = [{}, {}]\n\n\
              [privacy]\n\
              # zero-concentrated DP budget: ρ this clinic may spend per period, and at most per\n\
              # release. Every release is charged to the ledger before it leaves (mbc-node budget).\n\
@@ -524,6 +575,10 @@ impl Config {
             toml::Value::Float(self.stats.ridge),
             toml::Value::Float(self.stats.clinical_margin),
             toml_string(&self.stats.national_figures),
+            toml::Value::Float(self.support.min_auc),
+            toml::Value::Float(self.support.min_r),
+            toml::Value::Float(self.support.above_p90[0]),
+            toml::Value::Float(self.support.above_p90[1]),
             toml::Value::Float(self.privacy.rho_per_period),
             toml_string(&self.privacy.period),
             toml::Value::Float(self.privacy.max_rho_per_release),

@@ -38,6 +38,10 @@ pub struct Erased {
 /// through the session's (episode, seq) index (assessment has none by episode).
 const DELETES: &[&str] = &[
     "DELETE FROM correction WHERE episode_id IN (SELECT episode_id FROM mine)",
+    "DELETE FROM alert_action WHERE alert_id IN
+        (SELECT alert_id FROM alert WHERE episode_id IN (SELECT episode_id FROM mine))",
+    "DELETE FROM alert WHERE episode_id IN (SELECT episode_id FROM mine)",
+    "DELETE FROM support_check WHERE episode_id IN (SELECT episode_id FROM mine)",
     "DELETE FROM item_response WHERE assessment_id IN (SELECT assessment_id FROM assessment
         WHERE session_id IN (SELECT session_id FROM session WHERE episode_id IN mine))",
     "DELETE FROM assessment WHERE session_id IN

@@ -26,6 +26,7 @@
 //! - [`benchmark`]: signed benchmark releases: verify, keep, list, show, export (JSON, HTML).
 
 pub mod aggregate;
+pub mod alerts;
 pub mod api;
 pub mod benchmark;
 pub mod cli;

@@ -243,6 +243,22 @@ impl Node {
         Ok(outcomes)
     }
 
+    /// Assesses the open episodes' new sessions and raises their alerts (after an import).
+    pub fn raise_alerts(&self) -> Result<crate::alerts::Raised> {
+        let store = self.store();
+        let import_id: Option<i64> =
+            store
+                .conn()
+                .query_row("SELECT max(import_id) FROM imports", [], |r| r.get(0))?;
+        crate::alerts::raise(
+            &store,
+            self.config.import.episode_gap_weeks,
+            &Default::default(),
+            import_id,
+            &clock::now(),
+        )
+    }
+
     /// The engine settings of `[stats]` with `overrides`.
     pub fn engine_settings(
         &self,

@@ -10,13 +10,16 @@
 //! and WSAS, each as recorded or missing. The method is `protocol::trajectory`.
 
 pub mod html;
+pub mod validate;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use anyhow::{Context, Result, bail};
 use protocol::instrument::Instrument;
 use protocol::pseudonym::{IdKind, Pseudonymiser};
-use protocol::trajectory::{self, Expectation, Feature, Safety, Settings, Signal};
+use protocol::trajectory::{self, Expectation, Feature, Safety, Settings, Signal, Space};
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
@@ -130,10 +133,16 @@ pub struct PatientSupport {
     pub patient: String,
     /// The episode shown (its pseudonym's first 12 characters).
     pub episode: String,
+    /// Its rowid in the store (not shown).
+    #[serde(skip)]
+    pub episode_rowid: i64,
     /// Per instrument with at least one score.
     pub instruments: Vec<InstrumentSupport>,
-    /// Whether signals have been validated on this clinic's data (`support validate`).
+    /// Whether every instrument's signals passed validation on this clinic's data (`support
+    /// validate`), so that red raises alerts.
     pub validated: bool,
+    /// Per instrument, whether not-on-track alerts are on and why.
+    pub alerts: Vec<validate::Switch>,
 }
 
 /// The episode asked for: (rowid, pseudonym).
@@ -171,6 +180,8 @@ struct Episodes {
     index: HashMap<i64, usize>,
     ids: Vec<i64>,
     ended: Vec<bool>,
+    /// The end date, else the last session's date.
+    last_day: Vec<Option<String>>,
     /// The case-mix features (`CASEMIX` order), per episode.
     casemix: Vec<[Option<f64>; CASEMIX.len()]>,
     /// Per instrument (registry order), per episode: (first score, number of scores).
@@ -191,6 +202,13 @@ const CASEMIX: [&str; 8] = [
     "WSAS",
 ];
 
+/// Whether episode `e` has ended, as SQL (parameter ?1: the gap in days): an end recorded,
+/// else no session within the gap before the newest one in the store (CASE evaluates the
+/// look-ups only when no end is recorded; the newest date once).
+pub const ENDED: &str = "CASE WHEN e.end_date IS NOT NULL OR e.end_reason IS NOT NULL THEN 1
+     ELSE (SELECT max(date) FROM session s WHERE s.episode_id = e.episode_id)
+          < date((SELECT max(date) FROM session), printf('-%d days', ?1)) END";
+
 fn load_episodes(
     conn: &Connection,
     instruments: &[Instrument],
@@ -200,23 +218,21 @@ fn load_episodes(
         index: HashMap::new(),
         ids: Vec::new(),
         ended: Vec::new(),
+        last_day: Vec::new(),
         casemix: Vec::new(),
         scores: vec![Vec::new(); instruments.len()],
         early: vec![Vec::new(); instruments.len()],
     };
-    // Ended: an end recorded, else no session within the gap before the newest one (CASE
-    // evaluates the look-ups only when no end is recorded; the newest date once).
-    let mut stmt = conn.prepare(
-        "SELECT e.episode_id,
-                CASE WHEN e.end_date IS NOT NULL OR e.end_reason IS NOT NULL THEN 1
-                     ELSE (SELECT max(date) FROM session s WHERE s.episode_id = e.episode_id)
-                          < date((SELECT max(date) FROM session), printf('-%d days', ?1)) END,
+    let mut stmt = conn.prepare(&format!(
+        "SELECT e.episode_id, {ENDED},
                 c.age, CASE WHEN p.sex IN ('female', 'male') THEN p.sex = 'female' END,
                 CASE WHEN c.employment IS NULL THEN NULL ELSE c.employment = 'unemployed' END,
                 c.duration_of_problem_months, c.prior_treatment, c.psychotropic_med,
-                c.comorbidity_count, c.wsas
-         FROM episode e JOIN patient p USING (patient_id) LEFT JOIN casemix c USING (episode_id)",
-    )?;
+                c.comorbidity_count, c.wsas,
+                coalesce(e.end_date,
+                         (SELECT max(date) FROM session s WHERE s.episode_id = e.episode_id))
+         FROM episode e JOIN patient p USING (patient_id) LEFT JOIN casemix c USING (episode_id)"
+    ))?;
     let mut rows = stmt.query([i64::from(gap_weeks) * 7])?;
     while let Some(r) = rows.next()? {
         let id: i64 = r.get(0)?;
@@ -228,6 +244,7 @@ fn load_episodes(
             *slot = r.get::<_, Option<f64>>(2 + k)?;
         }
         e.casemix.push(c);
+        e.last_day.push(r.get(2 + CASEMIX.len())?);
     }
     for s in &mut e.scores {
         s.resize(e.ids.len(), None);
@@ -310,30 +327,23 @@ fn scores_of(
         .collect()
 }
 
-/// The neighbourhood of `query` in `pool` (episode rowids and rows), then the expected curve
-/// from the neighbours' scores, fetched for them alone.
-fn expectation(
-    conn: &Connection,
-    instrument: &Instrument,
-    names: &[Feature],
-    pool: &[i64],
-    rows: &[Vec<Option<f64>>],
-    query: &[Option<f64>],
-    settings: &Settings,
-) -> Result<Result<Expectation, trajectory::Error>> {
-    let n = match trajectory::neighbourhood(names, rows, query, settings) {
-        Ok(n) => n,
-        Err(e) => return Ok(Err(e)),
-    };
-    let ids: Vec<i64> = n.nearest.iter().map(|(i, _)| pool[*i]).collect();
-    let scores = scores_of(conn, &instrument.id, &ids)?;
-    let slices: Vec<&[(u32, f64)]> = scores.iter().map(Vec::as_slice).collect();
-    Ok(Ok(trajectory::bands(
-        n,
-        &slices,
-        instrument.direction,
-        settings,
-    )))
+/// Every score of every episode on `instrument`, by episode rowid, in session order: one
+/// pass over the assessments, for callers that assess many episodes.
+fn all_scores(conn: &Connection, instrument: &str) -> Result<ScoresByEpisode> {
+    let mut stmt = conn.prepare(
+        "SELECT episode_id, session_seq, score FROM assessment WHERE instrument_id = ?1",
+    )?;
+    let mut out: HashMap<i64, Vec<(u32, f64)>> = HashMap::new();
+    let mut rows = stmt.query([instrument])?;
+    while let Some(r) = rows.next()? {
+        out.entry(r.get(0)?)
+            .or_default()
+            .push((r.get(1)?, r.get(2)?));
+    }
+    for v in out.values_mut() {
+        v.sort_by_key(|(t, _)| *t);
+    }
+    Ok(out)
 }
 
 fn expected(b: trajectory::Band) -> Expected {
@@ -347,6 +357,448 @@ fn expected(b: trajectory::Band) -> Expected {
     }
 }
 
+/// The band of `curve` that applies at session `t`: its own, or the plateau after the last.
+pub fn band_at(curve: &[Expected], t: u32) -> Option<&Expected> {
+    curve
+        .iter()
+        .find(|e| e.session == t)
+        .or_else(|| curve.last().filter(|e| t > e.session))
+}
+
+/// Which past episodes make the pool (beyond having ended with two scores on the instrument).
+#[derive(Debug, Clone)]
+pub enum PoolRule {
+    /// Every ended episode but this one (the patient's own, when it has ended).
+    AllBut(Option<i64>),
+    /// Ended episodes whose last day is before this date (a hold-out's training part).
+    EndedBefore(String),
+}
+
+/// One instrument's pool: its features, members and rows, and the spaces built on it so far
+/// (one per set of features a patient has, and per early sessions of the dynamic variant).
+struct Pool {
+    names: Vec<Feature>,
+    /// Episode indexes of the members.
+    members: Vec<usize>,
+    rows: Vec<Vec<Option<f64>>>,
+    spaces: RefCell<HashMap<Vec<bool>, Rc<Searchable>>>,
+    /// (present, early sessions) → (member positions of the candidates, their space).
+    dynamic: RefCell<SpaceCache>,
+}
+
+/// A space, or why a pool gives none.
+type Searchable = Result<Space, trajectory::Error>;
+
+/// Every episode's scores on one instrument, by episode rowid.
+type ScoresByEpisode = HashMap<i64, Vec<(u32, f64)>>;
+
+type SpaceCache = HashMap<(Vec<bool>, Vec<u32>), Rc<(Vec<usize>, Searchable)>>;
+
+/// Assesses episodes against this clinic's past ones: the pools are read once, each space is
+/// built once, and each episode is then one search per instrument (and variant).
+pub struct Assessor<'c> {
+    conn: &'c Connection,
+    instruments: Vec<Instrument>,
+    episodes: Episodes,
+    settings: Settings,
+    pools: Vec<Pool>,
+    /// Per instrument, every episode's scores (when many episodes are assessed); else the
+    /// neighbours' scores are read when needed.
+    loaded: Option<Vec<ScoresByEpisode>>,
+}
+
+impl<'c> Assessor<'c> {
+    /// Reads the pools of `rule` for every registered instrument; `preload` reads every score
+    /// too (for many episodes; one patient reads only their neighbours').
+    pub fn new(
+        store: &'c Store,
+        gap_weeks: u32,
+        settings: &Settings,
+        rule: &PoolRule,
+        preload: bool,
+    ) -> Result<Self> {
+        let conn = store.conn();
+        let instruments = store.registry()?.instruments().to_vec();
+        let episodes = load_episodes(conn, &instruments, gap_weeks)?;
+        let pools = (0..instruments.len())
+            .map(|k| {
+                let members: Vec<usize> = (0..episodes.ids.len())
+                    .filter(|i| episodes.ended[*i])
+                    .filter(|i| match rule {
+                        PoolRule::AllBut(me) => Some(episodes.ids[*i]) != *me,
+                        PoolRule::EndedBefore(cut) => episodes.last_day[*i]
+                            .as_deref()
+                            .is_some_and(|d| d < cut.as_str()),
+                    })
+                    .filter(|i| episodes.scores[k][*i].is_some_and(|(_, n)| n >= 2))
+                    .collect();
+                Pool {
+                    names: episodes.names(&instruments, k),
+                    rows: members.iter().map(|i| episodes.row(k, *i)).collect(),
+                    members,
+                    spaces: RefCell::default(),
+                    dynamic: RefCell::default(),
+                }
+            })
+            .collect();
+        let loaded = if preload {
+            Some(
+                instruments
+                    .iter()
+                    .map(|i| all_scores(conn, &i.id))
+                    .collect::<Result<_>>()?,
+            )
+        } else {
+            None
+        };
+        Ok(Self {
+            conn,
+            instruments,
+            episodes,
+            settings: settings.clone(),
+            pools,
+            loaded,
+        })
+    }
+
+    /// The registered instruments, in pool order.
+    pub fn instruments(&self) -> &[Instrument] {
+        &self.instruments
+    }
+
+    /// Whether episode `id` has ended (by the pool's rule), and its last day.
+    pub fn ended(&self, id: i64) -> Option<(bool, Option<&str>)> {
+        let i = *self.episodes.index.get(&id)?;
+        Some((self.episodes.ended[i], self.episodes.last_day[i].as_deref()))
+    }
+
+    /// Every episode's rowid.
+    pub fn episode_ids(&self) -> &[i64] {
+        &self.episodes.ids
+    }
+
+    /// Pool members on instrument `k`.
+    pub fn pool_size(&self, k: usize) -> usize {
+        self.pools[k].members.len()
+    }
+
+    /// Scores on instrument `k` of the episodes `ids`.
+    fn scores(&self, k: usize, ids: &[i64]) -> Result<Vec<Vec<(u32, f64)>>> {
+        match &self.loaded {
+            Some(all) => Ok(ids
+                .iter()
+                .map(|id| all[k].get(id).cloned().unwrap_or_default())
+                .collect()),
+            None => scores_of(self.conn, &self.instruments[k].id, ids),
+        }
+    }
+
+    /// The neighbourhood's expected curve: its neighbours' scores fetched for them alone.
+    fn curve(
+        &self,
+        k: usize,
+        mut n: trajectory::Neighbourhood,
+        positions: Option<&[usize]>,
+    ) -> Result<Expectation> {
+        let pool = &self.pools[k];
+        for (i, _) in &mut n.nearest {
+            *i = positions.map_or(*i, |p| p[*i]);
+        }
+        let ids: Vec<i64> = n
+            .nearest
+            .iter()
+            .map(|(i, _)| self.episodes.ids[pool.members[*i]])
+            .collect();
+        let scores = self.scores(k, &ids)?;
+        let slices: Vec<&[(u32, f64)]> = scores.iter().map(Vec::as_slice).collect();
+        Ok(trajectory::bands(
+            n,
+            &slices,
+            self.instruments[k].direction,
+            &self.settings,
+        ))
+    }
+
+    /// The expectation from intake of a patient with features `query` on instrument `k`.
+    fn expect_from_intake(
+        &self,
+        k: usize,
+        query: &[Option<f64>],
+    ) -> Result<Result<Expectation, trajectory::Error>> {
+        let pool = &self.pools[k];
+        let present: Vec<bool> = query.iter().map(Option::is_some).collect();
+        let space = pool
+            .spaces
+            .borrow_mut()
+            .entry(present.clone())
+            .or_insert_with(|| {
+                Rc::new(Space::new(
+                    &pool.names,
+                    &pool.rows,
+                    &present,
+                    &self.settings,
+                ))
+            })
+            .clone();
+        match space.as_ref() {
+            Ok(space) => Ok(Ok(self.curve(
+                k,
+                space.search(query, &self.settings),
+                None,
+            )?)),
+            Err(e) => Ok(Err(e.clone())),
+        }
+    }
+
+    /// The dynamic variant: also matched on the patient's scores at sessions 2–3 (`early`).
+    fn expect_from_early(
+        &self,
+        k: usize,
+        query: &[Option<f64>],
+        early: &[(u32, f64)],
+    ) -> Result<Option<Expectation>> {
+        let pool = &self.pools[k];
+        let early: Vec<(u32, f64)> = early
+            .iter()
+            .copied()
+            .filter(|(t, _)| (2..=3).contains(t))
+            .collect();
+        // The candidates and their rows depend only on which early sessions the patient has
+        // (and which features): built once per such key, as `with_early` does.
+        let mut query: Vec<Option<f64>> = query.to_vec();
+        query.extend(early.iter().map(|(_, y)| Some(*y)));
+        let present: Vec<bool> = query.iter().map(Option::is_some).collect();
+        let key = (present.clone(), early.iter().map(|(t, _)| *t).collect());
+        let cached = pool
+            .dynamic
+            .borrow_mut()
+            .entry(key)
+            .or_insert_with(|| {
+                let by = &self.episodes.early[k];
+                let d = trajectory::with_early(
+                    &pool.names,
+                    pool.rows.len(),
+                    |i| &pool.rows[i],
+                    |i, t| by[pool.members[i]][usize::from(t == 3)],
+                    &query[..pool.names.len()],
+                    &early,
+                );
+                Rc::new((
+                    d.ids,
+                    Space::new(&d.features, &d.rows, &present, &self.settings),
+                ))
+            })
+            .clone();
+        let (positions, space) = cached.as_ref();
+        match space {
+            Ok(space) => Ok(Some(self.curve(
+                k,
+                space.search(&query, &self.settings),
+                Some(positions),
+            )?)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The ended episodes with two or more scores on instrument `k` (whatever the pool's
+    /// rule), as (rowid, last day).
+    pub fn eligible(&self, k: usize) -> Vec<(i64, &str)> {
+        let e = &self.episodes;
+        (0..e.ids.len())
+            .filter(|i| e.ended[*i] && e.scores[k][*i].is_some_and(|(_, n)| n >= 2))
+            .filter_map(|i| Some((e.ids[i], e.last_day[i].as_deref()?)))
+            .collect()
+    }
+
+    /// The pool members' scores on instrument `k`, in session order.
+    pub fn pool_scores(&self, k: usize) -> Result<Vec<Vec<(u32, f64)>>> {
+        let ids: Vec<i64> = self.pools[k]
+            .members
+            .iter()
+            .map(|i| self.episodes.ids[*i])
+            .collect();
+        self.scores(k, &ids)
+    }
+
+    /// The share of episode `episode`'s dynamic-variant neighbours on instrument `k` (matched
+    /// on the intake features and the scores `early` at sessions 2–3), weighted 1/(1 + d), who
+    /// ended without reliable improvement: the neighbours' early warning, whose AUC the
+    /// validation card reports. `None` without such neighbours.
+    pub fn early_risk(&self, episode: i64, k: usize, early: &[(u32, f64)]) -> Result<Option<f64>> {
+        let Some(i) = self.episodes.index.get(&episode).copied() else {
+            return Ok(None);
+        };
+        let features = self.episodes.row(k, i);
+        let Some(e) = self.expect_from_early(k, &features, early)? else {
+            return Ok(None);
+        };
+        let inst = &self.instruments[k];
+        let Some(rc) = inst.reliable_change() else {
+            return Ok(None);
+        };
+        let pool = &self.pools[k];
+        let ids: Vec<i64> = e
+            .nearest
+            .iter()
+            .map(|(j, _)| self.episodes.ids[pool.members[*j]])
+            .collect();
+        let w = |v: f64| trajectory::worse_up(inst.direction, v);
+        let (mut at_risk, mut total) = (0.0, 0.0);
+        for ((_, d), s) in e.nearest.iter().zip(self.scores(k, &ids)?) {
+            let (Some((_, first)), Some((_, last))) = (s.first(), s.last()) else {
+                continue;
+            };
+            let weight = 1.0 / (1.0 + d);
+            total += weight;
+            if w(*first) - w(*last) < rc {
+                at_risk += weight;
+            }
+        }
+        Ok((total > 0.0).then(|| at_risk / total))
+    }
+
+    /// Episode `episode`'s support per instrument it has scores on.
+    pub fn assess(&self, episode: i64) -> Result<Vec<InstrumentSupport>> {
+        let mut out = Vec::new();
+        for k in 0..self.instruments.len() {
+            out.extend(self.assess_on(episode, k)?);
+        }
+        Ok(out)
+    }
+
+    /// Episode `episode`'s support on instrument `k`; `None` without scores on it.
+    pub fn assess_on(&self, episode: i64, k: usize) -> Result<Option<InstrumentSupport>> {
+        let conn = self.conn;
+        let inst = &self.instruments[k];
+        let me = self.episodes.index.get(&episode).copied();
+        let mut stmt = conn.prepare_cached(
+            "SELECT a.assessment_id, s.seq, s.date, a.score FROM assessment a
+             JOIN session s USING (session_id)
+             WHERE s.episode_id = ?1 AND a.instrument_id = ?2 ORDER BY s.seq",
+        )?;
+        let mut items = conn.prepare_cached(
+            "SELECT item_no, value FROM item_response WHERE assessment_id = ?1 ORDER BY item_no",
+        )?;
+        {
+            if me.is_some_and(|i| self.episodes.scores[k][i].is_none()) {
+                return Ok(None);
+            }
+            let rows: Vec<(i64, u32, String, f64)> = stmt
+                .query_map(rusqlite::params![episode, inst.id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let mut observed: Vec<Observed> = Vec::new();
+            for (assessment, session, date, score) in &rows {
+                let answers: Vec<(usize, f64)> = items
+                    .query_map([assessment], |r| {
+                        Ok((r.get::<_, i64>(0)? as usize, r.get(1)?))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                observed.push(Observed {
+                    session: *session,
+                    date: date.clone(),
+                    score: *score,
+                    signal: None,
+                    band: None,
+                    safety: trajectory::safety(inst, &answers),
+                });
+            }
+            let names = &self.pools[k].names;
+            let features = me.map_or_else(|| vec![None; names.len()], |i| self.episodes.row(k, i));
+            let early: Vec<(u32, f64)> = observed
+                .iter()
+                .filter(|o| (2..=3).contains(&o.session))
+                .map(|o| (o.session, o.score))
+                .collect();
+            // From intake; and once sessions 2–3 are scored, from them too (the dynamic
+            // variant), which judges only the sessions after them (it matched on them).
+            let expectation = self.expect_from_intake(k, &features)?;
+            let last_early = early.iter().map(|(t, _)| *t).max();
+            let dynamic = match last_early {
+                Some(_) if expectation.is_ok() => self.expect_from_early(k, &features, &early)?,
+                _ => None,
+            };
+            Ok(Some(instrument_support(
+                inst,
+                expectation,
+                dynamic,
+                last_early,
+                observed,
+            )))
+        }
+    }
+}
+
+/// One instrument's page from its expectations and observed scores.
+fn instrument_support(
+    inst: &Instrument,
+    expectation: Result<Expectation, trajectory::Error>,
+    dynamic: Option<Expectation>,
+    last_early: Option<u32>,
+    mut observed: Vec<Observed>,
+) -> InstrumentSupport {
+    let no_basis = expectation.as_ref().err().map(|e| {
+        format!("{e}: no expected trajectory, so no on-track signal (safety signals still show)")
+    });
+    let expectation: Option<Expectation> = expectation.ok();
+    let intake = observed[0].score;
+    for o in observed.iter_mut().skip(1) {
+        let judge = match (&dynamic, last_early) {
+            (Some(d), Some(t)) if o.session > t => Some(d),
+            _ => expectation.as_ref(),
+        };
+        o.signal = Some(trajectory::signal(inst, judge, o.session, intake, o.score));
+        o.band = judge.and_then(|e| e.at(o.session)).map(expected);
+    }
+    let latest = observed.last().and_then(|o| o.signal);
+    let unsafe_now = observed.iter().any(|o| !o.safety.is_empty());
+    let consider = if unsafe_now {
+        CONSIDER.to_vec()
+    } else if matches!(latest, Some(Signal::Red | Signal::Yellow)) {
+        CONSIDER[1..].to_vec()
+    } else {
+        Vec::new()
+    };
+    InstrumentSupport {
+        instrument: inst.id.clone(),
+        direction: inst.direction.as_str(),
+        caseness_cutoff: inst.caseness_cutoff,
+        expected: expectation
+            .as_ref()
+            .map(|e| e.bands.iter().copied().map(expected).collect())
+            .unwrap_or_default(),
+        expected_from_now: dynamic
+            .as_ref()
+            .map(|e| e.bands.iter().copied().map(expected).collect())
+            .unwrap_or_default(),
+        no_basis,
+        basis: expectation.map(|e| Basis {
+            pool: e.candidates,
+            neighbours: e.neighbours,
+            metric: match e.metric {
+                trajectory::Metric::Mahalanobis => "mahalanobis",
+                trajectory::Metric::Euclidean => "euclidean",
+            },
+            features: e.used,
+            left_out: e
+                .left_out
+                .iter()
+                .map(|(n, why)| format!("{n} ({why})"))
+                .collect(),
+            imputed: e.imputed,
+            atypical: e.atypical,
+            dynamic: dynamic.is_some(),
+        }),
+        observed,
+        latest,
+        consider,
+    }
+}
+
 /// The support page of the patient `who`.
 pub fn patient(
     store: &Store,
@@ -355,146 +807,15 @@ pub fn patient(
     gap_weeks: u32,
     settings: &Settings,
 ) -> Result<PatientSupport> {
-    let conn = store.conn();
-    let registry = store.registry()?;
-    let (episode, pseudonym) = episode_of(conn, pseudo, who)?;
-    let episodes = load_episodes(conn, registry.instruments(), gap_weeks)?;
-    let mut instruments = Vec::new();
-    for (k, inst) in registry.instruments().iter().enumerate() {
-        let mut observed: Vec<Observed> = Vec::new();
-        let mut stmt = conn.prepare(
-            "SELECT a.assessment_id, s.seq, s.date, a.score FROM assessment a
-             JOIN session s USING (session_id)
-             WHERE s.episode_id = ?1 AND a.instrument_id = ?2 ORDER BY s.seq",
-        )?;
-        let rows: Vec<(i64, u32, String, f64)> = stmt
-            .query_map(rusqlite::params![episode, inst.id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        if rows.is_empty() {
-            continue;
-        }
-        let mut items = conn.prepare(
-            "SELECT item_no, value FROM item_response WHERE assessment_id = ?1 ORDER BY item_no",
-        )?;
-        for (assessment, session, date, score) in &rows {
-            let answers: Vec<(usize, f64)> = items
-                .query_map([assessment], |r| {
-                    Ok((r.get::<_, i64>(0)? as usize, r.get(1)?))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            observed.push(Observed {
-                session: *session,
-                date: date.clone(),
-                score: *score,
-                signal: None,
-                band: None,
-                safety: trajectory::safety(inst, &answers),
-            });
-        }
-        let names = episodes.names(registry.instruments(), k);
-        let me = episodes.index.get(&episode).copied();
-        let members: Vec<usize> = (0..episodes.ids.len())
-            .filter(|i| Some(*i) != me && episodes.ended[*i])
-            .filter(|i| episodes.scores[k][*i].is_some_and(|(_, n)| n >= 2))
-            .collect();
-        let pool: Vec<i64> = members.iter().map(|i| episodes.ids[*i]).collect();
-        let rows: Vec<Vec<Option<f64>>> = members.iter().map(|i| episodes.row(k, *i)).collect();
-        let features = me.map_or_else(|| vec![None; names.len()], |i| episodes.row(k, i));
-        let early: Vec<(u32, f64)> = observed
-            .iter()
-            .filter(|o| (2..=3).contains(&o.session))
-            .map(|o| (o.session, o.score))
-            .collect();
-        // From intake; and once sessions 2–3 are scored, from them too (the dynamic variant),
-        // which judges only the sessions after them (it matched on them).
-        let expectation = self::expectation(conn, inst, &names, &pool, &rows, &features, settings)?;
-        let last_early = early.iter().map(|(t, _)| *t).max();
-        let dynamic = match last_early {
-            Some(_) if expectation.is_ok() => {
-                let by = &episodes.early[k];
-                let d = trajectory::with_early(
-                    &names,
-                    rows.len(),
-                    |i| &rows[i],
-                    |i, t| by[members[i]][usize::from(t == 3)],
-                    &features,
-                    &early,
-                );
-                let dyn_pool: Vec<i64> = d.ids.iter().map(|i| pool[*i]).collect();
-                self::expectation(
-                    conn,
-                    inst,
-                    &d.features,
-                    &dyn_pool,
-                    &d.rows,
-                    &d.query,
-                    settings,
-                )?
-                .ok()
-            }
-            _ => None,
-        };
-        let no_basis = expectation.as_ref().err().map(|e| {
-            format!(
-                "{e}: no expected trajectory, so no on-track signal (safety signals still show)"
-            )
-        });
-        let expectation: Option<Expectation> = expectation.ok();
-        let intake = observed[0].score;
-        for o in observed.iter_mut().skip(1) {
-            let judge = match (&dynamic, last_early) {
-                (Some(d), Some(t)) if o.session > t => Some(d),
-                _ => expectation.as_ref(),
-            };
-            o.signal = Some(trajectory::signal(inst, judge, o.session, intake, o.score));
-            o.band = judge.and_then(|e| e.at(o.session)).map(expected);
-        }
-        let latest = observed.last().and_then(|o| o.signal);
-        let unsafe_now = observed.iter().any(|o| !o.safety.is_empty());
-        let consider = if unsafe_now {
-            CONSIDER.to_vec()
-        } else if matches!(latest, Some(Signal::Red | Signal::Yellow)) {
-            CONSIDER[1..].to_vec()
-        } else {
-            Vec::new()
-        };
-        instruments.push(InstrumentSupport {
-            instrument: inst.id.clone(),
-            direction: inst.direction.as_str(),
-            caseness_cutoff: inst.caseness_cutoff,
-            expected: expectation
-                .as_ref()
-                .map(|e| e.bands.iter().copied().map(expected).collect())
-                .unwrap_or_default(),
-            expected_from_now: dynamic
-                .as_ref()
-                .map(|e| e.bands.iter().copied().map(expected).collect())
-                .unwrap_or_default(),
-            no_basis,
-            basis: expectation.map(|e| Basis {
-                pool: e.candidates,
-                neighbours: e.neighbours,
-                metric: match e.metric {
-                    trajectory::Metric::Mahalanobis => "mahalanobis",
-                    trajectory::Metric::Euclidean => "euclidean",
-                },
-                features: e.used,
-                left_out: e
-                    .left_out
-                    .iter()
-                    .map(|(n, why)| format!("{n} ({why})"))
-                    .collect(),
-                imputed: e.imputed,
-                atypical: e.atypical,
-                dynamic: dynamic.is_some(),
-            }),
-            observed,
-            latest,
-            consider,
-        });
-    }
+    let (episode, pseudonym) = episode_of(store.conn(), pseudo, who)?;
+    let assessor = Assessor::new(
+        store,
+        gap_weeks,
+        settings,
+        &PoolRule::AllBut(Some(episode)),
+        false,
+    )?;
+    let instruments = assessor.assess(episode)?;
     if instruments.is_empty() {
         bail!("the episode has no scores yet: nothing to compare");
     }
@@ -503,7 +824,9 @@ pub fn patient(
             Who::Patient(p) | Who::Episode(p) => p.clone(),
         },
         episode: pseudonym.chars().take(12).collect(),
+        episode_rowid: episode,
         instruments,
         validated: false,
+        alerts: Vec::new(),
     })
 }

@@ -199,10 +199,17 @@ pub(super) fn import(a: ImportArgs) -> Result<()> {
         corrections: a.corrections,
     };
     let outcomes = node.import_files(&a.files, options)?;
+    let alerts = if a.dry_run || outcomes.iter().all(|o| o.status != "imported") {
+        None
+    } else {
+        Some(node.raise_alerts()?)
+    };
     if a.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "files": outcomes }))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "files": outcomes, "alerts": alerts })
+            )?
         );
         return Ok(());
     }
@@ -260,7 +267,31 @@ pub(super) fn import(a: ImportArgs) -> Result<()> {
     if a.dry_run {
         println!("dry run: nothing was changed");
     }
+    if let Some(r) = alerts {
+        print_raised(&r);
+    }
     Ok(())
+}
+
+/// What an import's alert check did, in a line or two.
+fn print_raised(r: &crate::alerts::Raised) {
+    if r.assessed == 0 {
+        return;
+    }
+    println!(
+        "clinical support: {} open episodes with new scores assessed; alerts raised: {} safety, \
+         {} not on track ({} marked persistent)",
+        r.assessed, r.safety, r.not_on_track, r.persistent
+    );
+    for s in r.switch.iter().filter(|s| !s.on) {
+        println!("  not-on-track alerts for {} are {}", s.instrument, s.why);
+    }
+    if r.red_while_off > 0 {
+        println!(
+            "  {} red signals raised no alert (alerts off); `mbc-node alerts` shows them",
+            r.red_while_off
+        );
+    }
 }
 
 /// `erase`.

@@ -44,6 +44,8 @@ pub(crate) fn migrations() -> Vec<Migration> {
         |tx| tx.execute_batch(include_str!("schema_v9.sql")),
         // 10: corrections and erasure (issue 14).
         |tx| tx.execute_batch(include_str!("schema_v10.sql")),
+        // 11: clinical-support alerts, checks and validation cards (issue 15).
+        |tx| tx.execute_batch(include_str!("schema_v11.sql")),
     ]
 }
 

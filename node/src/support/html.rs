@@ -32,10 +32,11 @@ table{border-collapse:collapse;margin:.5rem 0}td,th{padding:.25rem .6rem;border-
 #e5e5e5;text-align:right;white-space:nowrap}td:first-child,th:first-child{text-align:left}.note{color:#555;\
 font-size:.9rem}.safety{background:#fde8e8;border-left:4px solid #b2182b;padding:.5rem 1rem;\
 margin:.6rem 0}.warn{background:#fff6db;border-left:4px solid #d9a400;padding:.5rem 1rem}\
-.sig{font-weight:600}";
+.sig{font-weight:600}.alerts{background:#fde8e8;border-left:4px solid #b2182b;padding:.2rem 1rem;\
+margin:.6rem 0}.alerts h2{margin-top:.4rem;border:0;font-size:1.1rem}";
 
-/// The page.
-pub fn html(p: &PatientSupport, now: &str) -> String {
+/// The page, with the episode's unresolved alerts (one line each) at the top.
+pub fn html(p: &PatientSupport, alerts: &[String], now: &str) -> String {
     let mut h = String::new();
     let title = format!("Clinical support: patient {}", esc(&p.patient));
     let _ = write!(
@@ -47,10 +48,25 @@ pub fn html(p: &PatientSupport, now: &str) -> String {
         esc(&p.episode),
         env!("CARGO_PKG_VERSION")
     );
+    if !alerts.is_empty() {
+        h.push_str("<div class=\"alerts\"><h2>Open alerts</h2><ul>");
+        for a in alerts {
+            let _ = write!(h, "<li>{}</li>", esc(a));
+        }
+        h.push_str("</ul><p class=\"note\">Acknowledge or resolve with <code>mbc-node alerts ack|resolve ID --by NAME</code>.</p></div>");
+    }
+    for s in &p.alerts {
+        let _ = write!(
+            h,
+            "<p class=\"note\">Not-on-track alerts for {} are {}.</p>",
+            esc(&s.instrument),
+            esc(&s.why)
+        );
+    }
     if !p.validated {
         h.push_str(
-            "<p class=\"warn\">These signals have not been validated on this clinic's data \
-             yet: read them as prompts for clinical judgement, not as alerts.</p>",
+            "<p class=\"warn\">These signals have not passed validation on this clinic's data: \
+             read them as prompts for clinical judgement, not as alerts.</p>",
         );
     }
     for i in &p.instruments {
