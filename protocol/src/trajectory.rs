@@ -315,6 +315,8 @@ pub struct Space {
     mapped: Vec<f64>,
     /// Pool episodes.
     rows: usize,
+    /// Each mapped row's squared norm (its squared distance to the centre).
+    centre2: Vec<f64>,
     /// The pool's distance to its centre at the atypical percentile.
     centre_cut: f64,
     used: Vec<String>,
@@ -431,6 +433,7 @@ impl Space {
             centre.resize(pool.len(), 0.0);
         }
         // Atypical: distance to the centre (the origin of the standardised space).
+        let centre2 = centre.clone();
         let rank = ((settings.atypical_percentile * centre.len() as f64).ceil() as usize)
             .clamp(1, centre.len())
             - 1;
@@ -443,6 +446,7 @@ impl Space {
             map,
             mapped,
             rows: pool.len(),
+            centre2,
             centre_cut,
             used,
             left_out,
@@ -461,10 +465,15 @@ impl Space {
         self.rows == 0
     }
 
-    /// The sum of every entry of the mapped pool: one streaming pass over the matrix the
-    /// search reads, the baseline of `examples/knn_bench.rs`.
+    /// The largest row sum of the mapped pool: one streaming pass over the matrix the search
+    /// reads, row by row as the search does (without the distance and the heap), the baseline
+    /// of `examples/knn_bench.rs`.
     pub fn stream_sum(&self) -> f64 {
-        self.mapped.iter().sum()
+        let dims = self.keep.len().max(1);
+        self.mapped
+            .chunks_exact(dims)
+            .map(|u| u.iter().sum::<f64>())
+            .fold(f64::NEG_INFINITY, f64::max)
     }
 
     /// The k nearest pool episodes to `query` (the values of every feature, in order; only
@@ -487,29 +496,51 @@ impl Space {
         // max-heap on (distance, index): the same order as [`nearest`], ties by pool order).
         let k = k_for(n, settings);
         let mut heap: std::collections::BinaryHeap<Key> = std::collections::BinaryHeap::new();
+        // The heap's largest distance once full: rows arrive in index order, so a later row
+        // enters only when strictly nearer (a tie keeps the earlier row).
+        let mut worst = f64::INFINITY;
         let mut offer = |key: Key| {
+            if k == 0 {
+                return;
+            }
             if heap.len() < k {
                 heap.push(key);
-            } else if heap.peek().is_some_and(|top| key < *top) {
+                if heap.len() == k {
+                    worst = heap.peek().map_or(f64::INFINITY, |t| t.0);
+                }
+            } else if key.0 < worst {
                 heap.pop();
                 heap.push(key);
+                worst = heap.peek().map_or(f64::INFINITY, |t| t.0);
             }
         };
+        let qq: f64 = q.iter().map(|a| a * a).sum();
         if dims == 0 {
             (0..n).for_each(|i| offer(Key(0.0, i)));
         } else {
-            for (i, u) in self.mapped.chunks_exact(dims).enumerate() {
-                let d2: f64 = u.iter().zip(&q).map(|(a, b)| (a - b) * (a - b)).sum();
-                offer(Key(d2, i));
+            // ‖u − q‖² = ‖u‖² + ‖q‖² − 2 u·q: one multiply-add per entry (the rows' squared
+            // norms are kept from building the space).
+            for (i, (u, uu)) in self.mapped.chunks_exact(dims).zip(&self.centre2).enumerate() {
+                let dot = dot(u, &q);
+                offer(Key(uu + qq - 2.0 * dot, i));
             }
         }
-        let atypical = q.iter().map(|a| a * a).sum::<f64>().sqrt() > self.centre_cut;
+        let atypical = qq.sqrt() > self.centre_cut;
+        // The distances of the k found, computed directly.
+        let exact = |i: usize| -> f64 {
+            let u = &self.mapped[i * dims..(i + 1) * dims];
+            u.iter()
+                .zip(&q)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum::<f64>()
+                .sqrt()
+        };
         Neighbourhood {
             candidates: n,
             nearest: heap
                 .into_sorted_vec()
                 .into_iter()
-                .map(|Key(d2, i)| (i, d2.sqrt()))
+                .map(|Key(_, i)| (i, exact(i)))
                 .collect(),
             used: self.used.clone(),
             left_out: self.left_out.clone(),
@@ -542,6 +573,19 @@ impl Ord for Key {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.0.total_cmp(&other.0).then(self.1.cmp(&other.1))
     }
+}
+
+/// u·q in four independent sums (no chain of dependent additions through the row).
+fn dot(u: &[f64], q: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let (head, tail) = u.split_at(u.len() - u.len() % 4);
+    for (a, b) in head.chunks_exact(4).zip(q.chunks_exact(4)) {
+        for j in 0..4 {
+            acc[j] += a[j] * b[j];
+        }
+    }
+    let rest: f64 = tail.iter().zip(&q[head.len()..]).map(|(a, b)| a * b).sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + rest
 }
 
 /// `out = map · z`.
