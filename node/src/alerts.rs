@@ -3,10 +3,11 @@
 //! [`raise`] runs after every import: each open episode's sessions newer than the last one
 //! assessed (table `support_check`) are assessed with [`crate::support::Assessor`]; a
 //! critical item raises a `safety` alert (always), a red signal a `not_on_track` alert (only
-//! when the instrument's latest validation card passed, [`crate::support::validate`]). A red
-//! while the episode's not-on-track alert is unresolved raises nothing new; when the session
-//! before was red too, the alert is marked persistent (for supervision). Re-importing what is
-//! stored assesses nothing and raises nothing.
+//! when the instrument's latest validation card passed, [`crate::support::validate`]). While
+//! an alert of that kind is unresolved for the episode and instrument, a new one raises
+//! nothing; when the session before was the same (red again, or a critical answer again), the
+//! alert is marked persistent (for supervision). Re-importing what is stored assesses nothing
+//! and raises nothing.
 //!
 //! An alert's state is its latest action (`alert_action`): open, acknowledged, resolved.
 //! [`act`] records one; nothing is ever deleted (triggers; only an erasure of the patient).
@@ -99,9 +100,10 @@ pub fn raise(
                                       import_id, raised_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
+    let mut mark = tx.prepare("UPDATE alert SET persistent_at = ?2 WHERE alert_id = ?1")?;
     let mut unresolved = tx.prepare(
         "SELECT a.alert_id, a.persistent_at FROM alert a
-         WHERE a.episode_id = ?1 AND a.instrument_id = ?2 AND a.kind = 'not_on_track'
+         WHERE a.episode_id = ?1 AND a.instrument_id = ?2 AND a.kind = ?3
            AND NOT EXISTS (SELECT 1 FROM alert_action x
                            WHERE x.alert_id = a.alert_id AND x.action = 'resolved')
          ORDER BY a.alert_id DESC LIMIT 1",
@@ -118,53 +120,61 @@ pub fn raise(
                 .get(&(episode, inst.instrument.clone()))
                 .copied()
                 .unwrap_or(0);
-            let mut previous: Option<Signal> = None;
+            let (mut red_before, mut unsafe_before) = (false, false);
             for o in &inst.observed {
-                let new = o.session > from;
-                if new {
-                    for s in &o.safety {
-                        raised.safety += insert.execute(params![
-                            episode,
-                            inst.instrument,
-                            o.session,
-                            "safety",
-                            o.score,
-                            s.reason,
-                            import_id,
-                            now
-                        ])?;
+                let red = o.signal == Some(Signal::Red);
+                let unsafe_now = !o.safety.is_empty();
+                if o.session > from && unsafe_now {
+                    let reason: Vec<&str> = o.safety.iter().map(|s| s.reason.as_str()).collect();
+                    let reason = format!("{}: {}", inst.instrument, reason.join("; "));
+                    match escalate(
+                        &mut unresolved,
+                        episode,
+                        &inst.instrument,
+                        "safety",
+                        unsafe_before,
+                    )? {
+                        Escalation::Raise => {
+                            raised.safety += insert.execute(params![
+                                episode,
+                                inst.instrument,
+                                o.session,
+                                "safety",
+                                o.score,
+                                reason,
+                                import_id,
+                                now
+                            ])?;
+                        }
+                        Escalation::Persistent(id) => {
+                            raised.persistent += mark.execute(params![id, o.session])?;
+                        }
+                        Escalation::Open => {}
                     }
                 }
-                if new && o.signal == Some(Signal::Red) {
+                if o.session > from && red {
                     if !on.get(inst.instrument.as_str()).copied().unwrap_or(false) {
                         raised.red_while_off += 1;
                     } else {
-                        let open: Option<(i64, Option<u32>)> = unresolved
-                            .query_row(params![episode, inst.instrument], |r| {
-                                Ok((r.get(0)?, r.get(1)?))
-                            })
-                            .optional()?;
-                        match open {
-                            Some((id, None)) if previous == Some(Signal::Red) => {
-                                raised.persistent += tx.execute(
-                                    "UPDATE alert SET persistent_at = ?2 WHERE alert_id = ?1",
-                                    params![id, o.session],
-                                )?;
-                            }
-                            Some(_) => {}
-                            None => {
-                                let reason = match &o.band {
-                                    Some(b) => format!(
-                                        "{} {} at session {}: beyond the failure boundary \
-                                         {:.1} of similar past patients, or reliably worse \
-                                         than at intake",
-                                        inst.instrument, o.score, o.session, b.p90
-                                    ),
-                                    None => format!(
-                                        "{} {} at session {}: reliably worse than at intake",
-                                        inst.instrument, o.score, o.session
-                                    ),
-                                };
+                        let reason = match &o.band {
+                            Some(b) => format!(
+                                "{} {}: beyond the failure boundary {:.1} of similar past \
+                                 patients, or reliably worse than at intake",
+                                inst.instrument, o.score, b.p90
+                            ),
+                            None => format!(
+                                "{} {}: reliably worse than at intake",
+                                inst.instrument, o.score
+                            ),
+                        };
+                        match escalate(
+                            &mut unresolved,
+                            episode,
+                            &inst.instrument,
+                            "not_on_track",
+                            red_before,
+                        )? {
+                            Escalation::Raise => {
                                 raised.not_on_track += insert.execute(params![
                                     episode,
                                     inst.instrument,
@@ -176,10 +186,15 @@ pub fn raise(
                                     now
                                 ])?;
                             }
+                            Escalation::Persistent(id) => {
+                                raised.persistent += mark.execute(params![id, o.session])?;
+                            }
+                            Escalation::Open => {}
                         }
                     }
                 }
-                previous = o.signal;
+                red_before = red;
+                unsafe_before = unsafe_now;
             }
             if let Some(last) = inst.observed.last() {
                 check.execute(params![
@@ -193,9 +208,77 @@ pub fn raise(
             }
         }
     }
-    drop((insert, unresolved, check));
+    drop((insert, mark, unresolved, check));
     tx.commit()?;
     Ok(raised)
+}
+
+/// After a validation card switched an instrument's not-on-track alerts on: an alert for
+/// every open episode whose latest assessed score on it was red and that has no unresolved
+/// one (at that session), so that the caseload's reds do not wait for their next scores.
+/// Returns how many were raised.
+pub fn raise_switched_on(store: &Store, gap_weeks: u32, now: &str) -> Result<usize> {
+    let on: Vec<String> = switches(store)?
+        .into_iter()
+        .filter(|s| s.on)
+        .map(|s| s.instrument)
+        .collect();
+    let conn = store.conn();
+    let tx = conn.unchecked_transaction()?;
+    let mut raised = 0;
+    for instrument in on {
+        raised += tx.execute(
+            &format!(
+                "INSERT OR IGNORE INTO alert (episode_id, instrument_id, session_seq, kind, score,
+                                              reason, import_id, raised_at)
+                 SELECT c.episode_id, c.instrument_id, c.session_seq, 'not_on_track', c.score,
+                        c.instrument_id || ' ' || printf('%g', c.score)
+                          || ': not on track when scored (alerts switched on by validation)',
+                        NULL, ?3
+                 FROM support_check c JOIN episode e USING (episode_id)
+                 WHERE c.instrument_id = ?2 AND c.signal = 'red' AND NOT ({})
+                   AND NOT EXISTS (
+                       SELECT 1 FROM alert a WHERE a.episode_id = c.episode_id
+                         AND a.instrument_id = c.instrument_id AND a.kind = 'not_on_track'
+                         AND NOT EXISTS (SELECT 1 FROM alert_action x
+                                         WHERE x.alert_id = a.alert_id
+                                           AND x.action = 'resolved'))",
+                crate::support::ENDED
+            ),
+            params![i64::from(gap_weeks) * 7, instrument, now],
+        )?;
+    }
+    tx.commit()?;
+    Ok(raised)
+}
+
+/// What a new red (or critical answer) does.
+enum Escalation {
+    /// No unresolved alert of its kind: raise one.
+    Raise,
+    /// An unresolved one, and the session before was the same: mark it persistent.
+    Persistent(i64),
+    /// An unresolved one already says it.
+    Open,
+}
+
+fn escalate(
+    unresolved: &mut rusqlite::Statement<'_>,
+    episode: i64,
+    instrument: &str,
+    kind: &str,
+    same_before: bool,
+) -> Result<Escalation> {
+    let open: Option<(i64, Option<u32>)> = unresolved
+        .query_row(params![episode, instrument, kind], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    Ok(match open {
+        None => Escalation::Raise,
+        Some((id, None)) if same_before => Escalation::Persistent(id),
+        Some(_) => Escalation::Open,
+    })
 }
 
 /// A signal's stored name.
@@ -302,10 +385,9 @@ impl Alert {
             self.id,
             self.kind.replace('_', " "),
             self.session,
-            if self.persistent_at.is_some() {
-                ", PERSISTENT"
-            } else {
-                ""
+            match self.persistent_at {
+                Some(t) => format!(", PERSISTENT (again at session {t})"),
+                None => String::new(),
             },
             self.reason,
             self.state,

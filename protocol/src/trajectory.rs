@@ -520,7 +520,12 @@ impl Space {
         } else {
             // ‖u − q‖² = ‖u‖² + ‖q‖² − 2 u·q: one multiply-add per entry (the rows' squared
             // norms are kept from building the space).
-            for (i, (u, uu)) in self.mapped.chunks_exact(dims).zip(&self.centre2).enumerate() {
+            for (i, (u, uu)) in self
+                .mapped
+                .chunks_exact(dims)
+                .zip(&self.centre2)
+                .enumerate()
+            {
                 let dot = dot(u, &q);
                 offer(Key(uu + qq - 2.0 * dot, i));
             }

@@ -341,6 +341,27 @@ fn alerts_are_raised_once_by_import_and_their_lifecycle_is_kept() {
         .find(|c| c["instrument"] == "PHQ-9")
         .unwrap();
     assert_eq!(phq["passed"], true, "{}", phq["verdict"]);
+    // Switching alerts on raises them for the caseload's reds at once, not at their next score.
+    let caseload = mbc(cwd, &["alerts", "--data-dir", "node", "--json"])
+        .ok()
+        .json();
+    let switched: Vec<&Value> = caseload["episodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c["open_alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["kind"] == "not_on_track")
+        })
+        .collect();
+    assert!(!switched.is_empty());
+    assert!(
+        switched.iter().all(|c| c["signal"] == "red"),
+        "{switched:?}"
+    );
 
     // An open episode (still in treatment at export), PHQ-9 at intake 20 or less: two more
     // sessions, each reliably worse than intake (PHQ-9 reliable change: 6).

@@ -119,13 +119,17 @@ pub(super) fn support(a: SupportArgs) -> Result<()> {
 
 fn validate(a: ValidateArgs) -> Result<()> {
     let node = Node::open(&a.dir.data_dir)?;
+    let store = node.store();
+    let gap = node.config().import.episode_gap_weeks;
+    let now = crate::clock::now();
     let cards = support::validate::validate(
-        &node.store(),
-        node.config().import.episode_gap_weeks,
+        &store,
+        gap,
         &Default::default(),
         &node.config().support,
-        &crate::clock::now(),
+        &now,
     )?;
+    let raised = alerts::raise_switched_on(&store, gap, &now)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&cards)?);
         return Ok(());
@@ -186,6 +190,12 @@ fn validate(a: ValidateArgs) -> Result<()> {
             c.verdict,
             c.instrument,
             if c.passed { "ON" } else { "OFF" }
+        );
+    }
+    if raised > 0 {
+        println!(
+            "\n{raised} open episodes were red at their latest score: their not-on-track \
+             alerts are raised now (mbc-node alerts)."
         );
     }
     println!(
