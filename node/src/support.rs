@@ -203,16 +203,24 @@ const CASEMIX: [&str; 8] = [
 ];
 
 /// Whether episode `e` has ended, as SQL (parameter ?1: the gap in days): an end recorded,
-/// else no session within the gap before the newest one in the store (CASE evaluates the
-/// look-ups only when no end is recorded; the newest date once).
+/// else its last session more than the gap before the newest session in the store (CASE
+/// evaluates the look-ups only when no end is recorded: the last session by the (episode, seq)
+/// index, the newest date once by `session_by_date`).
 pub const ENDED: &str = "CASE WHEN e.end_date IS NOT NULL OR e.end_reason IS NOT NULL THEN 1
-     ELSE (SELECT max(date) FROM session s WHERE s.episode_id = e.episode_id)
+     ELSE (SELECT date FROM session s WHERE s.episode_id = e.episode_id ORDER BY seq DESC LIMIT 1)
           < date((SELECT max(date) FROM session), printf('-%d days', ?1)) END";
 
+/// The last day of episode `e`, as SQL: its end date, else its last session's date.
+const LAST_DAY: &str = "coalesce(e.end_date,
+     (SELECT date FROM session s WHERE s.episode_id = e.episode_id ORDER BY seq DESC LIMIT 1))";
+
+/// Every episode's features; with `last_days`, its last day too (a session look-up per
+/// episode without an end date, so only when a hold-out needs it).
 fn load_episodes(
     conn: &Connection,
     instruments: &[Instrument],
     gap_weeks: u32,
+    last_days: bool,
 ) -> Result<Episodes> {
     let mut e = Episodes {
         index: HashMap::new(),
@@ -228,10 +236,9 @@ fn load_episodes(
                 c.age, CASE WHEN p.sex IN ('female', 'male') THEN p.sex = 'female' END,
                 CASE WHEN c.employment IS NULL THEN NULL ELSE c.employment = 'unemployed' END,
                 c.duration_of_problem_months, c.prior_treatment, c.psychotropic_med,
-                c.comorbidity_count, c.wsas,
-                coalesce(e.end_date,
-                         (SELECT max(date) FROM session s WHERE s.episode_id = e.episode_id))
-         FROM episode e JOIN patient p USING (patient_id) LEFT JOIN casemix c USING (episode_id)"
+                c.comorbidity_count, c.wsas, {}
+         FROM episode e JOIN patient p USING (patient_id) LEFT JOIN casemix c USING (episode_id)",
+        if last_days { LAST_DAY } else { "NULL" }
     ))?;
     let mut rows = stmt.query([i64::from(gap_weeks) * 7])?;
     while let Some(r) = rows.next()? {
@@ -419,7 +426,12 @@ impl<'c> Assessor<'c> {
     ) -> Result<Self> {
         let conn = store.conn();
         let instruments = store.registry()?.instruments().to_vec();
-        let episodes = load_episodes(conn, &instruments, gap_weeks)?;
+        let episodes = load_episodes(
+            conn,
+            &instruments,
+            gap_weeks,
+            matches!(rule, PoolRule::EndedBefore(_)) || preload,
+        )?;
         let pools = (0..instruments.len())
             .map(|k| {
                 let members: Vec<usize> = (0..episodes.ids.len())
@@ -601,7 +613,7 @@ impl<'c> Assessor<'c> {
     }
 
     /// The ended episodes with two or more scores on instrument `k` (whatever the pool's
-    /// rule), as (rowid, last day).
+    /// rule), as (rowid, last day); read only under [`PoolRule::EndedBefore`] or `preload`.
     pub fn eligible(&self, k: usize) -> Vec<(i64, &str)> {
         let e = &self.episodes;
         (0..e.ids.len())

@@ -45,6 +45,10 @@ CREATE TABLE support_check (
     PRIMARY KEY (episode_id, instrument_id)
 );
 
+-- Whether an episode has ended asks for the newest session date in the store
+-- (support::ENDED): by index, not by scanning every session.
+CREATE INDEX session_by_date ON session (date);
+
 -- `mbc-node support validate`: one card per instrument and run, kept for good. The latest
 -- card of an instrument says whether its not-on-track alerts are on.
 CREATE TABLE support_validation (

@@ -242,7 +242,14 @@ pub fn validate(
              above_p90 = [low, high] with 0 ≤ low ≤ high ≤ 1"
         );
     }
-    let all = Assessor::new(store, gap_weeks, settings, &PoolRule::AllBut(None), false)?;
+    // Every ended episode with its last day (a pool "ended before the end of time").
+    let all = Assessor::new(
+        store,
+        gap_weeks,
+        settings,
+        &PoolRule::EndedBefore("9999-12-31".to_string()),
+        false,
+    )?;
     let mut cards = Vec::new();
     for (k, inst) in all.instruments().iter().enumerate() {
         let mut days: Vec<&str> = all.eligible(k).into_iter().map(|(_, d)| d).collect();
