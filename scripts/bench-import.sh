@@ -9,8 +9,8 @@
 #    query`: the store is encrypted), and times the sqlite3 shell's bulk loader (`.import`, its
 #    fastest path) loading them in one transaction into a plain, unencrypted SQLite database
 #    with the same schema and registry as a fresh node (same indexes, foreign keys on,
-#    synchronous=NORMAL as the node uses). Synthetic data has no NULLs, so CSV round-trips
-#    every value. mbc-node also encrypts every page (SQLCipher); the baseline does not;
+#    synchronous=NORMAL as the node uses). CSV round-trips every value but NULL, which only
+#    the end of episodes still in treatment has (those go through a staging table). mbc-node also encrypts every page (SQLCipher); the baseline does not;
 # 4. prints both rates and the ratio mbc-node / sqlite3.
 #
 # Usage: scripts/bench-import.sh [PATIENTS]   (default 75000 patients ≈ 1.1 million assessments)
@@ -55,8 +55,18 @@ tables="therapist patient episode casemix episode_therapist session assessment i
     echo ".mode csv"
     echo "BEGIN;"
     for t in $tables; do
-        "$bin" store query --data-dir "$work/node" "SELECT * FROM $t" | tail -n +2 >"$work/$t.csv"
-        echo ".import $work/$t.csv $t"
+        if [ "$t" = episode ]; then
+            # Episodes still in treatment have no end (NULL): CSV cannot say NULL, so they go
+            # through a staging table and NULLIF (the only table with NULLs in synthetic data).
+            "$bin" store query --data-dir "$work/node" "SELECT * FROM $t" >"$work/$t.csv"
+            cols=$(sqlite3 "$work/baseline.db" "SELECT group_concat('nullif(\"' || name || '\", '''')', ', ') FROM pragma_table_info('$t')")
+            echo ".import $work/$t.csv ${t}_staging"
+            echo "INSERT INTO $t SELECT $cols FROM ${t}_staging;"
+            echo "DROP TABLE ${t}_staging;"
+        else
+            "$bin" store query --data-dir "$work/node" "SELECT * FROM $t" | tail -n +2 >"$work/$t.csv"
+            echo ".import $work/$t.csv $t"
+        fi
     done
     echo "COMMIT;"
 } >"$work/load.sql"

@@ -156,6 +156,36 @@ fn a_patients_page_shows_the_expected_curve_and_signals_that_agree_with_it() {
         marks + 5 * p["instruments"].as_array().unwrap().len(),
         "points and the legends"
     );
+    // In a real browser (headless Chromium, installed by .ci/run): the DOM it builds holds
+    // every chart and point, and the page renders to a full-width screenshot.
+    let dom = chromium(cwd, &["--dump-dom", "page.html"]);
+    assert_eq!(
+        dom.matches("<svg").count(),
+        html.matches("<svg").count(),
+        "{dom}"
+    );
+    assert_eq!(
+        dom.matches("<circle").count(),
+        html.matches("<circle").count()
+    );
+    assert!(dom.contains("failure boundary (P90)"));
+    chromium(
+        cwd,
+        &[
+            "--screenshot=page.png",
+            "--window-size=1280,1600",
+            "page.html",
+        ],
+    );
+    let png = std::fs::read(cwd.join("page.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let width = u32::from_be_bytes([png[16], png[17], png[18], png[19]]);
+    assert_eq!(width, 1280);
+    assert!(
+        png.len() > 40_000,
+        "a page with charts, not a blank one: {} bytes",
+        png.len()
+    );
     for f in [
         "failure boundary (P90)",
         "expected score",
@@ -175,6 +205,30 @@ fn a_patients_page_shows_the_expected_curve_and_signals_that_agree_with_it() {
     assert!(out.stderr.contains("no patient NOBODY"), "{}", out.stderr);
     let out = mbc(cwd, &["support", "--data-dir", "node"]);
     assert_eq!(out.code, 2, "a usage error: {}", out.stderr);
+}
+
+/// Headless Chromium on a file in `cwd` (the last argument); its stdout. Panics when it fails.
+#[track_caller]
+fn chromium(cwd: &Path, args: &[&str]) -> String {
+    let (file, flags) = args.split_last().unwrap();
+    let out = std::process::Command::new("chromium")
+        .current_dir(cwd)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .args(flags)
+        .arg(format!("file://{}", cwd.join(file).display()))
+        .output()
+        .expect("chromium runs (.ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A node with one synthetic clinic of 4,000 patients from `synth`, in `cwd/node`; the
