@@ -127,30 +127,16 @@ pub fn raise(
                 if o.session > from && unsafe_now {
                     let reason: Vec<&str> = o.safety.iter().map(|s| s.reason.as_str()).collect();
                     let reason = format!("{}: {}", inst.instrument, reason.join("; "));
-                    match escalate(
-                        &mut unresolved,
-                        episode,
-                        &inst.instrument,
+                    let (new, marked) = escalate(
+                        (&mut unresolved, &mut insert, &mut mark),
+                        (episode, &inst.instrument, o.session, o.score),
                         "safety",
+                        &reason,
                         unsafe_before,
-                    )? {
-                        Escalation::Raise => {
-                            raised.safety += insert.execute(params![
-                                episode,
-                                inst.instrument,
-                                o.session,
-                                "safety",
-                                o.score,
-                                reason,
-                                import_id,
-                                now
-                            ])?;
-                        }
-                        Escalation::Persistent(id) => {
-                            raised.persistent += mark.execute(params![id, o.session])?;
-                        }
-                        Escalation::Open => {}
-                    }
+                        (import_id, now),
+                    )?;
+                    raised.safety += new;
+                    raised.persistent += marked;
                 }
                 if o.session > from && red {
                     if !on.get(inst.instrument.as_str()).copied().unwrap_or(false) {
@@ -167,30 +153,16 @@ pub fn raise(
                                 inst.instrument, o.score
                             ),
                         };
-                        match escalate(
-                            &mut unresolved,
-                            episode,
-                            &inst.instrument,
+                        let (new, marked) = escalate(
+                            (&mut unresolved, &mut insert, &mut mark),
+                            (episode, &inst.instrument, o.session, o.score),
                             "not_on_track",
+                            &reason,
                             red_before,
-                        )? {
-                            Escalation::Raise => {
-                                raised.not_on_track += insert.execute(params![
-                                    episode,
-                                    inst.instrument,
-                                    o.session,
-                                    "not_on_track",
-                                    o.score,
-                                    reason,
-                                    import_id,
-                                    now
-                                ])?;
-                            }
-                            Escalation::Persistent(id) => {
-                                raised.persistent += mark.execute(params![id, o.session])?;
-                            }
-                            Escalation::Open => {}
-                        }
+                            (import_id, now),
+                        )?;
+                        raised.not_on_track += new;
+                        raised.persistent += marked;
                     }
                 }
                 red_before = red;
@@ -252,32 +224,35 @@ pub fn raise_switched_on(store: &Store, gap_weeks: u32, now: &str) -> Result<usi
     Ok(raised)
 }
 
-/// What a new red (or critical answer) does.
-enum Escalation {
-    /// No unresolved alert of its kind: raise one.
-    Raise,
-    /// An unresolved one, and the session before was the same: mark it persistent.
-    Persistent(i64),
-    /// An unresolved one already says it.
-    Open,
-}
-
+/// A new red (or critical answer) at a session of `at` (episode, instrument, session,
+/// score): with no unresolved alert of its `kind`, raise one; with one, and the session before
+/// the same (`same_before`), mark it persistent; else nothing. Returns (raised, marked).
 fn escalate(
-    unresolved: &mut rusqlite::Statement<'_>,
-    episode: i64,
-    instrument: &str,
+    (unresolved, insert, mark): (
+        &mut rusqlite::Statement<'_>,
+        &mut rusqlite::Statement<'_>,
+        &mut rusqlite::Statement<'_>,
+    ),
+    (episode, instrument, session, score): (i64, &str, u32, f64),
     kind: &str,
+    reason: &str,
     same_before: bool,
-) -> Result<Escalation> {
+    (import_id, now): (Option<i64>, &str),
+) -> Result<(usize, usize)> {
     let open: Option<(i64, Option<u32>)> = unresolved
         .query_row(params![episode, instrument, kind], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .optional()?;
     Ok(match open {
-        None => Escalation::Raise,
-        Some((id, None)) if same_before => Escalation::Persistent(id),
-        Some(_) => Escalation::Open,
+        None => (
+            insert.execute(params![
+                episode, instrument, session, kind, score, reason, import_id, now
+            ])?,
+            0,
+        ),
+        Some((id, None)) if same_before => (0, mark.execute(params![id, session])?),
+        Some(_) => (0, 0),
     })
 }
 
