@@ -434,17 +434,22 @@ pub struct Switch {
     pub why: String,
 }
 
-/// Whether not-on-track alerts are on per registered instrument: on when the instrument's
-/// latest `support validate` card passed.
+/// Whether not-on-track alerts are on per instrument the store has scores on: on when the
+/// instrument's latest `support validate` card passed.
 pub fn switches(store: &Store) -> Result<Vec<Switch>> {
     let conn = store.conn();
     let mut stmt = conn.prepare(
         "SELECT passed, validated_at, card FROM support_validation WHERE instrument_id = ?1
          ORDER BY validation_id DESC LIMIT 1",
     )?;
-    store
-        .registry()?
-        .instruments()
+    let mut used = conn.prepare("SELECT 1 FROM episode_scores WHERE instrument_id = ?1 LIMIT 1")?;
+    let mut instruments = Vec::new();
+    for i in store.registry()?.instruments() {
+        if used.exists([&i.id])? {
+            instruments.push(i.clone());
+        }
+    }
+    instruments
         .iter()
         .map(|i| {
             let last: Option<(bool, String, String)> = stmt
