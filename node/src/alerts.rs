@@ -73,7 +73,6 @@ pub fn raise(
             if checked
                 .get(&(episode, instrument))
                 .is_none_or(|c| last > *c)
-                && newer.last() != Some(&episode)
             {
                 newer.push(episode);
             }

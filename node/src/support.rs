@@ -430,7 +430,7 @@ impl<'c> Assessor<'c> {
             conn,
             &instruments,
             gap_weeks,
-            matches!(rule, PoolRule::EndedBefore(_)) || preload,
+            matches!(rule, PoolRule::EndedBefore(_)),
         )?;
         let pools = (0..instruments.len())
             .map(|k| {
@@ -476,17 +476,6 @@ impl<'c> Assessor<'c> {
     /// The registered instruments, in pool order.
     pub fn instruments(&self) -> &[Instrument] {
         &self.instruments
-    }
-
-    /// Whether episode `id` has ended (by the pool's rule), and its last day.
-    pub fn ended(&self, id: i64) -> Option<(bool, Option<&str>)> {
-        let i = *self.episodes.index.get(&id)?;
-        Some((self.episodes.ended[i], self.episodes.last_day[i].as_deref()))
-    }
-
-    /// Every episode's rowid.
-    pub fn episode_ids(&self) -> &[i64] {
-        &self.episodes.ids
     }
 
     /// Pool members on instrument `k`.
@@ -613,7 +602,7 @@ impl<'c> Assessor<'c> {
     }
 
     /// The ended episodes with two or more scores on instrument `k` (whatever the pool's
-    /// rule), as (rowid, last day); read only under [`PoolRule::EndedBefore`] or `preload`.
+    /// rule), as (rowid, last day); last days are read only under [`PoolRule::EndedBefore`].
     pub fn eligible(&self, k: usize) -> Vec<(i64, &str)> {
         let e = &self.episodes;
         (0..e.ids.len())
@@ -691,57 +680,55 @@ impl<'c> Assessor<'c> {
         let mut items = conn.prepare_cached(
             "SELECT item_no, value FROM item_response WHERE assessment_id = ?1 ORDER BY item_no",
         )?;
-        {
-            if me.is_some_and(|i| self.episodes.scores[k][i].is_none()) {
-                return Ok(None);
-            }
-            let rows: Vec<(i64, u32, String, f64)> = stmt
-                .query_map(rusqlite::params![episode, inst.id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        if me.is_some_and(|i| self.episodes.scores[k][i].is_none()) {
+            return Ok(None);
+        }
+        let rows: Vec<(i64, u32, String, f64)> = stmt
+            .query_map(rusqlite::params![episode, inst.id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut observed: Vec<Observed> = Vec::new();
+        for (assessment, session, date, score) in &rows {
+            let answers: Vec<(usize, f64)> = items
+                .query_map([assessment], |r| {
+                    Ok((r.get::<_, i64>(0)? as usize, r.get(1)?))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
-            if rows.is_empty() {
-                return Ok(None);
-            }
-            let mut observed: Vec<Observed> = Vec::new();
-            for (assessment, session, date, score) in &rows {
-                let answers: Vec<(usize, f64)> = items
-                    .query_map([assessment], |r| {
-                        Ok((r.get::<_, i64>(0)? as usize, r.get(1)?))
-                    })?
-                    .collect::<rusqlite::Result<_>>()?;
-                observed.push(Observed {
-                    session: *session,
-                    date: date.clone(),
-                    score: *score,
-                    signal: None,
-                    band: None,
-                    safety: trajectory::safety(inst, &answers),
-                });
-            }
-            let names = &self.pools[k].names;
-            let features = me.map_or_else(|| vec![None; names.len()], |i| self.episodes.row(k, i));
-            let early: Vec<(u32, f64)> = observed
-                .iter()
-                .filter(|o| (2..=3).contains(&o.session))
-                .map(|o| (o.session, o.score))
-                .collect();
-            // From intake; and once sessions 2–3 are scored, from them too (the dynamic
-            // variant), which judges only the sessions after them (it matched on them).
-            let expectation = self.expect_from_intake(k, &features)?;
-            let last_early = early.iter().map(|(t, _)| *t).max();
-            let dynamic = match last_early {
-                Some(_) if expectation.is_ok() => self.expect_from_early(k, &features, &early)?,
-                _ => None,
-            };
-            Ok(Some(instrument_support(
-                inst,
-                expectation,
-                dynamic,
-                last_early,
-                observed,
-            )))
+            observed.push(Observed {
+                session: *session,
+                date: date.clone(),
+                score: *score,
+                signal: None,
+                band: None,
+                safety: trajectory::safety(inst, &answers),
+            });
         }
+        let names = &self.pools[k].names;
+        let features = me.map_or_else(|| vec![None; names.len()], |i| self.episodes.row(k, i));
+        let early: Vec<(u32, f64)> = observed
+            .iter()
+            .filter(|o| (2..=3).contains(&o.session))
+            .map(|o| (o.session, o.score))
+            .collect();
+        // From intake; and once sessions 2–3 are scored, from them too (the dynamic
+        // variant), which judges only the sessions after them (it matched on them).
+        let expectation = self.expect_from_intake(k, &features)?;
+        let last_early = early.iter().map(|(t, _)| *t).max();
+        let dynamic = match last_early {
+            Some(_) if expectation.is_ok() => self.expect_from_early(k, &features, &early)?,
+            _ => None,
+        };
+        Ok(Some(instrument_support(
+            inst,
+            expectation,
+            dynamic,
+            last_early,
+            observed,
+        )))
     }
 }
 
