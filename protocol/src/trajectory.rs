@@ -796,13 +796,21 @@ pub fn signal(
     intake: f64,
     score: f64,
 ) -> Signal {
+    let band = expectation.and_then(|e| e.at(t)).filter(|_| t >= 2);
+    signal_in(instrument, band.as_ref(), intake, score)
+}
+
+/// The signal of `score` against the `band` of its session (none: no expectation there) for
+/// a patient whose intake was `intake`: [`signal`] once the band is known, for callers with
+/// bands of their own (the validation card's baselines).
+pub fn signal_in(instrument: &Instrument, band: Option<&Band>, intake: f64, score: f64) -> Signal {
     let worse = |v: f64| worse_up(instrument.direction, v);
     if let Some(rc) = instrument.reliable_change()
         && worse(score) - worse(intake) >= rc
     {
         return Signal::Red;
     }
-    let Some(band) = expectation.and_then(|e| e.at(t)).filter(|_| t >= 2) else {
+    let Some(band) = band else {
         return Signal::Grey;
     };
     if instrument.is_case(score) == Some(false) {

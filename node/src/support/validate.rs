@@ -22,7 +22,7 @@
 use anyhow::{Result, bail};
 use protocol::instrument::Instrument;
 use protocol::trajectory::validation::{self, Confusion, Etr, PoolChange};
-use protocol::trajectory::{Band, Settings, worse_up};
+use protocol::trajectory::{Band, Settings, Signal, signal_in, worse_up};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
@@ -147,16 +147,13 @@ impl Tally {
         let mut score: Option<f64> = None;
         let mut red = false;
         for &(t, y) in scores.iter().filter(|(t, _)| (2..=3).contains(t)) {
-            let deteriorated = w(y) - w(intake) >= rc;
-            let Some(b) = band(t) else {
-                red |= deteriorated;
-                continue;
-            };
+            let b = band(t);
+            red |= signal_in(inst, b.as_ref(), intake, y) == Signal::Red;
+            let Some(b) = b else { continue };
             let mut e = validation::exceedance(&b, y, inst.direction);
-            if deteriorated {
+            if w(y) - w(intake) >= rc {
                 e = e.max(1.0 + 1e-9);
             }
-            red |= deteriorated || w(y) > w(b.p90);
             score = Some(score.map_or(e, |s: f64| s.max(e)));
         }
         let Some(score) = score else { return };
