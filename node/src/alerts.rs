@@ -85,6 +85,8 @@ pub fn raise(
         ..Raised::default()
     };
     if newer.is_empty() {
+        // Nothing to assess; the features the next patient's page reads are made now.
+        crate::support::keep_features(store)?;
         return Ok(raised);
     }
     let assessor = Assessor::new(store, gap_weeks, settings, &PoolRule::AllBut(None), true)?;

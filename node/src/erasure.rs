@@ -34,7 +34,8 @@ pub struct Erased {
     pub corrections: u64,
 }
 
-/// The rows of one patient's episodes, each table once, children before parents; assessments
+/// The rows of one patient's episodes, each table once, children before parents (and the
+/// features cache, which holds every episode's); assessments
 /// through the session's (episode, seq) index (assessment has none by episode).
 const DELETES: &[&str] = &[
     "DELETE FROM correction WHERE episode_id IN (SELECT episode_id FROM mine)",
@@ -42,6 +43,8 @@ const DELETES: &[&str] = &[
         (SELECT alert_id FROM alert WHERE episode_id IN (SELECT episode_id FROM mine))",
     "DELETE FROM alert WHERE episode_id IN (SELECT episode_id FROM mine)",
     "DELETE FROM support_check WHERE episode_id IN (SELECT episode_id FROM mine)",
+    // Every episode's features in one blob (support/features.rs): the next reader rebuilds it.
+    "DELETE FROM support_features",
     "DELETE FROM item_response WHERE assessment_id IN (SELECT assessment_id FROM assessment
         WHERE session_id IN (SELECT session_id FROM session WHERE episode_id IN mine))",
     "DELETE FROM assessment WHERE session_id IN

@@ -9,10 +9,11 @@
 //! sex, unemployment, duration of the problem, prior treatment, medication, comorbidity count
 //! and WSAS, each as recorded or missing. The method is `protocol::trajectory`.
 
+mod features;
 pub mod html;
 pub mod validate;
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -23,6 +24,7 @@ use protocol::trajectory::{self, Expectation, Feature, Safety, Settings, Signal,
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
+use self::features::Episodes;
 use crate::store::Store;
 
 /// The five clinical-support areas of the Trier Treatment Navigator (Lutz et al. 2019,
@@ -173,35 +175,6 @@ fn episode_of(conn: &Connection, pseudo: &Pseudonymiser, who: &Who) -> Result<(i
     })
 }
 
-/// What the pool needs of every episode, read once for all instruments: its case mix, its
-/// first score and number of scores per instrument, and whether it has ended.
-struct Episodes {
-    /// episode rowid → index.
-    index: HashMap<i64, usize>,
-    ids: Vec<i64>,
-    ended: Vec<bool>,
-    /// The end date, else the last session's date.
-    last_day: Vec<Option<String>>,
-    /// The case-mix features (`CASEMIX` order), per episode.
-    casemix: Vec<[Option<f64>; CASEMIX.len()]>,
-    /// Per instrument (registry order), per episode: (first score, number of scores).
-    scores: Vec<Vec<Option<(f64, u32)>>>,
-    /// Per instrument, per episode: the scores at sessions 2 and 3.
-    early: Vec<Vec<[Option<f64>; 2]>>,
-}
-
-/// The case-mix features, in order.
-const CASEMIX: [&str; 8] = [
-    "age",
-    "female",
-    "unemployed",
-    "duration of the problem",
-    "prior treatment",
-    "medication",
-    "comorbidity count",
-    "WSAS",
-];
-
 /// Whether episode `e` has ended, as SQL (parameter ?1: the gap in days): an end recorded,
 /// else its last session more than the gap before the newest session in the store (CASE
 /// evaluates the look-ups only when no end is recorded: the last session by the (episode, seq)
@@ -209,105 +182,6 @@ const CASEMIX: [&str; 8] = [
 pub const ENDED: &str = "CASE WHEN e.end_date IS NOT NULL OR e.end_reason IS NOT NULL THEN 1
      ELSE (SELECT date FROM session s WHERE s.episode_id = e.episode_id ORDER BY seq DESC LIMIT 1)
           < date((SELECT max(date) FROM session), printf('-%d days', ?1)) END";
-
-/// The last day of episode `e`, as SQL: its end date, else its last session's date.
-const LAST_DAY: &str = "coalesce(e.end_date,
-     (SELECT date FROM session s WHERE s.episode_id = e.episode_id ORDER BY seq DESC LIMIT 1))";
-
-/// Every episode's features; with `last_days`, its last day too (a session look-up per
-/// episode without an end date, so only when a hold-out needs it).
-fn load_episodes(
-    conn: &Connection,
-    instruments: &[Instrument],
-    gap_weeks: u32,
-    last_days: bool,
-) -> Result<Episodes> {
-    let mut e = Episodes {
-        index: HashMap::new(),
-        ids: Vec::new(),
-        ended: Vec::new(),
-        last_day: Vec::new(),
-        casemix: Vec::new(),
-        scores: vec![Vec::new(); instruments.len()],
-        early: vec![Vec::new(); instruments.len()],
-    };
-    let mut stmt = conn.prepare(&format!(
-        "SELECT e.episode_id, {ENDED},
-                c.age, CASE WHEN p.sex IN ('female', 'male') THEN p.sex = 'female' END,
-                CASE WHEN c.employment IS NULL THEN NULL ELSE c.employment = 'unemployed' END,
-                c.duration_of_problem_months, c.prior_treatment, c.psychotropic_med,
-                c.comorbidity_count, c.wsas, {}
-         FROM episode e JOIN patient p USING (patient_id) LEFT JOIN casemix c USING (episode_id)",
-        if last_days { LAST_DAY } else { "NULL" }
-    ))?;
-    let mut rows = stmt.query([i64::from(gap_weeks) * 7])?;
-    while let Some(r) = rows.next()? {
-        let id: i64 = r.get(0)?;
-        e.index.insert(id, e.ids.len());
-        e.ids.push(id);
-        e.ended.push(r.get::<_, Option<bool>>(1)?.unwrap_or(false));
-        let mut c = [None; CASEMIX.len()];
-        for (k, slot) in c.iter_mut().enumerate() {
-            *slot = r.get::<_, Option<f64>>(2 + k)?;
-        }
-        e.casemix.push(c);
-        e.last_day.push(r.get(2 + CASEMIX.len())?);
-    }
-    for s in &mut e.scores {
-        s.resize(e.ids.len(), None);
-    }
-    for s in &mut e.early {
-        s.resize(e.ids.len(), [None; 2]);
-    }
-    let mut stmt = conn.prepare(
-        "SELECT episode_id, instrument_id, first_score, n, score_s2, score_s3 FROM episode_scores",
-    )?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let inst = r.get_ref(1)?.as_str()?;
-        let (Some(k), Some(i)) = (
-            instruments.iter().position(|x| x.id == inst),
-            e.index.get(&r.get::<_, i64>(0)?).copied(),
-        ) else {
-            continue;
-        };
-        e.scores[k][i] = Some((r.get(2)?, r.get(3)?));
-        e.early[k][i] = [r.get(4)?, r.get(5)?];
-    }
-    Ok(e)
-}
-
-impl Episodes {
-    /// The features for instrument `k`: its intake (weight 2), the other intakes, case mix.
-    fn names(&self, instruments: &[Instrument], k: usize) -> Vec<Feature> {
-        let intake = |i: &Instrument, weight| Feature {
-            name: format!("{} at intake", i.id),
-            weight,
-        };
-        std::iter::once(intake(&instruments[k], 2.0))
-            .chain(
-                instruments
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != k)
-                    .map(|(_, i)| intake(i, 1.0)),
-            )
-            .chain(CASEMIX.iter().map(|n| Feature {
-                name: (*n).to_string(),
-                weight: 1.0,
-            }))
-            .collect()
-    }
-
-    /// Episode `i`'s feature values for instrument `k`, in [`Episodes::names`] order.
-    fn row(&self, k: usize, i: usize) -> Vec<Option<f64>> {
-        let first = |j: usize| self.scores[j][i].map(|(s, _)| s);
-        std::iter::once(first(k))
-            .chain((0..self.scores.len()).filter(|j| *j != k).map(first))
-            .chain(self.casemix[i].iter().copied())
-            .collect()
-    }
-}
 
 /// The scores on `instrument` of `episodes`, each as [(session, score)] in session order.
 fn scores_of(
@@ -372,6 +246,12 @@ pub fn band_at(curve: &[Expected], t: u32) -> Option<&Expected> {
         .or_else(|| curve.last().filter(|e| t > e.session))
 }
 
+/// Keeps every episode's features current in the store (after an import), so that the next
+/// patient's page need not read them from the tables ([`features`]).
+pub fn keep_features(store: &Store) -> Result<()> {
+    features::refresh(store.conn())
+}
+
 /// Which past episodes make the pool (beyond having ended with two scores on the instrument).
 #[derive(Debug, Clone)]
 pub enum PoolRule {
@@ -381,13 +261,12 @@ pub enum PoolRule {
     EndedBefore(String),
 }
 
-/// One instrument's pool: its features, members and rows, and the spaces built on it so far
+/// One instrument's pool: its features and members, and the spaces built on it so far
 /// (one per set of features a patient has, and per early sessions of the dynamic variant).
 struct Pool {
     names: Vec<Feature>,
     /// Episode indexes of the members.
     members: Vec<usize>,
-    rows: Vec<Vec<Option<f64>>>,
     spaces: RefCell<HashMap<Vec<bool>, Rc<Searchable>>>,
     /// (present, early sessions) → (member positions of the candidates, their space).
     dynamic: RefCell<SpaceCache>,
@@ -408,7 +287,9 @@ pub struct Assessor<'c> {
     instruments: Vec<Instrument>,
     episodes: Episodes,
     settings: Settings,
-    pools: Vec<Pool>,
+    rule: PoolRule,
+    /// Per instrument, built when first needed.
+    pools: Vec<OnceCell<Pool>>,
     /// Per instrument, every episode's scores (when many episodes are assessed); else the
     /// neighbours' scores are read when needed.
     loaded: Option<Vec<ScoresByEpisode>>,
@@ -426,33 +307,8 @@ impl<'c> Assessor<'c> {
     ) -> Result<Self> {
         let conn = store.conn();
         let instruments = store.registry()?.instruments().to_vec();
-        let episodes = load_episodes(
-            conn,
-            &instruments,
-            gap_weeks,
-            matches!(rule, PoolRule::EndedBefore(_)),
-        )?;
-        let pools = (0..instruments.len())
-            .map(|k| {
-                let members: Vec<usize> = (0..episodes.ids.len())
-                    .filter(|i| episodes.ended[*i])
-                    .filter(|i| match rule {
-                        PoolRule::AllBut(me) => Some(episodes.ids[*i]) != *me,
-                        PoolRule::EndedBefore(cut) => episodes.last_day[*i]
-                            .as_deref()
-                            .is_some_and(|d| d < cut.as_str()),
-                    })
-                    .filter(|i| episodes.scores[k][*i].is_some_and(|(_, n)| n >= 2))
-                    .collect();
-                Pool {
-                    names: episodes.names(&instruments, k),
-                    rows: members.iter().map(|i| episodes.row(k, *i)).collect(),
-                    members,
-                    spaces: RefCell::default(),
-                    dynamic: RefCell::default(),
-                }
-            })
-            .collect();
+        let episodes = features::load(conn, &instruments, gap_weeks)?;
+        let pools = (0..instruments.len()).map(|_| OnceCell::new()).collect();
         let loaded = if preload {
             Some(
                 instruments
@@ -468,8 +324,32 @@ impl<'c> Assessor<'c> {
             instruments,
             episodes,
             settings: settings.clone(),
+            rule: rule.clone(),
             pools,
             loaded,
+        })
+    }
+
+    /// Instrument `k`'s pool, read from the episodes when first asked for.
+    fn pool(&self, k: usize) -> &Pool {
+        self.pools[k].get_or_init(|| {
+            let e = &self.episodes;
+            let members: Vec<usize> = (0..e.ids.len())
+                .filter(|i| e.ended[*i])
+                .filter(|i| match &self.rule {
+                    PoolRule::AllBut(me) => Some(e.ids[*i]) != *me,
+                    PoolRule::EndedBefore(cut) => {
+                        e.last_day[*i].as_deref().is_some_and(|d| d < cut.as_str())
+                    }
+                })
+                .filter(|i| e.scores[k].first[*i].is_some_and(|(_, n)| n >= 2))
+                .collect();
+            Pool {
+                names: Episodes::names(&self.instruments, k),
+                members,
+                spaces: RefCell::default(),
+                dynamic: RefCell::default(),
+            }
         })
     }
 
@@ -480,18 +360,31 @@ impl<'c> Assessor<'c> {
 
     /// Pool members on instrument `k`.
     pub fn pool_size(&self, k: usize) -> usize {
-        self.pools[k].members.len()
+        self.pool(k).members.len()
     }
 
-    /// Scores on instrument `k` of the episodes `ids`.
-    fn scores(&self, k: usize, ids: &[i64]) -> Result<Vec<Vec<(u32, f64)>>> {
-        match &self.loaded {
-            Some(all) => Ok(ids
-                .iter()
-                .map(|id| all[k].get(id).cloned().unwrap_or_default())
-                .collect()),
-            None => scores_of(self.conn, &self.instruments[k].id, ids),
-        }
+    /// Scores on instrument `k` of the episodes `ids`, given to `then` (borrowed when every
+    /// score is loaded, else read for them alone).
+    fn with_scores<R>(
+        &self,
+        k: usize,
+        ids: &[i64],
+        then: impl FnOnce(&[&[(u32, f64)]]) -> R,
+    ) -> Result<R> {
+        Ok(match &self.loaded {
+            Some(all) => {
+                let slices: Vec<&[(u32, f64)]> = ids
+                    .iter()
+                    .map(|id| all[k].get(id).map_or(&[][..], Vec::as_slice))
+                    .collect();
+                then(&slices)
+            }
+            None => {
+                let read = scores_of(self.conn, &self.instruments[k].id, ids)?;
+                let slices: Vec<&[(u32, f64)]> = read.iter().map(Vec::as_slice).collect();
+                then(&slices)
+            }
+        })
     }
 
     /// The neighbourhood's expected curve: its neighbours' scores fetched for them alone.
@@ -501,7 +394,7 @@ impl<'c> Assessor<'c> {
         mut n: trajectory::Neighbourhood,
         positions: Option<&[usize]>,
     ) -> Result<Expectation> {
-        let pool = &self.pools[k];
+        let pool = &self.pool(k);
         for (i, _) in &mut n.nearest {
             *i = positions.map_or(*i, |p| p[*i]);
         }
@@ -510,14 +403,10 @@ impl<'c> Assessor<'c> {
             .iter()
             .map(|(i, _)| self.episodes.ids[pool.members[*i]])
             .collect();
-        let scores = self.scores(k, &ids)?;
-        let slices: Vec<&[(u32, f64)]> = scores.iter().map(Vec::as_slice).collect();
-        Ok(trajectory::bands(
-            n,
-            &slices,
-            self.instruments[k].direction,
-            &self.settings,
-        ))
+        let direction = self.instruments[k].direction;
+        self.with_scores(k, &ids, |scores| {
+            trajectory::bands(n, scores, direction, &self.settings)
+        })
     }
 
     /// The expectation from intake of a patient with features `query` on instrument `k`.
@@ -526,7 +415,7 @@ impl<'c> Assessor<'c> {
         k: usize,
         query: &[Option<f64>],
     ) -> Result<Result<Expectation, trajectory::Error>> {
-        let pool = &self.pools[k];
+        let pool = &self.pool(k);
         let present: Vec<bool> = query.iter().map(Option::is_some).collect();
         let space = pool
             .spaces
@@ -535,7 +424,7 @@ impl<'c> Assessor<'c> {
             .or_insert_with(|| {
                 Rc::new(Space::new(
                     &pool.names,
-                    &pool.rows,
+                    &self.episodes.table(k, &pool.members),
                     &present,
                     &self.settings,
                 ))
@@ -558,7 +447,7 @@ impl<'c> Assessor<'c> {
         query: &[Option<f64>],
         early: &[(u32, f64)],
     ) -> Result<Option<Expectation>> {
-        let pool = &self.pools[k];
+        let pool = &self.pool(k);
         let early: Vec<(u32, f64)> = early
             .iter()
             .copied()
@@ -575,19 +464,21 @@ impl<'c> Assessor<'c> {
             .borrow_mut()
             .entry(key)
             .or_insert_with(|| {
-                let by = &self.episodes.early[k];
+                let by = &self.episodes.scores[k].early;
                 let d = trajectory::with_early(
                     &pool.names,
-                    pool.rows.len(),
-                    |i| &pool.rows[i],
+                    pool.members.len(),
                     |i, t| by[pool.members[i]][usize::from(t == 3)],
                     &query[..pool.names.len()],
                     &early,
                 );
-                Rc::new((
-                    d.ids,
-                    Space::new(&d.features, &d.rows, &present, &self.settings),
-                ))
+                let space = Space::new(
+                    &d.features,
+                    &d.table(&self.episodes.table(k, &pool.members)),
+                    &present,
+                    &self.settings,
+                );
+                Rc::new((d.ids, space))
             })
             .clone();
         let (positions, space) = cached.as_ref();
@@ -606,19 +497,22 @@ impl<'c> Assessor<'c> {
     pub fn eligible(&self, k: usize) -> Vec<(i64, &str)> {
         let e = &self.episodes;
         (0..e.ids.len())
-            .filter(|i| e.ended[*i] && e.scores[k][*i].is_some_and(|(_, n)| n >= 2))
+            .filter(|i| e.ended[*i] && e.scores[k].first[*i].is_some_and(|(_, n)| n >= 2))
             .filter_map(|i| Some((e.ids[i], e.last_day[i].as_deref()?)))
             .collect()
     }
 
     /// The pool members' scores on instrument `k`, in session order.
     pub fn pool_scores(&self, k: usize) -> Result<Vec<Vec<(u32, f64)>>> {
-        let ids: Vec<i64> = self.pools[k]
+        let ids: Vec<i64> = self
+            .pool(k)
             .members
             .iter()
             .map(|i| self.episodes.ids[*i])
             .collect();
-        self.scores(k, &ids)
+        self.with_scores(k, &ids, |scores| {
+            scores.iter().map(|s| s.to_vec()).collect()
+        })
     }
 
     /// The share of episode `episode`'s dynamic-variant neighbours on instrument `k` (matched
@@ -637,24 +531,27 @@ impl<'c> Assessor<'c> {
         let Some(rc) = inst.reliable_change() else {
             return Ok(None);
         };
-        let pool = &self.pools[k];
+        let pool = &self.pool(k);
         let ids: Vec<i64> = e
             .nearest
             .iter()
             .map(|(j, _)| self.episodes.ids[pool.members[*j]])
             .collect();
         let w = |v: f64| trajectory::worse_up(inst.direction, v);
-        let (mut at_risk, mut total) = (0.0, 0.0);
-        for ((_, d), s) in e.nearest.iter().zip(self.scores(k, &ids)?) {
-            let (Some((_, first)), Some((_, last))) = (s.first(), s.last()) else {
-                continue;
-            };
-            let weight = 1.0 / (1.0 + d);
-            total += weight;
-            if w(*first) - w(*last) < rc {
-                at_risk += weight;
+        let (at_risk, total) = self.with_scores(k, &ids, |scores| {
+            let (mut at_risk, mut total) = (0.0, 0.0);
+            for ((_, d), s) in e.nearest.iter().zip(scores) {
+                let (Some((_, first)), Some((_, last))) = (s.first(), s.last()) else {
+                    continue;
+                };
+                let weight = 1.0 / (1.0 + d);
+                total += weight;
+                if w(*first) - w(*last) < rc {
+                    at_risk += weight;
+                }
             }
-        }
+            (at_risk, total)
+        })?;
         Ok((total > 0.0).then(|| at_risk / total))
     }
 
@@ -680,7 +577,7 @@ impl<'c> Assessor<'c> {
         let mut items = conn.prepare_cached(
             "SELECT item_no, value FROM item_response WHERE assessment_id = ?1 ORDER BY item_no",
         )?;
-        if me.is_some_and(|i| self.episodes.scores[k][i].is_none()) {
+        if me.is_some_and(|i| self.episodes.scores[k].first[i].is_none()) {
             return Ok(None);
         }
         let rows: Vec<(i64, u32, String, f64)> = stmt
@@ -707,7 +604,7 @@ impl<'c> Assessor<'c> {
                 safety: trajectory::safety(inst, &answers),
             });
         }
-        let names = &self.pools[k].names;
+        let names = &self.pool(k).names;
         let features = me.map_or_else(|| vec![None; names.len()], |i| self.episodes.row(k, i));
         let early: Vec<(u32, f64)> = observed
             .iter()

@@ -282,12 +282,42 @@ pub struct Neighbourhood {
     pub atypical: bool,
 }
 
+/// The pool's feature values: episode `row`'s value of feature `feature`, `None` when missing.
+/// Rows as slices (`[Vec<Option<f64>>]`) are one; a caller whose values live in columns
+/// implements it over them rather than copying them into rows.
+pub trait Table {
+    /// Pool episodes.
+    fn rows(&self) -> usize;
+    /// Episode `row`'s value of feature `feature`.
+    fn value(&self, row: usize, feature: usize) -> Option<f64>;
+}
+
+impl<R: AsRef<[Option<f64>]>> Table for [R] {
+    fn rows(&self) -> usize {
+        self.len()
+    }
+
+    fn value(&self, row: usize, feature: usize) -> Option<f64> {
+        self[row].as_ref().get(feature).copied().flatten()
+    }
+}
+
+impl<R: AsRef<[Option<f64>]>> Table for Vec<R> {
+    fn rows(&self) -> usize {
+        self.len()
+    }
+
+    fn value(&self, row: usize, feature: usize) -> Option<f64> {
+        self.as_slice().value(row, feature)
+    }
+}
+
 /// The k nearest of `pool` (rows of `features`' values) to `query`: features chosen,
 /// standardised, weighted and whitened as the module documentation says. [`Space`] does the
 /// same in two steps, for many patients against one pool.
-pub fn neighbourhood(
+pub fn neighbourhood<T: Table + ?Sized>(
     features: &[Feature],
-    pool: &[Vec<Option<f64>>],
+    pool: &T,
     query: &[Option<f64>],
     settings: &Settings,
 ) -> Result<Neighbourhood, Error> {
@@ -328,9 +358,9 @@ pub struct Space {
 impl Space {
     /// The space of `pool` for patients with the features `present` marks (one flag per
     /// feature).
-    pub fn new(
+    pub fn new<T: Table + ?Sized>(
         features: &[Feature],
-        pool: &[Vec<Option<f64>>],
+        pool: &T,
         present: &[bool],
         settings: &Settings,
     ) -> Result<Self, Error> {
@@ -341,35 +371,47 @@ impl Space {
             });
         }
         let needed = settings.min_at_session.max(1);
-        if pool.len() < needed {
+        if pool.rows() < needed {
             return Err(Error::TooFew {
-                candidates: pool.len(),
+                candidates: pool.rows(),
                 needed,
             });
         }
-        let value = |row: &[Option<f64>], i: usize| row.get(i).copied().flatten();
+        // The pool's values of the features the patient has, column by column (one pass over
+        // the rows), missing as NaN.
+        let wanted: Vec<usize> = (0..features.len()).filter(|i| present[*i]).collect();
+        let rows = pool.rows();
+        let mut columns: Vec<Vec<f64>> = vec![Vec::with_capacity(rows); wanted.len()];
+        for row in 0..rows {
+            for (column, i) in columns.iter_mut().zip(&wanted) {
+                column.push(pool.value(row, *i).unwrap_or(f64::NAN));
+            }
+        }
         // The features the patient has and the pool mostly has, with enough spread.
         let mut left_out = Vec::new();
         let mut keep = Vec::new();
+        let mut kept = Vec::new();
         let (mut mean, mut sd) = (Vec::new(), Vec::new());
+        let mut next = columns.into_iter();
         for (i, f) in features.iter().enumerate() {
             if !present[i] {
                 left_out.push((f.name.clone(), "not recorded for this patient"));
                 continue;
             }
+            let column = next.next().expect("one column per present feature");
             let (mut count, mut sum) = (0usize, 0.0);
-            for v in pool.iter().filter_map(|r| value(r, i)) {
+            for v in column.iter().filter(|v| !v.is_nan()) {
                 count += 1;
                 sum += v;
             }
-            if (count as f64) < settings.min_feature_share * pool.len() as f64 {
+            if (count as f64) < settings.min_feature_share * rows as f64 {
                 left_out.push((f.name.clone(), "missing for most past patients"));
                 continue;
             }
             let m = sum / count.max(1) as f64;
-            let var = pool
+            let var = column
                 .iter()
-                .filter_map(|r| value(r, i))
+                .filter(|v| !v.is_nan())
                 .map(|v| (v - m).powi(2))
                 .sum::<f64>()
                 / (count.saturating_sub(1)).max(1) as f64;
@@ -378,6 +420,7 @@ impl Space {
                 continue;
             }
             keep.push(i);
+            kept.push(column);
             mean.push(m);
             sd.push(var.sqrt());
         }
@@ -386,34 +429,35 @@ impl Space {
         let dims = keep.len();
         // z-scores, with the pool mean (z = 0) where missing, and how many that took.
         let mut imputed = 0;
-        let mut z = vec![0.0; pool.len() * dims];
-        for (r, out) in pool.iter().zip(z.chunks_exact_mut(dims.max(1))) {
-            for (c, i) in keep.iter().enumerate() {
-                match value(r, *i) {
-                    Some(v) => out[c] = (v - mean[c]) / sd[c],
-                    None => imputed += 1,
+        let mut z = vec![0.0; rows * dims];
+        for (c, column) in kept.iter().enumerate() {
+            for (out, v) in z.chunks_exact_mut(dims).zip(column) {
+                if v.is_nan() {
+                    imputed += 1;
+                } else {
+                    out[c] = (v - mean[c]) / sd[c];
                 }
             }
         }
+        drop(kept);
         // One linear map after which the distance is Euclidean: u = L⁻¹ W z for Mahalanobis
         // (d² = Δᵀ W (L Lᵀ)⁻¹ W Δ = ‖L⁻¹ W Δ‖², L the Cholesky factor of S + λI), W z
         // otherwise.
         let w = DMatrix::from_diagonal(&DVector::from_vec(weights));
         let (map, metric) = if dims > settings.euclidean_max_features {
-            let mut cov = DMatrix::<f64>::zeros(dims, dims);
+            // The lower triangle of zᵀz, row by row into a flat buffer.
+            let mut lower = vec![0.0; dims * dims];
             for r in z.chunks_exact(dims) {
-                for a in 0..dims {
-                    for b in 0..=a {
-                        cov[(a, b)] += r[a] * r[b];
+                for (a, acc) in lower.chunks_exact_mut(dims).enumerate() {
+                    let ra = r[a];
+                    for (c, rb) in acc[..=a].iter_mut().zip(&r[..=a]) {
+                        *c += ra * rb;
                     }
                 }
             }
-            for a in 0..dims {
-                for b in 0..a {
-                    cov[(b, a)] = cov[(a, b)];
-                }
-            }
-            cov /= (pool.len() as f64 - 1.0).max(1.0);
+            let mut cov =
+                DMatrix::<f64>::from_fn(dims, dims, |a, b| lower[a.max(b) * dims + a.min(b)]);
+            cov /= (rows as f64 - 1.0).max(1.0);
             cov += DMatrix::identity(dims, dims) * settings.ridge;
             match cov.cholesky().and_then(|ch| ch.l().try_inverse()) {
                 Some(l_inv) => (l_inv * &w, Metric::Mahalanobis),
@@ -422,15 +466,16 @@ impl Space {
         } else {
             (w, Metric::Euclidean)
         };
-        let mut mapped = vec![0.0; pool.len() * dims];
-        let mut centre = Vec::with_capacity(pool.len());
+        let mut mapped = vec![0.0; rows * dims];
+        let mut centre = Vec::with_capacity(rows);
         if dims > 0 {
+            let rows_of_map = row_major(&map);
             for (r, out) in z.chunks_exact(dims).zip(mapped.chunks_exact_mut(dims)) {
-                project(&map, r, out);
+                project_rows(&rows_of_map, r, out);
                 centre.push(out.iter().map(|a| a * a).sum::<f64>());
             }
         } else {
-            centre.resize(pool.len(), 0.0);
+            centre.resize(rows, 0.0);
         }
         // Atypical: distance to the centre (the origin of the standardised space).
         let centre2 = centre.clone();
@@ -445,7 +490,7 @@ impl Space {
             sd,
             map,
             mapped,
-            rows: pool.len(),
+            rows,
             centre2,
             centre_cut,
             used,
@@ -509,8 +554,9 @@ impl Space {
                     worst = heap.peek().map_or(f64::INFINITY, |t| t.0);
                 }
             } else if key.0 < worst {
-                heap.pop();
-                heap.push(key);
+                if let Some(mut top) = heap.peek_mut() {
+                    *top = key;
+                }
                 worst = heap.peek().map_or(f64::INFINITY, |t| t.0);
             }
         };
@@ -595,8 +641,18 @@ fn dot(u: &[f64], q: &[f64]) -> f64 {
 
 /// `out = map · z`.
 fn project(map: &DMatrix<f64>, z: &[f64], out: &mut [f64]) {
-    for (a, o) in out.iter_mut().enumerate() {
-        *o = z.iter().enumerate().map(|(b, v)| map[(a, b)] * v).sum();
+    project_rows(&row_major(map), z, out);
+}
+
+/// `map`'s entries row by row.
+fn row_major(map: &DMatrix<f64>) -> Vec<f64> {
+    map.transpose().as_slice().to_vec()
+}
+
+/// `out = map · z` with `map` row by row ([`row_major`]).
+fn project_rows(map: &[f64], z: &[f64], out: &mut [f64]) {
+    for (o, row) in out.iter_mut().zip(map.chunks_exact(z.len())) {
+        *o = row.iter().zip(z).map(|(m, v)| m * v).sum();
     }
 }
 
@@ -669,22 +725,53 @@ pub fn bands(
 pub struct WithEarly {
     /// The features, then one "score at session t" per early session the patient has.
     pub features: Vec<Feature>,
+    /// How many of them come before the early scores (the features given).
+    pub base: usize,
     /// The pool indexes of the candidates: those scored at every such session.
     pub ids: Vec<usize>,
-    /// Their rows, extended with those scores.
-    pub rows: Vec<Vec<Option<f64>>>,
+    /// The candidates' scores at those sessions, candidate by candidate.
+    pub early: Vec<Option<f64>>,
     /// The patient's row, extended likewise.
     pub query: Vec<Option<f64>>,
 }
 
+impl WithEarly {
+    /// The candidates' rows of `pool` (the rows [`with_early`] was given the features of),
+    /// extended with their early scores.
+    pub fn table<'a, T: Table + ?Sized>(&'a self, pool: &'a T) -> EarlyTable<'a, T> {
+        EarlyTable { pool, with: self }
+    }
+}
+
+/// [`WithEarly::table`]: the dynamic variant's candidates as a [`Table`], without copying
+/// their rows.
+pub struct EarlyTable<'a, T: ?Sized> {
+    pool: &'a T,
+    with: &'a WithEarly,
+}
+
+impl<T: Table + ?Sized> Table for EarlyTable<'_, T> {
+    fn rows(&self) -> usize {
+        self.with.ids.len()
+    }
+
+    fn value(&self, row: usize, feature: usize) -> Option<f64> {
+        let base = self.with.base;
+        if feature < base {
+            self.pool.value(self.with.ids[row], feature)
+        } else {
+            let sessions = self.with.features.len() - base;
+            self.with.early[row * sessions + feature - base]
+        }
+    }
+}
+
 /// The patient's scores at sessions 2–3 (`early`; other sessions are ignored) as features
-/// too, for the `n` pool episodes whose rows `row` gives and whose score at a session
-/// `score_at` gives; only episodes scored at those sessions are candidates (a within-treatment
-/// score is not imputed).
-pub fn with_early<'a>(
+/// too, for the `n` pool episodes whose score at a session `score_at` gives; only episodes
+/// scored at those sessions are candidates (a within-treatment score is not imputed).
+pub fn with_early(
     features: &[Feature],
     n: usize,
-    row: impl Fn(usize) -> &'a [Option<f64>],
     score_at: impl Fn(usize, u32) -> Option<f64>,
     query: &[Option<f64>],
     early: &[(u32, f64)],
@@ -702,20 +789,17 @@ pub fn with_early<'a>(
         name: format!("score at session {t}"),
         weight: 2.0,
     }));
-    let rows = ids
+    let scores = ids
         .iter()
-        .map(|i| {
-            let mut r = row(*i).to_vec();
-            r.extend(early.iter().map(|(t, _)| score_at(*i, *t)));
-            r
-        })
+        .flat_map(|i| early.iter().map(|(t, _)| score_at(*i, *t)))
         .collect();
     let mut q = query.to_vec();
     q.extend(early.iter().map(|(_, y)| Some(*y)));
     WithEarly {
         features: all,
+        base: features.len(),
         ids,
-        rows,
+        early: scores,
         query: q,
     }
 }
@@ -739,12 +823,12 @@ pub fn expect(
     let d = with_early(
         features,
         pool.len(),
-        |i| &pool[i].features,
         |i, t| pool[i].score_at(t),
         &query.features,
         &query.early,
     );
-    let mut n = neighbourhood(&d.features, &d.rows, &d.query, settings)?;
+    let rows: Vec<&[Option<f64>]> = pool.iter().map(|p| p.features.as_slice()).collect();
+    let mut n = neighbourhood(&d.features, &d.table(rows.as_slice()), &d.query, settings)?;
     for (i, _) in &mut n.nearest {
         *i = d.ids[*i];
     }

@@ -46,6 +46,8 @@ pub(crate) fn migrations() -> Vec<Migration> {
         |tx| tx.execute_batch(include_str!("schema_v10.sql")),
         // 11: clinical-support alerts, checks and validation cards (issue 15).
         |tx| tx.execute_batch(include_str!("schema_v11.sql")),
+        // 12: the features clinical support reads of every episode, cached (issue 15).
+        |tx| tx.execute_batch(include_str!("schema_v12.sql")),
     ]
 }
 
