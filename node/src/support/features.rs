@@ -592,7 +592,10 @@ mod tests {
         assert_eq!(cached.last_day, fresh.last_day);
         assert_eq!(cached.casemix, fresh.casemix);
         assert_eq!(cached.scores, fresh.scores);
-        let scored = cached.scores.iter().filter(|s| s.first.iter().any(Option::is_some));
+        let scored = cached
+            .scores
+            .iter()
+            .filter(|s| s.first.iter().any(Option::is_some));
         assert!(scored.count() >= 2, "PHQ-9 and GAD-7 at least");
     }
 
