@@ -247,7 +247,7 @@ pub fn band_at(curve: &[Expected], t: u32) -> Option<&Expected> {
 }
 
 /// Keeps every episode's features current in the store (after an import), so that the next
-/// patient's page need not read them from the tables ([`features`]).
+/// patient's page need not read them from the tables (`support/features.rs`).
 pub fn keep_features(store: &Store) -> Result<()> {
     features::refresh(store.conn())
 }
