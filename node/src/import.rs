@@ -396,11 +396,6 @@ pub fn import_file(
     let content = std::fs::read(path).with_context(|| format!("couldn't read {file}"))?;
     let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &content));
     let format = options.format.unwrap_or_else(|| Format::detect(&content));
-    let registry = store.registry()?;
-    let registry = match &options.mapping {
-        Some(mapping) => mapping.registry(registry),
-        None => registry,
-    };
     let previous: Option<(String, String, u64)> = store
         .conn()
         .query_row(
@@ -423,6 +418,44 @@ pub fn import_file(
             corrections: Vec::new(),
         });
     }
+    // A larger page cache while the file is written: its sessions, assessments and answers
+    // go into indexes in no particular order, and every page evicted and read again is
+    // encrypted and decrypted again (SQLCipher). As it was afterwards.
+    let cache: i64 = store
+        .conn()
+        .query_row("PRAGMA cache_size", [], |r| r.get(0))?;
+    store
+        .conn()
+        .pragma_update(None, "cache_size", -IMPORT_CACHE_KIB)?;
+    let outcome = write_file(
+        store,
+        pseudo,
+        path,
+        options,
+        now,
+        (file, sha256, format, content),
+    );
+    store.conn().pragma_update(None, "cache_size", cache)?;
+    outcome
+}
+
+/// The page cache of an import's connection, in KiB (SQLite's default is 2,000).
+const IMPORT_CACHE_KIB: i64 = 64 * 1024;
+
+/// [`import_file`] once the file is read and known to be new.
+fn write_file(
+    store: &mut Store,
+    pseudo: &Pseudonymiser,
+    path: &Path,
+    options: &Options,
+    now: &str,
+    (file, sha256, format, content): (String, String, Format, Vec<u8>),
+) -> Result<FileOutcome> {
+    let registry = store.registry()?;
+    let registry = match &options.mapping {
+        Some(mapping) => mapping.registry(registry),
+        None => registry,
+    };
     let tx = store.conn_mut().transaction()?;
     let mut progress = Progress::new(content.len() as u64, options.progress);
     let (kind, rows, counts, skipped, corrections) = {
@@ -608,5 +641,35 @@ mod tests {
             e.to_string(),
             "a.csv, resource Encounter/1: \"x\" is not a date"
         );
+    }
+
+    #[test]
+    fn the_page_cache_is_as_it_was_after_an_import_that_worked_or_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open_in_memory().unwrap();
+        let pseudo = Pseudonymiser::new(&[0; 32]);
+        let cache = |s: &Store| -> i64 {
+            s.conn()
+                .query_row("PRAGMA cache_size", [], |r| r.get(0))
+                .unwrap()
+        };
+        let before = cache(&store);
+        let good = dir.path().join("good.csv");
+        std::fs::write(
+            &good,
+            format!("{}P1,T1,E1,1,2025-01-06,PHQ-9,14,\n", HEADERS[0]),
+        )
+        .unwrap();
+        let bad = dir.path().join("bad.csv");
+        std::fs::write(
+            &bad,
+            format!("{}P1,T1,E1,2,someday,PHQ-9,14,\n", HEADERS[0]),
+        )
+        .unwrap();
+        let outcome = import_file(&mut store, &pseudo, &good, &Options::default(), "now").unwrap();
+        assert_eq!(outcome.status, "imported");
+        assert_eq!(cache(&store), before);
+        assert!(import_file(&mut store, &pseudo, &bad, &Options::default(), "now").is_err());
+        assert_eq!(cache(&store), before);
     }
 }
