@@ -610,6 +610,7 @@ fn network_release_agrees_with_pooled_data() {
             .unwrap()
     };
     let sd_sum = doc["privacy"]["sigma_in_sum"].as_f64().unwrap();
+    let mut off: Vec<(String, f64)> = Vec::new();
     for s in doc["summary"].as_array().unwrap() {
         let d = s["domain"].as_str().unwrap();
         let count_sd = sd_sum / outcomes_scale(d);
@@ -628,8 +629,10 @@ fn network_release_agrees_with_pooled_data() {
             (n_released - n_pooled).abs() < 4.0 * count_sd,
             "{d}: released {n_released} episodes, pooled {n_pooled}, noise SD {count_sd}"
         );
-        // Risk model: every coefficient within four noise SDs (the release reports the SD
-        // its noise gives each, by parametric bootstrap) of the pooled fit.
+        // Risk model: each coefficient's distance from the pooled fit in noise SDs (the
+        // release reports the SD its noise gives each: a robust spread of 64 parametric
+        // bootstrap refits, itself uncertain by ~15 %, and the refits are heavier-tailed than
+        // a normal). Judged over all domains below.
         let pooled_beta: Vec<f64> =
             serde_json::from_value(pooled_domain["risk_model"]["beta"].clone()).unwrap();
         let features: Vec<String> =
@@ -641,10 +644,10 @@ fn network_release_agrees_with_pooled_data() {
         for (f, pooled) in features.iter().zip(&pooled_beta) {
             let (b, sd) = (released[f].as_f64().unwrap(), noise[f].as_f64().unwrap());
             eprintln!("{d}.{f}: network {b:.3} ± {sd:.3}, pooled {pooled:.3}");
-            assert!(
-                (b - pooled).abs() <= 4.0 * sd + 0.01,
-                "{d}.{f}: {b} ± {sd} vs {pooled}"
-            );
+            off.push((
+                format!("{d}.{f}"),
+                ((b - pooled).abs() - 0.01).max(0.0) / sd,
+            ));
         }
         // Rates: within four noise SDs of the pooled rates (a/b with noise on a and b).
         let pooled_summary = exact["summary"]
@@ -667,6 +670,21 @@ fn network_release_agrees_with_pooled_data() {
             assert!((r - p).abs() <= 4.0 * sd, "{d}.{rate}: {r} vs {p} ± {sd}");
         }
     }
+    // Of ~30 coefficients, at most one beyond 4 noise SDs (with correct noise a few runs in a
+    // hundred have one, as CI saw on 2026-12-03: 4.4; two at once are rarer than 1 in 1,000; a
+    // wrong scale, sign or feature order puts many there) and none beyond 6.
+    let beyond = |z: f64| off.iter().filter(|(_, x)| *x > z).collect::<Vec<_>>();
+    assert!(off.len() >= 20, "{off:?}");
+    assert!(
+        beyond(4.0).len() <= 1,
+        "beyond 4 noise SDs: {:?}",
+        beyond(4.0)
+    );
+    assert!(
+        beyond(6.0).is_empty(),
+        "beyond 6 noise SDs: {:?}",
+        beyond(6.0)
+    );
     // Labels: each clinic against the network release vs the pooled computation.
     let pooled_labels: std::collections::HashMap<_, _> = labels(&truth).into_iter().collect();
     let (mut same, mut total) = (0, 0);
