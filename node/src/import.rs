@@ -435,7 +435,9 @@ pub fn import_file(
         now,
         (file, sha256, format, content),
     );
-    store.conn().pragma_update(None, "cache_size", cache)?;
+    // Not `?`: a file already committed must not be reported as failed (a larger cache left
+    // behind is harmless).
+    let _ = store.conn().pragma_update(None, "cache_size", cache);
     outcome
 }
 

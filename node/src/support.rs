@@ -335,14 +335,13 @@ impl<'c> Assessor<'c> {
         self.pools[k].get_or_init(|| {
             let e = &self.episodes;
             let members: Vec<usize> = (0..e.ids.len())
-                .filter(|i| e.ended[*i])
+                .filter(|i| e.poolable(k, *i))
                 .filter(|i| match &self.rule {
                     PoolRule::AllBut(me) => Some(e.ids[*i]) != *me,
                     PoolRule::EndedBefore(cut) => {
                         e.last_day[*i].as_deref().is_some_and(|d| d < cut.as_str())
                     }
                 })
-                .filter(|i| e.scores[k].first[*i].is_some_and(|(_, n)| n >= 2))
                 .collect();
             Pool {
                 names: Episodes::names(&self.instruments, k),
@@ -394,7 +393,7 @@ impl<'c> Assessor<'c> {
         mut n: trajectory::Neighbourhood,
         positions: Option<&[usize]>,
     ) -> Result<Expectation> {
-        let pool = &self.pool(k);
+        let pool = self.pool(k);
         for (i, _) in &mut n.nearest {
             *i = positions.map_or(*i, |p| p[*i]);
         }
@@ -415,7 +414,7 @@ impl<'c> Assessor<'c> {
         k: usize,
         query: &[Option<f64>],
     ) -> Result<Result<Expectation, trajectory::Error>> {
-        let pool = &self.pool(k);
+        let pool = self.pool(k);
         let present: Vec<bool> = query.iter().map(Option::is_some).collect();
         let space = pool
             .spaces
@@ -447,7 +446,7 @@ impl<'c> Assessor<'c> {
         query: &[Option<f64>],
         early: &[(u32, f64)],
     ) -> Result<Option<Expectation>> {
-        let pool = &self.pool(k);
+        let pool = self.pool(k);
         let early: Vec<(u32, f64)> = early
             .iter()
             .copied()
@@ -497,7 +496,7 @@ impl<'c> Assessor<'c> {
     pub fn eligible(&self, k: usize) -> Vec<(i64, &str)> {
         let e = &self.episodes;
         (0..e.ids.len())
-            .filter(|i| e.ended[*i] && e.scores[k].first[*i].is_some_and(|(_, n)| n >= 2))
+            .filter(|i| e.poolable(k, *i))
             .filter_map(|i| Some((e.ids[i], e.last_day[i].as_deref()?)))
             .collect()
     }
@@ -531,7 +530,7 @@ impl<'c> Assessor<'c> {
         let Some(rc) = inst.reliable_change() else {
             return Ok(None);
         };
-        let pool = &self.pool(k);
+        let pool = self.pool(k);
         let ids: Vec<i64> = e
             .nearest
             .iter()

@@ -339,8 +339,8 @@ pub struct Space {
     keep: Vec<usize>,
     mean: Vec<f64>,
     sd: Vec<f64>,
-    /// The linear map (dims × dims) after which the distance is Euclidean.
-    map: DMatrix<f64>,
+    /// The linear map (dims × dims, row by row) after which the distance is Euclidean.
+    map: Vec<f64>,
     /// The pool's mapped rows, row-major (pool × dims).
     mapped: Vec<f64>,
     /// Pool episodes.
@@ -468,10 +468,11 @@ impl Space {
         };
         let mut mapped = vec![0.0; rows * dims];
         let mut centre = Vec::with_capacity(rows);
+        // Row by row, as `project` reads it.
+        let map = map.transpose().as_slice().to_vec();
         if dims > 0 {
-            let rows_of_map = row_major(&map);
             for (r, out) in z.chunks_exact(dims).zip(mapped.chunks_exact_mut(dims)) {
-                project_rows(&rows_of_map, r, out);
+                project(&map, r, out);
                 centre.push(out.iter().map(|a| a * a).sum::<f64>());
             }
         } else {
@@ -639,18 +640,8 @@ fn dot(u: &[f64], q: &[f64]) -> f64 {
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + rest
 }
 
-/// `out = map · z`.
-fn project(map: &DMatrix<f64>, z: &[f64], out: &mut [f64]) {
-    project_rows(&row_major(map), z, out);
-}
-
-/// `map`'s entries row by row.
-fn row_major(map: &DMatrix<f64>) -> Vec<f64> {
-    map.transpose().as_slice().to_vec()
-}
-
-/// `out = map · z` with `map` row by row ([`row_major`]).
-fn project_rows(map: &[f64], z: &[f64], out: &mut [f64]) {
+/// `out = map · z`, `map` row by row.
+fn project(map: &[f64], z: &[f64], out: &mut [f64]) {
     for (o, row) in out.iter_mut().zip(map.chunks_exact(z.len())) {
         *o = row.iter().zip(z).map(|(m, v)| m * v).sum();
     }

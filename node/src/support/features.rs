@@ -30,6 +30,9 @@ pub(super) const CASEMIX: [&str; 8] = [
 /// The blob's layout version: a blob of another version is rebuilt.
 const FORMAT: u8 = 1;
 
+/// The kept blob still holds the store (?1 its format, ?2 the newest import).
+const CURRENT: &str = "format = ?1 AND last_import_id IS ?2";
+
 /// One instrument's columns: per episode (first score, number of scores), scores at 2 and 3.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(super) struct Scores {
@@ -91,17 +94,17 @@ impl Episodes {
 
     /// Episode `i`'s feature values for instrument `k`, in [`Episodes::names`] order.
     pub(super) fn row(&self, k: usize, i: usize) -> Vec<Option<f64>> {
-        let mut out = Vec::with_capacity(self.scores.len() + CASEMIX.len());
-        self.push_row(k, i, &mut out);
-        out
+        let one = [i];
+        let table = self.table(k, &one);
+        (0..self.scores.len() + CASEMIX.len())
+            .map(|feature| table.value(0, feature))
+            .collect()
     }
 
-    /// [`Episodes::row`] appended to `out`.
-    pub(super) fn push_row(&self, k: usize, i: usize, out: &mut Vec<Option<f64>>) {
-        let first = |j: usize| self.scores[j].first[i].map(|(s, _)| s);
-        out.push(first(k));
-        out.extend((0..self.scores.len()).filter(|j| *j != k).map(first));
-        out.extend(self.casemix.iter().map(|column| column[i]));
+    /// Whether episode `i` has ended with at least two scores on instrument `k` (what every
+    /// pool asks of its members before its own rule).
+    pub(super) fn poolable(&self, k: usize, i: usize) -> bool {
+        self.ended[i] && self.scores[k].first[i].is_some_and(|(_, n)| n >= 2)
     }
 
     /// The rows of episodes `members` for instrument `k`, read from the columns in place.
@@ -149,7 +152,7 @@ pub(super) fn load(
     let last_import = last_import(conn)?;
     let cached: Option<Vec<u8>> = conn
         .query_row(
-            "SELECT data FROM support_features WHERE format = ?1 AND last_import_id IS ?2",
+            &format!("SELECT data FROM support_features WHERE {CURRENT}"),
             params![FORMAT, last_import],
             |r| r.get(0),
         )
@@ -166,7 +169,7 @@ pub(super) fn load(
 pub(super) fn refresh(conn: &Connection) -> Result<()> {
     let last_import = last_import(conn)?;
     let current: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM support_features WHERE format = ?1 AND last_import_id IS ?2)",
+        &format!("SELECT EXISTS (SELECT 1 FROM support_features WHERE {CURRENT})"),
         params![FORMAT, last_import],
         |r| r.get(0),
     )?;
