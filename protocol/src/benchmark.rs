@@ -37,6 +37,7 @@
 pub mod document;
 mod summary;
 
+pub(crate) use summary::replicates;
 pub use summary::{
     BOOTSTRAP, Distribution, DomainSummary, REFERENCE_MAX_TAU2_RELATIVE_SD, Rates, robust_spread,
     tau2_usable,
@@ -251,8 +252,21 @@ pub struct Contribution {
     pub sessions: Vec<(u32, f64)>,
 }
 
+/// The first score at each of sessions 1..=`sessions` of an episode's (session sequence
+/// number, score) list, in list order.
+pub(crate) fn first_scores(list: &[(u32, f64)], sessions: usize) -> Vec<Option<f64>> {
+    let mut first = vec![None; sessions];
+    for (seq, score) in list {
+        let s = *seq as usize;
+        if (1..=sessions).contains(&s) && first[s - 1].is_none() {
+            first[s - 1] = Some(*score);
+        }
+    }
+    first
+}
+
 /// Bounds of the risk model's features, in [`FEATURES`] order, for a domain scored in [lo, hi].
-fn feature_bounds(lo: f64, hi: f64) -> Vec<(f64, f64)> {
+pub(crate) fn feature_bounds(lo: f64, hi: f64) -> Vec<(f64, f64)> {
     let bounds: [(f64, f64); FEATURES.len()] = [
         (1.0, 1.0),  // intercept
         (lo, hi),    // intake
@@ -271,7 +285,7 @@ fn feature_bounds(lo: f64, hi: f64) -> Vec<(f64, f64)> {
 }
 
 /// Centre and half-width of a bound; a constant (the intercept) stays as it is.
-fn centre_half((lo, hi): (f64, f64)) -> (f64, f64) {
+pub(crate) fn centre_half((lo, hi): (f64, f64)) -> (f64, f64) {
     if lo == hi {
         (0.0, 1.0)
     } else {
@@ -283,7 +297,7 @@ fn centre_half((lo, hi): (f64, f64)) -> (f64, f64) {
 /// 1): every entry of XᵀX is then on the scale of the episode count, so the block's noise,
 /// the same on every entry, drowns none of them (the raw intercept and binary entries would
 /// sit far below the intake² entries' noise).
-fn standardise(x: f64, bound: (f64, f64)) -> f64 {
+pub(crate) fn standardise(x: f64, bound: (f64, f64)) -> f64 {
     if bound.0 == bound.1 {
         return x;
     }
@@ -309,7 +323,7 @@ fn unstandardise(beta: &[f64], features: &[(f64, f64)], target: (f64, f64)) -> V
     out
 }
 
-fn unit_bounds(bounds: &[(f64, f64)]) -> Vec<(f64, f64)> {
+pub(crate) fn unit_bounds(bounds: &[(f64, f64)]) -> Vec<(f64, f64)> {
     bounds
         .iter()
         .map(|b| if b.0 == b.1 { *b } else { (-1.0, 1.0) })
@@ -513,15 +527,9 @@ impl BenchmarkLayout {
                 .collect();
             enc.add_products(c.patient, b(3), &z, standardise(c.post, (d.lo, d.hi)))?;
             // The first score at each of sessions 1..SESSIONS, and whether there was one.
-            let mut scores = [0.0; SESSIONS];
-            let mut seen = [0.0; SESSIONS];
-            for (seq, score) in &c.sessions {
-                let s = *seq as usize;
-                if (1..=SESSIONS).contains(&s) && seen[s - 1] == 0.0 {
-                    scores[s - 1] = *score;
-                    seen[s - 1] = 1.0;
-                }
-            }
+            let first = first_scores(&c.sessions, SESSIONS);
+            let scores: Vec<f64> = first.iter().map(|s| s.unwrap_or(0.0)).collect();
+            let seen: Vec<f64> = first.iter().map(|s| flag(s.is_some())).collect();
             let band = d.band(c.pre);
             enc.add(c.patient, b(4), band, &scores)?;
             enc.add(c.patient, b(5), band, &seen)?;
@@ -544,4 +552,4 @@ impl BenchmarkLayout {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -21,6 +21,8 @@
 //! - [`round`]: signed round specifications (what is summed, ρ, t, who, deadlines) and signed
 //!   releases.
 //! - [`benchmark`]: the versioned `benchmark` release vector and its post-processing.
+//! - [`trajectories`]: the `trajectories` release vector: the network's score percentiles by
+//!   domain × intake band × session and its expected-trajectory model.
 //! - [`dp`]: the one wrapper around OpenDP: blocks, sensitivity, calibration, noise.
 //! - [`therapist`]: variance components, empirical-Bayes track records, labels, Wilson intervals.
 //! - [`trajectory`]: nearest-neighbour expected trajectories, on-track and safety signals.
@@ -40,6 +42,7 @@ pub mod round;
 pub mod scoring;
 pub mod secagg;
 pub mod therapist;
+pub mod trajectories;
 pub mod trajectory;
 pub mod transcript;
 

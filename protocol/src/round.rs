@@ -10,9 +10,12 @@
 use ring::digest::{SHA256, digest};
 use serde::{Deserialize, Serialize};
 
-use crate::benchmark::{BenchmarkLayout, DomainSpec, LAYOUT_VERSION, Params};
+use crate::benchmark::document::LayoutDescription;
+use crate::benchmark::{BenchmarkLayout, Contribution, DomainSpec, LAYOUT_VERSION, Params};
 use crate::keys::{BadSignature, Bytes, NodeKey, Signature, Signer};
 use crate::secagg::{MAX_PARTICIPANTS, Session};
+use crate::trajectories::document::TrajectoriesLayoutDescription;
+use crate::trajectories::{self, TrajectoriesLayout};
 use crate::transcript::Transcript;
 
 /// Largest vector a round may sum (the masked input must fit a 1 MiB message).
@@ -42,6 +45,15 @@ pub enum RoundKind {
         /// Episodes one therapist may contribute per domain to the variance sums.
         caseload_cap: u32,
     },
+    /// The network's trajectories vector ([`crate::trajectories`]) of the listed domains.
+    Trajectories {
+        /// [`crate::trajectories::LAYOUT_VERSION`] of the layout.
+        layout_version: u32,
+        /// Domains, in vector order.
+        domains: Vec<DomainSpec>,
+        /// Episodes one patient may contribute per domain.
+        max_episodes: u32,
+    },
     /// A synthetic public vector of length `dim`, derived from the round and the node's key
     /// (no clinic data, no privacy cost): for measuring the protocol itself.
     Bench {
@@ -63,11 +75,35 @@ impl RoundKind {
         }
     }
 
-    /// Short name: `benchmark` or `bench`.
+    /// A trajectories round over `layout`.
+    pub fn trajectories(layout: &TrajectoriesLayout) -> Self {
+        RoundKind::Trajectories {
+            layout_version: trajectories::LAYOUT_VERSION,
+            domains: layout.domains().to_vec(),
+            max_episodes: layout.max_episodes(),
+        }
+    }
+
+    /// Short name: `benchmark`, `trajectories` or `bench`.
     pub fn name(&self) -> &'static str {
         match self {
             RoundKind::Benchmark { .. } => "benchmark",
+            RoundKind::Trajectories { .. } => "trajectories",
             RoundKind::Bench { .. } => "bench",
+        }
+    }
+
+    /// The layout of a round that sums clinic data (`None` for a bench round).
+    pub fn data_layout(&self) -> Result<Option<DataLayout>, RoundError> {
+        match self {
+            RoundKind::Trajectories {
+                domains,
+                max_episodes,
+                ..
+            } => TrajectoriesLayout::new(domains.clone(), *max_episodes)
+                .map(|l| Some(DataLayout::Trajectories(l)))
+                .map_err(|e| RoundError(format!("trajectories layout: {e}"))),
+            _ => Ok(self.layout()?.map(DataLayout::Benchmark)),
         }
     }
 
@@ -88,7 +124,7 @@ impl RoundKind {
             )
             .map(Some)
             .map_err(|e| RoundError(format!("benchmark layout: {e}"))),
-            RoundKind::Bench { .. } => Ok(None),
+            RoundKind::Trajectories { .. } | RoundKind::Bench { .. } => Ok(None),
         }
     }
 
@@ -99,26 +135,88 @@ impl RoundKind {
                 domains,
                 max_episodes,
                 caseload_cap,
-            } => {
-                let mut t = t
-                    .tag(1)
-                    .u64(u64::from(*layout_version))
-                    .u64(domains.len() as u64);
-                for d in domains {
-                    t = t
-                        .str(&d.id)
-                        .u64(d.lo.to_bits())
-                        .u64(d.hi.to_bits())
-                        .u64(d.bands.len() as u64);
-                    for b in &d.bands {
-                        t = t.u64(b.to_bits());
-                    }
-                    t = t.str(d.direction.as_str());
-                }
-                t.u64(u64::from(*max_episodes))
-                    .u64(u64::from(*caseload_cap))
-            }
+            } => absorb_domains(t.tag(1).u64(u64::from(*layout_version)), domains)
+                .u64(u64::from(*max_episodes))
+                .u64(u64::from(*caseload_cap)),
+            RoundKind::Trajectories {
+                layout_version,
+                domains,
+                max_episodes,
+            } => absorb_domains(t.tag(3).u64(u64::from(*layout_version)), domains)
+                .u64(u64::from(*max_episodes)),
             RoundKind::Bench { dim, plain } => t.tag(2).u64(u64::from(*dim)).tag(u8::from(*plain)),
+        }
+    }
+}
+
+fn absorb_domains(mut t: Transcript, domains: &[DomainSpec]) -> Transcript {
+    t = t.u64(domains.len() as u64);
+    for d in domains {
+        t = t
+            .str(&d.id)
+            .u64(d.lo.to_bits())
+            .u64(d.hi.to_bits())
+            .u64(d.bands.len() as u64);
+        for b in &d.bands {
+            t = t.u64(b.to_bits());
+        }
+        t = t.str(d.direction.as_str());
+    }
+    t
+}
+
+/// The layout of a round that sums clinic data: what a clinic encodes its contributions with
+/// and the aggregator post-processes the sum with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataLayout {
+    /// A `benchmark` round's.
+    Benchmark(BenchmarkLayout),
+    /// A `trajectories` round's.
+    Trajectories(TrajectoriesLayout),
+}
+
+/// The description of a [`DataLayout`] kept with a charge in the ledger and in releases.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum LayoutRecord {
+    /// A benchmark layout.
+    Benchmark(LayoutDescription),
+    /// A trajectories layout.
+    Trajectories(TrajectoriesLayoutDescription),
+}
+
+impl DataLayout {
+    /// The release layout (blocks, scales, sensitivity).
+    pub fn layout(&self) -> &crate::dp::Layout {
+        match self {
+            DataLayout::Benchmark(l) => l.layout(),
+            DataLayout::Trajectories(l) => l.layout(),
+        }
+    }
+
+    /// The domains, in vector order.
+    pub fn domains(&self) -> &[DomainSpec] {
+        match self {
+            DataLayout::Benchmark(l) => l.domains(),
+            DataLayout::Trajectories(l) => l.domains(),
+        }
+    }
+
+    /// Encodes a clinic's contributions.
+    pub fn encode(&self, contributions: &[Contribution]) -> Result<Vec<i64>, crate::dp::Error> {
+        match self {
+            DataLayout::Benchmark(l) => l.encode(contributions),
+            DataLayout::Trajectories(l) => l.encode(contributions),
+        }
+    }
+
+    /// The layout's description.
+    pub fn record(&self) -> LayoutRecord {
+        match self {
+            DataLayout::Benchmark(l) => LayoutRecord::Benchmark(LayoutDescription::of(l)),
+            DataLayout::Trajectories(l) => {
+                LayoutRecord::Trajectories(TrajectoriesLayoutDescription::of(l))
+            }
         }
     }
 }
@@ -292,21 +390,12 @@ impl RoundSpec {
                 layout_version,
                 domains,
                 ..
-            } => {
-                if *layout_version != LAYOUT_VERSION {
-                    return err(format!(
-                        "benchmark layout version {layout_version}; this node speaks {LAYOUT_VERSION}"
-                    ));
-                }
-                if domains.is_empty() || domains.len() > MAX_DOMAINS {
-                    return err(format!("{} domains", domains.len()));
-                }
-                // Checked before the layout is built (and so before any calibration).
-                crate::dp::check_release_rho(self.rho).map_err(|e| RoundError(e.to_string()))?;
-                for d in domains {
-                    d.validate().map_err(|e| RoundError(e.to_string()))?;
-                }
-            }
+            } => self.check_data(*layout_version, LAYOUT_VERSION, domains)?,
+            RoundKind::Trajectories {
+                layout_version,
+                domains,
+                ..
+            } => self.check_data(*layout_version, trajectories::LAYOUT_VERSION, domains)?,
             RoundKind::Bench { dim, .. } => {
                 if *dim == 0 || *dim > MAX_DIM {
                     return err(format!("bench dimension {dim} outside 1..={MAX_DIM}"));
@@ -323,6 +412,31 @@ impl RoundSpec {
         self.session_unchecked(dim)
             .validate()
             .map_err(|e| RoundError(e.to_string()))
+    }
+
+    /// The checks of a round over clinic data: the layout version this node speaks, 1 to
+    /// [`MAX_DOMAINS`] valid domains, and ρ in range (before any layout is built, and so
+    /// before any calibration).
+    fn check_data(
+        &self,
+        version: u32,
+        speaks: u32,
+        domains: &[DomainSpec],
+    ) -> Result<(), RoundError> {
+        let kind = self.kind.name();
+        if version != speaks {
+            return Err(RoundError(format!(
+                "{kind} layout version {version}; this node speaks {speaks}"
+            )));
+        }
+        if domains.is_empty() || domains.len() > MAX_DOMAINS {
+            return Err(RoundError(format!("{} domains", domains.len())));
+        }
+        crate::dp::check_release_rho(self.rho).map_err(|e| RoundError(e.to_string()))?;
+        for d in domains {
+            d.validate().map_err(|e| RoundError(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// When the round is over for every participant, whatever happened (ms since the Unix
@@ -343,7 +457,9 @@ impl RoundSpec {
     pub fn dim(&self) -> Result<usize, RoundError> {
         Ok(match &self.kind {
             RoundKind::Bench { dim, .. } => *dim as usize,
-            RoundKind::Benchmark { .. } => self.kind.layout()?.map_or(0, |l| l.layout().len()),
+            RoundKind::Benchmark { .. } | RoundKind::Trajectories { .. } => {
+                self.kind.data_layout()?.map_or(0, |l| l.layout().len())
+            }
         })
     }
 

@@ -24,9 +24,15 @@ pub const LOCAL_FORMAT: &str = "mbc-node/release";
 pub const LOCAL_KIND: &str = "local-benchmark";
 
 /// A network benchmark release, signed by the coordinator over its exact bytes.
+pub type NetworkRelease = NetworkDocument<LayoutDescription, DomainRelease>;
+
+/// A release of a network round, signed by the coordinator over its exact bytes: its
+/// provenance, the layout `L` of its vector, the vector, and its post-processing per domain
+/// `S`. The benchmark's is [`NetworkRelease`]; the trajectories' is
+/// [`crate::trajectories::document::TrajectoriesRelease`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NetworkRelease {
-    /// [`NETWORK_FORMAT`].
+pub struct NetworkDocument<L, S> {
+    /// The format name ([`NETWORK_FORMAT`], or the round kind's).
     pub format: String,
     /// Document version (1).
     pub version: u32,
@@ -49,11 +55,11 @@ pub struct NetworkRelease {
     /// How the release was made private.
     pub privacy: Privacy,
     /// What the vector holds.
-    pub layout: LayoutDescription,
+    pub layout: L,
     /// The released (noisy) sum.
     pub values: Vec<i64>,
     /// Its post-processing, per domain.
-    pub summary: Vec<DomainRelease>,
+    pub summary: Vec<S>,
 }
 
 /// A clinic's stand-alone release of its own benchmark vector.
@@ -235,6 +241,26 @@ pub struct BlockLayout {
     pub patient_l2_bound: f64,
 }
 
+impl BlockLayout {
+    /// The blocks of `layout`, in vector order.
+    pub fn all(layout: &dp::Layout) -> Vec<Self> {
+        layout
+            .blocks()
+            .iter()
+            .map(|b| Self {
+                name: b.name().into(),
+                kind: b.kind().as_str().into(),
+                offset: b.offset(),
+                groups: b.groups(),
+                width: b.width(),
+                scale: b.scale(),
+                episode_bounds: b.bounds().map(|(lo, hi)| [lo, hi]).collect(),
+                patient_l2_bound: b.patient_bound(),
+            })
+            .collect()
+    }
+}
+
 impl LayoutDescription {
     /// The description of `layout`.
     pub fn of(layout: &BenchmarkLayout) -> Self {
@@ -267,20 +293,7 @@ impl LayoutDescription {
                     }
                 })
                 .collect(),
-            blocks: l
-                .blocks()
-                .iter()
-                .map(|b| BlockLayout {
-                    name: b.name().into(),
-                    kind: b.kind().as_str().into(),
-                    offset: b.offset(),
-                    groups: b.groups(),
-                    width: b.width(),
-                    scale: b.scale(),
-                    episode_bounds: b.bounds().map(|(lo, hi)| [lo, hi]).collect(),
-                    patient_l2_bound: b.patient_bound(),
-                })
-                .collect(),
+            blocks: BlockLayout::all(l),
             sensitivity: l.sensitivity().patient,
             therapist_sensitivity: l.sensitivity().therapist,
         }
@@ -294,7 +307,15 @@ impl LayoutDescription {
     /// Decoded entries of block `name` of `values` (`None` when the block is unknown or the
     /// vector too short).
     pub fn decode(&self, values: &[i64], name: &str) -> Option<Vec<f64>> {
-        let b = self.blocks.iter().find(|b| b.name == name)?;
+        BlockLayout::decode(&self.blocks, values, name)
+    }
+}
+
+impl BlockLayout {
+    /// Decoded entries of the block `name` of `blocks` in `values` (`None` when the block is
+    /// unknown or the vector too short).
+    pub fn decode(blocks: &[Self], values: &[i64], name: &str) -> Option<Vec<f64>> {
+        let b = blocks.iter().find(|b| b.name == name)?;
         let len = b.groups.checked_mul(b.width)?;
         let entries = values.get(b.offset..b.offset.checked_add(len)?)?;
         Some(entries.iter().map(|v| *v as f64 / b.scale).collect())

@@ -164,7 +164,11 @@ fn fit_risk(sums: &[f64], n: u64, ridge: f64) -> Option<Vec<f64>> {
 /// `fit` of `sums` with noise of SD `sd` added to every entry again, [`BOOTSTRAP`] times
 /// (post-processing of the released sums only; the draws are seeded by the sums, so the
 /// replicates are reproducible). Failed fits are left out.
-fn replicates(sums: &[f64], sd: f64, fit: &dyn Fn(&[f64]) -> Option<Vec<f64>>) -> Vec<Vec<f64>> {
+pub(crate) fn replicates(
+    sums: &[f64],
+    sd: f64,
+    fit: &dyn Fn(&[f64]) -> Option<Vec<f64>>,
+) -> Vec<Vec<f64>> {
     use rand_core::{RngCore, SeedableRng};
     let seed = sums
         .iter()

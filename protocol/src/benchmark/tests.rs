@@ -5,7 +5,7 @@ use crate::instrument::{builtin_domains, builtin_instruments};
 use crate::risk::SuffStats;
 use crate::therapist::variance_components;
 
-fn phq9_spec() -> DomainSpec {
+pub(crate) fn phq9_spec() -> DomainSpec {
     let inst = builtin_instruments()
         .into_iter()
         .find(|i| i.id == "PHQ-9")
@@ -17,14 +17,14 @@ fn phq9_spec() -> DomainSpec {
     DomainSpec::new(&domain, &inst)
 }
 
-fn two_domains() -> Vec<DomainSpec> {
+pub(crate) fn two_domains() -> Vec<DomainSpec> {
     let mut b = phq9_spec();
     b.id = "other".into();
     b.hi = 21.0;
     vec![phq9_spec(), b]
 }
 
-fn distance(a: &[i64], b: &[i64]) -> f64 {
+pub(crate) fn distance(a: &[i64], b: &[i64]) -> f64 {
     a.iter()
         .zip(b)
         .map(|(x, y)| ((*x as f64) - (*y as f64)).powi(2))
