@@ -120,38 +120,41 @@ impl Aggregation {
             bail!("--deadline must be a positive number of seconds");
         }
         let kind = match request.kind.as_str() {
-            "benchmark" => {
+            "benchmark" | "trajectories" => {
                 release::check_rho_arg(request.rho)?;
                 let layout = release::benchmark_layout(&store, config)?;
-                let layout = if request.domains.is_empty() {
-                    layout
+                let known: Vec<&str> = layout.domains().iter().map(|d| d.id.as_str()).collect();
+                if let Some(d) = request
+                    .domains
+                    .iter()
+                    .find(|d| !known.contains(&d.as_str()))
+                {
+                    bail!(
+                        "no domain {d:?} in the coordinator's registry (known: {})",
+                        known.join(", ")
+                    );
+                }
+                let specs: Vec<_> = layout
+                    .domains()
+                    .iter()
+                    .filter(|d| request.domains.is_empty() || request.domains.contains(&d.id))
+                    .cloned()
+                    .collect();
+                let params = layout.params();
+                if request.kind == "benchmark" {
+                    RoundKind::benchmark(&protocol::benchmark::BenchmarkLayout::new(specs, params)?)
                 } else {
-                    let known: Vec<&str> = layout.domains().iter().map(|d| d.id.as_str()).collect();
-                    if let Some(d) = request
-                        .domains
-                        .iter()
-                        .find(|d| !known.contains(&d.as_str()))
-                    {
-                        bail!(
-                            "no domain {d:?} in the coordinator's registry (known: {})",
-                            known.join(", ")
-                        );
-                    }
-                    let specs = layout
-                        .domains()
-                        .iter()
-                        .filter(|d| request.domains.contains(&d.id))
-                        .cloned()
-                        .collect();
-                    protocol::benchmark::BenchmarkLayout::new(specs, layout.params())?
-                };
-                RoundKind::benchmark(&layout)
+                    RoundKind::trajectories(&protocol::trajectories::TrajectoriesLayout::new(
+                        specs,
+                        params.max_episodes,
+                    )?)
+                }
             }
             "bench" => RoundKind::Bench {
                 dim: request.dim.unwrap_or(10_000),
                 plain: request.plain,
             },
-            other => bail!("unknown round kind {other:?} (benchmark or bench)"),
+            other => bail!("unknown round kind {other:?} (benchmark, trajectories or bench)"),
         };
         let rho = if matches!(kind, RoundKind::Bench { .. }) {
             0.0
@@ -498,7 +501,7 @@ impl Aggregation {
                 let expected = bench_sum(&round, &keys, *dim as usize);
                 self.update(&id, |r| r.exact = Some(sum == expected));
             }
-            RoundKind::Benchmark { .. } => {
+            RoundKind::Benchmark { .. } | RoundKind::Trajectories { .. } => {
                 let values: Vec<i64> = sum.into_iter().map(|v| v as i64).collect();
                 let names: Vec<String> = {
                     let rounds = self.rounds.lock().expect("rounds lock");

@@ -1,70 +1,149 @@
-//! Signed cross-site benchmark releases (DESIGN.md §10): the aggregator writes the document
+//! Signed network releases (DESIGN.md §10), of two kinds: the cross-site benchmark and the
+//! trajectories (`benchmark/trajectories.rs`). The aggregator writes the document
 //! (`aggregate/document.rs`), every node verifies and keeps it ([`accept`]), people read it
-//! (`mbc-node benchmark list | show | export`), and local track records use the latest one as
-//! their reference ([`reference()`]).
+//! (`mbc-node benchmark list | show | export`), local track records use the latest benchmark as
+//! their reference ([`reference()`]) and clinical support the latest trajectories
+//! ([`trajectories::latest`]).
 //!
 //! A release is a JSON document signed by the coordinator over its exact bytes; nodes keep and
 //! forward those bytes unchanged. Its provenance: network, release and round ids, issue time,
 //! budget period, clinics contributing, ρ (and ε at δ), σ, threshold, software version.
 
 mod html;
+pub mod trajectories;
 
 use anyhow::{Context, Result, bail};
-use protocol::benchmark::document::{NETWORK_FORMAT, NetworkRelease};
+use protocol::benchmark::document::{
+    DomainRelease, LayoutDescription, NETWORK_FORMAT, NetworkDocument, NetworkRelease,
+};
 use protocol::round::SignedRelease;
+use protocol::trajectories::DomainTrajectories;
+use protocol::trajectories::document::{
+    FORMAT as TRAJECTORIES_FORMAT, TrajectoriesLayoutDescription, TrajectoriesRelease,
+};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::membership;
 
 pub use html::render as html;
 
-/// A release as kept on a node.
+/// A release as kept on a node: a benchmark release unless said otherwise.
 #[derive(Debug, Clone)]
-pub struct Stored {
+pub struct Stored<L = LayoutDescription, S = DomainRelease> {
     /// The signed release.
     pub release: SignedRelease,
     /// Its document, parsed.
-    pub document: NetworkRelease,
+    pub document: NetworkDocument<L, S>,
 }
 
-impl Stored {
+/// A kept trajectories release.
+pub type Trajectories = Stored<TrajectoriesLayoutDescription, DomainTrajectories>;
+
+impl<L, S> Stored<L, S> {
     /// The release id.
     pub fn id(&self) -> &str {
         &self.document.release_id
     }
 }
 
-/// The document of `bytes`, when it is a network benchmark release. Parsed once; a document
-/// that does not parse is read again only to say what it is not.
-fn document(bytes: &[u8]) -> Result<NetworkRelease> {
-    let parsed = serde_json::from_slice::<NetworkRelease>(bytes);
-    let format = match &parsed {
-        Ok(doc) => doc.format.clone(),
-        Err(_) => {
-            let doc: Value = serde_json::from_slice(bytes).context("the release is not JSON")?;
-            doc["format"].as_str().unwrap_or_default().to_owned()
+/// A kind of network release a node keeps: its document type and format name.
+pub trait Kind: DeserializeOwned {
+    /// The document's `format`.
+    const FORMAT: &'static str;
+    /// What people call it.
+    const NAME: &'static str;
+}
+
+impl Kind for NetworkRelease {
+    const FORMAT: &'static str = NETWORK_FORMAT;
+    const NAME: &'static str = "benchmark";
+}
+
+impl Kind for TrajectoriesRelease {
+    const FORMAT: &'static str = TRAJECTORIES_FORMAT;
+    const NAME: &'static str = "trajectories";
+}
+
+/// A kept release of any kind.
+#[derive(Debug, Clone)]
+pub enum Any {
+    /// A benchmark release.
+    Benchmark(Stored),
+    /// A trajectories release.
+    Trajectories(Trajectories),
+}
+
+impl Any {
+    /// The signed release.
+    pub fn release(&self) -> &SignedRelease {
+        match self {
+            Any::Benchmark(s) => &s.release,
+            Any::Trajectories(s) => &s.release,
         }
-    };
-    if format != NETWORK_FORMAT {
-        bail!("the release is not a {NETWORK_FORMAT} document");
     }
-    parsed.with_context(|| format!("the release is not a well-formed {NETWORK_FORMAT} document"))
+
+    /// The release id.
+    pub fn id(&self) -> &str {
+        match self {
+            Any::Benchmark(s) => s.id(),
+            Any::Trajectories(s) => s.id(),
+        }
+    }
+}
+
+/// What every release document says about itself, whatever its kind.
+#[derive(Debug, Deserialize)]
+struct Header {
+    #[serde(default)]
+    format: String,
+    #[serde(default)]
+    release_id: String,
+    #[serde(default)]
+    round_id: String,
+    #[serde(default)]
+    network_id: String,
+    #[serde(default)]
+    issued_at: String,
+}
+
+fn header(bytes: &[u8]) -> Result<Header> {
+    serde_json::from_slice(bytes).context("the release is not a JSON object")
+}
+
+/// The document of `bytes`, when it is a release of kind `D`.
+fn document<D: Kind>(bytes: &[u8]) -> Result<D> {
+    if header(bytes)?.format != D::FORMAT {
+        bail!("the release is not a {} document", D::FORMAT);
+    }
+    serde_json::from_slice::<D>(bytes)
+        .with_context(|| format!("the release is not a well-formed {} document", D::FORMAT))
 }
 
 /// Verifies a release (signed by this network's pinned coordinator, for this network, a
-/// benchmark document) and keeps it. Returns its id if it was new, `None` if already kept.
+/// well-formed document of a kind this node knows) and keeps it. Returns its id if it was
+/// new, `None` if already kept.
 pub fn accept(conn: &mut Connection, release: &SignedRelease, now: &str) -> Result<Option<String>> {
     let m = membership::load(conn)?.context("this node is not in a network")?;
     release
         .verify(&m.coordinator)
         .map_err(|_| anyhow::anyhow!("the release is not signed by this network's coordinator"))?;
-    let doc = document(&release.document.0)?;
-    if doc.network_id != m.network_id {
-        bail!("the release is for network {:?}", doc.network_id);
+    let bytes = &release.document.0;
+    let head = header(bytes)?;
+    match head.format.as_str() {
+        NETWORK_FORMAT => drop(document::<NetworkRelease>(bytes)?),
+        TRAJECTORIES_FORMAT => drop(document::<TrajectoriesRelease>(bytes)?),
+        other => bail!(
+            "the release is a {other:?} document; this node keeps {NETWORK_FORMAT} and \
+             {TRAJECTORIES_FORMAT}"
+        ),
     }
-    let (id, round, issued) = (doc.release_id, doc.round_id, doc.issued_at);
+    if head.network_id != m.network_id {
+        bail!("the release is for network {:?}", head.network_id);
+    }
+    let (id, round, issued) = (head.release_id, head.round_id, head.issued_at);
     let tx = crate::store::ledger_transaction(conn)?;
     let existing: Option<String> = tx
         .query_row(
@@ -96,60 +175,104 @@ pub fn accept(conn: &mut Connection, release: &SignedRelease, now: &str) -> Resu
     Ok(Some(id))
 }
 
-fn stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Vec<u8>, String)> {
-    Ok((r.get(0)?, r.get(1)?))
-}
-
-fn parse((document, signature): (Vec<u8>, String)) -> Result<Stored> {
-    let sig: [u8; 64] = hex::decode(&signature)?
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("stored signature is not 64 bytes"))?;
-    Ok(Stored {
-        document: self::document(&document)?,
-        release: SignedRelease {
-            document: protocol::keys::Bytes(document),
-            signature: protocol::keys::Signature(sig),
-        },
+fn signed(r: &rusqlite::Row<'_>) -> rusqlite::Result<SignedRelease> {
+    let document: Vec<u8> = r.get(0)?;
+    let signature: String = r.get(1)?;
+    let sig: [u8; 64] = hex::decode(&signature)
+        .ok()
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                1,
+                rusqlite::types::Type::Text,
+                "a stored signature is not 64 bytes of hex".into(),
+            )
+        })?;
+    Ok(SignedRelease {
+        document: protocol::keys::Bytes(document),
+        signature: protocol::keys::Signature(sig),
     })
 }
 
-/// Every kept release, oldest first.
-pub fn all(conn: &Connection) -> Result<Vec<Stored>> {
-    let mut stmt = conn
-        .prepare("SELECT document, signature FROM benchmark_release ORDER BY issued_at, rowid")?;
-    let rows = stmt.query_map([], stored)?;
-    rows.map(|r| parse(r?)).collect()
+fn parse<L, S>(release: SignedRelease) -> Result<Stored<L, S>>
+where
+    NetworkDocument<L, S>: Kind,
+{
+    Ok(Stored {
+        document: document::<NetworkDocument<L, S>>(&release.document.0)?,
+        release,
+    })
 }
 
-/// The release whose id starts with `id`, or the latest when `id` is `None`.
+/// Kept releases whose id starts with `id` (every release when `None`), newest first.
+fn rows(conn: &Connection, id: Option<&str>) -> Result<Vec<SignedRelease>> {
+    let mut stmt = conn.prepare(
+        "SELECT document, signature FROM benchmark_release
+         WHERE ?1 IS NULL OR release_id LIKE ?1 || '%' ORDER BY issued_at DESC, rowid DESC",
+    )?;
+    let rows = stmt.query_map([id], signed)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn is<D: Kind>(release: &SignedRelease) -> bool {
+    header(&release.document.0).is_ok_and(|h| h.format == D::FORMAT)
+}
+
+/// Every kept benchmark release, oldest first.
+pub fn all(conn: &Connection) -> Result<Vec<Stored>> {
+    let mut out: Vec<Stored> = rows(conn, None)?
+        .into_iter()
+        .filter(is::<NetworkRelease>)
+        .map(parse)
+        .collect::<Result<_>>()?;
+    out.reverse();
+    Ok(out)
+}
+
+/// The benchmark release whose id starts with `id`, or the latest when `id` is `None`.
 pub fn get(conn: &Connection, id: Option<&str>) -> Result<Option<Stored>> {
-    let row = match id {
-        Some(id) => {
-            let matches: Vec<(Vec<u8>, String)> = conn
-                .prepare(
-                    "SELECT document, signature FROM benchmark_release
-                     WHERE release_id LIKE ?1 || '%' ORDER BY issued_at",
-                )?
-                .query_map([id], stored)?
-                .collect::<rusqlite::Result<_>>()?;
-            if matches.len() > 1 {
-                bail!(
-                    "{} releases start with {id:?}; give more of the id",
-                    matches.len()
-                );
-            }
-            matches.into_iter().next()
-        }
-        None => conn
-            .query_row(
-                "SELECT document, signature FROM benchmark_release
-                 ORDER BY issued_at DESC, rowid DESC LIMIT 1",
-                [],
-                stored,
-            )
-            .optional()?,
+    get_of(conn, id)
+}
+
+/// The release of one kind whose id starts with `id`, or the latest of that kind.
+pub fn get_of<L, S>(conn: &Connection, id: Option<&str>) -> Result<Option<Stored<L, S>>>
+where
+    NetworkDocument<L, S>: Kind,
+{
+    let matching: Vec<SignedRelease> = rows(conn, id)?
+        .into_iter()
+        .filter(is::<NetworkDocument<L, S>>)
+        .collect();
+    if let Some(id) = id
+        && matching.len() > 1
+    {
+        bail!(
+            "{} releases start with {id:?}; give more of the id",
+            matching.len()
+        );
+    }
+    matching.into_iter().next().map(parse).transpose()
+}
+
+/// The release of any kind whose id starts with `id`, or the latest.
+pub fn get_any(conn: &Connection, id: Option<&str>) -> Result<Option<Any>> {
+    let matching = rows(conn, id)?;
+    if let Some(id) = id
+        && matching.len() > 1
+    {
+        bail!(
+            "{} releases start with {id:?}; give more of the id",
+            matching.len()
+        );
+    }
+    let Some(release) = matching.into_iter().next() else {
+        return Ok(None);
     };
-    row.map(parse).transpose()
+    Ok(Some(if is::<TrajectoriesRelease>(&release) {
+        Any::Trajectories(parse(release)?)
+    } else {
+        Any::Benchmark(parse(release)?)
+    }))
 }
 
 /// Releases issued at or after `after` (RFC 3339; "" for all), oldest first, at most
@@ -166,13 +289,13 @@ pub fn since(
         "SELECT document, signature FROM benchmark_release WHERE issued_at >= ?1
          ORDER BY issued_at, rowid",
     )?;
-    for row in stmt.query_map([after], stored)? {
-        let s = parse(row?)?;
-        bytes += s.release.document.0.len() + 128;
+    for row in stmt.query_map([after], signed)? {
+        let release = row?;
+        bytes += release.document.0.len() + 128;
         if out.len() == max || bytes > max_bytes {
             break;
         }
-        out.push(s.release);
+        out.push(release);
     }
     Ok(out)
 }
@@ -191,6 +314,8 @@ pub fn newest(conn: &Connection) -> Result<String> {
 pub struct Listing {
     /// Release id.
     pub release_id: String,
+    /// `benchmark` or `trajectories`.
+    pub kind: String,
     /// Round id.
     pub round_id: String,
     /// Issue time.
@@ -203,22 +328,50 @@ pub struct Listing {
     pub domains: Vec<String>,
 }
 
-/// The list of kept releases.
+/// The list of kept releases of every kind, oldest first.
 pub fn list(conn: &Connection) -> Result<Vec<Listing>> {
-    Ok(all(conn)?
-        .iter()
-        .map(|s| {
-            let d = &s.document;
-            Listing {
-                release_id: d.release_id.clone(),
-                round_id: d.round_id.clone(),
-                issued_at: d.issued_at.clone(),
-                clinics: d.clinics.contributing as u64,
-                rho: d.privacy.rho,
-                domains: d.summary.iter().map(|x| x.domain.clone()).collect(),
+    #[derive(Deserialize)]
+    struct Clinics {
+        contributing: u64,
+    }
+    #[derive(Deserialize)]
+    struct Privacy {
+        rho: f64,
+    }
+    #[derive(Deserialize)]
+    struct Domain {
+        domain: String,
+    }
+    #[derive(Deserialize)]
+    struct Line {
+        format: String,
+        release_id: String,
+        round_id: String,
+        issued_at: String,
+        clinics: Clinics,
+        privacy: Privacy,
+        summary: Vec<Domain>,
+    }
+    let mut out = Vec::new();
+    for release in rows(conn, None)?.into_iter().rev() {
+        let l: Line = serde_json::from_slice(&release.document.0)
+            .context("a kept release is not a well-formed document")?;
+        out.push(Listing {
+            kind: if l.format == TRAJECTORIES_FORMAT {
+                TrajectoriesRelease::NAME
+            } else {
+                NetworkRelease::NAME
             }
-        })
-        .collect())
+            .into(),
+            release_id: l.release_id,
+            round_id: l.round_id,
+            issued_at: l.issued_at,
+            clinics: l.clinics.contributing,
+            rho: l.privacy.rho,
+            domains: l.summary.into_iter().map(|d| d.domain).collect(),
+        });
+    }
+    Ok(out)
 }
 
 /// The network reference in release `s`: per domain the risk model with its noise replicates
@@ -265,13 +418,13 @@ pub fn reference(s: &Stored) -> protocol::analysis::NetworkReference {
 
 /// The exported JSON: the document as signed (keys this version does not know included) with
 /// the signature that covers its original bytes.
-pub fn export_json(s: &Stored) -> Result<Value> {
-    let mut doc: Value = serde_json::from_slice(&s.release.document.0)?;
+pub fn export_json(release: &SignedRelease) -> Result<Value> {
+    let mut doc: Value = serde_json::from_slice(&release.document.0)?;
     doc["signature"] = json!({
         "algorithm": "Ed25519",
         "signed": "the transcript \"mbc-node/v1 release\" ‖ SHA-256 of the document as gossiped",
-        "document_sha256": s.release.sha256(),
-        "value": hex::encode(s.release.signature.0),
+        "document_sha256": release.sha256(),
+        "value": hex::encode(release.signature.0),
     });
     Ok(doc)
 }
@@ -360,8 +513,7 @@ fn test_release(summary: Value) -> Stored {
         &protocol::keys::Signer::from_seed(&[7; 32]),
         document.to_string().into_bytes(),
     );
-    parse((release.document.0.clone(), hex::encode(release.signature.0)))
-        .expect("a well-formed release")
+    parse(release).expect("a well-formed release")
 }
 
 #[cfg(test)]
@@ -388,15 +540,16 @@ mod tests {
     fn documents_are_read_by_their_type() {
         let mut doc =
             serde_json::from_slice::<Value>(&stored(4.0, 1.0).release.document.0).unwrap();
-        assert!(document(&serde_json::to_vec(&doc).unwrap()).is_ok());
+        let read = |doc: &Value| document::<NetworkRelease>(&serde_json::to_vec(doc).unwrap());
+        assert!(read(&doc).is_ok());
         doc["privacy"].as_object_mut().unwrap().remove("rho");
-        let err = document(&serde_json::to_vec(&doc).unwrap()).unwrap_err();
+        let err = read(&doc).unwrap_err();
         assert!(
             format!("{err:#}").contains("not a well-formed") && format!("{err:#}").contains("rho"),
             "{err:#}"
         );
         doc["format"] = json!("mbc-node/release");
-        let err = document(&serde_json::to_vec(&doc).unwrap()).unwrap_err();
+        let err = read(&doc).unwrap_err();
         assert!(
             err.to_string()
                 .contains("is not a mbc-node/benchmark-release document")

@@ -129,7 +129,8 @@ pub struct PrivacyConfig {
     #[serde(default = "default_caseload_cap")]
     pub caseload_cap: u32,
     /// Kinds of network round this node joins when asked (subject to ρ and budget). Default
-    /// ["benchmark", "bench"] ("bench" sums synthetic public vectors and costs nothing).
+    /// ["benchmark", "trajectories", "bench"] ("bench" sums synthetic public vectors and costs
+    /// nothing).
     #[serde(default = "default_round_kinds")]
     pub round_kinds: Vec<String>,
     /// Fewest roster members besides this clinic that a round must invite, and that must
@@ -185,7 +186,7 @@ fn default_caseload_cap() -> u32 {
     200
 }
 fn default_round_kinds() -> Vec<String> {
-    vec!["benchmark".into(), "bench".into()]
+    vec!["benchmark".into(), "trajectories".into(), "bench".into()]
 }
 
 impl Default for PrivacyConfig {

@@ -12,9 +12,10 @@
 //! stays, with status `aborted`, and its cost no longer counts. A `sent` release is never
 //! refunded.
 //!
-//! Network rounds are also capped by the policy: at most `max_rounds_per_period` charged
-//! rounds per period, and at least `min_round_interval` between two of them (refunded rounds
-//! do not count: nothing of them left).
+//! Network rounds are also capped by the policy, kind by kind (a benchmark round does not
+//! hold up a trajectories round): at most `max_rounds_per_period` charged rounds of a kind
+//! per period, and at least `min_round_interval` between two of them (refunded rounds do not
+//! count: nothing of them left).
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
@@ -167,7 +168,7 @@ pub struct Draft {
     /// Therapist-level sensitivity of the layout, if any (P3).
     pub therapist_sensitivity: Option<f64>,
     /// The layout of the released vector (version, blocks, bounds, scales).
-    pub layout: protocol::benchmark::document::LayoutDescription,
+    pub layout: protocol::round::LayoutRecord,
     /// Exactly the bytes that leave.
     pub payload: Vec<u8>,
 }
@@ -215,8 +216,8 @@ pub enum Refusal {
     },
     /// The period's cap on network rounds is reached.
     #[error(
-        "refused: this clinic has contributed to {count} network round(s) in {period}, its \
-         maximum ([privacy] max_rounds_per_period); the count renews on {renews}"
+        "refused: this clinic has contributed to {count} network round(s) of this kind in \
+         {period}, its maximum ([privacy] max_rounds_per_period); the count renews on {renews}"
     )]
     TooManyRounds {
         /// Rounds charged in the period.
@@ -228,8 +229,8 @@ pub enum Refusal {
     },
     /// The last network round was too recent.
     #[error(
-        "refused: this clinic contributed to a network round at {last}; it joins the next no \
-         sooner than {next} ([privacy] min_round_interval_hours)"
+        "refused: this clinic contributed to a network round of this kind at {last}; it joins \
+         the next no sooner than {next} ([privacy] min_round_interval_hours)"
     )]
     TooSoon {
         /// When the last round was charged.
@@ -268,8 +269,8 @@ pub struct Entry {
     pub therapist_sensitivity: Option<f64>,
     /// ρ at therapist level.
     pub therapist_rho: Option<f64>,
-    /// Layout as recorded (JSON): a [`protocol::benchmark::document::LayoutDescription`] of
-    /// the layout version the release was made with, shown by `audit` as it was written.
+    /// Layout as recorded (JSON): a [`protocol::round::LayoutRecord`] of the layout version
+    /// the release was made with, shown by `audit` as it was written.
     pub layout: serde_json::Value,
     /// SHA-256 of the payload, hex.
     pub payload_sha256: String,
@@ -302,14 +303,14 @@ fn spent_in(conn: &Connection, period: &str) -> rusqlite::Result<f64> {
     )
 }
 
-/// Checks a network-round contribution against the round caps: rounds in the period and the
-/// time since the last one (refunded rounds do not count).
-fn check_rounds(conn: &Connection, policy: &Policy, now: DateTime<Utc>) -> Result<()> {
+/// Checks a network-round contribution against the round caps of its kind: rounds in the
+/// period and the time since the last one (refunded rounds do not count).
+fn check_rounds(conn: &Connection, policy: &Policy, kind: &str, now: DateTime<Utc>) -> Result<()> {
     let period = policy.period.label(now);
-    let counted = format!("kind LIKE '{ROUND_KIND_PREFIX}%' AND status != 'aborted'");
+    let counted = "kind = ?1 AND status != 'aborted'";
     let count: u32 = conn.query_row(
-        &format!("SELECT count(*) FROM release WHERE {counted} AND period = ?1"),
-        [&period],
+        &format!("SELECT count(*) FROM release WHERE {counted} AND period = ?2"),
+        [kind, &period],
         |r| r.get(0),
     )?;
     if count >= policy.max_rounds_per_period {
@@ -322,7 +323,7 @@ fn check_rounds(conn: &Connection, policy: &Policy, now: DateTime<Utc>) -> Resul
     }
     let last: Option<String> = conn.query_row(
         &format!("SELECT max(charged_at) FROM release WHERE {counted}"),
-        [],
+        [kind],
         |r| r.get(0),
     )?;
     if let Some(last) = last {
@@ -374,7 +375,7 @@ pub fn precheck(
     let spent = spent_in(conn, &policy.period.label(now))?;
     check(policy, rho, spent, now)?;
     if kind.starts_with(ROUND_KIND_PREFIX) {
-        check_rounds(conn, policy, now)?;
+        check_rounds(conn, policy, kind, now)?;
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ use protocol::benchmark::document::{
 };
 use protocol::benchmark::{BenchmarkLayout, Contribution, DomainSpec, Params};
 use protocol::dp::Mechanism;
+use protocol::round::{DataLayout, LayoutRecord};
 
 use crate::config::Config;
 use crate::ledger::{self, Charged, Draft, Policy};
@@ -65,15 +66,16 @@ fn session_scores(store: &Store, instrument: &str) -> Result<HashMap<i64, Vec<(u
     Ok(out)
 }
 
-/// Every episode's contribution to every domain of `layout`, in episode order (so each
-/// patient's earliest episodes count, and each therapist's earliest enter the variance sums).
+/// Every episode's contribution to every domain of a layout (`domains`, in vector order), in
+/// episode order (so each patient's earliest episodes count, and each therapist's earliest
+/// enter the variance sums).
 pub fn contributions(
     store: &Store,
     derived: &Derived,
-    layout: &BenchmarkLayout,
+    domains: &[DomainSpec],
 ) -> Result<Vec<Contribution>> {
     let mut out = Vec::new();
-    for (d, spec) in layout.domains().iter().enumerate() {
+    for (d, spec) in domains.iter().enumerate() {
         // A domain this node does not measure contributes nothing.
         let Some(domain) = derived.domains.iter().find(|x| x.id == spec.id) else {
             continue;
@@ -168,13 +170,13 @@ fn file_counterpart(out: &Path) -> String {
 pub fn noised_vector(
     store: &mut Store,
     settings: protocol::analysis::Settings,
-    layout: &BenchmarkLayout,
+    layout: &DataLayout,
     noise: &[i64],
     sigma: f64,
     now: DateTime<Utc>,
 ) -> Result<(Vec<i64>, String)> {
     let derived = stats::derive(store, settings, &crate::clock::rfc3339(now))?;
-    let contributions = contributions(store, &derived, layout)?;
+    let contributions = contributions(store, &derived, layout.domains())?;
     if contributions.is_empty() {
         bail!(
             "nothing to release: no episode has two scores on any domain (import outcome data \
@@ -222,8 +224,9 @@ pub fn local_benchmark(
     } else {
         mechanism.noise(layout.layout().len())?
     };
+    let data = DataLayout::Benchmark(layout.clone());
     let (values, clinic) =
-        noised_vector(store, settings, &layout, &noise, mechanism.total_sigma, now)?;
+        noised_vector(store, settings, &data, &noise, mechanism.total_sigma, now)?;
     let summary = layout.summarise(&values, mechanism.total_sigma)?;
     let id = ledger::new_id()?;
     let document = LocalRelease {
@@ -255,7 +258,7 @@ pub fn local_benchmark(
             mechanism,
             threshold: 1,
             therapist_sensitivity: sensitivity.therapist,
-            layout: document.layout.clone(),
+            layout: LayoutRecord::Benchmark(document.layout.clone()),
             payload,
         },
         now,

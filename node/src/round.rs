@@ -23,7 +23,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
-use protocol::benchmark::document::LayoutDescription;
 use protocol::dp::Mechanism;
 use protocol::keys::NodeKey;
 use protocol::messages::{RoundRequest, RoundResponse};
@@ -39,8 +38,11 @@ use crate::node::Node;
 use crate::store::Store;
 use crate::{clock, hooks, membership, release, stats};
 
-/// Ledger kind of a benchmark round contribution.
-pub const LEDGER_KIND: &str = "round:benchmark";
+/// Ledger kind of a round contribution: `round:` and the round kind (`round:benchmark`,
+/// `round:trajectories`).
+pub fn ledger_kind(kind: &RoundKind) -> String {
+    format!("round:{}", kind.name())
+}
 
 /// Announcements older than this are refused.
 const MAX_ANNOUNCE_AGE_MS: u64 = 60 * 60 * 1000;
@@ -275,10 +277,12 @@ impl Participation {
             RoundKind::Bench { dim, .. } => {
                 (bench_vector(&digest, &self.key(), *dim as usize), None)
             }
-            RoundKind::Benchmark { .. } => match self.contribution(config, &mut store, &spec) {
-                Ok(v) => v,
-                Err(e) => return decline(format!("{e:#}")),
-            },
+            RoundKind::Benchmark { .. } | RoundKind::Trajectories { .. } => {
+                match self.contribution(config, &mut store, &spec) {
+                    Ok(v) => v,
+                    Err(e) => return decline(format!("{e:#}")),
+                }
+            }
         };
         drop(store);
         let (participant, advert) =
@@ -336,8 +340,12 @@ impl Participation {
         let policy = Policy::from_config(&config.privacy)?;
         let now = clock::now_utc();
         // Policy before any calibration or data work: ρ, the period's budget, the round caps.
-        ledger::precheck(store.conn(), &policy, LEDGER_KIND, s.rho, now)?;
-        let layout = s.kind.layout()?.context("not a benchmark round")?;
+        let ledger_kind = ledger_kind(&s.kind);
+        ledger::precheck(store.conn(), &policy, &ledger_kind, s.rho, now)?;
+        let layout = s
+            .kind
+            .data_layout()?
+            .context("not a round over clinic data")?;
         let sensitivity = layout.layout().sensitivity();
         let mechanism = Mechanism::distributed(sensitivity.patient, s.rho, s.threshold)?;
         // Noise first, before any data-dependent work (timing).
@@ -367,12 +375,12 @@ impl Participation {
             &policy,
             Draft {
                 id: release_id.clone(),
-                kind: LEDGER_KIND.into(),
+                kind: ledger_kind,
                 counterpart: counterpart(spec),
                 mechanism,
                 threshold: s.threshold,
                 therapist_sensitivity: sensitivity.therapist,
-                layout: LayoutDescription::of(&layout),
+                layout: layout.record(),
                 payload,
             },
             now,
@@ -403,9 +411,9 @@ impl Participation {
 }
 
 /// Before signing the survivor list: the survivors meet the policy (enough others), and
-/// for a benchmark round they do not differ from the previous round's contributors by
-/// only a few clinics ([privacy] min_contributor_change). Returns a benchmark round's
-/// contributors (PeerIds), to record once the list is signed.
+/// for a round over clinic data they do not differ from the previous round's contributors by
+/// only a few clinics ([privacy] min_contributor_change). Returns such a round's contributors
+/// (PeerIds), to record once the list is signed.
 fn check_survivors(
     config: &Config,
     conn: &Connection,
@@ -418,7 +426,7 @@ fn check_survivors(
         .privacy
         .safety()?
         .check_survivors(spec, distinct.len())?;
-    if !matches!(spec.kind, RoundKind::Benchmark { .. }) {
+    if matches!(spec.kind, RoundKind::Bench { .. }) {
         return Ok(None);
     }
     let names: BTreeSet<String> = distinct

@@ -38,20 +38,21 @@ fn start_all(nodes: &[NodeDir], env: &[(&str, &str)]) -> Vec<Daemon> {
 }
 
 /// `mbc-node round start --kind benchmark --rho 0.25 --deadline 20 --wait --json EXTRA…` on
-/// the coordinator (EXTRA may set its own `--deadline`).
+/// the coordinator (EXTRA may set its own `--kind` and `--deadline`).
 fn start_round(root: &Path, coord: &NodeDir, extra: &[&str]) -> integration_tests::Run {
     let mut args = vec![
         "round",
         "start",
         "--data-dir",
         coord.arg(),
-        "--kind",
-        "benchmark",
         "--rho",
         "0.25",
         "--wait",
         "--json",
     ];
+    if !extra.contains(&"--kind") {
+        args.extend(["--kind", "benchmark"]);
+    }
     if !extra.contains(&"--deadline") {
         args.extend(["--deadline", "20"]);
     }
@@ -64,7 +65,7 @@ fn contribution(node: &NodeDir, round_id: &str) -> Option<Vec<i64>> {
     let conn = open(&node.dir.join("local.db"));
     let payload: Vec<u8> = conn
         .query_row(
-            "SELECT payload FROM release WHERE kind = 'round:benchmark' AND counterpart LIKE ?1",
+            "SELECT payload FROM release WHERE kind LIKE 'round:%' AND counterpart LIKE ?1",
             [format!("round {round_id} %")],
             |r| r.get(0),
         )
@@ -278,7 +279,7 @@ fn benchmark_rounds_exact_noisy_killed_and_aborted() {
     // clinic spent nothing, and the others, whose masked vectors never left, are refunded
     // when the round expires (6 step deadlines of 2 s).
     nodes[3].set_config(
-        r#"round_kinds = ["benchmark", "bench"]"#,
+        r#"round_kinds = ["benchmark", "trajectories", "bench"]"#,
         "round_kinds = []",
     );
     // A node reads its config when it starts: restart clinic 3 with the new one.
@@ -757,6 +758,154 @@ fn network_release_agrees_with_pooled_data() {
         "only {total} labelled therapist × domain pairs"
     );
     assert!(agreement >= 0.7, "agreement {agreement}");
+}
+
+/// Five nodes run a trajectories round without noise (test switch): the released sum is
+/// exactly the sum of the clinics' charged vectors, each clinic's ledger is charged the
+/// round's ρ under its own kind, every node keeps the release next to the benchmark's, and
+/// each released stratum (PHQ-9 intake band × session) has the pooled count of patients and
+/// the percentiles of their scores, both computed here from the five stores by SQL.
+#[test]
+fn trajectories_round_releases_the_pooled_curves() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let nodes = network_with_data(root, 5);
+    let coord = &nodes[0];
+    let _ds = start_all(&nodes, &[("MBC_NODE_TEST_NO_NOISE", "1")]);
+    let benchmark = start_round(root, coord, &[]).ok().json();
+    assert_eq!(benchmark["step"], "done", "{benchmark:#}");
+    let status = start_round(root, coord, &["--kind", "trajectories"])
+        .ok()
+        .json();
+    assert_eq!(status["step"], "done", "{status:#}");
+    assert_eq!(status["kind"], "trajectories");
+    let round_id = status["round_id"].as_str().unwrap().to_owned();
+    let release_id = status["release_id"].as_str().unwrap().to_owned();
+    let truth: Vec<Vec<i64>> = nodes
+        .iter()
+        .map(|n| contribution(n, &round_id).expect("every clinic charged its ledger"))
+        .collect();
+    let doc = release_doc(root, coord, &release_id);
+    assert_eq!(doc["format"], "mbc-node/trajectories-release");
+    assert_eq!(doc["privacy"]["noise"], "off (test build)");
+    assert_eq!(values(&doc), sum(&truth.iter().collect::<Vec<_>>()));
+    for n in &nodes {
+        wait_for(&format!("{} to keep both releases", n.arg()), || {
+            let list = kept(root, n);
+            (list.len() == 2).then_some(list)
+        });
+        assert_eq!(
+            release_doc(root, n, &release_id)["signature"],
+            doc["signature"]
+        );
+        let rho: f64 = open(&n.dir.join("local.db"))
+            .query_row(
+                "SELECT rho FROM release WHERE kind = 'round:trajectories' AND status = 'sent'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!((rho - 0.25).abs() < 1e-12);
+    }
+    let kinds: Vec<Value> = kept(root, coord)
+        .iter()
+        .map(|l| l["kind"].clone())
+        .collect();
+    assert_eq!(kinds, ["benchmark", "trajectories"]);
+
+    // The pooled strata, from the stores: each patient's first episode with two PHQ-9 scores,
+    // its intake band, and its score at session t.
+    let depression = doc["summary"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["domain"] == "depression")
+        .unwrap();
+    let bands: Vec<f64> = serde_json::from_value(depression["bands"].clone()).unwrap();
+    let bins = &doc["layout"]["domains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "depression")
+        .unwrap()["score_bins"];
+    let (start, width, n_bins) = (
+        bins["start"].as_f64().unwrap(),
+        bins["width"].as_f64().unwrap(),
+        bins["n"].as_u64().unwrap() as usize,
+    );
+    let mut released = 0;
+    for t in 1..=16u32 {
+        let mut scores: Vec<Vec<f64>> = vec![Vec::new(); bands.len()];
+        for n in &nodes {
+            let conn = open(&n.dir.join("local.db"));
+            let mut stmt = conn
+                .prepare(
+                    "WITH first AS (SELECT e.patient_id, min(e.episode_id) AS episode_id
+                        FROM episode e JOIN episode_scores s USING (episode_id)
+                        WHERE s.instrument_id = 'PHQ-9' AND s.n >= 2 GROUP BY e.patient_id)
+                     SELECT s.first_score, a.score FROM first f
+                     JOIN episode_scores s ON s.episode_id = f.episode_id
+                        AND s.instrument_id = 'PHQ-9'
+                     JOIN assessment a ON a.episode_id = f.episode_id
+                        AND a.instrument_id = 'PHQ-9' AND a.session_seq = ?1",
+                )
+                .unwrap();
+            let rows = stmt
+                .query_map([t], |r| Ok((r.get::<_, f64>(0)?, r.get::<_, f64>(1)?)))
+                .unwrap();
+            for row in rows {
+                let (pre, score) = row.unwrap();
+                let band = bands.iter().rposition(|b| pre >= *b).unwrap_or(0);
+                scores[band].push(score);
+            }
+        }
+        for (b, scores) in scores.iter().enumerate() {
+            let point = &depression["curves"][b]["points"][t as usize - 1];
+            assert_eq!(point["session"], t);
+            let count = point["count"].as_f64().unwrap();
+            assert!(
+                (count - scores.len() as f64).abs() < 1e-3,
+                "band {b}, session {t}: released {count}, pooled {}",
+                scores.len()
+            );
+            if scores.len() < 50 {
+                assert!(point["percentiles"].is_null(), "band {b}, session {t}");
+                continue;
+            }
+            released += 1;
+            let mut hist = vec![0.0; n_bins];
+            for s in scores {
+                let i = (((s - start) / width).floor().max(0.0) as usize).min(n_bins - 1);
+                hist[i] += 1.0;
+            }
+            let total = scores.len() as f64;
+            for (k, q) in [0.25, 0.5, 0.75, 0.9].iter().enumerate() {
+                let target = q * total;
+                let mut below = 0.0;
+                let mut x = start + n_bins as f64 * width;
+                for (i, c) in hist.iter().enumerate() {
+                    if *c > 0.0 && below + c >= target {
+                        x = start + (i as f64 + (target - below) / c) * width;
+                        break;
+                    }
+                    below += c;
+                }
+                let x = x.clamp(0.0, 27.0);
+                let got = point["percentiles"][k].as_f64().unwrap();
+                assert!(
+                    (got - x).abs() < 1e-3,
+                    "band {b}, session {t}, P{q}: {got} vs {x}"
+                );
+            }
+        }
+    }
+    assert!(released >= 10, "only {released} strata released");
+    // The model is there, fitted on every observation from session 2 on.
+    let model = &depression["model"];
+    assert!(
+        model["coefficients"].as_array().unwrap().len() == 24,
+        "{model:#}"
+    );
 }
 
 /// README's main command: five nodes, a round, the release everywhere, a summary and the

@@ -268,7 +268,7 @@ fn run_round(a: &DemoArgs, dir: &Path, nodes: &[(PathBuf, String)]) -> Result<()
     let json_out = dir.join("benchmark.json");
     std::fs::write(
         &json_out,
-        serde_json::to_vec_pretty(&benchmark::export_json(&release)?)?,
+        serde_json::to_vec_pretty(&benchmark::export_json(&release.release)?)?,
     )?;
     println!(
         "\nReport: {}\nRelease: {}\nTry: mbc-node benchmark show --data-dir {}",

@@ -40,8 +40,9 @@ pub(super) enum RoundCommand {
 pub(super) struct StartArgs {
     #[command(flatten)]
     dir: DataDir,
-    /// Round kind: "benchmark" (the cross-site benchmark) or "bench" (synthetic vectors, for
-    /// measuring the protocol)
+    /// Round kind: "benchmark" (the cross-site benchmark), "trajectories" (the network's score
+    /// percentiles by session and its expected-trajectory model, for clinical support) or
+    /// "bench" (synthetic vectors, for measuring the protocol)
     #[arg(long, default_value = "benchmark")]
     kind: String,
     /// ρ (zCDP) of the released sum, at patient level; each clinic's ledger is charged this
@@ -53,7 +54,8 @@ pub(super) struct StartArgs {
     /// Deadline of each step, seconds; a clinic that misses it is a dropout
     #[arg(long, value_name = "SECONDS")]
     deadline: Option<f64>,
-    /// Benchmark rounds: a domain to include (repeat for several; default every domain)
+    /// Benchmark and trajectories rounds: a domain to include (repeat for several; default
+    /// every domain)
     #[arg(long = "domain", value_name = "ID")]
     domains: Vec<String>,
     /// Bench rounds: vector length
@@ -72,7 +74,7 @@ pub(super) struct StartArgs {
 
 #[derive(Debug, Subcommand)]
 pub(super) enum BenchmarkCommand {
-    /// The signed benchmark releases this node keeps
+    /// The signed network releases this node keeps (benchmark and trajectories)
     ///
     /// Example: mbc-node benchmark list --data-dir /srv/mbc
     List {
@@ -236,18 +238,17 @@ pub(super) fn benchmark_cmd(c: BenchmarkCommand) -> Result<()> {
                     serde_json::to_string_pretty(&json!({ "releases": list }))?
                 );
             } else if list.is_empty() {
-                println!(
-                    "No benchmark releases yet (they arrive when the coordinator runs a round)."
-                );
+                println!("No releases yet (they arrive when the coordinator runs a round).");
             } else {
                 println!(
-                    "{:<34} {:<20} {:>7} {:>6}  domains",
-                    "release", "issued", "clinics", "ρ"
+                    "{:<34} {:<12} {:<20} {:>7} {:>6}  domains",
+                    "release", "kind", "issued", "clinics", "ρ"
                 );
                 for l in list {
                     println!(
-                        "{:<34} {:<20} {:>7} {:>6}  {}",
+                        "{:<34} {:<12} {:<20} {:>7} {:>6}  {}",
                         l.release_id,
+                        l.kind,
                         l.issued_at,
                         l.clinics,
                         l.rho,
@@ -265,10 +266,15 @@ pub(super) fn benchmark_cmd(c: BenchmarkCommand) -> Result<()> {
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&benchmark::export_json(&s)?)?
+                    serde_json::to_string_pretty(&benchmark::export_json(s.release())?)?
                 );
             } else {
-                print!("{}", benchmark::describe(&s));
+                match &s {
+                    benchmark::Any::Benchmark(s) => print!("{}", benchmark::describe(s)),
+                    benchmark::Any::Trajectories(s) => {
+                        print!("{}", benchmark::trajectories::describe(s))
+                    }
+                }
             }
             Ok(())
         }
@@ -280,10 +286,10 @@ pub(super) fn benchmark_cmd(c: BenchmarkCommand) -> Result<()> {
             let html = out
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"));
-            let bytes = if html {
-                benchmark::html(&s).into_bytes()
-            } else {
-                serde_json::to_vec_pretty(&benchmark::export_json(&s)?)?
+            let bytes = match &s {
+                _ if !html => serde_json::to_vec_pretty(&benchmark::export_json(s.release())?)?,
+                benchmark::Any::Benchmark(s) => benchmark::html(s).into_bytes(),
+                benchmark::Any::Trajectories(s) => benchmark::trajectories::html(s).into_bytes(),
             };
             std::fs::write(&out, bytes)
                 .with_context(|| format!("couldn't write {}", out.display()))?;
@@ -296,11 +302,9 @@ pub(super) fn benchmark_cmd(c: BenchmarkCommand) -> Result<()> {
     }
 }
 
-fn find(conn: &rusqlite::Connection, id: Option<&str>) -> Result<benchmark::Stored> {
-    benchmark::get(conn, id)?.with_context(|| match id {
-        Some(id) => {
-            format!("no benchmark release {id:?} on this node (see `mbc-node benchmark list`)")
-        }
-        None => "no benchmark releases on this node yet".into(),
+fn find(conn: &rusqlite::Connection, id: Option<&str>) -> Result<benchmark::Any> {
+    benchmark::get_any(conn, id)?.with_context(|| match id {
+        Some(id) => format!("no release {id:?} on this node (see `mbc-node benchmark list`)"),
+        None => "no releases on this node yet".into(),
     })
 }

@@ -24,18 +24,20 @@ fn draft(rho: f64) -> Draft {
         mechanism: dp::Mechanism::central(1000.0, rho).unwrap(),
         threshold: 1,
         therapist_sensitivity: Some(5000.0),
-        layout: protocol::benchmark::document::LayoutDescription {
-            kind: "benchmark".into(),
-            version: 1,
-            max_episodes_per_patient: 1,
-            caseload_cap: 1,
-            features: Vec::new(),
-            sessions: 0,
-            domains: Vec::new(),
-            blocks: Vec::new(),
-            sensitivity: 1000.0,
-            therapist_sensitivity: Some(5000.0),
-        },
+        layout: protocol::round::LayoutRecord::Benchmark(
+            protocol::benchmark::document::LayoutDescription {
+                kind: "benchmark".into(),
+                version: 1,
+                max_episodes_per_patient: 1,
+                caseload_cap: 1,
+                features: Vec::new(),
+                sessions: 0,
+                domains: Vec::new(),
+                blocks: Vec::new(),
+                sensitivity: 1000.0,
+                therapist_sensitivity: Some(5000.0),
+            },
+        ),
         payload: b"released bytes".to_vec(),
     }
 }

@@ -62,6 +62,28 @@ pub struct NetworkDocument<L, S> {
     pub summary: Vec<S>,
 }
 
+impl<L, S> NetworkDocument<L, S> {
+    /// The same provenance and vector with another layout description and summary.
+    pub fn with<L2, S2>(self, layout: L2, summary: Vec<S2>) -> NetworkDocument<L2, S2> {
+        NetworkDocument {
+            format: self.format,
+            version: self.version,
+            release_id: self.release_id,
+            network_id: self.network_id,
+            round_id: self.round_id,
+            issued_at: self.issued_at,
+            period: self.period,
+            software: self.software,
+            aggregator: self.aggregator,
+            clinics: self.clinics,
+            privacy: self.privacy,
+            layout,
+            values: self.values,
+            summary,
+        }
+    }
+}
+
 /// A clinic's stand-alone release of its own benchmark vector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LocalRelease {
