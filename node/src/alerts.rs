@@ -45,6 +45,7 @@ pub fn raise(
     store: &Store,
     gap_weeks: u32,
     settings: &Settings,
+    network_reference: &str,
     import_id: Option<i64>,
     now: &str,
 ) -> Result<Raised> {
@@ -89,7 +90,12 @@ pub fn raise(
         crate::support::keep_features(store)?;
         return Ok(raised);
     }
-    let assessor = Assessor::new(store, gap_weeks, settings, &PoolRule::AllBut(None), true)?;
+    // A pinned release this node does not keep is `support`'s error to report; the import's
+    // alert check then assesses against the clinic's own pool rather than fail an import that
+    // has landed.
+    let network = crate::support::Network::load(store, network_reference).unwrap_or(None);
+    let assessor = Assessor::new(store, gap_weeks, settings, &PoolRule::AllBut(None), true)?
+        .with_network(network);
     let on: HashMap<&str, bool> = raised
         .switch
         .iter()

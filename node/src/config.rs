@@ -316,6 +316,15 @@ pub struct SupportConfig {
     /// Default [0.06, 0.14].
     #[serde(default = "default_p90_share")]
     pub above_p90: [f64; 2],
+    /// Which network trajectories release `support` may take its reference from when the
+    /// clinic's own pool is too small or validates worse: "latest" (default), "none" (local
+    /// neighbours only), or a release id (a prefix will do) to pin one.
+    #[serde(default = "default_network_reference")]
+    pub network_reference: String,
+}
+
+fn default_network_reference() -> String {
+    "latest".into()
 }
 
 fn default_min_auc() -> f64 {
@@ -336,6 +345,7 @@ impl Default for SupportConfig {
             min_auc: default_min_auc(),
             min_r: default_min_r(),
             above_p90: default_p90_share(),
+            network_reference: default_network_reference(),
         }
     }
 }
@@ -522,7 +532,10 @@ impl Config {
              # failure boundary (P90) within this range. Safety alerts are always on.\n\
              min_auc = {}\n\
              min_r = {}\n\
-             above_p90 = [{}, {}]\n\n\
+             above_p90 = [{}, {}]\n\
+             # The network reference (a trajectories release) used when this clinic's own pool\n\
+             # is too small or validates worse: \"latest\", \"none\", or a release id to pin one.\n\
+             network_reference = {}\n\n\
              [privacy]\n\
              # zero-concentrated DP budget: ρ this clinic may spend per period, and at most per\n\
              # release. Every release is charged to the ledger before it leaves (mbc-node budget).\n\
@@ -580,6 +593,7 @@ impl Config {
             toml::Value::Float(self.support.min_r),
             toml::Value::Float(self.support.above_p90[0]),
             toml::Value::Float(self.support.above_p90[1]),
+            toml_string(&self.support.network_reference),
             toml::Value::Float(self.privacy.rho_per_period),
             toml_string(&self.privacy.period),
             toml::Value::Float(self.privacy.max_rho_per_release),

@@ -254,6 +254,7 @@ impl Node {
             &store,
             self.config.import.episode_gap_weeks,
             &Default::default(),
+            &self.config.support.network_reference,
             import_id,
             &clock::now(),
         )

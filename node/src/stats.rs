@@ -14,7 +14,7 @@ use protocol::analysis::{self, Analysis, Covariates, EpisodeData, Scores, Settin
 use protocol::instrument::{Domain, Instrument};
 use protocol::outcome::IaptRules;
 use protocol::therapist::{Minimums, Rule};
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::config::StatsConfig;
 use crate::store::Store;
@@ -317,10 +317,9 @@ fn load_episodes(conn: &Connection) -> Result<Episodes> {
     }
     // Patient sex as "female?" (NULL when unknown), by patient rowid.
     let mut female: Vec<Option<bool>> = Vec::new();
-    let mut stmt = conn.prepare(
-        "SELECT patient_id, CASE WHEN sex IS NULL OR sex = 'unknown' THEN NULL ELSE sex = 'female' END
-         FROM patient ORDER BY patient_id",
-    )?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT patient_id, {FEMALE} FROM patient ORDER BY patient_id"
+    ))?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
         let id = usize::try_from(r.get::<_, i64>(0)?)?;
@@ -361,25 +360,13 @@ fn load_episodes(conn: &Connection) -> Result<Episodes> {
             scores: Vec::new(),
         });
     }
-    let mut stmt = conn.prepare(
-        "SELECT episode_id, age, CASE WHEN employment IS NULL THEN NULL ELSE employment = 'unemployed' END,
-                prior_treatment, psychotropic_med, long_term_condition, disability, comorbidity_count, wsas
-         FROM casemix",
-    )?;
+    let mut stmt = conn.prepare(&format!("SELECT episode_id, {CASEMIX} FROM casemix"))?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
         let Some(e) = episode_index.get(r.get(0)?) else {
             continue;
         };
-        let c = &mut episodes[e].covariates;
-        c.age = r.get(1)?;
-        c.unemployed = r.get(2)?;
-        c.prior_treatment = r.get(3)?;
-        c.psychotropic_med = r.get(4)?;
-        c.long_term_condition = r.get(5)?;
-        c.disability = r.get(6)?;
-        c.comorbidity_count = r.get(7)?;
-        c.wsas = r.get(8)?;
+        casemix(r, &mut episodes[e].covariates)?;
     }
     Ok(Episodes {
         episode_ids,
@@ -389,6 +376,54 @@ fn load_episodes(conn: &Connection) -> Result<Episodes> {
         episode_index,
         patients,
     })
+}
+
+/// Patient sex as "female?" (NULL when unknown), as SQL on `patient`.
+const FEMALE: &str = "CASE WHEN sex IS NULL OR sex = 'unknown' THEN NULL ELSE sex = 'female' END";
+
+/// The case-mix columns of `casemix` as the risk model reads them, in [`casemix`]'s order.
+const CASEMIX: &str = "age,
+    CASE WHEN employment IS NULL THEN NULL ELSE employment = 'unemployed' END,
+    prior_treatment, psychotropic_med, long_term_condition, disability, comorbidity_count, wsas";
+
+/// Reads the [`CASEMIX`] columns, from the row's second column on, into `c`.
+fn casemix(r: &rusqlite::Row<'_>, c: &mut Covariates) -> rusqlite::Result<()> {
+    c.age = r.get(1)?;
+    c.unemployed = r.get(2)?;
+    c.prior_treatment = r.get(3)?;
+    c.psychotropic_med = r.get(4)?;
+    c.long_term_condition = r.get(5)?;
+    c.disability = r.get(6)?;
+    c.comorbidity_count = r.get(7)?;
+    c.wsas = r.get(8)?;
+    Ok(())
+}
+
+/// One episode's covariates, as [`derive()`] reads every episode's (the risk model's and the
+/// network expected-trajectory model's case mix).
+pub fn covariates(conn: &Connection, episode: i64) -> Result<Covariates> {
+    let mut c = Covariates {
+        female: conn
+            .query_row(
+                &format!(
+                    "SELECT {FEMALE} FROM patient WHERE patient_id =
+                         (SELECT patient_id FROM episode WHERE episode_id = ?1)"
+                ),
+                [episode],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten(),
+        ..Covariates::default()
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT episode_id, {CASEMIX} FROM casemix WHERE episode_id = ?1"
+    ))?;
+    let mut rows = stmt.query([episode])?;
+    if let Some(r) = rows.next()? {
+        casemix(r, &mut c)?;
+    }
+    Ok(c)
 }
 
 #[cfg(test)]

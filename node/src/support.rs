@@ -20,7 +20,8 @@ use std::rc::Rc;
 use anyhow::{Context, Result, bail};
 use protocol::instrument::Instrument;
 use protocol::pseudonym::{IdKind, Pseudonymiser};
-use protocol::trajectory::{self, Expectation, Feature, Safety, Settings, Signal, Space};
+use protocol::trajectories::DomainTrajectories;
+use protocol::trajectory::{self, Band, Expectation, Feature, Safety, Settings, Signal, Space};
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
@@ -85,6 +86,31 @@ pub struct Basis {
     pub dynamic: bool,
 }
 
+/// Which reference an instrument's expectation came from (issue 16): the clinic's own past
+/// patients, or a network trajectories release.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reference {
+    /// `nearest_neighbours`, `network_model` (the network's expected-trajectory model, a
+    /// personal curve from this patient's intake features) or `network_curves` (the network's
+    /// percentiles for patients of this intake band).
+    pub source: &'static str,
+    /// The trajectories release, for a network reference.
+    pub release_id: Option<String>,
+    /// Why this one, in words.
+    pub why: String,
+}
+
+impl Reference {
+    /// What the reference is called on a page.
+    pub fn name(&self) -> &'static str {
+        match self.source {
+            NETWORK_MODEL => "expected-trajectory model (a personal curve from the intake)",
+            NETWORK_CURVES => "percentiles for patients of this intake band",
+            _ => "past patients of this clinic",
+        }
+    }
+}
+
 /// The expected score at one session.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Expected {
@@ -111,7 +137,9 @@ pub struct InstrumentSupport {
     pub direction: &'static str,
     /// The caseness cut-off.
     pub caseness_cutoff: Option<f64>,
-    /// What the expectation rests on; `None` when there is none.
+    /// Which reference the expectation came from.
+    pub reference: Reference,
+    /// What a local expectation rests on; `None` for a network reference or none.
     pub basis: Option<Basis>,
     /// Why there is no expectation.
     pub no_basis: Option<String>,
@@ -280,6 +308,125 @@ type ScoresByEpisode = HashMap<i64, Vec<(u32, f64)>>;
 
 type SpaceCache = HashMap<(Vec<bool>, Vec<u32>), Rc<(Vec<usize>, Searchable)>>;
 
+/// The network reference `support` may take (`[support] network_reference`): a kept
+/// trajectories release, its domain per registered instrument (when the domain is scored in
+/// the instrument's own units), and which method each instrument's latest validation card
+/// preferred.
+pub struct Network {
+    /// The release.
+    pub release_id: String,
+    /// Per instrument (registry order), its domain's trajectories.
+    domains: Vec<Option<DomainTrajectories>>,
+    /// Per instrument, the method its latest validation card preferred.
+    preferred: Vec<Option<(String, String)>>,
+}
+
+/// Validation-card names of the three references.
+pub const LOCAL: &str = "nearest_neighbours";
+/// The network's expected-trajectory model.
+pub const NETWORK_MODEL: &str = "network_model";
+/// The network's stratum curves.
+pub const NETWORK_CURVES: &str = "network_curves";
+
+impl Network {
+    /// The release `setting` names ("latest", a release id prefix, or "none" for no network
+    /// reference), read for the registered `instruments`; `None` when there is none.
+    pub fn load(store: &Store, setting: &str) -> Result<Option<Self>> {
+        let id = match setting.trim() {
+            "none" | "" => return Ok(None),
+            "latest" => None,
+            id => Some(id),
+        };
+        let Some(release) = crate::benchmark::trajectories::latest(store.conn(), id)? else {
+            if let Some(id) = id {
+                bail!(
+                    "[support] network_reference = {id:?} names no trajectories release this \
+                     node keeps (see `mbc-node benchmark list`)"
+                );
+            }
+            return Ok(None);
+        };
+        let registry = store.registry()?;
+        let domains = registry
+            .instruments()
+            .iter()
+            .map(|inst| {
+                registry
+                    .domains()
+                    .iter()
+                    .filter(|d| d.instrument_id == inst.id)
+                    .find_map(|d| {
+                        release.document.summary.iter().find(|x| {
+                            // Scored in the instrument's own units.
+                            x.domain == d.id
+                                && x.lo == inst.min.min(inst.max)
+                                && x.hi == inst.max.max(inst.min)
+                        })
+                    })
+                    .cloned()
+            })
+            .collect();
+        let mut stmt = store.conn().prepare(
+            "SELECT validated_at, card FROM support_validation WHERE instrument_id = ?1
+             ORDER BY validation_id DESC LIMIT 1",
+        )?;
+        let preferred = registry
+            .instruments()
+            .iter()
+            .map(|inst| {
+                let card: Option<(String, String)> = stmt
+                    .query_row([&inst.id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                Ok(card.and_then(|(at, card)| {
+                    let v: serde_json::Value = serde_json::from_str(&card).ok()?;
+                    Some((v["preferred"].as_str()?.to_string(), at))
+                }))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Some(Self {
+            release_id: release.id().to_string(),
+            domains,
+            preferred,
+        }))
+    }
+
+    /// Instrument `k`'s domain in the release.
+    pub fn domain(&self, k: usize) -> Option<&DomainTrajectories> {
+        self.domains.get(k)?.as_ref()
+    }
+
+    /// The network's expected-trajectory model's bands for a patient of `features` on
+    /// instrument `k` (at least two sessions, else `None`).
+    pub fn model_bands(&self, k: usize, features: &[f64]) -> Option<Vec<Band>> {
+        let bands = self.domain(k)?.model.as_ref()?.bands(features);
+        (bands.len() >= 2).then_some(bands)
+    }
+
+    /// The network's curve of the intake band of `intake` on instrument `k`.
+    pub fn curve_bands(&self, k: usize, intake: f64) -> Option<Vec<Band>> {
+        let d = self.domain(k)?;
+        let bands = d.curve_for(intake)?.bands(d.direction);
+        (bands.len() >= 2).then_some(bands)
+    }
+}
+
+/// An expectation from a network reference's bands (no neighbours, no features: the basis is
+/// the release).
+pub(crate) fn network_expectation(bands: Vec<Band>) -> Expectation {
+    Expectation {
+        candidates: bands.iter().map(|b| b.n).max().unwrap_or(0),
+        bands,
+        fit: None,
+        nearest: Vec::new(),
+        neighbours: 0,
+        used: Vec::new(),
+        left_out: Vec::new(),
+        imputed: 0,
+        metric: trajectory::Metric::Euclidean,
+        atypical: false,
+    }
+}
+
 /// Assesses episodes against this clinic's past ones: the pools are read once, each space is
 /// built once, and each episode is then one search per instrument (and variant).
 pub struct Assessor<'c> {
@@ -293,6 +440,8 @@ pub struct Assessor<'c> {
     /// Per instrument, every episode's scores (when many episodes are assessed); else the
     /// neighbours' scores are read when needed.
     loaded: Option<Vec<ScoresByEpisode>>,
+    /// The network reference, when one may be used.
+    network: Option<Network>,
 }
 
 impl<'c> Assessor<'c> {
@@ -327,7 +476,95 @@ impl<'c> Assessor<'c> {
             rule: rule.clone(),
             pools,
             loaded,
+            network: None,
         })
+    }
+
+    /// Lets the assessor take `network` as the reference where the clinic's own pool is too
+    /// small, or where the latest validation card preferred it.
+    pub fn with_network(mut self, network: Option<Network>) -> Self {
+        self.network = network;
+        self
+    }
+
+    /// The reference of instrument `k` for episode `episode` with intake `intake`: the local
+    /// expectation `local`, or the network's, and why.
+    fn reference(
+        &self,
+        k: usize,
+        episode: i64,
+        local: Result<Expectation, trajectory::Error>,
+        intake: f64,
+    ) -> Result<(Result<Expectation, trajectory::Error>, Reference)> {
+        let pool = self.pool_size(k);
+        let local_reference = |why: String| Reference {
+            source: LOCAL,
+            release_id: None,
+            why,
+        };
+        let Some(net) = self.network.as_ref().filter(|n| n.domain(k).is_some()) else {
+            let why = match &local {
+                Ok(_) => format!("{pool} past patients of this clinic"),
+                Err(_) => "no network trajectories release to fall back on".to_string(),
+            };
+            return Ok((local, local_reference(why)));
+        };
+        let features = crate::stats::covariates(self.conn, episode)?.features(intake);
+        let model = || net.model_bands(k, &features);
+        let curves = || net.curve_bands(k, intake);
+        let network = |source: &'static str, bands: Vec<Band>, why: String| {
+            (
+                Ok(network_expectation(bands)),
+                Reference {
+                    source,
+                    release_id: Some(net.release_id.clone()),
+                    why,
+                },
+            )
+        };
+        let preferred = net.preferred.get(k).cloned().flatten();
+        if let Some((method, at)) = &preferred {
+            let why = format!("it validated best on this clinic's own hold-out (card of {at})");
+            match method.as_str() {
+                NETWORK_MODEL => {
+                    if let Some(b) = model() {
+                        return Ok(network(NETWORK_MODEL, b, why));
+                    }
+                }
+                NETWORK_CURVES => {
+                    if let Some(b) = curves() {
+                        return Ok(network(NETWORK_CURVES, b, why));
+                    }
+                }
+                _ if local.is_ok() => {
+                    return Ok((
+                        local,
+                        local_reference(format!("{pool} past patients of this clinic; {why}")),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if local.is_ok() {
+            return Ok((
+                local,
+                local_reference(format!("{pool} past patients of this clinic")),
+            ));
+        }
+        let small =
+            format!("this clinic's own pool is too small ({pool} past patients with two scores)");
+        if let Some(b) = model() {
+            return Ok(network(NETWORK_MODEL, b, small));
+        }
+        if let Some(b) = curves() {
+            return Ok(network(NETWORK_CURVES, b, small));
+        }
+        Ok((
+            local,
+            local_reference(format!(
+                "{small}, and the network release has no expectation for this patient"
+            )),
+        ))
     }
 
     /// Instrument `k`'s pool, read from the episodes when first asked for.
@@ -612,15 +849,19 @@ impl<'c> Assessor<'c> {
             .collect();
         // From intake; and once sessions 2–3 are scored, from them too (the dynamic
         // variant), which judges only the sessions after them (it matched on them).
-        let expectation = self.expect_from_intake(k, &features)?;
+        let local = self.expect_from_intake(k, &features)?;
+        let (expectation, reference) = self.reference(k, episode, local, observed[0].score)?;
         let last_early = early.iter().map(|(t, _)| *t).max();
         let dynamic = match last_early {
-            Some(_) if expectation.is_ok() => self.expect_from_early(k, &features, &early)?,
+            Some(_) if expectation.is_ok() && reference.release_id.is_none() => {
+                self.expect_from_early(k, &features, &early)?
+            }
             _ => None,
         };
         Ok(Some(instrument_support(
             inst,
             expectation,
+            reference,
             dynamic,
             last_early,
             observed,
@@ -632,6 +873,7 @@ impl<'c> Assessor<'c> {
 fn instrument_support(
     inst: &Instrument,
     expectation: Result<Expectation, trajectory::Error>,
+    reference: Reference,
     dynamic: Option<Expectation>,
     last_early: Option<u32>,
     mut observed: Vec<Observed>,
@@ -671,26 +913,29 @@ fn instrument_support(
             .map(|e| e.bands.iter().copied().map(expected).collect())
             .unwrap_or_default(),
         no_basis,
-        basis: expectation.map(|e| Basis {
-            pool: e.candidates,
-            neighbours: e.neighbours,
-            metric: match e.metric {
-                trajectory::Metric::Mahalanobis => "mahalanobis",
-                trajectory::Metric::Euclidean => "euclidean",
-            },
-            features: e.used,
-            left_out: e
-                .left_out
-                .iter()
-                .map(|(n, why)| format!("{n} ({why})"))
-                .collect(),
-            imputed: e.imputed,
-            atypical: e.atypical,
-            dynamic: dynamic.is_some(),
-        }),
+        basis: expectation
+            .filter(|_| reference.release_id.is_none())
+            .map(|e| Basis {
+                pool: e.candidates,
+                neighbours: e.neighbours,
+                metric: match e.metric {
+                    trajectory::Metric::Mahalanobis => "mahalanobis",
+                    trajectory::Metric::Euclidean => "euclidean",
+                },
+                features: e.used,
+                left_out: e
+                    .left_out
+                    .iter()
+                    .map(|(n, why)| format!("{n} ({why})"))
+                    .collect(),
+                imputed: e.imputed,
+                atypical: e.atypical,
+                dynamic: dynamic.is_some(),
+            }),
         observed,
         latest,
         consider,
+        reference,
     }
 }
 
@@ -701,6 +946,7 @@ pub fn patient(
     who: &Who,
     gap_weeks: u32,
     settings: &Settings,
+    network_reference: &str,
 ) -> Result<PatientSupport> {
     let (episode, pseudonym) = episode_of(store.conn(), pseudo, who)?;
     let assessor = Assessor::new(
@@ -709,7 +955,8 @@ pub fn patient(
         settings,
         &PoolRule::AllBut(Some(episode)),
         false,
-    )?;
+    )?
+    .with_network(Network::load(store, network_reference)?);
     let instruments = assessor.assess(episode)?;
     if instruments.is_empty() {
         bail!("the episode has no scores yet: nothing to compare");

@@ -17,7 +17,7 @@
 //!
 //! [`TrajectoriesLayout::summarise`] post-processes a released (noisy) vector:
 //! - **stratum curves**: per domain × intake band × session, the P25/P50/P75/P90 of the
-//!   histogram (interpolated within bins) with the noise SD of each (parametric bootstrap),
+//!   histogram (interpolated within bins; P10 too) with the noise SD of each (parametric bootstrap),
 //!   suppressed where the noisy count is below [`MIN_COUNT`];
 //! - **the expected-trajectory model** (Finch, Lambert & Schaalje 2001; DOMAIN.md §5): the
 //!   score at session t regressed on the intake features and the features × ln t, y_t = zᵀa +
@@ -41,6 +41,7 @@ use crate::benchmark::{
 use crate::dp::{self, Block, Layout};
 use crate::instrument::Direction;
 use crate::risk::SuffStats;
+use crate::trajectory::Band;
 
 /// Version of the vector layout below; bump it on any change to blocks, bins or bounds.
 pub const LAYOUT_VERSION: u32 = 1;
@@ -58,8 +59,9 @@ pub const MAX_SCORE_BINS: usize = 14;
 /// count of patients is at least this.
 pub const MIN_COUNT: f64 = 50.0;
 
-/// The released percentiles.
-pub const PERCENTILES: [f64; 4] = [0.25, 0.5, 0.75, 0.9];
+/// The released percentiles: P10 too, so that the worse tail of a higher-is-better measure
+/// has its P90 counterpart.
+pub const PERCENTILES: [f64; 5] = [0.1, 0.25, 0.5, 0.75, 0.9];
 
 /// Budget weight of each session's histogram block and of each session's model block.
 pub const WEIGHTS: (f64, f64) = (1.0, 0.5);
@@ -348,11 +350,11 @@ pub struct CurvePoint {
     pub count: f64,
     /// [`PERCENTILES`] of their scores, when the count is at least [`MIN_COUNT`].
     #[serde(default)]
-    pub percentiles: Option<[f64; 4]>,
+    pub percentiles: Option<[f64; 5]>,
     /// The SD release noise gives each percentile ([`crate::benchmark::BOOTSTRAP`] noise
     /// replicates; 0 for an exact sum).
     #[serde(default)]
-    pub noise_sd: Option<[f64; 4]>,
+    pub noise_sd: Option<[f64; 5]>,
 }
 
 impl CurvePoint {
@@ -363,7 +365,7 @@ impl CurvePoint {
             .flatten();
         let noise_sd = percentiles.and_then(|p| {
             if sd == 0.0 {
-                return Some([0.0; 4]);
+                return Some([0.0; 5]);
             }
             let reps = replicates(hist, sd, &|h| {
                 histogram_percentiles(h, bins, range).map(|p| p.to_vec())
@@ -372,7 +374,7 @@ impl CurvePoint {
             spread
                 .iter()
                 .all(|s| s.is_finite())
-                .then(|| [spread[0], spread[1], spread[2], spread[3]])
+                .then(|| [spread[0], spread[1], spread[2], spread[3], spread[4]])
         });
         Self {
             session,
@@ -386,7 +388,7 @@ impl CurvePoint {
 /// [`PERCENTILES`] of a histogram (negative counts read as 0), interpolated linearly within
 /// the bin where the cumulative count crosses each, clamped to the score range; `None` for
 /// an empty histogram.
-pub fn histogram_percentiles(counts: &[f64], bins: Bins, range: (f64, f64)) -> Option<[f64; 4]> {
+pub fn histogram_percentiles(counts: &[f64], bins: Bins, range: (f64, f64)) -> Option<[f64; 5]> {
     let counts: Vec<f64> = counts.iter().map(|c| c.max(0.0)).collect();
     let total: f64 = counts.iter().sum();
     if total <= 0.0 {
@@ -405,6 +407,37 @@ pub fn histogram_percentiles(counts: &[f64], bins: Bins, range: (f64, f64)) -> O
         bins.start + bins.n as f64 * bins.width
     };
     Some(PERCENTILES.map(|q| quantile(q).clamp(range.0, range.1)))
+}
+
+/// Standard normal quantiles at 0.75 and 0.90: a model's bands from its residual SD.
+const Z75: f64 = 0.674_489_750_196_081_7;
+const Z90: f64 = 1.281_551_565_544_600_4;
+
+impl BandCurve {
+    /// The curve as the bands a patient's scores are judged against
+    /// ([`crate::trajectory::signal`]): each released session's median as the expected score
+    /// and its quartiles and 90th percentile on the worse side of `direction`.
+    pub fn bands(&self, direction: Direction) -> Vec<Band> {
+        self.points
+            .iter()
+            .filter_map(|p| {
+                let q = p.percentiles?;
+                let (p25, p75, p90) = match direction {
+                    Direction::LowerIsBetter => (q[1], q[3], q[4]),
+                    Direction::HigherIsBetter => (q[3], q[1], q[0]),
+                };
+                Some(Band {
+                    session: p.session,
+                    n: p.count.round() as usize,
+                    p25,
+                    p50: q[2],
+                    expected: q[2],
+                    p75,
+                    p90,
+                })
+            })
+            .collect()
+    }
 }
 
 /// The network's expected-trajectory model of one domain (Finch et al. 2001 form).
@@ -573,6 +606,34 @@ impl TrajectoryModel {
             .sum();
         let (centre, half) = centre_half((self.lo, self.hi));
         Some((centre + half * y).clamp(self.lo, self.hi))
+    }
+
+    /// The personal expected curve of a patient with raw intake features `features`: at each
+    /// session whose residual SD is released, the expected score and, taking the residuals as
+    /// normal, the quartiles and the 90th percentile on the worse side (the failure boundary
+    /// at z = 1.28, DOMAIN.md §4.3 step 4).
+    pub fn bands(&self, features: &[f64]) -> Vec<Band> {
+        let worse = match self.direction {
+            Direction::LowerIsBetter => 1.0,
+            Direction::HigherIsBetter => -1.0,
+        };
+        self.sessions
+            .iter()
+            .filter_map(|s| {
+                let sd = s.residual_sd?;
+                let e = self.expected(features, s.session)?;
+                let at = |z: f64| (e + worse * z * sd).clamp(self.lo, self.hi);
+                Some(Band {
+                    session: s.session,
+                    n: s.count.round() as usize,
+                    p25: at(-Z75),
+                    p50: e,
+                    expected: e,
+                    p75: at(Z75),
+                    p90: at(Z90),
+                })
+            })
+            .collect()
     }
 
     /// The residual SD at `session`, when released.

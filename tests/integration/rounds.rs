@@ -879,7 +879,7 @@ fn trajectories_round_releases_the_pooled_curves() {
                 hist[i] += 1.0;
             }
             let total = scores.len() as f64;
-            for (k, q) in [0.25, 0.5, 0.75, 0.9].iter().enumerate() {
+            for (k, q) in [0.1, 0.25, 0.5, 0.75, 0.9].iter().enumerate() {
                 let target = q * total;
                 let mut below = 0.0;
                 let mut x = start + n_bins as f64 * width;

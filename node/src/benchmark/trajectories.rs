@@ -60,7 +60,7 @@ pub fn describe(s: &Trajectories) -> String {
             x.domain, x.min_count
         );
         for c in &x.curves {
-            let median = |t: u32| num(c.at(t).and_then(|p| p.percentiles).map(|p| p[1]), 1);
+            let median = |t: u32| num(c.at(t).and_then(|p| p.percentiles).map(|p| p[2]), 1);
             let _ = writeln!(
                 out,
                 "    intake ≥ {:<5} median at sessions 1, 4, 8, 12, 16: {}, {}, {}, {}, {}",
@@ -110,7 +110,7 @@ fn band_chart(x: &DomainTrajectories, c: &BandCurve) -> String {
     let sessions = c.points.len().max(2) as f64;
     let sx = |t: f64| PAD + (t - 1.0) / (sessions - 1.0) * (W - PAD - 12.0);
     let sy = |y: f64| H - PAD - (y - x.lo) / (x.hi - x.lo) * (H - PAD - 14.0);
-    let shown: Vec<(f64, [f64; 4])> = c
+    let shown: Vec<(f64, [f64; 5])> = c
         .points
         .iter()
         .filter_map(|p| p.percentiles.map(|q| (f64::from(p.session), q)))
@@ -151,12 +151,12 @@ fn band_chart(x: &DomainTrajectories, c: &BandCurve) -> String {
         let _ = write!(
             body,
             "<polygon fill=\"#f4c7a1\" points=\"{}\"/><polygon fill=\"#9cc3e4\" points=\"{}\"/>",
-            area(2, 3),
-            area(0, 2)
+            area(3, 4),
+            area(1, 3)
         );
         let median: Vec<String> = shown
             .iter()
-            .map(|(t, q)| format!("{:.1},{:.1}", sx(*t), sy(q[1])))
+            .map(|(t, q)| format!("{:.1},{:.1}", sx(*t), sy(q[2])))
             .collect();
         let _ = write!(
             body,
@@ -190,21 +190,22 @@ fn band_chart(x: &DomainTrajectories, c: &BandCurve) -> String {
         cy = H / 2.0
     );
     let mut table = String::from(
-        "<table><tr><th>session</th><th>patients</th><th>P25</th><th>median</th><th>P75</th>\
-         <th>P90</th><th>noise SD of the median</th></tr>",
+        "<table><tr><th>session</th><th>patients</th><th>P10</th><th>P25</th><th>median</th>\
+         <th>P75</th><th>P90</th><th>noise SD of the median</th></tr>",
     );
     for p in &c.points {
         let q = |i: usize| num(p.percentiles.map(|q| q[i]), 1);
         let _ = write!(
             table,
-            "<tr><td>{}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             p.session,
             p.count,
             q(0),
             q(1),
             q(2),
             q(3),
-            num(p.noise_sd.map(|s| s[1]), 2)
+            q(4),
+            num(p.noise_sd.map(|s| s[2]), 2)
         );
     }
     table.push_str("</table>");

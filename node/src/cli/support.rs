@@ -74,6 +74,7 @@ pub(super) fn support(a: SupportArgs) -> Result<()> {
         &who,
         node.config().import.episode_gap_weeks,
         &Default::default(),
+        &node.config().support.network_reference,
     )?;
     let switches = support::validate::switches(&store)?;
     page.validated = page.instruments.iter().all(|i| {
@@ -186,7 +187,8 @@ fn validate(a: ValidateArgs) -> Result<()> {
             pct(nn.above_p90)
         );
         println!(
-            "  {} → not-on-track alerts for {} are {}",
+            "  support takes: {}\n  {} → not-on-track alerts for {} are {}",
+            c.preferred.replace('_', " "),
             c.verdict,
             c.instrument,
             if c.passed { "ON" } else { "OFF" }
@@ -248,11 +250,21 @@ fn text(p: &PatientSupport) -> String {
                     "; typical"
                 },
             )),
+            None if i.reference.release_id.is_some() => {}
             None => out.push_str(&format!(
                 "{}: {}\n",
                 i.instrument,
                 i.no_basis.as_deref().unwrap_or("no expected trajectory")
             )),
+        }
+        if let Some(release) = &i.reference.release_id {
+            out.push_str(&format!(
+                "{}: expected from the network's {} (release {}…): {}\n",
+                i.instrument,
+                i.reference.name(),
+                release.get(..12).unwrap_or(release),
+                i.reference.why
+            ));
         }
         out.push_str("  session  date        score  expected   P75    P90  signal\n");
         for o in &i.observed {

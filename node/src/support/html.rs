@@ -128,6 +128,18 @@ fn instrument(h: &mut String, i: &InstrumentSupport) {
                 }
             );
         }
+        None if i.reference.release_id.is_some() => {
+            let release = i.reference.release_id.as_deref().unwrap_or_default();
+            let _ = write!(
+                h,
+                "<p>Expected from the <b>network's {}</b> (release {}…), because {}. No \
+                 patient's record left any clinic: the release is a differentially private \
+                 sum.</p>",
+                esc(i.reference.name()),
+                esc(release.get(..12).unwrap_or(release)),
+                esc(&i.reference.why)
+            );
+        }
         None => {
             let _ = write!(
                 h,

@@ -26,7 +26,9 @@ use protocol::trajectory::{Band, Settings, Signal, signal_in, worse_up};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{Assessor, PoolRule, band_at};
+use super::{
+    Assessor, LOCAL, NETWORK_CURVES, NETWORK_MODEL, Network, PoolRule, band_at, network_expectation,
+};
 use crate::config::SupportConfig;
 use crate::store::Store;
 
@@ -85,11 +87,16 @@ pub struct Card {
     pub test: usize,
     /// Test patients with outcomes (non-improvement, deterioration) and a score by session 3.
     pub non_improved: usize,
-    /// The figures: neighbours first, then the two baselines.
+    /// The figures: neighbours first, then the two baselines, then the network's model and
+    /// curves when a trajectories release is kept.
     pub methods: Vec<Figures>,
     /// The thresholds it was judged by.
     pub thresholds: SupportConfig,
-    /// Whether the neighbours' figures meet them.
+    /// The reference `support` takes for this instrument: `nearest_neighbours`,
+    /// `network_model` or `network_curves` (the one that meets the thresholds, else the best
+    /// AUC).
+    pub preferred: &'static str,
+    /// Whether the preferred reference's figures meet them.
     pub passed: bool,
     /// In words.
     pub verdict: String,
@@ -326,6 +333,11 @@ fn card(
         .map(|(id, _)| id)
         .collect();
     let (mut nn, mut pool, mut reg) = (Tally::default(), Tally::default(), Tally::default());
+    // The network references, judged on the same test patients (each clinic's data is in the
+    // network's sums, these patients' too: one clinic among several, under DP noise).
+    let network =
+        Network::load(store, &thresholds.network_reference)?.filter(|n| n.domain(k).is_some());
+    let (mut model, mut curves) = (Tally::default(), Tally::default());
     for id in &test {
         let Some(s) = assessor.assess_on(*id, k)? else {
             continue;
@@ -350,13 +362,59 @@ fn card(
             |t| etr.as_ref().and_then(|e| e.band(intake, t)),
             None,
         );
+        if let Some(net) = &network {
+            let features = crate::stats::covariates(store.conn(), *id)?.features(intake);
+            for (tally, bands) in [
+                (&mut model, net.model_bands(k, &features)),
+                (&mut curves, net.curve_bands(k, intake)),
+            ] {
+                if let Some(bands) = bands {
+                    let e = network_expectation(bands);
+                    tally.add(inst, &scores, |t| e.at(t), None);
+                }
+            }
+        }
     }
-    let methods = vec![
-        nn.figures("nearest_neighbours", settings.max_session),
+    let mut methods = vec![
+        nn.figures(LOCAL, settings.max_session),
         pool.figures("whole_pool", settings.max_session),
         reg.figures("intake_regression", settings.max_session),
     ];
-    let (passed, verdict) = judge(&methods[0], thresholds);
+    if network.is_some() {
+        methods.push(model.figures(NETWORK_MODEL, settings.max_session));
+        methods.push(curves.figures(NETWORK_CURVES, settings.max_session));
+    }
+    // The reference `support` takes: of the neighbours and the network's two, the one that
+    // meets the thresholds, else the best AUC (ties: the clinic's own neighbours).
+    let candidates = [LOCAL, NETWORK_MODEL, NETWORK_CURVES];
+    let best = methods
+        .iter()
+        .filter(|f| candidates.contains(&f.method))
+        .filter(|f| f.method == LOCAL || f.assessed >= MIN_TEST)
+        .map(|f| (f, judge(f, thresholds)))
+        .max_by(|(a, (pa, _)), (b, (pb, _))| {
+            (pa, a.auc.unwrap_or(0.0))
+                .partial_cmp(&(pb, b.auc.unwrap_or(0.0)))
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.method.eq(LOCAL).cmp(&b.method.eq(LOCAL)))
+        })
+        .map(|(f, _)| f.method)
+        .unwrap_or(LOCAL);
+    let preferred = methods
+        .iter()
+        .find(|f| f.method == best)
+        .unwrap_or(&methods[0]);
+    let (passed, verdict) = judge(preferred, thresholds);
+    let verdict = if best == LOCAL {
+        verdict
+    } else {
+        format!(
+            "{verdict} (the network's {best}, release {})",
+            network
+                .as_ref()
+                .map_or("", |n| n.release_id.get(..12).unwrap_or_default())
+        )
+    };
     Ok(Card {
         instrument: inst.id.clone(),
         cut_date: cut.to_string(),
@@ -365,6 +423,7 @@ fn card(
         non_improved: nn.early.iter().filter(|(_, p)| *p).count(),
         methods,
         thresholds: thresholds.clone(),
+        preferred: best,
         passed,
         verdict,
     })

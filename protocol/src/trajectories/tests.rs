@@ -147,16 +147,17 @@ fn exact_sums_are_the_pooled_histograms_and_their_percentiles() {
     assert_eq!(band + 1, spec.band(20.0));
     let point = s.curves[band].at(1).unwrap();
     // 96 patients, 24 each of 16, 17, 18, 19; bins of 2 points centred on the integers:
-    // [15.5, 17.5) holds 48, [17.5, 19.5) 48, so P25 is halfway through the first bin.
+    // [15.5, 17.5) holds 48, [17.5, 19.5) 48, so P25 is halfway through the first bin and
+    // P10 a fifth of the way.
     assert!((point.count - 96.0).abs() < 1e-4);
     let p = point.percentiles.unwrap();
     for (got, want) in p
         .iter()
-        .zip([16.5, 17.5, 18.5, 17.5 + (86.4 - 48.0) / 48.0 * 2.0])
+        .zip([15.9, 16.5, 17.5, 18.5, 17.5 + (86.4 - 48.0) / 48.0 * 2.0])
     {
         assert!((got - want).abs() < 1e-6, "{p:?}");
     }
-    assert_eq!(point.noise_sd, Some([0.0; 4]));
+    assert_eq!(point.noise_sd, Some([0.0; 5]));
     // Band 20–27 has 24 patients: below the minimum, withheld and said.
     assert!((s.curves[band + 1].points[0].count - 24.0).abs() < 1e-4);
     assert!(s.curves[band + 1].at(1).is_none());
@@ -272,7 +273,7 @@ fn percentile_noise_sds_match_the_spread_of_noised_releases() {
             Mechanism::apply(&mut v, &noise).unwrap();
             let s = &b.summarise(&v, m.total_sigma).unwrap()[0];
             let p = s.curves[band].at(2).unwrap();
-            (p.percentiles.unwrap()[1], p.noise_sd.unwrap()[1])
+            (p.percentiles.unwrap()[2], p.noise_sd.unwrap()[2])
         })
         .collect();
     let mean = medians.iter().map(|m| m.0).sum::<f64>() / medians.len() as f64;
