@@ -18,7 +18,8 @@
 //! [`TrajectoriesLayout::summarise`] post-processes a released (noisy) vector:
 //! - **stratum curves**: per domain × intake band × session, the P25/P50/P75/P90 of the
 //!   histogram (interpolated within bins; P10 too) with the noise SD of each (parametric bootstrap),
-//!   suppressed where the noisy count is below [`MIN_COUNT`];
+//!   suppressed where the noisy count less two noise SDs is below [`MIN_COUNT`] or noise moves
+//!   the median by more than [`SUPPRESS_CURVE_SD`] of the score range;
 //! - **the expected-trajectory model** (Finch, Lambert & Schaalje 2001; DOMAIN.md §5): the
 //!   score at session t regressed on the intake features and the features × ln t, y_t = zᵀa +
 //!   (zᵀb)·ln t / ln [`SESSIONS`], fitted from the summed sums of products, and the residual
@@ -35,8 +36,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::FEATURES;
 use crate::benchmark::{
-    Bins, Contribution, DomainSpec, MAX_PARAMS, centre_half, feature_bounds, first_scores,
-    replicates, robust_spread, standardise, unit_bounds,
+    Bins, Contribution, DomainSpec, MAX_PARAMS, SUPPRESS_CURVE_SD, centre_half, feature_bounds,
+    first_scores, replicates, robust_spread, standardise, unit_bounds,
 };
 use crate::dp::{self, Block, Layout};
 use crate::instrument::Direction;
@@ -55,8 +56,8 @@ pub const FIRST_MODEL_SESSION: usize = 2;
 /// Most score bins of a histogram: fewer, wider bins put less noise under each percentile.
 pub const MAX_SCORE_BINS: usize = 14;
 
-/// A stratum's percentiles, and a session's residual SD, are released only when its noisy
-/// count of patients is at least this.
+/// A stratum's percentiles are released only when its noisy count of patients, less two
+/// noise SDs, is at least this; a session's residual SD when its noisy count is.
 pub const MIN_COUNT: f64 = 50.0;
 
 /// The released percentiles: P10 too, so that the worse tail of a higher-is-better measure
@@ -198,7 +199,7 @@ impl TrajectoriesLayout {
             *n += 1;
             let band = d.band(c.pre);
             let bins = self.bins[c.domain];
-            let z = standardised_features(d, &c.features);
+            let z = standardised_features(d.lo, d.hi, &c.features);
             for (i, score) in first_scores(&c.sessions, SESSIONS).into_iter().enumerate() {
                 let Some(score) = score else { continue };
                 let t = i + 1;
@@ -254,8 +255,10 @@ impl TrajectoriesLayout {
         let hidden = points.clone().filter(|p| p.percentiles.is_none()).count();
         if hidden > 0 {
             suppressed.push(format!(
-                "{hidden} of {} curve points (fewer than {MIN_COUNT} patients)",
-                points.count()
+                "{hidden} of {} curve points (fewer than {MIN_COUNT} patients beyond two noise \
+                 SDs of the count, or noise moves the median by more than {} points)",
+                points.count(),
+                SUPPRESS_CURVE_SD * (spec.hi - spec.lo)
             ));
         }
         let sessions: Vec<(&[f64], f64)> = (FIRST_MODEL_SESSION..=SESSIONS)
@@ -279,11 +282,12 @@ impl TrajectoriesLayout {
     }
 }
 
-/// Raw intake features ([`FEATURES`] order) standardised as the risk and model blocks take them.
-fn standardised_features(d: &DomainSpec, features: &[f64]) -> Vec<f64> {
+/// Raw intake features ([`FEATURES`] order) of a domain scored in [lo, hi], standardised as the
+/// risk and model blocks take them.
+fn standardised_features(lo: f64, hi: f64, features: &[f64]) -> Vec<f64> {
     features
         .iter()
-        .zip(feature_bounds(d.lo, d.hi))
+        .zip(feature_bounds(lo, hi))
         .map(|(x, b)| standardise(*x, b))
         .collect()
 }
@@ -359,8 +363,12 @@ pub struct CurvePoint {
 
 impl CurvePoint {
     fn of(session: u32, hist: &[f64], sd: f64, bins: Bins, range: (f64, f64)) -> Self {
-        let count: f64 = hist.iter().map(|c| c.max(0.0)).sum();
-        let percentiles = (count >= MIN_COUNT)
+        // The count from the noisy bins as released (unbiased; bins clamped at 0 first would
+        // add the positive half of every bin's noise: an empty stratum would look full).
+        let count: f64 = hist.iter().sum::<f64>().max(0.0);
+        // At least MIN_COUNT patients even two noise SDs of the count below it.
+        let count_sd = sd * (hist.len() as f64).sqrt();
+        let percentiles = (count - 2.0 * count_sd >= MIN_COUNT)
             .then(|| histogram_percentiles(hist, bins, range))
             .flatten();
         let noise_sd = percentiles.and_then(|p| {
@@ -376,11 +384,14 @@ impl CurvePoint {
                 .all(|s| s.is_finite())
                 .then(|| [spread[0], spread[1], spread[2], spread[3], spread[4]])
         });
+        // Released only where noise leaves the median within SUPPRESS_CURVE_SD of the range
+        // (as the benchmark's curves).
+        let precise = noise_sd.is_some_and(|s| s[2] <= SUPPRESS_CURVE_SD * (range.1 - range.0));
         Self {
             session,
             count,
-            percentiles,
-            noise_sd,
+            percentiles: percentiles.filter(|_| precise),
+            noise_sd: noise_sd.filter(|_| precise),
         }
     }
 }
@@ -566,11 +577,13 @@ impl TrajectoryModel {
                     .map(|a| (0..p).map(|b| c[a] * s[a * p + b] * c[b]).sum::<f64>())
                     .sum();
                 let cross: f64 = c.iter().zip(zy).map(|(a, b)| a * b).sum();
-                let rss = (yy - 2.0 * cross + quad).max(0.0);
+                // A residual sum of squares at or below 0 is noise, not a perfect fit.
+                let rss = yy - 2.0 * cross + quad;
                 ModelSession {
                     session: t as u32,
                     count,
-                    residual_sd: (count >= MIN_COUNT).then(|| half * (rss / count).sqrt()),
+                    residual_sd: (count >= MIN_COUNT && rss > 0.0)
+                        .then(|| half * (rss / count).sqrt()),
                 }
             })
             .collect();
@@ -594,13 +607,10 @@ impl TrajectoryModel {
         if features.len() != p || self.coefficients.len() != MODEL_FEATURES {
             return None;
         }
-        let bounds = feature_bounds(self.lo, self.hi);
         let u = time_term(session.max(1) as usize);
-        let z = features
-            .iter()
-            .zip(&bounds)
-            .map(|(x, b)| standardise(*x, *b));
+        let z = standardised_features(self.lo, self.hi, features);
         let y: f64 = z
+            .iter()
             .enumerate()
             .map(|(k, z)| z * (self.coefficients[k] + u * self.coefficients[p + k]))
             .sum();
@@ -622,6 +632,11 @@ impl TrajectoryModel {
             .filter_map(|s| {
                 let sd = s.residual_sd?;
                 let e = self.expected(features, s.session)?;
+                if self.prediction_noise_sd(features, s.session)?
+                    > SUPPRESS_CURVE_SD * (self.hi - self.lo)
+                {
+                    return None;
+                }
                 let at = |z: f64| (e + worse * z * sd).clamp(self.lo, self.hi);
                 Some(Band {
                     session: s.session,
@@ -634,6 +649,23 @@ impl TrajectoryModel {
                 })
             })
             .collect()
+    }
+
+    /// The SD release noise gives the expected score at `session` of a patient with raw
+    /// features `features` (domain units), from the coefficients' noise SDs taken as
+    /// independent; a session where it exceeds [`SUPPRESS_CURVE_SD`] of the range gives no
+    /// band (as the benchmark's curves).
+    pub fn prediction_noise_sd(&self, features: &[f64], session: u32) -> Option<f64> {
+        let p = FEATURES.len();
+        if features.len() != p || self.noise_sd.len() != MODEL_FEATURES {
+            return None;
+        }
+        let u = time_term(session.max(1) as usize);
+        let z = standardised_features(self.lo, self.hi, features);
+        let var: f64 = (0..p)
+            .map(|k| (z[k] * self.noise_sd[k]).powi(2) + (z[k] * u * self.noise_sd[p + k]).powi(2))
+            .sum();
+        Some(centre_half((self.lo, self.hi)).1 * var.sqrt())
     }
 
     /// The residual SD at `session`, when released.

@@ -302,3 +302,55 @@ fn score_bins_follow_the_instrument() {
     assert_eq!((z.start, z.n), (-2.0, MAX_SCORE_BINS));
     assert!(TrajectoriesLayout::new(two_domains(), 0).is_err());
 }
+
+/// Noise alone releases nothing: a domain no patient scored on, noised at a small ρ, has
+/// counts that scatter around 0 (not the positive half of every bin's noise summed) and no
+/// released point or residual SD; 60 patients under the same noise are withheld too, since
+/// noise would move their median by more than SUPPRESS_CURVE_SD of the range, and the model's
+/// expected scores as much (no bands for a patient).
+#[test]
+fn noise_alone_releases_no_curve() {
+    let b = TrajectoriesLayout::new(two_domains(), 1).unwrap();
+    let values = b.encode(&cohort(60, 16.0, 3.0, 8)).unwrap();
+    let m = Mechanism::central(b.layout().sensitivity().patient, 0.25).unwrap();
+    let mut counts = Vec::new();
+    for _ in 0..5 {
+        let mut v = values.clone();
+        let noise = m.noise(v.len()).unwrap();
+        Mechanism::apply(&mut v, &noise).unwrap();
+        let s = b.summarise(&v, m.total_sigma).unwrap();
+        for d in &s {
+            assert!(
+                d.curves
+                    .iter()
+                    .all(|c| c.at(1).is_none() && c.at(4).is_none()),
+                "{}",
+                d.domain
+            );
+            if let Some(model) = &d.model {
+                assert!(
+                    model
+                        .sessions
+                        .iter()
+                        .all(|x| x.residual_sd.is_none() || x.count >= MIN_COUNT)
+                );
+                // Noise moves every expected score by more than the curves' bound: no bands.
+                assert!(model.bands(&features(16.0)).is_empty(), "{}", d.domain);
+            }
+        }
+        counts.extend(
+            s[1].curves
+                .iter()
+                .flat_map(|c| c.points.iter().map(|p| p.count)),
+        );
+    }
+    // The "other" domain is empty: its counts are |noise| clamped at 0, mean about
+    // 0.4 noise SDs of a count, far below what clamping every bin first gave (≈ 14 × 0.4).
+    let per_bin = m.total_sigma / b.layout().block("other.scores_s1").unwrap().scale();
+    let mean = counts.iter().sum::<f64>() / counts.len() as f64;
+    let bins = b.bins(1).n as f64;
+    assert!(
+        mean < 0.8 * per_bin * bins.sqrt(),
+        "mean {mean}, per bin {per_bin}"
+    );
+}
