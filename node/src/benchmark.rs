@@ -204,12 +204,13 @@ where
     })
 }
 
+/// Kept releases whose id starts with ?1 (every release when NULL), newest first.
+const NEWEST_FIRST: &str = "SELECT document, signature FROM benchmark_release
+     WHERE ?1 IS NULL OR release_id LIKE ?1 || '%' ORDER BY issued_at DESC, rowid DESC";
+
 /// Kept releases whose id starts with `id` (every release when `None`), newest first.
 fn rows(conn: &Connection, id: Option<&str>) -> Result<Vec<SignedRelease>> {
-    let mut stmt = conn.prepare(
-        "SELECT document, signature FROM benchmark_release
-         WHERE ?1 IS NULL OR release_id LIKE ?1 || '%' ORDER BY issued_at DESC, rowid DESC",
-    )?;
+    let mut stmt = conn.prepare(NEWEST_FIRST)?;
     let rows = stmt.query_map([id], signed)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -239,13 +240,23 @@ pub fn get_of<L, S>(conn: &Connection, id: Option<&str>) -> Result<Option<Stored
 where
     NetworkDocument<L, S>: Kind,
 {
-    let matching: Vec<SignedRelease> = rows(conn, id)?
+    let Some(id) = id else {
+        // The latest: newest first, read until the first of this kind (support and the
+        // import's alert check ask for it; older releases need not be read).
+        let mut stmt = conn.prepare(NEWEST_FIRST)?;
+        for release in stmt.query_map([None::<&str>], signed)? {
+            let release = release?;
+            if is::<NetworkDocument<L, S>>(&release) {
+                return parse(release).map(Some);
+            }
+        }
+        return Ok(None);
+    };
+    let matching: Vec<SignedRelease> = rows(conn, Some(id))?
         .into_iter()
         .filter(is::<NetworkDocument<L, S>>)
         .collect();
-    if let Some(id) = id
-        && matching.len() > 1
-    {
+    if matching.len() > 1 {
         bail!(
             "{} releases start with {id:?}; give more of the id",
             matching.len()
@@ -438,12 +449,20 @@ fn num(v: Option<f64>, digits: usize) -> String {
         .map_or_else(|| "—".into(), |x| format!("{x:.digits$}"))
 }
 
-/// The human summary of `benchmark show`.
-pub fn describe(s: &Stored) -> String {
+/// ρ as people read it: at most four decimals (calibration gives 0.24999999999999992 for
+/// 0.25).
+pub fn rho_text(rho: f64) -> String {
+    let s = format!("{rho:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// The first lines of `benchmark show` for a release of any kind (`kind`: "Benchmark",
+/// "Trajectories"): its provenance and privacy.
+fn provenance<L, S>(kind: &str, s: &Stored<L, S>) -> String {
     let d = &s.document;
     let p = &d.privacy;
-    let mut out = format!(
-        "Benchmark release {}\n  network {}, round {}, issued {} (period {}), {}\n  \
+    format!(
+        "{kind} release {}\n  network {}, round {}, issued {} (period {}), {}\n  \
          {} of {} clinics contributed: {}\n  privacy: ρ = {} (ε = {:.2} at δ = {}), σ = {:.1}, \
          threshold {}, noise {}\n  signed by the coordinator {}…, document SHA-256 {}…\n\n",
         s.id(),
@@ -455,7 +474,7 @@ pub fn describe(s: &Stored) -> String {
         d.clinics.contributing,
         d.clinics.invited,
         d.clinics.names.join(", "),
-        p.rho,
+        rho_text(p.rho),
         p.epsilon,
         p.delta,
         p.sigma,
@@ -463,7 +482,13 @@ pub fn describe(s: &Stored) -> String {
         p.noise,
         d.aggregator.get(..12).unwrap_or_default(),
         &s.release.sha256()[..12],
-    );
+    )
+}
+
+/// The human summary of `benchmark show`.
+pub fn describe(s: &Stored) -> String {
+    let d = &s.document;
+    let mut out = provenance("Benchmark", s);
     out.push_str(&format!(
         "  {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7}\n",
         "domain", "episodes", "recovery", "rel.impr", "rel.det", "Δ mean", "τ²", "ICC"

@@ -509,8 +509,11 @@ impl<'c> Assessor<'c> {
             };
             return Ok((local, local_reference(why)));
         };
-        let features = crate::stats::covariates(self.conn, episode)?.features(intake);
-        let model = || net.model_bands(k, &features);
+        // The case mix is read only when the network model is asked for.
+        let model = || -> Result<Option<Vec<Band>>> {
+            let features = crate::stats::covariates(self.conn, episode)?.features(intake);
+            Ok(net.model_bands(k, &features))
+        };
         let curves = || net.curve_bands(k, intake);
         let network = |source: &'static str, bands: Vec<Band>, why: String| {
             (
@@ -527,7 +530,7 @@ impl<'c> Assessor<'c> {
             let why = format!("it validated best on this clinic's own hold-out (card of {at})");
             match method.as_str() {
                 NETWORK_MODEL => {
-                    if let Some(b) = model() {
+                    if let Some(b) = model()? {
                         return Ok(network(NETWORK_MODEL, b, why));
                     }
                 }
@@ -553,7 +556,7 @@ impl<'c> Assessor<'c> {
         }
         let small =
             format!("this clinic's own pool is too small ({pool} past patients with two scores)");
-        if let Some(b) = model() {
+        if let Some(b) = model()? {
             return Ok(network(NETWORK_MODEL, b, small));
         }
         if let Some(b) = curves() {

@@ -9,44 +9,17 @@ use anyhow::Result;
 use protocol::trajectories::{BandCurve, DomainTrajectories, PERCENTILES};
 use rusqlite::Connection;
 
-use super::Trajectories;
+use super::{Trajectories, num};
 
 /// The latest trajectories release, or the one whose id starts with `id`.
 pub fn latest(conn: &Connection, id: Option<&str>) -> Result<Option<Trajectories>> {
     super::get_of(conn, id)
 }
 
-fn num(v: Option<f64>, digits: usize) -> String {
-    v.filter(|x| x.is_finite())
-        .map_or_else(|| "—".into(), |x| format!("{x:.digits$}"))
-}
-
 /// The human summary of `benchmark show` for a trajectories release.
 pub fn describe(s: &Trajectories) -> String {
     let d = &s.document;
-    let p = &d.privacy;
-    let mut out = format!(
-        "Trajectories release {}\n  network {}, round {}, issued {} (period {}), {}\n  \
-         {} of {} clinics contributed: {}\n  privacy: ρ = {} (ε = {:.2} at δ = {}), σ = {:.1}, \
-         threshold {}, noise {}\n  signed by the coordinator {}…, document SHA-256 {}…\n\n",
-        s.id(),
-        d.network_id,
-        d.round_id,
-        d.issued_at,
-        d.period,
-        d.software,
-        d.clinics.contributing,
-        d.clinics.invited,
-        d.clinics.names.join(", "),
-        p.rho,
-        p.epsilon,
-        p.delta,
-        p.sigma,
-        p.threshold.map_or_else(|| "—".into(), |t| t.to_string()),
-        p.noise,
-        d.aggregator.get(..12).unwrap_or_default(),
-        &s.release.sha256()[..12],
-    );
+    let mut out = super::provenance("Trajectories", s);
     for x in &d.summary {
         let shown: usize = x
             .curves
@@ -56,7 +29,7 @@ pub fn describe(s: &Trajectories) -> String {
         let total: usize = x.curves.iter().map(|c| c.points.len()).sum();
         let _ = writeln!(
             out,
-            "  {}: {shown} of {total} band × session points released (≥ {} patients each)",
+            "  {}: {shown} of {total} band × session points released (each on at least {} patients, beyond noise)",
             x.domain, x.min_count
         );
         for c in &x.curves {
@@ -116,7 +89,8 @@ fn band_chart(x: &DomainTrajectories, c: &BandCurve) -> String {
         .filter_map(|p| p.percentiles.map(|q| (f64::from(p.session), q)))
         .collect();
     let title = format!(
-        "{}, intake ≥ {}: the network's scores by session (median; P25–P75 dark, P75–P90 light)",
+        "{}, intake ≥ {}: the network's scores by session (median line; P25–P75 blue, P75–P90 \
+         orange)",
         x.domain, c.from
     );
     let mut body = String::new();
@@ -130,7 +104,7 @@ fn band_chart(x: &DomainTrajectories, c: &BandCurve) -> String {
         let _ = write!(
             body,
             "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"13\" text-anchor=\"middle\" fill=\"#555\">\
-             not released: fewer than {} patients at most sessions</text>",
+             not released: too few patients (under {}) or too much noise</text>",
             (W + PAD) / 2.0,
             H / 2.0,
             x.min_count
@@ -230,9 +204,10 @@ pub fn html(s: &Trajectories) -> String {
          border-bottom:1px solid #ddd;text-align:right}}pre{{background:#f6f6f6;padding:1em;\
          overflow-x:auto}}</style></head><body><h1>Network recovery trajectories</h1><p>How the \
          network's patients' scores went session by session, by problem domain and intake \
-         severity: the median and the {p} percentiles, from a sum of the clinics' histograms \
+         severity: the {p} percentiles, from a sum of the clinics' histograms \
          under secure aggregation with differentially private noise. A point stands on at \
-         least the stated number of patients; fewer are not shown.</p><pre>{text}</pre>",
+         least the stated number of patients, and noise moves its median by little; other \
+         points are not shown.</p><pre>{text}</pre>",
         id = esc(s.id()),
         p = PERCENTILES
             .map(|q| format!("{:.0}th", q * 100.0))

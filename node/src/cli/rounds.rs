@@ -251,7 +251,7 @@ pub(super) fn benchmark_cmd(c: BenchmarkCommand) -> Result<()> {
                         l.kind,
                         l.issued_at,
                         l.clinics,
-                        l.rho,
+                        benchmark::rho_text(l.rho),
                         l.domains.join(", ")
                     );
                 }
