@@ -548,24 +548,34 @@ impl<'c> Assessor<'c> {
                 _ => {}
             }
         }
-        if local.is_ok() {
+        // Below k_min past patients the "neighbours" are the whole pool: the network's
+        // personal expectation is taken first.
+        let k_min = self.settings.k_min;
+        if local.is_ok() && pool >= k_min {
             return Ok((
                 local,
                 local_reference(format!("{pool} past patients of this clinic")),
             ));
         }
-        let small =
-            format!("this clinic's own pool is too small ({pool} past patients with two scores)");
+        let small = format!(
+            "this clinic's own pool is too small ({pool} past patients with two scores, \
+             fewer than {k_min})"
+        );
         if let Some(b) = model()? {
             return Ok(network(NETWORK_MODEL, b, small));
         }
         if let Some(b) = curves() {
             return Ok(network(NETWORK_CURVES, b, small));
         }
+        let fallback = if local.is_ok() {
+            "; its whole pool is the reference"
+        } else {
+            ""
+        };
         Ok((
             local,
             local_reference(format!(
-                "{small}, and the network release has no expectation for this patient"
+                "{small}, and the network release has no expectation for this patient{fallback}"
             )),
         ))
     }

@@ -490,12 +490,13 @@ fn p1_guard(nodes: &[NodeDir], taps: &[String], vectors: &[Vec<i64>], released: 
         {
             needles.push(w.iter().flat_map(|x| x.to_le_bytes()).collect());
             needles.push(w.iter().flat_map(|x| x.to_be_bytes()).collect());
+            // As text, delimited: "1998137,0,0,3996274" is a prefix of "1998137,0,0,39962740".
             needles.push(
-                w.iter()
-                    .map(i64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",")
-                    .into_bytes(),
+                format!(
+                    ",{},",
+                    w.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+                )
+                .into_bytes(),
             );
         }
         let runs = needles.len() - before_runs;
@@ -760,18 +761,96 @@ fn network_release_agrees_with_pooled_data() {
     assert!(agreement >= 0.7, "agreement {agreement}");
 }
 
-/// Five nodes run a trajectories round without noise (test switch): the released sum is
-/// exactly the sum of the clinics' charged vectors, each clinic's ledger is charged the
-/// round's ρ under its own kind, every node keeps the release next to the benchmark's, and
-/// each released stratum (PHQ-9 intake band × session) has the pooled count of patients and
-/// the percentiles of their scores, both computed here from the five stores by SQL.
+/// The network of `network_with_data` with a sixth clinic of about 45 patients (too few for a
+/// neighbour pool of its own), imported from `root/small`.
+fn network_with_small_clinic(root: &Path) -> Vec<NodeDir> {
+    let synth = Synth::new(5).clinics(5).patients(250);
+    let clinics = synth.summary(root)["clinics"].as_array().unwrap().clone();
+    let small = Synth::new(9).out("small").patients(40).summary(root)["clinics"][0].clone();
+    let (coord, members) = form(root, NET, 5);
+    let nodes: Vec<NodeDir> = std::iter::once(coord).chain(members).collect();
+    for (node, clinic) in nodes.iter().zip(&clinics) {
+        integration_tests::import_clinic_csv(root, node.arg(), clinic);
+    }
+    let mut args = vec!["import", "--data-dir", nodes[5].arg()];
+    let files: Vec<String> = small["csv_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| format!("small/{}", f.as_str().unwrap()))
+        .collect();
+    args.extend(files.iter().map(String::as_str));
+    mbc(root, &args).ok();
+    for node in &nodes {
+        node.set_config(
+            "min_round_interval_hours = 24.0",
+            "min_round_interval_hours = 0.0",
+        );
+    }
+    nodes
+}
+
+/// `support PATIENT --json` on `node`: the PHQ-9 part of the page.
+fn phq9_support(root: &Path, node: &NodeDir, patient: &str) -> Option<Value> {
+    let page = mbc(
+        root,
+        &["support", "--data-dir", node.arg(), patient, "--json"],
+    )
+    .ok()
+    .json();
+    page["instruments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["instrument"] == "PHQ-9")
+        .cloned()
+}
+
+/// The PHQ-9 support of the first of `patients` that has two PHQ-9 scores.
+fn first_phq9_support(root: &Path, node: &NodeDir, patients: &str) -> (String, Value) {
+    (1..=40)
+        .map(|i| format!("{patients}{i:05}"))
+        .find_map(|p| {
+            let s = phq9_support(root, node, &p)?;
+            (s["observed"].as_array().unwrap().len() >= 2).then_some((p, s))
+        })
+        .expect("a patient with two PHQ-9 scores")
+}
+
+/// Six nodes, one of them a small clinic, run a trajectories round without noise (test
+/// switch): the released sum is exactly the sum of the clinics' charged vectors, each clinic's
+/// ledger is charged the round's ρ under its own kind, every node keeps the release next to the
+/// benchmark's, and each released stratum (PHQ-9 intake band × session) has the pooled count
+/// of patients and the percentiles of their scores, both computed here from the stores by SQL.
+/// No message a node sent holds its identifiers or a run of its vector (P1 over the wire).
+/// `support` then takes its reference as `[support] network_reference` says: the small
+/// clinic's from the network's model (its own pool is too small), none with "none", the
+/// pinned release, an error naming a release it does not keep; a large clinic's the one its
+/// validation card preferred.
 #[test]
 fn trajectories_round_releases_the_pooled_curves() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
-    let nodes = network_with_data(root, 5);
+    let nodes = network_with_small_clinic(root);
     let coord = &nodes[0];
-    let _ds = start_all(&nodes, &[("MBC_NODE_TEST_NO_NOISE", "1")]);
+    let taps: Vec<String> = nodes
+        .iter()
+        .map(|n| n.dir.join("wire.hex").to_str().unwrap().to_owned())
+        .collect();
+    let ds: Vec<Daemon> = nodes
+        .iter()
+        .zip(&taps)
+        .map(|(n, tap)| {
+            Daemon::start_with_env(
+                n,
+                &[
+                    ("MBC_NODE_TEST_NO_NOISE", "1"),
+                    ("MBC_NODE_TEST_WIRE_TAP", tap),
+                ],
+            )
+        })
+        .collect();
+    wait_converged(&ds.iter().collect::<Vec<_>>(), 6, 5);
     let benchmark = start_round(root, coord, &[]).ok().json();
     assert_eq!(benchmark["step"], "done", "{benchmark:#}");
     let status = start_round(root, coord, &["--kind", "trajectories"])
@@ -788,6 +867,7 @@ fn trajectories_round_releases_the_pooled_curves() {
     let doc = release_doc(root, coord, &release_id);
     assert_eq!(doc["format"], "mbc-node/trajectories-release");
     assert_eq!(doc["privacy"]["noise"], "off (test build)");
+    assert_eq!(doc["clinics"]["contributing"], 6);
     assert_eq!(values(&doc), sum(&truth.iter().collect::<Vec<_>>()));
     for n in &nodes {
         wait_for(&format!("{} to keep both releases", n.arg()), || {
@@ -812,6 +892,14 @@ fn trajectories_round_releases_the_pooled_curves() {
         .map(|l| l["kind"].clone())
         .collect();
     assert_eq!(kinds, ["benchmark", "trajectories"]);
+    drop(ds);
+    // The taps hold the benchmark round's messages too: its release is published as well.
+    let benchmark_doc = release_doc(root, coord, benchmark["release_id"].as_str().unwrap());
+    let published: Vec<i64> = values(&benchmark_doc)
+        .into_iter()
+        .chain(values(&doc))
+        .collect();
+    p1_guard(&nodes[..5], &taps[..5], &truth[..5], &published);
 
     // The pooled strata, from the stores: each patient's first episode with two PHQ-9 scores,
     // its intake band, and its score at session t.
@@ -906,6 +994,81 @@ fn trajectories_round_releases_the_pooled_curves() {
         model["coefficients"].as_array().unwrap().len() == 24,
         "{model:#}"
     );
+
+    // The small clinic's own pool is too small: the network's model, and why.
+    let small = &nodes[5];
+    let (patient, phq9) = first_phq9_support(root, small, "C01-P");
+    let reference = &phq9["reference"];
+    assert_eq!(reference["source"], "network_model", "{phq9:#}");
+    assert_eq!(reference["release_id"], release_id.as_str());
+    assert!(
+        reference["why"].as_str().unwrap().contains("too small"),
+        "{reference}"
+    );
+    assert!(phq9["expected"].as_array().unwrap().len() >= 2, "{phq9:#}");
+    // Opted out: its own whole pool.
+    small.set_config(
+        r#"network_reference = "latest""#,
+        r#"network_reference = "none""#,
+    );
+    let none = phq9_support(root, small, &patient).unwrap();
+    assert_eq!(none["reference"]["source"], "nearest_neighbours");
+    assert!(none["reference"]["release_id"].is_null());
+    assert!(none["basis"]["pool"].as_u64().unwrap() < 50, "{none:#}");
+    // Pinned by a prefix of its id; a release it does not keep is an error that names it.
+    small.set_config(
+        r#"network_reference = "none""#,
+        &format!(r#"network_reference = "{}""#, &release_id[..12]),
+    );
+    let pinned = phq9_support(root, small, &patient).unwrap();
+    assert_eq!(pinned["reference"]["release_id"], release_id.as_str());
+    small.set_config(
+        &format!(r#"network_reference = "{}""#, &release_id[..12]),
+        r#"network_reference = "feedbeef""#,
+    );
+    let out = mbc(root, &["support", "--data-dir", small.arg(), &patient]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr
+            .contains("\"feedbeef\" names no trajectories release"),
+        "{}",
+        out.stderr
+    );
+
+    // A large clinic takes what its validation card preferred.
+    let cards = mbc(
+        root,
+        &["support", "validate", "--data-dir", coord.arg(), "--json"],
+    )
+    .ok()
+    .json();
+    let card = cards
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["instrument"] == "PHQ-9")
+        .unwrap();
+    let methods: Vec<&str> = card["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["method"].as_str().unwrap())
+        .collect();
+    assert!(
+        methods.contains(&"network_model") && methods.contains(&"network_curves"),
+        "{methods:?}"
+    );
+    let preferred = card["preferred"].as_str().unwrap();
+    let (_, large) = first_phq9_support(root, coord, "C01-P");
+    let why = large["reference"]["why"].as_str().unwrap();
+    assert_eq!(large["reference"]["source"], preferred, "{large:#}");
+    if preferred == "nearest_neighbours" {
+        assert!(large["reference"]["release_id"].is_null());
+        assert!(why.contains("past patients of this clinic"), "{why}");
+    } else {
+        assert_eq!(large["reference"]["release_id"], release_id.as_str());
+    }
+    assert!(why.contains("validated best"), "{why}");
 }
 
 /// README's main command: five nodes, a round, the release everywhere, a summary and the
