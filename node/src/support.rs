@@ -548,18 +548,18 @@ impl<'c> Assessor<'c> {
                 _ => {}
             }
         }
-        // Below k_min past patients the "neighbours" are the whole pool: the network's
-        // personal expectation is taken first.
-        let k_min = self.settings.k_min;
-        if local.is_ok() && pool >= k_min {
+        // Below 2·k_min past patients the k ≥ k_min "neighbours" are most of the pool, not a
+        // personal match: the network's personal expectation is taken first.
+        let least = 2 * self.settings.k_min;
+        if local.is_ok() && pool >= least {
             return Ok((
                 local,
                 local_reference(format!("{pool} past patients of this clinic")),
             ));
         }
         let small = format!(
-            "this clinic's own pool is too small ({pool} past patients with two scores, \
-             fewer than {k_min})"
+            "this clinic's own pool is too small for a personal match ({pool} past patients \
+             with two scores, fewer than {least})"
         );
         if let Some(b) = model()? {
             return Ok(network(NETWORK_MODEL, b, small));

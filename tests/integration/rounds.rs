@@ -1071,20 +1071,25 @@ fn trajectories_round_releases_the_pooled_curves() {
     assert!(why.contains("validated best"), "{why}");
 }
 
-/// README's main command: five nodes, a round, the release everywhere, a summary and the
-/// report; it exits 0 and leaves no node running.
+/// README's main command: five nodes and a new, small clinic, a benchmark and a trajectories
+/// round, both releases everywhere, a summary, the reports and the small clinic's support
+/// taken from the network; it exits 0 and leaves no node running.
 #[test]
 fn demo_runs_the_whole_network_and_leaves_nothing_running() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let out = mbc(root, &["demo", "--dir", "d"]).ok();
     for expected in [
-        "5 nodes running on 127.0.0.1",
-        "verified and kept by all 5 nodes",
+        "6 nodes running on 127.0.0.1",
+        "verified and kept by all 6 nodes (round",
         "depression",
         "anxiety",
+        "band × session points released",
+        "Clinical support at New Clinic (small)",
+        "of release ",
+        "own pool is too small for a personal match",
         "Privacy budget per clinic",
-        "spent ρ = 0.250",
+        "spent ρ = 0.500",
     ] {
         assert!(
             out.stdout.contains(expected),
@@ -1094,12 +1099,25 @@ fn demo_runs_the_whole_network_and_leaves_nothing_running() {
     }
     let html = std::fs::read_to_string(root.join("d/benchmark.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("Spread of therapist effects"));
+    let support = std::fs::read_to_string(root.join("d/support.html")).unwrap();
+    assert!(
+        support.contains("the network's trajectories release"),
+        "the page says where its reference came from"
+    );
+    assert!(
+        std::fs::read_to_string(root.join("d/trajectories.html"))
+            .unwrap()
+            .contains("<svg")
+    );
     let doc: Value =
         serde_json::from_slice(&std::fs::read(root.join("d/benchmark.json")).unwrap()).unwrap();
-    assert_eq!(doc["clinics"]["contributing"], 5);
-    // Every node stopped: no API address left behind, and each kept the release.
-    for n in 1..=5 {
-        let node = root.join(format!("d/nodes/clinic-0{n}"));
+    assert_eq!(doc["clinics"]["contributing"], 6);
+    // Every node stopped: no API address left behind, and each kept both releases.
+    let dirs = (1..=5)
+        .map(|n| format!("d/nodes/clinic-0{n}"))
+        .chain(["d/nodes/new-clinic".to_string()]);
+    for dir in dirs {
+        let node = root.join(dir);
         assert!(
             !node.join("api.addr").exists(),
             "{} still running",
@@ -1118,7 +1136,20 @@ fn demo_runs_the_whole_network_and_leaves_nothing_running() {
         .ok()
         .json()["releases"]
             .clone();
-        assert_eq!(list[0]["release_id"], doc["release_id"]);
+        let kinds: Vec<&str> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds.len(), 2, "{list:#}");
+        assert!(kinds.contains(&"benchmark") && kinds.contains(&"trajectories"));
+        assert!(
+            list.as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["release_id"] == doc["release_id"])
+        );
     }
 }
 

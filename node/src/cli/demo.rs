@@ -1,8 +1,10 @@
 //! `mbc-node demo`: the whole system on one machine, in one process. Synthetic data for a
 //! coordinator and four clinics; five nodes initialised, filled and formed into a network
 //! exactly as the CLI does it; five daemons on 127.0.0.1 (in this process, so nothing is left
-//! running); one secure benchmark round; the signed release on every node; a summary and the
-//! HTML report.
+//! running), one of them a new clinic with too few past patients for a neighbour pool of its
+//! own; a secure benchmark round and a trajectories round; the signed releases on every node;
+//! a summary, the HTML reports, and the new clinic's clinical support for one patient, taken
+//! from the network's expected-trajectory model.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use crate::config::NetworkConfig;
 use crate::ledger::{self, Policy};
 use crate::node::{self, Node};
 use crate::store::Clinic;
-use crate::{api, benchmark, clock, daemon, import, membership, synth};
+use crate::{api, benchmark, clock, daemon, import, membership, support, synth};
 
 /// Marks a directory as made by `demo`, so a later demo may replace it.
 const DEMO_MARKER: &str = ".mbc-demo";
@@ -40,6 +42,13 @@ pub(crate) struct DemoArgs {
     /// ρ (zCDP) each clinic spends on the benchmark round
     #[arg(long, default_value_t = 0.25)]
     rho: f64,
+    /// ρ (zCDP) each clinic spends on the trajectories round (0: no trajectories round)
+    #[arg(long, default_value_t = 0.25)]
+    trajectories_rho: f64,
+    /// Past patients of one more, new clinic that joins too small for a neighbour pool of its
+    /// own (0: none)
+    #[arg(long, default_value_t = 60)]
+    new_clinic_patients: u32,
     /// Random seed of the synthetic data
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -113,6 +122,28 @@ fn form(nodes: &[(PathBuf, String)]) -> Result<()> {
     Ok(())
 }
 
+/// The new clinic's node directory under `nodes`.
+const NEW_CLINIC: &str = "new-clinic";
+
+/// `mbc-node init` of a demo node called `name` in `node`, listening on a free loopback port.
+fn init_node(node: &Path, name: &str) -> Result<()> {
+    let port = free_port()?;
+    Node::init(
+        node,
+        &Clinic {
+            name: name.to_string(),
+            country: Some("GB".into()),
+            service_type: None,
+        },
+        NetworkConfig {
+            listen: vec![format!("/ip4/127.0.0.1/tcp/{port}")],
+            ..NetworkConfig::default()
+        },
+        &node::default_key_dir(node),
+    )?;
+    Ok(())
+}
+
 /// Polls `check` until it gives a value or [`PATIENCE`] runs out.
 fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> Result<T> {
     let started = Instant::now();
@@ -159,20 +190,28 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
         } else {
             clinic.name.clone()
         };
-        let port = free_port()?;
-        Node::init(
-            &node,
-            &Clinic {
-                name: name.clone(),
-                country: Some("GB".into()),
-                service_type: None,
+        init_node(&node, &name)?;
+        let files: Vec<PathBuf> = clinic.csv_files.iter().map(|f| data.join(f)).collect();
+        let outcomes = Node::open(&node)?.import_files(&files, import::Options::default())?;
+        let rows: u64 = outcomes.iter().map(|o| o.rows).sum();
+        println!("   {name:<40} {rows:>7} rows  {}", node.display());
+        nodes.push((node, name));
+    }
+    if a.new_clinic_patients > 0 {
+        let data = dir.join("synth-new-clinic");
+        let small = synth::generate_to_dir(
+            &synth::Params {
+                clinics: 1,
+                seed: a.seed + 1000,
+                patients_per_clinic: Some(a.new_clinic_patients),
+                ..synth::Params::default()
             },
-            NetworkConfig {
-                listen: vec![format!("/ip4/127.0.0.1/tcp/{port}")],
-                ..NetworkConfig::default()
-            },
-            &node::default_key_dir(&node),
+            &data,
         )?;
+        let clinic = &small.clinics[0];
+        let node = dir.join("nodes").join(NEW_CLINIC);
+        let name = "New Clinic (small)".to_string();
+        init_node(&node, &name)?;
         let files: Vec<PathBuf> = clinic.csv_files.iter().map(|f| data.join(f)).collect();
         let outcomes = Node::open(&node)?.import_files(&files, import::Options::default())?;
         let rows: u64 = outcomes.iter().map(|o| o.rows).sum();
@@ -211,6 +250,41 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
     result
 }
 
+/// Starts a round of `kind` at ρ `rho` on the coordinator and waits until every node keeps
+/// its release; the round's status.
+fn round(kind: &str, rho: f64, nodes: &[(PathBuf, String)]) -> Result<RoundStatus> {
+    let coord = &nodes[0].0;
+    let request = StartRequest {
+        kind: kind.into(),
+        rho,
+        threshold: None,
+        deadline_s: None,
+        dim: None,
+        plain: false,
+        domains: vec!["depression".into(), "anxiety".into()],
+    };
+    let status: RoundStatus = api::post(coord, "/v1/rounds", Some(&request))?;
+    let status = rounds::wait(coord, &status.round_id, false)?;
+    if status.step != RoundStep::Done {
+        bail!(
+            "the {kind} round aborted: {}",
+            status.error.as_deref().unwrap_or("unknown")
+        );
+    }
+    let release_id = status.release_id.clone().unwrap_or_default();
+    for (node, name) in nodes {
+        until(
+            &format!("{name} to verify and keep the {kind} release"),
+            || {
+                benchmark::get_any(Node::open(node).ok()?.store().conn(), Some(&release_id))
+                    .ok()
+                    .flatten()
+            },
+        )?;
+    }
+    Ok(status)
+}
+
 fn run_round(a: &DemoArgs, dir: &Path, nodes: &[(PathBuf, String)]) -> Result<()> {
     let n = nodes.len() as u64;
     let started = Instant::now();
@@ -230,31 +304,8 @@ fn run_round(a: &DemoArgs, dir: &Path, nodes: &[(PathBuf, String)]) -> Result<()
          ledger, adds its noise share and sends only a masked vector",
         a.rho
     );
-    let request = StartRequest {
-        kind: "benchmark".into(),
-        rho: a.rho,
-        threshold: None,
-        deadline_s: None,
-        dim: None,
-        plain: false,
-        domains: vec!["depression".into(), "anxiety".into()],
-    };
-    let status: RoundStatus = api::post(coord, "/v1/rounds", Some(&request))?;
-    let status = rounds::wait(coord, &status.round_id, false)?;
-    if status.step != RoundStep::Done {
-        bail!(
-            "the round aborted: {}",
-            status.error.as_deref().unwrap_or("unknown")
-        );
-    }
+    let status = round("benchmark", a.rho, nodes)?;
     let release_id = status.release_id.clone().unwrap_or_default();
-    for (node, name) in nodes {
-        until(&format!("{name} to verify and keep the release"), || {
-            benchmark::get(Node::open(node).ok()?.store().conn(), Some(&release_id))
-                .ok()
-                .flatten()
-        })?;
-    }
     println!(
         "6. Release {release_id} signed by the coordinator, verified and kept by all {n} nodes \
          (round took {:.2} s)",
@@ -262,7 +313,7 @@ fn run_round(a: &DemoArgs, dir: &Path, nodes: &[(PathBuf, String)]) -> Result<()
     );
     let release = benchmark::get(Node::open(coord)?.store().conn(), Some(&release_id))?
         .context("release vanished")?;
-    print_summary(&release.document, nodes)?;
+    print_summary(&release.document);
     let html = dir.join("benchmark.html");
     std::fs::write(&html, benchmark::html(&release))?;
     let json_out = dir.join("benchmark.json");
@@ -270,12 +321,103 @@ fn run_round(a: &DemoArgs, dir: &Path, nodes: &[(PathBuf, String)]) -> Result<()
         &json_out,
         serde_json::to_vec_pretty(&benchmark::export_json(&release.release)?)?,
     )?;
+    let mut reports = vec![("Benchmark report", html), ("Benchmark release", json_out)];
+    if a.trajectories_rho > 0.0 {
+        println!(
+            "\n7. Trajectories round, ρ = {} per clinic: per domain, each intake band's scores \
+             at sessions 1–16 and the sums of the expected-trajectory model",
+            a.trajectories_rho
+        );
+        let status = round("trajectories", a.trajectories_rho, nodes)?;
+        let id = status.release_id.clone().unwrap_or_default();
+        let kept = benchmark::trajectories::latest(Node::open(coord)?.store().conn(), Some(&id))?
+            .context("release vanished")?;
+        println!(
+            "   Release {id} verified and kept by all {n} nodes (round took {:.2} s):",
+            status.elapsed_ms.unwrap_or(0) as f64 / 1000.0
+        );
+        for x in &kept.document.summary {
+            let points: Vec<_> = x.curves.iter().flat_map(|c| &c.points).collect();
+            let shown = points.iter().filter(|p| p.percentiles.is_some()).count();
+            let model = x.model.as_ref().map_or_else(
+                || "no model (noise dominates)".to_string(),
+                |m| {
+                    format!(
+                        "its expected-trajectory model on {:.0} observations",
+                        m.observations
+                    )
+                },
+            );
+            println!(
+                "   {:<12} {shown:>3} of {} band × session points released; {model}",
+                x.domain,
+                points.len()
+            );
+        }
+        let html = dir.join("trajectories.html");
+        std::fs::write(&html, benchmark::trajectories::html(&kept))?;
+        reports.push(("Trajectories report", html));
+        if a.new_clinic_patients > 0 {
+            let page = dir.join("support.html");
+            new_clinic_support(&nodes[nodes.len() - 1], &page)?;
+            reports.push(("New clinic's support page", page));
+        }
+    }
+    print_budgets(nodes)?;
+    println!();
+    for (what, path) in reports {
+        println!("{what}: {}", path.display());
+    }
     println!(
-        "\nReport: {}\nRelease: {}\nTry: mbc-node benchmark show --data-dir {}",
-        html.display(),
-        json_out.display(),
+        "Try: mbc-node benchmark list --data-dir {}",
         nodes[1].0.display()
     );
+    Ok(())
+}
+
+/// Clinical support at the new clinic for its first patient with two PHQ-9 scores: which
+/// reference it took, and the page as HTML in `out`.
+fn new_clinic_support((node, name): &(PathBuf, String), out: &Path) -> Result<()> {
+    let node = Node::open(node)?;
+    let store = node.store();
+    let found = (1..=200).find_map(|i| {
+        let who = support::Who::Patient(format!("C01-P{i:05}"));
+        let page = support::patient(
+            &store,
+            node.pseudonymiser(),
+            &who,
+            node.config().import.episode_gap_weeks,
+            &Default::default(),
+            &node.config().support.network_reference,
+        )
+        .ok()?;
+        let k = page
+            .instruments
+            .iter()
+            .position(|s| s.instrument == "PHQ-9" && s.observed.len() >= 2)?;
+        Some((page, k))
+    });
+    let Some((page, k)) = found else {
+        println!("\n8. {name}: no patient with two PHQ-9 scores to show");
+        return Ok(());
+    };
+    let phq9 = &page.instruments[k];
+    let r = &phq9.reference;
+    println!(
+        "\n8. Clinical support at {name}, patient {}: PHQ-9 expected course from the {}{}\n   \
+         because {}",
+        page.patient,
+        r.name(),
+        r.release_id
+            .as_deref()
+            .map_or_else(String::new, |id| format!(
+                " of release {}",
+                &id[..id.len().min(12)]
+            )),
+        r.why
+    );
+    std::fs::write(out, support::html::html(&page, &[], &clock::now()))
+        .with_context(|| format!("couldn't write {}", out.display()))?;
     Ok(())
 }
 
@@ -283,7 +425,7 @@ fn rate(v: Option<f64>) -> String {
     v.map_or_else(|| "suppressed".into(), |x| format!("{:.1} %", 100.0 * x))
 }
 
-fn print_summary(doc: &NetworkRelease, nodes: &[(PathBuf, String)]) -> Result<()> {
+fn print_summary(doc: &NetworkRelease) {
     println!(
         "\n   Network benchmark ({} clinics contributed):",
         doc.clinics.contributing
@@ -313,6 +455,9 @@ fn print_summary(doc: &NetworkRelease, nodes: &[(PathBuf, String)]) -> Result<()
             rate(x.reliable_deterioration_rate),
         );
     }
+}
+
+fn print_budgets(nodes: &[(PathBuf, String)]) -> Result<()> {
     println!("\n   Privacy budget per clinic (ρ-zCDP, this period):");
     for (node, name) in nodes {
         let node = Node::open(node)?;

@@ -39,12 +39,21 @@ margin:.6rem 0}.alerts h2{margin-top:.4rem;border:0;font-size:1.1rem}";
 pub fn html(p: &PatientSupport, alerts: &[String], now: &str) -> String {
     let mut h = String::new();
     let title = format!("Clinical support: patient {}", esc(&p.patient));
+    let network = p
+        .instruments
+        .iter()
+        .any(|i| i.reference.release_id.is_some());
+    let basis = if network {
+        "from this clinic's own data and the network's trajectories release (per instrument \
+         below); nothing of this patient left the clinic"
+    } else {
+        "from this clinic's own past patients; nothing of it left the clinic"
+    };
     let _ = write!(
         h,
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
          <style>{STYLE}</style></head><body><h1>{title}</h1><p class=\"note\">Episode {}…, \
-         computed {now} by mbc-node {} from this clinic's own past patients; nothing of it left \
-         the clinic.</p>",
+         computed {now} by mbc-node {} {basis}.</p>",
         esc(&p.episode),
         env!("CARGO_PKG_VERSION")
     );
