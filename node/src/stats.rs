@@ -14,7 +14,7 @@ use protocol::analysis::{self, Analysis, Covariates, EpisodeData, Scores, Settin
 use protocol::instrument::{Domain, Instrument};
 use protocol::outcome::IaptRules;
 use protocol::therapist::{Minimums, Rule};
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
 use crate::config::StatsConfig;
 use crate::store::Store;
@@ -397,33 +397,6 @@ fn casemix(r: &rusqlite::Row<'_>, c: &mut Covariates) -> rusqlite::Result<()> {
     c.comorbidity_count = r.get(7)?;
     c.wsas = r.get(8)?;
     Ok(())
-}
-
-/// One episode's covariates, as [`derive()`] reads every episode's (the risk model's and the
-/// network expected-trajectory model's case mix).
-pub fn covariates(conn: &Connection, episode: i64) -> Result<Covariates> {
-    let mut c = Covariates {
-        female: conn
-            .query_row(
-                &format!(
-                    "SELECT {FEMALE} FROM patient WHERE patient_id =
-                         (SELECT patient_id FROM episode WHERE episode_id = ?1)"
-                ),
-                [episode],
-                |r| r.get(0),
-            )
-            .optional()?
-            .flatten(),
-        ..Covariates::default()
-    };
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT episode_id, {CASEMIX} FROM casemix WHERE episode_id = ?1"
-    ))?;
-    let mut rows = stmt.query([episode])?;
-    if let Some(r) = rows.next()? {
-        casemix(r, &mut c)?;
-    }
-    Ok(c)
 }
 
 #[cfg(test)]

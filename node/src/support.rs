@@ -395,10 +395,10 @@ impl Network {
         self.domains.get(k)?.as_ref()
     }
 
-    /// The network's expected-trajectory model's bands for a patient of `features` on
-    /// instrument `k` (at least two sessions, else `None`).
-    pub fn model_bands(&self, k: usize, features: &[f64]) -> Option<Vec<Band>> {
-        let bands = self.domain(k)?.model.as_ref()?.bands(features);
+    /// The network's expected-trajectory model's bands for a patient of intake score `intake`
+    /// on instrument `k` (at least two sessions, else `None`).
+    pub fn model_bands(&self, k: usize, intake: f64) -> Option<Vec<Band>> {
+        let bands = self.domain(k)?.model.as_ref()?.bands(intake);
         (bands.len() >= 2).then_some(bands)
     }
 
@@ -487,12 +487,11 @@ impl<'c> Assessor<'c> {
         self
     }
 
-    /// The reference of instrument `k` for episode `episode` with intake `intake`: the local
+    /// The reference of instrument `k` for a patient of intake score `intake`: the local
     /// expectation `local`, or the network's, and why.
     fn reference(
         &self,
         k: usize,
-        episode: i64,
         local: Result<Expectation, trajectory::Error>,
         intake: f64,
     ) -> Result<(Result<Expectation, trajectory::Error>, Reference)> {
@@ -509,11 +508,7 @@ impl<'c> Assessor<'c> {
             };
             return Ok((local, local_reference(why)));
         };
-        // The case mix is read only when the network model is asked for.
-        let model = || -> Result<Option<Vec<Band>>> {
-            let features = crate::stats::covariates(self.conn, episode)?.features(intake);
-            Ok(net.model_bands(k, &features))
-        };
+        let model = || -> Result<Option<Vec<Band>>> { Ok(net.model_bands(k, intake)) };
         let curves = || net.curve_bands(k, intake);
         let network = |source: &'static str, bands: Vec<Band>, why: String| {
             (
@@ -863,7 +858,7 @@ impl<'c> Assessor<'c> {
         // From intake; and once sessions 2–3 are scored, from them too (the dynamic
         // variant), which judges only the sessions after them (it matched on them).
         let local = self.expect_from_intake(k, &features)?;
-        let (expectation, reference) = self.reference(k, episode, local, observed[0].score)?;
+        let (expectation, reference) = self.reference(k, local, observed[0].score)?;
         let last_early = early.iter().map(|(t, _)| *t).max();
         let dynamic = match last_early {
             Some(_) if expectation.is_ok() && reference.release_id.is_none() => {

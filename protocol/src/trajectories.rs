@@ -8,7 +8,7 @@
 //! | block | kind | entries |
 //! |---|---|---|
 //! | `scores_s<t>`, t = 1..=[`SESSIONS`] | histogram | intake-severity band × score bin of the episode's first score at session t |
-//! | `model_s<t>`, t = [`FIRST_MODEL_SESSION`]..=[`SESSIONS`] | sums of products | z zᵀ (upper triangle), z·y, y² of the standardised intake features z (the risk model's, [`FEATURES`]) and the standardised score y at session t |
+//! | `model_s<t>`, t = [`FIRST_MODEL_SESSION`]..=[`SESSIONS`] | sums of products | z zᵀ (upper triangle), z·y, y² of the model's terms z = (1, s, s²) of the standardised intake score s and the standardised score y at session t |
 //!
 //! Every session has blocks of its own, so one episode touches each block once: one count in
 //! one bin of each session's histogram, one row in each session's sums. [`crate::dp::Layout`]
@@ -20,11 +20,15 @@
 //!   histogram (interpolated within bins; P10 too) with the noise SD of each (parametric bootstrap),
 //!   suppressed where the noisy count less two noise SDs is below [`MIN_COUNT`] or noise moves
 //!   the median by more than [`SUPPRESS_CURVE_SD`] of the score range;
-//! - **the expected-trajectory model** (Finch, Lambert & Schaalje 2001; DOMAIN.md §5): the
-//!   score at session t regressed on the intake features and the features × ln t, y_t = zᵀa +
-//!   (zᵀb)·ln t / ln [`SESSIONS`], fitted from the summed sums of products, and the residual
-//!   SD at each session, so that any clinic computes a personal expected curve and failure
-//!   boundary for a new patient ([`TrajectoryModel::expected`], [`TrajectoryModel::boundary`]).
+//! - **the expected-trajectory model** (Finch, Lambert & Schaalje 2001; DOMAIN.md §5: the
+//!   intake score predicts the intercept and the slope on ln t): the score at session t
+//!   regressed on z = (1, s, s²) of the intake s and on z × ln t, y_t = zᵀa + (zᵀb)·ln t / ln
+//!   [`SESSIONS`], fitted from the summed sums of products, and the residual SD at each
+//!   session, so that any clinic computes the expected curve and failure boundary of a new
+//!   patient from their intake ([`TrajectoryModel::expected`], [`TrajectoryModel::boundary`]).
+//!   Layout 1 took the risk model's twelve case-mix features instead: four times the
+//!   sensitivity for little gain over the intake, and at ρ = 0.25 noise hid the model on the
+//!   demo's network.
 //!
 //! Post-processing costs no privacy budget.
 
@@ -34,10 +38,9 @@ mod tests;
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::FEATURES;
 use crate::benchmark::{
-    Bins, Contribution, DomainSpec, MAX_PARAMS, SUPPRESS_CURVE_SD, centre_half, feature_bounds,
-    first_scores, replicates, robust_spread, standardise, unit_bounds,
+    Bins, Contribution, DomainSpec, MAX_PARAMS, SUPPRESS_CURVE_SD, centre_half, first_scores,
+    replicates, robust_spread, standardise,
 };
 use crate::dp::{self, Block, Layout};
 use crate::instrument::Direction;
@@ -45,7 +48,7 @@ use crate::risk::SuffStats;
 use crate::trajectory::Band;
 
 /// Version of the vector layout below; bump it on any change to blocks, bins or bounds.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Sessions covered: 1..=16.
 pub const SESSIONS: usize = 16;
@@ -67,8 +70,21 @@ pub const PERCENTILES: [f64; 5] = [0.1, 0.25, 0.5, 0.75, 0.9];
 /// Budget weight of each session's histogram block and of each session's model block.
 pub const WEIGHTS: (f64, f64) = (1.0, 0.5);
 
-/// Coefficients of the expected-trajectory model: the features, then the features × ln t.
-pub const MODEL_FEATURES: usize = 2 * FEATURES.len();
+/// Terms of the expected-trajectory model per time term: 1, s and s² of the standardised
+/// intake score s.
+pub const MODEL_TERMS: usize = 3;
+
+/// Coefficients of the expected-trajectory model: the terms, then the terms × ln t.
+pub const MODEL_FEATURES: usize = 2 * MODEL_TERMS;
+
+/// Bounds of the model's terms (1, s, s²) for s in [−1, 1].
+const TERM_BOUNDS: [(f64, f64); MODEL_TERMS] = [(1.0, 1.0), (-1.0, 1.0), (0.0, 1.0)];
+
+/// The model's terms (1, s, s²) of intake score `intake` of a domain scored in [lo, hi].
+pub fn model_terms(lo: f64, hi: f64, intake: f64) -> [f64; MODEL_TERMS] {
+    let s = standardise(intake, (lo, hi));
+    [1.0, s, s * s]
+}
 
 /// Ridge of the released model, in noise SDs of its summed normal equations (as the
 /// benchmark's risk model).
@@ -134,12 +150,11 @@ impl TrajectoriesLayout {
                         .weighted(WEIGHTS.0),
                 );
             }
-            let features = unit_bounds(&feature_bounds(d.lo, d.hi));
             for t in FIRST_MODEL_SESSION..=SESSIONS {
                 blocks.push(
                     Block::sum_of_products(
                         &format!("{}.model_s{t}", d.id),
-                        features.clone(),
+                        TERM_BOUNDS.to_vec(),
                         (-1.0, 1.0),
                     )
                     .weighted(WEIGHTS.1),
@@ -199,7 +214,7 @@ impl TrajectoriesLayout {
             *n += 1;
             let band = d.band(c.pre);
             let bins = self.bins[c.domain];
-            let z = standardised_features(d.lo, d.hi, &c.features);
+            let z = model_terms(d.lo, d.hi, c.pre);
             for (i, score) in first_scores(&c.sessions, SESSIONS).into_iter().enumerate() {
                 let Some(score) = score else { continue };
                 let t = i + 1;
@@ -280,16 +295,6 @@ impl TrajectoriesLayout {
             suppressed,
         }
     }
-}
-
-/// Raw intake features ([`FEATURES`] order) of a domain scored in [lo, hi], standardised as the
-/// risk and model blocks take them.
-fn standardised_features(lo: f64, hi: f64, features: &[f64]) -> Vec<f64> {
-    features
-        .iter()
-        .zip(feature_bounds(lo, hi))
-        .map(|(x, b)| standardise(*x, b))
-        .collect()
 }
 
 /// One domain's post-processed trajectories.
@@ -460,8 +465,8 @@ pub struct TrajectoryModel {
     pub hi: f64,
     /// Which way is better (the side of the failure boundary).
     pub direction: Direction,
-    /// [`MODEL_FEATURES`] coefficients on the standardised features z and z × ln t / ln 16,
-    /// predicting the standardised score.
+    /// [`MODEL_FEATURES`] coefficients on the terms z = (1, s, s²) of the standardised intake
+    /// s and on z × ln t / ln 16, predicting the standardised score.
     pub coefficients: Vec<f64>,
     /// The SD release noise gives each coefficient (parametric bootstrap; 0 for an exact sum).
     pub noise_sd: Vec<f64>,
@@ -486,7 +491,7 @@ pub struct ModelSession {
 
 /// A session block's sums as a full symmetric p × p matrix S, the vector s = Σ z y and Σ y².
 fn session_sums(sums: &[f64]) -> (Vec<f64>, &[f64], f64) {
-    let p = FEATURES.len();
+    let p = MODEL_TERMS;
     let tri = p * (p + 1) / 2;
     let mut s = vec![0.0; p * p];
     let mut k = 0;
@@ -503,7 +508,7 @@ fn session_sums(sums: &[f64]) -> (Vec<f64>, &[f64], f64) {
 /// The model's normal equations from the per-session sums (x_t = [z, z·u_t]): the upper
 /// triangle of XᵀX, Xᵀy, yᵀy and the observation count.
 fn normal_equations(sessions: &[&[f64]]) -> (Vec<f64>, Vec<f64>, f64, f64) {
-    let p = FEATURES.len();
+    let p = MODEL_TERMS;
     let q = MODEL_FEATURES;
     let mut xtx = vec![0.0; q * (q + 1) / 2];
     let mut xty = vec![0.0; q];
@@ -560,7 +565,7 @@ impl TrajectoryModel {
                 .collect()
         };
         let (_, half) = centre_half((spec.lo, spec.hi));
-        let p = FEATURES.len();
+        let p = MODEL_TERMS;
         let model_sessions = sums
             .iter()
             .enumerate()
@@ -579,11 +584,28 @@ impl TrajectoryModel {
                 let cross: f64 = c.iter().zip(zy).map(|(a, b)| a * b).sum();
                 // A residual sum of squares at or below 0 is noise, not a perfect fit.
                 let rss = yy - 2.0 * cross + quad;
+                // The noise of rss (each entry's noise SD `sd`, independent): y², 2c·(z·y),
+                // and c S c with each off-diagonal entry counted twice; through the square
+                // root, the SD it gives the residual SD (domain units).
+                let quad_var: f64 = (0..p)
+                    .flat_map(|a| (a..p).map(move |b| (a, b)))
+                    .map(|(a, b)| {
+                        let m = if a == b { 1.0 } else { 2.0 };
+                        (m * c[a] * c[b]).powi(2)
+                    })
+                    .sum();
+                let rss_sd =
+                    sd * (1.0 + 4.0 * c.iter().map(|x| x * x).sum::<f64>() + quad_var).sqrt();
+                let residual_sd =
+                    (count >= MIN_COUNT && rss > 0.0).then(|| half * (rss / count).sqrt());
+                let precise = residual_sd.is_some_and(|r| {
+                    let noise = half * half * rss_sd / (2.0 * count * r);
+                    noise <= SUPPRESS_CURVE_SD * (spec.hi - spec.lo)
+                });
                 ModelSession {
                     session: t as u32,
                     count,
-                    residual_sd: (count >= MIN_COUNT && rss > 0.0)
-                        .then(|| half * (rss / count).sqrt()),
+                    residual_sd: residual_sd.filter(|_| precise),
                 }
             })
             .collect();
@@ -600,29 +622,32 @@ impl TrajectoryModel {
     }
 
     /// The expected score (domain units, within the score range) at `session` ≥ 1 of a
-    /// patient with raw intake features `features` ([`FEATURES`] order, as the risk model
-    /// takes them); `None` when the features are not [`FEATURES`] long.
-    pub fn expected(&self, features: &[f64], session: u32) -> Option<f64> {
-        let p = FEATURES.len();
-        if features.len() != p || self.coefficients.len() != MODEL_FEATURES {
-            return None;
-        }
-        let u = time_term(session.max(1) as usize);
-        let z = standardised_features(self.lo, self.hi, features);
-        let y: f64 = z
-            .iter()
-            .enumerate()
-            .map(|(k, z)| z * (self.coefficients[k] + u * self.coefficients[p + k]))
-            .sum();
+    /// patient whose intake score is `intake`; `None` for a model of another layout.
+    pub fn expected(&self, intake: f64, session: u32) -> Option<f64> {
+        let (z, c) = self.at(intake, session)?;
+        let y: f64 = z.iter().zip(c).map(|(z, c)| z * c).sum();
         let (centre, half) = centre_half((self.lo, self.hi));
         Some((centre + half * y).clamp(self.lo, self.hi))
     }
 
-    /// The personal expected curve of a patient with raw intake features `features`: at each
-    /// session whose residual SD is released, the expected score and, taking the residuals as
-    /// normal, the quartiles and the 90th percentile on the worse side (the failure boundary
-    /// at z = 1.28, DOMAIN.md §4.3 step 4).
-    pub fn bands(&self, features: &[f64]) -> Vec<Band> {
+    /// The terms of `intake` and the coefficients acting on them at `session` (a + u·b).
+    fn at(&self, intake: f64, session: u32) -> Option<([f64; MODEL_TERMS], Vec<f64>)> {
+        if self.coefficients.len() != MODEL_FEATURES {
+            return None;
+        }
+        let u = time_term(session.max(1) as usize);
+        let p = MODEL_TERMS;
+        let c = (0..p)
+            .map(|k| self.coefficients[k] + u * self.coefficients[p + k])
+            .collect();
+        Some((model_terms(self.lo, self.hi, intake), c))
+    }
+
+    /// The expected curve of a patient whose intake score is `intake`: at each session whose
+    /// residual SD is released, the expected score and, taking the residuals as normal, the
+    /// quartiles and the 90th percentile on the worse side (the failure boundary at z = 1.28,
+    /// DOMAIN.md §4.3 step 4).
+    pub fn bands(&self, intake: f64) -> Vec<Band> {
         let worse = match self.direction {
             Direction::LowerIsBetter => 1.0,
             Direction::HigherIsBetter => -1.0,
@@ -631,8 +656,8 @@ impl TrajectoryModel {
             .iter()
             .filter_map(|s| {
                 let sd = s.residual_sd?;
-                let e = self.expected(features, s.session)?;
-                if self.prediction_noise_sd(features, s.session)?
+                let e = self.expected(intake, s.session)?;
+                if self.prediction_noise_sd(intake, s.session)?
                     > SUPPRESS_CURVE_SD * (self.hi - self.lo)
                 {
                     return None;
@@ -651,17 +676,17 @@ impl TrajectoryModel {
             .collect()
     }
 
-    /// The SD release noise gives the expected score at `session` of a patient with raw
-    /// features `features` (domain units), from the coefficients' noise SDs taken as
+    /// The SD release noise gives the expected score at `session` of a patient whose intake
+    /// score is `intake` (domain units), from the coefficients' noise SDs taken as
     /// independent; a session where it exceeds [`SUPPRESS_CURVE_SD`] of the range gives no
     /// band (as the benchmark's curves).
-    pub fn prediction_noise_sd(&self, features: &[f64], session: u32) -> Option<f64> {
-        let p = FEATURES.len();
-        if features.len() != p || self.noise_sd.len() != MODEL_FEATURES {
+    pub fn prediction_noise_sd(&self, intake: f64, session: u32) -> Option<f64> {
+        let p = MODEL_TERMS;
+        if self.noise_sd.len() != MODEL_FEATURES {
             return None;
         }
+        let (z, _) = self.at(intake, session)?;
         let u = time_term(session.max(1) as usize);
-        let z = standardised_features(self.lo, self.hi, features);
         let var: f64 = (0..p)
             .map(|k| (z[k] * self.noise_sd[k]).powi(2) + (z[k] * u * self.noise_sd[p + k]).powi(2))
             .sum();
@@ -678,8 +703,8 @@ impl TrajectoryModel {
 
     /// The failure boundary at `session`: the expected score `z` residual SDs towards worse
     /// (DOMAIN.md §4.3 step 4), within the score range.
-    pub fn boundary(&self, features: &[f64], session: u32, z: f64) -> Option<f64> {
-        let e = self.expected(features, session)?;
+    pub fn boundary(&self, intake: f64, session: u32, z: f64) -> Option<f64> {
+        let e = self.expected(intake, session)?;
         let sd = self.residual_sd(session)?;
         let worse = match self.direction {
             Direction::LowerIsBetter => e + z * sd,

@@ -363,9 +363,8 @@ fn card(
             None,
         );
         if let Some(net) = &network {
-            let features = crate::stats::covariates(store.conn(), *id)?.features(intake);
             for (tally, bands) in [
-                (&mut model, net.model_bands(k, &features)),
+                (&mut model, net.model_bands(k, intake)),
                 (&mut curves, net.curve_bands(k, intake)),
             ] {
                 if let Some(bands) = bands {

@@ -1,6 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::analysis::FEATURES;
 use crate::benchmark::tests::{distance, phq9_spec, two_domains};
 use crate::dp::Mechanism;
 
@@ -60,20 +61,6 @@ fn features(pre: f64) -> Vec<f64> {
     f
 }
 
-/// Patient `i`'s features: intake `pre` and a case mix that varies with `i` (so that no
-/// feature is a constant), with no effect on the scores.
-fn case_mix(i: u64, pre: f64) -> Vec<f64> {
-    let bit = |k: u32| ((i.wrapping_mul(2_654_435_761) >> (7 + k)) & 1) as f64;
-    let mut f = features(pre);
-    f[2] = ((i % 7) as f64 - 3.0) / 2.0;
-    for (k, slot) in (3..FEATURES.len()).enumerate() {
-        f[slot] = bit(k as u32);
-    }
-    f[8] = (i % 4) as f64;
-    f[10] = ((i % 9) as f64 - 4.0) / 3.0;
-    f
-}
-
 /// `n` patients of PHQ-9 intake `pre + i % 5` whose score falls by `slope` × ln t, plus a
 /// deterministic spread of ±2 points; each seen at sessions 1..=`last`.
 fn cohort(n: u64, pre: f64, slope: f64, last: u32) -> Vec<Contribution> {
@@ -90,7 +77,7 @@ fn cohort(n: u64, pre: f64, slope: f64, last: u32) -> Vec<Contribution> {
                 finished: true,
                 caseness: None,
                 reliable: None,
-                features: case_mix(i, pre),
+                features: features(pre),
                 residual: None,
                 sessions: (1..=last)
                     .map(|t| {
@@ -166,7 +153,8 @@ fn exact_sums_are_the_pooled_histograms_and_their_percentiles() {
     assert!(s.curves[band].at(13).is_none());
 }
 
-/// With an exact sum the model is the least-squares fit of the pooled rows x_t = [z, z·u_t],
+/// With an exact sum the model is the least-squares fit of the pooled rows x_t = [z, z·u_t]
+/// (z = 1, s, s² of the standardised intake s),
 /// fitted directly here; it recovers a planted log-linear decline; and its residual SD at
 /// each session is the SD of the pooled residuals.
 #[test]
@@ -177,15 +165,9 @@ fn the_model_is_the_pooled_fit_and_recovers_a_planted_curve() {
     let values = b.encode(&data).unwrap();
     let model = b.summarise(&values, 0.0).unwrap()[0].model.clone().unwrap();
     let mut direct = SuffStats::new(MODEL_FEATURES);
-    let bounds = feature_bounds(spec.lo, spec.hi);
     let mut rows = Vec::new();
     for c in &data {
-        let z: Vec<f64> = c
-            .features
-            .iter()
-            .zip(&bounds)
-            .map(|(x, b)| standardise(*x, *b))
-            .collect();
+        let z = model_terms(spec.lo, spec.hi, c.pre);
         for (t, y) in &c.sessions {
             if *t < 2 {
                 continue;
@@ -199,18 +181,19 @@ fn the_model_is_the_pooled_fit_and_recovers_a_planted_curve() {
     }
     let beta = direct.fit(1e-6).unwrap().beta;
     // Equal up to the fixed-point rounding of each row's products (about 2·10⁻⁶ of the
-    // range each): coefficients to 10⁻³, expected scores to 10⁻³ points.
+    // range each): expected scores to 10⁻³ points; the coefficients to 10⁻², as five intake
+    // values make 1, s and s² nearly collinear, which rounding moves along.
     for (a, b) in model.coefficients.iter().zip(&beta) {
-        assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+        assert!((a - b).abs() < 1e-2, "{a} vs {b}");
     }
     let (c, h) = centre_half((spec.lo, spec.hi));
     for (t, x, _) in rows.iter().take(500) {
         let direct: f64 = x.iter().zip(&beta).map(|(a, b)| a * b).sum();
-        let z = &x[..FEATURES.len()];
-        let ours: f64 = (0..FEATURES.len())
+        let z = &x[..MODEL_TERMS];
+        let ours: f64 = (0..MODEL_TERMS)
             .map(|k| {
                 z[k] * (model.coefficients[k]
-                    + time_term(*t as usize) * model.coefficients[FEATURES.len() + k])
+                    + time_term(*t as usize) * model.coefficients[MODEL_TERMS + k])
             })
             .sum();
         assert!(
@@ -231,7 +214,7 @@ fn the_model_is_the_pooled_fit_and_recovers_a_planted_curve() {
     // Planted: y = pre − 4 ln t + spread (rounded); the mean spread is 0.
     for pre in [12.0, 14.0, 16.0] {
         for t in [2u32, 6, 16] {
-            let e = model.expected(&features(pre), t).unwrap();
+            let e = model.expected(pre, t).unwrap();
             let truth = pre - 4.0 * f64::from(t).ln();
             assert!((e - truth).abs() < 0.35, "pre {pre}, t {t}: {e} vs {truth}");
         }
@@ -250,10 +233,8 @@ fn the_model_is_the_pooled_fit_and_recovers_a_planted_curve() {
         assert!((got - sd).abs() < 1e-3, "session {t}: {got} vs {sd}");
         // The spread is ±2 points (SD √2) plus rounding.
         assert!((1.2..1.7).contains(&got), "session {t}: {got}");
-        let boundary = model.boundary(&features(14.0), t, 1.28).unwrap();
-        assert!(
-            (boundary - (model.expected(&features(14.0), t).unwrap() + 1.28 * got)).abs() < 1e-9
-        );
+        let boundary = model.boundary(14.0, t, 1.28).unwrap();
+        assert!((boundary - (model.expected(14.0, t).unwrap() + 1.28 * got)).abs() < 1e-9);
     }
 }
 
@@ -354,7 +335,7 @@ fn noise_alone_releases_no_curve() {
             "seed {seed}"
         );
         if let Some(model) = &empty.model {
-            assert!(model.bands(&features(16.0)).is_empty(), "seed {seed}");
+            assert!(model.bands(16.0).is_empty(), "seed {seed}");
         }
         counts.extend(
             empty
