@@ -11,15 +11,78 @@
 #  distributed-DP RMSE against central at t = n - 1 (exact sqrt(n/(t-1)): each clinic adds
 #  sigma^2/(t-1) so that the others alone carry sigma^2).
 # Usage: scripts/bench-round.sh [NODES] [DIM] [REPS]
+#
+# scripts/bench-round.sh kinds [NODES] [REPS] [PATIENTS] (issue 16): NODES nodes each holding a
+#  synthetic clinic of PATIENTS patients; REPS interleaved runs of a `trajectories` round (the
+#  clinics encode their data, the coordinator summarises and signs) against a `bench` round of
+#  the same vector length and threshold (synthetic vectors, no data, no summary), and a
+#  `benchmark` round (clinic data, its own length); target trajectories/bench <= 1.2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-nodes=${1:-10}; dim=${2:-10000}; reps=${3:-7}
+mode=rounds
+if [ "${1:-}" = kinds ]; then mode=kinds; shift; fi
 cargo build --release -q -p mbc-node --bin mbc-node
 cargo build --release -q -p mbc-protocol --example dp_utility
 bin=target/release/mbc-node
 work=$(mktemp -d "${TMPDIR:-/tmp}/mbc-bench-round.XXXXXX")
 source scripts/net-common.sh
 trap 'stop_all; rm -rf "$work"' EXIT
+
+if [ "$mode" = kinds ]; then
+    nodes=${1:-10}; reps=${2:-5}; patients=${3:-400}
+    "$bin" synth --out "$work/data" --clinics "$nodes" --seed 1 --patients-per-clinic "$patients" >/dev/null
+    coord=$(init_node "Coordinator")
+    "$bin" network create --data-dir "$coord" --network-id kinds >/dev/null
+    dirs=("$coord")
+    for i in $(seq 2 "$nodes"); do
+        d=$(init_node "Clinic $i"); admit_node "$coord" "$d" kinds; dirs+=("$d")
+    done
+    i=0
+    for d in "${dirs[@]}"; do
+        i=$((i + 1)); c=$(printf 'clinic-%02d' "$i")
+        "$bin" import --data-dir "$d" "$work/data/$c/therapists.csv" "$work/data/$c/patients.csv" \
+            "$work/data/$c/episodes.csv" "$work/data/$c/assessments.csv" >/dev/null
+        # Rounds back to back, more of them than a period allows.
+        sed -i -e 's/^rho_per_period = .*/rho_per_period = 100.0/' \
+            -e 's/^max_rounds_per_period = .*/max_rounds_per_period = 1000/' \
+            -e 's/^min_round_interval_hours = .*/min_round_interval_hours = 0.0/' "$d/config.toml"
+    done
+    for d in "${dirs[@]}"; do start_node "$d"; done
+    for d in "${dirs[@]}"; do wait_peers "$d" $((nodes - 1)); done
+    t=$((nodes - 1))
+    start() { "$bin" round start --data-dir "$coord" --deadline 60 --wait --json --threshold "$t" --rho 0.25 "$@" | tr -d '\n'; }
+    first=$(start --kind trajectories)
+    dim=$(echo "$first" | python3 -c 'import json,sys; print(json.load(sys.stdin)["dim"])')
+    start --kind bench --dim "$dim" >/dev/null # warm-up
+    : >"$work/results"
+    for r in $(seq 1 "$reps"); do
+        echo "trajectories $(start --kind trajectories)" >>"$work/results"
+        echo "bench $(start --kind bench --dim "$dim")" >>"$work/results"
+        echo "benchmark $(start --kind benchmark)" >>"$work/results"
+    done
+    python3 - "$work/results" "$nodes" "$dim" "$reps" "$patients" <<'PY'
+import json, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    kind, status = line.split(" ", 1)
+    r = json.loads(status)
+    assert r["step"] == "done", (kind, r)
+    runs.setdefault(kind, []).append(r)
+n, dim, reps, patients = sys.argv[2:6]
+med = {k: statistics.median(r["elapsed_ms"] for r in rs) for k, rs in runs.items()}
+print(f"{n} nodes of {patients} patients each, d = {dim}, t = n - 1, {reps} runs each, 127.0.0.1, release build (median round time):")
+print(f"  bench (same length, no data)   {med['bench']:8.1f} ms")
+print(f"  trajectories (clinic data)     {med['trajectories']:8.1f} ms   trajectories/bench {med['trajectories']/med['bench']:5.2f}x  (target <= 1.2)")
+bdim = runs["benchmark"][0]["dim"]
+print(f"  benchmark (clinic data, d = {bdim}) {med['benchmark']:8.1f} ms   trajectories/benchmark {med['trajectories']/med['benchmark']:5.2f}x")
+for k in ("bench", "trajectories", "benchmark"):
+    steps = {s: statistics.median(r["step_ms"][s] for r in runs[k]) for s in runs[k][0]["step_ms"]}
+    print(f"  {k} steps (median ms): " + ", ".join(f"{s} {v:.1f}" for s, v in steps.items()))
+PY
+    exit 0
+fi
+
+nodes=${1:-10}; dim=${2:-10000}; reps=${3:-7}
 
 form_network "$nodes" bench
 coord=${dirs[0]}
