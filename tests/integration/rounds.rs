@@ -1069,6 +1069,46 @@ fn trajectories_round_releases_the_pooled_curves() {
         assert_eq!(large["reference"]["release_id"], release_id.as_str());
     }
     assert!(why.contains("validated best"), "{why}");
+
+    // The small clinic is too small for a time split: every ended episode is a test patient,
+    // its own neighbours leave-one-out, the network's references on the same patients.
+    small.set_config(
+        r#"network_reference = "feedbeef""#,
+        r#"network_reference = "latest""#,
+    );
+    let cards = mbc(
+        root,
+        &["support", "validate", "--data-dir", small.arg(), "--json"],
+    )
+    .ok()
+    .json();
+    let card = cards
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["instrument"] == "PHQ-9")
+        .expect("a leave-one-out card for PHQ-9");
+    assert_eq!(card["cut_date"], "leave-one-out");
+    let assessed = |method: &str| {
+        card["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["method"] == method)
+            .unwrap_or_else(|| panic!("{method} in {card:#}"))["assessed"]
+            .as_u64()
+            .unwrap()
+    };
+    let test = card["test"].as_u64().unwrap();
+    assert!(test >= 30, "{card:#}");
+    assert!(
+        card["pool"].as_u64().unwrap() < test,
+        "each against the others"
+    );
+    for method in ["nearest_neighbours", "network_model", "network_curves"] {
+        let n = assessed(method);
+        assert!(n >= 20 && n <= test, "{method}: {n} of {test}");
+    }
 }
 
 /// README's main command: five nodes and a new, small clinic, a benchmark and a trajectories

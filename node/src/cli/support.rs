@@ -138,11 +138,20 @@ fn validate(a: ValidateArgs) -> Result<()> {
     let pct = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{:.1} %", 100.0 * v));
     let num = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.2}"));
     for c in &cards {
-        println!(
-            "{}: pool {} episodes ended before {}, test {} ended since ({} of them not reliably \
-             improved at the end)",
-            c.instrument, c.pool, c.cut_date, c.test, c.non_improved
-        );
+        if c.cut_date == support::validate::LEAVE_ONE_OUT {
+            println!(
+                "{}: too few ended episodes for a time split: every one of the {} is a test \
+                 patient, against the network's release and (leave one out) the clinic's other \
+                 {} ({} not reliably improved at the end)",
+                c.instrument, c.test, c.pool, c.non_improved
+            );
+        } else {
+            println!(
+                "{}: pool {} episodes ended before {}, test {} ended since ({} of them not \
+                 reliably improved at the end)",
+                c.instrument, c.pool, c.cut_date, c.test, c.non_improved
+            );
+        }
         println!(
             "  {:<20} {:>8} {:>5} {:>8} {:>8} {:>8} {:>8} {:>14} {:>5} {:>10}",
             "method",

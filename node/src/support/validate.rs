@@ -36,6 +36,8 @@ use crate::store::Store;
 pub const POOL_SHARE: f64 = 0.7;
 /// Fewest test patients scored by session 3 for a card to judge.
 pub const MIN_TEST: usize = 30;
+/// The `cut_date` of a leave-one-out card (a clinic too small for a time split).
+pub const LEAVE_ONE_OUT: &str = "leave-one-out";
 
 /// One method's figures.
 #[derive(Debug, Clone, Serialize)]
@@ -79,9 +81,10 @@ pub struct Figures {
 pub struct Card {
     /// Instrument id.
     pub instrument: String,
-    /// Pool: episodes that ended before this day.
+    /// Pool: episodes that ended before this day ([`LEAVE_ONE_OUT`] for a clinic too small
+    /// for a time split: every ended episode tested against the others).
     pub cut_date: String,
-    /// Pool episodes.
+    /// Pool episodes (leave-one-out: the largest pool a test patient had).
     pub pool: usize,
     /// Test episodes (ended on or after the cut).
     pub test: usize,
@@ -254,20 +257,31 @@ pub fn validate(
         &PoolRule::EndedBefore("9999-12-31".to_string()),
         false,
     )?;
+    let network = Network::load(store, &thresholds.network_reference)?;
     let mut cards = Vec::new();
     for (k, inst) in all.instruments().iter().enumerate() {
         let mut days: Vec<&str> = all.eligible(k).into_iter().map(|(_, d)| d).collect();
-        if days.len() < 2 * settings.k_min {
+        let split = if days.len() >= 2 * settings.k_min {
+            days.sort_unstable();
+            let cut = days[((days.len() as f64 * POOL_SHARE) as usize).min(days.len() - 1)];
+            Split::Before(cut.to_string())
+        } else if days.len() >= MIN_TEST && network.as_ref().is_some_and(|n| n.domain(k).is_some())
+        {
+            // Too small for a time split, but the network's reference can be judged on every
+            // ended episode (and the clinic's own neighbours, each against the others).
+            Split::LeaveOneOut
+        } else {
             continue;
-        }
-        days.sort_unstable();
-        let cut = days[((days.len() as f64 * POOL_SHARE) as usize).min(days.len() - 1)].to_string();
-        cards.push(card(store, gap_weeks, settings, thresholds, k, inst, &cut)?);
+        };
+        cards.push(card(
+            store, gap_weeks, settings, thresholds, k, inst, &split,
+        )?);
     }
     if cards.is_empty() {
         bail!(
             "too few ended episodes to validate on (at least {} with two or more scores on an \
-             instrument); signals stay prompts, not alerts",
+             instrument, or {MIN_TEST} and a network trajectories release for it); signals stay \
+             prompts, not alerts",
             2 * settings.k_min
         );
     }
@@ -292,6 +306,48 @@ pub fn validate(
     Ok(cards)
 }
 
+/// How a card splits the clinic's ended episodes into pool and test.
+#[derive(Debug, Clone)]
+enum Split {
+    /// The pool ended before this day, the test on or after it.
+    Before(String),
+    /// A clinic too small for a time split (fewer than 2·k_min ended episodes): every ended
+    /// episode is a test patient, its pool every other one.
+    LeaveOneOut,
+}
+
+/// What a test patient is assessed against: the pool's assessor and the two baselines fitted
+/// on the pool.
+struct Against<'c> {
+    assessor: Assessor<'c>,
+    whole: PoolChange,
+    etr: Option<Etr>,
+}
+
+impl<'c> Against<'c> {
+    fn new(
+        store: &'c Store,
+        gap_weeks: u32,
+        settings: &Settings,
+        rule: &PoolRule,
+        k: usize,
+        inst: &Instrument,
+    ) -> Result<Self> {
+        let assessor = Assessor::new(store, gap_weeks, settings, rule, true)?;
+        let pool_scores = assessor.pool_scores(k)?;
+        let courses: Vec<validation::Course<'_>> = pool_scores
+            .iter()
+            .filter_map(|s| Some((s.first()?.1, s.as_slice())))
+            .collect();
+        let (min, max) = (settings.min_at_session, settings.max_session);
+        Ok(Self {
+            whole: PoolChange::fit(&courses, inst.direction, min, max),
+            etr: Etr::fit(&courses, inst.direction, min, max),
+            assessor,
+        })
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn card(
     store: &Store,
@@ -300,45 +356,53 @@ fn card(
     thresholds: &SupportConfig,
     k: usize,
     inst: &Instrument,
-    cut: &str,
+    split: &Split,
 ) -> Result<Card> {
-    let assessor = Assessor::new(
-        store,
-        gap_weeks,
-        settings,
-        &PoolRule::EndedBefore(cut.to_string()),
-        true,
-    )?;
-    let pool_scores = assessor.pool_scores(k)?;
-    let courses: Vec<validation::Course<'_>> = pool_scores
-        .iter()
-        .filter_map(|s| Some((s.first()?.1, s.as_slice())))
-        .collect();
-    let whole = PoolChange::fit(
-        &courses,
-        inst.direction,
-        settings.min_at_session,
-        settings.max_session,
-    );
-    let etr = Etr::fit(
-        &courses,
-        inst.direction,
-        settings.min_at_session,
-        settings.max_session,
-    );
-    let test: Vec<i64> = assessor
-        .eligible(k)
-        .into_iter()
-        .filter(|(_, d)| *d >= cut)
-        .map(|(id, _)| id)
-        .collect();
+    let against = |rule: PoolRule| Against::new(store, gap_weeks, settings, &rule, k, inst);
+    let (shared, test, cut) = match split {
+        Split::Before(cut) => {
+            let a = against(PoolRule::EndedBefore(cut.clone()))?;
+            let test: Vec<i64> = a
+                .assessor
+                .eligible(k)
+                .into_iter()
+                .filter(|(_, d)| *d >= cut.as_str())
+                .map(|(id, _)| id)
+                .collect();
+            (Some(a), test, cut.clone())
+        }
+        Split::LeaveOneOut => {
+            let all = against(PoolRule::EndedBefore("9999-12-31".to_string()))?;
+            let test = all
+                .assessor
+                .eligible(k)
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            (None, test, LEAVE_ONE_OUT.to_string())
+        }
+    };
     let (mut nn, mut pool, mut reg) = (Tally::default(), Tally::default(), Tally::default());
     // The network references, judged on the same test patients (each clinic's data is in the
     // network's sums, these patients' too: one clinic among several, under DP noise).
     let network =
         Network::load(store, &thresholds.network_reference)?.filter(|n| n.domain(k).is_some());
     let (mut model, mut curves) = (Tally::default(), Tally::default());
+    let mut pool_size = Vec::new();
     for id in &test {
+        let own;
+        let Against {
+            assessor,
+            whole,
+            etr,
+        } = match &shared {
+            Some(a) => a,
+            None => {
+                own = against(PoolRule::AllBut(Some(*id)))?;
+                &own
+            }
+        };
+        pool_size.push(assessor.pool_size(k));
         let Some(s) = assessor.assess_on(*id, k)? else {
             continue;
         };
@@ -416,8 +480,11 @@ fn card(
     };
     Ok(Card {
         instrument: inst.id.clone(),
-        cut_date: cut.to_string(),
-        pool: assessor.pool_size(k),
+        cut_date: cut,
+        pool: shared.as_ref().map_or_else(
+            || pool_size.iter().copied().max().unwrap_or(0),
+            |a| a.assessor.pool_size(k),
+        ),
         test: test.len(),
         non_improved: nn.early.iter().filter(|(_, p)| *p).count(),
         methods,
