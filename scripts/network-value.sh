@@ -46,10 +46,13 @@ for s in range(1, seeds + 1):
                 if f:
                     rows.setdefault((c["instrument"], name), []).append(f)
 print(f"new clinic of ~{new} patients beside 5 clinics of {patients}, rho = {rho} per round, {seeds} seeds")
-print(f"  {'instrument':<10} {'reference':<16} {'AUC':>6} {'r':>6} {'beyond P90':>11}  (mean over seeds; test patients per seed)")
+print(f"  {'instrument':<10} {'reference':<16} {'AUC':>6} {'(SD)':>6} {'r':>6} {'(SD)':>6} {'beyond P90':>11}  (mean and SD over seeds; test patients per seed)")
 def mean(fs, key):
     v = [f[key] for f in fs if f.get(key) is not None]
     return statistics.mean(v) if v else float('nan')
+def sd(fs, key):
+    v = [f[key] for f in fs if f.get(key) is not None]
+    return statistics.stdev(v) if len(v) > 1 else float('nan')
 for (inst, name), fs in sorted(rows.items(), key=lambda kv: (kv[0][0], ["alone","network model","network curves","pooled model","pooled curves"].index(kv[0][1]))):
-    print(f"  {inst:<10} {name:<16} {mean(fs,'auc'):6.3f} {mean(fs,'r'):6.3f} {100*mean(fs,'above_p90_mid'):10.1f} %  ({statistics.mean(f['assessed'] for f in fs):.0f})")
+    print(f"  {inst:<10} {name:<16} {mean(fs,'auc'):6.3f} {sd(fs,'auc'):6.3f} {mean(fs,'r'):6.3f} {sd(fs,'r'):6.3f} {100*mean(fs,'above_p90_mid'):10.1f} %  ({statistics.mean(f['assessed'] for f in fs):.0f})")
 PY

@@ -121,6 +121,8 @@ pub fn contributions(
                             .collect()
                     })
                     .unwrap_or_default(),
+                // The dropout-model round reads it (issue 16, its node side to come).
+                dropout: None,
             });
         }
     }

@@ -250,6 +250,9 @@ pub struct Contribution {
     pub residual: Option<f64>,
     /// (session sequence number, score in domain units), first score per session.
     pub sessions: Vec<(u32, f64)>,
+    /// Whether the episode ended in dropout (`None`: not ended, or its end reason unknown):
+    /// the outcome of the dropout model ([`crate::dropout`]).
+    pub dropout: Option<bool>,
 }
 
 /// The first score at each of sessions 1..=`sessions` of an episode's (session sequence

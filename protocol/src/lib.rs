@@ -31,6 +31,7 @@
 pub mod analysis;
 pub mod benchmark;
 pub mod dp;
+pub mod dropout;
 pub mod instrument;
 pub mod keys;
 pub mod messages;

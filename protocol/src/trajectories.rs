@@ -34,7 +34,7 @@
 
 pub mod document;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use serde::{Deserialize, Serialize};
 

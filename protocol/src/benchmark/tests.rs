@@ -46,7 +46,7 @@ prop_compose! {
         residual in prop::option::of(-60.0f64..60.0),
         sessions in prop::collection::vec((0u32..15, -5.0f64..35.0), 0..6),
     ) -> Contribution {
-        Contribution { patient, therapist: Some(therapist), domain, pre, post, finished, caseness, reliable, features, residual, sessions }
+        Contribution { patient, therapist: Some(therapist), domain, pre, post, finished, caseness, reliable, features, residual, sessions, dropout: None }
     }
 }
 
@@ -140,6 +140,7 @@ fn clinic() -> Vec<Contribution> {
             features,
             residual: Some((i % 9) as f64 - 4.0 + (i % 4) as f64),
             sessions: vec![(1, pre), (2, (pre + post) / 2.0), (3, post)],
+            dropout: None,
         });
     }
     out
@@ -387,6 +388,7 @@ fn expected_curves_show_at_the_demos_scale() {
                 features: vec![0.0; FEATURES.len()],
                 residual: None,
                 sessions: (1..=12).map(|s| (s, score(i, s, pre))).collect(),
+                dropout: None,
             }
         })
         .collect();

@@ -15,7 +15,7 @@ prop_compose! {
     ) -> Contribution {
         Contribution {
             patient, therapist: None, domain, pre, post: pre, finished: true, caseness: None,
-            reliable: None, features, residual: None, sessions,
+            reliable: None, features, residual: None, sessions, dropout: None,
         }
     }
 }
@@ -89,6 +89,7 @@ fn cohort(n: u64, pre: f64, slope: f64, last: u32) -> Vec<Contribution> {
                         (t, y.round().clamp(0.0, 27.0))
                     })
                     .collect(),
+                dropout: None,
             }
         })
         .collect()
@@ -287,7 +288,7 @@ fn score_bins_follow_the_instrument() {
 /// Gaussian noise of SD `sd` (encoded units) on every entry, from a seeded stream: the
 /// post-processing under test sees only values and σ, so the draws need not be OpenDP's, and
 /// seeded draws make the test's outcome fixed.
-fn seeded_noise(values: &[i64], sd: f64, seed: u64) -> Vec<i64> {
+pub(crate) fn seeded_noise(values: &[i64], sd: f64, seed: u64) -> Vec<i64> {
     use rand_core::{RngCore, SeedableRng};
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
     let mut u = || ((rng.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
