@@ -374,3 +374,35 @@ pub fn check_private(dir: &Path) -> Result<()> {
         0o700,
     )
 }
+
+/// For tests: a node in `root/node` (named "Test", default config) holding one synthetic
+/// clinic of about `patients` patients from `seed`, imported from `root/data`.
+#[cfg(test)]
+pub(crate) fn synthetic_node(root: &Path, seed: u64, patients: u32) -> Node {
+    let data = root.join("data");
+    let summary = crate::synth::generate_to_dir(
+        &crate::synth::Params {
+            clinics: 1,
+            seed,
+            patients_per_clinic: Some(patients),
+            ..Default::default()
+        },
+        &data,
+    )
+    .unwrap();
+    let dir = root.join("node");
+    let clinic = crate::store::Clinic {
+        name: "Test".into(),
+        country: None,
+        service_type: None,
+    };
+    Node::init(&dir, &clinic, Default::default(), &default_key_dir(&dir)).unwrap();
+    let node = Node::open(&dir).unwrap();
+    let files: Vec<_> = summary.clinics[0]
+        .csv_files
+        .iter()
+        .map(|f| data.join(f))
+        .collect();
+    node.import_files(&files, Default::default()).unwrap();
+    node
+}

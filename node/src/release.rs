@@ -299,8 +299,6 @@ pub fn check_rho_arg(rho: f64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::Node;
-    use crate::store::Clinic;
 
     /// Each contribution's dropout is its episode's recorded end: `dropout` true, `completed`
     /// and `referred_on` false, open episodes unknown; about 30 % of the synthetic clinic's
@@ -309,37 +307,7 @@ mod tests {
     #[test]
     fn contributions_carry_the_recorded_dropout() {
         let tmp = tempfile::tempdir().unwrap();
-        let data = tmp.path().join("data");
-        let summary = crate::synth::generate_to_dir(
-            &crate::synth::Params {
-                clinics: 1,
-                seed: 4,
-                patients_per_clinic: Some(300),
-                ..Default::default()
-            },
-            &data,
-        )
-        .unwrap();
-        let dir = tmp.path().join("node");
-        let clinic = Clinic {
-            name: "Test".into(),
-            country: None,
-            service_type: None,
-        };
-        Node::init(
-            &dir,
-            &clinic,
-            Default::default(),
-            &crate::node::default_key_dir(&dir),
-        )
-        .unwrap();
-        let node = Node::open(&dir).unwrap();
-        let files: Vec<_> = summary.clinics[0]
-            .csv_files
-            .iter()
-            .map(|f| data.join(f))
-            .collect();
-        node.import_files(&files, Default::default()).unwrap();
+        let node = crate::node::synthetic_node(tmp.path(), 4, 300);
         let mut store = node.store();
         let registry = store.registry().unwrap();
         let settings = stats::settings(&node.config().stats, registry.instruments()).unwrap();

@@ -37,6 +37,29 @@ fn start_all(nodes: &[NodeDir], env: &[(&str, &str)]) -> Vec<Daemon> {
     ds
 }
 
+/// Every node started without noise (test switch), each message it seals tapped into
+/// `wire.hex` in its directory (for the P1 guard): the tap files and the daemons.
+fn start_tapped(nodes: &[NodeDir]) -> (Vec<String>, Vec<Daemon>) {
+    let taps: Vec<String> = nodes
+        .iter()
+        .map(|n| n.dir.join("wire.hex").to_str().unwrap().to_owned())
+        .collect();
+    let ds = nodes
+        .iter()
+        .zip(&taps)
+        .map(|(n, tap)| {
+            Daemon::start_with_env(
+                n,
+                &[
+                    ("MBC_NODE_TEST_NO_NOISE", "1"),
+                    ("MBC_NODE_TEST_WIRE_TAP", tap),
+                ],
+            )
+        })
+        .collect();
+    (taps, ds)
+}
+
 /// `mbc-node round start --kind benchmark --rho 0.25 --deadline 20 --wait --json EXTRA…` on
 /// the coordinator (EXTRA may set its own `--kind` and `--deadline`).
 fn start_round(root: &Path, coord: &NodeDir, extra: &[&str]) -> integration_tests::Run {
@@ -124,23 +147,7 @@ fn benchmark_rounds_exact_noisy_killed_and_aborted() {
     let coord = &nodes[0];
 
     // 1. No noise: exact. Every message each node seals is tapped for the P1 guard below.
-    let taps: Vec<String> = nodes
-        .iter()
-        .map(|n| n.dir.join("wire.hex").to_str().unwrap().to_owned())
-        .collect();
-    let ds: Vec<Daemon> = nodes
-        .iter()
-        .zip(&taps)
-        .map(|(n, tap)| {
-            Daemon::start_with_env(
-                n,
-                &[
-                    ("MBC_NODE_TEST_NO_NOISE", "1"),
-                    ("MBC_NODE_TEST_WIRE_TAP", tap),
-                ],
-            )
-        })
-        .collect();
+    let (taps, ds) = start_tapped(nodes.as_slice());
     wait_converged(&ds.iter().collect::<Vec<_>>(), 5, 4);
     let status = start_round(root, coord, &[]).ok().json();
     assert_eq!(status["step"], "done", "{status:#}");
@@ -833,23 +840,7 @@ fn trajectories_round_releases_the_pooled_curves() {
     let root = root.path();
     let nodes = network_with_small_clinic(root);
     let coord = &nodes[0];
-    let taps: Vec<String> = nodes
-        .iter()
-        .map(|n| n.dir.join("wire.hex").to_str().unwrap().to_owned())
-        .collect();
-    let ds: Vec<Daemon> = nodes
-        .iter()
-        .zip(&taps)
-        .map(|(n, tap)| {
-            Daemon::start_with_env(
-                n,
-                &[
-                    ("MBC_NODE_TEST_NO_NOISE", "1"),
-                    ("MBC_NODE_TEST_WIRE_TAP", tap),
-                ],
-            )
-        })
-        .collect();
+    let (taps, ds) = start_tapped(nodes.as_slice());
     wait_converged(&ds.iter().collect::<Vec<_>>(), 6, 5);
     let benchmark = start_round(root, coord, &[]).ok().json();
     assert_eq!(benchmark["step"], "done", "{benchmark:#}");

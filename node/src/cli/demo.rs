@@ -144,6 +144,17 @@ fn init_node(node: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A demo node called `name` in `node` holding the synthetic `clinic` written under `data`;
+/// says what it imported.
+fn clinic_node(node: &Path, name: &str, data: &Path, clinic: &synth::ClinicSummary) -> Result<()> {
+    init_node(node, name)?;
+    let files: Vec<PathBuf> = clinic.csv_files.iter().map(|f| data.join(f)).collect();
+    let outcomes = Node::open(node)?.import_files(&files, import::Options::default())?;
+    let rows: u64 = outcomes.iter().map(|o| o.rows).sum();
+    println!("   {name:<40} {rows:>7} rows  {}", node.display());
+    Ok(())
+}
+
 /// Polls `check` until it gives a value or [`PATIENCE`] runs out.
 fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> Result<T> {
     let started = Instant::now();
@@ -190,11 +201,7 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
         } else {
             clinic.name.clone()
         };
-        init_node(&node, &name)?;
-        let files: Vec<PathBuf> = clinic.csv_files.iter().map(|f| data.join(f)).collect();
-        let outcomes = Node::open(&node)?.import_files(&files, import::Options::default())?;
-        let rows: u64 = outcomes.iter().map(|o| o.rows).sum();
-        println!("   {name:<40} {rows:>7} rows  {}", node.display());
+        clinic_node(&node, &name, &data, clinic)?;
         nodes.push((node, name));
     }
     if a.new_clinic_patients > 0 {
@@ -211,11 +218,7 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
         let clinic = &small.clinics[0];
         let node = dir.join("nodes").join(NEW_CLINIC);
         let name = "New Clinic (small)".to_string();
-        init_node(&node, &name)?;
-        let files: Vec<PathBuf> = clinic.csv_files.iter().map(|f| data.join(f)).collect();
-        let outcomes = Node::open(&node)?.import_files(&files, import::Options::default())?;
-        let rows: u64 = outcomes.iter().map(|o| o.rows).sum();
-        println!("   {name:<40} {rows:>7} rows  {}", node.display());
+        clinic_node(&node, &name, &data, clinic)?;
         nodes.push((node, name));
     }
     println!("3. Network {NETWORK:?}: the coordinator admits every clinic's signed join request");

@@ -14,7 +14,6 @@ use protocol::keys::Signer;
 
 use super::*;
 use crate::node::Node;
-use crate::store::Clinic;
 
 const NET: &str = "net";
 
@@ -29,37 +28,8 @@ struct TestNode {
 
 fn node() -> TestNode {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let summary = crate::synth::generate_to_dir(
-        &crate::synth::Params {
-            clinics: 1,
-            seed: 3,
-            patients_per_clinic: Some(120),
-            ..Default::default()
-        },
-        &data,
-    )
-    .unwrap();
     let dir = tmp.path().join("node");
-    let clinic = Clinic {
-        name: "Test".into(),
-        country: None,
-        service_type: None,
-    };
-    Node::init(
-        &dir,
-        &clinic,
-        Default::default(),
-        &crate::node::default_key_dir(&dir),
-    )
-    .unwrap();
-    let opened = Node::open(&dir).unwrap();
-    let files: Vec<_> = summary.clinics[0]
-        .csv_files
-        .iter()
-        .map(|f| data.join(f))
-        .collect();
-    opened.import_files(&files, Default::default()).unwrap();
+    let opened = crate::node::synthetic_node(tmp.path(), 3, 120);
     let signer = opened.signer().clone();
     let mut store = opened.store();
     membership::create(store.conn_mut(), &signer, NET, "Test", vec![], (0, "t")).unwrap();

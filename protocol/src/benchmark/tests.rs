@@ -32,6 +32,39 @@ pub(crate) fn distance(a: &[i64], b: &[i64]) -> f64 {
         .sqrt()
 }
 
+/// Whether `without` (a layout's vector with one patient removed) lies within the layout's
+/// sensitivity of `full`: overall, per block and per entry (a patient contributing at most `k`
+/// episodes); the first violation otherwise.
+pub(crate) fn within_sensitivity(
+    layout: &dp::Layout,
+    k: u32,
+    full: &[i64],
+    without: &[i64],
+) -> Result<(), String> {
+    let d = distance(full, without);
+    if d > layout.sensitivity().patient {
+        return Err(format!(
+            "moved {d}, sensitivity {}",
+            layout.sensitivity().patient
+        ));
+    }
+    for bl in layout.blocks() {
+        let r = bl.offset()..bl.offset() + bl.len();
+        let d = distance(&full[r.clone()], &without[r]);
+        if d > bl.patient_bound() {
+            return Err(format!("{}: {d}", bl.name()));
+        }
+        let bounds = bl.patient_entry_bounds(k).map_err(|e| e.to_string())?;
+        for i in 0..bl.len() {
+            let moved = (full[bl.offset() + i] - without[bl.offset() + i]).unsigned_abs();
+            if moved > bounds[i % bl.width()] {
+                return Err(format!("{}[{i}]: {moved}", bl.name()));
+            }
+        }
+    }
+    Ok(())
+}
+
 prop_compose! {
     fn contribution()(
         patient in 0u64..8,

@@ -2,7 +2,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::analysis::FEATURES;
-use crate::benchmark::tests::{distance, phq9_spec, two_domains};
+use crate::benchmark::tests::{phq9_spec, two_domains, within_sensitivity};
 use crate::dp::Mechanism;
 
 prop_compose! {
@@ -33,22 +33,12 @@ proptest! {
     ) {
         let b = TrajectoriesLayout::new(two_domains(), k).unwrap();
         let full = b.encode(&contributions).unwrap();
-        let delta = b.layout().sensitivity().patient;
         for p in 0..8 {
             let rest: Vec<Contribution> =
                 contributions.iter().filter(|c| c.patient != p).cloned().collect();
             let without = b.encode(&rest).unwrap();
-            prop_assert!(distance(&full, &without) <= delta);
-            for bl in b.layout().blocks() {
-                let r = bl.offset()..bl.offset() + bl.len();
-                let d = distance(&full[r.clone()], &without[r]);
-                prop_assert!(d <= bl.patient_bound(), "patient {p}, {}: {d}", bl.name());
-                let bounds = bl.patient_entry_bounds(k).unwrap();
-                for i in 0..bl.len() {
-                    let moved = (full[bl.offset() + i] - without[bl.offset() + i]).unsigned_abs();
-                    prop_assert!(moved <= bounds[i % bl.width()], "{}[{i}]", bl.name());
-                }
-            }
+            let within = within_sensitivity(b.layout(), k, &full, &without);
+            prop_assert!(within.is_ok(), "patient {p}: {within:?}");
         }
     }
 }
