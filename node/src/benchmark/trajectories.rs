@@ -100,6 +100,18 @@ fn band_chart(x: &DomainTrajectories, c: &BandCurve) -> String {
         W - PAD - 12.0,
         H - PAD - 14.0
     );
+    // Session ticks with light grid lines, so a point can be read off the axis.
+    let ticks = [1.0, 4.0, 8.0, 12.0, 16.0];
+    for t in ticks.into_iter().filter(|t| *t <= sessions) {
+        let _ = write!(
+            body,
+            "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"14\" y2=\"{:.1}\" stroke=\"#ddd\"/>\
+             <text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\">{t}</text>",
+            H - PAD,
+            H - PAD + 13.0,
+            x = sx(t),
+        );
+    }
     if shown.len() < 2 {
         let _ = write!(
             body,
@@ -138,15 +150,8 @@ fn band_chart(x: &DomainTrajectories, c: &BandCurve) -> String {
             median.join(" ")
         );
     }
-    for (t, anchor) in [(1.0, "start"), (sessions, "end")] {
-        let _ = write!(
-            body,
-            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"{anchor}\">{t}</text>",
-            sx(t),
-            H - PAD + 13.0
-        );
-    }
-    for v in [x.lo, x.hi] {
+    let middle = ((x.lo + x.hi) / 2.0).round();
+    for v in [x.lo, middle, x.hi] {
         let _ = write!(
             body,
             "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"end\">{v}</text>",
