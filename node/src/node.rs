@@ -260,6 +260,19 @@ impl Node {
         )
     }
 
+    /// The clinical-support page of the patient `who`, with `[import]`'s episode gap and
+    /// `[support]`'s network reference.
+    pub fn support(&self, who: &crate::support::Who) -> Result<crate::support::PatientSupport> {
+        crate::support::patient(
+            &self.store(),
+            self.pseudonymiser(),
+            who,
+            self.config.import.episode_gap_weeks,
+            &Default::default(),
+            &self.config.support.network_reference,
+        )
+    }
+
     /// The engine settings of `[stats]` with `overrides`.
     pub fn engine_settings(
         &self,

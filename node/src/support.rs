@@ -494,7 +494,7 @@ impl<'c> Assessor<'c> {
         k: usize,
         local: Result<Expectation, trajectory::Error>,
         intake: f64,
-    ) -> Result<(Result<Expectation, trajectory::Error>, Reference)> {
+    ) -> (Result<Expectation, trajectory::Error>, Reference) {
         let pool = self.pool_size(k);
         let local_reference = |why: String| Reference {
             source: LOCAL,
@@ -506,9 +506,9 @@ impl<'c> Assessor<'c> {
                 Ok(_) => format!("{pool} past patients of this clinic"),
                 Err(_) => "no network trajectories release to fall back on".to_string(),
             };
-            return Ok((local, local_reference(why)));
+            return (local, local_reference(why));
         };
-        let model = || -> Result<Option<Vec<Band>>> { Ok(net.model_bands(k, intake)) };
+        let model = || net.model_bands(k, intake);
         let curves = || net.curve_bands(k, intake);
         let network = |source: &'static str, bands: Vec<Band>, why: String| {
             (
@@ -525,20 +525,20 @@ impl<'c> Assessor<'c> {
             let why = format!("it validated best on this clinic's own hold-out (card of {at})");
             match method.as_str() {
                 NETWORK_MODEL => {
-                    if let Some(b) = model()? {
-                        return Ok(network(NETWORK_MODEL, b, why));
+                    if let Some(b) = model() {
+                        return network(NETWORK_MODEL, b, why);
                     }
                 }
                 NETWORK_CURVES => {
                     if let Some(b) = curves() {
-                        return Ok(network(NETWORK_CURVES, b, why));
+                        return network(NETWORK_CURVES, b, why);
                     }
                 }
                 _ if local.is_ok() => {
-                    return Ok((
+                    return (
                         local,
                         local_reference(format!("{pool} past patients of this clinic; {why}")),
-                    ));
+                    );
                 }
                 _ => {}
             }
@@ -547,32 +547,32 @@ impl<'c> Assessor<'c> {
         // personal match: the network's personal expectation is taken first.
         let least = 2 * self.settings.k_min;
         if local.is_ok() && pool >= least {
-            return Ok((
+            return (
                 local,
                 local_reference(format!("{pool} past patients of this clinic")),
-            ));
+            );
         }
         let small = format!(
             "this clinic's own pool is too small for a personal match ({pool} past patients \
              with two scores, fewer than {least})"
         );
-        if let Some(b) = model()? {
-            return Ok(network(NETWORK_MODEL, b, small));
+        if let Some(b) = model() {
+            return network(NETWORK_MODEL, b, small);
         }
         if let Some(b) = curves() {
-            return Ok(network(NETWORK_CURVES, b, small));
+            return network(NETWORK_CURVES, b, small);
         }
         let fallback = if local.is_ok() {
             "; its whole pool is the reference"
         } else {
             ""
         };
-        Ok((
+        (
             local,
             local_reference(format!(
                 "{small}, and the network release has no expectation for this patient{fallback}"
             )),
-        ))
+        )
     }
 
     /// Instrument `k`'s pool, read from the episodes when first asked for.
@@ -858,7 +858,7 @@ impl<'c> Assessor<'c> {
         // From intake; and once sessions 2–3 are scored, from them too (the dynamic
         // variant), which judges only the sessions after them (it matched on them).
         let local = self.expect_from_intake(k, &features)?;
-        let (expectation, reference) = self.reference(k, local, observed[0].score)?;
+        let (expectation, reference) = self.reference(k, local, observed[0].score);
         let last_early = early.iter().map(|(t, _)| *t).max();
         let dynamic = match last_early {
             Some(_) if expectation.is_ok() && reference.release_id.is_none() => {

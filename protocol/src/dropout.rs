@@ -83,6 +83,11 @@ fn logistic(eta: f64) -> f64 {
     1.0 / (1.0 + (-eta).exp())
 }
 
+/// The risk under `model` of standardised features `x`.
+fn predict(model: &[f64], x: &[f64]) -> f64 {
+    logistic(x.iter().zip(model).map(|(x, b)| x * b).sum())
+}
+
 /// Raw intake features ([`FEATURES`] order) of a domain scored in [lo, hi], standardised to
 /// [−1, 1] (the intercept stays 1) and clipped there.
 pub fn standardised(lo: f64, hi: f64, features: &[f64]) -> Vec<f64> {
@@ -168,7 +173,7 @@ impl DropoutLayout {
                 )));
             }
             let x = standardised(self.domain.lo, self.domain.hi, &c.features);
-            let p = logistic(x.iter().zip(&self.model).map(|(x, b)| x * b).sum());
+            let p = predict(&self.model, &x);
             let y = f64::from(u8::from(dropout));
             let r = y - p;
             // Every block or none: the episode cap is per block, the counts block first.
@@ -196,7 +201,7 @@ impl DropoutLayout {
             )
         };
         let (counts, _) = block(EPISODES);
-        let (gradient, _) = block(GRADIENT);
+        let (gradient, gradient_sd) = block(GRADIENT);
         let (hessian, hessian_sd) = block(HESSIAN);
         let p = FEATURES.len();
         let tri = p * (p + 1) / 2;
@@ -205,15 +210,7 @@ impl DropoutLayout {
         // The Newton step of the ridge-penalised log-likelihood ℓ(β) − λ‖β‖²/2:
         // (H + λI)⁻¹ (g − λβ).
         let solve = |h: &[f64], g: &[f64]| -> Option<Vec<f64>> {
-            let mut a = nalgebra::DMatrix::<f64>::zeros(p, p);
-            let mut k = 0;
-            for i in 0..p {
-                for j in i..p {
-                    a[(i, j)] = h[k];
-                    a[(j, i)] = h[k];
-                    k += 1;
-                }
-            }
+            let a = nalgebra::DMatrix::from_row_slice(p, p, &crate::risk::symmetric(p, &h[..tri]));
             let mut b = nalgebra::DVector::from_column_slice(g);
             for i in 0..p {
                 b[i] -= ridge * self.model[i];
@@ -239,7 +236,6 @@ impl DropoutLayout {
         // The noise of the new coefficients: both sums redrawn with their noise, or with
         // the fixed-point rounding of the clinics' sums (uniform within ± half a unit of the
         // scale per episode and entry) when that is larger: an exact sum is exact only to it.
-        let (_, gradient_sd) = block(GRADIENT);
         let rounding =
             |i: usize| (episodes.max(1.0) / 12.0).sqrt() / self.layout.blocks()[i].scale();
         let sd = hessian_sd
@@ -307,8 +303,7 @@ pub fn risk(model: &[f64], lo: f64, hi: f64, features: &[f64]) -> Option<f64> {
     if model.len() != FEATURES.len() || features.len() != FEATURES.len() {
         return None;
     }
-    let x = standardised(lo, hi, features);
-    Some(logistic(x.iter().zip(model).map(|(x, b)| x * b).sum()))
+    Some(predict(model, &standardised(lo, hi, features)))
 }
 
 #[cfg(test)]

@@ -164,6 +164,21 @@ impl SuffStats {
     }
 }
 
+/// The full symmetric p × p matrix, row-major, of a packed upper triangle (row-major,
+/// p(p + 1)/2 entries, as sum-of-products blocks hold XᵀX).
+pub(crate) fn symmetric(p: usize, upper: &[f64]) -> Vec<f64> {
+    let mut s = vec![0.0; p * p];
+    let mut k = 0;
+    for i in 0..p {
+        for j in i..p {
+            s[i * p + j] = upper[k];
+            s[j * p + i] = upper[k];
+            k += 1;
+        }
+    }
+    s
+}
+
 /// A fitted risk model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RiskModel {

@@ -266,13 +266,12 @@ impl TrajectoriesLayout {
                     .collect(),
             })
             .collect();
-        let points = curves.iter().flat_map(|c| &c.points);
-        let hidden = points.clone().filter(|p| p.percentiles.is_none()).count();
-        if hidden > 0 {
+        let (shown, total) = released_points(&curves);
+        if shown < total {
             suppressed.push(format!(
-                "{hidden} of {} curve points (fewer than {MIN_COUNT} patients beyond two noise \
+                "{} of {total} curve points (fewer than {MIN_COUNT} patients beyond two noise \
                  SDs of the count, or noise moves the median by more than {} points)",
-                points.count(),
+                total - shown,
                 SUPPRESS_CURVE_SD * (spec.hi - spec.lo)
             ));
         }
@@ -295,6 +294,13 @@ impl TrajectoriesLayout {
             suppressed,
         }
     }
+}
+
+/// Of `curves`' band × session points, those released, and all of them.
+fn released_points(curves: &[BandCurve]) -> (usize, usize) {
+    let points = curves.iter().flat_map(|c| &c.points);
+    let shown = points.clone().filter(|p| p.percentiles.is_some()).count();
+    (shown, points.count())
 }
 
 /// One domain's post-processed trajectories.
@@ -323,6 +329,11 @@ pub struct DomainTrajectories {
 }
 
 impl DomainTrajectories {
+    /// Band × session points released, and all of them.
+    pub fn released_points(&self) -> (usize, usize) {
+        released_points(&self.curves)
+    }
+
     /// The curve of the band of intake score `pre`.
     pub fn curve_for(&self, pre: f64) -> Option<&BandCurve> {
         let band = self.bands.iter().rposition(|b| pre >= *b).unwrap_or(0);
@@ -493,16 +504,11 @@ pub struct ModelSession {
 fn session_sums(sums: &[f64]) -> (Vec<f64>, &[f64], f64) {
     let p = MODEL_TERMS;
     let tri = p * (p + 1) / 2;
-    let mut s = vec![0.0; p * p];
-    let mut k = 0;
-    for i in 0..p {
-        for j in i..p {
-            s[i * p + j] = sums[k];
-            s[j * p + i] = sums[k];
-            k += 1;
-        }
-    }
-    (s, &sums[tri..tri + p], sums[tri + p])
+    (
+        crate::risk::symmetric(p, &sums[..tri]),
+        &sums[tri..tri + p],
+        sums[tri + p],
+    )
 }
 
 /// The model's normal equations from the per-session sums (x_t = [z, z·u_t]): the upper

@@ -813,6 +813,23 @@ fn phq9_support(root: &Path, node: &NodeDir, patient: &str) -> Option<Value> {
         .cloned()
 }
 
+/// `support validate --json` on `node`: its PHQ-9 card.
+fn phq9_card(root: &Path, node: &NodeDir) -> Value {
+    let cards = mbc(
+        root,
+        &["support", "validate", "--data-dir", node.arg(), "--json"],
+    )
+    .ok()
+    .json();
+    cards
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["instrument"] == "PHQ-9")
+        .cloned()
+        .unwrap_or_else(|| panic!("no PHQ-9 card on {}: {cards:#}", node.arg()))
+}
+
 /// The PHQ-9 support of the first of `patients` that has two PHQ-9 scores.
 fn first_phq9_support(root: &Path, node: &NodeDir, patients: &str) -> (String, Value) {
     (1..=40)
@@ -1027,18 +1044,7 @@ fn trajectories_round_releases_the_pooled_curves() {
     );
 
     // A large clinic takes what its validation card preferred.
-    let cards = mbc(
-        root,
-        &["support", "validate", "--data-dir", coord.arg(), "--json"],
-    )
-    .ok()
-    .json();
-    let card = cards
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["instrument"] == "PHQ-9")
-        .unwrap();
+    let card = phq9_card(root, coord);
     let methods: Vec<&str> = card["methods"]
         .as_array()
         .unwrap()
@@ -1067,18 +1073,7 @@ fn trajectories_round_releases_the_pooled_curves() {
         r#"network_reference = "feedbeef""#,
         r#"network_reference = "latest""#,
     );
-    let cards = mbc(
-        root,
-        &["support", "validate", "--data-dir", small.arg(), "--json"],
-    )
-    .ok()
-    .json();
-    let card = cards
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["instrument"] == "PHQ-9")
-        .expect("a leave-one-out card for PHQ-9");
+    let card = phq9_card(root, small);
     assert_eq!(card["cut_date"], "leave-one-out");
     let assessed = |method: &str| {
         card["methods"]

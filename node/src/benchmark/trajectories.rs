@@ -21,12 +21,7 @@ pub fn describe(s: &Trajectories) -> String {
     let d = &s.document;
     let mut out = super::provenance("Trajectories", s);
     for x in &d.summary {
-        let shown: usize = x
-            .curves
-            .iter()
-            .map(|c| c.points.iter().filter(|p| p.percentiles.is_some()).count())
-            .sum();
-        let total: usize = x.curves.iter().map(|c| c.points.len()).sum();
+        let (shown, total) = x.released_points();
         let _ = writeln!(
             out,
             "  {}: {shown} of {total} band × session points released (each on at least {} patients, beyond noise)",

@@ -340,8 +340,7 @@ fn run_round(a: &DemoArgs, dir: &Path, nodes: &[(PathBuf, String)]) -> Result<()
             status.elapsed_ms.unwrap_or(0) as f64 / 1000.0
         );
         for x in &kept.document.summary {
-            let points: Vec<_> = x.curves.iter().flat_map(|c| &c.points).collect();
-            let shown = points.iter().filter(|p| p.percentiles.is_some()).count();
+            let (shown, total) = x.released_points();
             let model = x.model.as_ref().map_or_else(
                 || "no model (noise dominates)".to_string(),
                 |m| {
@@ -352,9 +351,8 @@ fn run_round(a: &DemoArgs, dir: &Path, nodes: &[(PathBuf, String)]) -> Result<()
                 },
             );
             println!(
-                "   {:<12} {shown:>3} of {} band × session points released; {model}",
-                x.domain,
-                points.len()
+                "   {:<12} {shown:>3} of {total} band × session points released; {model}",
+                x.domain
             );
         }
         let html = dir.join("trajectories.html");
@@ -382,18 +380,10 @@ fn run_round(a: &DemoArgs, dir: &Path, nodes: &[(PathBuf, String)]) -> Result<()
 /// reference it took, and the page as HTML in `out`.
 fn new_clinic_support((node, name): &(PathBuf, String), out: &Path) -> Result<()> {
     let node = Node::open(node)?;
-    let store = node.store();
     let found = (1..=200).find_map(|i| {
-        let who = support::Who::Patient(format!("C01-P{i:05}"));
-        let page = support::patient(
-            &store,
-            node.pseudonymiser(),
-            &who,
-            node.config().import.episode_gap_weeks,
-            &Default::default(),
-            &node.config().support.network_reference,
-        )
-        .ok()?;
+        let page = node
+            .support(&support::Who::Patient(format!("C01-P{i:05}")))
+            .ok()?;
         let k = page
             .instruments
             .iter()

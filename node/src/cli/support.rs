@@ -67,15 +67,8 @@ pub(super) fn support(a: SupportArgs) -> Result<()> {
         (None, Some(e)) => Who::Episode(e),
         (None, None) => bail!("give a PATIENT_ID or --episode"),
     };
+    let mut page = node.support(&who)?;
     let store = node.store();
-    let mut page = support::patient(
-        &store,
-        node.pseudonymiser(),
-        &who,
-        node.config().import.episode_gap_weeks,
-        &Default::default(),
-        &node.config().support.network_reference,
-    )?;
     let switches = support::validate::switches(&store)?;
     page.validated = page.instruments.iter().all(|i| {
         switches

@@ -269,12 +269,13 @@ pub fn validate(
         {
             // Too small for a time split, but the network's reference can be judged on every
             // ended episode (and the clinic's own neighbours, each against the others).
-            Split::LeaveOneOut
+            Split::LeaveOneOut(all.eligible(k).into_iter().map(|(id, _)| id).collect())
         } else {
             continue;
         };
+        let network = network.as_ref().filter(|n| n.domain(k).is_some());
         cards.push(card(
-            store, gap_weeks, settings, thresholds, k, inst, &split,
+            store, gap_weeks, settings, thresholds, network, k, inst, &split,
         )?);
     }
     if cards.is_empty() {
@@ -312,8 +313,8 @@ enum Split {
     /// The pool ended before this day, the test on or after it.
     Before(String),
     /// A clinic too small for a time split (fewer than 2·k_min ended episodes): every ended
-    /// episode is a test patient, its pool every other one.
-    LeaveOneOut,
+    /// episode (these) is a test patient, its pool every other one.
+    LeaveOneOut(Vec<i64>),
 }
 
 /// What a test patient is assessed against: the pool's assessor and the two baselines fitted
@@ -354,6 +355,7 @@ fn card(
     gap_weeks: u32,
     settings: &Settings,
     thresholds: &SupportConfig,
+    network: Option<&Network>,
     k: usize,
     inst: &Instrument,
     split: &Split,
@@ -371,24 +373,14 @@ fn card(
                 .collect();
             (Some(a), test, cut.clone())
         }
-        Split::LeaveOneOut => {
-            let all = against(PoolRule::EndedBefore("9999-12-31".to_string()))?;
-            let test = all
-                .assessor
-                .eligible(k)
-                .into_iter()
-                .map(|(id, _)| id)
-                .collect();
-            (None, test, LEAVE_ONE_OUT.to_string())
-        }
+        Split::LeaveOneOut(test) => (None, test.clone(), LEAVE_ONE_OUT.to_string()),
     };
     let (mut nn, mut pool, mut reg) = (Tally::default(), Tally::default(), Tally::default());
-    // The network references, judged on the same test patients (each clinic's data is in the
-    // network's sums, these patients' too: one clinic among several, under DP noise).
-    let network =
-        Network::load(store, &thresholds.network_reference)?.filter(|n| n.domain(k).is_some());
+    // The network references (`network`, when it has this instrument's domain), judged on the
+    // same test patients (each clinic's data is in the network's sums, these patients' too:
+    // one clinic among several, under DP noise).
     let (mut model, mut curves) = (Tally::default(), Tally::default());
-    let mut pool_size = Vec::new();
+    let mut largest_pool = 0;
     for id in &test {
         let own;
         let Against {
@@ -402,7 +394,7 @@ fn card(
                 &own
             }
         };
-        pool_size.push(assessor.pool_size(k));
+        largest_pool = largest_pool.max(assessor.pool_size(k));
         let Some(s) = assessor.assess_on(*id, k)? else {
             continue;
         };
@@ -426,7 +418,7 @@ fn card(
             |t| etr.as_ref().and_then(|e| e.band(intake, t)),
             None,
         );
-        if let Some(net) = &network {
+        if let Some(net) = network {
             for (tally, bands) in [
                 (&mut model, net.model_bands(k, intake)),
                 (&mut curves, net.curve_bands(k, intake)),
@@ -481,10 +473,9 @@ fn card(
     Ok(Card {
         instrument: inst.id.clone(),
         cut_date: cut,
-        pool: shared.as_ref().map_or_else(
-            || pool_size.iter().copied().max().unwrap_or(0),
-            |a| a.assessor.pool_size(k),
-        ),
+        pool: shared
+            .as_ref()
+            .map_or(largest_pool, |a| a.assessor.pool_size(k)),
         test: test.len(),
         non_improved: nn.early.iter().filter(|(_, p)| *p).count(),
         methods,
