@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::future::join_all;
+use protocol::analysis::FEATURES;
+use protocol::dropout::document::{DropoutModel, Iteration};
+use protocol::dropout::{self, DropoutLayout};
 use protocol::keys::NodeKey;
 use protocol::messages::{Gossip, Request, Response, RoundRequest, RoundResponse};
 use protocol::round::{
@@ -32,11 +35,17 @@ mod document;
 mod record;
 mod status;
 
-use document::release_document;
-pub use status::{ParticipantStatus, Reached, RoundStatus, RoundStep, StartRequest};
+use document::{dropout_document, release_document, sum_sigma};
+pub use status::{
+    IterationStatus, ParticipantStatus, Reached, RoundStatus, RoundStep, StartRequest,
+    TrainingStatus,
+};
 
 /// Default per-step deadline.
 pub const DEFAULT_DEADLINE_S: f64 = 60.0;
+
+/// Default most iterations of a dropout-model training.
+pub const DEFAULT_ITERATIONS: u32 = 5;
 
 /// The coordinator's rounds.
 pub struct Aggregation {
@@ -44,6 +53,21 @@ pub struct Aggregation {
     client: Client,
     participation: Arc<Participation>,
     rounds: Mutex<BTreeMap<String, RoundStatus>>,
+    /// Trainings by id: the one record of each, attached to its rounds' status when read.
+    trainings: Mutex<BTreeMap<String, TrainingStatus>>,
+}
+
+/// How the rounds of a start request are made, iteration after iteration.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    threshold: Option<u32>,
+    deadline_ms: u64,
+}
+
+/// The decoded sum of a secure round and the SecAgg indices of the clinics in it.
+struct Summed {
+    sum: Vec<u64>,
+    survivors: Vec<u32>,
 }
 
 fn cbor_len<T: Serialize>(value: &T) -> u64 {
@@ -60,23 +84,40 @@ impl Aggregation {
             client,
             participation,
             rounds: Mutex::new(BTreeMap::new()),
+            trainings: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// The status of round `id` (a prefix will do), or of the latest round.
-    pub fn status(&self, id: Option<&str>) -> Option<RoundStatus> {
-        let rounds = self.rounds.lock().expect("rounds lock");
-        match id {
-            Some(id) => rounds
-                .values()
-                .filter(|r| r.round_id.starts_with(id))
-                .max_by(|a, b| a.started_at.cmp(&b.started_at))
-                .cloned(),
-            None => rounds
-                .values()
-                .max_by(|a, b| a.started_at.cmp(&b.started_at))
-                .cloned(),
+    /// `r` with its training's current status.
+    fn attach(&self, mut r: RoundStatus) -> RoundStatus {
+        if let Some(t) = &r.training {
+            let trainings = self.trainings.lock().expect("trainings lock");
+            r.training = trainings.get(&t.training_id).cloned().or(r.training);
         }
+        r
+    }
+
+    /// The status of round `id` (a prefix will do; a training's id gives its latest
+    /// iteration), or of the latest round.
+    pub fn status(&self, id: Option<&str>) -> Option<RoundStatus> {
+        // A training's id: the round of its current iteration.
+        let current = id.and_then(|id| {
+            let trainings = self.trainings.lock().expect("trainings lock");
+            trainings
+                .values()
+                .find(|t| t.training_id.starts_with(id))
+                .map(|t| t.round_id.clone())
+        });
+        let id = current.as_deref().or(id);
+        let found = {
+            let rounds = self.rounds.lock().expect("rounds lock");
+            rounds
+                .values()
+                .filter(|r| id.is_none_or(|id| r.round_id.starts_with(id)))
+                .max_by(|a, b| a.started_at.cmp(&b.started_at))
+                .cloned()
+        };
+        found.map(|r| self.attach(r))
     }
 
     /// Every round this daemon ran, oldest first.
@@ -89,40 +130,38 @@ impl Aggregation {
             .cloned()
             .collect();
         all.sort_by(|a, b| a.started_at.cmp(&b.started_at));
-        all
+        all.into_iter().map(|r| self.attach(r)).collect()
     }
 
-    /// Signs and starts a round; returns its first status while it runs in the background.
+    /// Signs and starts a round (or the first round of a training); returns its first status
+    /// while it runs in the background.
     pub fn start(self: &Arc<Self>, request: &StartRequest) -> Result<RoundStatus> {
-        if self
-            .rounds
-            .lock()
-            .expect("rounds lock")
-            .values()
-            .any(|r| !r.finished())
-        {
+        let running = self.list().iter().any(|r| !r.finished())
+            || self
+                .trainings
+                .lock()
+                .expect("trainings lock")
+                .values()
+                .any(|t| !t.finished);
+        if running {
             bail!("a round is already running (see `mbc-node round status`)");
         }
         let config = self.node.config();
-        let store = self.node.store();
-        let m = membership::load(store.conn())?.context("this node is not in a network")?;
-        if !m.is_coordinator {
-            bail!("only the network's coordinator runs rounds");
-        }
-        let members = &m.roster.roster.members;
-        let n = members.len();
-        // The coordinator is on its own roster, so it contributes too (which raises the floor).
-        let threshold = request
-            .threshold
-            .unwrap_or_else(|| default_threshold(n, true));
         let deadline = request.deadline_s.unwrap_or(DEFAULT_DEADLINE_S);
         if !(deadline.is_finite() && deadline > 0.0) {
             bail!("--deadline must be a positive number of seconds");
         }
-        let kind = match request.kind.as_str() {
-            "benchmark" | "trajectories" => {
+        let plan = Plan {
+            threshold: request.threshold,
+            deadline_ms: (deadline * 1000.0).round() as u64,
+        };
+        if request.iterations.is_some() && request.kind != "dropout-model" {
+            bail!("--iterations is for dropout-model trainings only");
+        }
+        let (kind, rho) = match request.kind.as_str() {
+            "benchmark" | "trajectories" | "dropout-model" => {
                 release::check_rho_arg(request.rho)?;
-                let layout = release::benchmark_layout(&store, config)?;
+                let layout = release::benchmark_layout(&self.node.store(), config)?;
                 let known: Vec<&str> = layout.domains().iter().map(|d| d.id.as_str()).collect();
                 if let Some(d) = request
                     .domains
@@ -141,26 +180,93 @@ impl Aggregation {
                     .cloned()
                     .collect();
                 let params = layout.params();
-                if request.kind == "benchmark" {
-                    RoundKind::benchmark(&protocol::benchmark::BenchmarkLayout::new(specs, params)?)
-                } else {
-                    RoundKind::trajectories(&protocol::trajectories::TrajectoriesLayout::new(
-                        specs,
-                        params.max_episodes,
-                    )?)
+                match request.kind.as_str() {
+                    "benchmark" => (
+                        RoundKind::benchmark(&protocol::benchmark::BenchmarkLayout::new(
+                            specs, params,
+                        )?),
+                        request.rho,
+                    ),
+                    "trajectories" => (
+                        RoundKind::trajectories(&protocol::trajectories::TrajectoriesLayout::new(
+                            specs,
+                            params.max_episodes,
+                        )?),
+                        request.rho,
+                    ),
+                    _ => first_iteration(request, specs, params.max_episodes)?,
                 }
             }
-            "bench" => RoundKind::Bench {
-                dim: request.dim.unwrap_or(10_000),
-                plain: request.plain,
-            },
-            other => bail!("unknown round kind {other:?} (benchmark, trajectories or bench)"),
+            "bench" => (
+                RoundKind::Bench {
+                    dim: request.dim.unwrap_or(10_000),
+                    plain: request.plain,
+                },
+                0.0,
+            ),
+            other => bail!(
+                "unknown round kind {other:?} (benchmark, trajectories, dropout-model or bench)"
+            ),
         };
-        let rho = if matches!(kind, RoundKind::Bench { .. }) {
-            0.0
+        if let Some(t) = kind.training() {
+            self.trainings.lock().expect("trainings lock").insert(
+                t.id.clone(),
+                TrainingStatus {
+                    training_id: t.id,
+                    iteration: 1,
+                    round_id: String::new(),
+                    iterations: t.iterations,
+                    total_rho: t.total_rho,
+                    history: Vec::new(),
+                    converged: false,
+                    finished: false,
+                    stopped: None,
+                },
+            );
+        }
+        let begun = self.begin(kind, rho, plan);
+        let (status, signed) = match begun {
+            Ok(b) => b,
+            Err(e) => {
+                // A training whose first round cannot start never ran.
+                self.trainings
+                    .lock()
+                    .expect("trainings lock")
+                    .retain(|_, t| t.finished);
+                return Err(e);
+            }
+        };
+        if let Some(t) = signed.spec.kind.training() {
+            self.update_training(&t.id, |x| x.round_id = signed.spec.id_hex());
+        }
+        let this = self.clone();
+        if signed.spec.kind.training().is_some() {
+            tokio::spawn(async move { this.train(signed, plan).await });
         } else {
-            request.rho
-        };
+            tokio::spawn(async move { this.drive(signed).await });
+        }
+        Ok(self.attach(status))
+    }
+
+    /// Signs a round of `kind` at `rho` over the roster as it is now, records it and returns
+    /// its first status (the caller drives it).
+    fn begin(
+        &self,
+        kind: RoundKind,
+        rho: f64,
+        plan: Plan,
+    ) -> Result<(RoundStatus, SignedRoundSpec)> {
+        let config = self.node.config();
+        let store = self.node.store();
+        let m = membership::load(store.conn())?.context("this node is not in a network")?;
+        if !m.is_coordinator {
+            bail!("only the network's coordinator runs rounds");
+        }
+        let members = &m.roster.roster.members;
+        let n = members.len();
+        // The coordinator is on its own roster, so it contributes too (which raises the floor).
+        let threshold = plan.threshold.unwrap_or_else(|| default_threshold(n, true));
+        let training = kind.training();
         let spec = RoundSpec {
             network_id: m.network_id.clone(),
             round_id: rand::random(),
@@ -170,7 +276,7 @@ impl Aggregation {
             participants: members.iter().map(|p| p.key).collect(),
             aggregator: self.node.signer().key(),
             issued_at_ms: crate::clock::now_ms(),
-            step_deadline_ms: (deadline * 1000.0).round() as u64,
+            step_deadline_ms: plan.deadline_ms,
         };
         spec.validate()
             .map_err(|e| anyhow::anyhow!("round parameters: {e}"))?;
@@ -208,6 +314,17 @@ impl Aggregation {
             release_id: None,
             exact: None,
             started_at: clock::now(),
+            training: training.map(|t| TrainingStatus {
+                training_id: t.id,
+                iteration: t.iteration,
+                round_id: signed.spec.id_hex(),
+                iterations: t.iterations,
+                total_rho: t.total_rho,
+                history: Vec::new(),
+                converged: false,
+                finished: false,
+                stopped: None,
+            }),
         };
         record::insert(store.conn(), &status, &signed)?;
         drop(store);
@@ -216,9 +333,7 @@ impl Aggregation {
             .expect("rounds lock")
             .insert(status.round_id.clone(), status.clone());
         info!(round = %status.round_id, kind = %status.kind, n, threshold, "round started");
-        let this = self.clone();
-        tokio::spawn(async move { this.drive(signed).await });
-        Ok(status)
+        Ok((status, signed))
     }
 
     fn update(&self, id: &str, f: impl FnOnce(&mut RoundStatus)) {
@@ -273,30 +388,251 @@ impl Aggregation {
 
     /// Runs a round to its end; never fails the daemon.
     async fn drive(self: Arc<Self>, signed: SignedRoundSpec) {
-        let id = signed.spec.id_hex();
         let started = Instant::now();
-        let outcome = match signed.spec.kind {
-            RoundKind::Bench { plain: true, .. } => self.plain(&signed).await,
-            _ => self.secure(&signed).await,
-        };
+        let outcome = self.complete(&signed).await;
+        self.finish(&signed.spec.id_hex(), started, outcome.as_ref().err());
+    }
+
+    /// Records the end of round `id`, started at `started`: done, or aborted with `error`.
+    fn finish(&self, id: &str, started: Instant, error: Option<&anyhow::Error>) {
         let elapsed = started.elapsed().as_millis() as u64;
-        match outcome {
-            Ok(()) => {
+        match error {
+            None => {
                 info!(round = %id, elapsed_ms = elapsed, "round done");
-                self.update(&id, |r| {
+                self.update(id, |r| {
                     r.step = RoundStep::Done;
                     r.elapsed_ms = Some(elapsed);
                 });
             }
-            Err(e) => {
+            Some(e) => {
                 warn!(round = %id, "round aborted, nothing released: {e:#}");
-                self.update(&id, |r| {
+                self.update(id, |r| {
                     r.step = RoundStep::Aborted;
                     r.error = Some(format!("{e:#}"));
                     r.elapsed_ms = Some(elapsed);
                 });
             }
         }
+    }
+
+    /// A round that is a release by itself (or a bench round), from announcement to release.
+    async fn complete(&self, signed: &SignedRoundSpec) -> Result<()> {
+        let spec = &signed.spec;
+        let id = spec.id_hex();
+        if let RoundKind::Bench { plain: true, .. } = spec.kind {
+            return self.plain(signed).await;
+        }
+        let summed = self.secure(signed).await?;
+        let t0 = Instant::now();
+        if let RoundKind::Bench { dim, .. } = spec.kind {
+            let keys: Vec<NodeKey> = summed
+                .survivors
+                .iter()
+                .map(|i| spec.participants[*i as usize])
+                .collect();
+            let expected = bench_sum(&signed.digest(), &keys, dim as usize);
+            self.update(&id, |r| r.exact = Some(summed.sum == expected));
+        } else {
+            let values = as_values(&summed.sum);
+            let names = self.names(&id, &summed.survivors);
+            let document = release_document(self.node.config(), signed, &values, &names)?;
+            self.publish(&id, document).await?;
+        }
+        self.update(&id, |r| {
+            r.step_ms
+                .insert("release".into(), t0.elapsed().as_millis() as u64);
+        });
+        Ok(())
+    }
+
+    /// The roster names of round `id`'s clinics at SecAgg indices `survivors`.
+    fn names(&self, id: &str, survivors: &[u32]) -> Vec<String> {
+        let rounds = self.rounds.lock().expect("rounds lock");
+        let r = &rounds[id];
+        survivors
+            .iter()
+            .filter_map(|i| r.participants.get(*i as usize))
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    /// Signs `document`, keeps it and gossips it as round `id`'s release; its id.
+    async fn publish(&self, id: &str, document: Vec<u8>) -> Result<String> {
+        let release = SignedRelease::sign(self.node.signer(), document);
+        let release_id = benchmark::accept(self.node.store().conn_mut(), &release, &clock::now())?
+            .context("the new release was already stored")?;
+        if let Err(e) = self.client.publish(Gossip::Release(release)).await {
+            warn!(round = %id, "couldn't gossip the release (peers will not have it): {e}");
+        }
+        info!(round = %id, release = %release_id, "release published");
+        self.update(id, |r| r.release_id = Some(release_id.clone()));
+        Ok(release_id)
+    }
+
+    fn update_training(&self, id: &str, f: impl FnOnce(&mut TrainingStatus)) {
+        if let Some(t) = self.trainings.lock().expect("trainings lock").get_mut(id) {
+            f(t);
+        }
+    }
+
+    /// Runs a dropout-model training from its first round: one round per iteration, each at
+    /// the coefficients the last step gave, until the step converges or the declared number
+    /// of iterations is reached; then signs and gossips the fitted model. A clinic missing
+    /// from one iteration is invited to the next. An iteration that aborts ends the training:
+    /// the model of the iterations before it is released, said to have stopped early (their ρ
+    /// was spent). Never fails the daemon.
+    async fn train(self: Arc<Self>, first: SignedRoundSpec, plan: Plan) {
+        let RoundKind::DropoutModel {
+            domain,
+            max_episodes,
+            training_id,
+            iterations,
+            total_rho,
+            ..
+        } = first.spec.kind.clone()
+        else {
+            return;
+        };
+        let rho = first.spec.rho;
+        let tid = format!("{training_id:016x}");
+        let mut signed = first;
+        let mut history: Vec<Iteration> = Vec::new();
+        // The last finished iteration: its spec, decoded sum, clinics and step.
+        let mut last: Option<(SignedRoundSpec, Vec<i64>, Vec<String>, dropout::Step)> = None;
+        let mut stopped: Option<String> = None;
+        for iteration in 1..=iterations {
+            if let Some((_, _, _, step)) = &last {
+                let next = DropoutLayout::new(domain.clone(), max_episodes, step.model.clone())
+                    .map_err(anyhow::Error::from)
+                    .and_then(|l| {
+                        let kind = RoundKind::dropout_model(
+                            &l,
+                            training_id,
+                            iteration,
+                            iterations,
+                            total_rho,
+                        );
+                        self.begin(kind, rho, plan)
+                    });
+                match next {
+                    Ok((_, s)) => signed = s,
+                    Err(e) => {
+                        stopped = Some(format!("iteration {iteration} could not start: {e:#}"));
+                        break;
+                    }
+                }
+            }
+            let id = signed.spec.id_hex();
+            self.update_training(&tid, |t| {
+                t.iteration = iteration;
+                t.round_id.clone_from(&id);
+            });
+            let started = Instant::now();
+            let outcome = self.iterate(&signed).await;
+            match outcome {
+                Ok((values, names, step)) => {
+                    history.push(Iteration::new(
+                        iteration,
+                        id.clone(),
+                        names.clone(),
+                        signed_model(&signed),
+                        &step,
+                    ));
+                    let converged = step.converged;
+                    self.update_training(&tid, |t| {
+                        t.converged = converged;
+                        t.history.push(IterationStatus {
+                            iteration,
+                            round_id: id.clone(),
+                            contributing: names.len(),
+                            shift: Some(step.shift),
+                            shift_noise: Some(step.shift_noise),
+                            brier: step.brier,
+                            error: None,
+                        });
+                    });
+                    info!(training = %tid, iteration, shift = step.shift, noise = step.shift_noise, converged, "iteration done");
+                    self.finish(&id, started, None);
+                    last = Some((signed.clone(), values, names, step));
+                    if converged {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.update_training(&tid, |t| {
+                        t.history.push(IterationStatus {
+                            iteration,
+                            round_id: id.clone(),
+                            contributing: 0,
+                            shift: None,
+                            shift_noise: None,
+                            brier: None,
+                            error: Some(format!("{e:#}")),
+                        })
+                    });
+                    stopped = Some(format!("iteration {iteration} aborted: {e:#}"));
+                    self.finish(&id, started, Some(&e));
+                    break;
+                }
+            }
+        }
+        let last_round = signed.spec.id_hex();
+        if let Some((spec, values, names, step)) = last {
+            let published = async {
+                let layout = spec
+                    .spec
+                    .kind
+                    .data_layout()?
+                    .context("not a round over clinic data")?;
+                let protocol::round::DataLayout::Dropout(layout) = layout else {
+                    bail!("not a dropout-model round");
+                };
+                let model = DropoutModel {
+                    stopped: stopped.clone(),
+                    ..DropoutModel::new(&layout, tid.clone(), iterations, rho, &step, history)
+                };
+                let document = dropout_document(self.node.config(), &spec, &values, &names, model)?;
+                self.publish(&last_round, document).await
+            };
+            if let Err(e) = published.await {
+                warn!(training = %tid, "couldn't release the fitted model: {e:#}");
+                stopped.get_or_insert(format!("the fitted model could not be released: {e:#}"));
+            }
+        }
+        info!(training = %tid, ?stopped, "training ended");
+        self.update_training(&tid, |t| {
+            t.finished = true;
+            t.stopped = stopped;
+        });
+        // Persist the last round's final state (its release id) with the training ended.
+        self.update(&last_round, |_| {});
+    }
+
+    /// One iteration: the round's sum, its clinics and the Newton step it gives.
+    async fn iterate(
+        &self,
+        signed: &SignedRoundSpec,
+    ) -> Result<(Vec<i64>, Vec<String>, dropout::Step)> {
+        let id = signed.spec.id_hex();
+        let summed = self.secure(signed).await?;
+        let t0 = Instant::now();
+        let protocol::round::DataLayout::Dropout(layout) = signed
+            .spec
+            .kind
+            .data_layout()?
+            .context("not a round over clinic data")?
+        else {
+            bail!("not a dropout-model round");
+        };
+        let values = as_values(&summed.sum);
+        let names = self.names(&id, &summed.survivors);
+        let sigma = sum_sigma(signed, names.len())?;
+        let step = layout.step(&values, sigma)?;
+        self.update(&id, |r| {
+            r.step_ms
+                .insert("step".into(), t0.elapsed().as_millis() as u64);
+        });
+        Ok((values, names, step))
     }
 
     async fn plain(&self, signed: &SignedRoundSpec) -> Result<()> {
@@ -379,7 +715,8 @@ impl Aggregation {
         });
     }
 
-    async fn secure(&self, signed: &SignedRoundSpec) -> Result<()> {
+    /// Runs a secure round's five steps; the decoded sum and who is in it.
+    async fn secure(&self, signed: &SignedRoundSpec) -> Result<Summed> {
         let spec = &signed.spec;
         let id = spec.id_hex();
         let mut agg = Aggregator::new(spec.session()?)?;
@@ -491,48 +828,65 @@ impl Aggregation {
         })
         .await;
         let (sum, survivors) = agg.finish().map_err(too_few)?;
-        let t0 = Instant::now();
-        match &spec.kind {
-            RoundKind::Bench { dim, .. } => {
-                let keys: Vec<NodeKey> = survivors
-                    .iter()
-                    .map(|i| spec.participants[*i as usize])
-                    .collect();
-                let expected = bench_sum(&round, &keys, *dim as usize);
-                self.update(&id, |r| r.exact = Some(sum == expected));
-            }
-            RoundKind::Benchmark { .. } | RoundKind::Trajectories { .. } => {
-                let values: Vec<i64> = sum.into_iter().map(|v| v as i64).collect();
-                let names: Vec<String> = {
-                    let rounds = self.rounds.lock().expect("rounds lock");
-                    let r = &rounds[&id];
-                    survivors
-                        .iter()
-                        .map(|i| r.participants[*i as usize].name.clone())
-                        .collect()
-                };
-                let document = release_document(self.node.config(), signed, &values, &names)?;
-                let release = SignedRelease::sign(self.node.signer(), document);
-                let release_id =
-                    benchmark::accept(self.node.store().conn_mut(), &release, &clock::now())?
-                        .context("the new release was already stored")?;
-                if let Err(e) = self.client.publish(Gossip::Release(release)).await {
-                    warn!(round = %id, "couldn't gossip the release (peers will not have it): {e}");
-                }
-                info!(round = %id, release = %release_id, clinics = survivors.len(), "release published");
-                self.update(&id, |r| r.release_id = Some(release_id));
-            }
-        }
-        let ms = t0.elapsed().as_millis() as u64;
-        self.update(&id, |r| {
-            r.step_ms.insert("release".into(), ms);
-        });
-        Ok(())
+        Ok(Summed { sum, survivors })
     }
 
     fn step(&self, id: &str, step: RoundStep) {
         self.update(id, |r| r.step = step);
     }
+}
+
+/// The first round of a dropout-model training asked for by `request`: its kind (at β = 0)
+/// and ρ per iteration.
+fn first_iteration(
+    request: &StartRequest,
+    specs: Vec<protocol::benchmark::DomainSpec>,
+    max_episodes: u32,
+) -> Result<(RoundKind, f64)> {
+    let iterations = request.iterations.unwrap_or(DEFAULT_ITERATIONS);
+    if !(1..=dropout::MAX_ITERATIONS).contains(&iterations) {
+        bail!(
+            "--iterations must be 1 to {}, not {iterations}",
+            dropout::MAX_ITERATIONS
+        );
+    }
+    let domain = match specs.as_slice() {
+        [one] => one.clone(),
+        _ if !request.domains.is_empty() => {
+            bail!("a dropout-model training takes one --domain (its intake gives the features)")
+        }
+        all => all
+            .iter()
+            .find(|d| d.id == "depression")
+            .or(all.first())
+            .cloned()
+            .context("the coordinator's registry has no domains")?,
+    };
+    let rho = request.rho / f64::from(iterations);
+    let (lo, _) = protocol::dp::RHO_RANGE;
+    if rho < lo {
+        bail!(
+            "--rho {} over {iterations} iterations leaves ρ = {rho:e} per round, below {lo:e}: \
+             give more ρ or fewer --iterations",
+            request.rho
+        );
+    }
+    let layout = DropoutLayout::new(domain, max_episodes, vec![0.0; FEATURES.len()])?;
+    let kind = RoundKind::dropout_model(&layout, rand::random(), 1, iterations, request.rho);
+    Ok((kind, rho))
+}
+
+/// The coefficients a dropout-model round evaluates at.
+fn signed_model(signed: &SignedRoundSpec) -> &[f64] {
+    match &signed.spec.kind {
+        RoundKind::DropoutModel { model, .. } => model,
+        _ => &[],
+    }
+}
+
+/// A decoded sum (mod 2^64) as the signed values it encodes.
+fn as_values(sum: &[u64]) -> Vec<i64> {
+    sum.iter().map(|v| *v as i64).collect()
 }
 
 /// acc += v, entry by entry, mod 2^64.

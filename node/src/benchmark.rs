@@ -1,5 +1,5 @@
-//! Signed network releases (DESIGN.md §10), of two kinds: the cross-site benchmark and the
-//! trajectories (`benchmark/trajectories.rs`). The aggregator writes the document
+//! Signed network releases (DESIGN.md §10), of three kinds: the cross-site benchmark, the
+//! trajectories (`benchmark/trajectories.rs`) and the dropout model (`benchmark/dropout.rs`). The aggregator writes the document
 //! (`aggregate/document.rs`), every node verifies and keeps it ([`accept`]), people read it
 //! (`mbc-node benchmark list | show | export`), local track records use the latest benchmark as
 //! their reference ([`reference()`]) and clinical support the latest trajectories
@@ -9,12 +9,16 @@
 //! forward those bytes unchanged. Its provenance: network, release and round ids, issue time,
 //! budget period, clinics contributing, ρ (and ε at δ), σ, threshold, software version.
 
+pub mod dropout;
 mod html;
 pub mod trajectories;
 
 use anyhow::{Context, Result, bail};
 use protocol::benchmark::document::{
     DomainRelease, LayoutDescription, NETWORK_FORMAT, NetworkDocument, NetworkRelease,
+};
+use protocol::dropout::document::{
+    DropoutLayoutDescription, DropoutModel, DropoutRelease, FORMAT as DROPOUT_FORMAT,
 };
 use protocol::round::SignedRelease;
 use protocol::trajectories::DomainTrajectories;
@@ -42,6 +46,9 @@ pub struct Stored<L = LayoutDescription, S = DomainRelease> {
 /// A kept trajectories release.
 pub type Trajectories = Stored<TrajectoriesLayoutDescription, DomainTrajectories>;
 
+/// A kept dropout-model release.
+pub type Dropout = Stored<DropoutLayoutDescription, DropoutModel>;
+
 impl<L, S> Stored<L, S> {
     /// The release id.
     pub fn id(&self) -> &str {
@@ -67,6 +74,11 @@ impl Kind for TrajectoriesRelease {
     const NAME: &'static str = "trajectories";
 }
 
+impl Kind for DropoutRelease {
+    const FORMAT: &'static str = DROPOUT_FORMAT;
+    const NAME: &'static str = "dropout-model";
+}
+
 /// A kept release of any kind.
 #[derive(Debug, Clone)]
 pub enum Any {
@@ -74,6 +86,8 @@ pub enum Any {
     Benchmark(Stored),
     /// A trajectories release.
     Trajectories(Trajectories),
+    /// A dropout-model release.
+    Dropout(Dropout),
 }
 
 impl Any {
@@ -82,6 +96,7 @@ impl Any {
         match self {
             Any::Benchmark(s) => &s.release,
             Any::Trajectories(s) => &s.release,
+            Any::Dropout(s) => &s.release,
         }
     }
 
@@ -90,6 +105,7 @@ impl Any {
         match self {
             Any::Benchmark(s) => s.id(),
             Any::Trajectories(s) => s.id(),
+            Any::Dropout(s) => s.id(),
         }
     }
 }
@@ -135,9 +151,10 @@ pub fn accept(conn: &mut Connection, release: &SignedRelease, now: &str) -> Resu
     match head.format.as_str() {
         NETWORK_FORMAT => drop(document::<NetworkRelease>(bytes)?),
         TRAJECTORIES_FORMAT => drop(document::<TrajectoriesRelease>(bytes)?),
+        DROPOUT_FORMAT => drop(document::<DropoutRelease>(bytes)?),
         other => bail!(
-            "the release is a {other:?} document; this node keeps {NETWORK_FORMAT} and \
-             {TRAJECTORIES_FORMAT}"
+            "the release is a {other:?} document; this node keeps {NETWORK_FORMAT}, \
+             {TRAJECTORIES_FORMAT} and {DROPOUT_FORMAT}"
         ),
     }
     if head.network_id != m.network_id {
@@ -281,6 +298,8 @@ pub fn get_any(conn: &Connection, id: Option<&str>) -> Result<Option<Any>> {
     };
     Ok(Some(if is::<TrajectoriesRelease>(&release) {
         Any::Trajectories(parse(release)?)
+    } else if is::<DropoutRelease>(&release) {
+        Any::Dropout(parse(release)?)
     } else {
         Any::Benchmark(parse(release)?)
     }))
@@ -325,7 +344,7 @@ pub fn newest(conn: &Connection) -> Result<String> {
 pub struct Listing {
     /// Release id.
     pub release_id: String,
-    /// `benchmark` or `trajectories`.
+    /// `benchmark`, `trajectories` or `dropout-model`.
     pub kind: String,
     /// Round id.
     pub round_id: String,
@@ -368,10 +387,10 @@ pub fn list(conn: &Connection) -> Result<Vec<Listing>> {
         let l: Line = serde_json::from_slice(&release.document.0)
             .context("a kept release is not a well-formed document")?;
         out.push(Listing {
-            kind: if l.format == TRAJECTORIES_FORMAT {
-                TrajectoriesRelease::NAME
-            } else {
-                NetworkRelease::NAME
+            kind: match l.format.as_str() {
+                TRAJECTORIES_FORMAT => TrajectoriesRelease::NAME,
+                DROPOUT_FORMAT => DropoutRelease::NAME,
+                _ => NetworkRelease::NAME,
             }
             .into(),
             release_id: l.release_id,

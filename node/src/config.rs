@@ -129,8 +129,8 @@ pub struct PrivacyConfig {
     #[serde(default = "default_caseload_cap")]
     pub caseload_cap: u32,
     /// Kinds of network round this node joins when asked (subject to ρ and budget). Default
-    /// ["benchmark", "trajectories", "bench"] ("bench" sums synthetic public vectors and costs
-    /// nothing).
+    /// ["benchmark", "trajectories", "dropout-model", "bench"] ("bench" sums synthetic public
+    /// vectors and costs nothing).
     #[serde(default = "default_round_kinds")]
     pub round_kinds: Vec<String>,
     /// Fewest roster members besides this clinic that a round must invite, and that must
@@ -186,7 +186,12 @@ fn default_caseload_cap() -> u32 {
     200
 }
 fn default_round_kinds() -> Vec<String> {
-    vec!["benchmark".into(), "trajectories".into(), "bench".into()]
+    vec![
+        "benchmark".into(),
+        "trajectories".into(),
+        "dropout-model".into(),
+        "bench".into(),
+    ]
 }
 
 impl Default for PrivacyConfig {

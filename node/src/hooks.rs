@@ -12,8 +12,13 @@ pub const NO_NOISE: &str = "MBC_NODE_TEST_NO_NOISE";
 
 /// Every build (scripts/bench-round.sh uses it with the release binary): set to a round
 /// request's step ("keys", "shares", "survivors" or "unmask"), the process aborts when that
-/// request arrives, as a clinic killed mid-round.
+/// request arrives, as a clinic killed mid-round; `step@N` (e.g. "shares@2") only in iteration
+/// N of a training.
 pub const EXIT_AT: &str = "MBC_NODE_TEST_EXIT_AT";
+
+/// Debug builds only: set to N, this clinic declines iteration N of every training (as if it
+/// were offline for that round), so a test can watch it rejoin the next.
+pub const DECLINE_ITERATION: &str = "MBC_NODE_TEST_DECLINE_ITERATION";
 
 /// Debug builds only: `release` aborts right after the ledger charge and before the release is
 /// written (a crash between charge and send).
@@ -41,9 +46,18 @@ pub fn no_noise() -> bool {
     debug_var(NO_NOISE).is_some()
 }
 
-/// Whether [`EXIT_AT`] names `step`.
-pub fn exit_at(step: &str) -> bool {
-    std::env::var(EXIT_AT).is_ok_and(|v| v == step)
+/// Whether [`EXIT_AT`] names `step` (of training iteration `iteration`, if the request
+/// belongs to one).
+pub fn exit_at(step: &str, iteration: Option<u32>) -> bool {
+    std::env::var(EXIT_AT).is_ok_and(|v| match v.split_once('@') {
+        None => v == step,
+        Some((s, n)) => s == step && iteration.is_some_and(|i| n.parse() == Ok(i)),
+    })
+}
+
+/// The iteration of [`DECLINE_ITERATION`], when set.
+pub fn decline_iteration() -> Option<u32> {
+    debug_var(DECLINE_ITERATION)?.to_str()?.parse().ok()
 }
 
 /// Whether [`FAIL_AFTER_CHARGE`] is on.

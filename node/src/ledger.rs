@@ -16,6 +16,11 @@
 //! hold up a trajectories round): at most `max_rounds_per_period` charged rounds of a kind
 //! per period, and at least `min_round_interval` between two of them (refunded rounds do not
 //! count: nothing of them left).
+//!
+//! A training (a `dropout-model` fit) is several rounds under one id, each charged before its
+//! vector leaves; its total ρ is declared in every round and weighed up front: the total
+//! against the per-release maximum, what it may still cost against the period's budget, and
+//! the round caps once per training, at its first charged iteration.
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
@@ -23,6 +28,8 @@ use protocol::dp;
 use ring::digest;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
+
+pub use protocol::round::Training;
 
 use crate::clock::rfc3339;
 use crate::config::PrivacyConfig;
@@ -171,6 +178,8 @@ pub struct Draft {
     pub layout: protocol::round::LayoutRecord,
     /// Exactly the bytes that leave.
     pub payload: Vec<u8>,
+    /// The training this round is an iteration of, if any.
+    pub training: Option<Training>,
 }
 
 /// A fresh random release id (128 bits, hex).
@@ -203,6 +212,41 @@ pub enum Refusal {
     OverBudget {
         /// Requested.
         rho: f64,
+        /// Spent so far in the period.
+        spent: f64,
+        /// Left.
+        remaining: f64,
+        /// The period's budget.
+        limit: f64,
+        /// The period's label.
+        period: String,
+        /// When it renews (date).
+        renews: String,
+    },
+    /// A training's declared total is above the per-release maximum.
+    #[error(
+        "refused: this training would cost ρ = {total} in all ({iterations} rounds), above the \
+         clinic's maximum per release ({max}; [privacy] max_rho_per_release)"
+    )]
+    TrainingOverRelease {
+        /// Declared total.
+        total: f64,
+        /// Its iterations.
+        iterations: u32,
+        /// Allowed.
+        max: f64,
+    },
+    /// What a training may still cost would exceed the period's budget.
+    #[error(
+        "refused: the rest of this training may cost ρ = {rho} ({total} declared in all), but \
+         only ρ = {remaining:.6} of the {limit} budgeted for {period} is left ({spent:.6} \
+         spent); the budget renews on {renews}"
+    )]
+    TrainingOverBudget {
+        /// What the training's remaining iterations may cost.
+        rho: f64,
+        /// Declared total.
+        total: f64,
         /// Spent so far in the period.
         spent: f64,
         /// Left.
@@ -307,9 +351,14 @@ fn spent_in(conn: &Connection, period: &str) -> rusqlite::Result<f64> {
 /// period and the time since the last one (refunded rounds do not count).
 fn check_rounds(conn: &Connection, policy: &Policy, kind: &str, now: DateTime<Utc>) -> Result<()> {
     let period = policy.period.label(now);
-    let counted = "kind = ?1 AND status != 'aborted'";
+    let counted = "r.kind = ?1 AND r.status != 'aborted'";
+    // The iterations of one training count as one round.
     let count: u32 = conn.query_row(
-        &format!("SELECT count(*) FROM release WHERE {counted} AND period = ?2"),
+        &format!(
+            "SELECT count(DISTINCT coalesce(c.training_id, r.release_id)) FROM release r
+             LEFT JOIN round_contribution c ON c.release_id = r.release_id
+             WHERE {counted} AND r.period = ?2"
+        ),
         [kind, &period],
         |r| r.get(0),
     )?;
@@ -322,7 +371,7 @@ fn check_rounds(conn: &Connection, policy: &Policy, kind: &str, now: DateTime<Ut
         .into());
     }
     let last: Option<String> = conn.query_row(
-        &format!("SELECT max(charged_at) FROM release WHERE {counted}"),
+        &format!("SELECT max(r.charged_at) FROM release r WHERE {counted}"),
         [kind],
         |r| r.get(0),
     )?;
@@ -365,19 +414,63 @@ fn check(policy: &Policy, rho: f64, spent: f64, now: DateTime<Utc>) -> Result<()
 
 /// Checks whether a release of `kind` and cost `rho` would be allowed now, without charging (to
 /// refuse before doing expensive work; [`charge`] checks again, atomically).
+///
+/// For an iteration of `training`, the training is weighed as a whole: its declared total
+/// against the per-release maximum, what its remaining iterations may cost (at most the
+/// declared total less what this clinic was already charged for it) against the period's
+/// budget, and the round caps only at its first charged iteration.
 pub fn precheck(
     conn: &Connection,
     policy: &Policy,
     kind: &str,
     rho: f64,
+    training: Option<&Training>,
     now: DateTime<Utc>,
 ) -> Result<()> {
     let spent = spent_in(conn, &policy.period.label(now))?;
     check(policy, rho, spent, now)?;
-    if kind.starts_with(ROUND_KIND_PREFIX) {
+    let mut admitted = false;
+    if let Some(t) = training {
+        if t.total_rho > policy.max_rho_per_release {
+            return Err(Refusal::TrainingOverRelease {
+                total: t.total_rho,
+                iterations: t.iterations,
+                max: policy.max_rho_per_release,
+            }
+            .into());
+        }
+        let charged = charged_to_training(conn, &t.id)?;
+        let left = f64::from(t.iterations.saturating_sub(t.iteration) + 1) * rho;
+        let still = (t.total_rho - charged).min(left).max(rho);
+        if spent + still > policy.rho_per_period * (1.0 + 1e-12) {
+            return Err(Refusal::TrainingOverBudget {
+                rho: still,
+                total: t.total_rho,
+                spent,
+                remaining: (policy.rho_per_period - spent).max(0.0),
+                limit: policy.rho_per_period,
+                period: policy.period.label(now),
+                renews: policy.period.renews(now).format("%Y-%m-%d").to_string(),
+            }
+            .into());
+        }
+        admitted = charged > 0.0;
+    }
+    if kind.starts_with(ROUND_KIND_PREFIX) && !admitted {
         check_rounds(conn, policy, kind, now)?;
     }
     Ok(())
+}
+
+/// ρ charged (and not refunded) to this clinic's iterations of training `id`.
+pub fn charged_to_training(conn: &Connection, id: &str) -> Result<f64> {
+    Ok(conn.query_row(
+        "SELECT coalesce(sum(r.rho), 0.0) FROM release r
+         JOIN round_contribution c ON c.release_id = r.release_id
+         WHERE c.training_id = ?1 AND r.status != 'aborted'",
+        [id],
+        |r| r.get(0),
+    )?)
 }
 
 /// Charges a release: in one ledger transaction, checks the policy, budget and round caps
@@ -411,7 +504,14 @@ pub fn charge_with(
     let sha = hex::encode(digest::digest(&digest::SHA256, &draft.payload));
     let layout = serde_json::to_value(&draft.layout)?;
     let tx = crate::store::ledger_transaction(conn)?;
-    precheck(&tx, policy, &draft.kind, m.rho, now)?;
+    precheck(
+        &tx,
+        policy,
+        &draft.kind,
+        m.rho,
+        draft.training.as_ref(),
+        now,
+    )?;
     tx.execute(
         "INSERT INTO release (release_id, kind, counterpart, period, rho, epsilon, delta, sigma,
             share_sigma, threshold, sensitivity, therapist_sensitivity, therapist_rho, layout,

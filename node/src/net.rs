@@ -119,8 +119,8 @@ pub enum Command {
     Request {
         /// To whom.
         peer: PeerId,
-        /// What.
-        request: Request,
+        /// What (boxed: a round announcement is far larger than the other commands).
+        request: Box<Request>,
         /// Where the response goes.
         reply: oneshot::Sender<Result<Response, NetError>>,
     },
@@ -224,7 +224,7 @@ impl Client {
     pub async fn request(&self, peer: PeerId, request: Request) -> Result<Response, NetError> {
         self.call(|reply| Command::Request {
             peer,
-            request,
+            request: Box::new(request),
             reply,
         })
         .await?

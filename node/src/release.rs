@@ -227,7 +227,7 @@ pub fn local_benchmark(
         });
     }
     // Policy before calibration: ρ and the period's budget.
-    ledger::precheck(store.conn(), &policy, LOCAL_BENCHMARK, rho, now)?;
+    ledger::precheck(store.conn(), &policy, LOCAL_BENCHMARK, rho, None, now)?;
     let layout = benchmark_layout(store, config)?;
     let sensitivity = layout.layout().sensitivity();
     let mechanism = Mechanism::central(sensitivity.patient, rho)?;
@@ -273,6 +273,7 @@ pub fn local_benchmark(
             therapist_sensitivity: sensitivity.therapist,
             layout: LayoutRecord::Benchmark(document.layout.clone()),
             payload,
+            training: None,
         },
         now,
     )?;

@@ -137,7 +137,14 @@ impl Participation {
                 RoundRequest::Unmask { .. } => "unmask",
                 _ => "",
             };
-            if hooks::exit_at(name) {
+            let iteration = match &request {
+                RoundRequest::Keys { round, .. }
+                | RoundRequest::Shares { round, .. }
+                | RoundRequest::Survivors { round, .. }
+                | RoundRequest::Unmask { round, .. } => self.iteration_of(round),
+                _ => None,
+            };
+            if hooks::exit_at(name, iteration) {
                 warn!("{}={name}: aborting as if killed", hooks::EXIT_AT);
                 std::process::abort();
             }
@@ -206,6 +213,12 @@ impl Participation {
         }
     }
 
+    /// The training iteration of joined round `round`, if it is one.
+    fn iteration_of(&self, round: &[u8; 32]) -> Option<u32> {
+        let rounds = self.rounds.lock().expect("round table lock");
+        Some(rounds.get(round)?.spec.spec.kind.training()?.iteration)
+    }
+
     /// Checks an announcement: signed by the pinned coordinator, for this network, fresh.
     fn check_spec(&self, spec: &SignedRoundSpec) -> Result<()> {
         spec.verify()
@@ -269,6 +282,15 @@ impl Participation {
         if let Err(e) = check_roster(store.conn(), &spec.spec) {
             return decline(format!("{e:#}"));
         }
+        if let Some(t) = spec.spec.kind.training()
+            && hooks::decline_iteration() == Some(t.iteration)
+        {
+            return decline(format!(
+                "{} is set: declining iteration {}",
+                hooks::DECLINE_ITERATION,
+                t.iteration
+            ));
+        }
         let session = spec.spec.session()?;
         let (input, ledger_id) = match &spec.spec.kind {
             RoundKind::Bench { plain: true, .. } => {
@@ -277,7 +299,9 @@ impl Participation {
             RoundKind::Bench { dim, .. } => {
                 (bench_vector(&digest, &self.key(), *dim as usize), None)
             }
-            RoundKind::Benchmark { .. } | RoundKind::Trajectories { .. } => {
+            RoundKind::Benchmark { .. }
+            | RoundKind::Trajectories { .. }
+            | RoundKind::DropoutModel { .. } => {
                 match self.contribution(config, &mut store, &spec) {
                     Ok(v) => v,
                     Err(e) => return decline(format!("{e:#}")),
@@ -341,7 +365,15 @@ impl Participation {
         let now = clock::now_utc();
         // Policy before any calibration or data work: ρ, the period's budget, the round caps.
         let ledger_kind = ledger_kind(&s.kind);
-        ledger::precheck(store.conn(), &policy, &ledger_kind, s.rho, now)?;
+        let training = s.kind.training();
+        ledger::precheck(
+            store.conn(),
+            &policy,
+            &ledger_kind,
+            s.rho,
+            training.as_ref(),
+            now,
+        )?;
         let layout = s
             .kind
             .data_layout()?
@@ -382,13 +414,20 @@ impl Participation {
                 therapist_sensitivity: sensitivity.therapist,
                 layout: layout.record(),
                 payload,
+                training: training.clone(),
             },
             now,
             |tx| {
                 tx.execute(
                     "INSERT INTO round_contribution (round_id, spec_sha256, release_id,
-                        expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
-                    params![id, spec_sha, release_id, s.expires_at_ms() as i64],
+                        expires_at_ms, training_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        id,
+                        spec_sha,
+                        release_id,
+                        s.expires_at_ms() as i64,
+                        training.as_ref().map(|t| t.id.as_str())
+                    ],
                 )?;
                 Ok(())
             },

@@ -378,6 +378,29 @@ fn load_episodes(conn: &Connection) -> Result<Episodes> {
     })
 }
 
+/// The intake covariates of episode `episode` (rowid), read as the engine reads them.
+pub fn covariates(conn: &Connection, episode: i64) -> Result<Covariates> {
+    let mut c = Covariates {
+        female: conn.query_row(
+            &format!(
+                "SELECT {FEMALE} FROM patient WHERE patient_id =
+                 (SELECT patient_id FROM episode WHERE episode_id = ?1)"
+            ),
+            [episode],
+            |r| r.get(0),
+        )?,
+        ..Covariates::default()
+    };
+    let mut stmt = conn.prepare(&format!(
+        "SELECT episode_id, {CASEMIX} FROM casemix WHERE episode_id = ?1"
+    ))?;
+    let mut rows = stmt.query([episode])?;
+    if let Some(r) = rows.next()? {
+        casemix(r, &mut c)?;
+    }
+    Ok(c)
+}
+
 /// Patient sex as "female?" (NULL when unknown), as SQL on `patient`.
 const FEMALE: &str = "CASE WHEN sex IS NULL OR sex = 'unknown' THEN NULL ELSE sex = 'female' END";
 

@@ -173,6 +173,97 @@ pub struct PatientSupport {
     pub validated: bool,
     /// Per instrument, whether not-on-track alerts are on and why.
     pub alerts: Vec<validate::Switch>,
+    /// The risk that the episode ends in dropout, from the network's dropout model (when this
+    /// node keeps one and the patient has an intake score on its domain).
+    pub dropout: Option<DropoutRisk>,
+}
+
+/// A patient's dropout risk and what it rests on.
+#[derive(Debug, Clone, Serialize)]
+pub struct DropoutRisk {
+    /// The modelled chance of ending treatment by dropping out.
+    pub risk: f64,
+    /// The network's dropout rate, for comparison.
+    pub network_rate: Option<f64>,
+    /// The instrument whose intake score the model took.
+    pub instrument: String,
+    /// The release (dropout model).
+    pub release_id: String,
+    /// In words: the model, its training and its data.
+    pub basis: String,
+}
+
+/// The dropout risk of `episode` under the latest network dropout model, from its intake on
+/// the model's domain (`instruments`: the page's, with their scores) and its case mix;
+/// `None` when `setting` is "none", no model is kept, or the patient has no intake score on
+/// its domain in the model's units.
+fn dropout_risk(
+    store: &Store,
+    episode: i64,
+    instruments: &[InstrumentSupport],
+    setting: &str,
+) -> Result<Option<DropoutRisk>> {
+    if setting.trim() == "none" {
+        return Ok(None);
+    }
+    let Some(release) = crate::benchmark::dropout::latest(store.conn(), None)? else {
+        return Ok(None);
+    };
+    let Some(model) = release.document.summary.first() else {
+        return Ok(None);
+    };
+    let registry = store.registry()?;
+    let found = registry
+        .domains()
+        .iter()
+        .filter(|d| d.id == model.domain)
+        .find_map(|d| {
+            let inst = registry
+                .instruments()
+                .iter()
+                .find(|i| i.id == d.instrument_id)?;
+            let first = instruments
+                .iter()
+                .find(|s| s.instrument == inst.id)?
+                .observed
+                .first()?;
+            let score = protocol::analysis::domain_score(d, inst, first.score);
+            let (lo, hi) = (
+                protocol::analysis::domain_score(d, inst, inst.min),
+                protocol::analysis::domain_score(d, inst, inst.max),
+            );
+            (lo.min(hi) == model.lo && lo.max(hi) == model.hi).then(|| (inst.id.clone(), score))
+        });
+    let Some((instrument, intake)) = found else {
+        return Ok(None);
+    };
+    let features = crate::stats::covariates(store.conn(), episode)?.features(intake);
+    let Some(risk) = model.risk(&features) else {
+        return Ok(None);
+    };
+    let d = &release.document;
+    let id = release.id();
+    Ok(Some(DropoutRisk {
+        risk,
+        network_rate: model.dropout_rate,
+        basis: format!(
+            "the network's dropout model (release {}…, {} clinics, {:.0} episodes with a known \
+             end; {} iteration(s), {}): {instrument} at intake and the case mix. A guide to \
+             who may need more engagement, not a prediction for one person (published models \
+             reach an AUC of about 0.66)",
+            id.get(..12).unwrap_or(id),
+            d.clinics.contributing,
+            model.episodes,
+            model.iterations.len(),
+            if model.converged {
+                "converged"
+            } else {
+                "not converged"
+            },
+        ),
+        instrument,
+        release_id: id.to_string(),
+    }))
 }
 
 /// The episode asked for: (rowid, pseudonym).
@@ -975,6 +1066,7 @@ pub fn patient(
         },
         episode: pseudonym.chars().take(12).collect(),
         episode_rowid: episode,
+        dropout: dropout_risk(store, episode, &instruments, network_reference)?,
         instruments,
         validated: false,
         alerts: Vec::new(),

@@ -52,6 +52,10 @@ pub const MAX_COEFFICIENT: f64 = 50.0;
 /// The step below which (largest coefficient change) training has converged.
 pub const TOLERANCE: f64 = 1e-7;
 
+/// A step that moves the predictions by less than this many times its noise moves them has
+/// converged (at the optimum a step is the difference of two noisy fits: about √2 times).
+pub const CONVERGED_NOISE: f64 = 2.0;
+
 /// Ridge of the Newton step, in noise SDs of the summed Hessian (as the risk model's).
 const RIDGE_NOISE_SDS: f64 = 3.0;
 
@@ -248,11 +252,44 @@ impl DropoutLayout {
             .into_iter()
             .map(|s| if s.is_finite() { s } else { f64::MAX })
             .collect();
-        let step_noise = noise_sd.iter().copied().fold(0.0, f64::max);
+        // Convergence on the scale of the predictions, not of single coefficients (features
+        // standardised to their bounds are nearly collinear with the intercept, so a
+        // coefficient's noise can be large while the predictions' is small): the step's
+        // weighted RMS change of the linear predictor over the episodes, against the same of
+        // the noise (the replicates' deviations).
+        let shift = |d: &[f64]| {
+            let h = nalgebra::DMatrix::from_row_slice(
+                p,
+                p,
+                &crate::risk::symmetric(p, &hessian[..tri]),
+            );
+            let eigen = h.symmetric_eigen();
+            let v = nalgebra::DVector::from_column_slice(d);
+            let q = eigen.eigenvectors.transpose() * v;
+            let quad: f64 = q
+                .iter()
+                .zip(eigen.eigenvalues.iter())
+                .map(|(q, mu)| q * q * mu.max(0.0))
+                .sum();
+            (quad / hessian[0].max(f64::MIN_POSITIVE)).sqrt()
+        };
+        let delta: Vec<f64> = next.iter().zip(&self.model).map(|(a, b)| a - b).collect();
+        let moved = shift(&delta);
+        let mut noise: Vec<f64> = reps
+            .iter()
+            .map(|r| shift(&r.iter().zip(&next).map(|(a, b)| a - b).collect::<Vec<_>>()))
+            .filter(|v| v.is_finite())
+            .collect();
+        noise.sort_by(f64::total_cmp);
+        let shift_noise = noise.get(noise.len() / 2).copied().unwrap_or(f64::MAX);
         Ok(Step {
-            converged: change < TOLERANCE.max(step_noise),
+            // At the optimum a step goes from one noisy fit to another: it moves the
+            // predictions by about √2 times one fit's noise, so within twice that it is noise.
+            converged: change < TOLERANCE || moved < CONVERGED_NOISE * shift_noise,
             model: next,
             change,
+            shift: moved,
+            shift_noise,
             noise_sd,
             episodes,
             dropouts: counts[1].max(0.0),
@@ -284,10 +321,16 @@ pub struct Step {
     pub model: Vec<f64>,
     /// The largest change of a coefficient.
     pub change: f64,
+    /// How far the step moves the predictions: the RMS change of the linear predictor over
+    /// the episodes, each weighted by p (1 − p) (the Hessian's weight).
+    pub shift: f64,
+    /// The same for the step's noise (median over the bootstrap replicates).
+    pub shift_noise: f64,
     /// The SD release noise gives each new coefficient (for an exact sum, the clinics'
     /// fixed-point rounding).
     pub noise_sd: Vec<f64>,
-    /// Whether training has converged: the step below [`TOLERANCE`], or below its own noise.
+    /// Whether training has converged: the largest coefficient change below [`TOLERANCE`],
+    /// or the predictions moved less than [`CONVERGED_NOISE`] times the step's noise.
     pub converged: bool,
     /// Episodes summed (noisy).
     pub episodes: f64,
@@ -305,6 +348,8 @@ pub fn risk(model: &[f64], lo: f64, hi: f64, features: &[f64]) -> Option<f64> {
     }
     Some(predict(model, &standardised(lo, hi, features)))
 }
+
+pub mod document;
 
 #[cfg(test)]
 mod tests;

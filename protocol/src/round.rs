@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::benchmark::document::LayoutDescription;
 use crate::benchmark::{BenchmarkLayout, Contribution, DomainSpec, LAYOUT_VERSION, Params};
+use crate::dropout::document::DropoutLayoutDescription;
+use crate::dropout::{self, DropoutLayout};
 use crate::keys::{BadSignature, Bytes, NodeKey, Signature, Signer};
 use crate::secagg::{MAX_PARTICIPANTS, Session};
 use crate::trajectories::document::TrajectoriesLayoutDescription;
@@ -54,6 +56,27 @@ pub enum RoundKind {
         /// Episodes one patient may contribute per domain.
         max_episodes: u32,
     },
+    /// One iteration of a dropout-model training ([`crate::dropout`]): the sums of the
+    /// episodes' gradient and Hessian terms at the current coefficients. A training is several
+    /// such rounds under one `training_id`, its total ρ declared in each.
+    DropoutModel {
+        /// [`crate::dropout::LAYOUT_VERSION`] of the layout.
+        layout_version: u32,
+        /// The domain whose intake the features take.
+        domain: DomainSpec,
+        /// Episodes one patient may contribute.
+        max_episodes: u32,
+        /// The coefficients the clinics evaluate their episodes at.
+        model: Vec<f64>,
+        /// The training this round is an iteration of (random).
+        training_id: u64,
+        /// This iteration, 1 to `iterations`.
+        iteration: u32,
+        /// Most iterations of the training (its round cap).
+        iterations: u32,
+        /// ρ of the whole training: `iterations` rounds of the spec's ρ each.
+        total_rho: f64,
+    },
     /// A synthetic public vector of length `dim`, derived from the round and the node's key
     /// (no clinic data, no privacy cost): for measuring the protocol itself.
     Bench {
@@ -84,12 +107,54 @@ impl RoundKind {
         }
     }
 
-    /// Short name: `benchmark`, `trajectories` or `bench`.
+    /// Iteration `iteration` of `iterations` of training `training_id` over `layout` (whose
+    /// coefficients the clinics evaluate at), the whole training declared at `total_rho`.
+    pub fn dropout_model(
+        layout: &DropoutLayout,
+        training_id: u64,
+        iteration: u32,
+        iterations: u32,
+        total_rho: f64,
+    ) -> Self {
+        RoundKind::DropoutModel {
+            layout_version: dropout::LAYOUT_VERSION,
+            domain: layout.domain().clone(),
+            max_episodes: layout.max_episodes(),
+            model: layout.model().to_vec(),
+            training_id,
+            iteration,
+            iterations,
+            total_rho,
+        }
+    }
+
+    /// Short name: `benchmark`, `trajectories`, `dropout-model` or `bench`.
     pub fn name(&self) -> &'static str {
         match self {
             RoundKind::Benchmark { .. } => "benchmark",
             RoundKind::Trajectories { .. } => "trajectories",
+            RoundKind::DropoutModel { .. } => "dropout-model",
             RoundKind::Bench { .. } => "bench",
+        }
+    }
+
+    /// The training a round is an iteration of: (training id as 16 hex digits, iteration,
+    /// iterations, total ρ); `None` for a round that is a release by itself.
+    pub fn training(&self) -> Option<Training> {
+        match self {
+            RoundKind::DropoutModel {
+                training_id,
+                iteration,
+                iterations,
+                total_rho,
+                ..
+            } => Some(Training {
+                id: format!("{training_id:016x}"),
+                iteration: *iteration,
+                iterations: *iterations,
+                total_rho: *total_rho,
+            }),
+            _ => None,
         }
     }
 
@@ -103,6 +168,14 @@ impl RoundKind {
             } => TrajectoriesLayout::new(domains.clone(), *max_episodes)
                 .map(|l| Some(DataLayout::Trajectories(l)))
                 .map_err(|e| RoundError(format!("trajectories layout: {e}"))),
+            RoundKind::DropoutModel {
+                domain,
+                max_episodes,
+                model,
+                ..
+            } => DropoutLayout::new(domain.clone(), *max_episodes, model.clone())
+                .map(|l| Some(DataLayout::Dropout(l)))
+                .map_err(|e| RoundError(format!("dropout-model layout: {e}"))),
             _ => Ok(self.layout()?.map(DataLayout::Benchmark)),
         }
     }
@@ -124,7 +197,9 @@ impl RoundKind {
             )
             .map(Some)
             .map_err(|e| RoundError(format!("benchmark layout: {e}"))),
-            RoundKind::Trajectories { .. } | RoundKind::Bench { .. } => Ok(None),
+            RoundKind::Trajectories { .. }
+            | RoundKind::DropoutModel { .. }
+            | RoundKind::Bench { .. } => Ok(None),
         }
     }
 
@@ -144,6 +219,30 @@ impl RoundKind {
                 max_episodes,
             } => absorb_domains(t.tag(3).u64(u64::from(*layout_version)), domains)
                 .u64(u64::from(*max_episodes)),
+            RoundKind::DropoutModel {
+                layout_version,
+                domain,
+                max_episodes,
+                model,
+                training_id,
+                iteration,
+                iterations,
+                total_rho,
+            } => {
+                let mut t = absorb_domains(
+                    t.tag(4).u64(u64::from(*layout_version)),
+                    std::slice::from_ref(domain),
+                )
+                .u64(u64::from(*max_episodes))
+                .u64(model.len() as u64);
+                for b in model {
+                    t = t.u64(b.to_bits());
+                }
+                t.u64(*training_id)
+                    .u64(u64::from(*iteration))
+                    .u64(u64::from(*iterations))
+                    .u64(total_rho.to_bits())
+            }
             RoundKind::Bench { dim, plain } => t.tag(2).u64(u64::from(*dim)).tag(u8::from(*plain)),
         }
     }
@@ -173,6 +272,21 @@ pub enum DataLayout {
     Benchmark(BenchmarkLayout),
     /// A `trajectories` round's.
     Trajectories(TrajectoriesLayout),
+    /// A `dropout-model` iteration's.
+    Dropout(DropoutLayout),
+}
+
+/// Where a round stands in a training of several rounds ([`RoundKind::training`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Training {
+    /// The training id (16 hex digits).
+    pub id: String,
+    /// This round's iteration, from 1.
+    pub iteration: u32,
+    /// Most iterations.
+    pub iterations: u32,
+    /// ρ of the whole training, as declared.
+    pub total_rho: f64,
 }
 
 /// The description of a [`DataLayout`] kept with a charge in the ledger and in releases.
@@ -183,6 +297,8 @@ pub enum LayoutRecord {
     Benchmark(LayoutDescription),
     /// A trajectories layout.
     Trajectories(TrajectoriesLayoutDescription),
+    /// A dropout-model layout.
+    Dropout(DropoutLayoutDescription),
 }
 
 impl DataLayout {
@@ -191,6 +307,7 @@ impl DataLayout {
         match self {
             DataLayout::Benchmark(l) => l.layout(),
             DataLayout::Trajectories(l) => l.layout(),
+            DataLayout::Dropout(l) => l.layout(),
         }
     }
 
@@ -199,6 +316,7 @@ impl DataLayout {
         match self {
             DataLayout::Benchmark(l) => l.domains(),
             DataLayout::Trajectories(l) => l.domains(),
+            DataLayout::Dropout(l) => std::slice::from_ref(l.domain()),
         }
     }
 
@@ -207,6 +325,7 @@ impl DataLayout {
         match self {
             DataLayout::Benchmark(l) => l.encode(contributions),
             DataLayout::Trajectories(l) => l.encode(contributions),
+            DataLayout::Dropout(l) => l.encode(contributions),
         }
     }
 
@@ -217,6 +336,7 @@ impl DataLayout {
             DataLayout::Trajectories(l) => {
                 LayoutRecord::Trajectories(TrajectoriesLayoutDescription::of(l))
             }
+            DataLayout::Dropout(l) => LayoutRecord::Dropout(DropoutLayoutDescription::of(l)),
         }
     }
 }
@@ -396,6 +516,41 @@ impl RoundSpec {
                 domains,
                 ..
             } => self.check_data(*layout_version, trajectories::LAYOUT_VERSION, domains)?,
+            RoundKind::DropoutModel {
+                layout_version,
+                domain,
+                iteration,
+                iterations,
+                total_rho,
+                ..
+            } => {
+                self.check_data(
+                    *layout_version,
+                    dropout::LAYOUT_VERSION,
+                    std::slice::from_ref(domain),
+                )?;
+                if !(1..=dropout::MAX_ITERATIONS).contains(iterations) {
+                    return err(format!(
+                        "a training of {iterations} iterations; 1 to {} allowed",
+                        dropout::MAX_ITERATIONS
+                    ));
+                }
+                if !(1..=*iterations).contains(iteration) {
+                    return err(format!(
+                        "iteration {iteration} of a training of {iterations}"
+                    ));
+                }
+                // The declared total is what the clinics agree to: exactly the iterations'
+                // cost (to rounding), never less.
+                let cost = self.rho * f64::from(*iterations);
+                if !(total_rho.is_finite() && (total_rho - cost).abs() <= 1e-9 * cost) {
+                    return err(format!(
+                        "the training declares ρ = {total_rho} in all, but {iterations} \
+                         iterations of ρ = {} cost {cost}",
+                        self.rho
+                    ));
+                }
+            }
             RoundKind::Bench { dim, .. } => {
                 if *dim == 0 || *dim > MAX_DIM {
                     return err(format!("bench dimension {dim} outside 1..={MAX_DIM}"));
@@ -457,7 +612,9 @@ impl RoundSpec {
     pub fn dim(&self) -> Result<usize, RoundError> {
         Ok(match &self.kind {
             RoundKind::Bench { dim, .. } => *dim as usize,
-            RoundKind::Benchmark { .. } | RoundKind::Trajectories { .. } => {
+            RoundKind::Benchmark { .. }
+            | RoundKind::Trajectories { .. }
+            | RoundKind::DropoutModel { .. } => {
                 self.kind.data_layout()?.map_or(0, |l| l.layout().len())
             }
         })
@@ -705,6 +862,117 @@ mod tests {
         assert_eq!(default_threshold(6, true), 4);
         assert_eq!(min_threshold(4, false), 3);
         assert_eq!(min_threshold(5, true), 4);
+    }
+
+    /// A dropout-model iteration: its coefficients, training, iteration and declared total
+    /// are signed; an iteration outside the training, a total that is not the iterations'
+    /// cost and coefficients a layout refuses are invalid.
+    #[test]
+    fn dropout_iterations_bind_the_model_and_the_declared_total() {
+        let signers: Vec<Signer> = (1..=3).map(|i| Signer::from_seed(&[i; 32])).collect();
+        let mut base = spec(&signers);
+        let RoundKind::Benchmark { domains, .. } = &base.kind else {
+            unreachable!()
+        };
+        let layout = DropoutLayout::new(
+            domains[0].clone(),
+            1,
+            vec![0.1; crate::analysis::FEATURES.len()],
+        )
+        .unwrap();
+        base.rho = 0.05;
+        base.kind = RoundKind::dropout_model(&layout, 7, 2, 5, 0.25);
+        base.validate().unwrap();
+        assert_eq!(base.dim().unwrap(), layout.layout().len());
+        assert_eq!(base.kind.name(), "dropout-model");
+        let training = base.kind.training().unwrap();
+        assert_eq!(
+            (
+                training.id.as_str(),
+                training.iteration,
+                training.iterations
+            ),
+            ("0000000000000007", 2, 5)
+        );
+        let signed = base.clone().sign(&signers[0]);
+        let field = |f: fn(&mut RoundKind)| -> Mutation {
+            Box::new(move |s: &mut RoundSpec| f(&mut s.kind))
+        };
+        let signed_fields: Vec<Mutation> = vec![
+            field(|k| {
+                if let RoundKind::DropoutModel { model, .. } = k {
+                    model[3] += 1e-9;
+                }
+            }),
+            field(|k| {
+                if let RoundKind::DropoutModel { training_id, .. } = k {
+                    *training_id += 1;
+                }
+            }),
+            field(|k| {
+                if let RoundKind::DropoutModel { iteration, .. } = k {
+                    *iteration = 3;
+                }
+            }),
+            field(|k| {
+                if let RoundKind::DropoutModel { total_rho, .. } = k {
+                    *total_rho = 0.3;
+                }
+            }),
+        ];
+        for m in &signed_fields {
+            let mut t = signed.clone();
+            m(&mut t.spec);
+            assert!(t.verify().is_err());
+        }
+        let bad: Vec<Mutation> = vec![
+            field(|k| {
+                if let RoundKind::DropoutModel { iteration, .. } = k {
+                    *iteration = 6;
+                }
+            }),
+            field(|k| {
+                if let RoundKind::DropoutModel { iteration, .. } = k {
+                    *iteration = 0;
+                }
+            }),
+            field(|k| {
+                if let RoundKind::DropoutModel { iterations, .. } = k {
+                    *iterations = dropout::MAX_ITERATIONS + 1;
+                }
+            }),
+            // Declared below (or above) what the iterations cost.
+            field(|k| {
+                if let RoundKind::DropoutModel { total_rho, .. } = k {
+                    *total_rho = 0.2;
+                }
+            }),
+            field(|k| {
+                if let RoundKind::DropoutModel { total_rho, .. } = k {
+                    *total_rho = f64::NAN;
+                }
+            }),
+            field(|k| {
+                if let RoundKind::DropoutModel { model, .. } = k {
+                    model[0] = f64::INFINITY;
+                }
+            }),
+            field(|k| {
+                if let RoundKind::DropoutModel { model, .. } = k {
+                    model.pop();
+                }
+            }),
+            field(|k| {
+                if let RoundKind::DropoutModel { layout_version, .. } = k {
+                    *layout_version += 1;
+                }
+            }),
+        ];
+        for (i, m) in bad.iter().enumerate() {
+            let mut s = base.clone();
+            m(&mut s);
+            assert!(s.validate().is_err(), "mutation {i} accepted");
+        }
     }
 
     /// A clinic's policy against the invitation and the survivors (issue 12, finding 2): with

@@ -286,7 +286,7 @@ fn benchmark_rounds_exact_noisy_killed_and_aborted() {
     // clinic spent nothing, and the others, whose masked vectors never left, are refunded
     // when the round expires (6 step deadlines of 2 s).
     nodes[3].set_config(
-        r#"round_kinds = ["benchmark", "trajectories", "bench"]"#,
+        r#"round_kinds = ["benchmark", "trajectories", "dropout-model", "bench"]"#,
         "round_kinds = []",
     );
     // A node reads its config when it starts: restart clinic 3 with the new one.
@@ -1098,8 +1098,9 @@ fn trajectories_round_releases_the_pooled_curves() {
 }
 
 /// README's main command: five nodes and a new, small clinic, a benchmark and a trajectories
-/// round, both releases everywhere, a summary, the reports and the small clinic's support
-/// taken from the network; it exits 0 and leaves no node running.
+/// round and a dropout-model training, the three releases everywhere, a summary, the reports
+/// and the small clinic's support taken from the network; it exits 0, each clinic's budget
+/// holds exactly the rounds it took part in, and no node is left running.
 #[test]
 fn demo_runs_the_whole_network_and_leaves_nothing_running() {
     let root = tempfile::tempdir().unwrap();
@@ -1115,7 +1116,8 @@ fn demo_runs_the_whole_network_and_leaves_nothing_running() {
         "of release ",
         "own pool is too small for a personal match",
         "Privacy budget per clinic",
-        "spent ρ = 0.500",
+        "Dropout-model training",
+        "Dropout risk: ",
     ] {
         assert!(
             out.stdout.contains(expected),
@@ -1125,10 +1127,37 @@ fn demo_runs_the_whole_network_and_leaves_nothing_running() {
     }
     let html = std::fs::read_to_string(root.join("d/benchmark.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("Spread of therapist effects"));
+    // The training stops at convergence (noise decides when): each clinic paid the benchmark
+    // and trajectories rounds, 0.25 each, and ρ = 0.25 / 5 for every iteration run.
+    let iterations: u32 = out
+        .stdout
+        .lines()
+        .find_map(|l| {
+            l.split_once(" iteration(s) of ρ = 0.05")?
+                .0
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no training line:\n{}", out.stdout));
+    assert!((1..=5).contains(&iterations));
+    let spent = format!("spent ρ = {:.3}", 0.5 + 0.05 * f64::from(iterations));
+    assert_eq!(
+        out.stdout.matches(&spent).count(),
+        6,
+        "{spent} on every node:\n{}",
+        out.stdout
+    );
     let support = std::fs::read_to_string(root.join("d/support.html")).unwrap();
     assert!(
-        support.contains("the network's trajectories release"),
+        support.contains("the network's releases") && support.contains("Dropout risk: "),
         "the page says where its reference came from"
+    );
+    assert!(
+        std::fs::read_to_string(root.join("d/dropout-model.html"))
+            .unwrap()
+            .contains("intake")
     );
     assert!(
         std::fs::read_to_string(root.join("d/trajectories.html"))
@@ -1168,8 +1197,10 @@ fn demo_runs_the_whole_network_and_leaves_nothing_running() {
             .iter()
             .map(|l| l["kind"].as_str().unwrap())
             .collect();
-        assert_eq!(kinds.len(), 2, "{list:#}");
-        assert!(kinds.contains(&"benchmark") && kinds.contains(&"trajectories"));
+        assert_eq!(kinds.len(), 3, "{list:#}");
+        for kind in ["benchmark", "trajectories", "dropout-model"] {
+            assert!(kinds.contains(&kind), "{list:#}");
+        }
         assert!(
             list.as_array()
                 .unwrap()
@@ -1241,4 +1272,311 @@ fn a_clinic_importing_during_a_round_still_contributes() {
     assert!(import.try_wait().unwrap().is_none());
     import.kill().unwrap();
     import.wait().unwrap();
+}
+
+/// Each clinic's episodes as a dropout-model training takes them: the depression domain's
+/// contributions with a known end, a patient's first only (one episode per patient), as
+/// (raw features, dropped out).
+fn labelled_episodes(node: &NodeDir) -> Vec<(Vec<f64>, bool)> {
+    let n = mbc_node::node::Node::open(&node.dir).unwrap();
+    let settings = n.engine_settings(&Default::default()).unwrap();
+    let mut store = n.store();
+    let derived = mbc_node::stats::derive(&mut store, settings, "2026-12-03T00:00:00Z").unwrap();
+    let layout = mbc_node::release::benchmark_layout(&store, n.config()).unwrap();
+    let spec = layout
+        .domains()
+        .iter()
+        .find(|d| d.id == "depression")
+        .unwrap()
+        .clone();
+    let mut seen = std::collections::HashSet::new();
+    mbc_node::release::contributions(&store, &derived, &[spec])
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| Some((c.patient, c.features, c.dropout?)))
+        .filter(|(p, _, _)| seen.insert(*p))
+        .map(|(_, x, y)| (x, y))
+        .collect()
+}
+
+/// The pooled penalised maximum-likelihood logistic fit, computed directly in floating point
+/// (no fixed point, no secure aggregation, no damping): Newton's method on the episodes'
+/// standardised features with the training's least ridge, λ = 10⁻⁶ per episode, to
+/// convergence.
+fn pooled_dropout_fit(episodes: &[(Vec<f64>, bool)], lo: f64, hi: f64) -> Vec<f64> {
+    use protocol::dropout::{MIN_RIDGE_PER_EPISODE, standardised};
+    let x: Vec<Vec<f64>> = episodes
+        .iter()
+        .map(|(f, _)| standardised(lo, hi, f))
+        .collect();
+    let p = x[0].len();
+    let lambda = MIN_RIDGE_PER_EPISODE * episodes.len() as f64;
+    let mut beta = vec![0.0; p];
+    for _ in 0..100 {
+        let mut h = vec![vec![0.0; p]; p];
+        let mut g: Vec<f64> = beta.iter().map(|b| -lambda * b).collect();
+        for (xi, (_, y)) in x.iter().zip(episodes) {
+            let eta: f64 = xi.iter().zip(&beta).map(|(a, b)| a * b).sum();
+            let pr = 1.0 / (1.0 + (-eta).exp());
+            for j in 0..p {
+                g[j] += (f64::from(u8::from(*y)) - pr) * xi[j];
+                for k in 0..p {
+                    h[j][k] += pr * (1.0 - pr) * xi[j] * xi[k];
+                }
+            }
+        }
+        for (j, row) in h.iter_mut().enumerate() {
+            row[j] += lambda;
+        }
+        // Gaussian elimination with partial pivoting: h · step = g.
+        let mut a: Vec<Vec<f64>> = h
+            .into_iter()
+            .zip(&g)
+            .map(|(mut row, gj)| {
+                row.push(*gj);
+                row
+            })
+            .collect();
+        for c in 0..p {
+            let pivot = (c..p)
+                .max_by(|i, j| a[*i][c].abs().total_cmp(&a[*j][c].abs()))
+                .unwrap();
+            a.swap(c, pivot);
+            let pivot_row = a[c].clone();
+            for row in a.iter_mut().skip(c + 1) {
+                let f = row[c] / pivot_row[c];
+                for (x, y) in row.iter_mut().zip(&pivot_row).skip(c) {
+                    *x -= f * y;
+                }
+            }
+        }
+        let mut step = vec![0.0; p];
+        for r in (0..p).rev() {
+            let s: f64 = (r + 1..p).map(|k| a[r][k] * step[k]).sum();
+            step[r] = (a[r][p] - s) / a[r][r];
+        }
+        for (b, s) in beta.iter_mut().zip(&step) {
+            *b += s;
+        }
+        if step.iter().all(|s| s.abs() < 1e-13) {
+            break;
+        }
+    }
+    beta
+}
+
+/// Issue 16: a dropout-model training over six real nodes. With noise off, one clinic
+/// refusing the declared total by policy and another declining iteration 2 (test switch):
+/// training runs at least three iterations, the declining clinic rejoins iteration 3, the
+/// fitted model's risk of every episode is the pooled fit's to 10⁻⁶, every clinic's ledger
+/// holds exactly one charge of ρ/N per iteration it joined (bound to the training), the
+/// refusing clinic none, every node keeps the signed release, nothing raw crosses the wire
+/// (P1), and `support` shows a patient's dropout risk with its basis. Then with noise and one
+/// clinic killed in iteration 2: training completes with the rest.
+#[test]
+fn dropout_model_training_fits_the_pooled_model() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let nodes = network_with_data(root, 6);
+    let coord = &nodes[0];
+    // Clinic 5 allows at most 0.2 per release: a training declaring 0.25 in all is refused.
+    nodes[5].set_config("max_rho_per_release = 0.25", "max_rho_per_release = 0.2");
+    let taps: Vec<String> = nodes
+        .iter()
+        .map(|n| n.dir.join("wire.hex").to_str().unwrap().to_owned())
+        .collect();
+    let ds: Vec<Daemon> = nodes
+        .iter()
+        .zip(&taps)
+        .enumerate()
+        .map(|(i, (n, tap))| {
+            let mut env = vec![
+                ("MBC_NODE_TEST_NO_NOISE", "1"),
+                ("MBC_NODE_TEST_WIRE_TAP", tap.as_str()),
+            ];
+            if i == 2 {
+                env.push(("MBC_NODE_TEST_DECLINE_ITERATION", "2"));
+            }
+            Daemon::start_with_env(n, &env)
+        })
+        .collect();
+    wait_converged(&ds.iter().collect::<Vec<_>>(), 6, 5);
+    let status = start_round(
+        root,
+        coord,
+        &["--kind", "dropout-model", "--iterations", "6"],
+    )
+    .ok()
+    .json();
+    let training = &status["training"];
+    assert_eq!(training["finished"], true, "{status:#}");
+    assert_eq!(training["converged"], true, "{status:#}");
+    let history = training["history"].as_array().unwrap();
+    assert!(history.len() >= 3, "{status:#}");
+    for i in history {
+        let expected = if i["iteration"] == 2 { 4 } else { 5 };
+        assert_eq!(i["contributing"], expected, "{i:#}");
+    }
+    let training_id = training["training_id"].as_str().unwrap().to_owned();
+    let release_id = status["release_id"].as_str().unwrap().to_owned();
+    let doc = release_doc(root, coord, &release_id);
+    assert_eq!(doc["format"], "mbc-node/dropout-model-release");
+    assert_eq!(doc["privacy"]["noise"], "off (test build)");
+    let model = &doc["summary"][0];
+    assert_eq!(model["training_id"], training_id.as_str());
+    assert_eq!(model["iterations"].as_array().unwrap().len(), history.len());
+    // The declining clinic's refusal is said where it was dropped.
+    let text = mbc(
+        root,
+        &["round", "status", "--data-dir", coord.arg(), &training_id],
+    )
+    .ok()
+    .stdout;
+    assert!(
+        text.contains("training ") && text.contains("iteration"),
+        "{text}"
+    );
+
+    // Exact accounting: ρ/N per iteration joined, bound to the training; none for the refuser.
+    let per = 0.25 / 6.0;
+    let rounds: Vec<String> = history
+        .iter()
+        .map(|i| i["round_id"].as_str().unwrap().to_owned())
+        .collect();
+    for (k, n) in nodes.iter().enumerate() {
+        let db = open(&n.dir.join("local.db"));
+        let charges: Vec<(f64, String, Option<String>)> = {
+            let mut stmt = db
+                .prepare(
+                    "SELECT r.rho, r.status, c.training_id FROM release r
+                     LEFT JOIN round_contribution c USING (release_id)
+                     WHERE r.kind = 'round:dropout-model'",
+                )
+                .unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        let joined = match k {
+            5 => 0,
+            2 => history.len() - 1,
+            _ => history.len(),
+        };
+        assert_eq!(charges.len(), joined, "clinic {k}: {charges:?}");
+        for (rho, state, training) in &charges {
+            assert!((rho - per).abs() < 1e-15, "clinic {k}: ρ {rho}");
+            assert_eq!(state, "sent");
+            assert_eq!(training.as_deref(), Some(training_id.as_str()));
+        }
+        let spent: f64 = db
+            .query_row(
+                "SELECT coalesce(sum(rho), 0) FROM release WHERE status != 'aborted'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(
+            (spent - per * joined as f64).abs() < 1e-12,
+            "clinic {k}: {spent}"
+        );
+    }
+    // The refusal named the training's total and the clinic's maximum.
+    let dropped = status["participants"][5]["dropped"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        dropped.contains("this training would cost ρ = 0.25 in all") && dropped.contains("0.2"),
+        "{status:#}"
+    );
+    for n in &nodes {
+        wait_for(&format!("{} to keep the release", n.arg()), || {
+            kept(root, n)
+                .iter()
+                .any(|l| l["release_id"] == release_id.as_str())
+                .then_some(())
+        });
+    }
+    let support = mbc(
+        root,
+        &[
+            "support",
+            "--data-dir",
+            nodes[1].arg(),
+            "C02-P00001",
+            "--json",
+        ],
+    )
+    .ok()
+    .json();
+    let risk = support["dropout"]["risk"].as_f64().unwrap();
+    assert!(risk > 0.0 && risk < 1.0, "{support:#}");
+    assert_eq!(support["dropout"]["release_id"], release_id.as_str());
+    drop(ds);
+
+    // P1: the clinics' unmasked vectors of every iteration never crossed the wire.
+    let vectors: Vec<Vec<i64>> = nodes[..5]
+        .iter()
+        .map(|n| {
+            rounds
+                .iter()
+                .filter_map(|r| contribution(n, r))
+                .flatten()
+                .collect()
+        })
+        .collect();
+    p1_guard(&nodes[..5], &taps[..5], &vectors, &values(&doc));
+
+    // The pooled fit over the five contributing clinics' episodes.
+    let episodes: Vec<(Vec<f64>, bool)> = nodes[..5].iter().flat_map(labelled_episodes).collect();
+    assert!(episodes.len() > 800, "{} episodes", episodes.len());
+    let (lo, hi) = (model["lo"].as_f64().unwrap(), model["hi"].as_f64().unwrap());
+    let pooled = pooled_dropout_fit(&episodes, lo, hi);
+    let fitted: Vec<f64> = serde_json::from_value(model["coefficients"].clone()).unwrap();
+    let worst = episodes
+        .iter()
+        .map(|(f, _)| {
+            let ours = protocol::dropout::risk(&fitted, lo, hi, f).unwrap();
+            let theirs = protocol::dropout::risk(&pooled, lo, hi, f).unwrap();
+            (ours - theirs).abs()
+        })
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-6, "largest risk difference {worst}");
+    let episodes_released = model["episodes"].as_f64().unwrap();
+    assert!((episodes_released - episodes.len() as f64).abs() < 0.5);
+
+    // With noise, clinic 3 killed when iteration 2's shares arrive: the rest finish.
+    let ds: Vec<Daemon> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let env: &[(&str, &str)] = if i == 3 {
+                &[("MBC_NODE_TEST_EXIT_AT", "shares@2")]
+            } else {
+                &[]
+            };
+            Daemon::start_with_env(n, env)
+        })
+        .collect();
+    wait_converged(&ds.iter().collect::<Vec<_>>(), 6, 5);
+    let status = start_round(
+        root,
+        coord,
+        &["--kind", "dropout-model", "--iterations", "3"],
+    )
+    .ok()
+    .json();
+    let training = &status["training"];
+    assert_eq!(training["finished"], true, "{status:#}");
+    assert!(training["stopped"].is_null(), "{status:#}");
+    let history = training["history"].as_array().unwrap();
+    assert!(history.len() >= 2, "{status:#}");
+    assert_eq!(history[0]["contributing"], 5, "{status:#}");
+    for i in &history[1..] {
+        assert_eq!(i["contributing"], 4, "{i:#}");
+    }
+    let noisy = release_doc(root, coord, status["release_id"].as_str().unwrap());
+    assert_eq!(noisy["privacy"]["noise"], "on");
+    let iterations = history.len() as f64;
+    assert!((noisy["privacy"]["rho"].as_f64().unwrap() - 0.25 / 3.0 * iterations).abs() < 1e-12);
 }

@@ -119,9 +119,14 @@ pub struct StartRequest {
     #[serde(default)]
     pub plain: bool,
     /// Benchmark rounds: only these domains (default: every domain of the coordinator's
-    /// registry). Fewer domains leave more of ρ to each.
+    /// registry). Fewer domains leave more of ρ to each. A dropout-model training: the one
+    /// domain whose intake the features take (default: depression, else the first).
     #[serde(default)]
     pub domains: Vec<String>,
+    /// Dropout-model training: most iterations (rounds); `rho` is then the whole training's,
+    /// split evenly over them.
+    #[serde(default)]
+    pub iterations: Option<u32>,
 }
 
 /// One participant as the aggregator saw it.
@@ -170,11 +175,58 @@ pub struct RoundStatus {
     pub exact: Option<bool>,
     /// When it started (RFC 3339).
     pub started_at: String,
+    /// The training this round is an iteration of (dropout-model), as it stood when this
+    /// round last changed.
+    #[serde(default)]
+    pub training: Option<TrainingStatus>,
 }
 
 impl RoundStatus {
-    /// Whether the round has ended (done or aborted).
+    /// Whether the round has ended (done or aborted) and, for an iteration of a training, the
+    /// training too.
     pub fn finished(&self) -> bool {
-        self.step.finished()
+        self.step.finished() && self.training.as_ref().is_none_or(|t| t.finished)
     }
+}
+
+/// A training of several rounds (a dropout-model fit) as the aggregator drives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingStatus {
+    /// Training id (16 hex digits); `round status ID` takes it too.
+    pub training_id: String,
+    /// The iteration now running (or the last one run).
+    pub iteration: u32,
+    /// Its round.
+    pub round_id: String,
+    /// Most iterations.
+    pub iterations: u32,
+    /// ρ of the whole training, declared to every clinic.
+    pub total_rho: f64,
+    /// Every finished iteration.
+    pub history: Vec<IterationStatus>,
+    /// Whether the fit converged (the step below its tolerance or its own noise).
+    pub converged: bool,
+    /// Whether training has ended.
+    pub finished: bool,
+    /// Why it stopped before converging or reaching its cap, if it did.
+    pub stopped: Option<String>,
+}
+
+/// One finished iteration of a training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IterationStatus {
+    /// 1, 2, …
+    pub iteration: u32,
+    /// Its round.
+    pub round_id: String,
+    /// Clinics whose sums it holds (0 when it aborted).
+    pub contributing: usize,
+    /// How far its step moved the predictions (RMS change of the logit).
+    pub shift: Option<f64>,
+    /// How far the step's noise alone would.
+    pub shift_noise: Option<f64>,
+    /// Mean Brier score at the coefficients it evaluated (noisy).
+    pub brier: Option<f64>,
+    /// Why it aborted, if it did.
+    pub error: Option<String>,
 }

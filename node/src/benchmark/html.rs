@@ -16,7 +16,7 @@ const COLOURS: [&str; 6] = [
 ];
 
 /// Escapes text for HTML element content and double-quoted attributes (`&`, `<`, `>`, `"`).
-fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+pub(super) fn esc(s: &str) -> std::borrow::Cow<'_, str> {
     html_escape::encode_double_quoted_attribute(s)
 }
 

@@ -17,7 +17,7 @@ use protocol::roster::JoinRequest;
 use tokio_util::sync::CancellationToken;
 
 use super::rounds;
-use crate::aggregate::{RoundStatus, RoundStep, StartRequest};
+use crate::aggregate::{RoundStatus, StartRequest};
 use crate::config::NetworkConfig;
 use crate::ledger::{self, Policy};
 use crate::node::{self, Node};
@@ -45,6 +45,13 @@ pub(crate) struct DemoArgs {
     /// ρ (zCDP) each clinic spends on the trajectories round (0: no trajectories round)
     #[arg(long, default_value_t = 0.25)]
     trajectories_rho: f64,
+    /// ρ (zCDP) each clinic spends on the dropout-model training in all, split over its
+    /// iterations (0: no training)
+    #[arg(long, default_value_t = 0.25)]
+    dropout_rho: f64,
+    /// Most iterations (rounds) of the dropout-model training
+    #[arg(long, default_value_t = 5)]
+    dropout_iterations: u32,
     /// Past patients of one more, new clinic that joins too small for a neighbour pool of its
     /// own (0: none)
     #[arg(long, default_value_t = 60)]
@@ -253,9 +260,15 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
     result
 }
 
-/// Starts a round of `kind` at ρ `rho` on the coordinator and waits until every node keeps
-/// its release; the round's status.
-fn round(kind: &str, rho: f64, nodes: &[(PathBuf, String)]) -> Result<RoundStatus> {
+/// Starts a round of `kind` at ρ `rho` (a training of at most `iterations` rounds) on the
+/// coordinator and waits until every node keeps its release; the round's status (a
+/// training's last round).
+fn round(
+    kind: &str,
+    rho: f64,
+    iterations: Option<u32>,
+    nodes: &[(PathBuf, String)],
+) -> Result<RoundStatus> {
     let coord = &nodes[0].0;
     let request = StartRequest {
         kind: kind.into(),
@@ -264,17 +277,30 @@ fn round(kind: &str, rho: f64, nodes: &[(PathBuf, String)]) -> Result<RoundStatu
         deadline_s: None,
         dim: None,
         plain: false,
-        domains: vec!["depression".into(), "anxiety".into()],
+        domains: if iterations.is_some() {
+            vec!["depression".into()]
+        } else {
+            vec!["depression".into(), "anxiety".into()]
+        },
+        iterations,
     };
     let status: RoundStatus = api::post(coord, "/v1/rounds", Some(&request))?;
-    let status = rounds::wait(coord, &status.round_id, false)?;
-    if status.step != RoundStep::Done {
+    let id = status
+        .training
+        .as_ref()
+        .map_or(&status.round_id, |t| &t.training_id)
+        .clone();
+    let status = rounds::wait(coord, &id, false)?;
+    let Some(release_id) = status.release_id.clone() else {
         bail!(
             "the {kind} round aborted: {}",
-            status.error.as_deref().unwrap_or("unknown")
+            status
+                .error
+                .as_deref()
+                .or(status.training.as_ref().and_then(|t| t.stopped.as_deref()))
+                .unwrap_or("unknown")
         );
-    }
-    let release_id = status.release_id.clone().unwrap_or_default();
+    };
     for (node, name) in nodes {
         until(
             &format!("{name} to verify and keep the {kind} release"),
@@ -307,7 +333,7 @@ fn run_round(a: &DemoArgs, dir: &Path, nodes: &[(PathBuf, String)]) -> Result<()
          ledger, adds its noise share and sends only a masked vector",
         a.rho
     );
-    let status = round("benchmark", a.rho, nodes)?;
+    let status = round("benchmark", a.rho, None, nodes)?;
     let release_id = status.release_id.clone().unwrap_or_default();
     println!(
         "6. Release {release_id} signed by the coordinator, verified and kept by all {n} nodes \
@@ -331,7 +357,7 @@ fn run_round(a: &DemoArgs, dir: &Path, nodes: &[(PathBuf, String)]) -> Result<()
              at sessions 1–16 and the sums of the expected-trajectory model",
             a.trajectories_rho
         );
-        let status = round("trajectories", a.trajectories_rho, nodes)?;
+        let status = round("trajectories", a.trajectories_rho, None, nodes)?;
         let id = status.release_id.clone().unwrap_or_default();
         let kept = benchmark::trajectories::latest(Node::open(coord)?.store().conn(), Some(&id))?
             .context("release vanished")?;
@@ -358,11 +384,47 @@ fn run_round(a: &DemoArgs, dir: &Path, nodes: &[(PathBuf, String)]) -> Result<()
         let html = dir.join("trajectories.html");
         std::fs::write(&html, benchmark::trajectories::html(&kept))?;
         reports.push(("Trajectories report", html));
-        if a.new_clinic_patients > 0 {
-            let page = dir.join("support.html");
-            new_clinic_support(&nodes[nodes.len() - 1], &page)?;
-            reports.push(("New clinic's support page", page));
+    }
+    if a.dropout_rho > 0.0 {
+        println!(
+            "\n8. Dropout-model training, ρ = {} per clinic in all over at most {} iterations: \
+             each round carries the current model, each clinic returns its noised gradient and \
+             curvature sums, the coordinator takes a Newton step",
+            a.dropout_rho, a.dropout_iterations
+        );
+        let status = round(
+            "dropout-model",
+            a.dropout_rho,
+            Some(a.dropout_iterations),
+            nodes,
+        )?;
+        let id = status.release_id.clone().unwrap_or_default();
+        let kept = benchmark::dropout::latest(Node::open(coord)?.store().conn(), Some(&id))?
+            .context("release vanished")?;
+        for m in &kept.document.summary {
+            println!(
+                "   Release {id} verified and kept by all {n} nodes: {} iteration(s) of ρ = {} \
+                 ({}), {:.0} episodes, dropout rate {}, Brier {}",
+                m.iterations.len(),
+                benchmark::rho_text(m.rho_per_iteration),
+                if m.converged {
+                    "converged"
+                } else {
+                    "the cap reached"
+                },
+                m.episodes,
+                rate(m.dropout_rate),
+                m.brier.map_or("–".into(), |b| format!("{b:.3}"))
+            );
         }
+        let html = dir.join("dropout-model.html");
+        std::fs::write(&html, benchmark::dropout::html(&kept))?;
+        reports.push(("Dropout-model report", html));
+    }
+    if a.trajectories_rho > 0.0 && a.new_clinic_patients > 0 {
+        let page = dir.join("support.html");
+        new_clinic_support(&nodes[nodes.len() - 1], &page)?;
+        reports.push(("New clinic's support page", page));
     }
     print_budgets(nodes)?;
     println!();
@@ -391,14 +453,14 @@ fn new_clinic_support((node, name): &(PathBuf, String), out: &Path) -> Result<()
         Some((page, k))
     });
     let Some((page, k)) = found else {
-        println!("\n8. {name}: no patient with two PHQ-9 scores to show");
+        println!("\n9. {name}: no patient with two PHQ-9 scores to show");
         return Ok(());
     };
     let phq9 = &page.instruments[k];
     let r = &phq9.reference;
     println!(
-        "\n8. Clinical support at {name}, patient {}: PHQ-9 expected course from the {}{}\n   \
-         because {}",
+        "\n9. Clinical support at {name}, patient {}: PHQ-9 expected course from the {}{}\n   \
+         because {}{}",
         page.patient,
         r.name(),
         r.release_id
@@ -407,7 +469,13 @@ fn new_clinic_support((node, name): &(PathBuf, String), out: &Path) -> Result<()
                 " of release {}",
                 &id[..id.len().min(12)]
             )),
-        r.why
+        r.why,
+        page.dropout.as_ref().map_or_else(String::new, |d| format!(
+            "\n   Dropout risk: {:.0} % (the network's patients: {}), from the network's \
+             dropout model",
+            100.0 * d.risk,
+            rate(d.network_rate)
+        ))
     );
     std::fs::write(out, support::html::html(&page, &[], &clock::now()))
         .with_context(|| format!("couldn't write {}", out.display()))?;

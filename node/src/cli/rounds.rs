@@ -41,13 +41,19 @@ pub(super) struct StartArgs {
     #[command(flatten)]
     dir: DataDir,
     /// Round kind: "benchmark" (the cross-site benchmark), "trajectories" (the network's score
-    /// percentiles by session and its expected-trajectory model, for clinical support) or
-    /// "bench" (synthetic vectors, for measuring the protocol)
+    /// percentiles by session and its expected-trajectory model, for clinical support),
+    /// "dropout-model" (a logistic model of dropout risk from intake, trained by one round per
+    /// iteration) or "bench" (synthetic vectors, for measuring the protocol)
     #[arg(long, default_value = "benchmark")]
     kind: String,
-    /// ρ (zCDP) of the released sum, at patient level; each clinic's ledger is charged this
+    /// ρ (zCDP) of the release, at patient level; each clinic's ledger is charged this (for a
+    /// dropout-model training: the whole training's, split evenly over its iterations, each
+    /// charged before its round's vector leaves)
     #[arg(long, default_value_t = 0.0)]
     rho: f64,
+    /// Dropout-model training: most iterations (rounds); it stops sooner once converged
+    #[arg(long, value_name = "N")]
+    iterations: Option<u32>,
     /// Reconstruction threshold t: fewer surviving clinics abort the round (default ⌈2n/3⌉)
     #[arg(long)]
     threshold: Option<u32>,
@@ -55,7 +61,8 @@ pub(super) struct StartArgs {
     #[arg(long, value_name = "SECONDS")]
     deadline: Option<f64>,
     /// Benchmark and trajectories rounds: a domain to include (repeat for several; default
-    /// every domain)
+    /// every domain). Dropout-model: the one domain whose intake gives the features (default
+    /// depression)
     #[arg(long = "domain", value_name = "ID")]
     domains: Vec<String>,
     /// Bench rounds: vector length
@@ -74,7 +81,7 @@ pub(super) struct StartArgs {
 
 #[derive(Debug, Subcommand)]
 pub(super) enum BenchmarkCommand {
-    /// The signed network releases this node keeps (benchmark and trajectories)
+    /// The signed network releases this node keeps (benchmark, trajectories, dropout model)
     ///
     /// Example: mbc-node benchmark list --data-dir /srv/mbc
     List {
@@ -132,18 +139,31 @@ fn start(a: &StartArgs) -> Result<()> {
         dim: a.dim,
         plain: a.plain,
         domains: a.domains.clone(),
+        iterations: a.iterations,
     };
     let dir = &a.dir.data_dir;
     let status: RoundStatus = api::post(dir, "/v1/rounds", Some(&request))?;
-    let id = status.round_id.clone();
+    // A training is followed by its id: each iteration is a round of its own.
+    let id = status
+        .training
+        .as_ref()
+        .map_or(&status.round_id, |t| &t.training_id)
+        .clone();
     if !a.wait {
         if a.json {
             println!("{}", serde_json::to_string_pretty(&status)?);
         } else {
+            let what = match &status.training {
+                Some(t) => format!(
+                    "Training {id} (dropout-model, up to {} iterations, ρ = {} in all; its \
+                     first round {})",
+                    t.iterations, t.total_rho, status.round_id
+                ),
+                None => format!("Round {id} ({})", status.kind),
+            };
             println!(
-                "Round {id} ({}) started with {} invited clinics, threshold {}.\n\
+                "{what} started with {} invited clinics, threshold {}.\n\
                  Follow it with: mbc-node round status --data-dir {} {id}",
-                status.kind,
                 status.participants.len(),
                 status.threshold,
                 dir.display()
@@ -153,7 +173,7 @@ fn start(a: &StartArgs) -> Result<()> {
     }
     let status = wait(dir, &id, a.json)?;
     print_status(&status, a.json)?;
-    if status.step == RoundStep::Aborted {
+    if status.step == RoundStep::Aborted && status.release_id.is_none() {
         bail!(
             "round {id} aborted, nothing released: {}",
             status.error.as_deref().unwrap_or("unknown")
@@ -168,17 +188,24 @@ pub(crate) fn wait(dir: &Path, id: &str, quiet: bool) -> Result<RoundStatus> {
     let mut last = None;
     loop {
         let status: RoundStatus = api::get(dir, &format!("/v1/rounds/{id}"))?;
-        if last != Some(status.step) && !quiet {
+        let now = (status.round_id.clone(), status.step);
+        if last.as_ref() != Some(&now) && !quiet {
+            let iteration = status
+                .training
+                .as_ref()
+                .map(|t| format!(" (iteration {} of at most {})", t.iteration, t.iterations))
+                .unwrap_or_default();
             eprintln!(
-                "  [{:>6.1} s] round {id}: {}",
+                "  [{:>6.1} s] round {}{iteration}: {}",
                 started.elapsed().as_secs_f64(),
+                status.round_id,
                 status.step
             );
         }
         if status.finished() {
             return Ok(status);
         }
-        last = Some(status.step);
+        last = Some(now);
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -218,6 +245,35 @@ fn print_status(status: &RoundStatus, json: bool) -> Result<()> {
                 .unwrap_or_default()
         );
     }
+    if let Some(t) = &status.training {
+        println!(
+            "  training {}: iteration {} of at most {}, ρ = {} in all declared{}{}",
+            t.training_id,
+            t.iteration,
+            t.iterations,
+            t.total_rho,
+            if t.converged { ", converged" } else { "" },
+            if t.finished { "" } else { ", running" }
+        );
+        for i in &t.history {
+            match &i.error {
+                Some(e) => println!("    {:>2}  round {}  aborted: {e}", i.iteration, i.round_id),
+                None => println!(
+                    "    {:>2}  round {}  {} clinics  moved the predictions {:.2e} (noise {:.2e})  \
+                     Brier {}",
+                    i.iteration,
+                    i.round_id,
+                    i.contributing,
+                    i.shift.unwrap_or(f64::NAN),
+                    i.shift_noise.unwrap_or(f64::NAN),
+                    i.brier.map_or("–".into(), |b| format!("{b:.4}"))
+                ),
+            }
+        }
+        if let Some(why) = &t.stopped {
+            println!("  stopped early: {why}");
+        }
+    }
     if let Some(r) = &status.release_id {
         println!("  release {r} (mbc-node benchmark show {r})");
     }
@@ -241,12 +297,12 @@ pub(super) fn benchmark_cmd(c: BenchmarkCommand) -> Result<()> {
                 println!("No releases yet (they arrive when the coordinator runs a round).");
             } else {
                 println!(
-                    "{:<34} {:<12} {:<20} {:>7} {:>6}  domains",
+                    "{:<34} {:<13} {:<20} {:>7} {:>6}  domains",
                     "release", "kind", "issued", "clinics", "ρ"
                 );
                 for l in list {
                     println!(
-                        "{:<34} {:<12} {:<20} {:>7} {:>6}  {}",
+                        "{:<34} {:<13} {:<20} {:>7} {:>6}  {}",
                         l.release_id,
                         l.kind,
                         l.issued_at,
@@ -274,6 +330,7 @@ pub(super) fn benchmark_cmd(c: BenchmarkCommand) -> Result<()> {
                     benchmark::Any::Trajectories(s) => {
                         print!("{}", benchmark::trajectories::describe(s))
                     }
+                    benchmark::Any::Dropout(s) => print!("{}", benchmark::dropout::describe(s)),
                 }
             }
             Ok(())
@@ -290,6 +347,7 @@ pub(super) fn benchmark_cmd(c: BenchmarkCommand) -> Result<()> {
                 _ if !html => serde_json::to_vec_pretty(&benchmark::export_json(s.release())?)?,
                 benchmark::Any::Benchmark(s) => benchmark::html(s).into_bytes(),
                 benchmark::Any::Trajectories(s) => benchmark::trajectories::html(s).into_bytes(),
+                benchmark::Any::Dropout(s) => benchmark::dropout::html(s).into_bytes(),
             };
             std::fs::write(&out, bytes)
                 .with_context(|| format!("couldn't write {}", out.display()))?;

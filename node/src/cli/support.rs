@@ -226,6 +226,16 @@ fn signal_text(s: Option<Signal>) -> &'static str {
 /// The page as text.
 fn text(p: &PatientSupport) -> String {
     let mut out = format!("Patient {} (episode {}…)\n", p.patient, p.episode);
+    if let Some(d) = &p.dropout {
+        out.push_str(&format!(
+            "Dropout risk: {:.0} %{}, from {}\n",
+            100.0 * d.risk,
+            d.network_rate
+                .map(|r| format!(" (the network's patients: {:.0} %)", 100.0 * r))
+                .unwrap_or_default(),
+            d.basis
+        ));
+    }
     for i in &p.instruments {
         out.push('\n');
         match &i.basis {

@@ -39,6 +39,7 @@ fn draft(rho: f64) -> Draft {
             },
         ),
         payload: b"released bytes".to_vec(),
+        training: None,
     }
 }
 

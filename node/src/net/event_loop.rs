@@ -279,7 +279,7 @@ impl EventLoop {
                     let _ = reply.send(Err(NetError::NotMember(peer)));
                     return;
                 }
-                let (nonce, bytes) = self.seal(request, None);
+                let (nonce, bytes) = self.seal(*request, None);
                 let id = self.swarm.behaviour_mut().rpc.send_request(&peer, bytes);
                 self.pending
                     .insert(id, (peer, Pending::Verified { nonce, reply }));

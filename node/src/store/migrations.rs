@@ -48,7 +48,23 @@ pub(crate) fn migrations() -> Vec<Migration> {
         |tx| tx.execute_batch(include_str!("schema_v11.sql")),
         // 12: the features clinical support reads of every episode, cached (issue 15).
         |tx| tx.execute_batch(include_str!("schema_v12.sql")),
+        // 13: the training a round contribution is an iteration of (issue 16), so that the
+        // ledger weighs a training once. A ledger table: safe to run again.
+        training_of_contributions,
     ]
+}
+
+fn training_of_contributions(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let has: bool = tx.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('round_contribution', 'ledger')
+         WHERE name = 'training_id'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        tx.execute_batch(include_str!("schema_v13.sql"))?;
+    }
+    Ok(())
 }
 
 /// The version at which the ledger's tables live in the `ledger` file.

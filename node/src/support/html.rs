@@ -33,7 +33,8 @@ table{border-collapse:collapse;margin:.5rem 0}td,th{padding:.25rem .6rem;border-
 font-size:.9rem}.safety{background:#fde8e8;border-left:4px solid #b2182b;padding:.5rem 1rem;\
 margin:.6rem 0}.warn{background:#fff6db;border-left:4px solid #d9a400;padding:.5rem 1rem}\
 .sig{font-weight:600}.alerts{background:#fde8e8;border-left:4px solid #b2182b;padding:.2rem 1rem;\
-margin:.6rem 0}.alerts h2{margin-top:.4rem;border:0;font-size:1.1rem}";
+margin:.6rem 0}.alerts h2{margin-top:.4rem;border:0;font-size:1.1rem}.dropout{background:#eef3f8;\
+border-left:4px solid #1b6ca8;padding:.5rem 1rem}";
 
 /// The page, with the episode's unresolved alerts (one line each) at the top.
 pub fn html(p: &PatientSupport, alerts: &[String], now: &str) -> String {
@@ -43,9 +44,9 @@ pub fn html(p: &PatientSupport, alerts: &[String], now: &str) -> String {
         .instruments
         .iter()
         .any(|i| i.reference.release_id.is_some());
-    let basis = if network {
-        "from this clinic's own data and the network's trajectories release (per instrument \
-         below); nothing of this patient left the clinic"
+    let basis = if network || p.dropout.is_some() {
+        "from this clinic's own data and the network's releases (said where used below); \
+         nothing of this patient left the clinic"
     } else {
         "from this clinic's own past patients; nothing of it left the clinic"
     };
@@ -76,6 +77,18 @@ pub fn html(p: &PatientSupport, alerts: &[String], now: &str) -> String {
         h.push_str(
             "<p class=\"warn\">These signals have not passed validation on this clinic's data: \
              read them as prompts for clinical judgement, not as alerts.</p>",
+        );
+    }
+    if let Some(d) = &p.dropout {
+        let _ = write!(
+            h,
+            "<p class=\"dropout\"><b>Dropout risk: {:.0} %</b>{}. <span class=\"note\">From {}.\
+             </span></p>",
+            100.0 * d.risk,
+            d.network_rate
+                .map(|r| format!(" (the network's patients: {:.0} %)", 100.0 * r))
+                .unwrap_or_default(),
+            esc(&d.basis)
         );
     }
     for i in &p.instruments {
