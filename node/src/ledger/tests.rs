@@ -233,3 +233,146 @@ fn refunded_releases_stay_in_the_ledger_and_cost_nothing() {
         .collect();
     assert_eq!(statuses, ["aborted", "sent"]);
 }
+
+/// One iteration of training `id` (of `iterations`, declared at `total`) charged as a round
+/// contribution at `now`, bound to the training as the clinic's round code binds it.
+fn iterate(
+    store: &mut Store,
+    p: &Policy,
+    id: &str,
+    iteration: u32,
+    iterations: u32,
+    total: f64,
+    now: DateTime<Utc>,
+) -> Result<Charged> {
+    let training = Training {
+        id: id.into(),
+        iteration,
+        iterations,
+        total_rho: total,
+    };
+    let d = Draft {
+        kind: "round:dropout-model".into(),
+        mechanism: dp::Mechanism::central(1000.0, total / f64::from(iterations)).unwrap(),
+        training: Some(training),
+        ..draft(1.0)
+    };
+    let release = d.id.clone();
+    charge_with(store.conn_mut(), p, d, now, |tx| {
+        tx.execute(
+            "INSERT INTO round_contribution (round_id, spec_sha256, release_id, expires_at_ms,
+                training_id) VALUES (?1, 'sha', ?2, 0, ?3)",
+            params![format!("{id}-{iteration}"), release, id],
+        )?;
+        Ok(())
+    })
+}
+
+/// Issue 16: a training is weighed as a whole. Its declared total above the per-release
+/// maximum is refused before anything is charged, however small each iteration; what it may
+/// still cost must fit the period's budget; its iterations count once against the round caps
+/// (the cap and the interval apply at its first iteration only); a refused iteration charges
+/// nothing.
+#[test]
+fn a_training_is_weighed_once_and_refused_whole() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut p = policy(1.0, 0.25);
+    p.max_rounds_per_period = 2;
+    let now = at("2026-11-23T10:00:00Z");
+    // 0.3 in all, 0.06 per iteration: each under the maximum, the whole above it.
+    let err = iterate(&mut store, &p, "t0", 1, 5, 0.3, now).unwrap_err();
+    assert!(
+        matches!(
+            err.downcast_ref::<Refusal>(),
+            Some(Refusal::TrainingOverRelease { total, iterations: 5, max })
+                if *total == 0.3 && *max == 0.25
+        ),
+        "{err:#}"
+    );
+    assert!(entries(store.conn()).unwrap().is_empty(), "nothing charged");
+    // Five iterations of 0.05 within the hour: one round for the caps and the interval.
+    for i in 1..=5 {
+        iterate(
+            &mut store,
+            &p,
+            "t1",
+            i,
+            5,
+            0.25,
+            now + chrono::Duration::minutes(i.into()),
+        )
+        .unwrap();
+    }
+    assert!((charged_to_training(store.conn(), "t1").unwrap() - 0.25).abs() < 1e-15);
+    let b = budget(store.conn(), &p, now).unwrap();
+    assert!((b.current.rho_spent - 0.25).abs() < 1e-15);
+    // A second training is a new round: too soon after the first.
+    let later = now + chrono::Duration::hours(2);
+    let err = iterate(&mut store, &p, "t2", 1, 5, 0.25, later).unwrap_err();
+    assert!(
+        matches!(err.downcast_ref::<Refusal>(), Some(Refusal::TooSoon { .. })),
+        "{err:#}"
+    );
+    // A day later it is allowed: two trainings, the period's cap of two rounds.
+    let next_day = now + chrono::Duration::hours(25);
+    iterate(&mut store, &p, "t2", 1, 5, 0.25, next_day).unwrap();
+    let err = iterate(
+        &mut store,
+        &p,
+        "t3",
+        1,
+        5,
+        0.25,
+        next_day + chrono::Duration::days(2),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err.downcast_ref::<Refusal>(),
+            Some(Refusal::TooManyRounds { count: 2, .. })
+        ),
+        "{err:#}"
+    );
+    // Its later iterations go on (already admitted), each charged.
+    iterate(&mut store, &p, "t2", 2, 5, 0.25, next_day).unwrap();
+    // 0.35 spent. Under a budget of 0.55 a new training declaring 0.25 does not fit (0.2
+    // left), and is refused before its first iteration is charged.
+    let spent = budget(store.conn(), &p, next_day)
+        .unwrap()
+        .current
+        .rho_spent;
+    assert!((spent - 0.35).abs() < 1e-12, "{spent}");
+    let mut tight = p;
+    tight.rho_per_period = 0.55;
+    tight.max_rounds_per_period = 12;
+    tight.min_round_interval = chrono::Duration::zero();
+    let before = entries(store.conn()).unwrap().len();
+    let err = iterate(&mut store, &tight, "t4", 1, 5, 0.25, next_day).unwrap_err();
+    assert!(
+        matches!(err.downcast_ref::<Refusal>(), Some(Refusal::TrainingOverBudget { rho, .. })
+            if (*rho - 0.25).abs() < 1e-12),
+        "{err:#}"
+    );
+    assert_eq!(
+        entries(store.conn()).unwrap().len(),
+        before,
+        "a refusal charges nothing"
+    );
+    // Joining a training late (at iteration 4 of 5) reserves only the two iterations left.
+    assert!(
+        precheck(
+            store.conn(),
+            &tight,
+            "round:dropout-model",
+            0.05,
+            Some(&Training {
+                id: "t5".into(),
+                iteration: 4,
+                iterations: 5,
+                total_rho: 0.25,
+            }),
+            next_day,
+        )
+        .is_ok()
+    );
+}
