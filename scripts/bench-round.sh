@@ -16,7 +16,9 @@
 #  synthetic clinic of PATIENTS patients; REPS interleaved runs of a `trajectories` round (the
 #  clinics encode their data, the coordinator summarises and signs) against a `bench` round of
 #  the same vector length and threshold (synthetic vectors, no data, no summary), and a
-#  `benchmark` round (clinic data, its own length); target trajectories/bench <= 1.2.
+#  `benchmark` round (clinic data, its own length); target trajectories/bench <= 1.2. Then a
+#  `dropout-model` training of at most 5 iterations against a training of 1 (one round), both at
+#  ρ = 2 per iteration (little noise, so Newton runs its course): target <= 6x.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=rounds
@@ -44,21 +46,24 @@ if [ "$mode" = kinds ]; then
             "$work/data/$c/episodes.csv" "$work/data/$c/assessments.csv" >/dev/null
         # Rounds back to back, more of them than a period allows.
         sed -i -e 's/^rho_per_period = .*/rho_per_period = 100.0/' \
+            -e 's/^max_rho_per_release = .*/max_rho_per_release = 10.0/' \
             -e 's/^max_rounds_per_period = .*/max_rounds_per_period = 1000/' \
             -e 's/^min_round_interval_hours = .*/min_round_interval_hours = 0.0/' "$d/config.toml"
     done
     for d in "${dirs[@]}"; do start_node "$d"; done
     for d in "${dirs[@]}"; do wait_peers "$d" $((nodes - 1)); done
     t=$((nodes - 1))
-    start() { "$bin" round start --data-dir "$coord" --deadline 60 --wait --json --threshold "$t" --rho 0.25 "$@" | tr -d '\n'; }
-    first=$(start --kind trajectories)
+    start() { "$bin" round start --data-dir "$coord" --deadline 60 --wait --json --threshold "$t" "$@" | tr -d '\n'; }
+    first=$(start --kind trajectories --rho 0.25)
     dim=$(echo "$first" | python3 -c 'import json,sys; print(json.load(sys.stdin)["dim"])')
     start --kind bench --dim "$dim" >/dev/null # warm-up
     : >"$work/results"
     for r in $(seq 1 "$reps"); do
-        echo "trajectories $(start --kind trajectories)" >>"$work/results"
+        echo "trajectories $(start --kind trajectories --rho 0.25)" >>"$work/results"
         echo "bench $(start --kind bench --dim "$dim")" >>"$work/results"
-        echo "benchmark $(start --kind benchmark)" >>"$work/results"
+        echo "benchmark $(start --kind benchmark --rho 0.25)" >>"$work/results"
+        echo "training1 $(start --kind dropout-model --iterations 1 --rho 2 --domain depression)" >>"$work/results"
+        echo "training5 $(start --kind dropout-model --iterations 5 --rho 10 --domain depression)" >>"$work/results"
     done
     python3 - "$work/results" "$nodes" "$dim" "$reps" "$patients" <<'PY'
 import json, statistics, sys
@@ -75,6 +80,15 @@ print(f"  bench (same length, no data)   {med['bench']:8.1f} ms")
 print(f"  trajectories (clinic data)     {med['trajectories']:8.1f} ms   trajectories/bench {med['trajectories']/med['bench']:5.2f}x  (target <= 1.2)")
 bdim = runs["benchmark"][0]["dim"]
 print(f"  benchmark (clinic data, d = {bdim}) {med['benchmark']:8.1f} ms   trajectories/benchmark {med['trajectories']/med['benchmark']:5.2f}x")
+def training(r):
+    t = r["training"]
+    assert t["finished"] and r["release_id"], r
+    return t["elapsed_ms"], len(t["history"])
+t1 = statistics.median(training(r)[0] for r in runs["training1"])
+t5 = statistics.median(training(r)[0] for r in runs["training5"])
+its = sorted(training(r)[1] for r in runs["training5"])
+print(f"  dropout-model, 1 iteration      {t1:8.1f} ms   (d = {runs['training1'][0]['dim']})")
+print(f"  dropout-model, <= 5 iterations  {t5:8.1f} ms   ran {its} iterations; training5/training1 {t5/t1:5.2f}x  (target <= 6)")
 for k in ("bench", "trajectories", "benchmark"):
     steps = {s: statistics.median(r["step_ms"][s] for r in runs[k]) for s in runs[k][0]["step_ms"]}
     print(f"  {k} steps (median ms): " + ", ".join(f"{s} {v:.1f}" for s, v in steps.items()))

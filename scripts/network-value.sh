@@ -7,8 +7,11 @@
 # ("network"), and the same model from the exact pooled sums (the same rounds with noise
 # off: "pooled", non-private). SEEDS synthetic networks; per seed and the mean: AUC of red by
 # session 3 for final non-improvement, r of predicted and observed change, and calibration
-# (share of scores beyond P90, ties half; 10 % is calibrated). Debug build (its noise-off
-# switch is what gives the pooled sums).
+# (share of scores beyond P90, ties half; 10 % is calibrated). Then the dropout model (a
+# training of at most 5 iterations, RHO in all): its AUC, Brier score and mean risk on the new
+# clinic's ended episodes, for the network's model, the same from exact sums ("pooled", the
+# pooled non-private fit) and the clinic's own fit (5-fold cross-validated, "alone"). Debug
+# build (its noise-off switch is what gives the pooled sums).
 # Usage: scripts/network-value.sh [SEEDS] [PATIENTS] [NEW] [RHO]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +25,8 @@ for s in $(seq 1 "$seeds"); do
         env=()
         [ "$mode" = pooled ] && env=(MBC_NODE_TEST_NO_NOISE=1)
         env "${env[@]}" "$bin" demo --dir "$work/$mode-$s" --seed "$s" --patients-per-clinic "$patients" \
-            --new-clinic-patients "$new" --rho "$rho" --trajectories-rho "$rho" >/dev/null 2>"$work/$mode-$s.log"
+            --new-clinic-patients "$new" --rho "$rho" --trajectories-rho "$rho" --dropout-rho "$rho" \
+            >/dev/null 2>"$work/$mode-$s.log"
         "$bin" support validate --data-dir "$work/$mode-$s/nodes/new-clinic" --json >"$work/$mode-$s.json" || true
     done
 done
@@ -30,6 +34,7 @@ python3 - "$work" "$seeds" "$patients" "$new" "$rho" <<'PY'
 import json, statistics, sys, os
 work, seeds, patients, new, rho = sys.argv[1], int(sys.argv[2]), *sys.argv[3:6]
 rows = {}
+drop = {}
 for s in range(1, seeds + 1):
     for mode in ("network", "pooled"):
         path = os.path.join(work, f"{mode}-{s}.json")
@@ -38,6 +43,14 @@ for s in range(1, seeds + 1):
         except Exception:
             continue
         for c in cards:
+            d = c.get("dropout")
+            if d:
+                if mode == "network":
+                    drop.setdefault("network model", []).append(d["network"])
+                    if d.get("alone"):
+                        drop.setdefault("alone (5-fold CV)", []).append(d["alone"])
+                else:
+                    drop.setdefault("pooled fit", []).append(d["network"])
             m = {f["method"]: f for f in c["methods"]}
             pick = {"alone": m.get("nearest_neighbours"), "network model": m.get("network_model"),
                     "network curves": m.get("network_curves")} if mode == "network" else \
@@ -55,4 +68,12 @@ def sd(fs, key):
     return statistics.stdev(v) if len(v) > 1 else float('nan')
 for (inst, name), fs in sorted(rows.items(), key=lambda kv: (kv[0][0], ["alone","network model","network curves","pooled model","pooled curves"].index(kv[0][1]))):
     print(f"  {inst:<10} {name:<16} {mean(fs,'auc'):6.3f} {sd(fs,'auc'):6.3f} {mean(fs,'r'):6.3f} {sd(fs,'r'):6.3f} {100*mean(fs,'above_p90_mid'):10.1f} %  ({statistics.mean(f['assessed'] for f in fs):.0f})")
+print(f"  dropout risk on the new clinic's ended episodes with a known end (mean and SD over seeds):")
+print(f"  {'model':<18} {'AUC':>6} {'(SD)':>6} {'Brier':>6} {'mean risk':>10} {'observed':>9}  (episodes)")
+for name in ("alone (5-fold CV)", "network model", "pooled fit"):
+    fs = drop.get(name, [])
+    if not fs:
+        continue
+    obs = statistics.mean(f["dropouts"] / f["episodes"] for f in fs)
+    print(f"  {name:<18} {mean(fs,'auc'):6.3f} {sd(fs,'auc'):6.3f} {mean(fs,'brier'):6.3f} {100*mean(fs,'mean_risk'):9.1f} % {100*obs:8.1f} %  ({statistics.mean(f['episodes'] for f in fs):.0f})")
 PY

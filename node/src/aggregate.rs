@@ -221,6 +221,7 @@ impl Aggregation {
                     converged: false,
                     finished: false,
                     stopped: None,
+                    elapsed_ms: None,
                 },
             );
         }
@@ -324,6 +325,7 @@ impl Aggregation {
                 converged: false,
                 finished: false,
                 stopped: None,
+                elapsed_ms: None,
             }),
         };
         record::insert(store.conn(), &status, &signed)?;
@@ -495,6 +497,7 @@ impl Aggregation {
         };
         let rho = first.spec.rho;
         let tid = format!("{training_id:016x}");
+        let began = Instant::now();
         let mut signed = first;
         let mut history: Vec<Iteration> = Vec::new();
         // The last finished iteration: its spec, decoded sum, clinics and step.
@@ -603,6 +606,7 @@ impl Aggregation {
         self.update_training(&tid, |t| {
             t.finished = true;
             t.stopped = stopped;
+            t.elapsed_ms = Some(began.elapsed().as_millis() as u64);
         });
         // Persist the last round's final state (its release id) with the training ended.
         self.update(&last_round, |_| {});

@@ -207,6 +207,63 @@ pub fn noised_vector(
     Ok((values, derived.clinic))
 }
 
+/// The latest network dropout model checked on this clinic's ended episodes with a known
+/// end (`support validate`), beside the clinic's own cross-validated fit of the same model:
+/// the instrument measuring the model's domain and the figures; `None` when no model is kept
+/// or this clinic does not measure its domain.
+pub fn dropout_validation(
+    node: &Node,
+    settings: protocol::analysis::Settings,
+    now: &str,
+) -> Result<Option<(String, protocol::dropout::Validation)>> {
+    use protocol::dropout::{Check, Validation, cross_validated};
+    let mut store = node.store();
+    let Some(release) = crate::benchmark::dropout::latest(store.conn(), None)? else {
+        return Ok(None);
+    };
+    let Some(model) = release.document.summary.first() else {
+        return Ok(None);
+    };
+    let layout = benchmark_layout(&store, node.config())?;
+    let Some(spec) = layout
+        .domains()
+        .iter()
+        .find(|d| d.id == model.domain && d.lo == model.lo && d.hi == model.hi)
+        .cloned()
+    else {
+        return Ok(None);
+    };
+    let registry = store.registry()?;
+    let Some(instrument) = registry
+        .domains()
+        .iter()
+        .find(|d| d.id == model.domain)
+        .map(|d| d.instrument_id.clone())
+    else {
+        return Ok(None);
+    };
+    let derived = stats::derive(&mut store, settings, now)?;
+    let all = contributions(&store, &derived, std::slice::from_ref(&spec))?;
+    let mut seen = std::collections::HashSet::new();
+    let network: Vec<(f64, bool)> = all
+        .iter()
+        .filter(|c| c.dropout.is_some() && seen.insert(c.patient))
+        .filter_map(|c| Some((model.risk(&c.features)?, c.dropout?)))
+        .collect();
+    let held_out = cross_validated(&spec, &all)?;
+    let both = |y: bool| held_out.iter().filter(|(_, d)| *d == y).count();
+    let alone = (both(true) >= protocol::dropout::FOLDS && both(false) >= protocol::dropout::FOLDS)
+        .then(|| Check::of(&held_out));
+    Ok(Some((
+        instrument,
+        Validation {
+            release_id: release.id().to_string(),
+            network: Check::of(&network),
+            alone,
+        },
+    )))
+}
+
 /// `mbc-node release --kind local-benchmark --rho R --out FILE`.
 pub fn local_benchmark(
     node: &Node,

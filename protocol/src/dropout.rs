@@ -349,6 +349,101 @@ pub fn risk(model: &[f64], lo: f64, hi: f64, features: &[f64]) -> Option<f64> {
     Some(predict(model, &standardised(lo, hi, features)))
 }
 
+/// How well a dropout model's risks rank and fit one clinic's ended episodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    /// Episodes with a known end.
+    pub episodes: usize,
+    /// Of them, ended in dropout.
+    pub dropouts: usize,
+    /// Area under the ROC curve of the risk for dropout (0.5: no better than chance).
+    pub auc: Option<f64>,
+    /// Mean Brier score.
+    pub brier: Option<f64>,
+    /// Mean predicted risk (calibration in the large: against `dropouts / episodes`).
+    pub mean_risk: Option<f64>,
+}
+
+impl Check {
+    /// The figures of `risks`: (predicted risk, ended in dropout) per episode.
+    pub fn of(risks: &[(f64, bool)]) -> Self {
+        let n = risks.len();
+        let mean = |f: &dyn Fn(&(f64, bool)) -> f64| {
+            (n > 0).then(|| risks.iter().map(f).sum::<f64>() / n as f64)
+        };
+        Self {
+            episodes: n,
+            dropouts: risks.iter().filter(|(_, y)| *y).count(),
+            auc: crate::trajectory::validation::auc(risks),
+            brier: mean(&|(p, y)| (p - f64::from(u8::from(*y))).powi(2)),
+            mean_risk: mean(&|(p, _)| *p),
+        }
+    }
+}
+
+/// A network dropout model checked on one clinic's ended episodes, beside the clinic's own
+/// model (the same logistic fit of its data alone, each episode predicted by a fit without
+/// it: [`FOLDS`]-fold cross-validation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Validation {
+    /// The release of the network model.
+    pub release_id: String,
+    /// The network model's figures.
+    pub network: Check,
+    /// The clinic's own, cross-validated (`None` with fewer than [`FOLDS`] dropouts or
+    /// completions).
+    pub alone: Option<Check>,
+}
+
+/// Folds of the clinic's own cross-validated fit.
+pub const FOLDS: usize = 5;
+
+/// The exact (noise-free) fit of `contributions` alone (a clinic fitting its own data, which
+/// never leaves it): the training's Newton steps on the clinic's sum, to convergence.
+pub fn fit(domain: &DomainSpec, contributions: &[Contribution]) -> Result<Vec<f64>, dp::Error> {
+    let mut model = vec![0.0; FEATURES.len()];
+    for _ in 0..MAX_ITERATIONS {
+        let layout = DropoutLayout::new(domain.clone(), 1, model)?;
+        let step = layout.step(&layout.encode(contributions)?, 0.0)?;
+        model = step.model;
+        if step.converged {
+            break;
+        }
+    }
+    Ok(model)
+}
+
+/// Every labelled episode of `contributions` (domain 0, a patient's first) predicted by the
+/// clinic's own fit on the other [`FOLDS`] − 1 folds (episodes dealt to folds in turn):
+/// (risk, ended in dropout).
+pub fn cross_validated(
+    domain: &DomainSpec,
+    contributions: &[Contribution],
+) -> Result<Vec<(f64, bool)>, dp::Error> {
+    let mut seen = std::collections::HashSet::new();
+    let labelled: Vec<&Contribution> = contributions
+        .iter()
+        .filter(|c| c.domain == 0 && c.dropout.is_some() && seen.insert(c.patient))
+        .collect();
+    let mut out = Vec::with_capacity(labelled.len());
+    for fold in 0..FOLDS {
+        let train: Vec<Contribution> = labelled
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % FOLDS != fold)
+            .map(|(_, c)| (*c).clone())
+            .collect();
+        let model = fit(domain, &train)?;
+        for c in labelled.iter().skip(fold).step_by(FOLDS) {
+            if let (Some(r), Some(y)) = (risk(&model, domain.lo, domain.hi, &c.features), c.dropout)
+            {
+                out.push((r, y));
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub mod document;
 
 #[cfg(test)]

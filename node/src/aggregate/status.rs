@@ -210,6 +210,9 @@ pub struct TrainingStatus {
     pub finished: bool,
     /// Why it stopped before converging or reaching its cap, if it did.
     pub stopped: Option<String>,
+    /// Milliseconds from its first announcement to its release, when finished.
+    #[serde(default)]
+    pub elapsed_ms: Option<u64>,
 }
 
 /// One finished iteration of a training.

@@ -124,6 +124,14 @@ fn validate(a: ValidateArgs) -> Result<()> {
         &now,
     )?;
     let raised = alerts::raise_switched_on(&store, gap, &now)?;
+    drop(store);
+    let mut cards = cards;
+    if let Some((instrument, check)) =
+        crate::release::dropout_validation(&node, node.engine_settings(&Default::default())?, &now)?
+        && let Some(card) = cards.iter_mut().find(|c| c.instrument == instrument)
+    {
+        card.dropout = Some(check);
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&cards)?);
         return Ok(());
@@ -176,6 +184,32 @@ fn validate(a: ValidateArgs) -> Result<()> {
                 num(f.r),
                 pct(f.above_p90_mid),
             );
+        }
+        if let Some(d) = &c.dropout {
+            let line = |who: &str, k: &protocol::dropout::Check| {
+                println!(
+                    "    {who:<34} AUC {}  Brier {}  mean risk {} (observed {})",
+                    num(k.auc),
+                    k.brier.map_or("—".into(), |b| format!("{b:.3}")),
+                    pct(k.mean_risk),
+                    pct((k.episodes > 0).then(|| k.dropouts as f64 / k.episodes as f64)),
+                )
+            };
+            println!(
+                "  dropout risk on {} ended episodes with a known end ({} dropped out):",
+                d.network.episodes, d.network.dropouts
+            );
+            line(
+                &format!(
+                    "network model (release {}…)",
+                    d.release_id.get(..12).unwrap_or_default()
+                ),
+                &d.network,
+            );
+            match &d.alone {
+                Some(k) => line("this clinic's own fit (5-fold CV)", k),
+                None => println!("    this clinic's own fit: too few dropouts or completions"),
+            }
         }
         let nn = &c.methods[0];
         let by: Vec<String> = nn

@@ -103,6 +103,10 @@ pub struct Card {
     pub passed: bool,
     /// In words.
     pub verdict: String,
+    /// The network's dropout model on this clinic's ended episodes, beside the clinic's own
+    /// (for the instrument measuring the model's domain; `support validate` adds it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropout: Option<protocol::dropout::Validation>,
 }
 
 /// Per test patient and method: what it predicted.
@@ -483,6 +487,7 @@ fn card(
         preferred: best,
         passed,
         verdict,
+        dropout: None,
     })
 }
 

@@ -294,3 +294,55 @@ fn step_noise_sds_match_the_spread_of_noised_releases() {
         );
     }
 }
+
+/// A clinic's check of a model: hand-computed figures of four episodes, and its own
+/// cross-validated fit on a planted cohort ranks held-out episodes well (the planted model's
+/// own AUC on them is the ceiling) while the in-sample fit of the same data does no worse.
+#[test]
+fn a_clinic_checks_a_model_on_its_own_episodes() {
+    let c = Check::of(&[(0.9, true), (0.2, false), (0.6, false), (0.4, true)]);
+    assert_eq!((c.episodes, c.dropouts), (4, 2));
+    // Pairs (dropout, completion) ranked right: (0.9, 0.2), (0.9, 0.6), (0.4, 0.2); wrong:
+    // (0.4, 0.6).
+    assert!((c.auc.unwrap() - 0.75).abs() < 1e-12);
+    let brier = (0.01 + 0.04 + 0.36 + 0.36) / 4.0;
+    assert!((c.brier.unwrap() - brier).abs() < 1e-12);
+    assert!((c.mean_risk.unwrap() - 0.525).abs() < 1e-12);
+
+    let mut planted = vec![0.0; FEATURES.len()];
+    planted[0] = -0.9;
+    planted[1] = 1.2;
+    planted[2] = -0.8;
+    let data = cohort(1500, &planted);
+    let spec = phq9_spec();
+    let held_out = Check::of(&cross_validated(&spec, &data).unwrap());
+    assert_eq!(held_out.episodes, 1500);
+    let truth: Vec<(f64, bool)> = data
+        .iter()
+        .map(|c| {
+            (
+                risk(&planted, spec.lo, spec.hi, &c.features).unwrap(),
+                c.dropout.unwrap(),
+            )
+        })
+        .collect();
+    let ceiling = Check::of(&truth).auc.unwrap();
+    let model = fit(&spec, &data).unwrap();
+    let in_sample: Vec<(f64, bool)> = data
+        .iter()
+        .map(|c| {
+            (
+                risk(&model, spec.lo, spec.hi, &c.features).unwrap(),
+                c.dropout.unwrap(),
+            )
+        })
+        .collect();
+    let auc = held_out.auc.unwrap();
+    assert!(
+        auc > ceiling - 0.05 && auc > 0.6,
+        "held out {auc}, planted {ceiling}"
+    );
+    assert!(Check::of(&in_sample).auc.unwrap() >= auc - 0.01);
+    let rate = held_out.dropouts as f64 / 1500.0;
+    assert!((held_out.mean_risk.unwrap() - rate).abs() < 0.02);
+}
