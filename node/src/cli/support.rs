@@ -265,7 +265,7 @@ fn text(p: &PatientSupport) -> String {
             "Dropout risk: {:.0} %{}, from {}\n",
             100.0 * d.risk,
             d.network_rate
-                .map(|r| format!(" (the network's patients: {:.0} %)", 100.0 * r))
+                .map(|r| format!(" (the network's patients on average: {:.0} %)", 100.0 * r))
                 .unwrap_or_default(),
             d.basis
         ));

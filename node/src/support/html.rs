@@ -86,7 +86,7 @@ pub fn html(p: &PatientSupport, alerts: &[String], now: &str) -> String {
              </span></p>",
             100.0 * d.risk,
             d.network_rate
-                .map(|r| format!(" (the network's patients: {:.0} %)", 100.0 * r))
+                .map(|r| format!(" (the network's patients on average: {:.0} %)", 100.0 * r))
                 .unwrap_or_default(),
             esc(&d.basis)
         );
