@@ -33,6 +33,7 @@ use crate::{benchmark, clock, membership, release};
 
 mod document;
 mod record;
+pub mod schedule;
 mod status;
 
 use document::{dropout_document, release_document, sum_sigma};
@@ -133,17 +134,21 @@ impl Aggregation {
         all.into_iter().map(|r| self.attach(r)).collect()
     }
 
-    /// Signs and starts a round (or the first round of a training); returns its first status
-    /// while it runs in the background.
-    pub fn start(self: &Arc<Self>, request: &StartRequest) -> Result<RoundStatus> {
-        let running = self.list().iter().any(|r| !r.finished())
+    /// Whether a round (or a training) is running.
+    pub fn busy(&self) -> bool {
+        self.list().iter().any(|r| !r.finished())
             || self
                 .trainings
                 .lock()
                 .expect("trainings lock")
                 .values()
-                .any(|t| !t.finished);
-        if running {
+                .any(|t| !t.finished)
+    }
+
+    /// Signs and starts a round (or the first round of a training); returns its first status
+    /// while it runs in the background.
+    pub fn start(self: &Arc<Self>, request: &StartRequest) -> Result<RoundStatus> {
+        if self.busy() {
             bail!("a round is already running (see `mbc-node round status`)");
         }
         let config = self.node.config();

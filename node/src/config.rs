@@ -49,6 +49,68 @@ pub struct Config {
     /// How the node takes part in the network.
     #[serde(default)]
     pub network: NetworkConfig,
+    /// Rounds the coordinator starts by itself.
+    #[serde(default)]
+    pub rounds: RoundsConfig,
+}
+
+/// `[rounds]`: the coordinator's round schedule, so the network refreshes its releases
+/// without a person starting each round. Ignored on a clinic's node.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoundsConfig {
+    /// Each entry: a kind of round, its ρ and how often. Default none.
+    #[serde(default)]
+    pub schedule: Vec<ScheduledRound>,
+}
+
+/// One scheduled round (or training): started when the last one of its kind that finished
+/// is at least `every_days` old (or none ever did), while no other round runs and enough
+/// clinics are connected for its threshold.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduledRound {
+    /// "benchmark", "trajectories" or "dropout-model".
+    pub kind: String,
+    /// ρ of the release (a training's in all).
+    pub rho: f64,
+    /// Days between two rounds of this kind (fractions allowed).
+    pub every_days: f64,
+    /// Dropout-model trainings: most iterations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iterations: Option<u32>,
+    /// Only these domains (default all; a training: its one domain).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
+}
+
+impl RoundsConfig {
+    /// Checks every entry: a kind the coordinator runs by schedule, ρ in range, a positive
+    /// period, iterations only for a training.
+    pub fn validate(&self) -> Result<()> {
+        for (i, r) in self.schedule.iter().enumerate() {
+            let at = format!("[rounds] schedule entry {} ({:?})", i + 1, r.kind);
+            if !["benchmark", "trajectories", "dropout-model"].contains(&r.kind.as_str()) {
+                anyhow::bail!(
+                    "{at}: kind must be \"benchmark\", \"trajectories\" or \"dropout-model\""
+                );
+            }
+            let (lo, hi) = protocol::dp::RHO_RANGE;
+            if !(r.rho.is_finite() && (lo..=hi).contains(&r.rho)) {
+                anyhow::bail!("{at}: rho must be from {lo:e} to {hi}, not {}", r.rho);
+            }
+            if !(r.every_days.is_finite() && r.every_days > 0.0 && r.every_days <= 3660.0) {
+                anyhow::bail!(
+                    "{at}: every_days must be a positive number of days (at most 3660), not {}",
+                    r.every_days
+                );
+            }
+            if r.iterations.is_some() && r.kind != "dropout-model" {
+                anyhow::bail!("{at}: iterations is for dropout-model trainings only");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[network]`: the daemon's listen addresses and local API (DESIGN.md §8). Every field is
@@ -445,6 +507,29 @@ impl Default for KeysConfig {
     }
 }
 
+/// The schedule as a TOML array of inline tables.
+fn schedule_toml(schedule: &[ScheduledRound]) -> String {
+    let entries: Vec<String> = schedule
+        .iter()
+        .map(|r| {
+            let mut e = format!(
+                "{{ kind = {}, rho = {}, every_days = {}",
+                toml_string(&r.kind),
+                toml::Value::Float(r.rho),
+                toml::Value::Float(r.every_days)
+            );
+            if let Some(n) = r.iterations {
+                e.push_str(&format!(", iterations = {n}"));
+            }
+            if !r.domains.is_empty() {
+                e.push_str(&format!(", domains = {}", toml_strings(&r.domains)));
+            }
+            e + " }"
+        })
+        .collect();
+    format!("[{}]", entries.join(", "))
+}
+
 impl Config {
     /// A new configuration with defaults.
     pub fn new(name: String, country: Option<String>, service_type: Option<String>) -> Self {
@@ -461,6 +546,7 @@ impl Config {
             support: SupportConfig::default(),
             privacy: PrivacyConfig::default(),
             network: NetworkConfig::default(),
+            rounds: RoundsConfig::default(),
         }
     }
 
@@ -574,7 +660,13 @@ impl Config {
              advertise = {}\n\
              # Local API port on 127.0.0.1 (0: any free port; the one in use is in api.addr).\n\
              api_port = {}\n\
-             max_connections = {}\n",
+             max_connections = {}\n\n\
+             [rounds]\n\
+             # The coordinator only: rounds it starts by itself, each when the last of its kind is\n\
+             # every_days old, e.g. [{{ kind = \"benchmark\", rho = 0.25, every_days = 90.0 }},\n\
+             # {{ kind = \"dropout-model\", rho = 0.25, iterations = 5, every_days = 180.0 }}].\n\
+             # Every clinic still decides by its own [privacy] policy and budget.\n\
+             schedule = {}\n",
             toml_string(&self.clinic.name),
             opt(&self.clinic.country, "country"),
             opt(&self.clinic.service_type, "service_type"),
@@ -615,6 +707,7 @@ impl Config {
             toml_strings(&self.network.advertise),
             self.network.api_port,
             self.network.max_connections,
+            schedule_toml(&self.rounds.schedule),
         )
     }
 
@@ -724,6 +817,51 @@ mod tests {
         assert_eq!(back.listen, ["/ip4/127.0.0.1/tcp/7411"]);
         assert_eq!(back.advertised(), ["/ip4/127.0.0.1/tcp/7411"]);
         assert_eq!((back.api_port, back.max_connections), (7412, 128));
+    }
+
+    /// The round schedule round-trips through the written file, and nonsense entries are
+    /// refused with the entry named.
+    #[test]
+    fn round_schedule_is_written_as_it_is_and_checked() {
+        let mut c = Config::new("x".into(), None, None);
+        assert!(c.rounds.schedule.is_empty());
+        Config::parse(&c.to_toml())
+            .unwrap()
+            .rounds
+            .validate()
+            .unwrap();
+        c.rounds.schedule = vec![
+            ScheduledRound {
+                kind: "benchmark".into(),
+                rho: 0.25,
+                every_days: 90.0,
+                iterations: None,
+                domains: vec!["depression".into(), "anxiety".into()],
+            },
+            ScheduledRound {
+                kind: "dropout-model".into(),
+                rho: 0.2,
+                every_days: 0.5,
+                iterations: Some(4),
+                domains: Vec::new(),
+            },
+        ];
+        let back = Config::parse(&c.to_toml()).unwrap().rounds;
+        assert_eq!(back, c.rounds);
+        back.validate().unwrap();
+        let bad = |f: fn(&mut ScheduledRound)| {
+            let mut r = c.rounds.clone();
+            f(&mut r.schedule[1]);
+            r.validate().unwrap_err().to_string()
+        };
+        assert!(bad(|r| r.kind = "bench".into()).contains("schedule entry 2"));
+        assert!(bad(|r| r.rho = 0.0).contains("rho"));
+        assert!(bad(|r| r.every_days = -1.0).contains("every_days"));
+        assert!(bad(|r| r.every_days = f64::NAN).contains("every_days"));
+        let mut r = c.rounds.clone();
+        r.schedule[0].iterations = Some(3);
+        assert!(r.validate().unwrap_err().to_string().contains("iterations"));
+        assert!(Config::parse("[clinic]\nname = \"x\"\n[rounds]\nevery = 3\n").is_err());
     }
 
     #[test]

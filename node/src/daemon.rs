@@ -141,6 +141,10 @@ pub async fn serve(node: Arc<Node>, cancel: CancellationToken, announce: bool) -
             data_dir.display()
         )
     })?;
+    config.rounds.validate()?;
+    if !membership.is_coordinator && !config.rounds.schedule.is_empty() {
+        tracing::warn!("[rounds] schedule is set but only the coordinator starts rounds: ignored");
+    }
     let keypair = node.identity_keypair()?;
     let peer_id = keypair.public().to_peer_id();
     let listen = config
@@ -171,6 +175,13 @@ pub async fn serve(node: Arc<Node>, cancel: CancellationToken, announce: bool) -
         client.clone(),
         participation.clone(),
     ));
+    if membership.is_coordinator && !config.rounds.schedule.is_empty() {
+        tokio::spawn(crate::aggregate::schedule::run(
+            aggregation.clone(),
+            config.rounds.schedule.clone(),
+            cancel.child_token(),
+        ));
+    }
     let coordinator = membership::peer_id(&membership.coordinator);
     if !membership.is_coordinator {
         tokio::spawn(pull_releases(

@@ -1580,3 +1580,56 @@ fn dropout_model_training_fits_the_pooled_model() {
     let iterations = history.len() as f64;
     assert!((noisy["privacy"]["rho"].as_f64().unwrap() - 0.25 / 3.0 * iterations).abs() < 1e-12);
 }
+
+/// Issue 16: the coordinator's `[rounds] schedule` starts rounds by itself: with a benchmark
+/// and a trajectories round scheduled daily and none run yet, both start once the clinics are
+/// connected, one after the other, and every node keeps both releases without anyone running
+/// `round start`. A schedule entry that makes no sense stops the daemon with the entry named.
+#[test]
+fn the_round_schedule_refreshes_the_network_by_itself() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let nodes = network_with_data(root, 5);
+    let coord = &nodes[0];
+    coord.set_config(
+        "schedule = []",
+        r#"schedule = [{ kind = "dropout-model", rho = 0.25, every_days = -1.0 }]"#,
+    );
+    let refused = mbc(root, &["run", "--data-dir", coord.arg()]);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("schedule entry 1") && refused.stderr.contains("every_days"),
+        "{}",
+        refused.stderr
+    );
+    coord.set_config(
+        r#"schedule = [{ kind = "dropout-model", rho = 0.25, every_days = -1.0 }]"#,
+        r#"schedule = [{ kind = "benchmark", rho = 0.25, every_days = 1.0 }, { kind = "trajectories", rho = 0.25, every_days = 1.0, domains = ["depression"] }]"#,
+    );
+    let _ds = start_all(&nodes, &[]);
+    for n in &nodes {
+        wait_for(
+            &format!("{} to keep both scheduled releases", n.arg()),
+            || {
+                let kinds: Vec<String> = kept(root, n)
+                    .iter()
+                    .map(|l| l["kind"].as_str().unwrap().to_owned())
+                    .collect();
+                (kinds.len() == 2).then_some(kinds)
+            },
+        );
+    }
+    let kinds: Vec<String> = kept(root, coord)
+        .iter()
+        .map(|l| l["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["benchmark", "trajectories"]);
+    let latest = mbc(
+        root,
+        &["round", "status", "--data-dir", coord.arg(), "--json"],
+    )
+    .ok()
+    .json();
+    assert_eq!(latest["kind"], "trajectories");
+    assert_eq!(latest["step"], "done");
+}

@@ -46,3 +46,12 @@ pub(super) fn progress(conn: &Connection, status: &RoundStatus, now: &str) -> Re
     )?;
     Ok(())
 }
+
+/// When the latest round of `kind` that finished started (RFC 3339), if any.
+pub(super) fn last_done(conn: &Connection, kind: &str) -> Result<Option<String>> {
+    Ok(conn.query_row(
+        "SELECT max(started_at) FROM round WHERE kind = ?1 AND step = 'done'",
+        [kind],
+        |r| r.get(0),
+    )?)
+}
