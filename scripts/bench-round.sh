@@ -19,10 +19,17 @@
 #  `benchmark` round (clinic data, its own length); target trajectories/bench <= 1.2. Then a
 #  `dropout-model` training of at most 5 iterations against a training of 1 (one round), both at
 #  ρ = 2 per iteration (little noise, so Newton runs its course): target <= 6x.
+#
+# scripts/bench-round.sh sweep [SIZES="5 10 20 40 60"] [DIM=10000] [REPS=3] (issue 16): for each
+#  network size n a fresh network of n nodes, REPS interleaved plain and secure bench rounds
+#  (t = n - 1); prints the medians, secure/plain, and the fitted exponents of secure time and of
+#  secure/plain in n (least squares on log-log; target: secure/plain <= 5 and time growing no
+#  faster than n^1.3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=rounds
 if [ "${1:-}" = kinds ]; then mode=kinds; shift; fi
+if [ "${1:-}" = sweep ]; then mode=sweep; shift; fi
 cargo build --release -q -p mbc-node --bin mbc-node
 cargo build --release -q -p mbc-protocol --example dp_utility
 bin=target/release/mbc-node
@@ -92,6 +99,49 @@ print(f"  dropout-model, <= 5 iterations  {t5:8.1f} ms   ran {its} iterations; t
 for k in ("bench", "trajectories", "benchmark"):
     steps = {s: statistics.median(r["step_ms"][s] for r in runs[k]) for s in runs[k][0]["step_ms"]}
     print(f"  {k} steps (median ms): " + ", ".join(f"{s} {v:.1f}" for s, v in steps.items()))
+PY
+    exit 0
+fi
+
+if [ "$mode" = sweep ]; then
+    sizes=${1:-"5 10 20 40 60"}; dim=${2:-10000}; reps=${3:-3}
+    : >"$work/sweep"
+    for size in $sizes; do
+        root="$work/n$size"; mkdir -p "$root"
+        # (wait_peers sets a global n: the size has its own name)
+        outer=$work; work=$root; pids=()
+        form_network "$size" "sweep-$size"
+        coord=${dirs[0]}
+        sweep_round() { "$bin" round start --data-dir "$coord" --kind bench --dim "$dim" --deadline 120 --wait --json "$@" | tr -d '\n'; }
+        sweep_round --plain >/dev/null; sweep_round --threshold $((size - 1)) >/dev/null # warm-up
+        for r in $(seq 1 "$reps"); do
+            echo "$size plain $(sweep_round --plain)" >>"$outer/sweep"
+            echo "$size secure $(sweep_round --threshold $((size - 1)))" >>"$outer/sweep"
+        done
+        stop_all
+        work=$outer
+    done
+    python3 - "$work/sweep" "$dim" "$reps" <<'PY'
+import json, math, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    n, kind, status = line.split(" ", 2)
+    r = json.loads(status)
+    assert r["step"] == "done" and r["exact"] is True, (n, kind, r)
+    runs.setdefault((int(n), kind), []).append(r["elapsed_ms"])
+sizes = sorted({n for n, _ in runs})
+print(f"n-sweep, d = {sys.argv[2]}, t = n - 1, {sys.argv[3]} runs each, 127.0.0.1, release build (median ms):")
+print(f"  {'n':>4} {'plain':>9} {'secure':>9} {'secure/plain':>13}")
+xs, secure, ratio = [], [], []
+for n in sizes:
+    p, s = statistics.median(runs[(n, "plain")]), statistics.median(runs[(n, "secure")])
+    print(f"  {n:>4} {p:9.1f} {s:9.1f} {s / p:12.2f}x")
+    xs.append(math.log(n)); secure.append(math.log(s)); ratio.append(math.log(s / p))
+def slope(ys):
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+if len(sizes) > 1:
+    print(f"  fitted: secure time ~ n^{slope(secure):.2f} (target <= 1.3), secure/plain ~ n^{slope(ratio):.2f}")
 PY
     exit 0
 fi

@@ -188,23 +188,74 @@ pub fn noised_vector(
     sigma: f64,
     now: DateTime<Utc>,
 ) -> Result<(Vec<i64>, String)> {
-    let derived = stats::derive(store, settings, &crate::clock::rfc3339(now))?;
-    let contributions = contributions(store, &derived, layout.domains())?;
-    if contributions.is_empty() {
-        bail!(
-            "nothing to release: no episode has two scores on any domain (import outcome data \
-             first); no budget was spent"
-        );
+    let data = ClinicData::read(store, settings, layout.domains(), now)?;
+    Ok((data.noised(layout, noise, sigma)?, data.clinic))
+}
+
+/// A clinic's contributions to the domains of a layout, as read from its store at one moment
+/// (a training's later iterations reuse them while the store is unchanged: `fingerprint`).
+#[derive(Debug, Clone)]
+pub struct ClinicData {
+    /// Every episode's contribution.
+    pub contributions: Vec<Contribution>,
+    /// Distinct patients.
+    pub patients: usize,
+    /// The clinic's name.
+    pub clinic: String,
+    /// What the store held when read (see [`fingerprint`]).
+    pub fingerprint: (Option<i64>, i64),
+}
+
+/// The store's state as far as contributions go: its newest import and its erasures (an
+/// erasure must reach every later contribution).
+pub fn fingerprint(store: &Store) -> Result<(Option<i64>, i64)> {
+    Ok(store.conn().query_row(
+        "SELECT (SELECT max(import_id) FROM imports), (SELECT count(*) FROM erasure)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?)
+}
+
+impl ClinicData {
+    /// Reads the store's contributions to `domains`; refuses when there is nothing to release.
+    pub fn read(
+        store: &mut Store,
+        settings: protocol::analysis::Settings,
+        domains: &[DomainSpec],
+        now: DateTime<Utc>,
+    ) -> Result<Self> {
+        let fingerprint = fingerprint(store)?;
+        let derived = stats::derive(store, settings, &crate::clock::rfc3339(now))?;
+        let contributions = contributions(store, &derived, domains)?;
+        if contributions.is_empty() {
+            bail!(
+                "nothing to release: no episode has two scores on any domain (import outcome \
+                 data first); no budget was spent"
+            );
+        }
+        let patients = derived
+            .patients
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len();
+        Ok(Self {
+            contributions,
+            patients,
+            clinic: derived.clinic,
+            fingerprint,
+        })
     }
-    let patients = derived
-        .patients
-        .iter()
-        .collect::<std::collections::HashSet<_>>()
-        .len();
-    let mut values = layout.encode(&contributions)?;
-    layout.layout().check_capacity(patients as u64, sigma)?;
-    Mechanism::apply(&mut values, noise)?;
-    Ok((values, derived.clinic))
+
+    /// The vector under `layout` plus `noise`; refuses when the sum could wrap at noise scale
+    /// `sigma`.
+    pub fn noised(&self, layout: &DataLayout, noise: &[i64], sigma: f64) -> Result<Vec<i64>> {
+        let mut values = layout.encode(&self.contributions)?;
+        layout
+            .layout()
+            .check_capacity(self.patients as u64, sigma)?;
+        Mechanism::apply(&mut values, noise)?;
+        Ok(values)
+    }
 }
 
 /// The latest network dropout model checked on this clinic's ended episodes with a known

@@ -70,7 +70,16 @@ pub struct Participation {
     network_id: String,
     coordinator: NodeKey,
     rounds: Mutex<HashMap<[u8; 32], Joined>>,
+    /// The contributions read for the current training's iterations.
+    training_data: Mutex<Option<TrainingData>>,
 }
+
+/// A training's contributions as read: (training id, domains, data).
+type TrainingData = (
+    String,
+    Vec<protocol::benchmark::DomainSpec>,
+    Arc<release::ClinicData>,
+);
 
 impl Participation {
     /// For `node`, a member of network `network_id` with coordinator `coordinator`.
@@ -80,6 +89,7 @@ impl Participation {
             network_id,
             coordinator,
             rounds: Mutex::new(HashMap::new()),
+            training_data: Mutex::new(None),
         }
     }
 
@@ -391,8 +401,24 @@ impl Participation {
             mechanism.noise(layout.layout().len())?
         };
         let settings = stats::settings(&config.stats, store.registry()?.instruments())?;
-        let (values, _) =
-            release::noised_vector(store, settings, &layout, &noise, mechanism.total_sigma, now)?;
+        let values = match &training {
+            // A training's iterations read the store once while it is unchanged (the same
+            // episodes at every iteration; an import or an erasure is read again).
+            Some(t) => self
+                .training_data(&t.id, store, settings, layout.domains(), now)?
+                .noised(&layout, &noise, mechanism.total_sigma)?,
+            None => {
+                release::noised_vector(
+                    store,
+                    settings,
+                    &layout,
+                    &noise,
+                    mechanism.total_sigma,
+                    now,
+                )?
+                .0
+            }
+        };
         let payload = serde_json::to_vec(&json!({
             "round_id": id,
             "network_id": s.network_id,
@@ -436,6 +462,30 @@ impl Participation {
             values.into_iter().map(|x| x as u64).collect(),
             Some(charged.entry.release_id),
         ))
+    }
+
+    /// The clinic's contributions for training `id`: those read for its last iteration while
+    /// the store is unchanged, else read now.
+    fn training_data(
+        &self,
+        id: &str,
+        store: &mut Store,
+        settings: protocol::analysis::Settings,
+        domains: &[protocol::benchmark::DomainSpec],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Arc<release::ClinicData>> {
+        let mut cache = self.training_data.lock().expect("training data lock");
+        let fingerprint = release::fingerprint(store)?;
+        if let Some((cached_id, cached_domains, data)) = cache.as_ref()
+            && cached_id == id
+            && cached_domains.as_slice() == domains
+            && data.fingerprint == fingerprint
+        {
+            return Ok(data.clone());
+        }
+        let data = Arc::new(release::ClinicData::read(store, settings, domains, now)?);
+        *cache = Some((id.to_string(), domains.to_vec(), data.clone()));
+        Ok(data)
     }
 
     /// Rounds in progress (for status).

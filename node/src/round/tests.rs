@@ -500,3 +500,46 @@ async fn round_caps_are_enforced() {
     );
     assert_eq!(node.ledger().len(), 1);
 }
+
+/// Issue 16: a training's later iterations reuse the contributions read for its earlier ones
+/// while the store is unchanged, and read them again after an erasure (the erased patient must
+/// reach no later iteration) or for another training.
+#[test]
+fn a_training_reads_the_store_once_until_it_changes() {
+    let node = node();
+    let p = node.participation();
+    let opened = node.open();
+    let layout = release::benchmark_layout(&opened.store(), opened.config()).unwrap();
+    let domains: Vec<_> = layout
+        .domains()
+        .iter()
+        .filter(|d| d.id == "depression")
+        .cloned()
+        .collect();
+    let settings = opened.engine_settings(&Default::default()).unwrap();
+    let now = clock::now_utc();
+    let read = |id: &str| {
+        let mut store = opened.store();
+        p.training_data(id, &mut store, settings.clone(), &domains, now)
+            .unwrap()
+    };
+    let first = read("t1");
+    assert!(
+        Arc::ptr_eq(&first, &read("t1")),
+        "the same training, unchanged store"
+    );
+    let other = read("t2");
+    assert!(!Arc::ptr_eq(&first, &other), "another training reads again");
+    assert_eq!(other.contributions, first.contributions);
+    crate::erasure::erase_patient(
+        &mut opened.store(),
+        opened.pseudonymiser(),
+        "C01-P00001",
+        true,
+        &clock::now(),
+    )
+    .unwrap();
+    let after = read("t2");
+    assert!(!Arc::ptr_eq(&other, &after), "an erasure is read");
+    assert_eq!(after.patients, other.patients - 1);
+}
