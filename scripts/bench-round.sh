@@ -123,12 +123,14 @@ if [ "$mode" = sweep ]; then
     done
     python3 - "$work/sweep" "$dim" "$reps" <<'PY'
 import json, math, statistics, sys
-runs = {}
+runs, steps = {}, {}
 for line in open(sys.argv[1]):
     n, kind, status = line.split(" ", 2)
     r = json.loads(status)
     assert r["step"] == "done" and r["exact"] is True, (n, kind, r)
     runs.setdefault((int(n), kind), []).append(r["elapsed_ms"])
+    if kind == "secure":
+        steps.setdefault(int(n), []).append(r["step_ms"])
 sizes = sorted({n for n, _ in runs})
 print(f"n-sweep, d = {sys.argv[2]}, t = n - 1, {sys.argv[3]} runs each, 127.0.0.1, release build (median ms):")
 print(f"  {'n':>4} {'plain':>9} {'secure':>9} {'secure/plain':>13}")
@@ -142,6 +144,9 @@ def slope(ys):
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
 if len(sizes) > 1:
     print(f"  fitted: secure time ~ n^{slope(secure):.2f} (target <= 1.3), secure/plain ~ n^{slope(ratio):.2f}")
+for n in sizes:
+    med = {k: statistics.median(s[k] for s in steps[n]) for k in steps[n][0]}
+    print(f"  n = {n} secure steps (median ms): " + ", ".join(f"{k} {v:.0f}" for k, v in med.items()))
 PY
     exit 0
 fi

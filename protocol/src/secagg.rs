@@ -25,6 +25,17 @@
 //!    every bᵥ (checked against its commitment) and every dropped sᵥ (checked against its public
 //!    key), and removes the masks: the pair masks between survivors cancel in the sum.
 //!
+//! **Sparse graph (SecAgg+, Bell et al. 2020).** Above [`COMPLETE_UP_TO`] participants each
+//! one masks with, and shares its secrets among, only its neighbours in a random k-regular
+//! graph ([`Graph`], k = [`degree`]: about 4·log₂ n, drawn from the round digest so every
+//! party derives the same one): O(k) keys, shares and mask streams per participant instead of
+//! O(n). Thresholds then hold per neighbourhood N[v] (v and its k neighbours): v's secrets are
+//! shared t_N-of-|N[v]|, t_N = [`Session::neighbourhood_threshold`] (the round's fraction t/n of
+//! the neighbourhood, and more than half of it plus one, as the consistency check needs: an
+//! aggregator that shows two survivor lists collects v's two secrets only from 2·t_N reveals of
+//! N[v]'s members, each of whom reveals for one list). Up to [`COMPLETE_UP_TO`] participants the
+//! graph is complete and everything is as above.
+//!
 //! Every key and stream is bound to the round digest (the hash of the signed round
 //! specification): nothing from one round opens or unmasks in another. Fewer than t parties at
 //! any step is [`SecAggError::TooFew`], and nothing is output. The caller adds DP noise to xᵤ
@@ -49,6 +60,71 @@ pub use participant::Participant;
 
 /// Largest number of participants in one round.
 pub const MAX_PARTICIPANTS: usize = 1000;
+
+/// Up to this many participants every pair masks (the complete graph); above it, the sparse
+/// graph of [`degree`].
+pub const COMPLETE_UP_TO: usize = 32;
+
+/// Neighbours of each participant among `n`: n − 1 up to [`COMPLETE_UP_TO`], else the even
+/// number at or above 4·log₂ n (n = 40: 22; 100: 28; 1,000: 40).
+pub fn degree(n: usize) -> usize {
+    if n <= COMPLETE_UP_TO {
+        return n.saturating_sub(1);
+    }
+    let k = (4.0 * (n as f64).log2()).ceil() as usize;
+    (k + k % 2).min(n - 1)
+}
+
+/// Who masks with whom: participant u's neighbourhood N[u] is u and its [`degree`] neighbours.
+/// A circulant graph (each participant joined to the k/2 on either side) over a random order
+/// of the participants drawn from the round digest: symmetric, k-regular, the same for every
+/// party, different in every round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Graph {
+    neighbourhoods: Vec<BTreeSet<u32>>,
+}
+
+impl Graph {
+    /// The graph of `session`.
+    pub fn of(session: &Session) -> Self {
+        use rand_core::{RngCore, SeedableRng};
+        let n = session.participants.len();
+        let k = degree(n);
+        if k + 1 >= n {
+            let all: BTreeSet<u32> = (0..n as u32).collect();
+            return Self {
+                neighbourhoods: vec![all; n],
+            };
+        }
+        let seed = crypto::derive(&session.round, &[0; 32], &[b"mbc-node secagg graph"]);
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed(seed);
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        for i in (1..n).rev() {
+            order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+        }
+        let mut neighbourhoods = vec![BTreeSet::new(); n];
+        for (p, u) in order.iter().enumerate() {
+            let set = &mut neighbourhoods[*u as usize];
+            set.insert(*u);
+            for d in 1..=k / 2 {
+                set.insert(order[(p + d) % n]);
+                set.insert(order[(p + n - d) % n]);
+            }
+        }
+        Self { neighbourhoods }
+    }
+
+    /// N[u]: u and its neighbours (empty for an index outside the round).
+    pub fn neighbourhood(&self, u: u32) -> &BTreeSet<u32> {
+        static EMPTY: BTreeSet<u32> = BTreeSet::new();
+        self.neighbourhoods.get(u as usize).unwrap_or(&EMPTY)
+    }
+
+    /// Whether u and v are neighbours (or the same).
+    pub fn linked(&self, u: u32, v: u32) -> bool {
+        self.neighbourhood(u).contains(&v)
+    }
+}
 
 /// Bytes of an encrypted share: two shares (x: 4 bytes, 5 limbs of 8 bytes) + the AEAD tag.
 const SHARE_PLAINTEXT: usize = 2 * (4 + 8 * shamir::LIMBS);
@@ -86,6 +162,21 @@ impl Session {
             )));
         }
         Ok(())
+    }
+
+    /// The threshold t_N of every neighbourhood of [`Graph::of`] this session: t itself on the
+    /// complete graph; on a sparse one the same fraction t/n of the neighbourhood (k + 1),
+    /// rounded up, and more than half of it plus one (the aggregator's own share).
+    pub fn neighbourhood_threshold(&self) -> usize {
+        let n = self.participants.len();
+        let size = degree(n) + 1;
+        if size >= n {
+            return self.threshold;
+        }
+        (self.threshold * size)
+            .div_ceil(n)
+            .max(size.div_ceil(2) + 1)
+            .min(size)
     }
 
     /// Index of `key` among the participants.

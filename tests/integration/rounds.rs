@@ -1633,3 +1633,65 @@ fn the_round_schedule_refreshes_the_network_by_itself() {
     assert_eq!(latest["kind"], "trajectories");
     assert_eq!(latest["step"], "done");
 }
+
+/// Issue 16: above 32 clinics a round runs on the sparse SecAgg+ graph. Thirty-four real
+/// nodes (k = 22 neighbours each) sum their bench vectors exactly, and again with one clinic
+/// killed when the shares arrive: its neighbours alone rebuild what its masks need.
+#[test]
+fn a_large_network_sums_exactly_over_the_sparse_graph() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let (coord, clinics) = form(root, NET, 33);
+    let nodes: Vec<NodeDir> = std::iter::once(coord.clone()).chain(clinics).collect();
+    let bench = |extra: &[&str]| {
+        let mut args = vec![
+            "round",
+            "start",
+            "--data-dir",
+            coord.arg(),
+            "--kind",
+            "bench",
+            "--dim",
+            "500",
+            "--deadline",
+            "60",
+            "--wait",
+            "--json",
+        ];
+        args.extend(extra);
+        mbc(root, &args).ok().json()
+    };
+    {
+        let _ds = start_all(&nodes, &[]);
+        let status = bench(&[]);
+        assert_eq!(status["step"], "done", "{status:#}");
+        assert_eq!(status["exact"], true, "{status:#}");
+        let revealed = status["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["reached"] == "revealed")
+            .count();
+        assert_eq!(revealed, 34);
+    }
+    let ds: Vec<Daemon> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let env: &[(&str, &str)] = if i == 7 {
+                &[("MBC_NODE_TEST_EXIT_AT", "shares")]
+            } else {
+                &[]
+            };
+            Daemon::start_with_env(n, env)
+        })
+        .collect();
+    wait_converged(&ds.iter().collect::<Vec<_>>(), 34, 33);
+    let status = bench(&[]);
+    assert_eq!(status["step"], "done", "{status:#}");
+    assert_eq!(status["exact"], true, "{status:#}");
+    let dropped = status["participants"][7]["dropped"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(dropped.starts_with("shares"), "{status:#}");
+}

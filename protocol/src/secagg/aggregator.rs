@@ -7,8 +7,8 @@ use x25519_dalek::StaticSecret;
 
 use super::shamir::{self, Share};
 use super::{
-    Advert, Confirmation, EncryptedShare, Revealed, SHARE_CIPHERTEXT, SecAggError, Secret, Session,
-    Step, at_least, crypto, pair_seed, pair_sign, seed_commitment, self_seed_stream,
+    Advert, Confirmation, EncryptedShare, Graph, Revealed, SHARE_CIPHERTEXT, SecAggError, Secret,
+    Session, Step, at_least, crypto, pair_seed, pair_sign, seed_commitment, self_seed_stream,
     survivors_transcript,
 };
 use crate::keys::NodeKey;
@@ -32,6 +32,7 @@ pub struct Progress {
 #[derive(Debug)]
 pub struct Aggregator {
     session: Session,
+    graph: Graph,
     step: Step,
     adverts: BTreeMap<u32, Advert>,
     shares: BTreeMap<u32, Vec<EncryptedShare>>,
@@ -45,6 +46,7 @@ impl Aggregator {
     pub fn new(session: Session) -> Result<Self, SecAggError> {
         session.validate()?;
         Ok(Self {
+            graph: Graph::of(&session),
             session,
             step: Step::Keys,
             adverts: BTreeMap::new(),
@@ -109,7 +111,8 @@ impl Aggregator {
         Ok(self.adverts.values().cloned().collect())
     }
 
-    /// Step 2: accepts `sender`'s encrypted shares, exactly one for each other member of U1.
+    /// Step 2: accepts `sender`'s encrypted shares, exactly one for each other member of U1 in
+    /// its neighbourhood.
     pub fn add_shares(
         &mut self,
         sender: &NodeKey,
@@ -127,11 +130,12 @@ impl Aggregator {
             .adverts
             .keys()
             .copied()
-            .filter(|v| *v != index)
+            .filter(|v| *v != index && self.graph.linked(index, *v))
             .collect();
         if recipients != expected || shares.len() != expected.len() {
             return Err(SecAggError::Malformed(format!(
-                "participant {index} sent shares for {recipients:?}, not for the other key holders"
+                "participant {index} sent shares for {recipients:?}, not for the other key \
+                 holders of its neighbourhood"
             )));
         }
         if let Some(s) = shares
@@ -259,6 +263,7 @@ impl Aggregator {
                 Secret::MaskKey
             };
             if !self.shares.contains_key(&r.owner)
+                || !self.graph.linked(index, r.owner)
                 || r.secret != expected
                 || r.share.x != index + 1
                 || !owners.insert(r.owner)
@@ -279,8 +284,8 @@ impl Aggregator {
         if self.step != Step::Unmask {
             return Err(SecAggError::WrongStep(self.step));
         }
-        let t = self.session.threshold;
-        at_least(Step::Unmask, self.reveals.len(), t)?;
+        at_least(Step::Unmask, self.reveals.len(), self.session.threshold)?;
+        let t = self.session.neighbourhood_threshold();
         let round = self.session.round;
         let mut shares: BTreeMap<(u32, Secret), Vec<Share>> = BTreeMap::new();
         for r in self.reveals.values().flatten() {
@@ -288,6 +293,8 @@ impl Aggregator {
         }
         let rebuild = |owner: u32, secret: Secret| {
             let got = shares.get(&(owner, secret)).map_or(&[][..], Vec::as_slice);
+            // Too few of the owner's neighbourhood revealed: the round cannot end.
+            at_least(Step::Unmask, got.len(), t)?;
             shamir::combine(got, t).map_err(|_| SecAggError::Inconsistent(owner))
         };
         let mut sum = vec![0u64; self.session.dim];
@@ -309,7 +316,7 @@ impl Aggregator {
                 if crypto::public(&secret) != advert.mask_key {
                     return Err(SecAggError::Inconsistent(*v));
                 }
-                for w in self.masked.keys() {
+                for w in self.masked.keys().filter(|w| self.graph.linked(*v, **w)) {
                     let shared = crypto::agree(&secret, &self.adverts[w].mask_key)
                         .ok_or(SecAggError::Inconsistent(*v))?;
                     // Survivor w added sign(w, v)·PRG; take it away.

@@ -7,8 +7,8 @@ use x25519_dalek::StaticSecret;
 
 use super::shamir::{self, Share};
 use super::{
-    Advert, Confirmation, EncryptedShare, Revealed, SecAggError, Secret, Session, Step, at_least,
-    check_confirmations, crypto, decode_shares, encode_shares, pair_seed, pair_sign,
+    Advert, Confirmation, EncryptedShare, Graph, Revealed, SecAggError, Secret, Session, Step,
+    at_least, check_confirmations, crypto, decode_shares, encode_shares, pair_seed, pair_sign,
     seed_commitment, self_seed_stream, share_aad, share_key, survivor_set, survivors_transcript,
 };
 use crate::keys::{Bytes, Signature, Signer};
@@ -16,6 +16,10 @@ use crate::keys::{Bytes, Signature, Signer};
 /// One node's side of a round.
 pub struct Participant {
     session: Session,
+    /// This participant's neighbourhood N[me] in the round's graph.
+    neighbourhood: BTreeSet<u32>,
+    /// The neighbourhood threshold t_N.
+    threshold: usize,
     me: u32,
     cipher: StaticSecret,
     mask: StaticSecret,
@@ -71,9 +75,13 @@ impl Participant {
             signature: Signature([0; 64]),
         };
         advert.signature = signer.sign(&advert.transcript(&session.round));
+        let neighbourhood = Graph::of(&session).neighbourhood(me).clone();
+        let threshold = session.neighbourhood_threshold();
         Ok((
             Self {
                 session,
+                neighbourhood,
+                threshold,
                 me,
                 cipher,
                 mask,
@@ -106,7 +114,8 @@ impl Participant {
         }
     }
 
-    /// Step 2: given U1's adverts, shares both secrets among U1 and encrypts each share to
+    /// Step 2: given U1's adverts, shares both secrets among U1's members of this
+    /// participant's neighbourhood (all of U1 on the complete graph) and encrypts each share to
     /// its recipient.
     pub fn on_keys(
         &mut self,
@@ -115,10 +124,15 @@ impl Participant {
     ) -> Result<Vec<EncryptedShare>, SecAggError> {
         self.expect(Step::Keys)?;
         let mut u1 = BTreeMap::new();
+        let mut seen = BTreeSet::new();
         for a in adverts {
-            a.verify(&self.session)?;
-            if u1.insert(a.index, a.clone()).is_some() {
+            if !seen.insert(a.index) {
                 return Err(SecAggError::Duplicate(a.index));
+            }
+            // Only the neighbourhood's adverts are used (and so checked).
+            if self.neighbourhood.contains(&a.index) {
+                a.verify(&self.session)?;
+                u1.insert(a.index, a.clone());
             }
         }
         match u1.get(&self.me) {
@@ -129,9 +143,9 @@ impl Participant {
                 ));
             }
         }
-        at_least(Step::Keys, u1.len(), self.session.threshold)?;
+        at_least(Step::Keys, u1.len(), self.threshold)?;
         let xs: Vec<u32> = u1.keys().map(|i| i + 1).collect();
-        let t = self.session.threshold;
+        let t = self.threshold;
         let mask_shares = shamir::split(&self.mask.to_bytes(), t, &xs, rng);
         let seed_shares = shamir::split(&self.seed, t, &xs, rng);
         let mut out = Vec::with_capacity(u1.len() - 1);
@@ -183,7 +197,7 @@ impl Participant {
                 return Err(SecAggError::Duplicate(s.from));
             }
         }
-        at_least(Step::Shares, held.len(), self.session.threshold)?;
+        at_least(Step::Shares, held.len(), self.threshold)?;
         let mut y = self.input.clone();
         crypto::apply_mask(&mut y, &self_seed_stream(&round, &self.seed), 1);
         for v in held.keys().filter(|v| **v != self.me) {
@@ -211,7 +225,10 @@ impl Participant {
             ));
         }
         let u3 = survivor_set(survivors)?;
-        if let Some(v) = u3.iter().find(|v| !self.held.contains_key(v)) {
+        if let Some(v) = u3
+            .iter()
+            .find(|v| self.neighbourhood.contains(v) && !self.held.contains_key(v))
+        {
             return Err(SecAggError::Malformed(format!(
                 "survivor {v} did not send us shares"
             )));

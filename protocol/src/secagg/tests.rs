@@ -499,6 +499,104 @@ fn inconsistent_survivor_lists_unmask_a_clinic_exactly_below_the_threshold_floor
     }
 }
 
+/// SecAgg+ (issue 16): the sparse graph is symmetric, k-regular, the same for every party of a
+/// round and another in every round, and complete up to [`COMPLETE_UP_TO`].
+#[test]
+fn the_sparse_graph_is_regular_symmetric_and_drawn_per_round() {
+    let all = signers(60);
+    for n in [5, COMPLETE_UP_TO] {
+        let g = Graph::of(&session(&all[..n], default_t(n), 4, 1));
+        for u in 0..n as u32 {
+            assert_eq!(g.neighbourhood(u).len(), n, "complete at n = {n}");
+        }
+    }
+    let (n, k) = (60, degree(60));
+    assert_eq!(k, 24);
+    assert_eq!((degree(40), degree(100), degree(1000)), (22, 28, 40));
+    let g = Graph::of(&session(&all, default_t(n), 4, 1));
+    for u in 0..n as u32 {
+        let hood = g.neighbourhood(u);
+        assert_eq!(hood.len(), k + 1);
+        assert!(hood.contains(&u));
+        for v in hood {
+            assert!(g.linked(*v, u), "{u} – {v} one way only");
+        }
+    }
+    assert_eq!(g, Graph::of(&session(&all, default_t(n), 9, 1)));
+    assert_ne!(g, Graph::of(&session(&all, default_t(n), 4, 2)));
+    // t_N: the round's fraction of the neighbourhood, and more than half of it plus one.
+    let s = session(&all, default_t(n), 4, 1);
+    assert_eq!(s.neighbourhood_threshold(), 17); // ⌈40 · 25 / 60⌉ = 17 ≥ 14
+    assert_eq!(session(&all, 31, 4, 1).neighbourhood_threshold(), 14);
+    assert_eq!(session(&all[..9], 6, 4, 1).neighbourhood_threshold(), 6);
+}
+
+/// SecAgg+ on 60 participants: each sends shares to its k = 24 neighbours only, the sum is
+/// exact with and without dropouts at every step, a share addressed outside the sender's
+/// neighbourhood is refused, and a participant whose neighbourhood lost too many members
+/// cannot be unmasked: the round aborts with nothing.
+#[test]
+fn sparse_rounds_decode_exactly_and_abort_when_a_neighbourhood_is_gone() {
+    let n = 60;
+    let t = default_t(n);
+    let (r, xs) = run(n, t, 16, &BTreeMap::new(), 5);
+    let (sum, survivors) = r.unwrap();
+    assert_eq!(survivors.len(), n);
+    assert_eq!(sum, sum_of(&xs, &survivors, 16));
+    for step in STEPS {
+        let drops: BTreeMap<u32, Step> =
+            [3u32, 17, 29, 44, 58].iter().map(|i| (*i, step)).collect();
+        let (r, xs) = run(n, t, 16, &drops, 6);
+        let (sum, survivors) = r.unwrap_or_else(|e| panic!("dropouts at {step:?}: {e}"));
+        let expected: Vec<u32> = (0..n as u32)
+            .filter(|i| drops.get(i).is_none_or(|d| *d > Step::Masked))
+            .collect();
+        assert_eq!(survivors, expected, "{step:?}");
+        assert_eq!(sum, sum_of(&xs, &expected, 16), "{step:?}");
+    }
+    // Shares go to the neighbourhood only; one more, to a stranger, is refused.
+    let all = signers(n);
+    let s = session(&all, t, 4, 7);
+    let graph = Graph::of(&s);
+    let mut rng = ChaCha20Rng::seed_from_u64(8);
+    let mut agg = Aggregator::new(s.clone()).unwrap();
+    let mut parts: Vec<Participant> = all
+        .iter()
+        .map(|signer| {
+            let (p, a) = Participant::new(s.clone(), signer, vec![1; 4], &mut rng).unwrap();
+            agg.add_advert(&signer.key(), a).unwrap();
+            p
+        })
+        .collect();
+    let adverts = agg.close_keys().unwrap();
+    let mut shares = parts[0].on_keys(&adverts, &mut rng).unwrap();
+    assert_eq!(shares.len(), degree(n));
+    assert!(shares.iter().all(|x| graph.linked(0, x.to)));
+    let stranger = (1..n as u32).find(|v| !graph.linked(0, *v)).unwrap();
+    let mut extra = shares[0].clone();
+    extra.to = stranger;
+    shares.push(extra);
+    assert!(matches!(
+        agg.add_shares(&all[0].key(), shares),
+        Err(SecAggError::Malformed(_))
+    ));
+    drop(parts.drain(..));
+    // Participant 0 and 10 of its neighbours drop before masking: 25 − 11 = 14 of its
+    // neighbourhood remain, fewer than t_N = 17, so its mask key cannot be rebuilt.
+    let hood: Vec<u32> = graph.neighbourhood(0).iter().copied().take(11).collect();
+    assert!(hood.contains(&0));
+    let drops: BTreeMap<u32, Step> = hood.iter().map(|i| (*i, Step::Masked)).collect();
+    let (r, _) = run(n, t, 4, &drops, 9);
+    assert_eq!(
+        r,
+        Err(SecAggError::TooFew {
+            step: Step::Unmask,
+            have: 14,
+            need: 17
+        })
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
