@@ -214,21 +214,10 @@ impl Aggregation {
             ),
         };
         if let Some(t) = kind.training() {
-            self.trainings.lock().expect("trainings lock").insert(
-                t.id.clone(),
-                TrainingStatus {
-                    training_id: t.id,
-                    iteration: 1,
-                    round_id: String::new(),
-                    iterations: t.iterations,
-                    total_rho: t.total_rho,
-                    history: Vec::new(),
-                    converged: false,
-                    finished: false,
-                    stopped: None,
-                    elapsed_ms: None,
-                },
-            );
+            self.trainings
+                .lock()
+                .expect("trainings lock")
+                .insert(t.id.clone(), TrainingStatus::new(t, String::new()));
         }
         let begun = self.begin(kind, rho, plan);
         let (status, signed) = match begun {
@@ -320,18 +309,7 @@ impl Aggregation {
             release_id: None,
             exact: None,
             started_at: clock::now(),
-            training: training.map(|t| TrainingStatus {
-                training_id: t.id,
-                iteration: t.iteration,
-                round_id: signed.spec.id_hex(),
-                iterations: t.iterations,
-                total_rho: t.total_rho,
-                history: Vec::new(),
-                converged: false,
-                finished: false,
-                stopped: None,
-                elapsed_ms: None,
-            }),
+            training: training.map(|t| TrainingStatus::new(t, signed.spec.id_hex())),
         };
         record::insert(store.conn(), &status, &signed)?;
         drop(store);

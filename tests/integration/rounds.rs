@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use integration_tests::net::{Daemon, NodeDir, form, wait_converged, wait_for};
+use integration_tests::net::{Daemon, NodeDir, form, wait_converged, wait_for, wait_within};
 use integration_tests::{Synth, all_bytes, contains, mbc, open};
 use protocol::keys::Signer;
 use protocol::messages::Gossip;
@@ -1274,6 +1274,54 @@ fn a_clinic_importing_during_a_round_still_contributes() {
     import.wait().unwrap();
 }
 
+/// Every node started, node `victim` with `MBC_NODE_TEST_EXIT_AT=exit_at` (killed when that
+/// step's request arrives), all connected (the coordinator, first, to every other when
+/// `coordinator_only`: all a round needs).
+fn start_killing(
+    nodes: &[NodeDir],
+    victim: usize,
+    exit_at: &str,
+    coordinator_only: bool,
+) -> Vec<Daemon> {
+    let ds: Vec<Daemon> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let env: &[(&str, &str)] = if i == victim {
+                &[("MBC_NODE_TEST_EXIT_AT", exit_at)]
+            } else {
+                &[]
+            };
+            Daemon::start_with_env(n, env)
+        })
+        .collect();
+    let n = nodes.len() as u64;
+    if coordinator_only {
+        wait_coordinator(&ds, n);
+    } else {
+        wait_converged(&ds.iter().collect::<Vec<_>>(), n, n - 1);
+    }
+    ds
+}
+
+/// Waits until every daemon (the coordinator first) holds roster `version` and the
+/// coordinator is connected to every clinic: a network of a few dozen nodes on 127.0.0.1 forms
+/// its whole mesh slowly under load (every handshake comes from one address, eight at a time),
+/// but a round needs only the coordinator's links and a current roster everywhere.
+fn wait_coordinator(ds: &[Daemon], version: u64) {
+    let limit = std::time::Duration::from_secs(180);
+    for d in ds {
+        wait_within(
+            limit,
+            &format!("{} at roster v{version}", d.node.arg()),
+            || (d.status()["network"]["roster_version"] == version).then_some(()),
+        );
+    }
+    wait_within(limit, "the coordinator connected to every clinic", || {
+        (ds[0].status()["peers_connected"] == version - 1).then_some(())
+    });
+}
+
 /// Each clinic's episodes as a dropout-model training takes them: the depression domain's
 /// contributions with a known end, a patient's first only (one episode per patient), as
 /// (raw features, dropped out).
@@ -1546,19 +1594,7 @@ fn dropout_model_training_fits_the_pooled_model() {
     assert!((episodes_released - episodes.len() as f64).abs() < 0.5);
 
     // With noise, clinic 3 killed when iteration 2's shares arrive: the rest finish.
-    let ds: Vec<Daemon> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let env: &[(&str, &str)] = if i == 3 {
-                &[("MBC_NODE_TEST_EXIT_AT", "shares@2")]
-            } else {
-                &[]
-            };
-            Daemon::start_with_env(n, env)
-        })
-        .collect();
-    wait_converged(&ds.iter().collect::<Vec<_>>(), 6, 5);
+    let _ds = start_killing(&nodes, 3, "shares@2", false);
     let status = start_round(
         root,
         coord,
@@ -1662,7 +1698,8 @@ fn a_large_network_sums_exactly_over_the_sparse_graph() {
         mbc(root, &args).ok().json()
     };
     {
-        let _ds = start_all(&nodes, &[]);
+        let ds: Vec<Daemon> = nodes.iter().map(Daemon::start).collect();
+        wait_coordinator(&ds, 34);
         let status = bench(&[]);
         assert_eq!(status["step"], "done", "{status:#}");
         assert_eq!(status["exact"], true, "{status:#}");
@@ -1674,19 +1711,7 @@ fn a_large_network_sums_exactly_over_the_sparse_graph() {
             .count();
         assert_eq!(revealed, 34);
     }
-    let ds: Vec<Daemon> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let env: &[(&str, &str)] = if i == 7 {
-                &[("MBC_NODE_TEST_EXIT_AT", "shares")]
-            } else {
-                &[]
-            };
-            Daemon::start_with_env(n, env)
-        })
-        .collect();
-    wait_converged(&ds.iter().collect::<Vec<_>>(), 34, 33);
+    let _ds = start_killing(&nodes, 7, "shares", true);
     let status = bench(&[]);
     assert_eq!(status["step"], "done", "{status:#}");
     assert_eq!(status["exact"], true, "{status:#}");

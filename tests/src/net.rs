@@ -24,8 +24,15 @@ pub fn free_port() -> u16 {
 /// Polls `check` until it returns `Some` or [`WAIT`] passes; the polling interval is not a
 /// synchronisation point, each poll reads the node's real state.
 #[track_caller]
-pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
+pub fn wait_for<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    wait_within(WAIT, what, check)
+}
+
+/// [`wait_for`] with its own limit, for waits that scale with the network's size (a few dozen
+/// nodes on one address form their mesh through the per-address handshake limit).
+#[track_caller]
+pub fn wait_within<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = check() {
             return v;

@@ -215,6 +215,24 @@ pub struct TrainingStatus {
     pub elapsed_ms: Option<u64>,
 }
 
+impl TrainingStatus {
+    /// A training about to run iteration `t.iteration` in round `round_id`.
+    pub fn new(t: protocol::round::Training, round_id: String) -> Self {
+        Self {
+            training_id: t.id,
+            iteration: t.iteration,
+            round_id,
+            iterations: t.iterations,
+            total_rho: t.total_rho,
+            history: Vec::new(),
+            converged: false,
+            finished: false,
+            stopped: None,
+            elapsed_ms: None,
+        }
+    }
+}
+
 /// One finished iteration of a training.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IterationStatus {
