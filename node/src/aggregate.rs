@@ -726,17 +726,24 @@ impl Aggregation {
         let adverts = agg.close_keys().map_err(too_few)?;
         self.step(&id, RoundStep::Keys);
 
-        // 2. Keys out, encrypted shares back.
+        // 2. Keys out (to each its neighbourhood's: all of them on the complete graph),
+        // encrypted shares back.
+        let graph = protocol::secagg::Graph::of(agg.session());
         let targets = agg
             .progress()
             .keys
             .iter()
             .map(|i| {
+                let mine = adverts
+                    .iter()
+                    .filter(|a| graph.linked(*i, a.index))
+                    .cloned()
+                    .collect();
                 (
                     *i,
                     RoundRequest::Keys {
                         round,
-                        adverts: adverts.clone(),
+                        adverts: mine,
                     },
                 )
             })

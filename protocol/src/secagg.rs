@@ -29,11 +29,11 @@
 //! one masks with, and shares its secrets among, only its neighbours in a random k-regular
 //! graph ([`Graph`], k = [`degree`]: about 4·log₂ n, drawn from the round digest so every
 //! party derives the same one): O(k) keys, shares and mask streams per participant instead of
-//! O(n). Thresholds then hold per neighbourhood N[v] (v and its k neighbours): v's secrets are
-//! shared t_N-of-|N[v]|, t_N = [`Session::neighbourhood_threshold`] (the round's fraction t/n of
+//! O(n). Thresholds then hold per neighbourhood N\[v\] (v and its k neighbours): v's secrets are
+//! shared t_N-of-|N\[v\]|, t_N = [`Session::neighbourhood_threshold`] (the round's fraction t/n of
 //! the neighbourhood, and more than half of it plus one, as the consistency check needs: an
 //! aggregator that shows two survivor lists collects v's two secrets only from 2·t_N reveals of
-//! N[v]'s members, each of whom reveals for one list). Up to [`COMPLETE_UP_TO`] participants the
+//! N\[v\]'s members, each of whom reveals for one list). Up to [`COMPLETE_UP_TO`] participants the
 //! graph is complete and everything is as above.
 //!
 //! Every key and stream is bound to the round digest (the hash of the signed round
@@ -75,7 +75,7 @@ pub fn degree(n: usize) -> usize {
     (k + k % 2).min(n - 1)
 }
 
-/// Who masks with whom: participant u's neighbourhood N[u] is u and its [`degree`] neighbours.
+/// Who masks with whom: participant u's neighbourhood N\[u\] is u and its [`degree`] neighbours.
 /// A circulant graph (each participant joined to the k/2 on either side) over a random order
 /// of the participants drawn from the round digest: symmetric, k-regular, the same for every
 /// party, different in every round.
@@ -114,7 +114,7 @@ impl Graph {
         Self { neighbourhoods }
     }
 
-    /// N[u]: u and its neighbours (empty for an index outside the round).
+    /// N\[u\]: u and its neighbours (empty for an index outside the round).
     pub fn neighbourhood(&self, u: u32) -> &BTreeSet<u32> {
         static EMPTY: BTreeSet<u32> = BTreeSet::new();
         self.neighbourhoods.get(u as usize).unwrap_or(&EMPTY)

@@ -16,7 +16,7 @@ use crate::keys::{Bytes, Signature, Signer};
 /// One node's side of a round.
 pub struct Participant {
     session: Session,
-    /// This participant's neighbourhood N[me] in the round's graph.
+    /// This participant's neighbourhood N\[me\] in the round's graph.
     neighbourhood: BTreeSet<u32>,
     /// The neighbourhood threshold t_N.
     threshold: usize,
