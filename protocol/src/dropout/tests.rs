@@ -1,7 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::benchmark::tests::{phq9_spec, within_sensitivity};
+use crate::benchmark::tests::{each_patient_within_sensitivity, phq9_spec};
 
 prop_compose! {
     fn contribution()(
@@ -31,14 +31,9 @@ proptest! {
         contributions in prop::collection::vec(contribution(), 1..30),
     ) {
         let b = DropoutLayout::new(phq9_spec(), k, model).unwrap();
-        let full = b.encode(&contributions).unwrap();
-        for p in 0..8 {
-            let rest: Vec<Contribution> =
-                contributions.iter().filter(|c| c.patient != p).cloned().collect();
-            let without = b.encode(&rest).unwrap();
-            let within = within_sensitivity(b.layout(), k, &full, &without);
-            prop_assert!(within.is_ok(), "patient {p}: {within:?}");
-        }
+        let within =
+            each_patient_within_sensitivity(b.layout(), k, &contributions, |c| b.encode(c).unwrap());
+        prop_assert!(within.is_ok(), "{within:?}");
     }
 }
 
