@@ -26,6 +26,8 @@
 //! - [`dp`]: the one wrapper around OpenDP: blocks, sensitivity, calibration, noise.
 //! - [`therapist`]: variance components, empirical-Bayes track records, labels, Wilson intervals.
 //! - [`trajectory`]: nearest-neighbour expected trajectories, on-track and safety signals.
+//! - [`matching`]: outcome-informed shortlists of therapists (levels, reasons, trade-off) and
+//!   the oversight of allocations (caseload fairness, outcomes by level, equity).
 #![warn(missing_docs)]
 
 pub mod analysis;
@@ -34,6 +36,7 @@ pub mod dp;
 pub mod dropout;
 pub mod instrument;
 pub mod keys;
+pub mod matching;
 pub mod messages;
 pub mod outcome;
 pub mod pseudonym;
