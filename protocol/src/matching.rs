@@ -41,9 +41,9 @@
 //! between the best level and the soonest slot.
 
 mod oversight;
-mod text;
 #[cfg(test)]
 mod tests;
+mod text;
 
 use std::fmt;
 use std::str::FromStr;
@@ -180,7 +180,12 @@ impl Delivery {
 impl FromStr for Delivery {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        match s.trim().to_ascii_lowercase().replace(['_', ' '], "-").as_str() {
+        match s
+            .trim()
+            .to_ascii_lowercase()
+            .replace(['_', ' '], "-")
+            .as_str()
+        {
             "in-person" | "inperson" | "face-to-face" => Ok(Delivery::InPerson),
             "video" | "online" => Ok(Delivery::Video),
             _ => Err(Error::BadDelivery(s.to_string())),

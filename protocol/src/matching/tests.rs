@@ -2,7 +2,7 @@ use super::*;
 use crate::instrument::{builtin_domains, builtin_instruments};
 use crate::therapist::z95;
 
-fn rec(label: Label, n: u64, eb: f64, interval: (f64, f64)) -> TrackRecord {
+const fn rec(label: Label, n: u64, eb: f64, interval: (f64, f64)) -> TrackRecord {
     TrackRecord {
         n,
         mean: eb,
@@ -14,21 +14,13 @@ fn rec(label: Label, n: u64, eb: f64, interval: (f64, f64)) -> TrackRecord {
     }
 }
 
-fn effective() -> Option<TrackRecord> {
-    Some(rec(Label::Effective, 38, -2.1, (-3.6, -0.6)))
-}
+const EFFECTIVE: Option<TrackRecord> = Some(rec(Label::Effective, 38, -2.1, (-3.6, -0.6)));
 
-fn ineffective() -> Option<TrackRecord> {
-    Some(rec(Label::Ineffective, 40, 1.9, (0.4, 3.5)))
-}
+const INEFFECTIVE: Option<TrackRecord> = Some(rec(Label::Ineffective, 40, 1.9, (0.4, 3.5)));
 
-fn neutral() -> Option<TrackRecord> {
-    Some(rec(Label::Neutral, 45, -0.2, (-1.5, 1.1)))
-}
+const NEUTRAL: Option<TrackRecord> = Some(rec(Label::Neutral, 45, -0.2, (-1.5, 1.1)));
 
-fn thin() -> Option<TrackRecord> {
-    Some(rec(Label::InsufficientData, 14, -0.8, (-2.4, 0.8)))
-}
+const THIN: Option<TrackRecord> = Some(rec(Label::InsufficientData, 14, -0.8, (-2.4, 0.8)));
 
 fn therapist(id: &str, records: &[(&str, Option<TrackRecord>)]) -> Candidate {
     Candidate {
@@ -117,7 +109,7 @@ fn levels_follow_domain_3_at_every_boundary() {
         assert_eq!(got, want, "{records:?}");
     };
     use Level::*;
-    let (e, i, n, t) = (effective(), ineffective(), neutral(), thin());
+    let (e, i, n, t) = (EFFECTIVE, INEFFECTIVE, NEUTRAL, THIN);
     // L3: effective on every top domain, ineffective on none.
     check(&both, &[("depression", e), ("anxiety", e)], L3);
     check(&one, &[("depression", e)], L3);
@@ -163,8 +155,8 @@ fn reasons_say_what_the_record_shows_in_plain_words() {
     let list = shortlist(
         &req,
         &[
-            therapist("A", &[("depression", effective()), ("anxiety", thin())]),
-            therapist("B", &[("depression", neutral())]),
+            therapist("A", &[("depression", EFFECTIVE), ("anxiety", THIN)]),
+            therapist("B", &[("depression", NEUTRAL)]),
             therapist("C", &[]),
         ],
         &Settings::default(),
@@ -209,10 +201,10 @@ fn profile(c: &mut Candidate) -> &mut Profile {
 fn filters_come_before_ranking_and_say_why() {
     // The best record in the clinic fails every filter in turn; it is never offered, however
     // good its level.
-    let base = || therapist("STAR", &[("depression", effective())]);
+    let base = || therapist("STAR", &[("depression", EFFECTIVE)]);
     let others = || {
         (1..=3)
-            .map(|k| therapist(&format!("T{k}"), &[("depression", neutral())]))
+            .map(|k| therapist(&format!("T{k}"), &[("depression", NEUTRAL)]))
             .collect::<Vec<_>>()
     };
     let mut req = request(&[("depression", 18.0)]);
@@ -272,8 +264,14 @@ fn filters_come_before_ranking_and_say_why() {
             "distance unknown: Central has no position in [matching.sites]",
             Box::new(|p| p.position = None),
         ),
-        ("does not take NHS", Box::new(|p| p.payers = vec!["private".into()])),
-        ("not speaks Polish", Box::new(|p| p.languages = vec!["en".into()])),
+        (
+            "does not take NHS",
+            Box::new(|p| p.payers = vec!["private".into()]),
+        ),
+        (
+            "not speaks Polish",
+            Box::new(|p| p.languages = vec!["en".into()]),
+        ),
         ("language not recorded", Box::new(|p| p.languages.clear())),
     ];
     for (why, spoil) in &breaks {
@@ -326,9 +324,9 @@ fn a_shortlist_has_three_to_five_and_an_l0_only_when_unavoidable() {
     let req = request(&[("depression", 18.0)]);
     let clinic = |safe: usize, bad: usize| -> Vec<Candidate> {
         let mut v: Vec<Candidate> = (0..safe)
-            .map(|k| therapist(&format!("S{k}"), &[("depression", neutral())]))
+            .map(|k| therapist(&format!("S{k}"), &[("depression", NEUTRAL)]))
             .collect();
-        v.extend((0..bad).map(|k| therapist(&format!("X{k}"), &[("depression", ineffective())])));
+        v.extend((0..bad).map(|k| therapist(&format!("X{k}"), &[("depression", INEFFECTIVE)])));
         v
     };
     for safe in 0..8 {
@@ -336,7 +334,11 @@ fn a_shortlist_has_three_to_five_and_an_l0_only_when_unavoidable() {
             let list = shortlist(&req, &clinic(safe, bad), &Settings::default()).unwrap();
             let n = list.offers.len();
             let l0 = list.offers.iter().filter(|o| o.level == Level::L0).count();
-            assert_eq!(n, (safe.min(5)).max((safe + bad).min(3)), "{safe} safe, {bad} bad");
+            assert_eq!(
+                n,
+                (safe.min(5)).max((safe + bad).min(3)),
+                "{safe} safe, {bad} bad"
+            );
             assert_eq!(l0, 3usize.saturating_sub(safe).min(bad), "{safe}/{bad}");
             assert_eq!(list.not_listed, safe + bad - n);
             for o in &list.offers {
@@ -362,7 +364,10 @@ fn a_shortlist_has_three_to_five_and_an_l0_only_when_unavoidable() {
         length: 3,
         ..Settings::default()
     };
-    assert_eq!(shortlist(&req, &clinic(7, 0), &three).unwrap().offers.len(), 3);
+    assert_eq!(
+        shortlist(&req, &clinic(7, 0), &three).unwrap().offers.len(),
+        3
+    );
     for bad in [
         Settings {
             length: 2,
@@ -389,10 +394,10 @@ fn track_record_and_preferences_count_together_by_the_clinics_weight() {
         Preference::parse("language=pl", false).unwrap(),
     ];
     // A: level 3, no preference met; B: level 1, both met.
-    let mut a = therapist("A", &[("depression", effective())]);
+    let mut a = therapist("A", &[("depression", EFFECTIVE)]);
     a.profile.gender = Some("male".into());
     a.profile.languages = vec!["en".into()];
-    let mut b = therapist("B", &[("depression", neutral())]);
+    let mut b = therapist("B", &[("depression", NEUTRAL)]);
     b.profile.gender = Some("female".into());
     b.profile.languages = vec!["pl".into()];
     let first = |w: f64| {
@@ -423,7 +428,7 @@ fn ties_rotate_so_nobody_takes_every_matched_case() {
     let req = request(&[("depression", 18.0)]);
     let mut clinic: Vec<Candidate> = ["A", "B", "C", "D"]
         .iter()
-        .map(|id| therapist(id, &[("depression", effective())]))
+        .map(|id| therapist(id, &[("depression", EFFECTIVE)]))
         .collect();
     // As the node does: each logged shortlist counts a first place for its first therapist.
     let mut firsts = Vec::new();
@@ -445,7 +450,7 @@ fn ties_rotate_so_nobody_takes_every_matched_case() {
     assert_eq!(list.offers[0].therapist, "B");
     clinic[0].profile.allocations = 9;
     clinic.push(therapist("E", &[]));
-    clinic[0].records[0].record = effective();
+    clinic[0].records[0].record = EFFECTIVE;
     let list = shortlist(&req, &clinic, &Settings::default()).unwrap();
     assert_eq!(list.offers.last().unwrap().therapist, "E");
 }
@@ -455,11 +460,11 @@ fn urgent_patients_get_the_first_safe_slot_and_no_wait() {
     let mut req = request(&[("depression", 22.0)]);
     req.intake.urgent = Some("PHQ-9 item 9 answered 2".into());
     let mut clinic = vec![
-        therapist("L3-LATE", &[("depression", effective())]),
-        therapist("L1-SOON", &[("depression", neutral())]),
-        therapist("L0-NOW", &[("depression", ineffective())]),
-        therapist("L1-LATER", &[("depression", neutral())]),
-        therapist("L3-WEEK", &[("depression", effective())]),
+        therapist("L3-LATE", &[("depression", EFFECTIVE)]),
+        therapist("L1-SOON", &[("depression", NEUTRAL)]),
+        therapist("L0-NOW", &[("depression", INEFFECTIVE)]),
+        therapist("L1-LATER", &[("depression", NEUTRAL)]),
+        therapist("L3-WEEK", &[("depression", EFFECTIVE)]),
     ];
     for (c, w) in clinic.iter_mut().zip([21, 2, 0, 5, 5]) {
         c.profile.wait_days = Some(w);
@@ -523,7 +528,12 @@ fn requests_refuse_what_they_cannot_mean() {
     }
     assert_eq!(Slot::parse("weekend-am").unwrap().len(), 2);
     assert_eq!(Slot::parse("tue").unwrap().len(), 3);
-    assert_eq!(Slot::parse_list("mon-pm;mon-pm, weekdays-pm").unwrap().len(), 5);
+    assert_eq!(
+        Slot::parse_list("mon-pm;mon-pm, weekdays-pm")
+            .unwrap()
+            .len(),
+        5
+    );
     assert!(
         Position {
             lat: 91.0,
