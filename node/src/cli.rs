@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod clinic;
 mod demo;
+mod matching;
 mod network;
 mod privacy;
 mod rounds;
@@ -69,6 +70,12 @@ enum Command {
     ///
     /// Example: mbc-node alerts --data-dir /srv/mbc --signal red
     Alerts(support::AlertsArgs),
+    /// A shortlist of 3–5 therapists for a patient: track record and preferences together,
+    /// logistics first, with reasons; every shortlist is logged (`match record`, `match
+    /// report`)
+    ///
+    /// Example: mbc-node match --data-dir /srv/mbc --phq9 18 --gad7 12 --prefer language=pl --window mon-pm
+    Match(Box<matching::MatchArgs>),
     /// Write a self-contained HTML report (clinic summary, caterpillar plots, report cards)
     ///
     /// Example: mbc-node report --data-dir /srv/mbc --out report.html
@@ -139,6 +146,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Report(a) => stats::report(a),
         Command::Support(a) => support::support(a),
         Command::Alerts(a) => support::alerts(a),
+        Command::Match(a) => matching::match_cmd(*a),
         Command::Release(a) => privacy::release(a),
         Command::Budget(a) => privacy::budget(a),
         Command::Audit(a) => privacy::audit(a),

@@ -43,6 +43,9 @@ pub struct Config {
     /// When clinical-support signals may raise alerts.
     #[serde(default)]
     pub support: SupportConfig,
+    /// How `match` ranks therapists, and where the clinic's sites are.
+    #[serde(default)]
+    pub matching: MatchingConfig,
     /// The clinic's privacy budget and contribution bounds.
     #[serde(default)]
     pub privacy: PrivacyConfig,
@@ -52,6 +55,111 @@ pub struct Config {
     /// Rounds the coordinator starts by itself.
     #[serde(default)]
     pub rounds: RoundsConfig,
+}
+
+/// `[matching]`: how `match` weighs track records against preferences, how long a shortlist
+/// is and what waits it offers (DOMAIN.md §3; protocol::matching).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchingConfig {
+    /// Weight of the track record against the patient's preferences, 0–1. Default 0.5.
+    #[serde(default = "default_weight")]
+    pub track_record_weight: f64,
+    /// Therapists on a shortlist, 3–5. Default 5.
+    #[serde(default = "default_shortlist")]
+    pub shortlist: usize,
+    /// Longest wait offered to a routine patient (a request may say otherwise). Default 28.
+    #[serde(default = "default_max_wait")]
+    pub max_wait_days: u32,
+    /// Longest wait offered to an urgent patient. Default 7.
+    #[serde(default = "default_urgent_wait")]
+    pub urgent_wait_days: u32,
+    /// Days of allocations and first places that rotation counts. Default 28.
+    #[serde(default = "default_rotation")]
+    pub rotation_days: u32,
+    /// The clinic's sites by the names therapists.csv uses in `location`, with their
+    /// positions, for travel distances. Default none.
+    #[serde(default)]
+    pub sites: std::collections::BTreeMap<String, Site>,
+}
+
+/// A site's position (degrees).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    /// Latitude.
+    pub lat: f64,
+    /// Longitude.
+    pub lon: f64,
+}
+
+fn default_weight() -> f64 {
+    0.5
+}
+fn default_shortlist() -> usize {
+    5
+}
+fn default_max_wait() -> u32 {
+    28
+}
+fn default_urgent_wait() -> u32 {
+    7
+}
+fn default_rotation() -> u32 {
+    28
+}
+
+impl Default for MatchingConfig {
+    fn default() -> Self {
+        Self {
+            track_record_weight: default_weight(),
+            shortlist: default_shortlist(),
+            max_wait_days: default_max_wait(),
+            urgent_wait_days: default_urgent_wait(),
+            rotation_days: default_rotation(),
+            sites: Default::default(),
+        }
+    }
+}
+
+impl MatchingConfig {
+    /// The matching settings, checked, with the track records' minimums of `[stats]`.
+    pub fn settings(&self, stats: &StatsConfig) -> Result<protocol::matching::Settings> {
+        let s = protocol::matching::Settings {
+            weight: self.track_record_weight,
+            length: self.shortlist,
+            max_wait_days: self.max_wait_days,
+            urgent_wait_days: self.urgent_wait_days,
+            minimums: protocol::therapist::Minimums {
+                show: stats.min_n_show,
+                classify: stats.min_n_classify,
+            },
+        };
+        s.validate().context("[matching]")?;
+        for (name, site) in &self.sites {
+            protocol::matching::Position {
+                lat: site.lat,
+                lon: site.lon,
+            }
+            .validate()
+            .with_context(|| format!("[matching] sites.{name:?}"))?;
+        }
+        if self.rotation_days == 0 {
+            anyhow::bail!("[matching] rotation_days must be at least 1");
+        }
+        Ok(s)
+    }
+
+    /// The position of a site, when configured.
+    pub fn position(&self, site: &str) -> Option<protocol::matching::Position> {
+        self.sites
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(site))
+            .map(|(_, s)| protocol::matching::Position {
+                lat: s.lat,
+                lon: s.lon,
+            })
+    }
 }
 
 /// `[rounds]`: the coordinator's round schedule, so the network refreshes its releases
@@ -544,6 +652,7 @@ impl Config {
             import: ImportConfig::default(),
             stats: StatsConfig::default(),
             support: SupportConfig::default(),
+            matching: MatchingConfig::default(),
             privacy: PrivacyConfig::default(),
             network: NetworkConfig::default(),
             rounds: RoundsConfig::default(),
@@ -627,6 +736,18 @@ impl Config {
              # The network reference (a trajectories release) used when this clinic's own pool\n\
              # is too small or validates worse: \"latest\", \"none\", or a release id to pin one.\n\
              network_reference = {}\n\n\
+             [matching]\n\
+             # `mbc-node match`: the weight of the track record against the patient's preferences\n\
+             # (0-1), therapists per shortlist (3-5), the longest waits offered (routine, urgent),\n\
+             # and the days of allocations that rotation among equal therapists counts.\n\
+             track_record_weight = {}\n\
+             shortlist = {}\n\
+             max_wait_days = {}\n\
+             urgent_wait_days = {}\n\
+             rotation_days = {}\n\
+             # Sites by the names therapists.csv uses in `location`, for travel distances, e.g.\n\
+             # {{ \"North Street\" = {{ lat = 53.48, lon = -2.24 }} }}.\n\
+             sites = {}\n\n\
              [privacy]\n\
              # zero-concentrated DP budget: ρ this clinic may spend per period, and at most per\n\
              # release. Every release is charged to the ledger before it leaves (mbc-node budget).\n\
@@ -691,6 +812,12 @@ impl Config {
             toml::Value::Float(self.support.above_p90[0]),
             toml::Value::Float(self.support.above_p90[1]),
             toml_string(&self.support.network_reference),
+            toml::Value::Float(self.matching.track_record_weight),
+            self.matching.shortlist,
+            self.matching.max_wait_days,
+            self.matching.urgent_wait_days,
+            self.matching.rotation_days,
+            sites_toml(&self.matching.sites),
             toml::Value::Float(self.privacy.rho_per_period),
             toml_string(&self.privacy.period),
             toml::Value::Float(self.privacy.max_rho_per_release),
@@ -720,6 +847,20 @@ impl Config {
     pub fn store_key_path(&self, data_dir: &Path) -> Option<PathBuf> {
         self.keys.store_key_file.as_ref().map(|f| data_dir.join(f))
     }
+}
+
+fn sites_toml(sites: &std::collections::BTreeMap<String, Site>) -> toml::Value {
+    toml::Value::Table(
+        sites
+            .iter()
+            .map(|(name, s)| {
+                let mut t = toml::value::Table::new();
+                t.insert("lat".into(), toml::Value::Float(s.lat));
+                t.insert("lon".into(), toml::Value::Float(s.lon));
+                (name.clone(), toml::Value::Table(t))
+            })
+            .collect(),
+    )
 }
 
 fn toml_strings(v: &[String]) -> toml::Value {
@@ -817,6 +958,48 @@ mod tests {
         assert_eq!(back.listen, ["/ip4/127.0.0.1/tcp/7411"]);
         assert_eq!(back.advertised(), ["/ip4/127.0.0.1/tcp/7411"]);
         assert_eq!((back.api_port, back.max_connections), (7412, 128));
+    }
+
+    /// `[matching]` round-trips through the written file (sites too); values out of range
+    /// are refused naming the key.
+    #[test]
+    fn matching_settings_and_sites_are_written_as_they_are_and_checked() {
+        let mut c = Config::new("x".into(), None, None);
+        c.matching.track_record_weight = 0.7;
+        c.matching.shortlist = 4;
+        c.matching.sites.insert(
+            "North Street".into(),
+            Site {
+                lat: 53.48,
+                lon: -2.24,
+            },
+        );
+        let back = Config::parse(&c.to_toml()).unwrap();
+        assert_eq!(back.matching, c.matching);
+        let s = back.matching.settings(&back.stats).unwrap();
+        assert_eq!((s.weight, s.length, s.minimums.classify), (0.7, 4, 30));
+        assert_eq!(
+            back.matching.position("north street"),
+            Some(protocol::matching::Position {
+                lat: 53.48,
+                lon: -2.24
+            })
+        );
+        for (bad, says) in [
+            ("track_record_weight = 1.5", "track_record_weight 1.5"),
+            ("shortlist = 1", "shortlist 1"),
+            ("urgent_wait_days = 40", "urgent_wait_days 40"),
+            (
+                "sites = { Far = { lat = 95.0, lon = 0.0 } }",
+                "sites.\"Far\"",
+            ),
+        ] {
+            let text = format!("[clinic]\nname = \"x\"\n[matching]\n{bad}\n");
+            let c = Config::parse(&text).unwrap();
+            let err = format!("{:#}", c.matching.settings(&c.stats).unwrap_err());
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        assert!(Config::parse("[clinic]\nname = \"x\"\n[matching]\nweight = 1\n").is_err());
     }
 
     /// The round schedule round-trips through the written file, and nonsense entries are

@@ -59,6 +59,15 @@ const DELETES: &[&str] = &[
     "DELETE FROM episode WHERE episode_id IN (SELECT episode_id FROM mine)",
 ];
 
+/// The patient's matching requests and what followed them (the patient's rowid as ?1).
+const MATCH_DELETES: &[&str] = &[
+    "DELETE FROM match_outcome WHERE request_id IN
+        (SELECT request_id FROM match_request WHERE patient_id = ?1)",
+    "DELETE FROM match_offer WHERE request_id IN
+        (SELECT request_id FROM match_request WHERE patient_id = ?1)",
+    "DELETE FROM match_request WHERE patient_id = ?1",
+];
+
 /// Erases the patient the clinic calls `raw`; only counts when `confirm` is false. `now` is
 /// recorded as the time of the erasure.
 pub fn erase_patient(
@@ -128,6 +137,10 @@ pub fn erase_patient(
     )?;
     for sql in DELETES {
         tx.execute(sql, [])
+            .with_context(|| format!("couldn't erase: {sql}"))?;
+    }
+    for sql in MATCH_DELETES {
+        tx.execute(sql, [patient])
             .with_context(|| format!("couldn't erase: {sql}"))?;
     }
     tx.execute("DELETE FROM patient WHERE patient_id = ?1", [patient])?;

@@ -38,6 +38,7 @@ pub mod hooks;
 pub mod import;
 pub mod keystore;
 pub mod ledger;
+pub mod matching;
 pub mod membership;
 pub mod net;
 pub mod node;

@@ -773,7 +773,7 @@ pub fn shortlist(
         .collect();
     let notes = text::notes(request, &offers, &excluded, max_wait);
     Ok(Shortlist {
-        trade_off: text::trade_off(&offers, urgent),
+        trade_off: text::trade_off(&offers, urgent, max_wait),
         offers,
         not_listed,
         excluded,
@@ -833,7 +833,9 @@ fn filters(request: &Request, c: &Candidate, max_wait: u32) -> (Vec<String>, Opt
         (Some((from, _)), Some(site)) => Some(from.distance_km(site)),
         _ => None,
     };
+    // An infinite radius: distances are shown, nobody is excluded by them.
     if let Some((_, radius)) = l.reach
+        && radius.is_finite()
         && !remote
     {
         match distance_km {
@@ -857,7 +859,7 @@ fn filters(request: &Request, c: &Candidate, max_wait: u32) -> (Vec<String>, Opt
     for q in request.preferences.iter().filter(|q| q.required) {
         match meets(q, p) {
             Some(true) => {}
-            Some(false) => out.push(format!("not {}", text::wanted(q))),
+            Some(false) => out.push(text::lacking(q)),
             None => out.push(format!("{} not recorded", q.key.as_str())),
         }
     }

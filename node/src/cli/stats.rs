@@ -98,11 +98,29 @@ pub(super) struct RevealArgs {
 impl RevealArgs {
     /// Fills `derived.revealed` from the display list, if one was given.
     fn apply(&self, node: &Node, derived: &mut Derived) -> Result<()> {
-        let Some(path) = &self.reveal else {
+        if self.reveal.is_none() {
             return Ok(());
+        }
+        let by_pseudonym = self.by_pseudonym(node)?;
+        derived.revealed = derived
+            .therapists
+            .iter()
+            .map(|p| by_pseudonym.get(p).cloned())
+            .collect();
+        Ok(())
+    }
+}
+
+impl RevealArgs {
+    /// Therapist pseudonym → the clinic's staff id, from the display list (empty without one).
+    pub(super) fn by_pseudonym(
+        &self,
+        node: &Node,
+    ) -> Result<std::collections::HashMap<String, String>> {
+        let Some(path) = &self.reveal else {
+            return Ok(Default::default());
         };
-        let ids = staff_ids(path)?;
-        let by_pseudonym: std::collections::HashMap<String, String> = ids
+        Ok(staff_ids(path)?
             .into_iter()
             .map(|id| {
                 let p = node
@@ -110,13 +128,7 @@ impl RevealArgs {
                     .pseudonym(protocol::pseudonym::IdKind::Therapist, &id);
                 (p, id)
             })
-            .collect();
-        derived.revealed = derived
-            .therapists
-            .iter()
-            .map(|p| by_pseudonym.get(p).cloned())
-            .collect();
-        Ok(())
+            .collect())
     }
 }
 

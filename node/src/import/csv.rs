@@ -100,6 +100,9 @@ impl CsvKind {
                 "wait_weeks",
                 "payers",
                 "location",
+                "delivery",
+                "availability",
+                "new_per_week",
             ],
         }
     }

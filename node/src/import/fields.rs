@@ -100,6 +100,35 @@ pub(crate) fn integer(field: &str, value: &str, min: i64, max: i64) -> FieldResu
 }
 
 /// A yes/no value: 1/0, true/false, yes/no, y/n (any case).
+/// A `;`-separated list of delivery modes (`in-person`, `video`), stored normalised.
+pub(crate) fn delivery(field: &str, value: &str) -> FieldResult<String> {
+    let mut modes = Vec::new();
+    for m in value.split(';').map(str::trim).filter(|m| !m.is_empty()) {
+        let d: protocol::matching::Delivery = m
+            .parse()
+            .map_err(|e: protocol::matching::Error| FieldError::new(field, e.to_string()))?;
+        modes.push(d);
+    }
+    modes.sort();
+    modes.dedup();
+    Ok(modes
+        .iter()
+        .map(|d| d.as_str())
+        .collect::<Vec<_>>()
+        .join(";"))
+}
+
+/// A `;`-separated list of weekly windows (`mon-pm`, `weekdays-eve`, …), stored as slots.
+pub(crate) fn availability(field: &str, value: &str) -> FieldResult<String> {
+    let slots = protocol::matching::Slot::parse_list(value)
+        .map_err(|e| FieldError::new(field, e.to_string()))?;
+    Ok(slots
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(";"))
+}
+
 pub(crate) fn boolean(field: &str, value: &str) -> FieldResult<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "y" => Ok(true),

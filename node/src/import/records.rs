@@ -52,6 +52,9 @@ pub(crate) struct TherapistAttrs {
     pub(crate) wait_weeks: Option<f64>,
     pub(crate) payers: Option<String>,
     pub(crate) location: Option<String>,
+    pub(crate) delivery: Option<String>,
+    pub(crate) availability: Option<String>,
+    pub(crate) new_per_week: Option<i64>,
 }
 
 /// Demographics of a patient. `None` leaves a stored value as it is.
@@ -112,6 +115,9 @@ impl TherapistAttrs {
             wait_weeks: f.parse("wait_weeks", fields::number)?,
             payers: f.get("payers"),
             location: f.get("location"),
+            delivery: f.parse("delivery", fields::delivery)?,
+            availability: f.parse("availability", fields::availability)?,
+            new_per_week: f.parse("new_per_week", count)?,
         })
     }
 }

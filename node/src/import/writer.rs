@@ -198,7 +198,9 @@ impl<'a> Writer<'a> {
                     gender = coalesce(?5, gender), languages = coalesce(?6, languages),
                     modalities = coalesce(?7, modalities), accepting_new = coalesce(?8, accepting_new),
                     wait_weeks = coalesce(?9, wait_weeks), payers = coalesce(?10, payers),
-                    location = coalesce(?11, location)
+                    location = coalesce(?11, location), delivery = coalesce(?12, delivery),
+                    availability = coalesce(?13, availability),
+                    new_per_week = coalesce(?14, new_per_week)
                  WHERE therapist_id = ?1", params![
                     id,
                     a.profession,
@@ -210,7 +212,10 @@ impl<'a> Writer<'a> {
                     a.accepting_new,
                     a.wait_weeks,
                     a.payers,
-                    a.location
+                    a.location,
+                    a.delivery,
+                    a.availability,
+                    a.new_per_week
                 ])?;
         Ok(())
     }

@@ -51,6 +51,8 @@ pub(crate) fn migrations() -> Vec<Migration> {
         // 13: the training a round contribution is an iteration of (issue 16), so that the
         // ledger weighs a training once. A ledger table: safe to run again.
         training_of_contributions,
+        // 14: therapist delivery, hours and weekly cap, and the matching audit (issue 17).
+        |tx| tx.execute_batch(include_str!("schema_v14.sql")),
     ]
 }
 

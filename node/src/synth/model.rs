@@ -29,6 +29,9 @@
 //!   hazard ×1.5 when the latest PHQ-9 is above the population expectation (MNAR).
 //! - Episodes with sessions after the export day (day 900 of the start window) are still in
 //!   treatment: cut there, no end recorded (about 6 %).
+//! - Therapists' matching profile (gender, languages, modalities, accepting new, wait, payers,
+//!   site) and, from a stream of its own (version 3), delivery modes, weekly clinic hours and
+//!   a weekly cap of new patients.
 //! - 3 % of items missing at random (one missing: the total is left to be prorated; two or
 //!   more: the administration is dropped), 5 % of later sessions without a measure.
 
@@ -39,7 +42,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Gamma, Normal, Poisson};
 
 /// Version of the generator; recorded in truth.json. Bump when output for a seed changes.
-pub const GENERATOR_VERSION: u32 = 2;
+pub const GENERATOR_VERSION: u32 = 3;
 
 /// The two simulated domains: (domain id, instrument id, intake mean, intake SD, max score,
 /// mean slope per ln-session, number of items).
@@ -551,6 +554,8 @@ fn therapist(params: &Params, c: u32, t: usize, rng: &mut ChaCha8Rng) -> Therapi
             .to_string(),
         ),
     ];
+    let mut attrs = attrs;
+    attrs.extend(logistics(params, c, t, &attrs));
     Therapist {
         id: format!("C{c:02}-T{t:03}"),
         attrs,
@@ -558,6 +563,43 @@ fn therapist(params: &Params, c: u32, t: usize, rng: &mut ChaCha8Rng) -> Therapi
         effect,
         planted,
     }
+}
+
+/// Delivery modes, weekly clinic hours and a weekly cap of new patients (generator version
+/// 3), from a stream of their own so that every earlier draw of a seed stays as it was.
+fn logistics(
+    params: &Params,
+    c: u32,
+    t: usize,
+    attrs: &[(&'static str, String)],
+) -> Vec<(&'static str, String)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(params.seed ^ 0x6c6f_6769_7374_6963);
+    rng.set_stream(u64::from(c) << 16 | t as u64);
+    let remote = attrs.iter().any(|(k, v)| *k == "location" && v == "Remote");
+    let delivery = if remote {
+        "video"
+    } else {
+        pick(
+            &mut rng,
+            &[("in-person;video", 0.6), ("in-person", 0.3), ("video", 0.1)],
+        )
+    };
+    let mut slots: Vec<String> = Vec::new();
+    for day in ["mon", "tue", "wed", "thu", "fri"] {
+        for (part, p) in [("am", 0.5), ("pm", 0.5), ("eve", 0.15)] {
+            if rng.r#gen::<f64>() < p {
+                slots.push(format!("{day}-{part}"));
+            }
+        }
+    }
+    if slots.is_empty() {
+        slots.push("mon-am".into());
+    }
+    vec![
+        ("delivery", delivery.to_string()),
+        ("availability", slots.join(";")),
+        ("new_per_week", rng.gen_range(1..=3).to_string()),
+    ]
 }
 
 fn patient(

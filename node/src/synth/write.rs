@@ -156,7 +156,7 @@ pub(super) fn fhir(clinic: &Clinic, dir: &Path) -> Result<String> {
                 "gender" => gender = Some(v.clone()),
                 // Booleans travel as valueBoolean.
                 "accepting_new" => extension.push(json!({"url": format!("{EXT_BASE}accepting-new"), "valueBoolean": v == "yes"})),
-                _ if matches!(*k, "profession" | "grade" | "languages" | "modalities" | "payers" | "location") => {
+                _ if matches!(*k, "profession" | "grade" | "languages" | "modalities" | "payers" | "location" | "delivery" | "availability") => {
                     extension.push(json!({"url": format!("{EXT_BASE}{}", k.replace('_', "-")), "valueString": v}))
                 }
                 _ => extension.push(ext(k, v)),

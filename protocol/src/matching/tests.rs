@@ -269,7 +269,7 @@ fn filters_come_before_ranking_and_say_why() {
             Box::new(|p| p.payers = vec!["private".into()]),
         ),
         (
-            "not speaks Polish",
+            "does not speak Polish",
             Box::new(|p| p.languages = vec!["en".into()]),
         ),
         ("language not recorded", Box::new(|p| p.languages.clear())),
@@ -418,7 +418,7 @@ fn track_record_and_preferences_count_together_by_the_clinics_weight() {
     assert_eq!(list.offers[0].reasons[1].text, "female, speaks Polish");
     assert_eq!(
         list.offers[1].reasons[1].text,
-        "none of the preferences met (not female, speaks Polish)"
+        "no preference met: not female, does not speak Polish"
     );
     assert!((list.offers[0].score - (0.5 / 3.0 + 0.5)).abs() < 1e-12);
 }
@@ -483,6 +483,20 @@ fn urgent_patients_get_the_first_safe_slot_and_no_wait() {
     assert_eq!(
         list.excluded[0].reasons,
         ["first slot in 21 days (longer than 7)"]
+    );
+    // Nobody safe within the week: no therapist is called safe, and staff escalate.
+    let mut only_l0 = clinic.clone();
+    for c in &mut only_l0 {
+        if c.profile.id != "L0-NOW" {
+            c.profile.wait_days = Some(30);
+        }
+    }
+    let list = shortlist(&req, &only_l0, &Settings::default()).unwrap();
+    assert_eq!(list.offers.len(), 1);
+    assert_eq!(
+        list.trade_off,
+        "urgent: no therapist without a poor record on this problem has a slot within 7 days; \
+         escalate under the clinic's risk protocol"
     );
     // Routine, the same clinic trades level against wait.
     req.intake.urgent = None;

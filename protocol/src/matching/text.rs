@@ -136,13 +136,24 @@ fn one(x: f64) -> String {
 }
 
 /// What a preference asks for, as words ("female", "speaks Polish", "offers EMDR", "video").
-pub(super) fn wanted(q: &Preference) -> String {
+fn wanted(q: &Preference) -> String {
     match q.key {
         Key::Gender => q.value.clone(),
         Key::Language => format!("speaks {}", language(&q.value)),
         Key::Modality => format!("offers {}", q.value.to_uppercase()),
         Key::Delivery if q.value == Delivery::Video.as_str() => "video sessions".to_string(),
         Key::Delivery => "sessions in person".to_string(),
+    }
+}
+
+/// What a profile lacks, as words ("not female", "does not speak Polish").
+pub(super) fn lacking(q: &Preference) -> String {
+    match q.key {
+        Key::Gender => format!("not {}", q.value),
+        Key::Language => format!("does not speak {}", language(&q.value)),
+        Key::Modality => format!("does not offer {}", q.value.to_uppercase()),
+        Key::Delivery if q.value == Delivery::Video.as_str() => "no video sessions".to_string(),
+        Key::Delivery => "no sessions in person".to_string(),
     }
 }
 
@@ -155,11 +166,11 @@ fn fit(preferences: &[Preference], p: &Profile) -> Option<String> {
         .iter()
         .partition(|q| super::meets(q, p) == Some(true));
     let met: Vec<String> = met.iter().map(|q| wanted(q)).collect();
-    let unmet: Vec<String> = unmet.iter().map(|q| wanted(q)).collect();
+    let unmet: Vec<String> = unmet.iter().map(|q| lacking(q)).collect();
     Some(match (met.is_empty(), unmet.is_empty()) {
         (false, true) => met.join(", "),
-        (false, false) => format!("{}; not {}", met.join(", "), unmet.join(", ")),
-        (true, _) => format!("none of the preferences met (not {})", unmet.join(", ")),
+        (false, false) => format!("{}; {}", met.join(", "), unmet.join(", ")),
+        (true, _) => format!("no preference met: {}", unmet.join(", ")),
     })
 }
 
@@ -259,7 +270,7 @@ fn wait(w: Option<u32>) -> String {
 }
 
 /// The one-line trade-off between the best level and the soonest slot.
-pub(super) fn trade_off(offers: &[Offer], urgent: bool) -> String {
+pub(super) fn trade_off(offers: &[Offer], urgent: bool, max_wait: u32) -> String {
     let w = |o: &Offer| o.wait_days.unwrap_or(u32::MAX);
     let Some(soonest) = offers
         .iter()
@@ -268,12 +279,18 @@ pub(super) fn trade_off(offers: &[Offer], urgent: bool) -> String {
         return "no therapist meets the requirements".to_string();
     };
     if urgent {
-        return format!(
-            "urgent: the first available safe therapist is {} in {} ({}); no waiting offered",
-            soonest.therapist,
-            wait(soonest.wait_days),
-            soonest.level
-        );
+        // Offers are in slot order; the first safe one is the answer.
+        return match offers.iter().find(|o| o.level > Level::L0) {
+            Some(o) => format!(
+                "urgent: the first available safe therapist is {} in {} ({}); no waiting offered",
+                o.therapist,
+                wait(o.wait_days),
+                o.level
+            ),
+            None => format!(
+                "urgent: no therapist without a poor record on this problem has a slot within {max_wait} days; escalate under the clinic's risk protocol"
+            ),
+        };
     }
     // Unwrap safety: `offers` is not empty (soonest exists).
     let best = offers

@@ -1,0 +1,623 @@
+//! `match`, `match record`, `match report`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use protocol::matching::{Position, Preference, Slot};
+use serde::Deserialize;
+
+use super::DataDir;
+use super::stats::RevealArgs;
+use crate::matching::{self, Ask, Choice, Groups, MatchReport, Matched, Origin, Patient};
+use crate::node::Node;
+
+/// Request flags: who, preferences, logistics. Everything a request file can say.
+const REQUEST_FLAGS: [&str; 18] = [
+    "patient",
+    "score",
+    "phq9",
+    "gad7",
+    "core10",
+    "urgent",
+    "prefer",
+    "require",
+    "window",
+    "from",
+    "near",
+    "radius_km",
+    "payer",
+    "max_wait_days",
+    "sex",
+    "age",
+    "ethnicity",
+    "deprivation_decile",
+];
+
+#[derive(Debug, Args)]
+pub(super) struct MatchArgs {
+    #[command(subcommand)]
+    command: Option<MatchCommand>,
+    /// The node's data directory
+    #[arg(long, env = "MBC_NODE_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// A stored patient (the id as the clinic's exports name them): intake from their latest
+    /// episode
+    #[arg(long, value_name = "ID", conflicts_with_all = ["score", "phq9", "gad7", "core10"])]
+    patient: Option<String>,
+    /// An intake score, INSTRUMENT=TOTAL (repeatable), e.g. --score PHQ-9=18
+    #[arg(long, value_name = "INSTRUMENT=TOTAL")]
+    score: Vec<String>,
+    /// PHQ-9 total at intake
+    #[arg(long, value_name = "TOTAL")]
+    phq9: Option<f64>,
+    /// GAD-7 total at intake
+    #[arg(long, value_name = "TOTAL")]
+    gad7: Option<f64>,
+    /// CORE-10 total at intake
+    #[arg(long, value_name = "TOTAL")]
+    core10: Option<f64>,
+    /// Urgent (a crisis): the first available safe therapist, no waiting offered (a stored
+    /// patient's critical safety answers make it urgent by themselves)
+    #[arg(long)]
+    urgent: bool,
+    /// Nice-to-haves, KEY=VALUE with KEY gender, language, modality or delivery
+    /// (comma-separated or repeated), e.g. --prefer gender=female,language=pl
+    #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',')]
+    prefer: Vec<String>,
+    /// Must-haves (same keys): therapists without them are not offered
+    #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',')]
+    require: Vec<String>,
+    /// Weekly windows the patient can attend: DAY-PART (mon…sun, weekdays, weekend; am, pm,
+    /// eve) or a DAY, comma-separated or repeated, e.g. --window mon-pm,weekdays-eve
+    #[arg(long, value_name = "WINDOW", value_delimiter = ',')]
+    window: Vec<String>,
+    /// Where the patient travels from, LAT,LON in degrees
+    #[arg(
+        long,
+        value_name = "LAT,LON",
+        conflicts_with = "near",
+        allow_hyphen_values = true
+    )]
+    from: Option<String>,
+    /// Where the patient travels from: a site of [matching] sites
+    #[arg(long, value_name = "SITE")]
+    near: Option<String>,
+    /// How far the patient can travel (km); video therapists are within reach
+    #[arg(long, value_name = "KM")]
+    radius_km: Option<f64>,
+    /// The patient's payer (e.g. NHS): therapists who do not take it are not offered
+    #[arg(long)]
+    payer: Option<String>,
+    /// The longest wait the patient accepts, days (default [matching] max_wait_days)
+    #[arg(long, value_name = "DAYS")]
+    max_wait_days: Option<u32>,
+    /// The patient's sex, for the equity monitor (stored patients: from the store)
+    #[arg(long)]
+    sex: Option<String>,
+    /// The patient's age in years, for the equity monitor
+    #[arg(long)]
+    age: Option<i64>,
+    /// The patient's ethnicity group, for the equity monitor
+    #[arg(long)]
+    ethnicity: Option<String>,
+    /// The patient's deprivation decile (1–10), for the equity monitor
+    #[arg(long, value_name = "DECILE")]
+    deprivation_decile: Option<i64>,
+    /// The whole request as a TOML or JSON file (README, "Matching"), instead of the flags
+    #[arg(long, value_name = "FILE", conflicts_with_all = REQUEST_FLAGS)]
+    request: Option<PathBuf>,
+    /// Who asks (kept in the audit)
+    #[arg(long, value_name = "NAME")]
+    by: Option<String>,
+    #[command(flatten)]
+    reveal: RevealArgs,
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum MatchCommand {
+    /// Record what happened after a shortlist: the therapist chosen, or a decline
+    ///
+    /// Example: mbc-node match record 12 --chose STAFF07 --by "A. Khan"
+    Record(RecordArgs),
+    /// Oversight: allocations per therapist per month, outcomes by level allocated, and the
+    /// equity monitor
+    ///
+    /// Example: mbc-node match report --since 2026-01
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+struct RecordArgs {
+    #[command(flatten)]
+    dir: DataDir,
+    /// The shortlist's id (as `match` printed it)
+    id: i64,
+    /// The therapist the patient chose (as the shortlist shows them, or the staff id)
+    #[arg(long, value_name = "THERAPIST", required_unless_present = "declined")]
+    chose: Option<String>,
+    /// The patient declined this therapist, or the whole list when none is named
+    #[arg(long, value_name = "THERAPIST", num_args = 0..=1, default_missing_value = "",
+          conflicts_with = "chose")]
+    declined: Option<String>,
+    /// Why (e.g. a decline's reason)
+    #[arg(long)]
+    reason: Option<String>,
+    /// Who records it
+    #[arg(long, value_name = "NAME")]
+    by: String,
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    #[command(flatten)]
+    dir: DataDir,
+    /// Only shortlists from this date on (YYYY, YYYY-MM or YYYY-MM-DD)
+    #[arg(long, value_name = "DATE")]
+    since: Option<String>,
+    #[command(flatten)]
+    reveal: RevealArgs,
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+/// A request file: the flags' keys, closed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestFile {
+    patient: Option<String>,
+    #[serde(default)]
+    scores: std::collections::BTreeMap<String, f64>,
+    #[serde(default)]
+    urgent: bool,
+    #[serde(default)]
+    prefer: Vec<String>,
+    #[serde(default)]
+    require: Vec<String>,
+    #[serde(default)]
+    windows: Vec<String>,
+    from: Option<[f64; 2]>,
+    near: Option<String>,
+    radius_km: Option<f64>,
+    payer: Option<String>,
+    max_wait_days: Option<u32>,
+    #[serde(default)]
+    groups: GroupsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupsFile {
+    sex: Option<String>,
+    age: Option<i64>,
+    ethnicity: Option<String>,
+    deprivation_decile: Option<i64>,
+}
+
+fn data_dir(d: Option<PathBuf>) -> Result<PathBuf> {
+    d.context("give --data-dir DIR (or set MBC_NODE_DIR)")
+}
+
+/// `match`.
+pub(super) fn match_cmd(a: MatchArgs) -> Result<()> {
+    match a.command {
+        Some(MatchCommand::Record(r)) => return record(r),
+        Some(MatchCommand::Report(r)) => return report(r),
+        None => {}
+    }
+    let ask = match &a.request {
+        Some(path) => from_file(path)?,
+        None => from_flags(&a)?,
+    };
+    let ask = Ask {
+        by: a.by.clone(),
+        ..ask
+    };
+    let node = Node::open(&data_dir(a.data_dir)?)?;
+    let revealed = a.reveal.by_pseudonym(&node)?;
+    let matched = matching::shortlist(&node, &ask, &revealed)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&matched)?);
+    } else {
+        print!("{}", text(&matched));
+    }
+    Ok(())
+}
+
+fn preferences(prefer: &[String], require: &[String]) -> Result<Vec<Preference>> {
+    let mut out = Vec::new();
+    for (list, required) in [(prefer, false), (require, true)] {
+        for p in list.iter().filter(|p| !p.trim().is_empty()) {
+            out.push(Preference::parse(p, required)?);
+        }
+    }
+    Ok(out)
+}
+
+fn windows(list: &[String]) -> Result<Vec<Slot>> {
+    let mut out = Vec::new();
+    for w in list.iter().filter(|w| !w.trim().is_empty()) {
+        out.extend(Slot::parse(w)?);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn groups(
+    sex: Option<String>,
+    age: Option<i64>,
+    ethnicity: Option<String>,
+    decile: Option<i64>,
+) -> Result<Groups> {
+    if let Some(a) = age
+        && !(0..=130).contains(&a)
+    {
+        bail!("age {a} is not an age in years (0–130)");
+    }
+    if let Some(d) = decile
+        && !(1..=10).contains(&d)
+    {
+        bail!("deprivation decile {d} is outside 1–10");
+    }
+    Ok(Groups {
+        ethnicity,
+        sex: sex.map(|s| s.to_lowercase()),
+        age_band: age.map(matching::age_band),
+        deprivation_decile: decile,
+    })
+}
+
+fn from_flags(a: &MatchArgs) -> Result<Ask> {
+    let mut scores = Vec::new();
+    for s in &a.score {
+        let (inst, total) = s.split_once('=').context(format!(
+            "score {s:?}: expected INSTRUMENT=TOTAL, e.g. PHQ-9=18"
+        ))?;
+        let total: f64 = total
+            .trim()
+            .parse()
+            .with_context(|| format!("score {s:?}: {total:?} is not a number"))?;
+        scores.push((inst.trim().to_string(), total));
+    }
+    for (id, v) in [("PHQ-9", a.phq9), ("GAD-7", a.gad7), ("CORE-10", a.core10)] {
+        scores.extend(v.map(|v| (id.to_string(), v)));
+    }
+    let patient = match &a.patient {
+        Some(p) => Patient::Stored(p.clone()),
+        None if scores.is_empty() => bail!(
+            "say whose intake to match on: --patient ID, or scores (--phq9 18 --gad7 12, \
+             --score INSTRUMENT=TOTAL), or --request FILE"
+        ),
+        None => Patient::Given {
+            scores,
+            groups: groups(
+                a.sex.clone(),
+                a.age,
+                a.ethnicity.clone(),
+                a.deprivation_decile,
+            )?,
+        },
+    };
+    let from = match (&a.from, &a.near) {
+        (Some(p), _) => Some(Origin::Position(position(p)?)),
+        (None, Some(site)) => Some(Origin::Site(site.clone())),
+        (None, None) => None,
+    };
+    Ok(Ask {
+        patient,
+        urgent: a.urgent,
+        preferences: preferences(&a.prefer, &a.require)?,
+        windows: windows(&a.window)?,
+        from,
+        radius_km: a.radius_km,
+        payer: a.payer.clone(),
+        max_wait_days: a.max_wait_days,
+        by: None,
+    })
+}
+
+fn position(s: &str) -> Result<Position> {
+    let bad = || format!("position {s:?}: expected LAT,LON in degrees, e.g. 53.48,-2.24");
+    let (lat, lon) = s.split_once(',').with_context(bad)?;
+    let p = Position {
+        lat: lat.trim().parse().with_context(bad)?,
+        lon: lon.trim().parse().with_context(bad)?,
+    };
+    Ok(p.validate()?)
+}
+
+fn from_file(path: &Path) -> Result<Ask> {
+    let file = path.display();
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("couldn't read the request file {file}"))?;
+    let json = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        || text.trim_start().starts_with('{');
+    let r: RequestFile = if json {
+        serde_json::from_str(&text).with_context(|| format!("{file}: not a valid request"))?
+    } else {
+        toml::from_str(&text).with_context(|| format!("{file}: not a valid request"))?
+    };
+    let ask = || -> Result<Ask> {
+        let patient = match (r.patient, r.scores.is_empty()) {
+            (Some(_), false) => bail!("give either patient or [scores], not both"),
+            (Some(p), true) => Patient::Stored(p),
+            (None, true) => bail!("say whose intake to match on: patient = \"ID\" or [scores]"),
+            (None, false) => Patient::Given {
+                scores: r.scores.into_iter().collect(),
+                groups: groups(
+                    r.groups.sex,
+                    r.groups.age,
+                    r.groups.ethnicity,
+                    r.groups.deprivation_decile,
+                )?,
+            },
+        };
+        let from = match (r.from, r.near) {
+            (Some(_), Some(_)) => bail!("give either from or near, not both"),
+            (Some([lat, lon]), None) => Some(Origin::Position(Position { lat, lon }.validate()?)),
+            (None, Some(site)) => Some(Origin::Site(site)),
+            (None, None) => None,
+        };
+        Ok(Ask {
+            patient,
+            urgent: r.urgent,
+            preferences: preferences(&r.prefer, &r.require)?,
+            windows: windows(&r.windows)?,
+            from,
+            radius_km: r.radius_km,
+            payer: r.payer,
+            max_wait_days: r.max_wait_days,
+            by: None,
+        })
+    };
+    ask().with_context(|| format!("{file}"))
+}
+
+/// The shortlist as text, for staff going through it with the patient.
+fn text(m: &Matched) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let l = &m.shortlist;
+    let for_whom = m
+        .patient
+        .as_deref()
+        .map_or(String::new(), |p| format!(" for patient {p}"));
+    let _ = writeln!(
+        out,
+        "Shortlist {}{for_whom} ({})",
+        m.request_id, m.created_at
+    );
+    let intake: Vec<String> = m
+        .intake
+        .domains
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {} {}{}",
+                d.domain,
+                d.instrument,
+                d.score,
+                if d.elevated { " (elevated)" } else { "" }
+            )
+        })
+        .collect();
+    let _ = writeln!(out, "Intake: {}", intake.join(", "));
+    for n in &l.notes {
+        let _ = writeln!(out, "Note: {n}");
+    }
+    let _ = writeln!(out, "Trade-off: {}\n", l.trade_off);
+    for (k, o) in l.offers.iter().enumerate() {
+        let badges: Vec<String> = o
+            .badges
+            .iter()
+            .map(|b| format!("{}: {}", b.thin.as_str(), b.domain))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:>2}. {}   {}{}",
+            k + 1,
+            o.therapist,
+            o.level,
+            if badges.is_empty() {
+                String::new()
+            } else {
+                format!("   [{}]", badges.join("; "))
+            }
+        );
+        for r in &o.reasons {
+            let aspect = match r.aspect {
+                protocol::matching::Aspect::Outcome => "outcome",
+                protocol::matching::Aspect::Fit => "fit",
+                protocol::matching::Aspect::Logistics => "logistics",
+            };
+            let _ = writeln!(out, "    {aspect}: {}", r.text);
+        }
+        if let Some(note) = &o.staff_note {
+            let _ = writeln!(out, "    {note}");
+        }
+    }
+    if !l.excluded.is_empty() {
+        let _ = writeln!(out, "\nNot offered ({}):", l.excluded.len());
+        for e in &l.excluded {
+            let _ = writeln!(out, "  {}: {}", e.therapist, e.reasons.join("; "));
+        }
+    }
+    if l.not_listed > 0 {
+        let _ = writeln!(
+            out,
+            "{} more eligible therapist(s) ranked below the list.",
+            l.not_listed
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nTrack records: measured against {}.\nLevels and records are for staff: go through \
+         the list with the patient, who chooses.\nRecord the choice: mbc-node match record {} \
+         --chose THERAPIST --by NAME (or --declined)",
+        m.reference, m.request_id
+    );
+    out
+}
+
+fn record(a: RecordArgs) -> Result<()> {
+    let node = Node::open(&a.dir.data_dir)?;
+    let choice = match (a.chose, a.declined) {
+        (Some(t), _) => Choice::Chosen(t),
+        (None, Some(t)) => Choice::Declined((!t.trim().is_empty()).then_some(t)),
+        (None, None) => bail!("say what happened: --chose THERAPIST or --declined [THERAPIST]"),
+    };
+    let r = matching::record(&node, a.id, &choice, a.reason.as_deref(), &a.by)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    match (&r.therapist, r.kind) {
+        (Some(t), "chosen") => println!(
+            "Shortlist {}: {t} chosen (level {}), recorded {} by {}",
+            r.request_id,
+            r.level.unwrap_or_default(),
+            r.at,
+            r.by
+        ),
+        (Some(t), _) => println!(
+            "Shortlist {}: {t} declined, recorded {} by {}",
+            r.request_id, r.at, r.by
+        ),
+        (None, _) => println!(
+            "Shortlist {}: the whole list declined, recorded {} by {}",
+            r.request_id, r.at, r.by
+        ),
+    }
+    Ok(())
+}
+
+fn report(a: ReportArgs) -> Result<()> {
+    if let Some(s) = &a.since
+        && !is_date_prefix(s)
+    {
+        bail!("--since {s:?}: expected YYYY, YYYY-MM or YYYY-MM-DD");
+    }
+    let node = Node::open(&a.dir.data_dir)?;
+    let revealed = a.reveal.by_pseudonym(&node)?;
+    let r = matching::report(&node, a.since.as_deref(), &revealed)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", report_text(&r));
+    }
+    Ok(())
+}
+
+fn is_date_prefix(s: &str) -> bool {
+    let full = match s.len() {
+        4 => format!("{s}-01-01"),
+        7 => format!("{s}-01"),
+        10 => s.to_string(),
+        _ => return false,
+    };
+    chrono::NaiveDate::parse_from_str(&full, "%Y-%m-%d").is_ok()
+}
+
+fn report_text(r: &MatchReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let since = r
+        .since
+        .as_deref()
+        .map_or("all time".to_string(), |s| format!("since {s}"));
+    let _ = writeln!(
+        out,
+        "Matching, {since}: {} shortlists ({} urgent), {} allocations, {} declines",
+        r.shortlists, r.urgent, r.allocations, r.declines
+    );
+    let _ = writeln!(
+        out,
+        "\nCaseload fairness (allocations per therapist per month):"
+    );
+    if let Some(first) = r.fairness.first() {
+        let months: Vec<&str> = first.by_month.iter().map(|(m, _)| m.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "  {:<12} {} {:>6} {:>7}",
+            "therapist",
+            months.iter().map(|m| format!("{m:>8}")).collect::<String>(),
+            "total",
+            "×mean"
+        );
+        for l in &r.fairness {
+            let _ = writeln!(
+                out,
+                "  {:<12} {} {:>6} {:>7.2}",
+                l.therapist,
+                l.by_month
+                    .iter()
+                    .map(|(_, n)| format!("{n:>8}"))
+                    .collect::<String>(),
+                l.total,
+                l.ratio_to_mean
+            );
+        }
+    } else {
+        let _ = writeln!(out, "  no allocations recorded yet (mbc-node match record)");
+    }
+    let _ = writeln!(
+        out,
+        "\nOutcomes by level allocated (mean residual on the most elevated domain; negative = \
+         better than expected):"
+    );
+    for o in &r.by_level {
+        let interval = o
+            .interval
+            .map_or("—".to_string(), |(a, b)| format!("{a:.2} to {b:.2}"));
+        let _ = writeln!(
+            out,
+            "  {}: {} patients, mean {:.2} (95 % interval {interval})",
+            o.level, o.n, o.mean
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  {} allocations without an outcome yet",
+        r.without_outcome
+    );
+    let _ = writeln!(
+        out,
+        "\nEquity monitor (share of allocations at level {}; flagged below {}× the overall \
+         share):",
+        matching::report::BEST_LEVEL.number(),
+        protocol::matching::EQUITY_RATIO
+    );
+    if r.equity.is_empty() {
+        let _ = writeln!(out, "  no allocations with a known group yet");
+    }
+    for e in &r.equity {
+        let _ = writeln!(
+            out,
+            "  {} (overall {:.2} of {}):",
+            e.attribute, e.overall, e.n
+        );
+        for g in &e.groups {
+            let _ = writeln!(
+                out,
+                "    {:<14} {:>4} of {:<4} {:>5.2}  {}{}",
+                g.group,
+                g.best,
+                g.n,
+                g.rate,
+                g.ratio.map_or("—".to_string(), |x| format!("{x:.2}×")),
+                if g.flagged { "  FLAGGED" } else { "" }
+            );
+        }
+    }
+    out
+}
