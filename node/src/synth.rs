@@ -5,6 +5,8 @@
 //! `truth.json` with every planted effect and label. The same dataset gives the same stored
 //! content whichever format is imported.
 
+pub mod allocation;
+pub mod engine;
 pub mod model;
 mod write;
 

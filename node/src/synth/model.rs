@@ -565,6 +565,27 @@ fn therapist(params: &Params, c: u32, t: usize, rng: &mut ChaCha8Rng) -> Therapi
     }
 }
 
+/// The intake scores of new patient `i` of a cohort drawn from `seed`, before anyone treats
+/// them (what a referrer matches on).
+pub fn cohort_intake(seed: u64, i: usize) -> [f64; 2] {
+    profile(&mut cohort_rng(seed, i)).intake
+}
+
+/// New patient `i` of the cohort `seed`, treated by therapist `j` of `clinic` (number `c`):
+/// the same draws for the same (seed, i) whoever treats them (common random numbers), so
+/// two allocations of one cohort differ by the therapists and what follows from them.
+pub fn treat(params: &Params, clinic: &Clinic, c: u32, seed: u64, i: usize, j: usize) -> Patient {
+    let mut rng = cohort_rng(seed, i);
+    let profile = profile(&mut rng);
+    patient(params, c, i, j, profile, &clinic.therapists[j], &mut rng)
+}
+
+fn cohort_rng(seed: u64, i: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x636f_686f_7274);
+    rng.set_stream(i as u64);
+    rng
+}
+
 /// Delivery modes, weekly clinic hours and a weekly cap of new patients (generator version
 /// 3), from a stream of their own so that every earlier draw of a seed stays as it was.
 fn logistics(
