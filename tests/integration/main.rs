@@ -2,6 +2,7 @@
 
 mod fhir;
 mod import;
+mod matching;
 mod network;
 mod node;
 mod privacy;
