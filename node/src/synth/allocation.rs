@@ -132,7 +132,7 @@ pub fn run(t: &Trial) -> Outcome {
         t.per_week <= n * t.cap as usize,
         "more arrivals than weekly capacity"
     );
-    let mut rng = ChaCha8Rng::seed_from_u64(t.seed ^ 0x616c_6c6f_63);
+    let mut rng = ChaCha8Rng::seed_from_u64(t.seed ^ 0x0061_6c6c_6f63);
     let mut cau = Allocator::new(n);
     let mut matched = Allocator::new(n);
     let mut arms = [Arm::default(), Arm::default()];
