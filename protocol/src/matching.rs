@@ -19,7 +19,7 @@
 //!    therapists are within reach unless the patient requires in person); the payer not
 //!    taken; a required preference (gender, language, modality, delivery) not met or not
 //!    recorded.
-//! 3. *Level* ([`level`], DOMAIN.md §3, [D] where the paper is silent): **L0** ineffective on
+//! 3. *Level* ([`level`], DOMAIN.md §3, \[D\] where the paper is silent): **L0** ineffective on
 //!    an elevated domain; else **L3** effective on every top domain; else **L2** effective on
 //!    the first; else **L1**. Ineffectiveness on a domain the patient is not elevated on does
 //!    not count (it is not this patient's problem); a domain without a classified record
