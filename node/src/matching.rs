@@ -8,7 +8,7 @@
 //! clinic's `[matching]` settings; then logs the request and the shortlist as shown in the
 //! append-only audit (`match_request`, `match_offer`) in one transaction. Anything wrong with
 //! the request is refused before anything is logged. [`record`] adds what happened
-//! (`match_outcome`: the therapist chosen, or a decline). [`report`] is the oversight.
+//! (`match_outcome`: the therapist chosen, or a decline). [`report()`] is the oversight.
 
 mod audit;
 pub mod report;
