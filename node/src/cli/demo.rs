@@ -22,7 +22,7 @@ use crate::config::NetworkConfig;
 use crate::ledger::{self, Policy};
 use crate::node::{self, Node};
 use crate::store::Clinic;
-use crate::{api, benchmark, clock, daemon, import, membership, support, synth};
+use crate::{api, benchmark, clock, daemon, import, matching, membership, support, synth};
 
 /// Marks a directory as made by `demo`, so a later demo may replace it.
 const DEMO_MARKER: &str = ".mbc-demo";
@@ -426,6 +426,7 @@ fn run_round(a: &DemoArgs, dir: &Path, nodes: &[(PathBuf, String)]) -> Result<()
         new_clinic_support(&nodes[nodes.len() - 1], &page)?;
         reports.push(("New clinic's support page", page));
     }
+    demo_match(&nodes[1])?;
     print_budgets(nodes)?;
     println!();
     for (what, path) in reports {
@@ -434,6 +435,45 @@ fn run_round(a: &DemoArgs, dir: &Path, nodes: &[(PathBuf, String)]) -> Result<()
     println!(
         "Try: mbc-node benchmark list --data-dir {}",
         nodes[1].0.display()
+    );
+    println!(
+        "     mbc-node match --data-dir {} --phq9 18 --gad7 12 --prefer gender=female --window weekdays-pm",
+        nodes[1].0.display()
+    );
+    Ok(())
+}
+
+/// A shortlist at a clinic for a new patient (PHQ-9 18, GAD-7 12, weekday afternoons): its
+/// trade-off line and the levels offered (logged in the clinic's matching audit).
+fn demo_match((node, name): &(PathBuf, String)) -> Result<()> {
+    let node = Node::open(node)?;
+    let ask = matching::Ask {
+        patient: matching::Patient::Given {
+            scores: vec![("PHQ-9".into(), 18.0), ("GAD-7".into(), 12.0)],
+            groups: matching::Groups::default(),
+        },
+        urgent: false,
+        preferences: vec![protocol::matching::Preference::parse("gender=female", false)?],
+        windows: protocol::matching::Slot::parse("weekdays-pm")?,
+        from: None,
+        radius_km: None,
+        payer: None,
+        max_wait_days: Some(60),
+        by: Some("demo".into()),
+    };
+    let m = matching::shortlist(&node, &ask, &Default::default())?;
+    let levels: Vec<String> = m
+        .shortlist
+        .offers
+        .iter()
+        .map(|o| format!("{} ({})", o.therapist, o.level))
+        .collect();
+    println!(
+        "\n10. Matching at {name}: a new patient (PHQ-9 18, GAD-7 12, weekday afternoons, \
+         prefers a female therapist)\n   shortlist {}: {}\n   trade-off: {}",
+        m.request_id,
+        levels.join(", "),
+        m.shortlist.trade_off
     );
     Ok(())
 }
