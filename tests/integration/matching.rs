@@ -236,6 +236,19 @@ fn bad_requests_are_refused_clearly_and_nothing_is_logged() {
             vec!["--phq9", "18", "--window", "mon-night"],
             "window 'mon-night': expected DAY-PART",
         ),
+        // Every problem of a request at once.
+        (
+            vec![
+                "--phq9",
+                "18",
+                "--prefer",
+                "star-sign=leo",
+                "--window",
+                "fri-night",
+            ],
+            "unknown preference 'star-sign': use gender, language, modality or delivery; \
+             window 'fri-night'",
+        ),
         (
             vec!["--patient", "MRN-NOBODY"],
             "no patient MRN-NOBODY in this store",

@@ -453,7 +453,10 @@ fn demo_match((node, name): &(PathBuf, String)) -> Result<()> {
             groups: matching::Groups::default(),
         },
         urgent: false,
-        preferences: vec![protocol::matching::Preference::parse("gender=female", false)?],
+        preferences: vec![protocol::matching::Preference::parse(
+            "gender=female",
+            false,
+        )?],
         windows: protocol::matching::Slot::parse("weekdays-pm")?,
         from: None,
         radius_km: None,

@@ -231,24 +231,35 @@ pub(super) fn match_cmd(a: MatchArgs) -> Result<()> {
     Ok(())
 }
 
-fn preferences(prefer: &[String], require: &[String]) -> Result<Vec<Preference>> {
-    let mut out = Vec::new();
+/// The preferences and windows of a request, or every problem with them at once.
+fn parse_wishes(
+    prefer: &[String],
+    require: &[String],
+    windows: &[String],
+) -> Result<(Vec<Preference>, Vec<Slot>)> {
+    let mut problems = Vec::new();
+    let mut preferences = Vec::new();
     for (list, required) in [(prefer, false), (require, true)] {
         for p in list.iter().filter(|p| !p.trim().is_empty()) {
-            out.push(Preference::parse(p, required)?);
+            match Preference::parse(p, required) {
+                Ok(p) => preferences.push(p),
+                Err(e) => problems.push(e.to_string()),
+            }
         }
     }
-    Ok(out)
-}
-
-fn windows(list: &[String]) -> Result<Vec<Slot>> {
-    let mut out = Vec::new();
-    for w in list.iter().filter(|w| !w.trim().is_empty()) {
-        out.extend(Slot::parse(w)?);
+    let mut slots = Vec::new();
+    for w in windows.iter().filter(|w| !w.trim().is_empty()) {
+        match Slot::parse(w) {
+            Ok(s) => slots.extend(s),
+            Err(e) => problems.push(e.to_string()),
+        }
     }
-    out.sort();
-    out.dedup();
-    Ok(out)
+    if !problems.is_empty() {
+        bail!("{}", problems.join("; "));
+    }
+    slots.sort();
+    slots.dedup();
+    Ok((preferences, slots))
 }
 
 fn groups(
@@ -311,11 +322,12 @@ fn from_flags(a: &MatchArgs) -> Result<Ask> {
         (None, Some(site)) => Some(Origin::Site(site.clone())),
         (None, None) => None,
     };
+    let (preferences, windows) = parse_wishes(&a.prefer, &a.require, &a.window)?;
     Ok(Ask {
         patient,
         urgent: a.urgent,
-        preferences: preferences(&a.prefer, &a.require)?,
-        windows: windows(&a.window)?,
+        preferences,
+        windows,
         from,
         radius_km: a.radius_km,
         payer: a.payer.clone(),
@@ -368,11 +380,12 @@ fn from_file(path: &Path) -> Result<Ask> {
             (None, Some(site)) => Some(Origin::Site(site)),
             (None, None) => None,
         };
+        let (preferences, windows) = parse_wishes(&r.prefer, &r.require, &r.windows)?;
         Ok(Ask {
             patient,
             urgent: r.urgent,
-            preferences: preferences(&r.prefer, &r.require)?,
-            windows: windows(&r.windows)?,
+            preferences,
+            windows,
             from,
             radius_km: r.radius_km,
             payer: r.payer,
