@@ -133,6 +133,12 @@ pub(crate) struct DataDir {
     pub(crate) data_dir: PathBuf,
 }
 
+/// The data directory of a command whose subcommands take it too (`--data-dir` optional in
+/// clap, required here).
+pub(crate) fn data_dir(d: Option<PathBuf>) -> Result<PathBuf> {
+    anyhow::Context::context(d, "give --data-dir DIR (or set MBC_NODE_DIR)")
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {

@@ -41,19 +41,17 @@ fn a_referrer_gets_a_logged_shortlist_and_records_the_choice() {
     let cwd = tmp.path();
     node(cwd);
     let reveal = "data/clinic-01/therapists.csv";
-    let m = shortlist(
-        cwd,
-        &[
-            "--phq9",
-            "18",
-            "--gad7",
-            "12",
-            "--max-wait-days",
-            "90",
-            "--reveal",
-            reveal,
-        ],
-    );
+    let request = [
+        "--phq9",
+        "18",
+        "--gad7",
+        "12",
+        "--max-wait-days",
+        "90",
+        "--reveal",
+        reveal,
+    ];
+    let m = shortlist(cwd, &request);
     let offers = m["shortlist"]["offers"].as_array().unwrap();
     assert!((3..=5).contains(&offers.len()), "{m:#}");
     for o in offers {
@@ -80,19 +78,7 @@ fn a_referrer_gets_a_logged_shortlist_and_records_the_choice() {
     assert_eq!(logged(cwd), format!("1/{n}/0"));
 
     // The same request again: equal therapists rotate, so the first place moves on.
-    let again = shortlist(
-        cwd,
-        &[
-            "--phq9",
-            "18",
-            "--gad7",
-            "12",
-            "--max-wait-days",
-            "90",
-            "--reveal",
-            reveal,
-        ],
-    );
+    let again = shortlist(cwd, &request);
     let first = |m: &Value| m["shortlist"]["offers"][0]["therapist"].clone();
     let tied = offers[0]["score"] == offers[1]["score"];
     assert!(tied, "the test needs a tie at the top: {m:#}");

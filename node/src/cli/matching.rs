@@ -7,8 +7,8 @@ use clap::{Args, Subcommand};
 use protocol::matching::{Position, Preference, Slot};
 use serde::Deserialize;
 
-use super::DataDir;
 use super::stats::RevealArgs;
+use super::{DataDir, data_dir};
 use crate::matching::{self, Ask, Choice, Groups, MatchReport, Matched, Origin, Patient};
 use crate::node::Node;
 
@@ -201,10 +201,6 @@ struct GroupsFile {
     deprivation_decile: Option<i64>,
 }
 
-fn data_dir(d: Option<PathBuf>) -> Result<PathBuf> {
-    d.context("give --data-dir DIR (or set MBC_NODE_DIR)")
-}
-
 /// `match`.
 pub(super) fn match_cmd(a: MatchArgs) -> Result<()> {
     match a.command {
@@ -286,8 +282,9 @@ fn groups(
     })
 }
 
+/// The flags as a request (the same shape as a request file).
 fn from_flags(a: &MatchArgs) -> Result<Ask> {
-    let mut scores = Vec::new();
+    let mut scores = std::collections::BTreeMap::new();
     for s in &a.score {
         let (inst, total) = s.split_once('=').context(format!(
             "score {s:?}: expected INSTRUMENT=TOTAL, e.g. PHQ-9=18"
@@ -296,54 +293,48 @@ fn from_flags(a: &MatchArgs) -> Result<Ask> {
             .trim()
             .parse()
             .with_context(|| format!("score {s:?}: {total:?} is not a number"))?;
-        scores.push((inst.trim().to_string(), total));
+        scores.insert(inst.trim().to_string(), total);
     }
     for (id, v) in [("PHQ-9", a.phq9), ("GAD-7", a.gad7), ("CORE-10", a.core10)] {
-        scores.extend(v.map(|v| (id.to_string(), v)));
+        if let Some(v) = v {
+            scores.insert(id.to_string(), v);
+        }
     }
-    let patient = match &a.patient {
-        Some(p) => Patient::Stored(p.clone()),
-        None if scores.is_empty() => bail!(
+    if a.patient.is_none() && scores.is_empty() {
+        bail!(
             "say whose intake to match on: --patient ID, or scores (--phq9 18 --gad7 12, \
              --score INSTRUMENT=TOTAL), or --request FILE"
-        ),
-        None => Patient::Given {
-            scores,
-            groups: groups(
-                a.sex.clone(),
-                a.age,
-                a.ethnicity.clone(),
-                a.deprivation_decile,
-            )?,
-        },
-    };
-    let from = match (&a.from, &a.near) {
-        (Some(p), _) => Some(Origin::Position(position(p)?)),
-        (None, Some(site)) => Some(Origin::Site(site.clone())),
-        (None, None) => None,
-    };
-    let (preferences, windows) = parse_wishes(&a.prefer, &a.require, &a.window)?;
-    Ok(Ask {
-        patient,
+        );
+    }
+    ask(RequestFile {
+        patient: a.patient.clone(),
+        scores,
         urgent: a.urgent,
-        preferences,
-        windows,
-        from,
+        prefer: a.prefer.clone(),
+        require: a.require.clone(),
+        windows: a.window.clone(),
+        from: a.from.as_deref().map(position).transpose()?,
+        near: a.near.clone(),
         radius_km: a.radius_km,
         payer: a.payer.clone(),
         max_wait_days: a.max_wait_days,
-        by: None,
+        groups: GroupsFile {
+            sex: a.sex.clone(),
+            age: a.age,
+            ethnicity: a.ethnicity.clone(),
+            deprivation_decile: a.deprivation_decile,
+        },
     })
 }
 
-fn position(s: &str) -> Result<Position> {
+/// LAT,LON.
+fn position(s: &str) -> Result<[f64; 2]> {
     let bad = || format!("position {s:?}: expected LAT,LON in degrees, e.g. 53.48,-2.24");
     let (lat, lon) = s.split_once(',').with_context(bad)?;
-    let p = Position {
-        lat: lat.trim().parse().with_context(bad)?,
-        lon: lon.trim().parse().with_context(bad)?,
-    };
-    Ok(p.validate()?)
+    Ok([
+        lat.trim().parse().with_context(bad)?,
+        lon.trim().parse().with_context(bad)?,
+    ])
 }
 
 fn from_file(path: &Path) -> Result<Ask> {
@@ -359,41 +350,43 @@ fn from_file(path: &Path) -> Result<Ask> {
     } else {
         toml::from_str(&text).with_context(|| format!("{file}: not a valid request"))?
     };
-    let ask = || -> Result<Ask> {
-        let patient = match (r.patient, r.scores.is_empty()) {
-            (Some(_), false) => bail!("give either patient or [scores], not both"),
-            (Some(p), true) => Patient::Stored(p),
-            (None, true) => bail!("say whose intake to match on: patient = \"ID\" or [scores]"),
-            (None, false) => Patient::Given {
-                scores: r.scores.into_iter().collect(),
-                groups: groups(
-                    r.groups.sex,
-                    r.groups.age,
-                    r.groups.ethnicity,
-                    r.groups.deprivation_decile,
-                )?,
-            },
-        };
-        let from = match (r.from, r.near) {
-            (Some(_), Some(_)) => bail!("give either from or near, not both"),
-            (Some([lat, lon]), None) => Some(Origin::Position(Position { lat, lon }.validate()?)),
-            (None, Some(site)) => Some(Origin::Site(site)),
-            (None, None) => None,
-        };
-        let (preferences, windows) = parse_wishes(&r.prefer, &r.require, &r.windows)?;
-        Ok(Ask {
-            patient,
-            urgent: r.urgent,
-            preferences,
-            windows,
-            from,
-            radius_km: r.radius_km,
-            payer: r.payer,
-            max_wait_days: r.max_wait_days,
-            by: None,
-        })
+    ask(r).with_context(|| format!("{file}"))
+}
+
+/// A request (from flags or a file) checked into an [`Ask`].
+fn ask(r: RequestFile) -> Result<Ask> {
+    let patient = match (r.patient, r.scores.is_empty()) {
+        (Some(_), false) => bail!("give either a stored patient or scores, not both"),
+        (Some(p), true) => Patient::Stored(p),
+        (None, true) => bail!("say whose intake to match on: patient = \"ID\" or [scores]"),
+        (None, false) => Patient::Given {
+            scores: r.scores.into_iter().collect(),
+            groups: groups(
+                r.groups.sex,
+                r.groups.age,
+                r.groups.ethnicity,
+                r.groups.deprivation_decile,
+            )?,
+        },
     };
-    ask().with_context(|| format!("{file}"))
+    let from = match (r.from, r.near) {
+        (Some(_), Some(_)) => bail!("give either from or near, not both"),
+        (Some([lat, lon]), None) => Some(Origin::Position(Position { lat, lon }.validate()?)),
+        (None, Some(site)) => Some(Origin::Site(site)),
+        (None, None) => None,
+    };
+    let (preferences, windows) = parse_wishes(&r.prefer, &r.require, &r.windows)?;
+    Ok(Ask {
+        patient,
+        urgent: r.urgent,
+        preferences,
+        windows,
+        from,
+        radius_km: r.radius_km,
+        payer: r.payer,
+        max_wait_days: r.max_wait_days,
+        by: None,
+    })
 }
 
 /// The shortlist as text, for staff going through it with the patient.

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use protocol::pseudonym::IdKind;
 use protocol::trajectory::Signal;
 
-use super::DataDir;
+use super::{DataDir, data_dir};
 use crate::alerts::{self, Action, Filter};
 use crate::node::Node;
 use crate::support::{self, PatientSupport, Who};
@@ -50,10 +50,6 @@ struct ValidateArgs {
     /// Print JSON instead of text
     #[arg(long)]
     json: bool,
-}
-
-fn data_dir(d: Option<PathBuf>) -> Result<PathBuf> {
-    d.context("give --data-dir DIR (or set MBC_NODE_DIR)")
 }
 
 /// `support`.
