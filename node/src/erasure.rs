@@ -1,7 +1,8 @@
 //! `mbc-node erase --patient ID`: withdraws one patient's data from the store on request.
 //!
 //! In one transaction: every row of the patient (demographics, episodes, sessions,
-//! assessments, item answers, case mix, import summaries, corrections, derived outcome rows)
+//! assessments, item answers, case mix, import summaries, corrections, alerts, matching
+//! requests with their offers and outcomes, derived outcome rows)
 //! is deleted with SQLite's `secure_delete` on (freed pages are zeroed), the derived tables are
 //! marked stale, and the patient's pseudonym is kept in `erasure` so that a later export still
 //! holding the patient does not bring the data back (the importer skips those records). The

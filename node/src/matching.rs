@@ -183,6 +183,12 @@ pub fn shortlist(node: &Node, ask: &Ask, revealed: &HashMap<String, String>) -> 
         &clock::rfc3339(now - chrono::Days::new(u64::from(config.matching.rotation_days))),
     )?;
     drop(store);
+    if therapists.is_empty() {
+        bail!(
+            "no therapists in this store to match with: import the clinic's therapists \
+             (therapists.csv, or FHIR Practitioners) first"
+        );
+    }
     let request = Request {
         intake,
         preferences: ask.preferences.clone(),

@@ -268,6 +268,14 @@ fn bad_requests_are_refused_clearly_and_nothing_is_logged() {
         r.stderr
     );
     assert_eq!(logged(cwd), "0/0/0");
+    // A node without therapists says so and logs nothing.
+    mbc(cwd, &["init", "--data-dir", "empty", "--name", "Empty"]).ok();
+    let r = mbc(cwd, &["match", "--data-dir", "empty", "--phq9", "18"]);
+    assert!(
+        r.stderr.contains("no therapists in this store"),
+        "{}",
+        r.stderr
+    );
     // The corrected file works.
     std::fs::write(
         cwd.join("request.toml"),

@@ -315,7 +315,7 @@ fn filters_come_before_ranking_and_say_why() {
     assert!(list.excluded[0].reasons[0].contains("km away"));
     assert_eq!(
         list.notes,
-        ["only 0 therapists meet the requirements; 1 excluded (1 too far)"]
+        ["no therapist meets the requirements; 1 excluded (1 too far)"]
     );
 }
 

@@ -348,11 +348,13 @@ pub(super) fn notes(
         let mut counts: Vec<(String, usize)> = counts.into_iter().collect();
         counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let why: Vec<String> = counts.iter().map(|(r, n)| format!("{n} {r}")).collect();
+        let few = match offers.len() {
+            0 => "no therapist meets".to_string(),
+            1 => "only 1 therapist meets".to_string(),
+            n => format!("only {n} therapists meet"),
+        };
         notes.push(format!(
-            "only {} therapist{} meet{} the requirements; {} excluded{}",
-            offers.len(),
-            if offers.len() == 1 { "" } else { "s" },
-            if offers.len() == 1 { "s" } else { "" },
+            "{few} the requirements; {} excluded{}",
             excluded.len(),
             if why.is_empty() {
                 String::new()
