@@ -357,3 +357,107 @@ fn a_stored_patients_intake_urgency_and_erasure() {
     .ok();
     assert_eq!(logged(cwd), "0/0/0");
 }
+
+/// `match report` links an allocation to the stored patient's episode with the chosen
+/// therapist and reports its residual (the engine's, on the most elevated domain) under the
+/// level allocated, and the patient's groups in the equity monitor.
+#[test]
+fn the_report_links_an_allocation_to_its_outcome() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    node(cwd);
+    let reveal = "data/clinic-01/therapists.csv";
+    let episodes = std::fs::read_to_string(cwd.join("data/clinic-01/episodes.csv")).unwrap();
+    // The first patient whose shortlist offers their own (past) therapist.
+    let (request, patient, therapist, level, instrument) = episodes
+        .lines()
+        .skip(1)
+        .take(40)
+        .find_map(|line| {
+            let f: Vec<&str> = line.split(',').collect();
+            let m = shortlist(
+                cwd,
+                &[
+                    "--patient",
+                    f[1],
+                    "--max-wait-days",
+                    "90",
+                    "--reveal",
+                    reveal,
+                ],
+            );
+            let offer = m["shortlist"]["offers"]
+                .as_array()?
+                .iter()
+                .find(|o| o["therapist"] == f[2])?
+                .clone();
+            let top = m["intake"]["domains"]
+                .as_array()?
+                .iter()
+                .find(|d| d["elevated"] == true)?["instrument"]
+                .as_str()?
+                .to_string();
+            Some((
+                m["request_id"].as_i64()?,
+                f[1].to_string(),
+                f[2].to_string(),
+                offer["level"].as_u64()?,
+                top,
+            ))
+        })
+        .expect("some patient's own therapist is on their shortlist");
+    mbc(
+        cwd,
+        &[
+            "match",
+            "record",
+            "--data-dir",
+            "node",
+            &request.to_string(),
+            "--chose",
+            &therapist,
+            "--by",
+            "A. Khan",
+        ],
+    )
+    .ok();
+    let report = mbc(cwd, &["match", "report", "--data-dir", "node", "--json"])
+        .ok()
+        .json();
+    assert_eq!(report["allocations"], 1);
+    let by_level = report["by_level"].as_array().unwrap();
+    assert_eq!(by_level.len(), 1, "{report:#}");
+    assert_eq!(by_level[0]["level"], level);
+    assert_eq!(by_level[0]["n"], 1);
+    // The same residual the engine stored for the episode.
+    let conn = open(&cwd.join("node/local.db"));
+    let episode = episodes
+        .lines()
+        .find(|l| l.split(',').nth(1) == Some(patient.as_str()))
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let pseudonym = mbc_node::node::Node::open(&cwd.join("node"))
+        .unwrap()
+        .pseudonymiser()
+        .pseudonym(protocol::pseudonym::IdKind::Episode, &episode);
+    let stored: f64 = conn
+        .query_row(
+            "SELECT o.residual FROM episode_outcome o JOIN episode e USING (episode_id)
+             WHERE e.pseudonym = ?1 AND o.instrument_id = ?2",
+            [&pseudonym, &instrument],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!((by_level[0]["mean"].as_f64().unwrap() - stored).abs() < 1e-9);
+    // The patient's groups come from the store.
+    let attributes: Vec<&str> = report["equity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["attribute"].as_str().unwrap())
+        .collect();
+    assert!(attributes.contains(&"ethnicity") && attributes.contains(&"age band"));
+}
