@@ -93,16 +93,16 @@ pub(super) struct MatchArgs {
     #[arg(long, value_name = "DAYS")]
     max_wait_days: Option<u32>,
     /// The patient's sex, for the equity monitor (stored patients: from the store)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "patient")]
     sex: Option<String>,
     /// The patient's age in years, for the equity monitor
-    #[arg(long)]
+    #[arg(long, conflicts_with = "patient")]
     age: Option<i64>,
     /// The patient's ethnicity group, for the equity monitor
-    #[arg(long)]
+    #[arg(long, conflicts_with = "patient")]
     ethnicity: Option<String>,
     /// The patient's deprivation decile (1–10), for the equity monitor
-    #[arg(long, value_name = "DECILE")]
+    #[arg(long, value_name = "DECILE", conflicts_with = "patient")]
     deprivation_decile: Option<i64>,
     /// The whole request as a TOML or JSON file (README, "Matching"), instead of the flags
     #[arg(long, value_name = "FILE", conflicts_with_all = REQUEST_FLAGS)]
