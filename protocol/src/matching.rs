@@ -159,7 +159,7 @@ impl Preference {
 }
 
 /// How sessions are delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Delivery {
     /// Face to face at the therapist's site.
