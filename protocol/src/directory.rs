@@ -127,7 +127,7 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignedEntry {
-    /// The JSON document.
+    /// The entry, CBOR (strict: known fields only, no trailing bytes).
     pub document: Bytes,
     /// The clinic's signature over [`SignedEntry::transcript`].
     pub signature: Signature,
@@ -167,10 +167,11 @@ impl SignedEntry {
             .finish()
     }
 
-    /// Signs an entry (its JSON) as its clinic.
+    /// Signs an entry (its CBOR) as its clinic.
     pub fn sign(signer: &Signer, entry: &Entry) -> Self {
-        // Unwrap safety: an Entry serialises (strings, numbers, lists).
-        let document = serde_json::to_vec(entry).expect("an entry serialises");
+        let mut document = Vec::new();
+        // Unwrap safety: CBOR encoding into a Vec cannot fail.
+        ciborium::into_writer(entry, &mut document).expect("CBOR encoding into a Vec cannot fail");
         Self {
             signature: signer.sign(&Self::transcript(&document)),
             document: Bytes(document),
@@ -190,8 +191,15 @@ pub fn check(signed: &SignedEntry, roster: &Roster, now_ms: u64) -> Result<Entry
     if bytes.len() > MAX_ENTRY {
         return Err(Refusal::TooLarge(bytes.len()));
     }
-    let entry: Entry =
-        serde_json::from_slice(bytes).map_err(|e| Refusal::Malformed(e.to_string()))?;
+    let mut reader = &bytes[..];
+    let entry: Entry = ciborium::de::from_reader_with_recursion_limit(&mut reader, 16)
+        .map_err(|e| Refusal::Malformed(crate::messages::short_error(&e)))?;
+    if !reader.is_empty() {
+        return Err(Refusal::Malformed(format!(
+            "{} trailing bytes",
+            reader.len()
+        )));
+    }
     if entry.format != FORMAT {
         return Err(Refusal::Malformed(format!("format {:?}", entry.format)));
     }

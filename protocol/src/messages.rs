@@ -606,7 +606,7 @@ pub fn decode<B: Body>(bytes: &[u8]) -> Result<Envelope<B>, DecodeError> {
 }
 
 /// The error's kind without any payload bytes it might quote.
-fn short_error<E: std::fmt::Debug>(e: &ciborium::de::Error<E>) -> String {
+pub(crate) fn short_error<E: std::fmt::Debug>(e: &ciborium::de::Error<E>) -> String {
     match e {
         ciborium::de::Error::Io(_) => "truncated".into(),
         ciborium::de::Error::Syntax(at) => format!("syntax error at byte {at}"),

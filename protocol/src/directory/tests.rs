@@ -112,9 +112,18 @@ fn a_members_entry_is_accepted_and_every_deviation_refused() {
 #[test]
 fn an_entry_cannot_carry_a_therapist_or_anything_unknown() {
     let r = roster();
-    let mut doc: serde_json::Value = serde_json::to_value(entry(2)).unwrap();
-    doc["therapists"] = serde_json::json!([{"name": "Dr A", "effective": true}]);
-    let bytes = serde_json::to_vec(&doc).unwrap();
+    #[derive(Serialize)]
+    struct WithTherapists {
+        #[serde(flatten)]
+        entry: Entry,
+        therapists: Vec<(String, bool)>,
+    }
+    let doc = WithTherapists {
+        entry: entry(2),
+        therapists: vec![("Dr A".into(), true)],
+    };
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&doc, &mut bytes).unwrap();
     let signed = SignedEntry {
         signature: signer(2).sign(&SignedEntry::transcript(&bytes)),
         document: Bytes(bytes),
