@@ -797,3 +797,23 @@ fn order(a: &Eligible, b: &Eligible, urgent: bool) -> std::cmp::Ordering {
         .then(wait(pa).cmp(&wait(pb)))
         .then(pa.id.cmp(&pb.id))
 }
+
+/// Whether the profile meets a preference (`None` = the attribute is not recorded).
+fn meets(q: &Preference, p: &Profile) -> Option<bool> {
+    let has = |list: &[String]| {
+        (!list.is_empty()).then(|| list.iter().any(|v| v.eq_ignore_ascii_case(&q.value)))
+    };
+    match q.key {
+        Key::Gender => p.gender.as_ref().map(|g| g.eq_ignore_ascii_case(&q.value)),
+        Key::Language => has(&p.languages),
+        Key::Modality => has(&p.modalities),
+        Key::Delivery => {
+            let modes: &[Delivery] = if p.delivery.is_empty() {
+                &[Delivery::InPerson]
+            } else {
+                &p.delivery
+            };
+            Some(modes.iter().any(|d| d.as_str() == q.value))
+        }
+    }
+}

@@ -63,7 +63,7 @@ pub(super) fn check(request: &Request, c: &Candidate, max_wait: u32) -> (Vec<Str
         out.push(format!("does not take {payer}"));
     }
     for q in request.preferences.iter().filter(|q| q.required) {
-        match meets(q, p) {
+        match super::meets(q, p) {
             Some(true) => {}
             Some(false) => out.push(text::lacking(q)),
             None => out.push(format!("{} not recorded", q.key.as_str())),
@@ -72,32 +72,15 @@ pub(super) fn check(request: &Request, c: &Candidate, max_wait: u32) -> (Vec<Str
     (out, distance_km)
 }
 
-/// Whether the profile meets a preference (`None` = the attribute is not recorded).
-pub(super) fn meets(q: &Preference, p: &Profile) -> Option<bool> {
-    let has = |list: &[String]| {
-        (!list.is_empty()).then(|| list.iter().any(|v| v.eq_ignore_ascii_case(&q.value)))
-    };
-    match q.key {
-        Key::Gender => p.gender.as_ref().map(|g| g.eq_ignore_ascii_case(&q.value)),
-        Key::Language => has(&p.languages),
-        Key::Modality => has(&p.modalities),
-        Key::Delivery => {
-            let modes: &[Delivery] = if p.delivery.is_empty() {
-                &[Delivery::InPerson]
-            } else {
-                &p.delivery
-            };
-            Some(modes.iter().any(|d| d.as_str() == q.value))
-        }
-    }
-}
-
 /// The share of nice-to-haves met (1 without any).
 pub(super) fn fit(preferences: &[Preference], p: &Profile) -> f64 {
     let nice: Vec<&Preference> = preferences.iter().filter(|q| !q.required).collect();
     if nice.is_empty() {
         return 1.0;
     }
-    let met = nice.iter().filter(|q| meets(q, p) == Some(true)).count();
+    let met = nice
+        .iter()
+        .filter(|q| super::meets(q, p) == Some(true))
+        .count();
     met as f64 / nice.len() as f64
 }

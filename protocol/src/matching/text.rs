@@ -164,7 +164,7 @@ fn fit(preferences: &[Preference], p: &Profile) -> Option<String> {
     }
     let (met, unmet): (Vec<&Preference>, Vec<&Preference>) = preferences
         .iter()
-        .partition(|q| super::filters::meets(q, p) == Some(true));
+        .partition(|q| super::meets(q, p) == Some(true));
     let met: Vec<String> = met.iter().map(|q| wanted(q)).collect();
     let unmet: Vec<String> = unmet.iter().map(|q| lacking(q)).collect();
     Some(match (met.is_empty(), unmet.is_empty()) {
