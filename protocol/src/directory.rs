@@ -353,5 +353,7 @@ pub fn search(entries: &[Entry], q: &Query) -> Vec<Hit> {
         .collect()
 }
 
+pub mod badges;
+
 #[cfg(test)]
 mod tests;

@@ -299,6 +299,8 @@ pub enum LayoutRecord {
     Trajectories(TrajectoriesLayoutDescription),
     /// A dropout-model layout.
     Dropout(DropoutLayoutDescription),
+    /// A directory entry's badges (a clinic's own release, never a round's).
+    Badges(crate::directory::badges::BadgeLayoutDescription),
 }
 
 impl DataLayout {

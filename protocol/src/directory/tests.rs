@@ -207,3 +207,141 @@ fn search_filters_by_domain_language_and_delivery_and_says_why() {
     assert_eq!(WaitBand::of_days(14), WaitBand::TwoToSixWeeks);
     assert_eq!(WaitBand::of_days(43), WaitBand::OverSixWeeks);
 }
+
+mod badges {
+    use super::super::badges::{BadgeLayout, MIN_FINISHED};
+    use crate::benchmark::{Contribution, DomainSpec};
+    use crate::dp::Mechanism;
+    use crate::instrument::Direction;
+
+    fn domains() -> Vec<DomainSpec> {
+        ["depression", "anxiety"]
+            .iter()
+            .map(|id| DomainSpec {
+                id: (*id).into(),
+                lo: 0.0,
+                hi: 27.0,
+                bands: vec![0.0, 10.0, 20.0],
+                direction: Direction::LowerIsBetter,
+            })
+            .collect()
+    }
+
+    fn course(patient: u64, domain: usize, finished: bool, improved: bool) -> Contribution {
+        Contribution {
+            patient,
+            therapist: Some(1),
+            domain,
+            pre: 18.0,
+            post: 9.0,
+            finished,
+            caseness: Some((true, false)),
+            reliable: Some((improved, false)),
+            features: vec![],
+            residual: None,
+            sessions: vec![],
+            dropout: None,
+        }
+    }
+
+    /// A hand-counted clinic: 40 finished depression courses, 26 reliably improved (65 %),
+    /// 10 unfinished ones that count nowhere, a patient's third course over the cap of 2, and
+    /// 12 finished anxiety courses: under 20, so no anxiety badge.
+    fn clinic() -> Vec<Contribution> {
+        let mut c = Vec::new();
+        for p in 0..40 {
+            c.push(course(p, 0, true, p < 26));
+        }
+        for p in 100..110 {
+            c.push(course(p, 0, false, true));
+        }
+        c.push(course(0, 0, true, true));
+        c.push(course(0, 0, true, true));
+        for p in 200..212 {
+            c.push(course(p, 1, true, true));
+        }
+        c
+    }
+
+    #[test]
+    fn badges_count_finished_courses_and_reliable_improvement_exactly() {
+        let layout = BadgeLayout::new(domains(), 2).unwrap();
+        let values = layout.encode(&clinic()).unwrap();
+        // Patient 0's second depression course counts (cap 2), the third does not.
+        assert_eq!(
+            layout.layout().decode(&values).unwrap(),
+            vec![41.0, 27.0, 12.0, 12.0]
+        );
+        let badges = layout.badges(&values, 0.0, "r").unwrap();
+        assert_eq!(badges.len(), 1, "anxiety has {} < {MIN_FINISHED}", 12);
+        assert_eq!(badges[0].domain, "depression");
+        assert_eq!(badges[0].finished, 41.0);
+        assert!((badges[0].reliable_improvement - 27.0 / 41.0).abs() < 1e-12);
+        assert_eq!(badges[0].noise_sd, 0.0);
+        assert_eq!(badges[0].release_id, "r");
+    }
+
+    /// The sensitivity is one patient's whole contribution: `max_episodes` finished, improved
+    /// courses in every domain move each of the 2 × domains entries by `max_episodes`; brute
+    /// force over every patient of the clinic agrees that none moves it further.
+    #[test]
+    fn sensitivity_bounds_one_patients_whole_contribution() {
+        for k in 1..=3u32 {
+            let layout = BadgeLayout::new(domains(), k).unwrap();
+            let s = layout.layout().sensitivity().patient;
+            let scale = layout.layout().blocks()[0].scale();
+            let worst = scale * f64::from(k) * 4f64.sqrt();
+            assert!(s >= worst - 1e-9, "k {k}: {s} < {worst}");
+            let mut all = clinic();
+            // One patient with everything: 5 improved courses in both domains.
+            for _ in 0..5 {
+                all.push(course(999, 0, true, true));
+                all.push(course(999, 1, true, true));
+            }
+            let full = layout.encode(&all).unwrap();
+            let patients: std::collections::BTreeSet<u64> = all.iter().map(|c| c.patient).collect();
+            for p in patients {
+                let without: Vec<Contribution> =
+                    all.iter().filter(|c| c.patient != p).cloned().collect();
+                let v = layout.encode(&without).unwrap();
+                let d: f64 = full
+                    .iter()
+                    .zip(&v)
+                    .map(|(a, b)| ((a - b) as f64).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                assert!(d <= s + 1e-9, "patient {p} moves the vector by {d} > {s}");
+                if p == 999 {
+                    assert!((d / worst - 1.0).abs() < 1e-6, "{d} vs {worst}");
+                }
+            }
+        }
+    }
+
+    /// The badge's noise SD is the spread of the rate over repeated noised releases (OpenDP's
+    /// discrete Gaussian at ρ = 0.05): within 15 % over 2,000 draws.
+    #[test]
+    fn badge_noise_sd_matches_repeated_releases() {
+        let layout = BadgeLayout::new(domains(), 2).unwrap();
+        let mut many = Vec::new();
+        for p in 0..400 {
+            many.push(course(p, 0, true, p % 3 != 0));
+        }
+        let clean = layout.encode(&many).unwrap();
+        let m = Mechanism::central(layout.layout().sensitivity().patient, 0.05).unwrap();
+        let claimed = layout.badges(&clean, m.total_sigma, "r").unwrap()[0].noise_sd;
+        let rates: Vec<f64> = (0..2000)
+            .map(|_| {
+                let mut v = clean.clone();
+                let noise = m.noise(v.len()).unwrap();
+                Mechanism::apply(&mut v, &noise).unwrap();
+                layout.badges(&v, m.total_sigma, "r").unwrap()[0].reliable_improvement
+            })
+            .collect();
+        let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+        let sd = (rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (rates.len() - 1) as f64)
+            .sqrt();
+        assert!((mean - 267.0 / 400.0).abs() < 0.01, "{mean}");
+        assert!((sd / claimed - 1.0).abs() < 0.15, "{sd} vs {claimed}");
+    }
+}
