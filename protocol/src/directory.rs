@@ -184,6 +184,29 @@ impl SignedEntry {
     }
 }
 
+/// The digest of a set of entries: SHA-256 over their [`SignedEntry::sha256`] ids, sorted,
+/// under the `directory-set` label. Two nodes that keep the same entries have the same digest
+/// whatever order they got them in; [`crate::messages::Request::Directory`] carries it.
+pub fn set_digest<'a>(entries: impl IntoIterator<Item = &'a SignedEntry>) -> [u8; 32] {
+    let mut ids: Vec<[u8; 32]> = entries
+        .into_iter()
+        .map(|e| {
+            let mut id = [0; 32];
+            id.copy_from_slice(digest(&SHA256, &e.document.0).as_ref());
+            id
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut t = Transcript::new("directory-set").u64(ids.len() as u64);
+    for id in &ids {
+        t = t.bytes(id);
+    }
+    let mut out = [0; 32];
+    out.copy_from_slice(digest(&SHA256, &t.finish()).as_ref());
+    out
+}
+
 /// Checks an entry against this network's roster at `now_ms` (module doc); the entry when
 /// it is accepted.
 pub fn check(signed: &SignedEntry, roster: &Roster, now_ms: u64) -> Result<Entry, Refusal> {

@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::PROTOCOL_VERSION;
+use crate::directory::{MAX_ENTRY, SignedEntry};
 use crate::keys::{BadSignature, Bytes, NodeKey, Signature, Signer};
 use crate::roster::{SignedRoster, check_network_id};
 use crate::round::{MAX_DIM, MAX_RELEASE, SignedRelease, SignedRoundSpec};
@@ -40,6 +41,8 @@ pub const MAX_ECHO: usize = 64 << 10;
 pub const MAX_SOFTWARE: usize = 64;
 /// Most releases in one answer to [`Request::Releases`].
 pub const MAX_RELEASES: usize = 64;
+/// Most directory entries in one answer to [`Request::Directory`].
+pub const MAX_ENTRIES: usize = 64;
 /// Longest reason in a declined round.
 pub const MAX_REASON: usize = 512;
 /// How far a message's send time may be from the receiver's clock, in milliseconds.
@@ -149,6 +152,13 @@ pub enum Request {
         /// Issue time of the newest release the requester holds.
         after: String,
     },
+    /// "Send me the directory entries you keep unless your set's digest is `digest`"
+    /// ([`crate::directory::set_digest`] of the requester's): the pull half of the referral
+    /// directory's propagation, empty once two nodes agree.
+    Directory {
+        /// The digest of the entries the requester keeps.
+        digest: [u8; 32],
+    },
 }
 
 /// The aggregator's requests in a round (DESIGN.md §9); each names the round by its digest.
@@ -240,6 +250,9 @@ pub enum Response {
     Round(RoundResponse),
     /// Releases, oldest first (at most [`MAX_RELEASES`], within the response size bound).
     Releases(Vec<SignedRelease>),
+    /// Directory entries (at most [`MAX_ENTRIES`], within the response size bound); none when
+    /// the requester's digest is the responder's.
+    Directory(Vec<SignedEntry>),
 }
 
 /// A gossiped announcement (gossipsub).
@@ -250,6 +263,8 @@ pub enum Gossip {
     Roster(SignedRoster),
     /// A release signed by the aggregator.
     Release(SignedRelease),
+    /// A clinic's referral-directory entry, signed by that clinic (clinic level: P3).
+    Directory(SignedEntry),
 }
 
 fn absorb_roster(t: Transcript, r: &SignedRoster) -> Transcript {
@@ -266,6 +281,7 @@ impl Body for Request {
             Request::Echo(b) => t.tag(3).bytes(&b.0),
             Request::Round(r) => absorb_round_request(t.tag(4), r),
             Request::Releases { after } => t.tag(5).str(after),
+            Request::Directory { digest } => t.tag(6).bytes(digest),
         }
     }
     fn validate(&self) -> Result<(), DecodeError> {
@@ -300,6 +316,13 @@ impl Body for Response {
                 }
                 t
             }
+            Response::Directory(es) => {
+                let mut t = t.tag(8).u64(es.len() as u64);
+                for e in es {
+                    t = t.bytes(&e.document.0).bytes(&e.signature.0);
+                }
+                t
+            }
         }
     }
     fn validate(&self) -> Result<(), DecodeError> {
@@ -314,6 +337,10 @@ impl Body for Response {
             ))),
             Response::Round(r) => validate_round_response(r),
             Response::Releases(rs) => bounded("releases", rs.len(), MAX_RELEASES),
+            Response::Directory(es) => {
+                bounded("directory entries", es.len(), MAX_ENTRIES)?;
+                es.iter().try_for_each(validate_entry)
+            }
             _ => Ok(()),
         }
     }
@@ -326,6 +353,7 @@ impl Body for Gossip {
         match self {
             Gossip::Roster(r) => absorb_roster(t.tag(1), r),
             Gossip::Release(r) => t.tag(2).bytes(&r.document.0).bytes(&r.signature.0),
+            Gossip::Directory(e) => t.tag(3).bytes(&e.document.0).bytes(&e.signature.0),
         }
     }
     fn validate(&self) -> Result<(), DecodeError> {
@@ -336,8 +364,13 @@ impl Body for Gossip {
                 r.document.0.len()
             ))),
             Gossip::Release(_) => Ok(()),
+            Gossip::Directory(e) => validate_entry(e),
         }
     }
+}
+
+fn validate_entry(e: &SignedEntry) -> Result<(), DecodeError> {
+    bounded("bytes of a directory entry", e.document.0.len(), MAX_ENTRY)
 }
 
 fn invalid(m: String) -> DecodeError {

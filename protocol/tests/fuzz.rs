@@ -233,6 +233,8 @@ struct Round {
     spec: SignedRoundSpec,
     session: Session,
     signers: [Signer; 2],
+    /// The golden roster (coordinator 1, clinic 2): what directory entries are checked against.
+    roster: protocol::roster::Roster,
 }
 
 fn round() -> Round {
@@ -246,10 +248,19 @@ fn round() -> Round {
         panic!("the golden announce is not an announcement");
     };
     let session = spec.spec.session().unwrap();
+    let roster_bytes = &golden()
+        .into_iter()
+        .find(|(n, _)| n == "gossip roster")
+        .unwrap()
+        .1;
+    let Gossip::Roster(roster) = decode::<Gossip>(roster_bytes).unwrap().body else {
+        panic!("the golden roster gossip is not a roster");
+    };
     Round {
         spec,
         session,
         signers: [Signer::from_seed(&[1; 32]), Signer::from_seed(&[2; 32])],
+        roster: roster.roster,
     }
 }
 
@@ -402,6 +413,12 @@ fn exercise(r: &Round, bytes: &[u8], rng: &mut ChaCha20Rng, deep: bool) -> bool 
                 let _ = rel.verify(&r.spec.spec.aggregator);
             }
         }
+        if let Response::Directory(es) = &m.body {
+            for e in es {
+                let _ = protocol::directory::check(e, &r.roster, 1_700_000_000_000);
+            }
+            let _ = protocol::directory::set_digest(es);
+        }
     }
     if let Ok(m) = decode::<Gossip>(bytes) {
         decoded = true;
@@ -412,6 +429,9 @@ fn exercise(r: &Round, bytes: &[u8], rng: &mut ChaCha20Rng, deep: bool) -> bool 
             }
             Gossip::Release(rel) => {
                 let _ = rel.verify(&r.spec.spec.aggregator);
+            }
+            Gossip::Directory(e) => {
+                let _ = protocol::directory::check(e, &r.roster, 1_700_000_000_000);
             }
         }
     }

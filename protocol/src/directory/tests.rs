@@ -345,3 +345,19 @@ mod badges {
         assert!((sd / claimed - 1.0).abs() < 0.15, "{sd} vs {claimed}");
     }
 }
+
+/// The set digest is the set's, not the order's: the same entries in any order (or twice)
+/// agree; one entry more, or another version of one, does not.
+#[test]
+fn set_digest_is_of_the_set() {
+    let a = SignedEntry::sign(&signer(2), &entry(2));
+    let b = SignedEntry::sign(&signer(3), &entry(3));
+    let mut newer = entry(2);
+    newer.issued_at_ms += 1;
+    let a2 = SignedEntry::sign(&signer(2), &newer);
+    assert_eq!(set_digest([&a, &b]), set_digest([&b, &a]));
+    assert_eq!(set_digest([&a, &b]), set_digest([&b, &a, &b]));
+    assert_ne!(set_digest([&a, &b]), set_digest([&a]));
+    assert_ne!(set_digest([&a, &b]), set_digest([&a2, &b]));
+    assert_ne!(set_digest([&a]), set_digest(std::iter::empty()));
+}

@@ -241,7 +241,92 @@ fn round_examples() -> Vec<(&'static str, Vec<u8>)> {
             "response round confirmed",
             resp(35, RoundResponse::Confirmed(confirmation)),
         ),
+        (
+            "gossip directory",
+            encode(&Envelope::seal(
+                &s2,
+                header(36, None),
+                Gossip::Directory(directory_entry()),
+            )),
+        ),
+        (
+            "request directory",
+            encode(&Envelope::seal(
+                &s2,
+                header(37, None),
+                Request::Directory { digest: [7; 32] },
+            )),
+        ),
+        (
+            "response directory",
+            encode(&Envelope::seal(
+                &agg,
+                header(38, Some(7)),
+                Response::Directory(vec![directory_entry()]),
+            )),
+        ),
     ]
+}
+
+/// Clinic 2's directory entry (fixed fields, so its bytes are too).
+fn directory_entry() -> crate::directory::SignedEntry {
+    use crate::directory::{Entry, FORMAT, Service, SignedEntry, WaitBand};
+    let s2 = signer(2);
+    SignedEntry::sign(
+        &s2,
+        &Entry {
+            format: FORMAT.into(),
+            network_id: NET.into(),
+            clinic: s2.key(),
+            name: "Clinic 2".into(),
+            services: vec![Service {
+                name: "Step 3 CBT".into(),
+                domains: vec!["depression".into()],
+            }],
+            languages: vec!["en".into()],
+            modalities: vec!["CBT".into()],
+            delivery: vec![crate::matching::Delivery::Video],
+            eligibility: "adults".into(),
+            accepting_new: true,
+            wait: WaitBand::UnderTwoWeeks,
+            contact: "referrals@clinic2.example".into(),
+            badges: vec![],
+            issued_at_ms: 1_700_000_000_000,
+        },
+    )
+}
+
+/// Directory messages beyond their bounds are refused at decode: an entry over
+/// [`crate::directory::MAX_ENTRY`] bytes, more than [`MAX_ENTRIES`] in an answer.
+#[test]
+fn directory_messages_out_of_bounds_are_refused() {
+    let s2 = signer(2);
+    let mut big = directory_entry();
+    big.document.0.resize(crate::directory::MAX_ENTRY + 1, 0);
+    let gossip = encode(&Envelope::seal(
+        &s2,
+        header(1, None),
+        Gossip::Directory(big),
+    ));
+    assert!(matches!(
+        decode::<Gossip>(&gossip),
+        Err(DecodeError::Invalid(_))
+    ));
+    let many = encode(&Envelope::seal(
+        &s2,
+        header(2, Some(1)),
+        Response::Directory(vec![directory_entry(); MAX_ENTRIES + 1]),
+    ));
+    assert!(matches!(
+        decode::<Response>(&many),
+        Err(DecodeError::Invalid(_))
+    ));
+    let fine = encode(&Envelope::seal(
+        &s2,
+        header(3, Some(1)),
+        Response::Directory(vec![directory_entry(); MAX_ENTRIES]),
+    ));
+    assert!(decode::<Response>(&fine).is_ok());
 }
 
 #[test]
