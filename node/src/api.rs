@@ -38,7 +38,7 @@ use crate::{membership, status};
 mod answers;
 
 pub use crate::status::{NetworkStatus, NodeStatus};
-pub use answers::{ApiError, EchoRequest, EchoStats, Published};
+pub use answers::{ApiError, EchoRequest, EchoStats, Gossiped, Published};
 
 /// The bearer-token file in the data directory.
 pub const TOKEN_FILE: &str = "api.token";
@@ -90,6 +90,7 @@ pub async fn serve(
         .route("/v1/peers", routing::get(peers_handler))
         .route("/v1/roster/publish", routing::post(publish_handler))
         .route("/v1/echo", routing::post(echo_handler))
+        .route("/v1/directory/publish", routing::post(directory_handler))
         .route(
             "/v1/rounds",
             routing::post(round_start_handler).get(rounds_handler),
@@ -251,6 +252,33 @@ async fn publish_handler(State(state): State<ApiState>) -> Response {
     let published = state.client.publish(Gossip::Roster(roster)).await;
     Json(Published {
         version,
+        published: published.is_ok(),
+        note: published.err().map(|e| e.to_string()),
+    })
+    .into_response()
+}
+
+/// Gossips this clinic's directory entry as kept (after `directory publish`).
+async fn directory_handler(State(state): State<ApiState>) -> Response {
+    let key = state.node.signer().key();
+    let own = with_store(&state, move |store| {
+        crate::directory::own(store.conn(), &key, crate::clock::now_ms())
+    })
+    .await;
+    let signed = match own {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return error(
+                StatusCode::CONFLICT,
+                "this clinic has no current directory entry: run `mbc-node directory publish`",
+            );
+        }
+        Err(response) => return response,
+    };
+    let id = signed.sha256();
+    let published = state.client.publish(Gossip::Directory(signed)).await;
+    Json(Gossiped {
+        id,
         published: published.is_ok(),
         note: published.err().map(|e| e.to_string()),
     })

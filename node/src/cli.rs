@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod clinic;
 mod demo;
+mod directory;
 mod matching;
 mod network;
 mod privacy;
@@ -76,6 +77,10 @@ enum Command {
     ///
     /// Example: mbc-node match --data-dir /srv/mbc --phq9 18 --gad7 12 --prefer language=pl --window mon-pm
     Match(Box<matching::MatchArgs>),
+    /// The network's referral directory of clinics: publish this clinic's entry, list and
+    /// search the others' (clinic level only; a referral is a contact step between people)
+    #[command(subcommand)]
+    Directory(directory::DirectoryCommand),
     /// Write a self-contained HTML report (clinic summary, caterpillar plots, report cards)
     ///
     /// Example: mbc-node report --data-dir /srv/mbc --out report.html
@@ -153,6 +158,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Support(a) => support::support(a),
         Command::Alerts(a) => support::alerts(a),
         Command::Match(a) => matching::match_cmd(*a),
+        Command::Directory(c) => directory::directory_cmd(c),
         Command::Release(a) => privacy::release(a),
         Command::Budget(a) => privacy::budget(a),
         Command::Audit(a) => privacy::audit(a),

@@ -46,6 +46,9 @@ pub struct Config {
     /// How `match` ranks therapists, and where the clinic's sites are.
     #[serde(default)]
     pub matching: MatchingConfig,
+    /// The clinic's entry in the network's referral directory.
+    #[serde(default)]
+    pub directory: DirectoryConfig,
     /// The clinic's privacy budget and contribution bounds.
     #[serde(default)]
     pub privacy: PrivacyConfig,
@@ -160,6 +163,51 @@ impl MatchingConfig {
                 lon: s.lon,
             })
     }
+}
+
+/// `[directory]`: the clinic's entry in the network's referral directory (`directory
+/// publish`). Clinic level only: services, never therapists (DESIGN.md P3). What is not set
+/// comes from the store: languages, modalities and delivery modes offered by therapists taking
+/// new patients, whether any is, and the shortest of their waits.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// How to refer: the service's referral route (an address, a line), not a person.
+    /// Required to publish.
+    #[serde(default)]
+    pub contact: Option<String>,
+    /// Who may be referred, in words (ages, area, payer).
+    #[serde(default)]
+    pub eligibility: String,
+    /// Services offered; default one, named by `[clinic] service_type`, for every domain the
+    /// clinic measures.
+    #[serde(default)]
+    pub services: Vec<DirectoryService>,
+    /// Languages therapy is offered in.
+    #[serde(default)]
+    pub languages: Option<Vec<String>>,
+    /// Therapies offered.
+    #[serde(default)]
+    pub modalities: Option<Vec<String>>,
+    /// Delivery modes: `in-person`, `video`.
+    #[serde(default)]
+    pub delivery: Option<Vec<String>>,
+    /// Taking new referrals.
+    #[serde(default)]
+    pub accepting_new: Option<bool>,
+    /// Wait for a new patient, in days (published as a band).
+    #[serde(default)]
+    pub wait_days: Option<u32>,
+}
+
+/// One service of `[directory] services`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryService {
+    /// Its name.
+    pub name: String,
+    /// The domains it treats (domain ids).
+    pub domains: Vec<String>,
 }
 
 /// `[rounds]`: the coordinator's round schedule, so the network refreshes its releases
@@ -649,6 +697,7 @@ impl Config {
             },
             store: StoreConfig::default(),
             keys: KeysConfig::default(),
+            directory: DirectoryConfig::default(),
             import: ImportConfig::default(),
             stats: StatsConfig::default(),
             support: SupportConfig::default(),
@@ -748,6 +797,16 @@ impl Config {
              # Sites by the names therapists.csv uses in `location`, for travel distances, e.g.\n\
              # {{ \"North Street\" = {{ lat = 53.48, lon = -2.24 }} }}.\n\
              sites = {}\n\n\
+             [directory]\n\
+             # `mbc-node directory publish`: this clinic's entry in the network's referral directory,\n\
+             # clinic level only (never a therapist). How to refer (a referral address or line, not a\n\
+             # person; required to publish), and who may be referred.\n\
+             {}\n\
+             eligibility = {}\n\
+             # Services, e.g. [{{ name = \"Step 3 CBT\", domains = [\"depression\", \"anxiety\"] }}];\n\
+             # [] = one per measured domain. Unset below = from therapists taking new patients.\n\
+             services = {}\n\
+             {}\n\n\
              [privacy]\n\
              # zero-concentrated DP budget: ρ this clinic may spend per period, and at most per\n\
              # release. Every release is charged to the ledger before it leaves (mbc-node budget).\n\
@@ -818,6 +877,10 @@ impl Config {
             self.matching.urgent_wait_days,
             self.matching.rotation_days,
             sites_toml(&self.matching.sites),
+            opt(&self.directory.contact, "contact").trim_end(),
+            toml_string(&self.directory.eligibility),
+            services_toml(&self.directory.services),
+            self.directory.derived_toml(),
             toml::Value::Float(self.privacy.rho_per_period),
             toml_string(&self.privacy.period),
             toml::Value::Float(self.privacy.max_rho_per_release),
@@ -846,6 +909,52 @@ impl Config {
     /// Path of the store's key file, if the store is encrypted.
     pub fn store_key_path(&self, data_dir: &Path) -> Option<PathBuf> {
         self.keys.store_key_file.as_ref().map(|f| data_dir.join(f))
+    }
+}
+
+fn services_toml(services: &[DirectoryService]) -> toml::Value {
+    toml::Value::Array(
+        services
+            .iter()
+            .map(|s| {
+                let mut t = toml::value::Table::new();
+                t.insert("name".into(), toml::Value::String(s.name.clone()));
+                t.insert(
+                    "domains".into(),
+                    toml::Value::Array(
+                        s.domains
+                            .iter()
+                            .map(|d| toml::Value::String(d.clone()))
+                            .collect(),
+                    ),
+                );
+                toml::Value::Table(t)
+            })
+            .collect(),
+    )
+}
+
+impl DirectoryConfig {
+    /// The keys that default to the store, as set or commented out.
+    fn derived_toml(&self) -> String {
+        let list = |v: &Option<Vec<String>>, key: &str| match v {
+            Some(v) => format!("{key} = {}", toml_strings(v)),
+            None => format!("# {key} = []"),
+        };
+        [
+            list(&self.languages, "languages"),
+            list(&self.modalities, "modalities"),
+            list(&self.delivery, "delivery"),
+            match self.accepting_new {
+                Some(b) => format!("accepting_new = {b}"),
+                None => "# accepting_new = true".into(),
+            },
+            match self.wait_days {
+                Some(d) => format!("wait_days = {d}"),
+                None => "# wait_days = 14".into(),
+            },
+        ]
+        .join("\n")
     }
 }
 
@@ -958,6 +1067,29 @@ mod tests {
         assert_eq!(back.listen, ["/ip4/127.0.0.1/tcp/7411"]);
         assert_eq!(back.advertised(), ["/ip4/127.0.0.1/tcp/7411"]);
         assert_eq!((back.api_port, back.max_connections), (7412, 128));
+    }
+
+    /// `[directory]` round-trips through the written file, set or left to the store.
+    #[test]
+    fn directory_entry_settings_are_written_as_they_are() {
+        let mut c = Config::new("x".into(), None, None);
+        let back = Config::parse(&c.to_toml()).unwrap();
+        assert_eq!(back.directory, DirectoryConfig::default());
+        c.directory = DirectoryConfig {
+            contact: Some("referrals@north.example".into()),
+            eligibility: "adults in the borough".into(),
+            services: vec![DirectoryService {
+                name: "Step 3 CBT".into(),
+                domains: vec!["depression".into(), "anxiety".into()],
+            }],
+            languages: Some(vec!["en".into(), "pl".into()]),
+            modalities: None,
+            delivery: Some(vec!["video".into()]),
+            accepting_new: Some(false),
+            wait_days: Some(30),
+        };
+        let back = Config::parse(&c.to_toml()).unwrap();
+        assert_eq!(back.directory, c.directory);
     }
 
     /// `[matching]` round-trips through the written file (sites too); values out of range

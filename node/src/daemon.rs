@@ -21,7 +21,7 @@ use crate::aggregate::Aggregation;
 use crate::net::{self, Client, Event};
 use crate::node::Node;
 use crate::round::Participation;
-use crate::{api, benchmark, clock, membership};
+use crate::{api, benchmark, clock, directory, membership};
 
 /// How often a clinic asks the coordinator for releases it missed (it may have been offline
 /// when one was gossiped); the first time right after start.
@@ -191,6 +191,12 @@ pub async fn serve(node: Arc<Node>, cancel: CancellationToken, announce: bool) -
             cancel.child_token(),
         ));
     }
+    tokio::spawn(pull_directory(
+        client.clone(),
+        node.clone(),
+        (!membership.is_coordinator).then_some(coordinator),
+        cancel.child_token(),
+    ));
 
     let api_listener = tokio::net::TcpListener::bind(("127.0.0.1", config.network.api_port))
         .await
@@ -323,6 +329,66 @@ async fn pull_releases(
     }
 }
 
+/// Asks, now and every [`RELEASE_PULL_EVERY`], for the directory entries this node lacks: a
+/// clinic asks the coordinator (`from`), the coordinator every connected member, each with
+/// the digest of what it keeps, so two nodes that agree exchange nothing.
+async fn pull_directory(
+    client: Client,
+    node: Arc<Node>,
+    from: Option<PeerId>,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(RELEASE_PULL_EVERY);
+    loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let peers: Vec<PeerId> = match from {
+            Some(p) => vec![p],
+            None => match client.peers().await {
+                Ok(peers) => peers
+                    .iter()
+                    .filter(|p| p.connected)
+                    .filter_map(|p| p.peer_id.parse().ok())
+                    .collect(),
+                Err(_) => continue,
+            },
+        };
+        for peer in peers {
+            let n = node.clone();
+            let digest = tokio::task::spawn_blocking(move || {
+                directory::digest(n.store().conn(), clock::now_ms())
+            })
+            .await;
+            let Ok(Ok(digest)) = digest else { continue };
+            // Offline or busy: next time.
+            let Ok(Response::Directory(entries)) =
+                client.request(peer, Request::Directory { digest }).await
+            else {
+                continue;
+            };
+            if !entries.is_empty() {
+                let n = node.clone();
+                let _ = tokio::task::spawn_blocking(move || keep_entries(&n, peer, &entries)).await;
+            }
+        }
+    }
+}
+
+/// Keeps the directory entries that verify and are newer than this node's; logs each refusal.
+fn keep_entries(node: &Node, from: PeerId, entries: &[protocol::directory::SignedEntry]) {
+    let mut store = node.store();
+    for e in entries {
+        match directory::accept(store.conn_mut(), e, clock::now_ms()) {
+            Ok(Some(entry)) => info!(peer = %from, clinic = %entry.name, "kept a directory entry"),
+            Ok(None) => {}
+            Err(err) => warn!(peer = %from, "refused a directory entry: {err:#}"),
+        }
+    }
+}
+
 /// Handles one network event. Never fails the daemon: a peer's fault is logged.
 async fn on_event(
     node: &Node,
@@ -372,6 +438,15 @@ async fn on_event(
                         }
                     }
                 }
+                Request::Directory { digest } => {
+                    match directory::for_peer(node.store().conn(), &digest, clock::now_ms()) {
+                        Ok(entries) => Response::Directory(entries),
+                        Err(e) => {
+                            warn!(%peer, "couldn't read the directory for a peer: {e:#}");
+                            Response::Busy
+                        }
+                    }
+                }
                 Request::Round(round) if peer == coordinator => {
                     // Rounds run off the node loop: joining analyses the store.
                     let (client, participation) = (client.clone(), participation.clone());
@@ -395,6 +470,7 @@ async fn on_event(
             };
             let _ = client.respond(handle, response).await;
         }
+        Event::Directory { from, entries } => keep_entries(node, from, &entries),
         Event::Release { from, release } => {
             let accepted = benchmark::accept(node.store().conn_mut(), &release, &clock::now());
             match accepted {

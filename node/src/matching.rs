@@ -459,7 +459,8 @@ fn records_by_therapist(derived: &stats::Derived) -> HashMap<String, Vec<DomainR
     out
 }
 
-fn list(v: Option<String>) -> Vec<String> {
+/// A `;`-separated profile field as its items, trimmed and lower-case.
+pub(crate) fn list(v: Option<String>) -> Vec<String> {
     v.map(|s| {
         s.split(';')
             .map(|x| x.trim().to_lowercase())

@@ -26,6 +26,7 @@ use libp2p::{
     Multiaddr, PeerId, allow_block_list, connection_limits, gossipsub, identify, noise, ping, tcp,
     yamux,
 };
+use protocol::directory::SignedEntry;
 use protocol::keys::Signer;
 use protocol::messages::{Gossip, MAX_GOSSIP, Rejection, Request, Response};
 use protocol::roster::{Role, SignedRoster};
@@ -196,6 +197,14 @@ pub enum Event {
         from: PeerId,
         /// The release.
         release: SignedRelease,
+    },
+    /// Directory entries, gossiped (envelope verified) or pulled; not yet checked against the
+    /// roster and their clinics' signatures.
+    Directory {
+        /// Who sent them.
+        from: PeerId,
+        /// The entries.
+        entries: Vec<SignedEntry>,
     },
 }
 

@@ -195,8 +195,9 @@ fn a_crash_between_charge_and_write_is_resumed_without_a_second_charge() {
 }
 
 /// P1: nothing the node emits holds a raw identifier, a pseudonym, a record date or an exact
-/// statistic. Emissions so far: the release document, and the output of `release`, `budget`
-/// and `audit` (text and JSON, stdout and stderr). Every network message a node sends in a round
+/// statistic. Emissions so far: the release document, and the output of `release`, `budget`,
+/// `audit` and `directory publish | list | search` (the entry with its DP badges; text and
+/// JSON, stdout and stderr). Every network message a node sends in a round
 /// is searched the same way by `rounds::p1_guard` (tests/integration/rounds.rs).
 #[test]
 fn nothing_the_node_emits_holds_identifiers_pseudonyms_dates_or_exact_values() {
@@ -212,6 +213,53 @@ fn nothing_the_node_emits_holds_identifiers_pseudonyms_dates_or_exact_values() {
     record(
         "release --json",
         release_with(cwd, "0.25", "bench2.json", &["--json"], &[]).ok(),
+    );
+    // The directory entry with badges (issue 17): a network of one, its entry published.
+    mbc(
+        cwd,
+        &[
+            "network",
+            "create",
+            "--data-dir",
+            "node",
+            "--network-id",
+            "p1",
+        ],
+    )
+    .ok();
+    let config = cwd.join("node/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("# contact = \"\"", "contact = \"referrals@example.org\""),
+    )
+    .unwrap();
+    for extra in [&[][..], &["--json"][..]] {
+        let mut args = vec![
+            "directory",
+            "publish",
+            "--data-dir",
+            "node",
+            "--badges",
+            "--rho",
+            "0.05",
+        ];
+        args.extend(extra);
+        let run = mbc(cwd, &args).ok();
+        assert!(
+            run.stdout.contains("reliable_improvement") || run.stdout.contains("badge"),
+            "{}",
+            run.stdout
+        );
+        record("directory publish", run);
+    }
+    record(
+        "directory list",
+        mbc(cwd, &["directory", "list", "--data-dir", "node", "--json"]).ok(),
+    );
+    record(
+        "directory search",
+        mbc(cwd, &["directory", "search", "--data-dir", "node"]).ok(),
     );
     for cmd in ["budget", "audit"] {
         record(cmd, mbc(cwd, &[cmd, "--data-dir", "node"]).ok());

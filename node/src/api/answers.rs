@@ -16,6 +16,17 @@ pub struct Published {
     pub note: Option<String>,
 }
 
+/// `POST /v1/directory/publish`: this clinic's directory entry gossiped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gossiped {
+    /// The entry's id.
+    pub id: String,
+    /// Whether it was gossiped now (else peers pull it).
+    pub published: bool,
+    /// Why not, when it was not.
+    pub note: Option<String>,
+}
+
 /// `POST /v1/echo`: latency of signed round trips.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EchoStats {

@@ -46,6 +46,7 @@ struct Topics {
     roster: IdentTopic,
     rounds: IdentTopic,
     releases: IdentTopic,
+    directory: IdentTopic,
 }
 
 /// What an outbound request's response is for.
@@ -183,8 +184,14 @@ impl EventLoop {
             roster: topic("roster"),
             rounds: topic("rounds"),
             releases: topic("releases"),
+            directory: topic("directory"),
         };
-        for t in [&topics.roster, &topics.rounds, &topics.releases] {
+        for t in [
+            &topics.roster,
+            &topics.rounds,
+            &topics.releases,
+            &topics.directory,
+        ] {
             swarm
                 .behaviour_mut()
                 .gossip
@@ -305,6 +312,7 @@ impl EventLoop {
         let topic = match &gossip {
             Gossip::Roster(_) => self.topics.roster.clone(),
             Gossip::Release(_) => self.topics.releases.clone(),
+            Gossip::Directory(_) => self.topics.directory.clone(),
         };
         let (_, bytes) = self.seal(gossip, None);
         self.swarm
@@ -573,6 +581,16 @@ impl EventLoop {
                     warn!(peer = %sender, "node busy: release dropped");
                 }
             }
+            // The node checks the entry against the roster and its clinic's signature.
+            Gossip::Directory(entry) => {
+                let event = Event::Directory {
+                    from: sender,
+                    entries: vec![entry],
+                };
+                if let Err(TrySendError::Full(_)) = self.events.try_send(event) {
+                    warn!(peer = %sender, "node busy: directory entry dropped; it will be pulled");
+                }
+            }
         }
         Ok(())
     }
@@ -699,7 +717,10 @@ impl EventLoop {
                 Response::Roster((self.roster.roster.version > have).then(|| self.roster.clone()))
             }
             // Application requests are the node's to answer.
-            request @ (Request::Info | Request::Round(_) | Request::Releases { .. }) => {
+            request @ (Request::Info
+            | Request::Round(_)
+            | Request::Releases { .. }
+            | Request::Directory { .. }) => {
                 return self.forward(peer, request, channel, nonce);
             }
         };

@@ -53,6 +53,9 @@ pub(crate) fn migrations() -> Vec<Migration> {
         training_of_contributions,
         // 14: therapist delivery, hours and weekly cap, and the matching audit (issue 17).
         |tx| tx.execute_batch(include_str!("schema_v14.sql")),
+        // 15: the referral directory's entries, in the ledger's file (issue 17). Safe to run
+        // again.
+        |tx| tx.execute_batch(include_str!("schema_v15.sql")),
     ]
 }
 
