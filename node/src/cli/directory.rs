@@ -200,6 +200,15 @@ fn print_entry(e: &Entry) {
         e.wait.as_str()
     );
     println!("  refer via   {}", e.contact);
+    let day = |ms: u64| {
+        chrono::DateTime::from_timestamp_millis(ms as i64)
+            .map_or_else(|| "?".into(), |t| t.format("%Y-%m-%d").to_string())
+    };
+    println!(
+        "  issued      {} (shown until {}; the clinic publishes again to stay listed)",
+        day(e.issued_at_ms),
+        day(e.issued_at_ms + protocol::directory::STALE_AFTER_MS)
+    );
     for b in &e.badges {
         println!(
             "  badge       {}: reliable improvement about {:.0} % of about {:.0} finished courses \
