@@ -216,7 +216,7 @@ pub fn check(signed: &SignedEntry, roster: &Roster, now_ms: u64) -> Result<Entry
     }
     let mut reader = &bytes[..];
     let entry: Entry = ciborium::de::from_reader_with_recursion_limit(&mut reader, 16)
-        .map_err(|e| Refusal::Malformed(crate::messages::short_error(&e)))?;
+        .map_err(|e| Refusal::Malformed(crate::cbor::short_error(&e)))?;
     if !reader.is_empty() {
         return Err(Refusal::Malformed(format!(
             "{} trailing bytes",

@@ -32,6 +32,7 @@
 
 pub mod analysis;
 pub mod benchmark;
+mod cbor;
 pub mod directory;
 pub mod dp;
 pub mod dropout;

@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::PROTOCOL_VERSION;
+use crate::cbor::short_error;
 use crate::directory::{MAX_ENTRY, SignedEntry};
 use crate::keys::{BadSignature, Bytes, NodeKey, Signature, Signer};
 use crate::roster::{SignedRoster, check_network_id};
@@ -636,22 +637,6 @@ pub fn decode<B: Body>(bytes: &[u8]) -> Result<Envelope<B>, DecodeError> {
     check_network_id(&envelope.network_id).map_err(|e| DecodeError::Invalid(e.to_string()))?;
     envelope.body.validate()?;
     Ok(envelope)
-}
-
-/// The error's kind without any payload bytes it might quote.
-pub(crate) fn short_error<E: std::fmt::Debug>(e: &ciborium::de::Error<E>) -> String {
-    match e {
-        ciborium::de::Error::Io(_) => "truncated".into(),
-        ciborium::de::Error::Syntax(at) => format!("syntax error at byte {at}"),
-        ciborium::de::Error::Semantic(at, msg) => {
-            let msg: String = msg.chars().take(80).collect();
-            match at {
-                Some(at) => format!("{msg} at byte {at}"),
-                None => msg,
-            }
-        }
-        ciborium::de::Error::RecursionLimitExceeded => "nested too deeply".into(),
-    }
 }
 
 /// Remembers recent nonces per sender and refuses stale or repeated messages.
