@@ -350,8 +350,8 @@ pub fn search(entries: &[Entry], q: &Query) -> Vec<Hit> {
                 .is_none_or(|d| b.domain.eq_ignore_ascii_case(d))
         }) {
             reasons.push(format!(
-                "{}: reliable improvement about {:.0} % of about {:.0} finished courses (± {:.0} \
-                 points, differentially private)",
+                "{}: reliable improvement about {:.0} % of about {:.0} finished courses (± {:.1} \
+                 percentage points, differentially private)",
                 b.domain,
                 100.0 * b.reliable_improvement,
                 b.finished.max(0.0),

@@ -22,7 +22,9 @@ use crate::config::NetworkConfig;
 use crate::ledger::{self, Policy};
 use crate::node::{self, Node};
 use crate::store::Clinic;
-use crate::{api, benchmark, clock, daemon, import, matching, membership, support, synth};
+use crate::{
+    api, benchmark, clock, daemon, directory, import, matching, membership, support, synth,
+};
 
 /// Marks a directory as made by `demo`, so a later demo may replace it.
 const DEMO_MARKER: &str = ".mbc-demo";
@@ -427,6 +429,7 @@ fn run_round(a: &DemoArgs, dir: &Path, nodes: &[(PathBuf, String)]) -> Result<()
         reports.push(("New clinic's support page", page));
     }
     demo_match(&nodes[1])?;
+    demo_directory(nodes)?;
     print_budgets(nodes)?;
     println!();
     for (what, path) in reports {
@@ -440,6 +443,52 @@ fn run_round(a: &DemoArgs, dir: &Path, nodes: &[(PathBuf, String)]) -> Result<()
         "     mbc-node match --data-dir {} --phq9 18 --gad7 12 --prefer gender=female --window weekdays-pm",
         nodes[1].0.display()
     );
+    println!(
+        "     mbc-node directory search --data-dir {} --domain anxiety",
+        nodes[nodes.len() - 1].0.display()
+    );
+    Ok(())
+}
+
+/// ρ of each demo clinic's directory badges.
+const DIRECTORY_RHO: f64 = 0.05;
+
+/// The referral directory: the four synthetic clinics publish their entries with badges
+/// (a contact route in their config first), their daemons gossip them, every node keeps all
+/// four, and the last node searches it.
+fn demo_directory(nodes: &[(PathBuf, String)]) -> Result<()> {
+    let clinics = &nodes[1..nodes.len().min(5)];
+    println!(
+        "\n11. Referral directory: {} clinics publish a clinic-level entry with badges (ρ = \
+         {DIRECTORY_RHO} each, charged first); every node keeps them all",
+        clinics.len()
+    );
+    for (node, name) in clinics {
+        let path = node.join(crate::config::CONFIG_FILE);
+        let text = std::fs::read_to_string(&path)?;
+        let contact = format!("contact = \"referrals@{}.example\"", name.replace(' ', "-"));
+        std::fs::write(&path, text.replacen("# contact = \"\"", &contact, 1))?;
+        directory::publish(&Node::open(node)?, Some(DIRECTORY_RHO), clock::now_utc())?;
+        let _ = api::post::<api::Gossiped>(node, "/v1/directory/publish", None::<&()>);
+    }
+    for (node, name) in nodes {
+        until(&format!("{name} to keep every directory entry"), || {
+            let n = Node::open(node).ok()?;
+            let kept = directory::current(n.store().conn(), clock::now_ms()).ok()?;
+            (kept.len() >= clinics.len()).then_some(())
+        })?;
+    }
+    let (last, name) = &nodes[nodes.len() - 1];
+    let q = protocol::directory::Query {
+        domain: Some("anxiety".into()),
+        accepting_only: true,
+        ..Default::default()
+    };
+    let hits = directory::find(Node::open(last)?.store().conn(), &q, clock::now_ms())?;
+    println!("   {name} searches for anxiety, taking new referrals:");
+    for h in hits.iter().take(2) {
+        println!("   {}: {}", h.name, h.reasons.join("; "));
+    }
     Ok(())
 }
 

@@ -212,7 +212,7 @@ fn print_entry(e: &Entry) {
     for b in &e.badges {
         println!(
             "  badge       {}: reliable improvement about {:.0} % of about {:.0} finished courses \
-             (± {:.0} points, differentially private)",
+             (± {:.1} percentage points, differentially private)",
             b.domain,
             100.0 * b.reliable_improvement,
             b.finished.max(0.0),

@@ -199,8 +199,8 @@ fn search_filters_by_domain_language_and_delivery_and_says_why() {
         [
             "treats depression: Step 3 CBT",
             "taking new referrals; wait over 6 weeks",
-            "depression: reliable improvement about 64 % of about 412 finished courses (± 2 \
-             points, differentially private)"
+            "depression: reliable improvement about 64 % of about 412 finished courses (± 2.0 \
+             percentage points, differentially private)"
         ]
     );
     assert_eq!(WaitBand::of_days(13), WaitBand::UnderTwoWeeks);
