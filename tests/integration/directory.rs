@@ -324,3 +324,55 @@ fn an_entry_that_cannot_be_published_is_refused_with_every_problem() {
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("not in a network"), "{}", out.stderr);
 }
+
+/// A publish that crashes right after charging its badges (test hook) kept nothing: the next
+/// publish keeps that charged entry instead of charging again, and says so.
+#[test]
+fn a_publish_charged_but_never_kept_is_finished_without_a_second_charge() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let (coord, _) = form(root, NET, 0);
+    let summary = Synth::new(42).patients(200).summary(root);
+    import_clinic_csv(root, coord.arg(), &summary["clinics"][0]);
+    coord.set_config("# contact = \"\"", "contact = \"referrals@example.org\"");
+    let args = [
+        "directory",
+        "publish",
+        "--data-dir",
+        coord.arg(),
+        "--badges",
+        "--rho",
+        "0.05",
+        "--json",
+    ];
+    let crashed =
+        integration_tests::mbc_env(root, &args, &[("MBC_NODE_TEST_FAIL_AFTER_CHARGE", "1")]);
+    assert_ne!(crashed.code, 0);
+    let audit = || {
+        mbc(root, &["audit", "--data-dir", coord.arg(), "--json"])
+            .ok()
+            .json()["releases"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let charged = audit();
+    assert_eq!(charged.len(), 1);
+    assert_eq!(charged[0]["status"], "charged");
+    assert!(listed(&coord).is_empty(), "nothing kept before the crash");
+
+    let done = mbc(root, &args).ok().json();
+    assert_eq!(done["resumed"], true, "{done}");
+    assert_eq!(
+        done["badges_release"]["release_id"],
+        charged[0]["release_id"]
+    );
+    let after = audit();
+    assert_eq!(after.len(), 1, "no second charge");
+    assert_eq!(after[0]["status"], "sent");
+    assert_eq!(names(&coord), ["Coordinator"]);
+    // The next publish is a new one, with its own charge.
+    let again = mbc(root, &args).ok().json();
+    assert_eq!(again["resumed"], false);
+    assert_eq!(audit().len(), 2);
+}
