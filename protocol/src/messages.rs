@@ -12,7 +12,9 @@
 //!
 //! P1: no body carries patient, therapist or session data. Round traffic carries signed round
 //! specifications, fresh public keys, encrypted Shamir shares, masked vectors (uniformly
-//! random mod 2^64 to anyone without the masks) and revealed shares; a release is a DP output.
+//! random mod 2^64 to anyone without the masks) and revealed shares; a release is a DP output;
+//! a directory entry is clinic level (services, languages, a wait band, a contact route) with
+//! badges from a DP release the clinic charged to its ledger.
 
 use std::collections::HashMap;
 
