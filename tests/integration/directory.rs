@@ -376,3 +376,64 @@ fn a_publish_charged_but_never_kept_is_finished_without_a_second_charge() {
     assert_eq!(again["resumed"], false);
     assert_eq!(audit().len(), 2);
 }
+
+/// A clinic removed from the roster is no longer listed anywhere its entry was kept: the entry
+/// stays in the store (`list --all` says why it is hidden) but no search finds it.
+#[test]
+fn a_removed_clinics_entry_is_no_longer_shown() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let (coord, clinics) = form(root, NET, 1);
+    let summary = Synth::new(43).patients(100).summary(root);
+    import_clinic_csv(root, clinics[0].arg(), &summary["clinics"][0]);
+    clinics[0].set_config("# contact = \"\"", "contact = \"referrals@example.org\"");
+    let ds = [Daemon::start(&coord), Daemon::start(&clinics[0])];
+    wait_converged(&ds.iter().collect::<Vec<_>>(), 2, 1);
+    mbc(
+        root,
+        &["directory", "publish", "--data-dir", clinics[0].arg()],
+    )
+    .ok();
+    wait_for("the coordinator to keep clinic 1's entry", || {
+        (names(&coord) == ["Clinic 1"]).then_some(())
+    });
+    mbc(
+        root,
+        &[
+            "network",
+            "remove",
+            "--data-dir",
+            coord.arg(),
+            &clinics[0].peer_id,
+        ],
+    )
+    .ok();
+    assert!(listed(&coord).is_empty());
+    let all = mbc(
+        root,
+        &[
+            "directory",
+            "list",
+            "--data-dir",
+            coord.arg(),
+            "--all",
+            "--json",
+        ],
+    )
+    .ok()
+    .json();
+    assert!(
+        all[0]["hidden"]
+            .as_str()
+            .unwrap()
+            .contains("not on the roster"),
+        "{all}"
+    );
+    let hits = mbc(
+        root,
+        &["directory", "search", "--data-dir", coord.arg(), "--json"],
+    )
+    .ok()
+    .json();
+    assert_eq!(hits, serde_json::json!([]));
+}
