@@ -320,11 +320,17 @@ impl Drop for Daemon {
     }
 }
 
+/// Longest a network of daemons started together may take to connect: a dial that failed
+/// while its peer was still starting is retried after a delay that doubles up to the event
+/// loop's 30 s cap, so the wait must outlast one full delay with room to spare.
+pub const CONVERGE: Duration = Duration::from_secs(75);
+
 /// Waits until every daemon holds roster `version` and is connected to `peers` peers.
 #[track_caller]
 pub fn wait_converged(daemons: &[&Daemon], version: u64, peers: u64) {
     for d in daemons {
-        wait_for(
+        wait_within(
+            CONVERGE,
             &format!("{} at roster v{version} with {peers} peers", d.node.arg()),
             || {
                 let s = d.status();
