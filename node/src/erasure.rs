@@ -39,6 +39,7 @@ pub struct Erased {
 /// features cache, which holds every episode's); assessments
 /// through the session's (episode, seq) index (assessment has none by episode).
 const DELETES: &[&str] = &[
+    "DELETE FROM patient_view WHERE episode_id IN (SELECT episode_id FROM mine)",
     "DELETE FROM correction WHERE episode_id IN (SELECT episode_id FROM mine)",
     "DELETE FROM alert_action WHERE alert_id IN
         (SELECT alert_id FROM alert WHERE episode_id IN (SELECT episode_id FROM mine))",

@@ -52,3 +52,4 @@ pub mod status;
 pub mod store;
 pub mod support;
 pub mod synth;
+pub mod users;

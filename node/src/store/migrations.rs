@@ -56,6 +56,8 @@ pub(crate) fn migrations() -> Vec<Migration> {
         // 15: the referral directory's entries, in the ledger's file (issue 17). Safe to run
         // again.
         |tx| tx.execute_batch(include_str!("schema_v15.sql")),
+        // 16: the dashboard's accounts and its audit of patient views (issue 18).
+        |tx| tx.execute_batch(include_str!("schema_v16.sql")),
     ]
 }
 
