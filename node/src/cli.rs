@@ -19,6 +19,7 @@ mod rounds;
 mod stats;
 mod storage;
 mod support;
+mod users;
 
 /// A clinic's node in a privacy-preserving measurement-based-care network.
 ///
@@ -81,6 +82,10 @@ enum Command {
     /// search the others' (clinic level only; a referral is a contact step between people)
     #[command(subcommand)]
     Directory(directory::DirectoryCommand),
+    /// The web dashboard's local accounts: add, list, disable, password (roles: clinician,
+    /// supervisor, admin, coordinator)
+    #[command(subcommand)]
+    Users(users::UsersCommand),
     /// Write a self-contained HTML report (clinic summary, caterpillar plots, report cards)
     ///
     /// Example: mbc-node report --data-dir /srv/mbc --out report.html
@@ -159,6 +164,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Alerts(a) => support::alerts(a),
         Command::Match(a) => matching::match_cmd(*a),
         Command::Directory(c) => directory::directory_cmd(c),
+        Command::Users(c) => users::users_cmd(c),
         Command::Release(a) => privacy::release(a),
         Command::Budget(a) => privacy::budget(a),
         Command::Audit(a) => privacy::audit(a),

@@ -151,7 +151,10 @@ pub fn add(
             bail!("a clinician's account acts for exactly one therapist: give one --therapist")
         }
         (Role::Supervisor, _) => bail!("a supervisor's account needs its team: --therapist ID …"),
-        _ => bail!("a {} account acts for no therapist: leave out --therapist", role.name()),
+        _ => bail!(
+            "a {} account acts for no therapist: leave out --therapist",
+            role.name()
+        ),
     }
     let hash = hash(password)?;
     let conn = store.conn();
@@ -162,7 +165,9 @@ pub fn add(
         |r| r.get(0),
     )?;
     if taken {
-        bail!("there is already an account called {name:?} (`users password` changes its password)");
+        bail!(
+            "there is already an account called {name:?} (`users password` changes its password)"
+        );
     }
     tx.execute(
         "INSERT INTO dashboard_user (name, role, password, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -354,7 +359,16 @@ mod tests {
     fn a_password_is_kept_only_as_its_hash_and_checked() {
         let s = store();
         let p = pseudo();
-        let u = add(&s, &p, "anna", Role::Clinician, &["T1".into()], "correct horse", "t").unwrap();
+        let u = add(
+            &s,
+            &p,
+            "anna",
+            Role::Clinician,
+            &["T1".into()],
+            "correct horse",
+            "t",
+        )
+        .unwrap();
         assert_eq!(u.therapists, vec![p.pseudonym(IdKind::Therapist, "T1")]);
         let stored: String = s
             .conn()
@@ -376,7 +390,9 @@ mod tests {
         let p = pseudo();
         let t = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let refused = |role, ids: &[&str], pw: &str| {
-            add(&s, &p, "x", role, &t(ids), pw, "t").unwrap_err().to_string()
+            add(&s, &p, "x", role, &t(ids), pw, "t")
+                .unwrap_err()
+                .to_string()
         };
         assert!(refused(Role::Clinician, &[], "long enough").contains("exactly one"));
         assert!(refused(Role::Clinician, &["a", "b"], "long enough").contains("exactly one"));

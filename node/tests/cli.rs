@@ -41,6 +41,10 @@ fn every_command_has_help_with_an_example() {
         &["store", "query"],
         &["store", "encrypt"],
         &["demo"],
+        &["users", "add"],
+        &["users", "list"],
+        &["users", "disable"],
+        &["users", "password"],
     ] {
         let mut args = cmd.to_vec();
         args.push("--help");

@@ -10,3 +10,4 @@ mod privacy;
 mod rounds;
 mod stats;
 mod support;
+mod users;

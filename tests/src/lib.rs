@@ -82,6 +82,25 @@ pub fn mbc_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     Run::from(cmd.output().unwrap())
 }
 
+/// Runs `mbc-node ARGS` in `cwd` with `input` on its standard input.
+pub fn mbc_stdin(cwd: &Path, args: &[&str], input: &str) -> Run {
+    use std::io::Write;
+    use std::process::Stdio;
+    // Unwrap safety: the binary exists (checked by `bin`); a test's pipes do not fail.
+    let mut child = Command::new(bin())
+        .current_dir(cwd)
+        .args(args)
+        .env_remove("MBC_NODE_DIR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A command that exits without reading closes the pipe: that is its answer, not ours.
+    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+    Run::from(child.wait_with_output().unwrap())
+}
+
 /// Opens a node's store read-only, with the node's store key (from the config beside it).
 pub fn open(db: &Path) -> Connection {
     // Unwrap safety: tests only inspect stores they created.
