@@ -1,0 +1,99 @@
+//! The frame of every page (header, navigation by role, the account and its sign-out), the
+//! style sheet (served from the binary: no inline style, nothing from elsewhere), redirects and
+//! the page that says what went wrong.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use maud::{DOCTYPE, Markup, html};
+
+use super::Session;
+
+/// The style sheet.
+const CSS: &str = include_str!("app.css");
+
+/// `GET /app.css`.
+pub(super) async fn css() -> Response {
+    let mut r = CSS.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=3600"),
+    );
+    r
+}
+
+/// A page without navigation (sign-in).
+pub(super) fn bare(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · mbc-node" }
+                link rel="stylesheet" href="/app.css";
+            }
+            body { main { (body) } }
+        }
+    }
+}
+
+/// A page of a signed-in session: `active` names its navigation entry.
+pub(super) fn frame(s: &Session, active: &str, title: &str, body: Markup) -> Markup {
+    let mut nav: Vec<(&str, &str)> = Vec::new();
+    if s.user.sees_patients() {
+        nav.push(("/", "Caseload"));
+    }
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · mbc-node" }
+                link rel="stylesheet" href="/app.css";
+            }
+            body {
+                header.top {
+                    span.brand { "mbc-node" }
+                    nav aria-label="Main" {
+                        @for (href, label) in &nav {
+                            a href=(href) aria-current=[(*label == active).then_some("page")] { (label) }
+                        }
+                    }
+                    span.who { (s.user.name) " · " (s.user.role.title()) }
+                    form.inline method="post" action="/logout" {
+                        input type="hidden" name="csrf" value=(s.csrf);
+                        button type="submit" { "Sign out" }
+                    }
+                }
+                main { h1 { (title) } (body) }
+            }
+        }
+    }
+}
+
+/// `303 See Other` to `to`.
+pub(super) fn redirect(to: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    // Unwrap safety: every target is a fixed ASCII path or one built from hex and digits.
+    r.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(to).expect("an ASCII path"),
+    );
+    r
+}
+
+/// A page saying what went wrong, with `code`.
+pub(super) fn problem(code: StatusCode, what: &str) -> Response {
+    let body = html! {
+        h1 { (code.canonical_reason().unwrap_or("Problem")) }
+        p.problem role="alert" { (what) }
+        p { a href="/" { "Back to the start page" } }
+    };
+    (code, bare("Problem", body)).into_response()
+}

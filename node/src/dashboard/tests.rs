@@ -1,0 +1,425 @@
+//! The dashboard's handlers without a browser or a socket (tower `oneshot`): the Host check,
+//! the security headers, sign-in and its throttle, sessions, CSRF, and what each role sees.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use axum::response::Response;
+use protocol::pseudonym::IdKind;
+use tower::ServiceExt;
+
+use super::{CSP, Dashboard, MAX_FAILURES};
+use crate::node::Node;
+use crate::users::{self, Role};
+
+const HOST: &str = "127.0.0.1:7480";
+const PASSWORD: &str = "a long enough password";
+
+struct Fixture {
+    app: Router,
+    node: Arc<Node>,
+    /// Raw therapist ids, the one with the most open alerts first.
+    therapists: Vec<String>,
+    _tmp: tempfile::TempDir,
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Arc::new(crate::node::synthetic_node(tmp.path(), 11, 240));
+    node.raise_alerts().unwrap();
+    let csv = std::fs::read_to_string(tmp.path().join("data/clinic-01/therapists.csv")).unwrap();
+    let mut therapists: Vec<(i64, String)> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().to_owned())
+        .map(|raw| {
+            let p = node.pseudonymiser().pseudonym(IdKind::Therapist, &raw);
+            let alerts: i64 = node
+                .store()
+                .conn()
+                .query_row(
+                    "SELECT count(*) FROM alert a JOIN episode e USING (episode_id)
+                     JOIN therapist t ON t.therapist_id = e.therapist_id WHERE t.pseudonym = ?1",
+                    [p],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            (alerts, raw)
+        })
+        .collect();
+    therapists.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    assert!(therapists[0].0 > 0, "the synthetic clinic raised no alerts");
+    let therapists: Vec<String> = therapists.into_iter().map(|t| t.1).collect();
+    let add = |name: &str, role, ts: &[String]| {
+        users::add(
+            &node.store(),
+            node.pseudonymiser(),
+            name,
+            role,
+            ts,
+            PASSWORD,
+            "t",
+        )
+        .unwrap();
+    };
+    add("cleo", Role::Clinician, &therapists[..1]);
+    add("other", Role::Clinician, &therapists[1..2]);
+    add("sven", Role::Supervisor, &therapists[..2]);
+    add("ada", Role::Admin, &[]);
+    add("cora", Role::Coordinator, &[]);
+    let app = Dashboard::new(node.clone(), vec![HOST.into()], false).router();
+    Fixture {
+        app,
+        node,
+        therapists,
+        _tmp: tmp,
+    }
+}
+
+async fn call(app: &Router, request: Request<Body>) -> Response {
+    app.clone().oneshot(request).await.unwrap()
+}
+
+fn get(path: &str, cookie: Option<&str>) -> Request<Body> {
+    let mut r = Request::get(path).header(header::HOST, HOST);
+    if let Some(c) = cookie {
+        r = r.header(header::COOKIE, c);
+    }
+    r.body(Body::empty()).unwrap()
+}
+
+fn post(path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> Request<Body> {
+    let mut r = Request::post(path)
+        .header(header::HOST, HOST)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(c) = cookie {
+        r = r.header(header::COOKIE, c);
+    }
+    r.body(Body::from(serde_urlencoded::to_string(form).unwrap()))
+        .unwrap()
+}
+
+async fn text(r: Response) -> String {
+    let bytes = axum::body::to_bytes(r.into_body(), 1 << 24).await.unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// The `name=value` of the cookie `name` a response sets.
+fn set_cookie(r: &Response, name: &str) -> String {
+    r.headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} cookie set"))
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// The value of the hidden input `name` of a page.
+fn hidden(page: &str, name: &str) -> String {
+    let at = page
+        .find(&format!("name=\"{name}\" value=\""))
+        .unwrap_or_else(|| panic!("no hidden {name} in:\n{page}"));
+    let rest = &page[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+/// `name`'s home page, session cookie and CSRF token.
+async fn page(app: &Router, who: &str) -> (String, String, String) {
+    let (cookie, csrf) = session(app, who).await;
+    (
+        text(call(app, get("/", Some(&cookie))).await).await,
+        cookie,
+        csrf,
+    )
+}
+
+/// Signs `name` in with `password`: the sign-in's response.
+async fn sign_in(app: &Router, name: &str, password: &str) -> Response {
+    let form = call(app, get("/login", None)).await;
+    let cookie = set_cookie(&form, "mbc_login");
+    let token = hidden(&text(form).await, "token");
+    call(
+        app,
+        post(
+            "/login",
+            Some(&cookie),
+            &[("name", name), ("password", password), ("token", &token)],
+        ),
+    )
+    .await
+}
+
+/// A session cookie of `name`, and the CSRF token of its pages.
+async fn session(app: &Router, name: &str) -> (String, String) {
+    let r = sign_in(app, name, PASSWORD).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "{name} could not sign in"
+    );
+    let cookie = set_cookie(&r, "mbc_session");
+    let home = text(call(app, get("/", Some(&cookie))).await).await;
+    (cookie.clone(), hidden(&home, "csrf"))
+}
+
+#[tokio::test]
+async fn requests_to_another_host_are_refused_and_every_answer_carries_the_policy() {
+    let f = fixture();
+    let evil = Request::get("/login")
+        .header(header::HOST, "rebound.example:7480")
+        .body(Body::empty())
+        .unwrap();
+    let r = call(&f.app, evil).await;
+    assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST);
+    for r in [
+        r,
+        call(&f.app, get("/login", None)).await,
+        call(&f.app, get("/", None)).await,
+    ] {
+        assert_eq!(r.headers()[header::CONTENT_SECURITY_POLICY], CSP);
+        assert_eq!(r.headers()[header::X_FRAME_OPTIONS], "DENY");
+    }
+    // Nothing inline: no script or style element, no style attribute.
+    let page = text(call(&f.app, get("/login", None)).await).await;
+    for inline in ["<script", "<style", "style=\""] {
+        assert!(!page.contains(inline), "{inline} in the sign-in page");
+    }
+}
+
+#[tokio::test]
+async fn without_a_session_every_page_leads_to_sign_in() {
+    let f = fixture();
+    for path in ["/", "/?signal=red"] {
+        let r = call(&f.app, get(path, None)).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(r.headers()[header::LOCATION], "/login");
+        let r = call(&f.app, get(path, Some("mbc_session=00ff"))).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::SEE_OTHER,
+            "{path} with a made-up session"
+        );
+    }
+    let r = call(&f.app, post("/alerts/1/ack", None, &[])).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn a_session_is_httponly_strict_and_ends_at_sign_out_or_when_disabled() {
+    let f = fixture();
+    let r = sign_in(&f.app, "cleo", PASSWORD).await;
+    let raw = r
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with("mbc_session="))
+        .unwrap();
+    assert!(
+        raw.contains("HttpOnly") && raw.contains("SameSite=Strict"),
+        "{raw}"
+    );
+    assert!(!raw.contains("Secure"), "not under TLS: {raw}");
+    let (cookie, csrf) = session(&f.app, "cleo").await;
+    assert_eq!(
+        call(&f.app, get("/", Some(&cookie))).await.status(),
+        StatusCode::OK
+    );
+    let out = call(&f.app, post("/logout", Some(&cookie), &[("csrf", &csrf)])).await;
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        call(&f.app, get("/", Some(&cookie))).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    // Disabling the account ends its open sessions at their next request.
+    let (cookie, _) = session(&f.app, "sven").await;
+    users::disable(&f.node.store(), "sven", "t").unwrap();
+    assert_eq!(
+        call(&f.app, get("/", Some(&cookie))).await.status(),
+        StatusCode::SEE_OTHER
+    );
+}
+
+#[tokio::test]
+async fn sign_in_needs_the_right_password_and_its_form_token_and_is_throttled() {
+    let f = fixture();
+    assert_eq!(
+        sign_in(&f.app, "cleo", "not the password").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        sign_in(&f.app, "nobody", PASSWORD).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // A sign-in posted without the form's cookie (from another site) is refused.
+    let r = call(
+        &f.app,
+        post(
+            "/login",
+            None,
+            &[("name", "cleo"), ("password", PASSWORD), ("token", "x")],
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    for _ in 1..MAX_FAILURES {
+        assert_eq!(
+            sign_in(&f.app, "cleo", "wrong again!").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // Locked now, even with the right password; another name is not.
+    let locked = sign_in(&f.app, "cleo", PASSWORD).await;
+    assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(text(locked).await.contains("try again in 1 minute"));
+    assert_eq!(
+        sign_in(&f.app, "sven", PASSWORD).await.status(),
+        StatusCode::SEE_OTHER
+    );
+}
+
+#[tokio::test]
+async fn a_form_without_its_csrf_token_changes_nothing() {
+    let f = fixture();
+    let (cookie, csrf) = session(&f.app, "cleo").await;
+    let id: i64 = f
+        .node
+        .store()
+        .conn()
+        .query_row(
+            "SELECT a.alert_id FROM alert a JOIN episode e USING (episode_id)
+         JOIN therapist t ON t.therapist_id = e.therapist_id WHERE t.pseudonym = ?1
+         AND NOT EXISTS (SELECT 1 FROM alert_action x WHERE x.alert_id = a.alert_id) LIMIT 1",
+            [f.node
+                .pseudonymiser()
+                .pseudonym(IdKind::Therapist, &f.therapists[0])],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let actions = || -> i64 {
+        f.node
+            .store()
+            .conn()
+            .query_row("SELECT count(*) FROM alert_action", [], |r| r.get(0))
+            .unwrap()
+    };
+    let path = format!("/alerts/{id}/ack");
+    for form in [
+        vec![],
+        vec![("csrf", "0".repeat(64))],
+        vec![("csrf", csrf.to_uppercase())],
+    ] {
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = call(&f.app, post(&path, Some(&cookie), &form)).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    }
+    // Not a form at all (a JSON body a script could send): refused too.
+    let json = Request::post(&path)
+        .header(header::HOST, HOST)
+        .header(header::COOKIE, &cookie)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(format!("{{\"csrf\":\"{csrf}\"}}")))
+        .unwrap();
+    assert_eq!(call(&f.app, json).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(actions(), 0);
+    let r = call(&f.app, post(&path, Some(&cookie), &[("csrf", &csrf)])).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(actions(), 1);
+    let by: String = f
+        .node
+        .store()
+        .conn()
+        .query_row("SELECT by_whom FROM alert_action", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(by, "cleo");
+    // The caseload now shows it acknowledged, and offers only to resolve it.
+    let home = text(call(&f.app, get("/", Some(&cookie))).await).await;
+    assert!(home.contains(&format!("/alerts/{id}/resolve")));
+    assert!(!home.contains(&format!("/alerts/{id}/ack\"")));
+}
+
+#[tokio::test]
+async fn each_role_sees_its_own_caseload_and_acts_only_on_its_own_patients() {
+    let f = fixture();
+    let episodes_of = |raw: &str| -> Vec<String> {
+        let store = f.node.store();
+        let mut stmt = store.conn().prepare(
+            "SELECT substr(e.pseudonym, 1, 12) FROM episode e JOIN therapist t ON t.therapist_id = e.therapist_id WHERE t.pseudonym = ?1").unwrap();
+        stmt.query_map(
+            [f.node.pseudonymiser().pseudonym(IdKind::Therapist, raw)],
+            |r| r.get(0),
+        )
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    };
+    let (mine, theirs) = (episodes_of(&f.therapists[0]), episodes_of(&f.therapists[1]));
+    let (cleo, cookie, csrf) = page(&f.app, "cleo").await;
+    assert!(
+        mine.iter().any(|e| cleo.contains(e.as_str())),
+        "cleo's caseload lacks her episodes"
+    );
+    assert!(
+        !theirs.iter().any(|e| cleo.contains(e.as_str())),
+        "cleo sees another's patients"
+    );
+    let (sven, ..) = page(&f.app, "sven").await;
+    assert!(
+        mine.iter().any(|e| sven.contains(e.as_str()))
+            && theirs.iter().any(|e| sven.contains(e.as_str()))
+    );
+    for who in ["ada", "cora"] {
+        let (p, ..) = page(&f.app, who).await;
+        assert!(p.contains("has no caseload"), "{who}");
+        assert!(
+            !mine.iter().chain(&theirs).any(|e| p.contains(e.as_str())),
+            "{who} sees patients"
+        );
+    }
+    // An alert of another therapist's patient is not cleo's to act on.
+    let other: i64 = f
+        .node
+        .store()
+        .conn()
+        .query_row(
+            "SELECT a.alert_id FROM alert a JOIN episode e USING (episode_id)
+         JOIN therapist t ON t.therapist_id = e.therapist_id WHERE t.pseudonym != ?1 LIMIT 1",
+            [f.node
+                .pseudonymiser()
+                .pseudonym(IdKind::Therapist, &f.therapists[0])],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let r = call(
+        &f.app,
+        post(
+            &format!("/alerts/{other}/resolve"),
+            Some(&cookie),
+            &[("csrf", &csrf)],
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let n: i64 = f
+        .node
+        .store()
+        .conn()
+        .query_row("SELECT count(*) FROM alert_action", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 0);
+    // A filter keeps only what it names; a made-up one is refused.
+    let red = text(call(&f.app, get("/?signal=red", Some(&cookie))).await).await;
+    assert!(!red.contains("sig sig-green"));
+    assert_eq!(
+        call(&f.app, get("/?signal=purple", Some(&cookie)))
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+}
