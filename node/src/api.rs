@@ -98,6 +98,17 @@ pub async fn serve(
         .route("/v1/rounds/{id}", routing::get(round_handler))
         .layer(middleware::from_fn_with_state(state.clone(), authorise))
         .with_state(state);
+    serve_router(listener, app, cancel).await
+}
+
+/// Serves `app` on `listener` until `cancel` fires: at most [`MAX_CONNECTIONS`] connections,
+/// each with [`HEADER_READ_TIMEOUT`], one request each, the caller's address as `ConnectInfo`
+/// (the local API and the dashboard).
+pub(crate) async fn serve_router(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    cancel: CancellationToken,
+) -> Result<()> {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {

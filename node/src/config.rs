@@ -58,6 +58,9 @@ pub struct Config {
     /// Rounds the coordinator starts by itself.
     #[serde(default)]
     pub rounds: RoundsConfig,
+    /// `[dashboard]`.
+    #[serde(default)]
+    pub dashboard: DashboardConfig,
 }
 
 /// `[matching]`: how `match` weighs track records against preferences, how long a shortlist
@@ -266,6 +269,58 @@ impl RoundsConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// `[dashboard]`: the web dashboard `mbc-node run` serves (issue 18). Every field is optional.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// Address and port, a loopback address only (port 0 picks a free one; the address in
+    /// use is in `dashboard.addr`), or "off". Default "127.0.0.1:7480".
+    #[serde(default = "default_dashboard_bind")]
+    pub bind: String,
+    /// Further `Host` names the browser may use (a TLS proxy in front, e.g.
+    /// "mbc.clinic.example"); any other name is refused (DNS rebinding). Default [].
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+}
+
+fn default_dashboard_bind() -> String {
+    "127.0.0.1:7480".into()
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self {
+            bind: default_dashboard_bind(),
+            hostnames: Vec::new(),
+        }
+    }
+}
+
+impl DashboardConfig {
+    /// The address to bind, or `None` when off; refuses anything but a loopback address (this
+    /// version serves no TLS itself).
+    pub fn address(&self) -> Result<Option<std::net::SocketAddr>> {
+        if self.bind.trim() == "off" {
+            return Ok(None);
+        }
+        let addr: std::net::SocketAddr = self.bind.trim().parse().with_context(|| {
+            format!(
+                "[dashboard] bind: {:?} is not an address like 127.0.0.1:7480 (or \"off\")",
+                self.bind
+            )
+        })?;
+        if !addr.ip().is_loopback() {
+            anyhow::bail!(
+                "[dashboard] bind = {:?}: the dashboard shows patient data, so it serves a loopback \
+                 address only (this version has no TLS of its own); bind 127.0.0.1 and put a TLS \
+                 proxy in front, naming it in [dashboard] hostnames",
+                self.bind
+            );
+        }
+        Ok(Some(addr))
     }
 }
 
@@ -705,6 +760,7 @@ impl Config {
             privacy: PrivacyConfig::default(),
             network: NetworkConfig::default(),
             rounds: RoundsConfig::default(),
+            dashboard: DashboardConfig::default(),
         }
     }
 
@@ -846,7 +902,13 @@ impl Config {
              # every_days old, e.g. [{{ kind = \"benchmark\", rho = 0.25, every_days = 90.0 }},\n\
              # {{ kind = \"dropout-model\", rho = 0.25, iterations = 5, every_days = 180.0 }}].\n\
              # Every clinic still decides by its own [privacy] policy and budget.\n\
-             schedule = {}\n",
+             schedule = {}\n\n\
+             [dashboard]\n\
+             # The web dashboard `mbc-node run` serves: a loopback address (port 0: any free port;\n\
+             # the one in use is in dashboard.addr) or \"off\". Accounts: `mbc-node users add`.\n\
+             bind = {}\n\
+             # Host names a TLS proxy in front of it answers to (any other is refused).\n\
+             hostnames = {}\n",
             toml_string(&self.clinic.name),
             opt(&self.clinic.country, "country"),
             opt(&self.clinic.service_type, "service_type"),
@@ -898,6 +960,8 @@ impl Config {
             self.network.api_port,
             self.network.max_connections,
             schedule_toml(&self.rounds.schedule),
+            toml_string(&self.dashboard.bind),
+            toml_strings(&self.dashboard.hostnames),
         )
     }
 
@@ -1183,5 +1247,32 @@ mod tests {
     fn unknown_keys_are_errors() {
         let err = Config::parse("[clinic]\nname = \"x\"\nnmae = \"y\"\n").unwrap_err();
         assert!(err.to_string().contains("unknown field `nmae`"), "{err}");
+    }
+
+    #[test]
+    fn the_dashboard_binds_loopback_only_and_round_trips() {
+        let mut c = Config::new("X".into(), None, None);
+        assert_eq!(
+            c.dashboard.address().unwrap(),
+            Some("127.0.0.1:7480".parse().unwrap())
+        );
+        c.dashboard.bind = "127.0.0.1:0".into();
+        c.dashboard.hostnames = vec!["mbc.clinic.example".into()];
+        let back = Config::parse(&c.to_toml()).unwrap().dashboard;
+        assert_eq!(
+            (back.bind.as_str(), back.hostnames),
+            ("127.0.0.1:0", c.dashboard.hostnames.clone())
+        );
+        for (bind, why) in [
+            ("0.0.0.0:7480", "loopback address only"),
+            ("192.168.1.5:80", "loopback address only"),
+            ("localhost", "not an address"),
+        ] {
+            c.dashboard.bind = bind.into();
+            let err = format!("{:#}", c.dashboard.address().unwrap_err());
+            assert!(err.contains(why), "{bind}: {err}");
+        }
+        c.dashboard.bind = "off".into();
+        assert_eq!(c.dashboard.address().unwrap(), None);
     }
 }

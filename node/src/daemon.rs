@@ -129,6 +129,29 @@ pub fn lock(dir: &Path) -> Result<std::fs::File> {
     Ok(file)
 }
 
+/// Binds and serves the web dashboard of `[dashboard]` (writing its address to
+/// [`crate::dashboard::ADDR_FILE`]); its URL, or `None` when it is off.
+async fn serve_dashboard(node: &Arc<Node>, cancel: &CancellationToken) -> Result<Option<String>> {
+    let path = node.dir().join(crate::dashboard::ADDR_FILE);
+    let Some(bind) = node.config().dashboard.address()? else {
+        let _ = std::fs::remove_file(&path);
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| {
+        format!(
+            "couldn't bind the dashboard to {bind} (in use? set [dashboard] bind in config.toml)"
+        )
+    })?;
+    let addr = listener.local_addr()?;
+    let mut hosts = vec![addr.to_string(), format!("localhost:{}", addr.port())];
+    hosts.extend(node.config().dashboard.hostnames.iter().cloned());
+    let app = crate::dashboard::Dashboard::new(node.clone(), hosts, false).router();
+    tokio::spawn(api::serve_router(listener, app, cancel.child_token()));
+    std::fs::write(&path, format!("{addr}\n"))
+        .with_context(|| format!("couldn't write {}", path.display()))?;
+    Ok(Some(format!("http://{addr}/")))
+}
+
 /// Serves `node` until `cancel` fires; with `announce`, prints the ready line on stdout.
 pub async fn serve(node: Arc<Node>, cancel: CancellationToken, announce: bool) -> Result<()> {
     let data_dir = node.dir();
@@ -142,6 +165,7 @@ pub async fn serve(node: Arc<Node>, cancel: CancellationToken, announce: bool) -
         )
     })?;
     config.rounds.validate()?;
+    config.dashboard.address()?;
     if !membership.is_coordinator && !config.rounds.schedule.is_empty() {
         tracing::warn!("[rounds] schedule is set but only the coordinator starts rounds: ignored");
     }
@@ -219,6 +243,7 @@ pub async fn serve(node: Arc<Node>, cancel: CancellationToken, announce: bool) -
     let addr_file = data_dir.join(api::ADDR_FILE);
     std::fs::write(&addr_file, format!("{api_addr}\n"))
         .with_context(|| format!("couldn't write {}", addr_file.display()))?;
+    let dashboard_url = serve_dashboard(&node, &cancel).await?;
 
     // The first listen address makes the node ready: say so once (stdout, one JSON line).
     let mut ready = false;
@@ -244,6 +269,7 @@ pub async fn serve(node: Arc<Node>, cancel: CancellationToken, announce: bool) -
                             "peer_id": peer_id.to_string(),
                             "listen": [address.to_string()],
                             "api": api_addr.to_string(),
+                            "dashboard": dashboard_url,
                             "network_id": membership.network_id,
                             "roster_version": roster_version,
                         });
@@ -253,7 +279,7 @@ pub async fn serve(node: Arc<Node>, cancel: CancellationToken, announce: bool) -
                             warn!("couldn't print the ready line on stdout ({e}); running anyway");
                         }
                     }
-                    info!(%peer_id, api = %api_addr, network = %membership.network_id, "node running");
+                    info!(%peer_id, api = %api_addr, network = %membership.network_id, dashboard = dashboard_url.as_deref().unwrap_or("off"), "node running");
                 }
                 Some(event) => on_event(&node, &client, &participation, coordinator, event).await,
                 None => {

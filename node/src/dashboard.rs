@@ -29,6 +29,9 @@ mod tests;
 
 pub use auth::{MAX_FAILURES, SESSION_HOURS};
 
+/// The file holding the dashboard's address while the daemon runs.
+pub const ADDR_FILE: &str = "dashboard.addr";
+
 /// The policy every answer carries: nothing inline, nothing from elsewhere.
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; \
                        form-action 'self'; frame-ancestors 'none'; base-uri 'none'";

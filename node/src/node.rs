@@ -98,6 +98,7 @@ impl Node {
         dir: &Path,
         clinic: &Clinic,
         network: NetworkConfig,
+        dashboard: crate::config::DashboardConfig,
         key_dir: &Path,
     ) -> Result<String> {
         let store = dir.join(crate::config::StoreConfig::default().path);
@@ -121,6 +122,7 @@ impl Node {
             clinic.service_type.clone(),
         );
         config.network = network;
+        config.dashboard = dashboard;
         let store_key = store_key_path(dir, key_dir)?;
         config.keys.store_key_file = Some(store_key.to_string_lossy().into_owned());
         let created = || -> Result<String> {
@@ -409,7 +411,14 @@ pub(crate) fn synthetic_node(root: &Path, seed: u64, patients: u32) -> Node {
         country: None,
         service_type: None,
     };
-    Node::init(&dir, &clinic, Default::default(), &default_key_dir(&dir)).unwrap();
+    Node::init(
+        &dir,
+        &clinic,
+        Default::default(),
+        Default::default(),
+        &default_key_dir(&dir),
+    )
+    .unwrap();
     let node = Node::open(&dir).unwrap();
     let files: Vec<_> = summary.clinics[0]
         .csv_files

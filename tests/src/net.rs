@@ -84,6 +84,8 @@ pub fn init(root: &Path, name: &str) -> NodeDir {
             name,
             "--listen",
             &addr,
+            "--dashboard",
+            "127.0.0.1:0",
             "--json",
         ],
     )

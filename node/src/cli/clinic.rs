@@ -31,6 +31,10 @@ pub(super) struct InitArgs {
     /// Local API port on 127.0.0.1 (default 0: any free port)
     #[arg(long)]
     api_port: Option<u16>,
+    /// Address of the web dashboard `run` serves: a loopback address, or "off" (default
+    /// 127.0.0.1:7480)
+    #[arg(long, value_name = "ADDR")]
+    dashboard: Option<String>,
     /// Directory for the key that encrypts the store, kept apart from the data directory
     /// (default: DIR.keys beside it)
     #[arg(long, value_name = "DIR")]
@@ -157,7 +161,12 @@ pub(super) fn init(a: InitArgs) -> Result<()> {
     }
     network.api_port = a.api_port.unwrap_or(0);
     let key_dir = a.key_dir.unwrap_or_else(|| node::default_key_dir(dir));
-    let peer_id = Node::init(dir, &clinic, network, &key_dir)?;
+    let mut dashboard = crate::config::DashboardConfig::default();
+    if let Some(bind) = a.dashboard {
+        dashboard.bind = bind;
+        dashboard.address().context("--dashboard")?;
+    }
+    let peer_id = Node::init(dir, &clinic, network, dashboard, &key_dir)?;
     if a.json {
         let out = serde_json::json!({"data_dir": dir, "clinic": clinic.name, "peer_id": peer_id});
         println!("{out}");

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::rounds;
 use crate::aggregate::{RoundStatus, StartRequest};
-use crate::config::NetworkConfig;
+use crate::config::{DashboardConfig, NetworkConfig};
 use crate::ledger::{self, Policy};
 use crate::node::{self, Node};
 use crate::store::Clinic;
@@ -147,6 +147,11 @@ fn init_node(node: &Path, name: &str) -> Result<()> {
         NetworkConfig {
             listen: vec![format!("/ip4/127.0.0.1/tcp/{port}")],
             ..NetworkConfig::default()
+        },
+        // Five demo nodes on one machine: each its own free port (in dashboard.addr).
+        DashboardConfig {
+            bind: "127.0.0.1:0".into(),
+            ..DashboardConfig::default()
         },
         &node::default_key_dir(node),
     )?;
