@@ -275,6 +275,33 @@ impl Node {
         )
     }
 
+    /// The clinical-support page of `who` as staff see it: with whether its signals passed
+    /// validation, whether not-on-track alerts are on for its instruments, and the episode's
+    /// unresolved alerts.
+    pub fn support_page(
+        &self,
+        who: &crate::support::Who,
+    ) -> Result<(crate::support::PatientSupport, Vec<crate::alerts::Alert>)> {
+        let mut page = self.support(who)?;
+        let store = self.store();
+        let switches = crate::support::validate::switches(&store)?;
+        page.validated = page.instruments.iter().all(|i| {
+            switches
+                .iter()
+                .any(|s| s.instrument == i.instrument && s.on)
+        });
+        page.alerts = switches
+            .into_iter()
+            .filter(|s| {
+                page.instruments
+                    .iter()
+                    .any(|i| i.instrument == s.instrument)
+            })
+            .collect();
+        let open = crate::alerts::unresolved(&store, page.episode_rowid)?;
+        Ok((page, open))
+    }
+
     /// The engine settings of `[stats]` with `overrides`.
     pub fn engine_settings(
         &self,

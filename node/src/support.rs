@@ -45,6 +45,8 @@ pub enum Who {
     Patient(String),
     /// One episode as the exports name it.
     Episode(String),
+    /// One stored episode by its pseudonym's first 12 characters (as pages show it).
+    Shown(String),
 }
 
 /// One observed score and its signal.
@@ -284,13 +286,26 @@ fn episode_of(conn: &Connection, pseudo: &Pseudonymiser, who: &Who) -> Result<(i
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?,
+        Who::Shown(prefix) => {
+            // Pseudonyms are lowercase hex: the prefix's range ends before prefix + "g".
+            let prefix = prefix.trim().to_ascii_lowercase();
+            let mut stmt = conn.prepare(
+                "SELECT episode_id, pseudonym FROM episode
+                 WHERE pseudonym >= ?1 AND pseudonym < ?1 || 'g' LIMIT 2",
+            )?;
+            let rows: Vec<(i64, String)> = stmt
+                .query_map([&prefix], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            // Only a full 12-character prefix naming one episode.
+            (prefix.len() == 12 && rows.len() == 1).then(|| rows[0].clone())
+        }
     };
     found.with_context(|| match who {
         Who::Patient(raw) => format!(
             "no patient {raw} in this store (the id as the clinic's exports name them; `erase` \
              removes erased patients for good)"
         ),
-        Who::Episode(raw) => format!("no episode {raw} in this store"),
+        Who::Episode(raw) | Who::Shown(raw) => format!("no episode {raw} in this store"),
     })
 }
 
@@ -1062,7 +1077,7 @@ pub fn patient(
     }
     Ok(PatientSupport {
         patient: match who {
-            Who::Patient(p) | Who::Episode(p) => p.clone(),
+            Who::Patient(p) | Who::Episode(p) | Who::Shown(p) => p.clone(),
         },
         episode: pseudonym.chars().take(12).collect(),
         episode_rowid: episode,

@@ -63,23 +63,7 @@ pub(super) fn support(a: SupportArgs) -> Result<()> {
         (None, Some(e)) => Who::Episode(e),
         (None, None) => bail!("give a PATIENT_ID or --episode"),
     };
-    let mut page = node.support(&who)?;
-    let store = node.store();
-    let switches = support::validate::switches(&store)?;
-    page.validated = page.instruments.iter().all(|i| {
-        switches
-            .iter()
-            .any(|s| s.instrument == i.instrument && s.on)
-    });
-    page.alerts = switches
-        .into_iter()
-        .filter(|s| {
-            page.instruments
-                .iter()
-                .any(|i| i.instrument == s.instrument)
-        })
-        .collect();
-    let open = alerts::unresolved(&store, page.episode_rowid)?;
+    let (page, open) = node.support_page(&who)?;
     let lines: Vec<String> = open.iter().map(alerts::Alert::line).collect();
     if let Some(out) = &a.html {
         std::fs::write(
