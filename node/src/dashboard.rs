@@ -24,6 +24,7 @@ use crate::users::User;
 mod auth;
 mod caseload;
 mod page;
+mod patient;
 #[cfg(test)]
 mod tests;
 
@@ -68,6 +69,9 @@ impl Dashboard {
             .route("/login", get(auth::login_page).post(auth::login))
             .route("/logout", post(auth::logout))
             .route("/alerts/{id}/{action}", post(caseload::act))
+            .route("/patient/find", post(patient::find))
+            .route("/patient/{episode}", get(patient::page))
+            .route("/patient/{episode}/print", get(patient::print))
             .route("/app.css", get(page::css))
             .layer(middleware::from_fn_with_state(self.clone(), guard))
             .with_state(self)

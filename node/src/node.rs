@@ -275,6 +275,11 @@ impl Node {
         )
     }
 
+    /// Where the episode `who` names is stored, and its therapist.
+    pub fn locate(&self, who: &crate::support::Who) -> Result<crate::support::Located> {
+        crate::support::locate(&self.store(), self.pseudonymiser(), who)
+    }
+
     /// The clinical-support page of `who` as staff see it: with whether its signals passed
     /// validation, whether not-on-track alerts are on for its instruments, and the episode's
     /// unresolved alerts.

@@ -64,6 +64,21 @@ pub struct Observed {
     pub band: Option<Expected>,
     /// Safety signals of its item answers.
     pub safety: Vec<Safety>,
+    /// Its item answers, when the source gave them.
+    pub items: Vec<Answer>,
+}
+
+/// One item's answer at one session.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    /// Item number (1-based).
+    pub item: usize,
+    /// Its code (LOINC where one exists).
+    pub code: String,
+    /// The answer.
+    pub value: f64,
+    /// Whether this answer is at or above the item's critical value.
+    pub critical: bool,
 }
 
 /// What the expectation rests on.
@@ -266,6 +281,35 @@ fn dropout_risk(
         instrument,
         release_id: id.to_string(),
     }))
+}
+
+/// Where a stored episode is, before anything of it is computed (so that access can be checked
+/// first).
+#[derive(Debug, Clone)]
+pub struct Located {
+    /// Its rowid.
+    pub episode: i64,
+    /// Its pseudonym (first 12 characters, as pages show it).
+    pub shown: String,
+    /// Its therapist's pseudonym, when it has one.
+    pub therapist: Option<String>,
+}
+
+/// The stored episode `who` names and its therapist.
+pub fn locate(store: &Store, pseudo: &Pseudonymiser, who: &Who) -> Result<Located> {
+    let conn = store.conn();
+    let (episode, pseudonym) = episode_of(conn, pseudo, who)?;
+    let therapist: Option<String> = conn.query_row(
+        "SELECT t.pseudonym FROM episode e LEFT JOIN therapist t USING (therapist_id)
+         WHERE e.episode_id = ?1",
+        [episode],
+        |r| r.get(0),
+    )?;
+    Ok(Located {
+        episode,
+        shown: pseudonym.chars().take(12).collect(),
+        therapist,
+    })
 }
 
 /// The episode asked for: (rowid, pseudonym).
@@ -952,6 +996,18 @@ impl<'c> Assessor<'c> {
                 signal: None,
                 band: None,
                 safety: trajectory::safety(inst, &answers),
+                items: answers
+                    .iter()
+                    .map(|&(item, value)| {
+                        let def = inst.items.get(item.wrapping_sub(1));
+                        Answer {
+                            item,
+                            code: def.map(|d| d.code.clone()).unwrap_or_default(),
+                            value,
+                            critical: def.and_then(|d| d.critical).is_some_and(|c| value >= c),
+                        }
+                    })
+                    .collect(),
             });
         }
         let names = &self.pool(k).names;

@@ -326,6 +326,53 @@ pub fn verify(store: &Store, name: &str, password: &str) -> Result<Option<User>>
     get(store, name.trim())
 }
 
+/// Records that `user` viewed the page `page` (`patient` or `print`) of episode `episode`
+/// (rowid). The page is shown only once this is written.
+pub fn record_view(store: &Store, user: &User, episode: i64, page: &str, now: &str) -> Result<()> {
+    store.conn().execute(
+        "INSERT INTO patient_view (at, user_name, role, episode_id, page)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        rusqlite::params![now, user.name, user.role.name(), episode, page],
+    )?;
+    Ok(())
+}
+
+/// One recorded view of a patient's page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct View {
+    /// When.
+    pub at: String,
+    /// The account.
+    pub user: String,
+    /// Its role then.
+    pub role: String,
+    /// The episode (pseudonym, first 12 characters).
+    pub episode: String,
+    /// `patient` or `print`.
+    pub page: String,
+}
+
+/// The latest `limit` views of patient pages, newest first; of one account when `user` is given.
+pub fn views(store: &Store, user: Option<&str>, limit: usize) -> Result<Vec<View>> {
+    let mut stmt = store.conn().prepare(
+        "SELECT v.at, v.user_name, v.role, substr(e.pseudonym, 1, 12), v.page
+         FROM patient_view v JOIN episode e USING (episode_id)
+         WHERE ?1 IS NULL OR v.user_name = ?1 ORDER BY v.view_id DESC LIMIT ?2",
+    )?;
+    let rows = stmt
+        .query_map(rusqlite::params![user, limit as i64], |r| {
+            Ok(View {
+                at: r.get(0)?,
+                user: r.get(1)?,
+                role: r.get(2)?,
+                episode: r.get(3)?,
+                page: r.get(4)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
 /// The Argon2id hash (PHC string, default parameters) of `password` under a fresh salt from
 /// the OS RNG.
 fn hash(password: &str) -> Result<String> {

@@ -78,6 +78,7 @@ pub(super) async fn page(
     };
     let team = s.user.therapists.len() > 1;
     let body = html! {
+        (super::patient::find_form(&s))
         form.filters method="get" action="/" {
             label { "Show"
                 select name="signal" {
@@ -117,7 +118,7 @@ fn row(s: &Session, c: &Case, team: bool) -> Markup {
     html! {
         tr {
             td class=(class) data-label="Signal" { span aria-hidden="true" { (symbol) } " " (words) }
-            td data-label="Episode" { code { (c.episode) } }
+            td data-label="Episode" { a href=(format!("/patient/{}", c.episode)) title="Open the patient's page" { code { (c.episode) } } }
             @if team { td data-label="Therapist" { code { (c.therapist) } } }
             td data-label="Measure" { (c.instrument.as_deref().unwrap_or("—")) }
             td.num data-label="Last score" {
@@ -128,21 +129,28 @@ fn row(s: &Session, c: &Case, team: bool) -> Markup {
             }
             td.num data-label="Sessions since" { (c.sessions_since_measure) }
             td data-label="Open alerts" {
-                @for a in &c.open_alerts {
-                    div class=(format!("alert alert-{}", a.kind)) {
-                        p {
-                            b { @if a.kind == "safety" { "Safety" } @else { "Not on track" } }
-                            ", session " (a.session) ": " (a.reason) " "
-                            span.note { "(" (a.state) ")" }
-                        }
-                        @for (action, label) in [("ack", "Acknowledge"), ("resolve", "Resolve")] {
-                            @if action == "resolve" || a.state == "open" {
-                                form.inline method="post" action=(format!("/alerts/{}/{action}", a.id)) {
-                                    input type="hidden" name="csrf" value=(s.csrf);
-                                    button type="submit" aria-label=(format!("{label} alert {} ({})", a.id, a.kind.replace('_', " "))) { (label) }
-                                }
-                            }
-                        }
+                @for a in &c.open_alerts { (alert_box(s, a, "/")) }
+            }
+        }
+    }
+}
+
+/// One open alert with its Acknowledge (while open) and Resolve buttons; after either, back to
+/// `back`.
+pub(super) fn alert_box(s: &Session, a: &alerts::Alert, back: &str) -> Markup {
+    html! {
+        div class=(format!("alert alert-{}", a.kind)) {
+            p {
+                b { @if a.kind == "safety" { "Safety" } @else { "Not on track" } }
+                ", session " (a.session) ": " (a.reason) " "
+                span.note { "(" (a.state) ")" }
+            }
+            @for (action, label) in [("ack", "Acknowledge"), ("resolve", "Resolve")] {
+                @if action == "resolve" || a.state == "open" {
+                    form.inline method="post" action=(format!("/alerts/{}/{action}", a.id)) {
+                        input type="hidden" name="csrf" value=(s.csrf);
+                        input type="hidden" name="back" value=(back);
+                        button type="submit" aria-label=(format!("{label} alert {} ({})", a.id, a.kind.replace('_', " "))) { (label) }
                     }
                 }
             }
@@ -168,6 +176,18 @@ fn protocol_signal(v: &str) -> Option<protocol::trajectory::Signal> {
 pub(super) struct ActForm {
     #[serde(default)]
     note: Option<String>,
+    /// The page to go back to: the caseload or a patient's page.
+    #[serde(default)]
+    back: Option<String>,
+}
+
+/// `back` when it is one of this dashboard's pages an alert is acted on from, else the caseload
+/// (never an address elsewhere).
+pub(super) fn back_to(back: Option<&str>) -> String {
+    match back {
+        Some(b) if super::patient::episode_path(b) => b.to_owned(),
+        _ => "/".to_owned(),
+    }
 }
 
 /// `POST /alerts/{id}/{ack|resolve}`: recorded under the account's name, then back to the
@@ -184,6 +204,7 @@ pub(super) async fn act(
         _ => return page::problem(StatusCode::NOT_FOUND, "no such action"),
     };
     let user = s.user.clone();
+    let back = back_to(f.back.as_deref());
     let done = blocking(&d, move |node| {
         let store = node.store();
         let therapist: Option<Option<String>> = store
@@ -212,7 +233,7 @@ pub(super) async fn act(
     })
     .await;
     match done {
-        Ok(true) => page::redirect("/"),
+        Ok(true) => page::redirect(&back),
         Ok(false) => page::problem(
             StatusCode::NOT_FOUND,
             &format!("no alert {id} among your patients"),

@@ -11,9 +11,9 @@ use super::Session;
 /// The style sheet.
 const CSS: &str = include_str!("app.css");
 
-/// `GET /app.css`.
+/// `GET /app.css`: the dashboard's rules, then those of the clinical-support body it embeds.
 pub(super) async fn css() -> Response {
-    let mut r = CSS.into_response();
+    let mut r = format!("{CSS}{}\n", crate::support::html::CSS).into_response();
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

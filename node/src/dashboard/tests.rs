@@ -423,3 +423,181 @@ async fn each_role_sees_its_own_caseload_and_acts_only_on_its_own_patients() {
         StatusCode::BAD_REQUEST
     );
 }
+
+/// A raw patient id of therapist `raw` (from the synthetic clinic's episodes.csv), and the page
+/// address of that patient's latest episode.
+fn patient_of(f: &Fixture, raw: &str) -> (String, String) {
+    let csv = std::fs::read_to_string(f._tmp.path().join("data/clinic-01/episodes.csv")).unwrap();
+    let patient = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|c| c[2] == raw)
+        .map(|c| c[1].to_owned())
+        .unwrap();
+    let at = f
+        .node
+        .locate(&crate::support::Who::Patient(patient.clone()))
+        .unwrap();
+    (patient, format!("/patient/{}", at.shown))
+}
+
+fn views(f: &Fixture) -> Vec<(String, String)> {
+    let store = f.node.store();
+    let mut stmt = store
+        .conn()
+        .prepare("SELECT user_name, page FROM patient_view ORDER BY view_id")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_patients_page_is_its_therapists_alone_and_every_view_is_recorded() {
+    let f = fixture();
+    let (raw, mine) = patient_of(&f, &f.therapists[0]);
+    let (_, theirs) = patient_of(&f, &f.therapists[1]);
+    let (cookie, csrf) = session(&f.app, "cleo").await;
+    let r = call(&f.app, get(&mine, Some(&cookie))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let page = text(r).await;
+    assert!(
+        page.contains("<svg") && page.contains("Scores by session"),
+        "{page}"
+    );
+    for inline in ["<script", "<style", "style=\""] {
+        assert!(!page.contains(inline), "{inline} in a patient page");
+    }
+    assert!(page.contains(&format!("{mine}/print")));
+    let print = text(call(&f.app, get(&format!("{mine}/print"), Some(&cookie))).await).await;
+    assert!(print.contains("Printed from mbc-node by cleo"), "{print}");
+    assert!(
+        !print.contains("name=\"csrf\""),
+        "a printable view has no buttons"
+    );
+    assert_eq!(
+        views(&f),
+        vec![
+            ("cleo".into(), "patient".into()),
+            ("cleo".into(), "print".into())
+        ]
+    );
+    // Another therapist's patient, a made-up episode, a malformed one: the same refusal,
+    // and nothing recorded.
+    for path in [
+        theirs.as_str(),
+        "/patient/0123456789ab",
+        "/patient/..%2fetc",
+        "/patient/x/print",
+    ] {
+        let r = call(&f.app, get(path, Some(&cookie))).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    assert_eq!(views(&f).len(), 2);
+    // Found by the clinic's own id, with a POST (the id stays out of the address).
+    let r = call(
+        &f.app,
+        post(
+            "/patient/find",
+            Some(&cookie),
+            &[("csrf", &csrf), ("id", &raw)],
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[header::LOCATION], mine.as_str());
+    let (other_raw, _) = patient_of(&f, &f.therapists[1]);
+    let r = call(
+        &f.app,
+        post(
+            "/patient/find",
+            Some(&cookie),
+            &[("csrf", &csrf), ("id", &other_raw)],
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // A supervisor sees both; an admin and a coordinator neither.
+    let (sven, _) = session(&f.app, "sven").await;
+    for path in [&mine, &theirs] {
+        assert_eq!(
+            call(&f.app, get(path, Some(&sven))).await.status(),
+            StatusCode::OK
+        );
+    }
+    for who in ["ada", "cora"] {
+        let (c, _) = session(&f.app, who).await;
+        assert_eq!(
+            call(&f.app, get(&mine, Some(&c))).await.status(),
+            StatusCode::FORBIDDEN
+        );
+    }
+    assert_eq!(views(&f).len(), 4);
+    assert_eq!(
+        users::views(&f.node.store(), Some("sven"), 10)
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn an_alert_acted_on_from_a_patients_page_leads_back_there_and_never_elsewhere() {
+    let f = fixture();
+    let (cookie, csrf) = session(&f.app, "cleo").await;
+    let (id, episode): (i64, String) = f
+        .node
+        .store()
+        .conn()
+        .query_row(
+            "SELECT a.alert_id, substr(e.pseudonym, 1, 12) FROM alert a JOIN episode e USING (episode_id)
+             JOIN therapist t ON t.therapist_id = e.therapist_id WHERE t.pseudonym = ?1 LIMIT 1",
+            [f.node
+                .pseudonymiser()
+                .pseudonym(IdKind::Therapist, &f.therapists[0])],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let here = format!("/patient/{episode}");
+    let page = text(call(&f.app, get(&here, Some(&cookie))).await).await;
+    assert!(
+        page.contains(&format!("/alerts/{id}/ack")),
+        "the page offers its alert"
+    );
+    let r = call(
+        &f.app,
+        post(
+            &format!("/alerts/{id}/ack"),
+            Some(&cookie),
+            &[("csrf", &csrf), ("back", &here)],
+        ),
+    )
+    .await;
+    assert_eq!(r.headers()[header::LOCATION], here.as_str());
+    let page = text(call(&f.app, get(&here, Some(&cookie))).await).await;
+    assert!(
+        !page.contains(&format!("/alerts/{id}/ack\"")),
+        "acknowledged"
+    );
+    let r = call(
+        &f.app,
+        post(
+            &format!("/alerts/{id}/resolve"),
+            Some(&cookie),
+            &[("csrf", &csrf), ("back", "https://evil.example/")],
+        ),
+    )
+    .await;
+    assert_eq!(r.headers()[header::LOCATION], "/");
+    for evil in [
+        "//evil.example",
+        "/patient/../login",
+        "/patient/0123456789AB",
+        "/login",
+    ] {
+        assert_eq!(super::caseload::back_to(Some(evil)), "/", "{evil}");
+    }
+    assert_eq!(super::caseload::back_to(Some(&here)), here);
+}

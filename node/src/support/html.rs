@@ -26,20 +26,67 @@ fn look(s: Option<Signal>) -> (&'static str, &'static str, &'static str) {
     }
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;\
-padding:0 1rem;color:#222}h1{font-size:1.5rem}h2{margin-top:2rem;border-bottom:1px solid #ccc}\
-table{border-collapse:collapse;margin:.5rem 0}td,th{padding:.25rem .6rem;border-bottom:1px solid \
-#e5e5e5;text-align:right;white-space:nowrap}td:first-child,th:first-child{text-align:left}.note{color:#555;\
-font-size:.9rem}.safety{background:#fde8e8;border-left:4px solid #b2182b;padding:.5rem 1rem;\
-margin:.6rem 0}.warn{background:#fff6db;border-left:4px solid #d9a400;padding:.5rem 1rem}\
-.sig{font-weight:600}.alerts{background:#fde8e8;border-left:4px solid #b2182b;padding:.2rem 1rem;\
-margin:.6rem 0}.alerts h2{margin-top:.4rem;border:0;font-size:1.1rem}.dropout{background:#eef3f8;\
-border-left:4px solid #1b6ca8;padding:.5rem 1rem}";
+/// The page's own rules (the file), which the dashboard replaces with its frame's.
+const PAGE_CSS: &str = "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;\
+padding:0 1rem;color:#222}h1{font-size:1.5rem}.alerts{background:#fde8e8;border-left:4px solid \
+#b2182b;padding:.2rem 1rem;margin:.6rem 0}.alerts h2{margin-top:.4rem;font-size:1.1rem}\
+.note{color:#555;font-size:.9rem}";
 
-/// The page, with the episode's unresolved alerts (one line each) at the top.
+/// The rules of what `body` draws, all under `.support`: the file inlines them, the dashboard
+/// serves them with its style sheet (its policy allows no inline style).
+pub const CSS: &str = ".support h2{margin-top:2rem;border-bottom:1px solid #ccc}\
+.support table{border-collapse:collapse;margin:.5rem 0;background:#fff}.support td,.support th\
+{padding:.25rem .6rem;border-bottom:1px solid #e5e5e5;text-align:right;white-space:nowrap}\
+.support th{white-space:normal;vertical-align:bottom}.support td:first-child,\
+.support th:first-child,.support td.sig,.support .scores th:last-child{text-align:left}.support .note{color:#555;\
+font-size:.9rem}.support .safety{background:#fde8e8;border-left:4px solid #b2182b;padding:.5rem \
+1rem;margin:.6rem 0}.support .warn{background:#fff6db;border-left:4px solid #d9a400;padding:.5rem \
+1rem}.support .sig{font-weight:600}.support .dropout{background:#eef3f8;border-left:4px solid \
+#1b6ca8;padding:.5rem 1rem}.support .s-red{color:#b2182b}.support .s-yellow{color:#8a6d00}\
+.support .s-green{color:#1b7837}.support .s-grey,.support .s-white,.support .s-intake{color:#555}\
+.support .critical{background:#fde8e8;font-weight:700}.support svg{max-width:100%;height:auto}\
+.support .scroll{overflow-x:auto}@media print{.support h2{break-after:avoid}.support svg,\
+.support table{break-inside:avoid}}";
+
+/// The class of a signal's symbol.
+fn class(s: Option<Signal>) -> &'static str {
+    match s {
+        None => "s-intake",
+        Some(Signal::Grey) => "s-grey",
+        Some(Signal::White) => "s-white",
+        Some(Signal::Green) => "s-green",
+        Some(Signal::Yellow) => "s-yellow",
+        Some(Signal::Red) => "s-red",
+    }
+}
+
+/// The page as a self-contained file, with the episode's unresolved alerts (one line each) at
+/// the top.
 pub fn html(p: &PatientSupport, alerts: &[String], now: &str) -> String {
     let mut h = String::new();
     let title = format!("Clinical support: patient {}", esc(&p.patient));
+    let _ = write!(
+        h,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
+         <style>{PAGE_CSS}{CSS}</style></head><body><h1>{title}</h1>"
+    );
+    if !alerts.is_empty() {
+        h.push_str("<div class=\"alerts\"><h2>Open alerts</h2><ul>");
+        for a in alerts {
+            let _ = write!(h, "<li>{}</li>", esc(a));
+        }
+        h.push_str("</ul><p class=\"note\">Acknowledge or resolve with <code>mbc-node alerts ack|resolve ID --by NAME</code>.</p></div>");
+    }
+    h.push_str(&body(p, now));
+    h.push_str("</body></html>\n");
+    h
+}
+
+/// What the page shows below its title and alerts, in one `<div class="support">` (no inline
+/// style, so the dashboard can serve it under its policy): the basis, a safety banner when the
+/// latest answers call for one, and per instrument the chart, the table and the item answers.
+pub fn body(p: &PatientSupport, now: &str) -> String {
+    let mut h = String::from("<div class=\"support\">");
     let network = p
         .instruments
         .iter()
@@ -52,18 +99,30 @@ pub fn html(p: &PatientSupport, alerts: &[String], now: &str) -> String {
     };
     let _ = write!(
         h,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
-         <style>{STYLE}</style></head><body><h1>{title}</h1><p class=\"note\">Episode {}…, \
-         computed {now} by mbc-node {} {basis}.</p>",
+        "<p class=\"note\">Episode {}…, computed {now} by mbc-node {} {basis}.</p>",
         esc(&p.episode),
         env!("CARGO_PKG_VERSION")
     );
-    if !alerts.is_empty() {
-        h.push_str("<div class=\"alerts\"><h2>Open alerts</h2><ul>");
-        for a in alerts {
-            let _ = write!(h, "<li>{}</li>", esc(a));
+    for i in &p.instruments {
+        if let Some(last) = i.observed.last()
+            && !last.safety.is_empty()
+        {
+            let _ = write!(
+                h,
+                "<p class=\"safety\" role=\"alert\"><b>Safety, at the latest {} (session {}, \
+                 {}):</b> {}. Follow the clinic's risk procedure before anything else on this \
+                 page.</p>",
+                esc(&i.instrument),
+                last.session,
+                esc(&last.date),
+                esc(&last
+                    .safety
+                    .iter()
+                    .map(|s| s.reason.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "))
+            );
         }
-        h.push_str("</ul><p class=\"note\">Acknowledge or resolve with <code>mbc-node alerts ack|resolve ID --by NAME</code>.</p></div>");
     }
     for s in &p.alerts {
         let _ = write!(
@@ -94,7 +153,7 @@ pub fn html(p: &PatientSupport, alerts: &[String], now: &str) -> String {
     for i in &p.instruments {
         instrument(&mut h, i);
     }
-    h.push_str("</body></html>\n");
+    h.push_str("</div>");
     h
 }
 
@@ -172,26 +231,29 @@ fn instrument(h: &mut String, i: &InstrumentSupport) {
     }
     chart(h, i);
     h.push_str(
-        "<table><tr><th>session</th><th>date</th><th>score</th><th>expected</th>\
+        "<div class=\"scroll\"><table class=\"scores\"><caption class=\"note\">Scores by session, with what \
+         similar past patients scored</caption><tr><th>session</th><th>date</th><th>score</th><th>expected</th>\
          <th>on track up to (P75)</th><th>failure boundary (P90)</th><th>signal</th></tr>",
     );
     for o in &i.observed {
-        let (colour, symbol, words) = look(o.signal);
+        let (_, symbol, words) = look(o.signal);
         let cell = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.1}"));
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td class=\"sig\"><span style=\"color:{}\">{symbol}</span> {words}</td></tr>",
+             <td class=\"sig\"><span class=\"{}\" aria-hidden=\"true\">{symbol}</span> \
+             {words}</td></tr>",
             o.session,
             esc(&o.date),
             o.score,
             cell(o.band.as_ref().map(|b| b.expected)),
             cell(o.band.as_ref().map(|b| b.p75)),
             cell(o.band.as_ref().map(|b| b.p90)),
-            if colour == "#ffffff" { "#555" } else { colour },
+            class(o.signal),
         );
     }
-    h.push_str("</table>");
+    h.push_str("</table></div>");
+    answers(h, i);
     if !i.consider.is_empty() {
         h.push_str("<p><b>Consider</b> (Trier Treatment Navigator areas):</p><ul>");
         for c in &i.consider {
@@ -199,6 +261,58 @@ fn instrument(h: &mut String, i: &InstrumentSupport) {
         }
         h.push_str("</ul>");
     }
+}
+
+/// Item answers at intake, the previous and the latest administration (those that have any),
+/// an answer at or above its item's critical value marked in words as well as colour.
+fn answers(h: &mut String, i: &InstrumentSupport) {
+    let with: Vec<&super::Observed> = i.observed.iter().filter(|o| !o.items.is_empty()).collect();
+    let shown: Vec<(&str, &super::Observed)> = match with.as_slice() {
+        [] => return,
+        [only] => vec![("intake", only)],
+        [first, last] => vec![("first", first), ("latest", last)],
+        [first, .., previous, last] => {
+            vec![("first", first), ("previous", previous), ("latest", last)]
+        }
+    };
+    let items: std::collections::BTreeMap<usize, &str> = shown
+        .iter()
+        .flat_map(|(_, o)| o.items.iter().map(|a| (a.item, a.code.as_str())))
+        .collect();
+    let _ = write!(
+        h,
+        "<div class=\"scroll\"><table class=\"items\"><caption class=\"note\">{} item \
+         answers</caption><tr><th>item</th>",
+        esc(&i.instrument)
+    );
+    for (label, o) in &shown {
+        let _ = write!(h, "<th>{label}<br>session {}</th>", o.session);
+    }
+    h.push_str("</tr>");
+    for (item, code) in &items {
+        let _ = write!(h, "<tr><td>item {item}");
+        if !code.is_empty() {
+            let _ = write!(h, " <span class=\"note\">({})</span>", esc(code));
+        }
+        h.push_str("</td>");
+        for (_, o) in &shown {
+            match o.items.iter().find(|a| a.item == *item) {
+                Some(a) if a.critical => {
+                    let _ = write!(
+                        h,
+                        "<td class=\"critical\">{} (needs attention)</td>",
+                        a.value
+                    );
+                }
+                Some(a) => {
+                    let _ = write!(h, "<td>{}</td>", a.value);
+                }
+                None => h.push_str("<td>—</td>"),
+            }
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</table></div>");
 }
 
 /// The curve the signals used: from intake up to the last of sessions 2–3, and after them the
@@ -245,7 +359,8 @@ fn chart(h: &mut String, i: &InstrumentSupport) {
         h,
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{ht}\" \
          viewBox=\"0 0 {w} {ht}\" role=\"img\" aria-label=\"{} scores by session against \
-         similar past patients\" style=\"font:12px system-ui,sans-serif\">",
+         similar past patients (the table below gives every value)\" font-size=\"12\" \
+         font-family=\"system-ui,sans-serif\">",
         esc(&i.instrument)
     );
     // Axes and grid.
