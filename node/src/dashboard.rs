@@ -23,6 +23,7 @@ use crate::users::User;
 
 mod auth;
 mod caseload;
+mod matching;
 mod page;
 mod patient;
 #[cfg(test)]
@@ -69,6 +70,8 @@ impl Dashboard {
             .route("/login", get(auth::login_page).post(auth::login))
             .route("/logout", post(auth::logout))
             .route("/alerts/{id}/{action}", post(caseload::act))
+            .route("/match", get(matching::form_page).post(matching::run))
+            .route("/match/{id}/record", post(matching::record))
             .route("/patient/find", post(patient::find))
             .route("/patient/{episode}", get(patient::page))
             .route("/patient/{episode}/print", get(patient::print))

@@ -12,6 +12,7 @@
 
 mod audit;
 pub mod report;
+pub mod request;
 
 use std::collections::HashMap;
 

@@ -4,12 +4,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use protocol::matching::{Position, Preference, Slot};
-use serde::Deserialize;
 
 use super::stats::RevealArgs;
 use super::{DataDir, data_dir};
-use crate::matching::{self, Ask, Choice, Groups, MatchReport, Matched, Origin, Patient};
+use crate::matching::request::{GroupsFile, RequestFile, ask};
+use crate::matching::{self, Ask, Choice, MatchReport, Matched};
 use crate::node::Node;
 
 /// Request flags: who, preferences, logistics. Everything a request file can say.
@@ -168,39 +167,6 @@ struct ReportArgs {
     json: bool,
 }
 
-/// A request file: the flags' keys, closed.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RequestFile {
-    patient: Option<String>,
-    #[serde(default)]
-    scores: std::collections::BTreeMap<String, f64>,
-    #[serde(default)]
-    urgent: bool,
-    #[serde(default)]
-    prefer: Vec<String>,
-    #[serde(default)]
-    require: Vec<String>,
-    #[serde(default)]
-    windows: Vec<String>,
-    from: Option<[f64; 2]>,
-    near: Option<String>,
-    radius_km: Option<f64>,
-    payer: Option<String>,
-    max_wait_days: Option<u32>,
-    #[serde(default)]
-    groups: GroupsFile,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GroupsFile {
-    sex: Option<String>,
-    age: Option<i64>,
-    ethnicity: Option<String>,
-    deprivation_decile: Option<i64>,
-}
-
 /// `match`.
 pub(super) fn match_cmd(a: MatchArgs) -> Result<()> {
     match a.command {
@@ -225,61 +191,6 @@ pub(super) fn match_cmd(a: MatchArgs) -> Result<()> {
         print!("{}", text(&matched));
     }
     Ok(())
-}
-
-/// The preferences and windows of a request, or every problem with them at once.
-fn parse_wishes(
-    prefer: &[String],
-    require: &[String],
-    windows: &[String],
-) -> Result<(Vec<Preference>, Vec<Slot>)> {
-    let mut problems = Vec::new();
-    let mut preferences = Vec::new();
-    for (list, required) in [(prefer, false), (require, true)] {
-        for p in list.iter().filter(|p| !p.trim().is_empty()) {
-            match Preference::parse(p, required) {
-                Ok(p) => preferences.push(p),
-                Err(e) => problems.push(e.to_string()),
-            }
-        }
-    }
-    let mut slots = Vec::new();
-    for w in windows.iter().filter(|w| !w.trim().is_empty()) {
-        match Slot::parse(w) {
-            Ok(s) => slots.extend(s),
-            Err(e) => problems.push(e.to_string()),
-        }
-    }
-    if !problems.is_empty() {
-        bail!("{}", problems.join("; "));
-    }
-    slots.sort();
-    slots.dedup();
-    Ok((preferences, slots))
-}
-
-fn groups(
-    sex: Option<String>,
-    age: Option<i64>,
-    ethnicity: Option<String>,
-    decile: Option<i64>,
-) -> Result<Groups> {
-    if let Some(a) = age
-        && !(0..=130).contains(&a)
-    {
-        bail!("age {a} is not an age in years (0–130)");
-    }
-    if let Some(d) = decile
-        && !(1..=10).contains(&d)
-    {
-        bail!("deprivation decile {d} is outside 1–10");
-    }
-    Ok(Groups {
-        ethnicity,
-        sex: sex.map(|s| s.to_lowercase()),
-        age_band: age.map(matching::age_band),
-        deprivation_decile: decile,
-    })
 }
 
 /// The flags as a request (the same shape as a request file).
@@ -351,42 +262,6 @@ fn from_file(path: &Path) -> Result<Ask> {
         toml::from_str(&text).with_context(|| format!("{file}: not a valid request"))?
     };
     ask(r).with_context(|| format!("{file}"))
-}
-
-/// A request (from flags or a file) checked into an [`Ask`].
-fn ask(r: RequestFile) -> Result<Ask> {
-    let patient = match (r.patient, r.scores.is_empty()) {
-        (Some(_), false) => bail!("give either a stored patient or scores, not both"),
-        (Some(p), true) => Patient::Stored(p),
-        (None, true) => bail!("say whose intake to match on: patient = \"ID\" or [scores]"),
-        (None, false) => Patient::Given {
-            scores: r.scores.into_iter().collect(),
-            groups: groups(
-                r.groups.sex,
-                r.groups.age,
-                r.groups.ethnicity,
-                r.groups.deprivation_decile,
-            )?,
-        },
-    };
-    let from = match (r.from, r.near) {
-        (Some(_), Some(_)) => bail!("give either from or near, not both"),
-        (Some([lat, lon]), None) => Some(Origin::Position(Position { lat, lon }.validate()?)),
-        (None, Some(site)) => Some(Origin::Site(site)),
-        (None, None) => None,
-    };
-    let (preferences, windows) = parse_wishes(&r.prefer, &r.require, &r.windows)?;
-    Ok(Ask {
-        patient,
-        urgent: r.urgent,
-        preferences,
-        windows,
-        from,
-        radius_km: r.radius_km,
-        payer: r.payer,
-        max_wait_days: r.max_wait_days,
-        by: None,
-    })
 }
 
 /// The shortlist as text, for staff going through it with the patient.

@@ -47,6 +47,7 @@ pub(super) fn frame(s: &Session, active: &str, title: &str, body: Markup) -> Mar
     let mut nav: Vec<(&str, &str)> = Vec::new();
     if s.user.sees_patients() {
         nav.push(("/", "Caseload"));
+        nav.push(("/match", "Match"));
     }
     html! {
         (DOCTYPE)

@@ -601,3 +601,132 @@ async fn an_alert_acted_on_from_a_patients_page_leads_back_there_and_never_elsew
     }
     assert_eq!(super::caseload::back_to(Some(&here)), here);
 }
+
+fn count(f: &Fixture, table: &str) -> i64 {
+    f.node
+        .store()
+        .conn()
+        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_match_screen_lists_logs_and_records_and_a_bad_request_logs_nothing() {
+    let f = fixture();
+    let (cookie, csrf) = session(&f.app, "cleo").await;
+    let form = text(call(&f.app, get("/match", Some(&cookie))).await).await;
+    assert!(form.contains("name=\"window\" value=\"mon-eve\""), "{form}");
+    // Every problem at once, the form kept, nothing logged.
+    let r = call(
+        &f.app,
+        post(
+            "/match",
+            Some(&cookie),
+            &[
+                ("csrf", &csrf),
+                ("phq9", "eighteen"),
+                ("gad7", "12"),
+                ("prefer", "colour=blue"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = text(r).await;
+    assert!(
+        page.contains("PHQ-9: &quot;eighteen&quot; is not a number"),
+        "{page}"
+    );
+    let r = call(
+        &f.app,
+        post(
+            "/match",
+            Some(&cookie),
+            &[
+                ("csrf", &csrf),
+                ("gad7", "12"),
+                ("prefer", "colour=blue"),
+                ("window", "mon-eve"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = text(r).await;
+    assert!(page.contains("colour"), "{page}");
+    assert!(
+        page.contains("value=\"mon-eve\" checked"),
+        "the form keeps what was given"
+    );
+    // Another therapist's stored patient is not cleo's to match.
+    let (theirs, _) = patient_of(&f, &f.therapists[1]);
+    let r = call(
+        &f.app,
+        post(
+            "/match",
+            Some(&cookie),
+            &[("csrf", &csrf), ("patient", &theirs)],
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(text(r).await.contains("among your patients"));
+    assert_eq!(count(&f, "match_request"), 0);
+    // A good request: the shortlist, logged once, by cleo.
+    let r = call(
+        &f.app,
+        post(
+            "/match",
+            Some(&cookie),
+            &[
+                ("csrf", &csrf),
+                ("phq9", "18"),
+                ("gad7", "12"),
+                ("prefer", "gender=female"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let page = text(r).await;
+    assert!(
+        page.contains("Wait or fit:") && page.contains("The patient chose this therapist"),
+        "{page}"
+    );
+    assert_eq!(count(&f, "match_request"), 1);
+    let (id, by): (i64, Option<String>) = f
+        .node
+        .store()
+        .conn()
+        .query_row("SELECT request_id, by_whom FROM match_request", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(by.as_deref(), Some("cleo"));
+    let chose = hidden(&page, "chose");
+    let r = call(
+        &f.app,
+        post(
+            &format!("/match/{id}/record"),
+            Some(&cookie),
+            &[("csrf", &csrf), ("chose", &chose)],
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(text(r).await.contains("Recorded: the patient chose"));
+    assert_eq!(count(&f, "match_outcome"), 1);
+    // Admins and coordinators do not match patients.
+    let (ada, ada_csrf) = session(&f.app, "ada").await;
+    assert_eq!(
+        call(&f.app, get("/match", Some(&ada))).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let r = call(
+        &f.app,
+        post("/match", Some(&ada), &[("csrf", &ada_csrf), ("phq9", "18")]),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(count(&f, "match_request"), 1);
+}
