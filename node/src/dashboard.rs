@@ -22,7 +22,9 @@ use crate::node::Node;
 use crate::users::User;
 
 mod auth;
+mod card;
 mod caseload;
+mod clinic;
 mod matching;
 mod page;
 mod patient;
@@ -70,6 +72,14 @@ impl Dashboard {
             .route("/login", get(auth::login_page).post(auth::login))
             .route("/logout", post(auth::logout))
             .route("/alerts/{id}/{action}", post(caseload::act))
+            .route("/card", get(card::index))
+            .route("/card/{therapist}", get(card::card))
+            .route("/clinic", get(clinic::page))
+            .route(
+                "/clinic/import",
+                post(clinic::import)
+                    .layer(axum::extract::DefaultBodyLimit::max(clinic::MAX_UPLOAD)),
+            )
             .route("/match", get(matching::form_page).post(matching::run))
             .route("/match/{id}/record", post(matching::record))
             .route("/patient/find", post(patient::find))

@@ -394,6 +394,20 @@ pub fn import_file(
 ) -> Result<FileOutcome> {
     let file = path.display().to_string();
     let content = std::fs::read(path).with_context(|| format!("couldn't read {file}"))?;
+    import_bytes(store, pseudo, &file, content, options, now)
+}
+
+/// [`import_file`] of a file's `content` already read (an upload), `file` naming it in every
+/// message and in the import log.
+pub fn import_bytes(
+    store: &mut Store,
+    pseudo: &Pseudonymiser,
+    file: &str,
+    content: Vec<u8>,
+    options: &Options,
+    now: &str,
+) -> Result<FileOutcome> {
+    let file = file.to_owned();
     let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &content));
     let format = options.format.unwrap_or_else(|| Format::detect(&content));
     let previous: Option<(String, String, u64)> = store
@@ -427,14 +441,7 @@ pub fn import_file(
     store
         .conn()
         .pragma_update(None, "cache_size", -IMPORT_CACHE_KIB)?;
-    let outcome = write_file(
-        store,
-        pseudo,
-        path,
-        options,
-        now,
-        (file, sha256, format, content),
-    );
+    let outcome = write_file(store, pseudo, options, now, (file, sha256, format, content));
     // Not `?`: a file already committed must not be reported as failed (a larger cache left
     // behind is harmless).
     let _ = store.conn().pragma_update(None, "cache_size", cache);
@@ -448,7 +455,6 @@ const IMPORT_CACHE_KIB: i64 = 64 * 1024;
 fn write_file(
     store: &mut Store,
     pseudo: &Pseudonymiser,
-    path: &Path,
     options: &Options,
     now: &str,
     (file, sha256, format, content): (String, String, Format, Vec<u8>),
@@ -480,7 +486,7 @@ fn write_file(
         (kind, rows, counts, skipped, corrections)
     };
     progress.finish();
-    let file_name = path
+    let file_name = Path::new(&file)
         .file_name()
         .map_or(file.clone(), |n| n.to_string_lossy().into_owned());
     tx.execute(

@@ -245,6 +245,34 @@ impl Node {
         Ok(outcomes)
     }
 
+    /// Imports one uploaded file named `name` (the dashboard), whole or not at all, as
+    /// `import` does; then raises the alerts of what it added.
+    pub fn import_upload(
+        &self,
+        name: &str,
+        content: Vec<u8>,
+    ) -> Result<(FileOutcome, Option<crate::alerts::Raised>)> {
+        let options = import::Options {
+            episode_gap_weeks: self.config.import.episode_gap_weeks,
+            ..Default::default()
+        };
+        let outcome = {
+            let mut store = self.store();
+            import::import_bytes(
+                &mut store,
+                &self.pseudonymiser,
+                name,
+                content,
+                &options,
+                &clock::now(),
+            )?
+        };
+        let alerts = (outcome.status == "imported")
+            .then(|| self.raise_alerts())
+            .transpose()?;
+        Ok((outcome, alerts))
+    }
+
     /// Assesses the open episodes' new sessions and raises their alerts (after an import).
     pub fn raise_alerts(&self) -> Result<crate::alerts::Raised> {
         let store = self.store();

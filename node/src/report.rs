@@ -24,27 +24,53 @@ fn colour(label: Label) -> &'static str {
     }
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}\
-h1{font-size:1.6rem}h2{margin-top:2.5rem;border-bottom:1px solid #ccc}h3{margin-top:1.8rem}\
-table{border-collapse:collapse;margin:.5rem 0}td,th{padding:.25rem .6rem;border-bottom:1px solid #e5e5e5;text-align:right}\
-td:first-child,th:first-child{text-align:left}.note{color:#555;font-size:.9rem}\
-.label{font-weight:600}.card{border:1px solid #ddd;border-radius:6px;padding:.5rem 1rem;margin:1rem 0}";
+/// The file's own page rules (the dashboard has its frame's).
+const PAGE_CSS: &str = "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;\
+padding:0 1rem;color:#222}h1{font-size:1.6rem}";
+
+/// The rules of what [`body`] draws, all under `.report`: the file inlines them, the dashboard
+/// serves them with its style sheet (no inline style there).
+pub const CSS: &str = ".report h2{margin-top:2.5rem;border-bottom:1px solid #ccc}.report h3\
+{margin-top:1.8rem}.report table{border-collapse:collapse;margin:.5rem 0;background:#fff}\
+.report td,.report th{padding:.25rem .6rem;border-bottom:1px solid #e5e5e5;text-align:right}\
+.report td:first-child,.report th:first-child{text-align:left}.report .note{color:#555;\
+font-size:.9rem}.report .label{font-weight:600}.report .label-effective{color:#1b7837}\
+.report .label-ineffective{color:#b2182b}.report .label-neutral{color:#4d4d4d}\
+.report .label-insufficient{color:#6b6b6b}.report .card{border:1px solid #ddd;border-radius:6px;\
+padding:.5rem 1rem;margin:1rem 0;background:#fff}.report svg{max-width:100%;height:auto}";
+
+/// The class of a label's cell.
+fn label_class(label: Label) -> &'static str {
+    match label {
+        Label::Effective => "label label-effective",
+        Label::Ineffective => "label label-ineffective",
+        Label::Neutral => "label label-neutral",
+        Label::InsufficientData => "label label-insufficient",
+    }
+}
+
+/// The title of the report, or of one therapist's card.
+fn title(d: &Derived, only: Option<&str>) -> String {
+    match only.and_then(|o| d.therapists.iter().position(|t| t == o)) {
+        Some(t) => format!("Report card of therapist {}: {}", d.who(t), d.clinic),
+        None => format!("Outcomes report: {}", d.clinic),
+    }
+}
 
 /// Renders the report. `only` limits it to one therapist's card (by full pseudonym).
 pub fn html(d: &Derived, only: Option<&str>, now: &str) -> String {
-    let mut h = String::new();
-    let title = match only.and_then(|o| d.therapists.iter().position(|t| t == o)) {
-        Some(t) => format!(
-            "Report card of therapist {}: {}",
-            esc(&d.who(t)),
-            esc(&d.clinic)
-        ),
-        None => format!("Outcomes report: {}", esc(&d.clinic)),
-    };
-    let _ = write!(
-        h,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title><style>{STYLE}</style></head><body><h1>{title}</h1>"
-    );
+    let title = esc(&title(d, only)).into_owned();
+    format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
+         <style>{PAGE_CSS}{CSS}</style></head><body><h1>{title}</h1>{}</body></html>\n",
+        body(d, only, now)
+    )
+}
+
+/// What the report shows below its title, in one `<div class="report">` with no inline style
+/// (the dashboard serves it under its policy).
+pub fn body(d: &Derived, only: Option<&str>, now: &str) -> String {
+    let mut h = String::from("<div class=\"report\">");
     let _ = write!(
         h,
         "<p class=\"note\">Computed {now} by mbc-node {} (algorithm v{}) from this clinic's local data. \
@@ -66,6 +92,7 @@ pub fn html(d: &Derived, only: Option<&str>, now: &str) -> String {
         d.settings.minimums.classify,
         d.settings.minimums.show,
     );
+    let summary_at = h.len();
     h.push_str("<h2>Clinic summary</h2>");
     let _ = write!(
         h,
@@ -111,6 +138,7 @@ pub fn html(d: &Derived, only: Option<&str>, now: &str) -> String {
             }
         }
     }
+    let cards_at = h.len();
     h.push_str("<h2>Report cards</h2>");
     let mut shown = 0;
     for (t, pseudonym) in d.therapists.iter().enumerate() {
@@ -150,14 +178,14 @@ pub fn html(d: &Derived, only: Option<&str>, now: &str) -> String {
             for (dom, r) in records {
                 let _ = write!(
                     h,
-                    "<tr><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2} to {:.2}</td><td class=\"label\" style=\"color:{}\">{}</td></tr>",
+                    "<tr><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2} to {:.2}</td><td class=\"{}\">{}</td></tr>",
                     esc(&d.domains[dom].name),
                     r.n,
                     r.mean,
                     r.eb,
                     r.eb_interval.0,
                     r.eb_interval.1,
-                    colour(r.label),
+                    label_class(r.label),
                     r.label.as_str()
                 );
             }
@@ -171,7 +199,18 @@ pub fn html(d: &Derived, only: Option<&str>, now: &str) -> String {
     if shown == 0 {
         h.push_str("<p class=\"note\">No therapist has finished courses or track records yet.</p>");
     }
-    h.push_str("</body></html>\n");
+    // One therapist's card comes first, the clinic after it as what to compare with.
+    if only.is_some() {
+        let cards = h.split_off(cards_at);
+        let summary = h.split_off(summary_at);
+        h.push_str(&cards);
+        h.push_str(&summary.replacen(
+            "<h2>Clinic summary</h2>",
+            "<h2>The clinic, for comparison</h2>",
+            1,
+        ));
+    }
+    h.push_str("</div>");
     h
 }
 
@@ -221,8 +260,10 @@ fn rates_svg(r: &Rates, national: bool) -> String {
     let height = row * rows.len() as f64 + 30.0;
     let x = |p: f64| left + p * width;
     let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" role=\"img\" aria-label=\"clinic rates\" font-size=\"12\">",
-        left + width + 20.0
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{height}\" \
+         viewBox=\"0 0 {w} {height}\" role=\"img\" aria-label=\"rates with 95 % intervals (the \
+         table gives every value)\" font-size=\"12\">",
+        w = left + width + 20.0
     );
     for (i, (name, k, n)) in rows.into_iter().enumerate() {
         let y = 10.0 + row * i as f64;
@@ -299,8 +340,10 @@ fn caterpillar(d: &Derived, records: &[(usize, TrackRecord)]) -> String {
     let height = row * rows.len() as f64 + 40.0;
     let x = |v: f64| left + (v - lo) / (hi - lo) * width;
     let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" role=\"img\" aria-label=\"caterpillar plot\" font-size=\"11\">",
-        left + width + 20.0
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{height}\" \
+         viewBox=\"0 0 {w} {height}\" role=\"img\" aria-label=\"therapists' effects with 95 % \
+         intervals (the table below gives every value)\" font-size=\"11\">",
+        w = left + width + 20.0
     );
     let _ = write!(
         s,
@@ -356,6 +399,27 @@ fn caterpillar(d: &Derived, records: &[(usize, TrackRecord)]) -> String {
     }
     s.push_str("</svg><p class=\"note\">Filled dot: empirical-Bayes effect with 95 % interval; open dot: raw mean residual. \
                 Green: effective; red: ineffective; dark grey: neutral; light grey: too few patients to label. Left of the dashed line = better than expected.</p>");
+    // The same in words, for a screen reader and for anyone who wants the figures.
+    s.push_str(
+        "<details><summary>The same as a table</summary><table><tr><th>therapist</th><th>n</th>\
+         <th>mean residual</th><th>EB effect</th><th>95 % interval</th><th>label</th></tr>",
+    );
+    for (t, r) in &rows {
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2} to {:.2}</td>\
+             <td class=\"{}\">{}</td></tr>",
+            esc(&d.who(*t)),
+            r.n,
+            r.mean,
+            r.eb,
+            r.eb_interval.0,
+            r.eb_interval.1,
+            label_class(r.label),
+            r.label.as_str()
+        );
+    }
+    s.push_str("</table></details>");
     s
 }
 

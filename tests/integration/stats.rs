@@ -177,7 +177,7 @@ fn filters_csv_rules_and_a_therapists_own_card() {
     assert_eq!(card.matches("class=\"card\"").count(), 1);
     assert!(card.contains(&pseudonym[..8]));
     assert!(
-        !card.contains("caterpillar"),
+        !card.contains("aria-label=\"therapists' effects"),
         "a private card shows no other therapists"
     );
 }
@@ -196,7 +196,7 @@ fn report_is_self_contained_html_with_plots_and_cards() {
     let html = std::fs::read_to_string(cwd.join("report.html")).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
     assert_eq!(
-        html.matches("aria-label=\"caterpillar plot\"").count(),
+        html.matches("aria-label=\"therapists' effects").count(),
         2,
         "PHQ-9 and GAD-7 domains"
     );

@@ -116,11 +116,27 @@ pub(super) fn session_of(d: &Dashboard, headers: &HeaderMap) -> Option<Session> 
 /// `request` if its form carries the session's CSRF token (read into memory and given back
 /// to the handler), else a refusal.
 pub(super) async fn check_csrf(request: Request, session: &Session) -> Result<Request, Response> {
-    let form = request
+    let kind = request
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        .unwrap_or("");
+    let form = kind.starts_with("application/x-www-form-urlencoded");
+    // A file upload carries its token in the form's address (the body is the file's).
+    if kind.starts_with("multipart/form-data") {
+        let token = request
+            .uri()
+            .query()
+            .and_then(|q| form_urlencoded_field(q.as_bytes(), "csrf"));
+        if token.is_some_and(|t| digest(&t) == digest(&session.csrf)) {
+            return Ok(request);
+        }
+        tracing::warn!(user = session.user.name, path = %request.uri().path(), "dashboard: refused an upload without its CSRF token");
+        return Err(page::problem(
+            StatusCode::FORBIDDEN,
+            "this form has expired: reload the page and try again",
+        ));
+    }
     let refused = || {
         page::problem(
             StatusCode::FORBIDDEN,

@@ -42,6 +42,9 @@ pub(super) async fn page(
     if !s.user.sees_patients() {
         let body = html! {
             p { "This account (" (s.user.role.title()) ") has no caseload: patient pages are for clinicians and supervisors." }
+            @if s.user.runs_clinic() {
+                p { "See the " a href="/clinic" { "clinic's outcomes, imports and privacy budget" } " and the therapists' " a href="/card" { "report cards" } "." }
+            }
         };
         return page::frame(&s, "", "Welcome", body).into_response();
     }

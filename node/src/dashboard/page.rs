@@ -13,7 +13,12 @@ const CSS: &str = include_str!("app.css");
 
 /// `GET /app.css`: the dashboard's rules, then those of the clinical-support body it embeds.
 pub(super) async fn css() -> Response {
-    let mut r = format!("{CSS}{}\n", crate::support::html::CSS).into_response();
+    let mut r = format!(
+        "{CSS}{}\n{}\n",
+        crate::support::html::CSS,
+        crate::report::CSS
+    )
+    .into_response();
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -48,6 +53,12 @@ pub(super) fn frame(s: &Session, active: &str, title: &str, body: Markup) -> Mar
     if s.user.sees_patients() {
         nav.push(("/", "Caseload"));
         nav.push(("/match", "Match"));
+    }
+    if s.user.sees_patients() || s.user.runs_clinic() {
+        nav.push(("/card", "Report cards"));
+    }
+    if s.user.runs_clinic() {
+        nav.push(("/clinic", "Clinic"));
     }
     html! {
         (DOCTYPE)

@@ -730,3 +730,155 @@ async fn the_match_screen_lists_logs_and_records_and_a_bad_request_logs_nothing(
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert_eq!(count(&f, "match_request"), 1);
 }
+
+#[tokio::test]
+async fn a_report_card_is_its_therapists_their_supervisors_and_the_admins_alone() {
+    let f = fixture();
+    let short =
+        |raw: &str| f.node.pseudonymiser().pseudonym(IdKind::Therapist, raw)[..12].to_owned();
+    let (mine, theirs) = (short(&f.therapists[0]), short(&f.therapists[1]));
+    let (cleo, _) = session(&f.app, "cleo").await;
+    let r = call(&f.app, get("/card", Some(&cleo))).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        r.headers()[header::LOCATION],
+        format!("/card/{mine}").as_str()
+    );
+    let card = text(call(&f.app, get(&format!("/card/{mine}"), Some(&cleo))).await).await;
+    assert!(
+        card.contains("The clinic, for comparison") && card.contains("EB effect"),
+        "{card}"
+    );
+    for inline in ["<script", "<style", "style=\""] {
+        assert!(!card.contains(inline), "{inline} in a report card");
+    }
+    for path in [
+        format!("/card/{theirs}"),
+        "/card/0123456789ab".into(),
+        "/card/x".into(),
+    ] {
+        assert_eq!(
+            call(&f.app, get(&path, Some(&cleo))).await.status(),
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    let (sven, _) = session(&f.app, "sven").await;
+    let list = text(call(&f.app, get("/card", Some(&sven))).await).await;
+    assert!(list.contains(&mine) && list.contains(&theirs));
+    let (ada, _) = session(&f.app, "ada").await;
+    assert_eq!(
+        call(&f.app, get(&format!("/card/{theirs}"), Some(&ada)))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let (cora, _) = session(&f.app, "cora").await;
+    assert_eq!(
+        call(&f.app, get("/card", Some(&cora))).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call(&f.app, get(&format!("/card/{mine}"), Some(&cora)))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// A multipart upload of `files` (name, content) to `path`.
+fn upload(path: &str, cookie: &str, files: &[(&str, &str)]) -> Request<Body> {
+    let mut body = String::new();
+    for (name, content) in files {
+        body.push_str(&format!(
+            "--XBOUNDARYX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: text/csv\r\n\r\n{content}\r\n"
+        ));
+    }
+    body.push_str("--XBOUNDARYX--\r\n");
+    Request::post(path)
+        .header(header::HOST, HOST)
+        .header(header::COOKIE, cookie)
+        .header(
+            header::CONTENT_TYPE,
+            "multipart/form-data; boundary=XBOUNDARYX",
+        )
+        .body(Body::from(body))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_clinic_screen_imports_an_upload_whole_or_not_at_all_for_admins_alone() {
+    let f = fixture();
+    let (ada, csrf) = session(&f.app, "ada").await;
+    let page = text(call(&f.app, get("/clinic", Some(&ada))).await).await;
+    for part in [
+        "Reliable improvement",
+        "Privacy budget",
+        "Every release that left this node",
+        "Patient page views",
+        "enctype=\"multipart/form-data\"",
+    ] {
+        assert!(page.contains(part), "{part} missing from the clinic screen");
+    }
+    let stored = || count(&f, "assessment");
+    let before = stored();
+    let bad = "patient_id,therapist_id,episode_id,session,date,kind,instrument,score,items\n\
+               P1,T1,E1,1,2025-13-45,assessment,PHQ-9,18,\n\
+               P1,T1,E1,2,2025-01-02,assessment,PHQ-9,99,\n";
+    let path = format!("/clinic/import?csrf={csrf}");
+    // Without the token (a form from elsewhere): refused before anything is read.
+    let r = call(&f.app, upload("/clinic/import", &ada, &[("bad.csv", bad)])).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // A bad file: every problem, with its line and field, and nothing stored.
+    let r = call(&f.app, upload(&path, &ada, &[("../../etc/bad.csv", bad)])).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = text(r).await;
+    assert!(
+        page.contains("bad.csv: not imported") && !page.contains("etc/"),
+        "{page}"
+    );
+    assert!(
+        page.contains("line 2, field date") && page.contains("line 3, field score"),
+        "{page}"
+    );
+    assert_eq!(stored(), before);
+    // A good one (a session more for a stored episode) is imported, and raises its alerts.
+    let csv =
+        std::fs::read_to_string(f._tmp.path().join("data/clinic-01/assessments.csv")).unwrap();
+    let last = csv.lines().last().unwrap();
+    let c: Vec<&str> = last.split(',').collect();
+    let session_no: u32 = c[3].parse().unwrap();
+    let next = format!(
+        "patient_id,therapist_id,episode_id,session,date,kind,instrument,score,items\n{},{},{},{},2099-01-01,treatment,{},{},\n",
+        c[0],
+        c[1],
+        c[2],
+        session_no + 1,
+        c[6],
+        c[7]
+    );
+    let r = call(&f.app, upload(&path, &ada, &[("more.csv", &next)])).await;
+    let page = text(r).await;
+    assert!(page.contains("more.csv</b>: imported"), "{page}");
+    assert_eq!(stored(), before + 1);
+    // Nobody else imports or sees the screen.
+    for who in ["cleo", "sven", "cora"] {
+        let (c, t) = session(&f.app, who).await;
+        assert_eq!(
+            call(&f.app, get("/clinic", Some(&c))).await.status(),
+            StatusCode::FORBIDDEN,
+            "{who}"
+        );
+        let r = call(
+            &f.app,
+            upload(
+                &format!("/clinic/import?csrf={t}"),
+                &c,
+                &[("more.csv", &next)],
+            ),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{who}");
+    }
+    assert_eq!(stored(), before + 1);
+}
