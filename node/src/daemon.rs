@@ -131,7 +131,11 @@ pub fn lock(dir: &Path) -> Result<std::fs::File> {
 
 /// Binds and serves the web dashboard of `[dashboard]` (writing its address to
 /// [`crate::dashboard::ADDR_FILE`]); its URL, or `None` when it is off.
-async fn serve_dashboard(node: &Arc<Node>, cancel: &CancellationToken) -> Result<Option<String>> {
+async fn serve_dashboard(
+    node: &Arc<Node>,
+    live: (Client, Arc<Aggregation>),
+    cancel: &CancellationToken,
+) -> Result<Option<String>> {
     let path = node.dir().join(crate::dashboard::ADDR_FILE);
     let Some(bind) = node.config().dashboard.address()? else {
         let _ = std::fs::remove_file(&path);
@@ -145,7 +149,9 @@ async fn serve_dashboard(node: &Arc<Node>, cancel: &CancellationToken) -> Result
     let addr = listener.local_addr()?;
     let mut hosts = vec![addr.to_string(), format!("localhost:{}", addr.port())];
     hosts.extend(node.config().dashboard.hostnames.iter().cloned());
-    let app = crate::dashboard::Dashboard::new(node.clone(), hosts, false).router();
+    let app = crate::dashboard::Dashboard::new(node.clone(), hosts, false)
+        .with_live(live.0, live.1)
+        .router();
     tokio::spawn(api::serve_router(listener, app, cancel.child_token()));
     std::fs::write(&path, format!("{addr}\n"))
         .with_context(|| format!("couldn't write {}", path.display()))?;
@@ -236,14 +242,14 @@ pub async fn serve(node: Arc<Node>, cancel: CancellationToken, announce: bool) -
         node: node.clone(),
         started: Instant::now(),
         token: api::ensure_token(data_dir)?,
-        aggregation,
+        aggregation: aggregation.clone(),
         port: api_addr.port(),
     };
     let api_task = tokio::spawn(api::serve(api_listener, state, cancel.child_token()));
     let addr_file = data_dir.join(api::ADDR_FILE);
     std::fs::write(&addr_file, format!("{api_addr}\n"))
         .with_context(|| format!("couldn't write {}", addr_file.display()))?;
-    let dashboard_url = serve_dashboard(&node, &cancel).await?;
+    let dashboard_url = serve_dashboard(&node, (client.clone(), aggregation), &cancel).await?;
 
     // The first listen address makes the node ready: say so once (stdout, one JSON line).
     let mut ready = false;

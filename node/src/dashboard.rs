@@ -26,10 +26,12 @@ mod card;
 mod caseload;
 mod clinic;
 mod matching;
+mod network;
 mod page;
 mod patient;
 #[cfg(test)]
 mod tests;
+mod validation;
 
 pub use auth::{MAX_FAILURES, SESSION_HOURS};
 
@@ -49,6 +51,8 @@ pub struct Dashboard {
     pub hosts: Arc<Vec<String>>,
     /// Whether it is served over TLS (cookies are then `Secure`).
     pub tls: bool,
+    /// The running daemon's network and rounds, when `run` serves the dashboard.
+    pub live: Option<Live>,
     sessions: Arc<Mutex<auth::Sessions>>,
     throttle: Arc<Mutex<HashMap<String, auth::Failures>>>,
 }
@@ -60,9 +64,23 @@ impl Dashboard {
             node,
             hosts: Arc::new(hosts),
             tls,
+            live: None,
             sessions: Arc::default(),
             throttle: Arc::default(),
         }
+    }
+
+    /// With the running daemon's network client and rounds (the Network screen's live parts).
+    pub fn with_live(
+        mut self,
+        client: crate::net::Client,
+        aggregation: Arc<crate::aggregate::Aggregation>,
+    ) -> Self {
+        self.live = Some(Live {
+            client,
+            aggregation,
+        });
+        self
     }
 
     /// The routes, behind `guard`.
@@ -82,6 +100,9 @@ impl Dashboard {
             )
             .route("/match", get(matching::form_page).post(matching::run))
             .route("/match/{id}/record", post(matching::record))
+            .route("/network", get(network::page))
+            .route("/network/rounds", post(network::start))
+            .route("/validation", get(validation::page).post(validation::run))
             .route("/patient/find", post(patient::find))
             .route("/patient/{episode}", get(patient::page))
             .route("/patient/{episode}/print", get(patient::print))
@@ -89,6 +110,15 @@ impl Dashboard {
             .layer(middleware::from_fn_with_state(self.clone(), guard))
             .with_state(self)
     }
+}
+
+/// What only a running daemon has.
+#[derive(Clone)]
+pub struct Live {
+    /// The network.
+    pub client: crate::net::Client,
+    /// The rounds this node runs as aggregator.
+    pub aggregation: Arc<crate::aggregate::Aggregation>,
 }
 
 /// The signed-in account of a request and its CSRF token (put there by `guard`).

@@ -93,25 +93,7 @@ pub(super) fn support(a: SupportArgs) -> Result<()> {
 
 fn validate(a: ValidateArgs) -> Result<()> {
     let node = Node::open(&a.dir.data_dir)?;
-    let store = node.store();
-    let gap = node.config().import.episode_gap_weeks;
-    let now = crate::clock::now();
-    let cards = support::validate::validate(
-        &store,
-        gap,
-        &Default::default(),
-        &node.config().support,
-        &now,
-    )?;
-    let raised = alerts::raise_switched_on(&store, gap, &now)?;
-    drop(store);
-    let mut cards = cards;
-    if let Some((instrument, check)) =
-        crate::release::dropout_validation(&node, node.engine_settings(&Default::default())?, &now)?
-        && let Some(card) = cards.iter_mut().find(|c| c.instrument == instrument)
-    {
-        card.dropout = Some(check);
-    }
+    let (cards, raised) = node.validate_support()?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&cards)?);
         return Ok(());

@@ -57,8 +57,14 @@ pub(super) fn frame(s: &Session, active: &str, title: &str, body: Markup) -> Mar
     if s.user.sees_patients() || s.user.runs_clinic() {
         nav.push(("/card", "Report cards"));
     }
+    if s.user.sees_patients() || s.user.runs_clinic() {
+        nav.push(("/validation", "Validation"));
+    }
     if s.user.runs_clinic() {
         nav.push(("/clinic", "Clinic"));
+    }
+    if s.user.coordinates() {
+        nav.push(("/network", "Network"));
     }
     html! {
         (DOCTYPE)

@@ -882,3 +882,127 @@ async fn the_clinic_screen_imports_an_upload_whole_or_not_at_all_for_admins_alon
     }
     assert_eq!(stored(), before + 1);
 }
+
+#[tokio::test]
+async fn the_network_screen_and_its_round_form_are_the_coordinators_alone() {
+    let f = fixture();
+    let (cora, csrf) = session(&f.app, "cora").await;
+    let page = text(call(&f.app, get("/network", Some(&cora))).await).await;
+    for part in [
+        "Clinics on the roster",
+        "Rounds",
+        "Signed releases",
+        "Round schedule",
+        "action=\"/network/rounds\"",
+    ] {
+        assert!(
+            page.contains(part),
+            "{part} missing from the network screen"
+        );
+    }
+    // Without a running daemon the form says so and starts nothing; a bad ρ is named.
+    let r = call(
+        &f.app,
+        post(
+            "/network/rounds",
+            Some(&cora),
+            &[("csrf", &csrf), ("kind", "benchmark"), ("rho", "0.1")],
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let r = call(
+        &f.app,
+        post(
+            "/network/rounds",
+            Some(&cora),
+            &[("csrf", &csrf), ("kind", "benchmark"), ("rho", "lots")],
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(text(r).await.contains("ρ &quot;lots&quot; is not a number"));
+    for who in ["cleo", "sven", "ada"] {
+        let (c, t) = session(&f.app, who).await;
+        assert_eq!(
+            call(&f.app, get("/network", Some(&c))).await.status(),
+            StatusCode::FORBIDDEN,
+            "{who}"
+        );
+        let r = call(
+            &f.app,
+            post(
+                "/network/rounds",
+                Some(&c),
+                &[("csrf", &t), ("kind", "benchmark"), ("rho", "0.1")],
+            ),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{who}");
+    }
+}
+
+#[tokio::test]
+async fn every_route_answers_each_role_by_its_rule() {
+    let f = fixture();
+    let (_, mine) = patient_of(&f, &f.therapists[0]);
+    let card = format!(
+        "/card/{}",
+        &f.node
+            .pseudonymiser()
+            .pseudonym(IdKind::Therapist, &f.therapists[0])[..12]
+    );
+    let print = format!("{mine}/print");
+    use StatusCode as S;
+    const OK: S = S::OK;
+    const NO: S = S::FORBIDDEN;
+    const GONE: S = S::NOT_FOUND;
+    const TO: S = S::SEE_OTHER;
+    // GET route: clinician, supervisor, admin, coordinator, no session.
+    let rules: Vec<(&str, [S; 5])> = vec![
+        ("/", [OK, OK, OK, OK, TO]),
+        ("/match", [OK, OK, NO, NO, TO]),
+        (mine.as_str(), [OK, OK, NO, NO, TO]),
+        (print.as_str(), [OK, OK, NO, NO, TO]),
+        ("/card", [TO, OK, OK, NO, TO]),
+        (card.as_str(), [OK, OK, OK, GONE, TO]),
+        ("/validation", [OK, OK, OK, NO, TO]),
+        ("/clinic", [NO, NO, OK, NO, TO]),
+        ("/network", [NO, NO, NO, OK, TO]),
+        ("/login", [OK, OK, OK, OK, OK]),
+        ("/app.css", [OK, OK, OK, OK, OK]),
+    ];
+    let mut cookies = Vec::new();
+    for who in ["cleo", "sven", "ada", "cora"] {
+        cookies.push(Some(session(&f.app, who).await.0));
+    }
+    cookies.push(None);
+    for (path, expected) in &rules {
+        for (k, cookie) in cookies.iter().enumerate() {
+            let got = call(&f.app, get(path, cookie.as_deref())).await.status();
+            assert_eq!(
+                got,
+                expected[k],
+                "GET {path} as {}",
+                ["cleo", "sven", "ada", "cora", "nobody"][k]
+            );
+        }
+    }
+    // Validating again is the admin's: it stores a card per instrument.
+    let before = count(&f, "support_validation");
+    for who in ["cleo", "cora"] {
+        let (c, t) = session(&f.app, who).await;
+        let r = call(&f.app, post("/validation", Some(&c), &[("csrf", &t)])).await;
+        assert_eq!(r.status(), S::FORBIDDEN, "{who}");
+    }
+    assert_eq!(count(&f, "support_validation"), before);
+    let (ada, t) = session(&f.app, "ada").await;
+    let r = call(&f.app, post("/validation", Some(&ada), &[("csrf", &t)])).await;
+    assert_eq!(r.status(), S::SEE_OTHER);
+    assert!(count(&f, "support_validation") > before);
+    let page = text(call(&f.app, get("/validation", Some(&ada))).await).await;
+    assert!(
+        page.contains("PHQ-9") && page.contains("nearest neighbours"),
+        "{page}"
+    );
+}
