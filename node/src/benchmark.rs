@@ -11,15 +11,18 @@
 
 pub mod dropout;
 mod html;
+pub mod site;
 pub mod trajectories;
 
 use anyhow::{Context, Result, bail};
+use base64::Engine as _;
 use protocol::benchmark::document::{
     DomainRelease, LayoutDescription, NETWORK_FORMAT, NetworkDocument, NetworkRelease,
 };
 use protocol::dropout::document::{
     DropoutLayoutDescription, DropoutModel, DropoutRelease, FORMAT as DROPOUT_FORMAT,
 };
+use protocol::keys::NodeKey;
 use protocol::round::SignedRelease;
 use protocol::trajectories::DomainTrajectories;
 use protocol::trajectories::document::{
@@ -455,8 +458,106 @@ pub fn export_json(release: &SignedRelease) -> Result<Value> {
         "signed": "the transcript \"mbc-node/v1 release\" ‖ SHA-256 of the document as gossiped",
         "document_sha256": release.sha256(),
         "value": hex::encode(release.signature.0),
+        "signer": "the document's aggregator key",
+        "document_base64": base64::engine::general_purpose::STANDARD.encode(&release.document.0),
+        "verify": "mbc-node benchmark verify FILE [--coordinator KEY]",
     });
     Ok(doc)
+}
+
+/// What an exported release proved to be ([`verify_export`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct Verified {
+    /// Its id.
+    pub release_id: String,
+    /// Its network.
+    pub network_id: String,
+    /// When it was issued.
+    pub issued_at: String,
+    /// The key that signed it (hex): the document's aggregator, the network's coordinator.
+    pub signer: String,
+    /// SHA-256 of the signed bytes.
+    pub document_sha256: String,
+}
+
+/// Checks an exported release (`export_json`) offline: its signed bytes verify under the key
+/// the document names as its aggregator (and `coordinator`, when given, is that key), the
+/// digest matches, and every figure in the file is the signed document's. Any difference is an
+/// error saying what.
+pub fn verify_export(bytes: &[u8], coordinator: Option<&NodeKey>) -> Result<Verified> {
+    let mut file: Value = serde_json::from_slice(bytes).context("not a JSON document")?;
+    let Some(signature) = file.as_object_mut().and_then(|o| o.remove("signature")) else {
+        bail!("no signature: not a release exported by `mbc-node benchmark export`");
+    };
+    if signature["algorithm"] != "Ed25519" {
+        bail!(
+            "signature algorithm {} is not Ed25519",
+            signature["algorithm"]
+        );
+    }
+    let signed = signature["document_base64"]
+        .as_str()
+        .context("the file holds no copy of the signed bytes (signature.document_base64): export it again with this version")?;
+    let signed = base64::engine::general_purpose::STANDARD
+        .decode(signed)
+        .context("signature.document_base64 is not base64")?;
+    let value: [u8; 64] = signature["value"]
+        .as_str()
+        .and_then(|v| hex::decode(v).ok())
+        .and_then(|v| v.try_into().ok())
+        .context("signature.value is not 64 bytes of hex")?;
+    let document: Value =
+        serde_json::from_slice(&signed).context("the signed bytes are not a JSON document")?;
+    let signer = document["aggregator"]
+        .as_str()
+        .and_then(|v| hex::decode(v).ok())
+        .and_then(|v| <[u8; 32]>::try_from(v).ok())
+        .map(NodeKey)
+        .context("the signed document names no aggregator key")?;
+    if let Some(pinned) = coordinator
+        && *pinned != signer
+    {
+        bail!(
+            "signed by {}, not by the coordinator {} given",
+            hex::encode(signer.0),
+            hex::encode(pinned.0)
+        );
+    }
+    let release = SignedRelease {
+        document: protocol::keys::Bytes(signed),
+        signature: protocol::keys::Signature(value),
+    };
+    release.verify(&signer).map_err(|_| {
+        anyhow::anyhow!("the signature does not verify: the signed bytes were changed, or not signed by the key they name")
+    })?;
+    if signature["document_sha256"] != release.sha256().as_str() {
+        bail!("signature.document_sha256 is not the SHA-256 of the signed bytes");
+    }
+    if file != document {
+        let differs: Vec<String> = match (file.as_object(), document.as_object()) {
+            (Some(a), Some(b)) => a
+                .keys()
+                .chain(b.keys())
+                .filter(|k| a.get(*k) != b.get(*k))
+                .map(String::clone)
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            _ => vec!["(the whole document)".into()],
+        };
+        bail!(
+            "the file's figures differ from what was signed: {}",
+            differs.join(", ")
+        );
+    }
+    let text = |k: &str| document[k].as_str().unwrap_or_default().to_owned();
+    Ok(Verified {
+        release_id: text("release_id"),
+        network_id: text("network_id"),
+        issued_at: text("issued_at"),
+        signer: hex::encode(signer.0),
+        document_sha256: release.sha256(),
+    })
 }
 
 fn pct(v: Option<f64>) -> String {

@@ -5,8 +5,8 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use integration_tests::mbc_stdin;
-use integration_tests::net::{Daemon, form};
+use integration_tests::net::{Daemon, form, network_with_data, wait_converged, wait_for};
+use integration_tests::{Synth, mbc, mbc_stdin};
 
 /// One HTTP/1.1 request to `addr` with `headers` (each ending in CRLF); the status, the
 /// head and the body.
@@ -114,4 +114,215 @@ fn the_running_node_serves_the_dashboard_on_loopback_behind_its_checks() {
         page.contains("<h1>Caseload</h1>") && page.contains("cleo"),
         "{page}"
     );
+}
+
+/// Signs `name` in (password "a long enough password") on the dashboard at `addr`: the session
+/// cookie and the CSRF token of its pages.
+fn signed_in(addr: &str, name: &str, page: &str) -> (String, String) {
+    let login = cookie(&http(addr, addr, "GET /login", "", "").1, "mbc_login");
+    let token = login.split_once('=').unwrap().1.to_owned();
+    let (code, head, _) = http(
+        addr,
+        addr,
+        "POST /login",
+        &format!("Cookie: {login}\r\n"),
+        &format!("name={name}&password=a+long+enough+password&token={token}"),
+    );
+    assert_eq!(code, 303, "{name} could not sign in: {head}");
+    let session = cookie(&head, "mbc_session");
+    let (_, _, body) = http(
+        addr,
+        addr,
+        &format!("GET {page}"),
+        &format!("Cookie: {session}\r\n"),
+        "",
+    );
+    let at = body
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with its token");
+    let rest = &body[at + "name=\"csrf\" value=\"".len()..];
+    (session, rest[..rest.find('"').unwrap()].to_owned())
+}
+
+fn add_user(root: &std::path::Path, node: &str, name: &str, role: &str) {
+    mbc_stdin(
+        root,
+        &[
+            "users",
+            "add",
+            name,
+            "--data-dir",
+            node,
+            "--role",
+            role,
+            "--password-stdin",
+        ],
+        "a long enough password\n",
+    )
+    .ok();
+}
+
+/// The coordinator starts a round from the Network screen of a running network of four, sees
+/// the clinics online and the round in its table, then publishes every release as a static site;
+/// anyone checks a release from it offline, and a changed figure, changed signed bytes or
+/// another coordinator's key are each refused.
+#[test]
+fn a_round_started_from_the_network_screen_is_published_as_a_site_that_verifies_offline() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let nodes = network_with_data(root, "site-net", &Synth::new(11).clinics(4).patients(160));
+    add_user(root, nodes[0].arg(), "cora", "coordinator");
+    let ds: Vec<Daemon> = nodes.iter().map(Daemon::start).collect();
+    wait_converged(&ds.iter().collect::<Vec<_>>(), 4, 3);
+    let addr = ds[0].ready["dashboard"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let (session, csrf) = signed_in(&addr, "cora", "/network");
+    let cookie = format!("Cookie: {session}\r\n");
+    let (_, _, page) = http(&addr, &addr, "GET /network", &cookie, "");
+    assert!(
+        page.contains("3 of 3 other members connected now"),
+        "{page}"
+    );
+    let (code, head, answer) = http(
+        &addr,
+        &addr,
+        "POST /network/rounds",
+        &cookie,
+        &format!("csrf={csrf}&kind=benchmark&rho=0.25&iterations="),
+    );
+    assert_eq!(code, 303, "{head}{answer}");
+    let release = wait_for("the round's release on the coordinator", || {
+        let list = mbc(
+            root,
+            &["benchmark", "list", "--data-dir", nodes[0].arg(), "--json"],
+        )
+        .ok()
+        .json();
+        list["releases"]
+            .as_array()
+            .and_then(|r| r.first())
+            .map(|r| r["release_id"].as_str().unwrap().to_owned())
+    });
+    let (_, _, page) = http(&addr, &addr, "GET /network", &cookie, "");
+    assert!(
+        page.contains(&format!("release <code>{}</code>", &release[..12])),
+        "{page}"
+    );
+    // The site.
+    let site = root.join("site");
+    mbc(
+        root,
+        &[
+            "benchmark",
+            "export",
+            "--data-dir",
+            nodes[0].arg(),
+            "--site",
+            site.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let index = std::fs::read_to_string(site.join("index.html")).unwrap();
+    assert!(
+        index.contains(&format!("releases/{release}.json")),
+        "{index}"
+    );
+    for external in ["src=\"http", "href=\"http", "<script"] {
+        assert!(!index.contains(external), "the site loads {external}");
+    }
+    let json = site.join(format!("releases/{release}.json"));
+    assert!(site.join(format!("releases/{release}.html")).exists());
+    // Checked offline, pinned by a clinic's own network or the key the index names.
+    let ok = mbc(
+        root,
+        &[
+            "benchmark",
+            "verify",
+            json.to_str().unwrap(),
+            "--data-dir",
+            nodes[2].arg(),
+        ],
+    )
+    .ok();
+    assert!(
+        ok.stdout.contains("valid") && ok.stdout.contains("(the coordinator given)"),
+        "{}",
+        ok.stdout
+    );
+    let key = index
+        .split("key <code>")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned();
+    mbc(
+        root,
+        &[
+            "benchmark",
+            "verify",
+            json.to_str().unwrap(),
+            "--coordinator",
+            &key,
+        ],
+    )
+    .ok();
+    // A changed figure, changed signed bytes, another coordinator: refused, each saying why.
+    let text = std::fs::read_to_string(&json).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    doc["summary"][0]["recovery_rate"] = serde_json::json!(0.99);
+    let changed = root.join("changed.json");
+    std::fs::write(&changed, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let r = mbc(
+        root,
+        &[
+            "benchmark",
+            "verify",
+            changed.to_str().unwrap(),
+            "--coordinator",
+            &key,
+        ],
+    );
+    assert!(
+        r.code != 0 && r.stderr.contains("differ from what was signed: summary"),
+        "{}",
+        r.stderr
+    );
+    let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let b64 = doc["signature"]["document_base64"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let flipped = format!(
+        "{}{}",
+        if b64.starts_with('A') { "B" } else { "A" },
+        &b64[1..]
+    );
+    doc["signature"]["document_base64"] = serde_json::json!(flipped);
+    std::fs::write(&changed, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let r = mbc(root, &["benchmark", "verify", changed.to_str().unwrap()]);
+    assert!(r.code != 0, "changed signed bytes verified");
+    let r = mbc(
+        root,
+        &[
+            "benchmark",
+            "verify",
+            json.to_str().unwrap(),
+            "--coordinator",
+            &"ab".repeat(32),
+        ],
+    );
+    assert!(
+        r.code != 0 && r.stderr.contains("not by the coordinator"),
+        "{}",
+        r.stderr
+    );
+    for d in ds {
+        d.stop();
+    }
 }

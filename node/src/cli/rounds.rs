@@ -103,19 +103,48 @@ pub(super) enum BenchmarkCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Write a release as JSON (with its signature) or as an HTML report with plots
+    /// Write a release as JSON (with its signature) or as an HTML report with plots, or every
+    /// release as a static site to publish
     ///
     /// The format follows the file name: .html or .htm for the report, anything else JSON.
+    /// `--site DIR` writes index.html and, per release, its report and signed JSON.
     ///
     /// Example: mbc-node benchmark export --data-dir /srv/mbc 3f2a --out benchmark.html
+    /// Example: mbc-node benchmark export --data-dir /srv/coord --site /var/www/benchmarks
     Export {
         #[command(flatten)]
         dir: DataDir,
         /// Release id (a prefix will do)
-        id: String,
+        #[arg(required_unless_present = "site")]
+        id: Option<String>,
         /// Output file
-        #[arg(long, value_name = "FILE")]
-        out: PathBuf,
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "site",
+            conflicts_with = "site"
+        )]
+        out: Option<PathBuf>,
+        /// Write every release as a static site into DIR instead
+        #[arg(long, value_name = "DIR", conflicts_with = "id")]
+        site: Option<PathBuf>,
+    },
+    /// Check an exported release's signature offline: the signed bytes verify under their
+    /// coordinator's key and every figure in the file is theirs
+    ///
+    /// Example: mbc-node benchmark verify release.json --coordinator 5b1e…
+    Verify {
+        /// The exported JSON (`benchmark export ID --out FILE.json`, or a site's releases/ID.json)
+        file: PathBuf,
+        /// The network coordinator's key (hex) the release must be signed by
+        #[arg(long, value_name = "KEY", conflicts_with = "data_dir")]
+        coordinator: Option<String>,
+        /// Take the coordinator's key from this node's network instead
+        #[arg(long, env = "MBC_NODE_DIR", value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -335,7 +364,37 @@ pub(super) fn benchmark_cmd(c: BenchmarkCommand) -> Result<()> {
             }
             Ok(())
         }
-        BenchmarkCommand::Export { dir, id, out } => {
+        BenchmarkCommand::Export {
+            dir,
+            id,
+            out,
+            site: Some(site),
+        } => {
+            debug_assert!(id.is_none() && out.is_none());
+            let node = Node::open_read_only(&dir.data_dir)?;
+            let membership = crate::membership::load(node.store().conn())?
+                .context("this node is not in a network: it keeps no releases")?;
+            let n = benchmark::site::export_site(
+                node.store().conn(),
+                &site,
+                &membership.network_id,
+                &hex::encode(membership.coordinator.0),
+            )?;
+            println!(
+                "{}",
+                json!({"releases": n, "site": site.display().to_string(), "index": site.join("index.html").display().to_string()})
+            );
+            Ok(())
+        }
+        BenchmarkCommand::Export {
+            dir,
+            id,
+            out,
+            site: None,
+        } => {
+            let (Some(id), Some(out)) = (id, out) else {
+                bail!("give a release id and --out FILE, or --site DIR");
+            };
             let s = find(
                 Node::open_read_only(&dir.data_dir)?.store().conn(),
                 Some(&id),
@@ -355,6 +414,54 @@ pub(super) fn benchmark_cmd(c: BenchmarkCommand) -> Result<()> {
                 "{}",
                 json!({"release_id": s.id(), "out": out.display().to_string(), "format": if html { "html" } else { "json" }})
             );
+            Ok(())
+        }
+        BenchmarkCommand::Verify {
+            file,
+            coordinator,
+            data_dir,
+            json,
+        } => {
+            let pinned = match (coordinator, data_dir) {
+                (Some(hex_key), _) => Some(protocol::keys::NodeKey(
+                    hex::decode(hex_key.trim())
+                        .ok()
+                        .and_then(|k| k.try_into().ok())
+                        .context("--coordinator: expected the key as 64 hex digits")?,
+                )),
+                (None, Some(dir)) => Some(
+                    crate::membership::load(Node::open_read_only(&dir)?.store().conn())?
+                        .context("that node is not in a network: give --coordinator KEY")?
+                        .coordinator,
+                ),
+                (None, None) => None,
+            };
+            let bytes = std::fs::read(&file)
+                .with_context(|| format!("couldn't read {}", file.display()))?;
+            let v = benchmark::verify_export(&bytes, pinned.as_ref())
+                .with_context(|| format!("{}: not a valid signed release", file.display()))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &json!({"valid": true, "pinned": pinned.is_some(), "release": v})
+                    )?
+                );
+            } else {
+                println!(
+                    "{}: valid. Release {} of network {}, issued {}, signed by {}{}.",
+                    file.display(),
+                    v.release_id,
+                    v.network_id,
+                    v.issued_at,
+                    v.signer,
+                    if pinned.is_some() {
+                        " (the coordinator given)"
+                    } else {
+                        "; check that this is your network's coordinator key (--coordinator KEY pins it)"
+                    }
+                );
+            }
             Ok(())
         }
     }
