@@ -85,9 +85,9 @@ pub fn export_site(
         }
         h.push_str("</table>");
     }
-    let _ = write!(
+    let _ = writeln!(
         h,
-        "<p class=\"note\">Written by mbc-node {}.</p></body></html>\n",
+        "<p class=\"note\">Written by mbc-node {}.</p></body></html>",
         env!("CARGO_PKG_VERSION")
     );
     write(&dir.join("index.html"), h.as_bytes())?;
