@@ -151,7 +151,8 @@ async fn guard(State(d): State<Dashboard>, request: Request, next: Next) -> Resp
         );
     }
     let path = request.uri().path().to_owned();
-    let open = matches!(path.as_str(), "/login" | "/app.css");
+    // The browser asks for /favicon.ico by itself: a 404, not a redirect to a new sign-in form.
+    let open = matches!(path.as_str(), "/login" | "/app.css" | "/favicon.ico");
     let mut request = request;
     if !open {
         let session = auth::session_of(&d, request.headers());

@@ -1,5 +1,6 @@
 //! End-to-end tests of the real `mbc-node` binary. One test binary; modules by area.
 
+mod browser;
 mod dashboard;
 mod directory;
 mod fhir;

@@ -170,13 +170,18 @@ fn form_urlencoded_field(body: &[u8], name: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
-/// `GET /login`: the sign-in form, with a fresh double-submit token.
-pub(super) async fn login_page(State(d): State<Dashboard>) -> Response {
-    form(&d, None, StatusCode::OK)
+/// `GET /login`: the sign-in form, with its double-submit token.
+pub(super) async fn login_page(State(d): State<Dashboard>, headers: HeaderMap) -> Response {
+    form(&d, &headers, None, StatusCode::OK)
 }
 
-fn form(d: &Dashboard, problem: Option<&str>, code: StatusCode) -> Response {
-    let token = random_token();
+/// The sign-in form. Its token is the browser's `mbc_login` cookie when it has one (another
+/// tab's sign-in form, or a request the browser made on its own, must not void this one's),
+/// else a fresh one.
+fn form(d: &Dashboard, headers: &HeaderMap, problem: Option<&str>, code: StatusCode) -> Response {
+    let token = cookie(headers, LOGIN_COOKIE)
+        .filter(|c| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map_or_else(random_token, str::to_owned);
     let body = html! {
         h1 { "Sign in" }
         @if let Some(p) = problem { p.problem role="alert" { (p) } }
@@ -214,6 +219,7 @@ pub(super) async fn login(
     if !double_submit {
         return form(
             &d,
+            &headers,
             Some("This form has expired: please sign in again."),
             StatusCode::FORBIDDEN,
         );
@@ -227,6 +233,7 @@ pub(super) async fn login(
         let minutes = wait.as_secs().div_ceil(60);
         return form(
             &d,
+            &headers,
             Some(&format!(
                 "Too many failed sign-ins for this name: try again in {minutes} minute{}.",
                 if minutes == 1 { "" } else { "s" }
@@ -245,6 +252,7 @@ pub(super) async fn login(
             tracing::warn!(user = name, "dashboard: failed sign-in");
             return form(
                 &d,
+                &headers,
                 Some("Wrong name or password."),
                 StatusCode::UNAUTHORIZED,
             );

@@ -1006,3 +1006,31 @@ async fn every_route_answers_each_role_by_its_rule() {
         "{page}"
     );
 }
+
+#[tokio::test]
+async fn what_a_browser_fetches_by_itself_does_not_void_the_sign_in_form() {
+    let f = fixture();
+    let first = call(&f.app, get("/login", None)).await;
+    let cookie = set_cookie(&first, "mbc_login");
+    let token = hidden(&text(first).await, "token");
+    // The favicon a browser asks for on its own is a 404, not a redirect to a new form.
+    let icon = call(&f.app, get("/favicon.ico", None)).await;
+    assert_eq!(icon.status(), StatusCode::NOT_FOUND);
+    // The form again (another tab, a reload) keeps the browser's token, so either form signs in.
+    let again = call(&f.app, get("/login", Some(&cookie))).await;
+    assert_eq!(set_cookie(&again, "mbc_login"), cookie);
+    assert_eq!(hidden(&text(again).await, "token"), token);
+    let r = call(
+        &f.app,
+        post(
+            "/login",
+            Some(&cookie),
+            &[("name", "cleo"), ("password", PASSWORD), ("token", &token)],
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    // A cookie that is not a token of ours is replaced.
+    let odd = call(&f.app, get("/login", Some("mbc_login=not-hex"))).await;
+    assert_ne!(set_cookie(&odd, "mbc_login"), "mbc_login=not-hex");
+}
