@@ -436,6 +436,7 @@ fn run_round(a: &DemoArgs, dir: &Path, nodes: &[(PathBuf, String)]) -> Result<()
     demo_match(&nodes[1])?;
     demo_directory(nodes)?;
     print_budgets(nodes)?;
+    let dashboard = demo_account(&nodes[1], &dir.join("synth"))?;
     println!();
     for (what, path) in reports {
         println!("{what}: {}", path.display());
@@ -452,7 +453,48 @@ fn run_round(a: &DemoArgs, dir: &Path, nodes: &[(PathBuf, String)]) -> Result<()
         "     mbc-node directory search --data-dir {} --domain anxiety",
         nodes[nodes.len() - 1].0.display()
     );
+    println!(
+        "The dashboard: mbc-node run --data-dir {} and open the URL its ready line names; sign \
+         in as {DEMO_USER:?} with the password {DEMO_PASSWORD:?} (a supervisor of its {} \
+         therapists; `mbc-node users add` makes more accounts)",
+        nodes[1].0.display(),
+        dashboard
+    );
     Ok(())
+}
+
+/// The dashboard account the demo makes on the first clinic (synthetic data only).
+const DEMO_USER: &str = "demo";
+const DEMO_PASSWORD: &str = "demo dashboard";
+
+/// A supervisor of every therapist of `node`'s clinic (from its synthetic therapists.csv
+/// under `synth`), so the demo's dashboard has a caseload to show; how many therapists.
+fn demo_account(node: &(PathBuf, String), synth: &Path) -> Result<usize> {
+    let id = node
+        .0
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let csv = synth.join(&id).join("therapists.csv");
+    let text =
+        std::fs::read_to_string(&csv).with_context(|| format!("couldn't read {}", csv.display()))?;
+    let therapists: Vec<String> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').next())
+        .map(str::to_owned)
+        .collect();
+    let n = Node::open(&node.0)?;
+    crate::users::add(
+        &n.store(),
+        n.pseudonymiser(),
+        DEMO_USER,
+        crate::users::Role::Supervisor,
+        &therapists,
+        DEMO_PASSWORD,
+        &crate::clock::now(),
+    )?;
+    Ok(therapists.len())
 }
 
 /// ρ of each demo clinic's directory badges.
