@@ -1121,6 +1121,7 @@ fn demo_runs_the_whole_network_and_leaves_nothing_running() {
         "11. Referral directory: 4 clinics publish",
         "searches for anxiety, taking new referrals:",
         "reliable improvement about",
+        "The dashboard: mbc-node run --data-dir",
     ] {
         assert!(
             out.stdout.contains(expected),
@@ -1156,6 +1157,14 @@ fn demo_runs_the_whole_network_and_leaves_nothing_running() {
             out.stdout
         );
     }
+    // The dashboard account it says to sign in with.
+    let users = mbc(
+        root,
+        &["users", "list", "--data-dir", "d/nodes/clinic-02", "--json"],
+    )
+    .ok()
+    .json();
+    assert!(users.to_string().contains("\"demo\""), "{users}");
     let support = std::fs::read_to_string(root.join("d/support.html")).unwrap();
     assert!(
         support.contains("the network's releases") && support.contains("Dropout risk: "),

@@ -476,8 +476,8 @@ fn demo_account(node: &(PathBuf, String), synth: &Path) -> Result<usize> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let csv = synth.join(&id).join("therapists.csv");
-    let text =
-        std::fs::read_to_string(&csv).with_context(|| format!("couldn't read {}", csv.display()))?;
+    let text = std::fs::read_to_string(&csv)
+        .with_context(|| format!("couldn't read {}", csv.display()))?;
     let therapists: Vec<String> = text
         .lines()
         .skip(1)
