@@ -109,6 +109,17 @@ pub(crate) async fn serve_router(
     app: Router,
     cancel: CancellationToken,
 ) -> Result<()> {
+    serve_router_tls(listener, app, None, cancel).await
+}
+
+/// [`serve_router`], each connection first through `tls` when given (the dashboard's own TLS;
+/// a handshake must finish within [`HEADER_READ_TIMEOUT`]).
+pub(crate) async fn serve_router_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    cancel: CancellationToken,
+) -> Result<()> {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
@@ -135,22 +146,47 @@ pub(crate) async fn serve_router(
             app.clone().layer(axum::Extension(ConnectInfo(remote))),
         );
         let cancel = cancel.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .keep_alive(false)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            tokio::select! {
-                () = cancel.cancelled() => {}
-                done = tokio::time::timeout(CONNECTION_LIFETIME, connection) => {
-                    if let Ok(Err(e)) = done {
-                        tracing::debug!(%remote, "local API connection: {e}");
+            match tls {
+                None => serve_one(stream, service, &cancel, remote).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_one(stream, service, &cancel, remote).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%remote, "dashboard: TLS handshake failed: {e}")
+                        }
+                        Err(_) => tracing::debug!(%remote, "dashboard: TLS handshake timed out"),
                     }
                 }
             }
         });
+    }
+}
+
+/// One request on one connection.
+async fn serve_one<I, S>(io: I, service: S, cancel: &CancellationToken, remote: SocketAddr)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<hyper::Request<hyper::body::Incoming>, Response = Response>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: std::error::Error + Send + Sync + 'static,
+{
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(false)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    tokio::select! {
+        () = cancel.cancelled() => {}
+        done = tokio::time::timeout(CONNECTION_LIFETIME, connection) => {
+            if let Ok(Err(e)) = done {
+                tracing::debug!(%remote, "local API connection: {e}");
+            }
+        }
     }
 }
 

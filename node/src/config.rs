@@ -276,10 +276,18 @@ impl RoundsConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DashboardConfig {
-    /// Address and port, a loopback address only (port 0 picks a free one; the address in
-    /// use is in `dashboard.addr`), or "off". Default "127.0.0.1:7480".
+    /// Address and port (port 0 picks a free one; the address in use is in `dashboard.addr`),
+    /// or "off": a loopback address unless the dashboard has TLS of its own. Default
+    /// "127.0.0.1:7480".
     #[serde(default = "default_dashboard_bind")]
     pub bind: String,
+    /// PEM file of the dashboard's certificate chain; with `tls_key`, it serves HTTPS (any
+    /// address may then be bound, and its cookies are `Secure`). Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<String>,
+    /// PEM file of the certificate's private key (PKCS#8, PKCS#1 or SEC1). Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<String>,
     /// Further `Host` names the browser may use (a TLS proxy in front, e.g.
     /// "mbc.clinic.example"); any other name is refused (DNS rebinding). Default [].
     #[serde(default)]
@@ -295,13 +303,26 @@ impl Default for DashboardConfig {
         Self {
             bind: default_dashboard_bind(),
             hostnames: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
 
 impl DashboardConfig {
-    /// The address to bind, or `None` when off; refuses anything but a loopback address (this
-    /// version serves no TLS itself).
+    /// Its certificate and key files (relative to `data_dir`), when it serves TLS itself.
+    pub fn tls(&self, data_dir: &Path) -> Result<Option<(PathBuf, PathBuf)>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Ok(Some((data_dir.join(c), data_dir.join(k)))),
+            (None, None) => Ok(None),
+            _ => anyhow::bail!(
+                "[dashboard] tls_cert and tls_key go together: give both PEM files, or neither"
+            ),
+        }
+    }
+
+    /// The address to bind, or `None` when off; refuses anything but a loopback address unless
+    /// the dashboard has TLS of its own.
     pub fn address(&self) -> Result<Option<std::net::SocketAddr>> {
         if self.bind.trim() == "off" {
             return Ok(None);
@@ -312,11 +333,12 @@ impl DashboardConfig {
                 self.bind
             )
         })?;
-        if !addr.ip().is_loopback() {
+        let tls = self.tls(Path::new(""))?.is_some();
+        if !addr.ip().is_loopback() && !tls {
             anyhow::bail!(
-                "[dashboard] bind = {:?}: the dashboard shows patient data, so it serves a loopback \
-                 address only (this version has no TLS of its own); bind 127.0.0.1 and put a TLS \
-                 proxy in front, naming it in [dashboard] hostnames",
+                "[dashboard] bind = {:?}: the dashboard shows patient data, so another address \
+                 than loopback needs TLS: set [dashboard] tls_cert and tls_key (PEM files), or \
+                 bind 127.0.0.1 behind a TLS proxy named in [dashboard] hostnames",
                 self.bind
             );
         }
@@ -908,7 +930,9 @@ impl Config {
              # the one in use is in dashboard.addr) or \"off\". Accounts: `mbc-node users add`.\n\
              bind = {}\n\
              # Host names a TLS proxy in front of it answers to (any other is refused).\n\
-             hostnames = {}\n",
+             hostnames = {}\n\
+             # Its own TLS (PEM files; then any address may be bound, e.g. \"0.0.0.0:7480\").\n\
+             {}{}",
             toml_string(&self.clinic.name),
             opt(&self.clinic.country, "country"),
             opt(&self.clinic.service_type, "service_type"),
@@ -962,6 +986,8 @@ impl Config {
             schedule_toml(&self.rounds.schedule),
             toml_string(&self.dashboard.bind),
             toml_strings(&self.dashboard.hostnames),
+            opt(&self.dashboard.tls_cert, "tls_cert"),
+            opt(&self.dashboard.tls_key, "tls_key"),
         )
     }
 
@@ -1264,8 +1290,8 @@ mod tests {
             ("127.0.0.1:0", c.dashboard.hostnames.clone())
         );
         for (bind, why) in [
-            ("0.0.0.0:7480", "loopback address only"),
-            ("192.168.1.5:80", "loopback address only"),
+            ("0.0.0.0:7480", "needs TLS"),
+            ("192.168.1.5:80", "needs TLS"),
             ("localhost", "not an address"),
         ] {
             c.dashboard.bind = bind.into();
@@ -1274,5 +1300,23 @@ mod tests {
         }
         c.dashboard.bind = "off".into();
         assert_eq!(c.dashboard.address().unwrap(), None);
+        // With its own TLS any address will do; half a TLS setting is refused.
+        c.dashboard.bind = "0.0.0.0:7480".into();
+        c.dashboard.tls_cert = Some("dashboard.crt".into());
+        assert!(format!("{:#}", c.dashboard.address().unwrap_err()).contains("go together"));
+        c.dashboard.tls_key = Some("dashboard.key".into());
+        assert_eq!(
+            c.dashboard.address().unwrap(),
+            Some("0.0.0.0:7480".parse().unwrap())
+        );
+        let back = Config::parse(&c.to_toml()).unwrap().dashboard;
+        assert_eq!(back.tls_key.as_deref(), Some("dashboard.key"));
+        assert_eq!(
+            back.tls(Path::new("/srv/mbc")).unwrap(),
+            Some((
+                "/srv/mbc/dashboard.crt".into(),
+                "/srv/mbc/dashboard.key".into()
+            ))
+        );
     }
 }

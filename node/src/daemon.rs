@@ -149,13 +149,52 @@ async fn serve_dashboard(
     let addr = listener.local_addr()?;
     let mut hosts = vec![addr.to_string(), format!("localhost:{}", addr.port())];
     hosts.extend(node.config().dashboard.hostnames.iter().cloned());
-    let app = crate::dashboard::Dashboard::new(node.clone(), hosts, false)
+    let tls = match node.config().dashboard.tls(node.dir())? {
+        Some((cert, key)) => Some(tls_acceptor(&cert, &key)?),
+        None => None,
+    };
+    let secure = tls.is_some();
+    let app = crate::dashboard::Dashboard::new(node.clone(), hosts, secure)
         .with_live(live.0, live.1)
         .router();
-    tokio::spawn(api::serve_router(listener, app, cancel.child_token()));
+    tokio::spawn(api::serve_router_tls(
+        listener,
+        app,
+        tls,
+        cancel.child_token(),
+    ));
     std::fs::write(&path, format!("{addr}\n"))
         .with_context(|| format!("couldn't write {}", path.display()))?;
-    Ok(Some(format!("http://{addr}/")))
+    Ok(Some(format!(
+        "{}://{addr}/",
+        if secure { "https" } else { "http" }
+    )))
+}
+
+/// The dashboard's TLS from its PEM certificate chain and key (aws-lc-rs, TLS 1.2 and 1.3).
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect())
+        .map_err(|e| anyhow::anyhow!("[dashboard] tls_cert {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!(
+            "[dashboard] tls_cert {}: no certificate in it",
+            cert.display()
+        );
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("[dashboard] tls_key {}: {e}", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("[dashboard] tls_cert and tls_key do not make a certificate and its key")?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Serves `node` until `cancel` fires; with `announce`, prints the ready line on stdout.

@@ -326,3 +326,91 @@ fn a_round_started_from_the_network_screen_is_published_as_a_site_that_verifies_
         d.stop();
     }
 }
+
+/// With `[dashboard] tls_cert` and `tls_key` the dashboard serves HTTPS itself, on an address
+/// other than loopback too; its cookies are then `Secure`, and plain HTTP gets no page.
+#[test]
+fn with_its_own_tls_the_dashboard_serves_https_and_secure_cookies() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let (coord, _) = form(root, "tls-net", 0);
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    std::fs::write(coord.dir.join("dashboard.crt"), cert.cert.pem()).unwrap();
+    std::fs::write(
+        coord.dir.join("dashboard.key"),
+        cert.key_pair.serialize_pem(),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(coord.dir.join("config.toml")).unwrap();
+    assert!(config.contains("# tls_cert = \"\""), "{config}");
+    coord.set_config("# tls_cert = \"\"", "tls_cert = \"dashboard.crt\"");
+    coord.set_config("# tls_key = \"\"", "tls_key = \"dashboard.key\"");
+    let d = Daemon::start(&coord);
+    let url = d.ready["dashboard"].as_str().unwrap().to_owned();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let addr = url
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let head = runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(name, tcp)
+            .await
+            .expect("the dashboard's certificate");
+        let port = addr.rsplit(':').next().unwrap();
+        tls.write_all(
+            format!("GET /login HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut raw = Vec::new();
+        let _ = tls.read_to_end(&mut raw).await;
+        String::from_utf8_lossy(&raw).into_owned()
+    });
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let login = head
+        .lines()
+        .find(|l| l.starts_with("set-cookie: mbc_login="))
+        .unwrap_or_else(|| panic!("no sign-in cookie:\n{head}"));
+    assert!(login.contains("; Secure"), "{login}");
+    // Plain HTTP to the same port gets no page.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    let _ = write!(
+        s,
+        "GET /login HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    assert!(
+        !String::from_utf8_lossy(&raw).contains("Sign in"),
+        "a page over plain HTTP"
+    );
+    d.stop();
+    // Without TLS, another address than loopback is refused at start, saying what to do.
+    coord.set_config("tls_cert = \"dashboard.crt\"", "# tls_cert = \"\"");
+    coord.set_config("tls_key = \"dashboard.key\"", "# tls_key = \"\"");
+    coord.set_config("bind = \"127.0.0.1:0\"", "bind = \"0.0.0.0:0\"");
+    let r = mbc(root, &["run", "--data-dir", coord.arg()]);
+    assert!(
+        r.code != 0 && r.stderr.contains("needs TLS"),
+        "{}",
+        r.stderr
+    );
+}
