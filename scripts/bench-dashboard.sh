@@ -32,7 +32,7 @@ jar="$work/cookies"
 token=$(curl -s -c "$jar" -b "$jar" "http://$addr/login" | grep -o 'name="token" value="[^"]*"' | cut -d'"' -f4)
 curl -s -c "$jar" -b "$jar" -o /dev/null \
     -d "name=sven&password=a+long+enough+password&token=$token" "http://$addr/login"
-csrf=$(curl -s -b "$jar" "http://$addr/" | grep -o 'name="csrf" value="[^"]*"' | head -1 | cut -d'"' -f4)
+csrf=$(curl -s -b "$jar" "http://$addr/" | grep -o 'name="csrf" value="[^"]*"' | sed -n 1p | cut -d'"' -f4)
 patient=$(sed -n 2p "$data/assessments.csv" | cut -d, -f1)
 page=$(curl -s -b "$jar" -o /dev/null -w '%{redirect_url}' -d "csrf=$csrf&id=$patient" \
     "http://$addr/patient/find")
