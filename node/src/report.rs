@@ -49,6 +49,23 @@ fn label_class(label: Label) -> &'static str {
     }
 }
 
+/// One track record as a table row: `first` (a domain, or a therapist), n, mean residual, EB
+/// effect, its interval and the label.
+fn record_row(first: &str, r: &TrackRecord) -> String {
+    format!(
+        "<tr><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2} to {:.2}</td>\
+         <td class=\"{}\">{}</td></tr>",
+        esc(first),
+        r.n,
+        r.mean,
+        r.eb,
+        r.eb_interval.0,
+        r.eb_interval.1,
+        label_class(r.label),
+        r.label.as_str()
+    )
+}
+
 /// The title of the report, or of one therapist's card.
 fn title(d: &Derived, only: Option<&str>) -> String {
     match only.and_then(|o| d.therapists.iter().position(|t| t == o)) {
@@ -176,18 +193,7 @@ pub fn body(d: &Derived, only: Option<&str>, now: &str) -> String {
         } else {
             h.push_str("<table><tr><th>domain</th><th>n</th><th>mean residual</th><th>EB effect</th><th>95 % interval</th><th>label</th></tr>");
             for (dom, r) in records {
-                let _ = write!(
-                    h,
-                    "<tr><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2} to {:.2}</td><td class=\"{}\">{}</td></tr>",
-                    esc(&d.domains[dom].name),
-                    r.n,
-                    r.mean,
-                    r.eb,
-                    r.eb_interval.0,
-                    r.eb_interval.1,
-                    label_class(r.label),
-                    r.label.as_str()
-                );
+                h.push_str(&record_row(&d.domains[dom].name, r));
             }
             h.push_str("</table>");
         }
@@ -405,19 +411,7 @@ fn caterpillar(d: &Derived, records: &[(usize, TrackRecord)]) -> String {
          <th>mean residual</th><th>EB effect</th><th>95 % interval</th><th>label</th></tr>",
     );
     for (t, r) in &rows {
-        let _ = write!(
-            s,
-            "<tr><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2} to {:.2}</td>\
-             <td class=\"{}\">{}</td></tr>",
-            esc(&d.who(*t)),
-            r.n,
-            r.mean,
-            r.eb,
-            r.eb_interval.0,
-            r.eb_interval.1,
-            label_class(r.label),
-            r.label.as_str()
-        );
+        s.push_str(&record_row(&d.who(*t), r));
     }
     s.push_str("</table></details>");
     s

@@ -11,10 +11,10 @@ use std::process::{Child, Command, Stdio};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use integration_tests::net::{Daemon, free_port, network_with_data, wait_for};
-use integration_tests::{Synth, mbc, mbc_stdin};
+use integration_tests::{Synth, mbc};
 use serde_json::{Value, json};
 
-const PASSWORD: &str = "a long enough password";
+use integration_tests::{DASHBOARD_PASSWORD as PASSWORD, add_dashboard_user as add_user};
 
 /// chromedriver on a free loopback port, stopped when dropped.
 struct Driver {
@@ -182,23 +182,6 @@ fn red_patient(root: &Path, node: &str) -> (String, String, i64) {
         }
     }
     panic!("the synthetic clinic has no red episode with an open alert");
-}
-
-fn add_user(root: &Path, node: &str, name: &str, role: &str, therapist: Option<&str>) {
-    let mut args = vec![
-        "users",
-        "add",
-        name,
-        "--data-dir",
-        node,
-        "--role",
-        role,
-        "--password-stdin",
-    ];
-    if let Some(t) = therapist {
-        args.extend(["--therapist", t]);
-    }
-    mbc_stdin(root, &args, &format!("{PASSWORD}\n")).ok();
 }
 
 #[test]

@@ -144,24 +144,6 @@ fn signed_in(addr: &str, name: &str, page: &str) -> (String, String) {
     (session, rest[..rest.find('"').unwrap()].to_owned())
 }
 
-fn add_user(root: &std::path::Path, node: &str, name: &str, role: &str) {
-    mbc_stdin(
-        root,
-        &[
-            "users",
-            "add",
-            name,
-            "--data-dir",
-            node,
-            "--role",
-            role,
-            "--password-stdin",
-        ],
-        "a long enough password\n",
-    )
-    .ok();
-}
-
 /// The coordinator starts a round from the Network screen of a running network of four, sees
 /// the clinics online and the round in its table, then publishes every release as a static site;
 /// anyone checks a release from it offline, and a changed figure, changed signed bytes or
@@ -171,7 +153,7 @@ fn a_round_started_from_the_network_screen_is_published_as_a_site_that_verifies_
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let nodes = network_with_data(root, "site-net", &Synth::new(11).clinics(4).patients(160));
-    add_user(root, nodes[0].arg(), "cora", "coordinator");
+    integration_tests::add_dashboard_user(root, nodes[0].arg(), "cora", "coordinator", None);
     let ds: Vec<Daemon> = nodes.iter().map(Daemon::start).collect();
     wait_converged(&ds.iter().collect::<Vec<_>>(), 4, 3);
     let addr = ds[0].ready["dashboard"]

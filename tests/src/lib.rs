@@ -101,6 +101,29 @@ pub fn mbc_stdin(cwd: &Path, args: &[&str], input: &str) -> Run {
     Run::from(child.wait_with_output().unwrap())
 }
 
+/// The password of every dashboard account the tests make.
+pub const DASHBOARD_PASSWORD: &str = "a long enough password";
+
+/// `users add NAME --role ROLE [--therapist T]` on the node in `node`, with
+/// [`DASHBOARD_PASSWORD`].
+#[track_caller]
+pub fn add_dashboard_user(cwd: &Path, node: &str, name: &str, role: &str, therapist: Option<&str>) {
+    let mut args = vec![
+        "users",
+        "add",
+        name,
+        "--data-dir",
+        node,
+        "--role",
+        role,
+        "--password-stdin",
+    ];
+    if let Some(t) = therapist {
+        args.extend(["--therapist", t]);
+    }
+    mbc_stdin(cwd, &args, &format!("{DASHBOARD_PASSWORD}\n")).ok();
+}
+
 /// Opens a node's store read-only, with the node's store key (from the config beside it).
 pub fn open(db: &Path) -> Connection {
     // Unwrap safety: tests only inspect stores they created.
