@@ -308,35 +308,6 @@ impl Node {
         crate::support::locate(&self.store(), self.pseudonymiser(), who)
     }
 
-    /// `support validate`: validates the clinical-support signals on this clinic's ended
-    /// episodes (one stored card per instrument; a card that passes switches its not-on-track
-    /// alerts on and raises those of open episodes red now), with the network dropout model's
-    /// check on the instrument of its domain. The cards, and how many alerts were raised.
-    pub fn validate_support(&self) -> Result<(Vec<crate::support::validate::Card>, usize)> {
-        let now = clock::now();
-        let gap = self.config.import.episode_gap_weeks;
-        let (mut cards, raised) = {
-            let store = self.store();
-            let cards = crate::support::validate::validate(
-                &store,
-                gap,
-                &Default::default(),
-                &self.config.support,
-                &now,
-            )?;
-            (cards, crate::alerts::raise_switched_on(&store, gap, &now)?)
-        };
-        if let Some((instrument, check)) = crate::release::dropout_validation(
-            self,
-            self.engine_settings(&Default::default())?,
-            &now,
-        )? && let Some(card) = cards.iter_mut().find(|c| c.instrument == instrument)
-        {
-            card.dropout = Some(check);
-        }
-        Ok((cards, raised))
-    }
-
     /// The clinical-support page of `who` as staff see it: with whether its signals passed
     /// validation, whether not-on-track alerts are on for its instruments, and the episode's
     /// unresolved alerts.

@@ -258,6 +258,33 @@ impl ClinicData {
     }
 }
 
+/// `support validate`: validates the clinical-support signals on this clinic's ended
+/// episodes (one stored card per instrument; a card that passes switches its not-on-track
+/// alerts on and raises those of open episodes red now), with the network dropout model's
+/// check on the instrument of its domain. The cards, and how many alerts were raised.
+pub fn validate_support(node: &Node) -> Result<(Vec<crate::support::validate::Card>, usize)> {
+    let now = crate::clock::now();
+    let gap = node.config().import.episode_gap_weeks;
+    let (mut cards, raised) = {
+        let store = node.store();
+        let cards = crate::support::validate::validate(
+            &store,
+            gap,
+            &Default::default(),
+            &node.config().support,
+            &now,
+        )?;
+        (cards, crate::alerts::raise_switched_on(&store, gap, &now)?)
+    };
+    if let Some((instrument, check)) =
+        dropout_validation(node, node.engine_settings(&Default::default())?, &now)?
+        && let Some(card) = cards.iter_mut().find(|c| c.instrument == instrument)
+    {
+        card.dropout = Some(check);
+    }
+    Ok((cards, raised))
+}
+
 /// The latest network dropout model checked on this clinic's ended episodes with a known
 /// end (`support validate`), beside the clinic's own cross-validated fit of the same model:
 /// the instrument measuring the model's domain and the figures; `None` when no model is kept

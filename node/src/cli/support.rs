@@ -93,7 +93,7 @@ pub(super) fn support(a: SupportArgs) -> Result<()> {
 
 fn validate(a: ValidateArgs) -> Result<()> {
     let node = Node::open(&a.dir.data_dir)?;
-    let (cards, raised) = node.validate_support()?;
+    let (cards, raised) = crate::release::validate_support(&node)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&cards)?);
         return Ok(());

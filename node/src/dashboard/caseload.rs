@@ -132,30 +132,7 @@ fn row(s: &Session, c: &Case, team: bool) -> Markup {
             }
             td.num data-label="Sessions since" { (c.sessions_since_measure) }
             td data-label="Open alerts" {
-                @for a in &c.open_alerts { (alert_box(s, a, "/")) }
-            }
-        }
-    }
-}
-
-/// One open alert with its Acknowledge (while open) and Resolve buttons; after either, back to
-/// `back`.
-pub(super) fn alert_box(s: &Session, a: &alerts::Alert, back: &str) -> Markup {
-    html! {
-        div class=(format!("alert alert-{}", a.kind)) {
-            p {
-                b { @if a.kind == "safety" { "Safety" } @else { "Not on track" } }
-                ", session " (a.session) ": " (a.reason) " "
-                span.note { "(" (a.state) ")" }
-            }
-            @for (action, label) in [("ack", "Acknowledge"), ("resolve", "Resolve")] {
-                @if action == "resolve" || a.state == "open" {
-                    form.inline method="post" action=(format!("/alerts/{}/{action}", a.id)) {
-                        input type="hidden" name="csrf" value=(s.csrf);
-                        input type="hidden" name="back" value=(back);
-                        button type="submit" aria-label=(format!("{label} alert {} ({})", a.id, a.kind.replace('_', " "))) { (label) }
-                    }
-                }
+                @for a in &c.open_alerts { (page::alert_box(s, a, "/")) }
             }
         }
     }

@@ -12,7 +12,6 @@ use axum::{Extension, Form};
 use maud::{Markup, PreEscaped, html};
 use serde::Deserialize;
 
-use super::caseload::alert_box;
 use super::{Dashboard, Session, blocking, page};
 use crate::alerts::Alert;
 use crate::support::{PatientSupport, Who};
@@ -175,7 +174,7 @@ async fn show(d: Dashboard, s: Session, episode: String, form: Shape) -> Respons
                 @if !open.is_empty() {
                     section.open-alerts aria-labelledby="open-alerts" {
                         h2 #open-alerts { "Open alerts" }
-                        @for a in &open { (alert_box(&s, a, &here)) }
+                        @for a in &open { (page::alert_box(&s, a, &here)) }
                     }
                 }
                 (computed)

@@ -111,7 +111,7 @@ pub(super) async fn run(State(d): State<Dashboard>, Extension(s): Extension<Sess
         );
     }
     let by = s.user.name.clone();
-    match blocking(&d, |node| node.validate_support()).await {
+    match blocking(&d, crate::release::validate_support).await {
         Ok((cards, raised)) => {
             tracing::info!(
                 user = by,
