@@ -202,6 +202,7 @@ fn a_clinician_an_admin_and_the_coordinator_use_the_dashboard_in_a_real_browser(
          P1,T1,E1,2,2025-01-02,assessment,PHQ-9,99,\n",
     )
     .unwrap();
+    nodes[0].serve_dashboard();
     let daemon = Daemon::start(&nodes[0]);
     let base = daemon.ready["dashboard"].as_str().unwrap().to_owned();
     let driver = Driver::start();

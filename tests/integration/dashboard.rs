@@ -60,6 +60,7 @@ fn the_running_node_serves_the_dashboard_on_loopback_behind_its_checks() {
         "a long enough password\n",
     )
     .ok();
+    coord.serve_dashboard();
     let d = Daemon::start(&coord);
     let url = d.ready["dashboard"].as_str().unwrap().to_owned();
     let addr = url
@@ -154,6 +155,7 @@ fn a_round_started_from_the_network_screen_is_published_as_a_site_that_verifies_
     let root = root.path();
     let nodes = network_with_data(root, "site-net", &Synth::new(11).clinics(4).patients(160));
     integration_tests::add_dashboard_user(root, nodes[0].arg(), "cora", "coordinator", None);
+    nodes[0].serve_dashboard();
     let ds: Vec<Daemon> = nodes.iter().map(Daemon::start).collect();
     wait_converged(&ds.iter().collect::<Vec<_>>(), 4, 3);
     let addr = ds[0].ready["dashboard"]
@@ -331,6 +333,7 @@ fn with_its_own_tls_the_dashboard_serves_https_and_secure_cookies() {
     assert!(config.contains("# tls_cert = \"\""), "{config}");
     coord.set_config("# tls_cert = \"\"", "tls_cert = \"dashboard.crt\"");
     coord.set_config("# tls_key = \"\"", "tls_key = \"dashboard.key\"");
+    coord.serve_dashboard();
     let d = Daemon::start(&coord);
     let url = d.ready["dashboard"].as_str().unwrap().to_owned();
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");

@@ -60,6 +60,12 @@ impl NodeDir {
         self.dir.to_str().unwrap()
     }
 
+    /// Turns the node's dashboard on, on a free loopback port, for its next `run`.
+    #[track_caller]
+    pub fn serve_dashboard(&self) {
+        self.set_config("bind = \"off\"", "bind = \"127.0.0.1:0\"");
+    }
+
     /// Replaces the line `from` of the node's config.toml (as `init` wrote it) with `to`.
     #[track_caller]
     pub fn set_config(&self, from: &str, to: &str) {
@@ -70,7 +76,9 @@ impl NodeDir {
     }
 }
 
-/// `mbc-node init` with a fresh loopback port.
+/// `mbc-node init` with a fresh loopback port and the dashboard off (a dashboard on port 0
+/// takes an ephemeral port, which a node killed and restarted in a test may need again for its
+/// listen address; [`NodeDir::serve_dashboard`] turns it on).
 pub fn init(root: &Path, name: &str) -> NodeDir {
     let dir = root.join(name.replace(' ', "-").to_lowercase());
     let addr = format!("/ip4/127.0.0.1/tcp/{}", free_port());
@@ -85,7 +93,7 @@ pub fn init(root: &Path, name: &str) -> NodeDir {
             "--listen",
             &addr,
             "--dashboard",
-            "127.0.0.1:0",
+            "off",
             "--json",
         ],
     )
