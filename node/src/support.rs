@@ -989,25 +989,28 @@ impl<'c> Assessor<'c> {
                     Ok((r.get::<_, i64>(0)? as usize, r.get(1)?))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
+            let safety = trajectory::safety(inst, &answers);
             observed.push(Observed {
                 session: *session,
                 date: date.clone(),
                 score: *score,
                 signal: None,
                 band: None,
-                safety: trajectory::safety(inst, &answers),
                 items: answers
                     .iter()
-                    .map(|&(item, value)| {
-                        let def = inst.items.get(item.wrapping_sub(1));
-                        Answer {
-                            item,
-                            code: def.map(|d| d.code.clone()).unwrap_or_default(),
-                            value,
-                            critical: def.and_then(|d| d.critical).is_some_and(|c| value >= c),
-                        }
+                    .map(|&(item, value)| Answer {
+                        item,
+                        code: item
+                            .checked_sub(1)
+                            .and_then(|i| inst.items.get(i))
+                            .map(|d| d.code.clone())
+                            .unwrap_or_default(),
+                        value,
+                        // Critical exactly when the safety rule flags it.
+                        critical: safety.iter().any(|s| s.item == item),
                     })
                     .collect(),
+                safety,
             });
         }
         let names = &self.pool(k).names;

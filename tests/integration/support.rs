@@ -111,6 +111,24 @@ fn a_patients_page_shows_the_expected_curve_and_signals_that_agree_with_it() {
             .iter()
             .all(|s| s["item"] == 9 && s["code"] == "44260-8")
     );
+    // Each session's item answers are there (a missing one missing), the critical ones exactly
+    // those it flags.
+    for o in phq["observed"].as_array().unwrap() {
+        let items = o["items"].as_array().unwrap();
+        assert!((1..=9).contains(&items.len()), "{o}");
+        let critical: Vec<&Value> = items
+            .iter()
+            .filter(|a| a["critical"] == true)
+            .map(|a| &a["item"])
+            .collect();
+        let flagged: Vec<&Value> = o["safety"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| &s["item"])
+            .collect();
+        assert_eq!(critical, flagged, "{o}");
+    }
     assert!(
         phq["consider"][0]
             .as_str()
