@@ -560,11 +560,13 @@ pub fn verify_export(bytes: &[u8], coordinator: Option<&NodeKey>) -> Result<Veri
     })
 }
 
-fn pct(v: Option<f64>) -> String {
+/// A share as people read it ("48.2 %"), "—" when there is none.
+pub fn pct(v: Option<f64>) -> String {
     v.map_or_else(|| "—".into(), |x| format!("{:.1} %", 100.0 * x))
 }
 
-fn num(v: Option<f64>, digits: usize) -> String {
+/// A figure to `digits` decimals, "—" when there is none (or it is not finite).
+pub fn num(v: Option<f64>, digits: usize) -> String {
     v.filter(|x| x.is_finite())
         .map_or_else(|| "—".into(), |x| format!("{x:.digits$}"))
 }

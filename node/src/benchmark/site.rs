@@ -10,11 +10,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use rusqlite::Connection;
 
+use super::html::esc;
 use super::{Any, export_json, get_any, list, rho_text};
-
-fn esc(s: &str) -> std::borrow::Cow<'_, str> {
-    html_escape::encode_double_quoted_attribute(s)
-}
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;\
 padding:0 1rem;color:#222}table{border-collapse:collapse}td,th{padding:.3rem .6rem;\

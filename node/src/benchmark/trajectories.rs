@@ -9,6 +9,7 @@ use anyhow::Result;
 use protocol::trajectories::{BandCurve, DomainTrajectories, PERCENTILES};
 use rusqlite::Connection;
 
+use super::html::esc;
 use super::{Trajectories, num};
 
 /// The latest trajectories release, or the one whose id starts with `id`.
@@ -67,10 +68,6 @@ pub fn describe(s: &Trajectories) -> String {
 const W: f64 = 560.0;
 const H: f64 = 240.0;
 const PAD: f64 = 44.0;
-
-fn esc(s: &str) -> std::borrow::Cow<'_, str> {
-    html_escape::encode_double_quoted_attribute(s)
-}
 
 /// One band's chart: the P25–P75 band darker, P75–P90 lighter, the median as a line; a text
 /// table follows it as the chart's equivalent.

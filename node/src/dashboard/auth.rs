@@ -122,27 +122,26 @@ pub(super) async fn check_csrf(request: Request, session: &Session) -> Result<Re
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let form = kind.starts_with("application/x-www-form-urlencoded");
-    // A file upload carries its token in the form's address (the body is the file's).
-    if kind.starts_with("multipart/form-data") {
-        let token = request
-            .uri()
-            .query()
-            .and_then(|q| form_urlencoded_field(q.as_bytes(), "csrf"));
-        if token.is_some_and(|t| digest(&t) == digest(&session.csrf)) {
-            return Ok(request);
-        }
-        tracing::warn!(user = session.user.name, path = %request.uri().path(), "dashboard: refused an upload without its CSRF token");
-        return Err(page::problem(
-            StatusCode::FORBIDDEN,
-            "this form has expired: reload the page and try again",
-        ));
-    }
     let refused = || {
         page::problem(
             StatusCode::FORBIDDEN,
             "this form has expired: reload the page and try again",
         )
     };
+    let carries =
+        |token: Option<String>| token.is_some_and(|t| digest(&t) == digest(&session.csrf));
+    // A file upload carries its token in the form's address (the body is the file's).
+    if kind.starts_with("multipart/form-data") {
+        let token = request
+            .uri()
+            .query()
+            .and_then(|q| form_urlencoded_field(q.as_bytes(), "csrf"));
+        if carries(token) {
+            return Ok(request);
+        }
+        tracing::warn!(user = session.user.name, path = %request.uri().path(), "dashboard: refused an upload without its CSRF token");
+        return Err(refused());
+    }
     if !form {
         return Err(refused());
     }
@@ -153,9 +152,7 @@ pub(super) async fn check_csrf(request: Request, session: &Session) -> Result<Re
             "the form is too large",
         ));
     };
-    let token = form_urlencoded_field(&bytes, "csrf");
-    let ok = token.is_some_and(|t| digest(&t) == digest(&session.csrf));
-    if !ok {
+    if !carries(form_urlencoded_field(&bytes, "csrf")) {
         tracing::warn!(user = session.user.name, path = %parts.uri.path(), "dashboard: refused a form without its CSRF token");
         return Err(refused());
     }

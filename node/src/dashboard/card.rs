@@ -39,7 +39,7 @@ pub(super) async fn index(
         Err(r) => return r,
     };
     if s.user.role == crate::users::Role::Clinician && listed.len() == 1 {
-        return page::redirect(&format!("/card/{}", &listed[0][..12]));
+        return page::redirect(&format!("/card/{}", page::short(&listed[0])));
     }
     if listed.is_empty() {
         return page::problem(
@@ -51,7 +51,7 @@ pub(super) async fn index(
         p.note { "Report cards are private feedback: each is seen only by its therapist, their supervisors and the clinic's administrators." }
         ul.cards {
             @for t in &listed {
-                li { a href=(format!("/card/{}", &t[..12])) { "Therapist " code { (&t[..12]) } } }
+                li { a href=(format!("/card/{}", page::short(t))) { "Therapist " code { (page::short(t)) } } }
             }
         }
     };

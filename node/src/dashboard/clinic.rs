@@ -19,10 +19,6 @@ use crate::{benchmark, clock, ledger, users};
 /// The largest upload taken, bytes.
 pub(super) const MAX_UPLOAD: usize = 256 << 20;
 
-fn percent(v: Option<f64>) -> String {
-    v.map_or("—".into(), |v| format!("{:.1} %", 100.0 * v))
-}
-
 /// `GET /clinic`.
 pub(super) async fn page(State(d): State<Dashboard>, Extension(s): Extension<Session>) -> Response {
     if !s.user.runs_clinic() {
@@ -68,7 +64,7 @@ pub(super) async fn page(State(d): State<Dashboard>, Extension(s): Extension<Ses
                 None => p.note { "No network benchmark release is kept yet: the clinic's figures below are against its own data." },
                 Some(b) => {
                     @let doc = &b.document;
-                    p { "Release " code { (&doc.release_id[..12.min(doc.release_id.len())]) } ", issued " (doc.issued_at) " for " (doc.period) ", from " (doc.clinics.contributing) " clinics, signed by the coordinator and checked by this node." }
+                    p { "Release " code { (page::short(&doc.release_id)) } ", issued " (doc.issued_at) " for " (doc.period) ", from " (doc.clinics.contributing) " clinics, signed by the coordinator and checked by this node." }
                     table {
                         caption.note { "The network's figures (differentially private sums: nothing of any patient left any clinic)" }
                         tr { th scope="col" { "domain" } th scope="col" { "episodes" } th scope="col" { "recovery" } th scope="col" { "reliable improvement" } th scope="col" { "reliable deterioration" } }
@@ -76,9 +72,9 @@ pub(super) async fn page(State(d): State<Dashboard>, Extension(s): Extension<Ses
                             tr {
                                 td { (x.domain) }
                                 td.num { (format!("{:.0}", x.episodes)) }
-                                td.num { (percent(x.recovery_rate)) }
-                                td.num { (percent(x.reliable_improvement_rate)) }
-                                td.num { (percent(x.reliable_deterioration_rate)) }
+                                td.num { (benchmark::pct(x.recovery_rate)) }
+                                td.num { (benchmark::pct(x.reliable_improvement_rate)) }
+                                td.num { (benchmark::pct(x.reliable_deterioration_rate)) }
                             }
                         }
                     }
@@ -102,7 +98,7 @@ pub(super) async fn page(State(d): State<Dashboard>, Extension(s): Extension<Ses
                     tr { th scope="col" { "release" } th scope="col" { "kind" } th scope="col" { "period" } th.num scope="col" { "ρ" } th.num scope="col" { "ε" } th scope="col" { "status" } th scope="col" { "charged" } th scope="col" { "to" } }
                     @for e in &entries {
                         tr {
-                            td { code { (&e.release_id[..12.min(e.release_id.len())]) } }
+                            td { code { (page::short(&e.release_id)) } }
                             td { (e.kind) } td { (e.period) }
                             td.num { (format!("{:.4}", e.rho)) } td.num { (format!("{:.3}", e.epsilon)) }
                             td { (e.status) } td { (e.charged_at) }

@@ -15,6 +15,7 @@ use axum::{Extension, Form};
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use super::patient::locate_mine;
 use super::{Dashboard, Session, blocking, page};
 use crate::matching::request::{GroupsFile, RequestFile, ask};
 use crate::matching::{self, Ask, Choice, Matched, Patient};
@@ -279,16 +280,12 @@ pub(super) async fn run(
                 ..asked
             };
             let run = blocking(&d, move |node| {
-                if let Patient::Stored(raw) = &asked.patient {
-                    let mine = node
-                        .locate(&Who::Patient(raw.clone()))
-                        .ok()
-                        .is_some_and(|l| user.sees_patient_of(l.therapist.as_deref()));
-                    if !mine {
-                        return Ok(Outcome::Refused(vec![format!(
-                            "no patient {raw} among your patients"
-                        )]));
-                    }
+                if let Patient::Stored(raw) = &asked.patient
+                    && locate_mine(node, &user, &Who::Patient(raw.clone())).is_none()
+                {
+                    return Ok(Outcome::Refused(vec![format!(
+                        "no patient {raw} among your patients"
+                    )]));
                 }
                 Ok(
                     match matching::shortlist(node, &asked, &Default::default()) {

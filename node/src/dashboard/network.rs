@@ -80,7 +80,7 @@ async fn show(d: &Dashboard, s: &Session, problem: Option<&str>, code: StatusCod
                         @let dropped = r.participants.iter().filter(|p| p.dropped.is_some()).count();
                         tr {
                             td { (r.started_at) }
-                            td { code { (&r.round_id[..12.min(r.round_id.len())]) } }
+                            td { code { (page::short(&r.round_id)) } }
                             td { (r.kind) }
                             td { (r.step.to_string()) }
                             td.num { (r.participants.len()) }
@@ -88,7 +88,7 @@ async fn show(d: &Dashboard, s: &Session, problem: Option<&str>, code: StatusCod
                             td.num { (r.threshold) }
                             td {
                                 @if let Some(e) = &r.error { span.sig.sig-red { "✕ " } (e) }
-                                @else if let Some(id) = &r.release_id { "release " code { (&id[..12.min(id.len())]) } }
+                                @else if let Some(id) = &r.release_id { "release " code { (page::short(id)) } }
                                 @else if r.participants.len() - dropped < r.threshold as usize { span.sig.sig-red { "✕ fewer than t left" } }
                                 @else { "—" }
                             }
@@ -106,7 +106,7 @@ async fn show(d: &Dashboard, s: &Session, problem: Option<&str>, code: StatusCod
                     tr { th scope="col" { "issued" } th scope="col" { "release" } th scope="col" { "kind" } th.num scope="col" { "clinics" } th.num scope="col" { "ρ" } th scope="col" { "domains" } }
                     @for l in &releases {
                         tr {
-                            td { (l.issued_at) } td { code { (&l.release_id[..12.min(l.release_id.len())]) } }
+                            td { (l.issued_at) } td { code { (page::short(&l.release_id)) } }
                             td { (l.kind) } td.num { (l.clinics) } td.num { (format!("{:.3}", l.rho)) }
                             td { (l.domains.join(", ")) }
                         }

@@ -95,6 +95,11 @@ pub(super) fn frame(s: &Session, active: &str, title: &str, body: Markup) -> Mar
     }
 }
 
+/// An id (a pseudonym, a release or round id) as pages show it: its first 12 characters.
+pub(super) fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
 /// `303 See Other` to `to`.
 pub(super) fn redirect(to: &str) -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();

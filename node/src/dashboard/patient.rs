@@ -14,7 +14,8 @@ use serde::Deserialize;
 
 use super::{Dashboard, Session, blocking, page};
 use crate::alerts::Alert;
-use crate::support::{PatientSupport, Who};
+use crate::node::Node;
+use crate::support::{Located, PatientSupport, Who};
 use crate::users::{self, User};
 
 /// Whether `path` is a patient page of this dashboard (`/patient/` and 12 lowercase hex digits).
@@ -25,6 +26,14 @@ pub(super) fn episode_path(path: &str) -> bool {
 /// Whether `s` is an episode as pages show it (12 lowercase hex digits).
 fn shown(s: &str) -> bool {
     s.len() == 12 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Where the episode `who` names is, if it is one of `user`'s patients (`None` for one that is
+/// not stored and for another therapist's alike).
+pub(super) fn locate_mine(node: &Node, user: &User, who: &Who) -> Option<Located> {
+    node.locate(who)
+        .ok()
+        .filter(|l| user.sees_patient_of(l.therapist.as_deref()))
 }
 
 /// The form that opens a patient's page by the clinic's id.
@@ -60,13 +69,7 @@ pub(super) async fn find(
     }
     let user = s.user.clone();
     let who = Who::Patient(id.clone());
-    let found = blocking(&d, move |node| {
-        Ok(node
-            .locate(&who)
-            .ok()
-            .filter(|l| user.sees_patient_of(l.therapist.as_deref())))
-    })
-    .await;
+    let found = blocking(&d, move |node| Ok(locate_mine(node, &user, &who))).await;
     match found {
         Ok(Some(l)) => page::redirect(&format!("/patient/{}", l.shown)),
         // The same answer for a patient not stored and one of another therapist's.
@@ -127,12 +130,9 @@ async fn show(d: Dashboard, s: Session, episode: String, form: Shape) -> Respons
     let user: User = s.user.clone();
     let who = Who::Shown(episode.clone());
     let found = blocking(&d, move |node| {
-        let Ok(at) = node.locate(&who) else {
+        let Some(at) = locate_mine(node, &user, &who) else {
             return Ok(Found::NotYours);
         };
-        if !user.sees_patient_of(at.therapist.as_deref()) {
-            return Ok(Found::NotYours);
-        }
         let (page, open) = match node.support_page(&who) {
             Ok(v) => v,
             // Nothing of the patient is shown, so nothing is recorded.

@@ -11,6 +11,8 @@ use maud::html;
 use serde_json::Value;
 
 use super::{Dashboard, Session, blocking, page};
+use crate::benchmark;
+use crate::support::validate;
 
 /// `GET /validation`.
 pub(super) async fn page(State(d): State<Dashboard>, Extension(s): Extension<Session>) -> Response {
@@ -20,31 +22,12 @@ pub(super) async fn page(State(d): State<Dashboard>, Extension(s): Extension<Ses
             "the validation card is for the clinic's staff",
         );
     }
-    let cards = blocking(&d, |node| {
-        let store = node.store();
-        let mut stmt = store.conn().prepare(
-            "SELECT v.validated_at, v.passed, v.card FROM support_validation v
-             WHERE v.validation_id = (SELECT max(w.validation_id) FROM support_validation w
-                                      WHERE w.instrument_id = v.instrument_id)
-             ORDER BY v.instrument_id",
-        )?;
-        let rows: Vec<(String, bool, String)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        rows.into_iter()
-            .map(|(at, passed, card)| Ok((at, passed, serde_json::from_str::<Value>(&card)?)))
-            .collect::<anyhow::Result<Vec<_>>>()
-    })
-    .await;
-    let cards = match cards {
+    let cards = match blocking(&d, |node| validate::latest(&node.store())).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let pct = |v: &Value| {
-        v.as_f64()
-            .map_or("—".into(), |v| format!("{:.1} %", 100.0 * v))
-    };
-    let num = |v: &Value| v.as_f64().map_or("—".into(), |v| format!("{v:.2}"));
+    let pct = |v: &Value| benchmark::pct(v.as_f64());
+    let num = |v: &Value| benchmark::num(v.as_f64(), 2);
     let body = html! {
         p.note { "Each instrument's signals are checked on this clinic's own ended episodes: the past patients before a cut date predict those after it. Not-on-track alerts are on only for an instrument whose card passed; safety alerts are always on." }
         @if s.user.runs_clinic() {
@@ -56,15 +39,16 @@ pub(super) async fn page(State(d): State<Dashboard>, Extension(s): Extension<Ses
         @if cards.is_empty() {
             p { "No validation yet: the signals are prompts for judgement, not alerts, until one passes." }
         }
-        @for (at, passed, c) in &cards {
+        @for stored in &cards {
+            @let (at, passed, c) = (&stored.validated_at, stored.passed, &stored.card);
             section.card {
                 h2 { (c["instrument"].as_str().unwrap_or("?")) " "
-                    @if *passed { span.sig.sig-green { "✓ passed: not-on-track alerts on" } }
+                    @if passed { span.sig.sig-green { "✓ passed: not-on-track alerts on" } }
                     @else { span.sig.sig-red { "✕ not passed: not-on-track alerts off" } }
                 }
                 p.note {
                     "Validated " (at) ". "
-                    @if c["cut_date"] == "leave-one-out" {
+                    @if c["cut_date"] == validate::LEAVE_ONE_OUT {
                         "Too few ended episodes for a time split: each of the " (c["test"]) " tested against the clinic's other episodes."
                     } @else {
                         "Pool: " (c["pool"]) " episodes that ended before " (c["cut_date"].as_str().unwrap_or("?")) "; test: " (c["test"]) " that ended since"

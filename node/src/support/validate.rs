@@ -541,6 +541,39 @@ fn judge(f: &Figures, t: &SupportConfig) -> (bool, String) {
     }
 }
 
+/// An instrument's latest stored card, as `support validate` kept it.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// When it was validated.
+    pub validated_at: String,
+    /// Whether it passed.
+    pub passed: bool,
+    /// The card, as stored (JSON of [`Card`], read loosely: older cards may lack a field).
+    pub card: serde_json::Value,
+}
+
+/// The latest stored card of every instrument validated, by instrument id.
+pub fn latest(store: &Store) -> Result<Vec<Stored>> {
+    let mut stmt = store.conn().prepare(
+        "SELECT v.validated_at, v.passed, v.card FROM support_validation v
+         WHERE v.validation_id = (SELECT max(w.validation_id) FROM support_validation w
+                                  WHERE w.instrument_id = v.instrument_id)
+         ORDER BY v.instrument_id",
+    )?;
+    let rows: Vec<(String, bool, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    rows.into_iter()
+        .map(|(validated_at, passed, card)| {
+            Ok(Stored {
+                validated_at,
+                passed,
+                card: serde_json::from_str(&card)?,
+            })
+        })
+        .collect()
+}
+
 /// Whether an instrument's not-on-track alerts are on.
 #[derive(Debug, Clone, Serialize)]
 pub struct Switch {
