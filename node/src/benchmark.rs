@@ -94,6 +94,15 @@ pub enum Any {
 }
 
 impl Any {
+    /// Its HTML report, by kind.
+    pub fn html(&self) -> String {
+        match self {
+            Any::Benchmark(s) => html(s),
+            Any::Trajectories(s) => trajectories::html(s),
+            Any::Dropout(s) => dropout::html(s),
+        }
+    }
+
     /// The signed release.
     pub fn release(&self) -> &SignedRelease {
         match self {
@@ -198,19 +207,16 @@ pub fn accept(conn: &mut Connection, release: &SignedRelease, now: &str) -> Resu
 fn signed(r: &rusqlite::Row<'_>) -> rusqlite::Result<SignedRelease> {
     let document: Vec<u8> = r.get(0)?;
     let signature: String = r.get(1)?;
-    let sig: [u8; 64] = hex::decode(&signature)
-        .ok()
-        .and_then(|s| s.try_into().ok())
-        .ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                1,
-                rusqlite::types::Type::Text,
-                "a stored signature is not 64 bytes of hex".into(),
-            )
-        })?;
+    let signature = protocol::keys::Signature::from_hex(&signature).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            1,
+            rusqlite::types::Type::Text,
+            "a stored signature is not 64 bytes of hex".into(),
+        )
+    })?;
     Ok(SignedRelease {
         document: protocol::keys::Bytes(document),
-        signature: protocol::keys::Signature(sig),
+        signature,
     })
 }
 
@@ -501,18 +507,15 @@ pub fn verify_export(bytes: &[u8], coordinator: Option<&NodeKey>) -> Result<Veri
     let signed = base64::engine::general_purpose::STANDARD
         .decode(signed)
         .context("signature.document_base64 is not base64")?;
-    let value: [u8; 64] = signature["value"]
+    let value = signature["value"]
         .as_str()
-        .and_then(|v| hex::decode(v).ok())
-        .and_then(|v| v.try_into().ok())
+        .and_then(protocol::keys::Signature::from_hex)
         .context("signature.value is not 64 bytes of hex")?;
     let document: Value =
         serde_json::from_slice(&signed).context("the signed bytes are not a JSON document")?;
     let signer = document["aggregator"]
         .as_str()
-        .and_then(|v| hex::decode(v).ok())
-        .and_then(|v| <[u8; 32]>::try_from(v).ok())
-        .map(NodeKey)
+        .and_then(NodeKey::from_hex)
         .context("the signed document names no aggregator key")?;
     if let Some(pinned) = coordinator
         && *pinned != signer
@@ -525,7 +528,7 @@ pub fn verify_export(bytes: &[u8], coordinator: Option<&NodeKey>) -> Result<Veri
     }
     let release = SignedRelease {
         document: protocol::keys::Bytes(signed),
-        signature: protocol::keys::Signature(value),
+        signature: value,
     };
     release.verify(&signer).map_err(|_| {
         anyhow::anyhow!("the signature does not verify: the signed bytes were changed, or not signed by the key they name")

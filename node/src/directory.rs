@@ -47,13 +47,9 @@ pub struct Kept {
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, SignedEntry)> {
     let signature: String = r.get(2)?;
-    let signature = hex::decode(&signature)
-        .ok()
-        .and_then(|b| <[u8; 64]>::try_from(b).ok())
-        .map(Signature)
-        .ok_or_else(|| {
-            rusqlite::Error::InvalidColumnType(2, "signature".into(), rusqlite::types::Type::Text)
-        })?;
+    let signature = Signature::from_hex(&signature).ok_or_else(|| {
+        rusqlite::Error::InvalidColumnType(2, "signature".into(), rusqlite::types::Type::Text)
+    })?;
     Ok((
         r.get(0)?,
         r.get(3)?,

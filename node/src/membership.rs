@@ -69,12 +69,8 @@ pub fn load(conn: &Connection) -> Result<Option<Membership>> {
         .context("the store pins a network but holds no roster")?;
     let roster: SignedRoster =
         serde_json::from_str(&json).context("couldn't parse the stored roster")?;
-    let coordinator = NodeKey(
-        hex::decode(&coordinator)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .context("the stored coordinator key is not 32 bytes of hex")?,
-    );
+    let coordinator = NodeKey::from_hex(&coordinator)
+        .context("the stored coordinator key is not 32 bytes of hex")?;
     // A store edited by hand must not widen the allow-list.
     roster
         .verify(Some(&network_id), Some(&coordinator))

@@ -25,11 +25,23 @@ pub struct NodeKey(pub [u8; 32]);
 pub struct Signature(pub [u8; 64]);
 
 impl NodeKey {
+    /// The key written as 64 hex digits, if `hex` is that.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        hex::decode(hex.trim()).ok()?.try_into().ok().map(Self)
+    }
+
     /// Checks `signature` over `transcript` under this key.
     pub fn verify(&self, transcript: &[u8], signature: &Signature) -> Result<(), BadSignature> {
         UnparsedPublicKey::new(&ED25519, &self.0)
             .verify(transcript, &signature.0)
             .map_err(|_| BadSignature)
+    }
+}
+
+impl Signature {
+    /// The signature written as 128 hex digits, if `hex` is that.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        hex::decode(hex.trim()).ok()?.try_into().ok().map(Self)
     }
 }
 
@@ -171,6 +183,29 @@ impl<'de> Deserialize<'de> for Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_and_signatures_read_from_hex_only_at_their_length() {
+        let key = "ab".repeat(32);
+        assert_eq!(NodeKey::from_hex(&key), Some(NodeKey([0xab; 32])));
+        assert_eq!(
+            NodeKey::from_hex(&format!(" {key}\n")),
+            Some(NodeKey([0xab; 32]))
+        );
+        for bad in [
+            "ab".repeat(31),
+            "ab".repeat(33),
+            format!("{}zz", "ab".repeat(31)),
+            String::new(),
+        ] {
+            assert_eq!(NodeKey::from_hex(&bad), None, "{bad}");
+        }
+        assert_eq!(
+            Signature::from_hex(&"01".repeat(64)).map(|s| s.0),
+            Some([1; 64])
+        );
+        assert!(Signature::from_hex(&key).is_none());
+    }
 
     #[test]
     fn rfc8032_test_vector_1() {

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use rusqlite::Connection;
 
 use super::html::esc;
-use super::{Any, export_json, get_any, list, rho_text};
+use super::{export_json, get_any, list, rho_text};
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;\
 padding:0 1rem;color:#222}table{border-collapse:collapse}td,th{padding:.3rem .6rem;\
@@ -36,12 +36,10 @@ pub fn export_site(
             .with_context(|| format!("release {} vanished while exporting", l.release_id))?;
         let json = serde_json::to_vec_pretty(&export_json(s.release())?)?;
         write(&out.join(format!("{}.json", l.release_id)), &json)?;
-        let html = match &s {
-            Any::Benchmark(s) => super::html(s),
-            Any::Trajectories(s) => super::trajectories::html(s),
-            Any::Dropout(s) => super::dropout::html(s),
-        };
-        write(&out.join(format!("{}.html", l.release_id)), html.as_bytes())?;
+        write(
+            &out.join(format!("{}.html", l.release_id)),
+            s.html().as_bytes(),
+        )?;
     }
     let mut h = String::new();
     let _ = write!(

@@ -402,11 +402,10 @@ pub(super) fn benchmark_cmd(c: BenchmarkCommand) -> Result<()> {
             let html = out
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"));
-            let bytes = match &s {
-                _ if !html => serde_json::to_vec_pretty(&benchmark::export_json(s.release())?)?,
-                benchmark::Any::Benchmark(s) => benchmark::html(s).into_bytes(),
-                benchmark::Any::Trajectories(s) => benchmark::trajectories::html(s).into_bytes(),
-                benchmark::Any::Dropout(s) => benchmark::dropout::html(s).into_bytes(),
+            let bytes = if html {
+                s.html().into_bytes()
+            } else {
+                serde_json::to_vec_pretty(&benchmark::export_json(s.release())?)?
             };
             std::fs::write(&out, bytes)
                 .with_context(|| format!("couldn't write {}", out.display()))?;
@@ -423,12 +422,10 @@ pub(super) fn benchmark_cmd(c: BenchmarkCommand) -> Result<()> {
             json,
         } => {
             let pinned = match (coordinator, data_dir) {
-                (Some(hex_key), _) => Some(protocol::keys::NodeKey(
-                    hex::decode(hex_key.trim())
-                        .ok()
-                        .and_then(|k| k.try_into().ok())
+                (Some(hex_key), _) => Some(
+                    protocol::keys::NodeKey::from_hex(&hex_key)
                         .context("--coordinator: expected the key as 64 hex digits")?,
-                )),
+                ),
                 (None, Some(dir)) => Some(
                     crate::membership::load(Node::open_read_only(&dir)?.store().conn())?
                         .context("that node is not in a network: give --coordinator KEY")?
