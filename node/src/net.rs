@@ -14,6 +14,7 @@
 pub mod codec;
 mod event_loop;
 pub mod pending;
+pub mod port;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -14,11 +14,10 @@ use crate::{bin, mbc};
 /// How long any wait on the network may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// A free TCP port on 127.0.0.1 (bound, read and released).
+/// A free loopback port for a node to listen on later ([`mbc_node::net::port::free`]).
 pub fn free_port() -> u16 {
-    // Unwrap safety: binding port 0 on loopback succeeds on any test machine.
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    // Unwrap safety: a test machine has free loopback ports.
+    mbc_node::net::port::free().unwrap()
 }
 
 /// Polls `check` until it returns `Some` or [`WAIT`] passes; the polling interval is not a

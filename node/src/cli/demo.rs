@@ -87,11 +87,6 @@ fn fresh_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("no free port on 127.0.0.1")?;
-    Ok(l.local_addr()?.port())
-}
-
 /// Forms the network: the first node creates it, every other node sends a join request, is
 /// admitted and joins with the roster it gets back.
 fn form(nodes: &[(PathBuf, String)]) -> Result<()> {
@@ -136,7 +131,7 @@ const NEW_CLINIC: &str = "new-clinic";
 
 /// `mbc-node init` of a demo node called `name` in `node`, listening on a free loopback port.
 fn init_node(node: &Path, name: &str) -> Result<()> {
-    let port = free_port()?;
+    let port = crate::net::port::free()?;
     Node::init(
         node,
         &Clinic {
