@@ -32,7 +32,7 @@ use crate::round::Participation;
 use crate::{benchmark, clock, membership, release};
 
 mod document;
-mod record;
+pub mod record;
 pub mod schedule;
 mod status;
 
@@ -79,7 +79,14 @@ fn cbor_len<T: Serialize>(value: &T) -> u64 {
 impl Aggregation {
     /// For `node`, reaching the participants through `client`; its own contribution goes
     /// through `participation` in process.
+    /// Rounds the store records as running were interrupted by the last stop and are recorded
+    /// as aborted here ([`record::close_interrupted`]).
     pub fn new(node: Arc<Node>, client: Client, participation: Arc<Participation>) -> Self {
+        match record::close_interrupted(node.store().conn(), &clock::now()) {
+            Ok(0) => {}
+            Ok(n) => warn!(rounds = n, "{}", record::INTERRUPTED),
+            Err(e) => warn!("couldn't close the rounds the last stop interrupted: {e:#}"),
+        }
         Self {
             node,
             client,
@@ -118,7 +125,32 @@ impl Aggregation {
                 .max_by(|a, b| a.started_at.cmp(&b.started_at))
                 .cloned()
         };
-        found.map(|r| self.attach(r))
+        match found {
+            Some(r) => Some(self.attach(r)),
+            // A round of an earlier run of the daemon, as recorded.
+            None => record::find(self.node.store().conn(), id).unwrap_or_else(|e| {
+                warn!("couldn't read the recorded rounds: {e:#}");
+                None
+            }),
+        }
+    }
+
+    /// The `limit` latest rounds, oldest first: those recorded by earlier runs of the daemon
+    /// ([`record::recent`]) and this run's as they stand now.
+    pub fn history(&self, limit: usize) -> Vec<RoundStatus> {
+        let recorded = record::recent(self.node.store().conn(), limit).unwrap_or_else(|e| {
+            warn!("couldn't read the recorded rounds: {e:#}");
+            Vec::new()
+        });
+        let mut all: BTreeMap<String, RoundStatus> = recorded
+            .into_iter()
+            .map(|r| (r.round_id.clone(), r))
+            .collect();
+        all.extend(self.list().into_iter().map(|r| (r.round_id.clone(), r)));
+        let mut all: Vec<RoundStatus> = all.into_values().collect();
+        all.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+        let skip = all.len().saturating_sub(limit);
+        all.split_off(skip)
     }
 
     /// Every round this daemon ran, oldest first.

@@ -306,7 +306,84 @@ fn a_round_started_from_the_network_screen_is_published_as_a_site_that_verifies_
         "{}",
         r.stderr
     );
-    for d in ds {
+    // The coordinator restarts: the round stays on the screen and in `round status`; a round
+    // it stopped in (a bench round, killed at the shares step) is ended as interrupted when it
+    // starts again.
+    let status = |id: &str| {
+        mbc(
+            root,
+            &[
+                "round",
+                "status",
+                "--data-dir",
+                nodes[0].arg(),
+                id,
+                "--json",
+            ],
+        )
+        .ok()
+        .json()
+    };
+    let done = status("latest");
+    let round_id = done["round_id"].as_str().unwrap().to_owned();
+    let mut ds = ds.into_iter();
+    ds.next().unwrap().stop();
+    let clinics: Vec<Daemon> = ds.collect();
+    let crashing = Daemon::start_with_env(&nodes[0], &[("MBC_NODE_TEST_EXIT_AT", "shares")]);
+    wait_converged(&[&crashing], 4, 3);
+    let started = mbc(
+        root,
+        &[
+            "round",
+            "start",
+            "--data-dir",
+            nodes[0].arg(),
+            "--kind",
+            "bench",
+            "--dim",
+            "8",
+            "--json",
+        ],
+    )
+    .ok()
+    .json();
+    let cut = started["round_id"].as_str().unwrap().to_owned();
+    crashing.wait_exit();
+    let coord = Daemon::start(&nodes[0]);
+    let addr = coord.ready["dashboard"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let (session, _) = signed_in(&addr, "cora", "/network");
+    let (_, _, page) = http(
+        &addr,
+        &addr,
+        "GET /network",
+        &format!("Cookie: {session}\r\n"),
+        "",
+    );
+    assert!(page.contains("The latest 2 rounds"), "{page}");
+    assert!(
+        page.contains(&format!("release <code>{}</code>", &release[..12])),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("<code>{}</code>", &cut[..12]))
+            && page.contains(mbc_node::aggregate::record::INTERRUPTED),
+        "{page}"
+    );
+    let again = status(&round_id);
+    assert_eq!(
+        (&again["step"], &again["release_id"], &again["participants"]),
+        (&done["step"], &done["release_id"], &done["participants"])
+    );
+    let cut = status(&cut);
+    assert_eq!(cut["step"], "aborted");
+    assert_eq!(cut["error"], mbc_node::aggregate::record::INTERRUPTED);
+    coord.stop();
+    for d in clinics {
         d.stop();
     }
 }

@@ -304,6 +304,14 @@ impl Daemon {
         std::fs::read_to_string(self.node.dir.join("daemon.log")).unwrap_or_default()
     }
 
+    /// Waits, at most [`WAIT`], for the process to end by itself (a test hook that aborts it).
+    #[track_caller]
+    pub fn wait_exit(mut self) {
+        wait_for(&format!("{} to end", self.node.arg()), || {
+            self.child.try_wait().unwrap().map(|_| ())
+        });
+    }
+
     /// Sends SIGTERM and waits; returns the exit code.
     pub fn stop(mut self) -> Option<i32> {
         let pid = self.child.id().to_string();

@@ -64,7 +64,7 @@ pub(super) async fn page(State(d): State<Dashboard>, Extension(s): Extension<Ses
                 None => p.note { "No network benchmark release is kept yet: the clinic's figures below are against its own data." },
                 Some(b) => {
                     @let doc = &b.document;
-                    p { "Release " code { (page::short(&doc.release_id)) } ", issued " (doc.issued_at) " for " (doc.period) ", from " (doc.clinics.contributing) " clinics, signed by the coordinator and checked by this node." }
+                    p { "Release " code { (page::short(&doc.release_id)) } ", issued " (page::when(&doc.issued_at)) " for " (doc.period) ", from " (doc.clinics.contributing) " clinics, signed by the coordinator and checked by this node." }
                     table {
                         caption.note { "The network's figures (differentially private sums: nothing of any patient left any clinic)" }
                         tr { th scope="col" { "domain" } th scope="col" { "episodes" } th scope="col" { "recovery" } th scope="col" { "reliable improvement" } th scope="col" { "reliable deterioration" } }
@@ -101,7 +101,7 @@ pub(super) async fn page(State(d): State<Dashboard>, Extension(s): Extension<Ses
                             td { code { (page::short(&e.release_id)) } }
                             td { (e.kind) } td { (e.period) }
                             td.num { (format!("{:.4}", e.rho)) } td.num { (format!("{:.3}", e.epsilon)) }
-                            td { (e.status) } td { (e.charged_at) }
+                            td { (e.status) } td { (page::when(&e.charged_at)) }
                             td { (e.sent_to.as_deref().unwrap_or(&e.counterpart)) }
                         }
                     }
@@ -116,7 +116,7 @@ pub(super) async fn page(State(d): State<Dashboard>, Extension(s): Extension<Ses
                 p.note { "The latest " (views.len()) ", newest first (every view is recorded)." }
                 div.scroll { table {
                     tr { th scope="col" { "when" } th scope="col" { "account" } th scope="col" { "role" } th scope="col" { "episode" } th scope="col" { "page" } }
-                    @for v in &views { tr { td { (v.at) } td { (v.user) } td { (v.role) } td { code { (v.episode) } } td { (v.page) } } }
+                    @for v in &views { tr { td { (page::when(&v.at)) } td { (v.user) } td { (v.role) } td { code { (v.episode) } } td { (v.page) } } }
                 } }
             }
         }

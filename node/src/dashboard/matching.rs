@@ -322,7 +322,7 @@ fn shortlist(s: &Session, m: &Matched) -> Markup {
     let l = &m.shortlist;
     html! {
         p.note {
-            "Made " (m.created_at) @if let Some(p) = &m.patient { " for patient " code { (p) } } ". "
+            "Made " (page::when(&m.created_at)) @if let Some(p) = &m.patient { " for patient " code { (p) } } ". "
             "Intake: "
             @for (k, d) in m.intake.domains.iter().enumerate() {
                 @if k > 0 { ", " }
@@ -434,7 +434,7 @@ pub(super) async fn record(
                         (Some(t), _) => { "Recorded: the patient declined " code { (t) } "." }
                         (None, _) => { "Recorded: the patient declined the list." }
                     }
-                    " " span.note { (r.at) ", by " (r.by) }
+                    " " span.note { (page::when(&r.at)) ", by " (r.by) }
                 }
                 p { a href="/match" { "A new request" } }
             };

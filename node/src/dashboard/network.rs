@@ -1,7 +1,7 @@
-//! The Network screen (the coordinator): the roster and who is connected now, the rounds this
-//! node ran (step, participants, dropouts against the threshold t), the signed releases it
-//! keeps, the round schedule of `[rounds]`, and a form that starts a round (the same
-//! `Aggregation::start` as `round start`).
+//! The Network screen (the coordinator): the roster and who is connected now, the latest
+//! rounds, kept across restarts (step, participants, dropouts against the threshold t), the
+//! signed releases this node keeps, the round schedule of `[rounds]`, and a form that starts a
+//! round (the same `Aggregation::start` as `round start`).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,8 +11,11 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::{Dashboard, Session, blocking, page};
-use crate::aggregate::StartRequest;
+use crate::aggregate::{StartRequest, record};
 use crate::benchmark;
+
+/// How many rounds the screen shows, newest first.
+const ROUNDS_SHOWN: usize = 50;
 
 /// `GET /network`.
 pub(super) async fn page(State(d): State<Dashboard>, Extension(s): Extension<Session>) -> Response {
@@ -31,11 +34,17 @@ async fn show(d: &Dashboard, s: &Session, problem: Option<&str>, code: StatusCod
         Err(r) => return r,
     };
     let (peers, rounds) = match &d.live {
-        Some(live) => (
-            live.client.peers().await.ok(),
-            Some(live.aggregation.list()),
-        ),
-        None => (None, None),
+        Some(live) => {
+            let aggregation = live.aggregation.clone();
+            let rounds = tokio::task::spawn_blocking(move || aggregation.history(ROUNDS_SHOWN))
+                .await
+                .unwrap_or_default();
+            (live.client.peers().await.ok(), rounds)
+        }
+        None => match blocking(d, |node| record::recent(node.store().conn(), ROUNDS_SHOWN)).await {
+            Ok(r) => (None, r),
+            Err(r) => return r,
+        },
     };
     let schedule = &d.node.config().rounds.schedule;
     let body = html! {
@@ -47,8 +56,8 @@ async fn show(d: &Dashboard, s: &Session, problem: Option<&str>, code: StatusCod
         section #clinics {
             h2 { "Clinics on the roster" }
             @match &peers {
-                None => p.note { "Who is connected shows while `mbc-node run` serves this page." },
-                Some(peers) if peers.is_empty() => p.note { "No other clinic is on the roster yet: admit clinics with `mbc-node network admit`." },
+                None => p.note { "Who is connected shows while " code { "mbc-node run" } " serves this page." },
+                Some(peers) if peers.is_empty() => p.note { "No other clinic is on the roster yet: admit clinics with " code { "mbc-node network admit" } "." },
                 Some(peers) => {
                     p.note { (peers.iter().filter(|p| p.connected).count()) " of " (peers.len()) " other members connected now." }
                     table {
@@ -71,15 +80,16 @@ async fn show(d: &Dashboard, s: &Session, problem: Option<&str>, code: StatusCod
         section #rounds {
             h2 { "Rounds" }
             (start_form(s))
-            @match &rounds {
-                None => p.note { "Rounds show while `mbc-node run` serves this page." },
-                Some(rounds) if rounds.is_empty() => p.note { "No round has run since the daemon started." },
-                Some(rounds) => div.scroll { table {
-                    tr { th scope="col" { "started" } th scope="col" { "round" } th scope="col" { "kind" } th scope="col" { "step" } th.num scope="col" { "participants" } th.num scope="col" { "dropped" } th.num scope="col" { "t" } th scope="col" { "outcome" } }
+            @if rounds.is_empty() {
+                p.note { "No round has run yet." }
+            } @else {
+                p.note { "The latest " (rounds.len()) " rounds, newest first." }
+                div.scroll { table {
+                    tr { th scope="col" { "started" } th scope="col" { "round" } th scope="col" { "kind" } th scope="col" { "step" } th.num scope="col" { "clinics" } th.num scope="col" { "dropped" } th.num scope="col" { "t" } th scope="col" { "outcome" } }
                     @for r in rounds.iter().rev() {
                         @let dropped = r.participants.iter().filter(|p| p.dropped.is_some()).count();
                         tr {
-                            td { (r.started_at) }
+                            td { (page::when(&r.started_at)) }
                             td { code { (page::short(&r.round_id)) } }
                             td { (r.kind) }
                             td { (r.step.to_string()) }
@@ -94,7 +104,7 @@ async fn show(d: &Dashboard, s: &Session, problem: Option<&str>, code: StatusCod
                             }
                         }
                     }
-                } },
+                } }
             }
         }
         section #releases {
@@ -106,19 +116,19 @@ async fn show(d: &Dashboard, s: &Session, problem: Option<&str>, code: StatusCod
                     tr { th scope="col" { "issued" } th scope="col" { "release" } th scope="col" { "kind" } th.num scope="col" { "clinics" } th.num scope="col" { "ρ" } th scope="col" { "domains" } }
                     @for l in &releases {
                         tr {
-                            td { (l.issued_at) } td { code { (page::short(&l.release_id)) } }
+                            td { (page::when(&l.issued_at)) } td { code { (page::short(&l.release_id)) } }
                             td { (l.kind) } td.num { (l.clinics) } td.num { (format!("{:.3}", l.rho)) }
                             td { (l.domains.join(", ")) }
                         }
                     }
                 } }
-                p.note { "`mbc-node benchmark export --site DIR` writes them all as a static site to publish." }
+                p.note { code { "mbc-node benchmark export --site DIR" } " writes them all as a static site to publish." }
             }
         }
         section #schedule {
             h2 { "Round schedule" }
             @if schedule.is_empty() {
-                p.note { "No round is scheduled ([rounds] schedule in config.toml): rounds start from here or with `mbc-node round start`." }
+                p.note { "No round is scheduled (" code { "[rounds] schedule" } " in config.toml): rounds start from here or with " code { "mbc-node round start" } "." }
             } @else {
                 table {
                     tr { th scope="col" { "kind" } th.num scope="col" { "ρ" } th.num scope="col" { "every (days)" } th scope="col" { "domains" } }
@@ -204,7 +214,7 @@ pub(super) async fn start(
         return show(
             &d,
             &s,
-            Some("rounds start while `mbc-node run` serves this page"),
+            Some("rounds start only while “mbc-node run” serves this page"),
             StatusCode::CONFLICT,
         )
         .await;

@@ -100,6 +100,19 @@ pub(super) fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
+/// A moment stored as RFC 3339 as pages show it: "4 Dec 2026, 21:57 UTC", the exact value in
+/// its `datetime` and title. Anything else is shown as it is.
+pub(super) fn when(at: &str) -> Markup {
+    match chrono::DateTime::parse_from_rfc3339(at) {
+        Ok(t) => html! {
+            time datetime=(at) title=(at) {
+                (t.with_timezone(&chrono::Utc).format("%-d %b %Y, %H:%M UTC").to_string())
+            }
+        },
+        Err(_) => html! { (at) },
+    }
+}
+
 /// `303 See Other` to `to`.
 pub(super) fn redirect(to: &str) -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();
