@@ -153,7 +153,8 @@ struct Loaded {
 }
 
 /// Matches `ask` and logs it (module doc). `revealed`: pseudonym → the clinic's staff id,
-/// for display (`--reveal`).
+/// for display (`--reveal`): the shortlist returned shows them, the one logged does not (nor
+/// does the ranking depend on them).
 pub fn shortlist(node: &Node, ask: &Ask, revealed: &HashMap<String, String>) -> Result<Matched> {
     let config = node.config();
     let settings = config.matching.settings(&config.stats)?;
@@ -179,7 +180,6 @@ pub fn shortlist(node: &Node, ask: &Ask, revealed: &HashMap<String, String>) -> 
         store.conn(),
         node,
         &records,
-        revealed,
         &clock::rfc3339(now - chrono::Days::new(7)),
         &clock::rfc3339(now - chrono::Days::new(u64::from(config.matching.rotation_days))),
     )?;
@@ -226,7 +226,13 @@ pub fn shortlist(node: &Node, ask: &Ask, revealed: &HashMap<String, String>) -> 
             Patient::Given { .. } => None,
         },
         intake: request.intake,
-        shortlist: list,
+        // Staff ids for this screen only: the log above holds pseudonyms.
+        shortlist: list.shown_as(|id| {
+            revealed
+                .iter()
+                .find(|(pseudonym, _)| short(pseudonym) == id)
+                .map(|(_, staff)| staff.clone())
+        }),
         reference,
     })
 }
@@ -476,7 +482,6 @@ fn load_therapists(
     conn: &Connection,
     node: &Node,
     records: &HashMap<String, Vec<DomainRecord>>,
-    revealed: &HashMap<String, String>,
     week_ago: &str,
     rotation_since: &str,
 ) -> Result<Vec<Loaded>> {
@@ -510,10 +515,7 @@ fn load_therapists(
         };
         let wait_weeks: Option<f64> = r.get(10)?;
         let profile = Profile {
-            id: revealed
-                .get(&pseudonym)
-                .cloned()
-                .unwrap_or_else(|| short(&pseudonym).to_string()),
+            id: short(&pseudonym).to_string(),
             gender: r.get::<_, Option<String>>(2)?.map(|g| g.to_lowercase()),
             languages: list(r.get(3)?),
             modalities: list(r.get(4)?),

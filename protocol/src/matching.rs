@@ -711,6 +711,33 @@ pub struct Shortlist {
     pub notes: Vec<String>,
 }
 
+impl Shortlist {
+    /// The same shortlist with each therapist shown as `name` gives (a staff id from the
+    /// clinic's display list), else as before: on the offers, the exclusions, and in the
+    /// trade-off line and notes that name them. For display only; what is logged is the
+    /// shortlist as made, by pseudonym.
+    pub fn shown_as(mut self, name: impl Fn(&str) -> Option<String>) -> Shortlist {
+        let mut renamed = Vec::new();
+        for id in self
+            .offers
+            .iter_mut()
+            .map(|o| &mut o.therapist)
+            .chain(self.excluded.iter_mut().map(|e| &mut e.therapist))
+        {
+            if let Some(shown) = name(id) {
+                renamed.push((std::mem::replace(id, shown.clone()), shown));
+            }
+        }
+        for (from, to) in &renamed {
+            self.trade_off = self.trade_off.replace(from.as_str(), to);
+            for note in &mut self.notes {
+                *note = note.replace(from.as_str(), to);
+            }
+        }
+        self
+    }
+}
+
 struct Eligible<'c> {
     candidate: &'c Candidate,
     level: Level,

@@ -190,6 +190,9 @@ fn a_referrer_gets_a_logged_shortlist_and_records_the_choice() {
         text.contains("Caseload fairness") && text.contains("Equity monitor"),
         "{text}"
     );
+    // The staff ids were shown, never stored: the audit holds pseudonyms.
+    let dump = integration_tests::decrypted_dump(&cwd.join("node/local.db"));
+    assert!(!integration_tests::contains(&dump, b"C01-T0"));
 
     // The audit is append-only.
     let conn = open_rw(&cwd.join("node/local.db"));

@@ -85,7 +85,8 @@ pub struct Recorded {
     pub request_id: i64,
     /// `chosen` or `declined`.
     pub kind: &'static str,
-    /// The therapist, as the shortlist showed them (none: the whole list declined).
+    /// The therapist, as the shortlist showed them or by the staff id given (none: the whole
+    /// list declined).
     pub therapist: Option<String>,
     /// Their level on that shortlist.
     pub level: Option<u8>,
@@ -187,7 +188,15 @@ pub fn record(
     Ok(Recorded {
         request_id,
         kind,
-        therapist: offer.map(|o| o.shown.clone()),
+        // As given when it was a staff id (the audit shows pseudonyms only).
+        therapist: offer.map(|o| match who {
+            Some(w)
+                if o.pseudonym == node.pseudonymiser().pseudonym(IdKind::Therapist, w.trim()) =>
+            {
+                w.trim().to_string()
+            }
+            _ => o.shown.clone(),
+        }),
         level: offer.map(|o| o.level),
         at,
         by: by.trim().to_string(),

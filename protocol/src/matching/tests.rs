@@ -621,3 +621,44 @@ fn oversight_counts_allocations_and_outcomes_by_level() {
     let (lo, hi) = out[1].interval.unwrap();
     assert!((hi - lo - 2.0 * z95()).abs() < 1e-9);
 }
+
+#[test]
+fn a_shortlist_shown_by_staff_ids_names_them_everywhere_and_ranks_as_before() {
+    let req = request(&[("depression", 18.0)]);
+    let mut clinic: Vec<Candidate> = ["a1b2c3d4", "e5f6a7b8", "c9d0e1f2"]
+        .iter()
+        .enumerate()
+        .map(|(k, id)| {
+            let mut c = therapist(id, &[("depression", NEUTRAL)]);
+            profile(&mut c).wait_days = Some(3 + 7 * k as u32);
+            c
+        })
+        .collect();
+    let mut full = therapist("0badcafe", &[("depression", NEUTRAL)]);
+    profile(&mut full).accepting_new = Some(false);
+    clinic.push(full);
+    let list = shortlist(&req, &clinic, &Settings::default()).unwrap();
+    let staff = |id: &str| (id != "c9d0e1f2").then(|| format!("T-{}", &id[..2]));
+    let shown = list.clone().shown_as(staff);
+    let ids = |l: &Shortlist| -> Vec<String> {
+        l.offers
+            .iter()
+            .map(|o| o.therapist.clone())
+            .chain(l.excluded.iter().map(|e| e.therapist.clone()))
+            .collect()
+    };
+    assert_eq!(ids(&list), ["a1b2c3d4", "e5f6a7b8", "c9d0e1f2", "0badcafe"]);
+    assert_eq!(ids(&shown), ["T-a1", "T-e5", "c9d0e1f2", "T-0b"]);
+    assert!(list.trade_off.contains("a1b2c3d4"), "{}", list.trade_off);
+    assert_eq!(shown.trade_off, list.trade_off.replace("a1b2c3d4", "T-a1"));
+    // Nothing else changes.
+    let mut back = shown.clone();
+    for (o, before) in back.offers.iter_mut().zip(&list.offers) {
+        o.therapist.clone_from(&before.therapist);
+    }
+    for (e, before) in back.excluded.iter_mut().zip(&list.excluded) {
+        e.therapist.clone_from(&before.therapist);
+    }
+    back.trade_off.clone_from(&list.trade_off);
+    assert_eq!(back, list);
+}
