@@ -292,6 +292,11 @@ pub struct DashboardConfig {
     /// "mbc.clinic.example"); any other name is refused (DNS rebinding). Default [].
     #[serde(default)]
     pub hostnames: Vec<String>,
+    /// A CSV with a `therapist_id` column (the therapists.csv the clinic imported will do):
+    /// the dashboard then shows therapists by these staff ids, read when `run` starts and held
+    /// in memory only ([`crate::staff`]). Default none: therapists by pseudonym.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staff_list: Option<String>,
 }
 
 fn default_dashboard_bind() -> String {
@@ -305,6 +310,7 @@ impl Default for DashboardConfig {
             hostnames: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            staff_list: None,
         }
     }
 }
@@ -932,7 +938,10 @@ impl Config {
              # Host names a TLS proxy in front of it answers to (any other is refused).\n\
              hostnames = {}\n\
              # Its own TLS (PEM files; then any address may be bound, e.g. \"0.0.0.0:7480\").\n\
-             {}{}",
+             {}{}\
+             # Therapists by the clinic's staff ids: a CSV with a therapist_id column, read at\n\
+             # start, held in memory only (e.g. the therapists.csv imported).\n\
+             {}",
             toml_string(&self.clinic.name),
             opt(&self.clinic.country, "country"),
             opt(&self.clinic.service_type, "service_type"),
@@ -988,6 +997,7 @@ impl Config {
             toml_strings(&self.dashboard.hostnames),
             opt(&self.dashboard.tls_cert, "tls_cert"),
             opt(&self.dashboard.tls_key, "tls_key"),
+            opt(&self.dashboard.staff_list, "staff_list"),
         )
     }
 
@@ -1284,10 +1294,22 @@ mod tests {
         );
         c.dashboard.bind = "127.0.0.1:0".into();
         c.dashboard.hostnames = vec!["mbc.clinic.example".into()];
+        assert!(
+            Config::parse(&c.to_toml())
+                .unwrap()
+                .dashboard
+                .staff_list
+                .is_none()
+        );
+        c.dashboard.staff_list = Some("therapists.csv".into());
         let back = Config::parse(&c.to_toml()).unwrap().dashboard;
         assert_eq!(
-            (back.bind.as_str(), back.hostnames),
-            ("127.0.0.1:0", c.dashboard.hostnames.clone())
+            (back.bind.as_str(), back.hostnames, back.staff_list),
+            (
+                "127.0.0.1:0",
+                c.dashboard.hostnames.clone(),
+                Some("therapists.csv".into())
+            )
         );
         for (bind, why) in [
             ("0.0.0.0:7480", "needs TLS"),

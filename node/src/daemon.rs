@@ -154,8 +154,14 @@ async fn serve_dashboard(
         None => None,
     };
     let secure = tls.is_some();
+    let staff = match &node.config().dashboard.staff_list {
+        Some(list) => crate::staff::StaffList::read(node, &node.dir().join(list))
+            .context("[dashboard] staff_list")?,
+        None => Default::default(),
+    };
     let app = crate::dashboard::Dashboard::new(node.clone(), hosts, secure)
         .with_live(live.0, live.1)
+        .with_staff(staff)
         .router();
     tokio::spawn(api::serve_router_tls(
         listener,

@@ -53,6 +53,8 @@ pub struct Dashboard {
     pub tls: bool,
     /// The running daemon's network and rounds, when `run` serves the dashboard.
     pub live: Option<Live>,
+    /// The clinic's staff ids for its therapists (`[dashboard] staff_list`), for display.
+    pub staff: Arc<crate::staff::StaffList>,
     sessions: Arc<Mutex<auth::Sessions>>,
     throttle: Arc<Mutex<HashMap<String, auth::Failures>>>,
 }
@@ -65,6 +67,7 @@ impl Dashboard {
             hosts: Arc::new(hosts),
             tls,
             live: None,
+            staff: Arc::default(),
             sessions: Arc::default(),
             throttle: Arc::default(),
         }
@@ -80,6 +83,12 @@ impl Dashboard {
             client,
             aggregation,
         });
+        self
+    }
+
+    /// Showing therapists by the staff ids of `staff`.
+    pub fn with_staff(mut self, staff: crate::staff::StaffList) -> Self {
+        self.staff = Arc::new(staff);
         self
     }
 

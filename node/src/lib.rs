@@ -48,6 +48,7 @@ pub mod registry;
 pub mod release;
 pub mod report;
 pub mod round;
+pub mod staff;
 pub mod stats;
 pub mod status;
 pub mod store;

@@ -97,7 +97,7 @@ pub fn body(d: &Derived, only: Option<&str>, now: &str) -> String {
         env!("CARGO_PKG_VERSION"),
         protocol::analysis::ALGORITHM_VERSION,
         if d.revealed.iter().any(Option::is_some) {
-            "the clinic's own staff ids (from the list given with --reveal; they are not stored)"
+            "the clinic's own staff ids (from its staff list, read for this page; they are not stored)"
         } else {
             "the first digits of their pseudonym"
         },

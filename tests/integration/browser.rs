@@ -203,6 +203,13 @@ fn a_clinician_an_admin_and_the_coordinator_use_the_dashboard_in_a_real_browser(
     )
     .unwrap();
     nodes[0].serve_dashboard();
+    // Therapists by the clinic's staff ids (its therapists.csv).
+    let staff = root.join("data/clinic-01/therapists.csv");
+    assert!(staff.exists());
+    nodes[0].set_config(
+        "# staff_list = \"\"",
+        &format!("staff_list = {:?}", staff.to_str().unwrap()),
+    );
     let daemon = Daemon::start(&nodes[0]);
     let base = daemon.ready["dashboard"].as_str().unwrap().to_owned();
     let driver = Driver::start();
@@ -254,10 +261,16 @@ fn a_clinician_an_admin_and_the_coordinator_use_the_dashboard_in_a_real_browser(
         look(c, "shortlist").await;
         click(c, "li.offer button").await;
         let done = find(c, "p.done").await.text().await.unwrap();
-        assert!(done.starts_with("Recorded: the patient chose"), "{done}");
+        assert!(
+            done.starts_with("Recorded: the patient chose C01-T"),
+            "{done}"
+        );
         // Her report card and the validation card.
         c.goto(&format!("{base}card")).await.unwrap();
-        assert!(heading(c).await.starts_with("Report card · therapist"));
+        assert_eq!(
+            heading(c).await,
+            format!("Report card · therapist {therapist}")
+        );
         look(c, "report-card").await;
         c.goto(&format!("{base}validation")).await.unwrap();
         find(c, "main").await;

@@ -1165,6 +1165,18 @@ fn demo_runs_the_whole_network_and_leaves_nothing_running() {
     .ok()
     .json();
     assert!(users.to_string().contains("\"demo\""), "{users}");
+    // Its dashboard shows the therapists by the staff ids of the clinic's therapists.csv.
+    let config = std::fs::read_to_string(root.join("d/nodes/clinic-02/config.toml")).unwrap();
+    let list = config
+        .lines()
+        .find_map(|l| l.strip_prefix("staff_list = "))
+        .unwrap_or_else(|| panic!("no staff_list in\n{config}"));
+    let list: String = serde_json::from_str(list).unwrap();
+    assert!(
+        std::fs::read_to_string(list)
+            .unwrap()
+            .starts_with("therapist_id")
+    );
     let support = std::fs::read_to_string(root.join("d/support.html")).unwrap();
     assert!(
         support.contains("the network's releases") && support.contains("Dropout risk: "),

@@ -463,7 +463,8 @@ const DEMO_USER: &str = "demo";
 const DEMO_PASSWORD: &str = "demo dashboard";
 
 /// A supervisor of every therapist of `node`'s clinic (from its synthetic therapists.csv
-/// under `synth`), so the demo's dashboard has a caseload to show; how many therapists.
+/// under `synth`), so the demo's dashboard has a caseload to show, and that file as the
+/// dashboard's staff list (therapists by their staff ids); how many therapists.
 fn demo_account(node: &(PathBuf, String), synth: &Path) -> Result<usize> {
     let id = node
         .0
@@ -489,6 +490,9 @@ fn demo_account(node: &(PathBuf, String), synth: &Path) -> Result<usize> {
         DEMO_PASSWORD,
         &crate::clock::now(),
     )?;
+    let mut config = crate::config::Config::load(&node.0)?;
+    config.dashboard.staff_list = Some(std::path::absolute(&csv)?.to_string_lossy().into_owned());
+    std::fs::write(node.0.join(crate::config::CONFIG_FILE), config.to_toml())?;
     Ok(therapists.len())
 }
 

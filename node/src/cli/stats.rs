@@ -98,15 +98,9 @@ pub(super) struct RevealArgs {
 impl RevealArgs {
     /// Fills `derived.revealed` from the display list, if one was given.
     fn apply(&self, node: &Node, derived: &mut Derived) -> Result<()> {
-        if self.reveal.is_none() {
-            return Ok(());
+        if let Some(path) = &self.reveal {
+            crate::staff::StaffList::read(node, path)?.reveal(derived);
         }
-        let by_pseudonym = self.by_pseudonym(node)?;
-        derived.revealed = derived
-            .therapists
-            .iter()
-            .map(|p| by_pseudonym.get(p).cloned())
-            .collect();
         Ok(())
     }
 }
@@ -120,42 +114,10 @@ impl RevealArgs {
         let Some(path) = &self.reveal else {
             return Ok(Default::default());
         };
-        Ok(staff_ids(path)?
-            .into_iter()
-            .map(|id| {
-                let p = node
-                    .pseudonymiser()
-                    .pseudonym(protocol::pseudonym::IdKind::Therapist, &id);
-                (p, id)
-            })
-            .collect())
+        Ok(crate::staff::StaffList::read(node, path)?
+            .by_pseudonym()
+            .clone())
     }
-}
-
-/// The staff ids of a display list: the `therapist_id` column of a CSV file (whatever its other
-/// columns), blank cells skipped.
-fn staff_ids(path: &std::path::Path) -> Result<Vec<String>> {
-    let file = path.display();
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_path(path)
-        .with_context(|| format!("couldn't read the display list {file}"))?;
-    let column = reader
-        .headers()
-        .with_context(|| format!("{file}: no header line"))?
-        .iter()
-        .position(|h| h.eq_ignore_ascii_case("therapist_id"))
-        .with_context(|| {
-            format!("{file}, line 1: no therapist_id column (the clinic's staff ids, as imported)")
-        })?;
-    let mut ids = Vec::new();
-    for (i, record) in reader.records().enumerate() {
-        let record = record.with_context(|| format!("{file}, line {}: not CSV", i + 2))?;
-        if let Some(id) = record.get(column).filter(|id| !id.is_empty()) {
-            ids.push(id.to_string());
-        }
-    }
-    Ok(ids)
 }
 
 /// The pseudonyms `who` may mean: the pseudonym of a local staff id, or stored pseudonyms

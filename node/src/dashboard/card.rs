@@ -51,7 +51,7 @@ pub(super) async fn index(
         p.note { "Report cards are private feedback: each is seen only by its therapist, their supervisors and the clinic's administrators." }
         ul.cards {
             @for t in &listed {
-                li { a href=(format!("/card/{}", page::short(t))) { "Therapist " code { (page::short(t)) } } }
+                li { a href=(format!("/card/{}", page::short(t))) { "Therapist " (page::therapist(&d.staff, t)) } }
             }
         }
     };
@@ -66,8 +66,10 @@ pub(super) async fn card(
 ) -> Response {
     let user = s.user.clone();
     let want = shown.clone();
+    let staff = d.staff.clone();
     let body = blocking(&d, move |node| {
-        let derived = node.derive(&Overrides::default(), &Reference::Latest)?;
+        let mut derived = node.derive(&Overrides::default(), &Reference::Latest)?;
+        staff.reveal(&mut derived);
         let Some(full) = derived
             .therapists
             .iter()
@@ -92,7 +94,10 @@ pub(super) async fn card(
             page::frame(
                 &s,
                 "Report cards",
-                &format!("Report card · therapist {shown}"),
+                &format!(
+                    "Report card · therapist {}",
+                    d.staff.get(&shown).unwrap_or(&shown)
+                ),
                 body,
             )
             .into_response()

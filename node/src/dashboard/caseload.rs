@@ -107,7 +107,7 @@ pub(super) async fn page(
                     th scope="col" { "Open alerts" }
                 } }
                 tbody {
-                    @for c in &cases { (row(&s, c, team)) }
+                    @for c in &cases { (row(&s, c, team.then_some(&*d.staff))) }
                 }
             }
         }
@@ -115,14 +115,15 @@ pub(super) async fn page(
     page::frame(&s, "Caseload", "Caseload", body).into_response()
 }
 
-fn row(s: &Session, c: &Case, team: bool) -> Markup {
+/// One open episode; `team` (the staff list) shows its therapist too.
+fn row(s: &Session, c: &Case, team: Option<&crate::staff::StaffList>) -> Markup {
     let (symbol, words) = signal_look(c.signal.as_deref());
     let class = format!("sig sig-{}", c.signal.as_deref().unwrap_or("none"));
     html! {
         tr {
             td class=(class) data-label="Signal" { span aria-hidden="true" { (symbol) } " " (words) }
             td data-label="Episode" { a href=(format!("/patient/{}", c.episode)) title="Open the patient's page" { code { (c.episode) } } }
-            @if team { td data-label="Therapist" { code { (c.therapist) } } }
+            @if let Some(staff) = team { td data-label="Therapist" { (page::therapist(staff, &c.therapist)) } }
             td data-label="Measure" { (c.instrument.as_deref().unwrap_or("—")) }
             td.num data-label="Last score" {
                 @match (c.last_score, c.last_scored_session) {

@@ -27,13 +27,12 @@ pub(super) async fn page(State(d): State<Dashboard>, Extension(s): Extension<Ses
             "the clinic's screen is for its administrators",
         );
     }
+    let staff = d.staff.clone();
     let shown = blocking(&d, move |node| {
         let now = clock::now();
-        let report = crate::report::body(
-            &node.derive(&Overrides::default(), &Reference::Latest)?,
-            None,
-            &now,
-        );
+        let mut derived = node.derive(&Overrides::default(), &Reference::Latest)?;
+        staff.reveal(&mut derived);
+        let report = crate::report::body(&derived, None, &now);
         let store = node.store();
         let latest = benchmark::get(store.conn(), None)?;
         let policy = ledger::Policy::from_config(&node.config().privacy)?;

@@ -279,6 +279,7 @@ pub(super) async fn run(
                 by: Some(user.name.clone()),
                 ..asked
             };
+            let staff = d.staff.clone();
             let run = blocking(&d, move |node| {
                 if let Patient::Stored(raw) = &asked.patient
                     && locate_mine(node, &user, &Who::Patient(raw.clone())).is_none()
@@ -288,7 +289,7 @@ pub(super) async fn run(
                     )]));
                 }
                 Ok(
-                    match matching::shortlist(node, &asked, &Default::default()) {
+                    match matching::shortlist(node, &asked, staff.by_pseudonym()) {
                         Ok(m) => Outcome::Listed(Box::new(m)),
                         Err(e) => Outcome::Refused(vec![format!("{e:#}")]),
                     },

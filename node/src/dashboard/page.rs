@@ -100,6 +100,15 @@ pub(super) fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
+/// A therapist as pages show them: by the clinic's staff id when its display list names them
+/// (the pseudonym's short form in the title), else by that short form.
+pub(super) fn therapist(staff: &crate::staff::StaffList, id: &str) -> Markup {
+    match staff.get(id) {
+        Some(name) => html! { span.staff title=(format!("pseudonym {}", short(id))) { (name) } },
+        None => html! { code { (short(id)) } },
+    }
+}
+
 /// A moment stored as RFC 3339 as pages show it: "4 Dec 2026, 21:57 UTC", the exact value in
 /// its `datetime` and title. Anything else is shown as it is.
 pub(super) fn when(at: &str) -> Markup {

@@ -1034,3 +1034,101 @@ async fn what_a_browser_fetches_by_itself_does_not_void_the_sign_in_form() {
     let odd = call(&f.app, get("/login", Some("mbc_login=not-hex"))).await;
     assert_ne!(set_cookie(&odd, "mbc_login"), "mbc_login=not-hex");
 }
+
+/// Whether any text in any table of the store contains `needle`.
+fn stored_anywhere(node: &Node, needle: &str) -> bool {
+    let store = node.store();
+    let conn = store.conn();
+    let mut tables = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .unwrap();
+    let tables: Vec<String> = tables
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    tables.iter().any(|t| {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM \"{t}\"")).unwrap();
+        let n = stmt.column_count();
+        let mut rows = stmt.query([]).unwrap();
+        while let Some(row) = rows.next().unwrap() {
+            for i in 0..n {
+                if let Ok(rusqlite::types::ValueRef::Text(v)) = row.get_ref(i)
+                    && String::from_utf8_lossy(v).contains(needle)
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
+#[tokio::test]
+async fn with_a_staff_list_therapists_are_shown_by_staff_id_and_stored_by_pseudonym() {
+    let f = fixture();
+    let list = f._tmp.path().join("data/clinic-01/therapists.csv");
+    let staff = crate::staff::StaffList::read(&f.node, &list).unwrap();
+    let app = Dashboard::new(f.node.clone(), vec![HOST.into()], false)
+        .with_staff(staff)
+        .router();
+    let (mine, theirs) = (&f.therapists[0], &f.therapists[1]);
+    let short =
+        |raw: &str| f.node.pseudonymiser().pseudonym(IdKind::Therapist, raw)[..12].to_owned();
+    // A supervisor's caseload and card list name the team by staff id.
+    let (home, sven, _) = page(&app, "sven").await;
+    assert!(home.contains(&format!(">{mine}</span>")), "{home}");
+    let cards = text(call(&app, get("/card", Some(&sven))).await).await;
+    for raw in [mine, theirs] {
+        assert!(cards.contains(&format!(">{raw}</span>")), "{cards}");
+    }
+    let card = text(call(&app, get(&format!("/card/{}", short(mine)), Some(&sven))).await).await;
+    assert!(card.contains(&format!("therapist {mine}")), "{card}");
+    // Without the list the same card shows no staff id.
+    let (plain, _) = session(&f.app, "sven").await;
+    let card = text(call(&f.app, get(&format!("/card/{}", short(mine)), Some(&plain))).await).await;
+    assert!(!card.contains(mine.as_str()), "{card}");
+    // A shortlist shows staff ids, a choice is recorded by one, and the store keeps neither.
+    let (cleo, csrf) = session(&app, "cleo").await;
+    let r = call(
+        &app,
+        post(
+            "/match",
+            Some(&cleo),
+            &[("csrf", &csrf), ("phq9", "18"), ("gad7", "12")],
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let listed = text(r).await;
+    let chose = hidden(&listed, "chose");
+    assert!(f.therapists.contains(&chose), "{chose} is not a staff id");
+    let id: i64 = f
+        .node
+        .store()
+        .conn()
+        .query_row("SELECT max(request_id) FROM match_request", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let r = call(
+        &app,
+        post(
+            &format!("/match/{id}/record"),
+            Some(&cleo),
+            &[("csrf", &csrf), ("chose", &chose)],
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        text(r)
+            .await
+            .contains(&format!("the patient chose <code>{chose}</code>")),
+        "the record names the staff id"
+    );
+    assert_eq!(count(&f, "match_outcome"), 1);
+    for raw in &f.therapists {
+        assert!(!stored_anywhere(&f.node, raw), "{raw} is in the store");
+    }
+}
