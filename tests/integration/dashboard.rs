@@ -188,7 +188,7 @@ fn a_round_started_from_the_network_screen_is_published_as_a_site_that_verifies_
         &addr,
         "POST /network/rounds",
         &cookie,
-        &format!("csrf={csrf}&kind=benchmark&rho=0.25&iterations="),
+        &format!("csrf={csrf}&kind=benchmark&rho=0.25&iterations=&threshold=4&deadline=30"),
     );
     assert_eq!(code, 303, "{head}{answer}");
     let release = wait_for("the round's release on the coordinator", || {
@@ -338,6 +338,7 @@ fn a_round_started_from_the_network_screen_is_published_as_a_site_that_verifies_
     };
     let done = status("latest");
     let round_id = done["round_id"].as_str().unwrap().to_owned();
+    assert_eq!(done["threshold"], 4, "the form's threshold");
     let mut ds = ds.into_iter();
     ds.next().unwrap().stop();
     let clinics: Vec<Daemon> = ds.collect();

@@ -159,6 +159,12 @@ fn start_form(s: &Session) -> Markup {
             label { "Iterations " span.note { "(dropout model only)" }
                 input type="number" name="iterations" min="1" max="20" step="1";
             }
+            label { "Threshold t " span.note { "(fewer clinics left abort; default ⌈2n/3⌉)" }
+                input type="number" name="threshold" min="2" step="1";
+            }
+            label { "Step deadline, s " span.note { "(default 60)" }
+                input type="number" name="deadline" min="1" step="any";
+            }
             button type="submit" { "Start a round" }
         }
     }
@@ -172,6 +178,24 @@ pub(super) struct StartForm {
     rho: String,
     #[serde(default)]
     iterations: String,
+    #[serde(default)]
+    threshold: String,
+    #[serde(default)]
+    deadline: String,
+}
+
+/// `v` as a number of the form's field `what` (blank: `None`), or a problem saying why not.
+fn optional<T: std::str::FromStr>(v: &str, what: &str, problems: &mut Vec<String>) -> Option<T> {
+    match v.trim() {
+        "" => None,
+        t => t.parse().map_or_else(
+            |_| {
+                problems.push(format!("{what} {t:?} is not a valid number"));
+                None
+            },
+            Some,
+        ),
+    }
 }
 
 /// `POST /network/rounds`: starts a round, then back to the screen (its row shows it).
@@ -186,29 +210,25 @@ pub(super) async fn start(
             "rounds are started by the network's coordinator",
         );
     }
-    let Ok(rho) = f.rho.trim().parse::<f64>() else {
+    let mut problems = Vec::new();
+    let rho = optional::<f64>(&f.rho, "ρ", &mut problems);
+    if rho.is_none() && problems.is_empty() {
+        problems.push("say the ρ each clinic is charged".into());
+    }
+    let iterations = optional::<u32>(&f.iterations, "iterations", &mut problems);
+    let threshold = optional::<u32>(&f.threshold, "threshold", &mut problems);
+    let deadline_s = optional::<f64>(&f.deadline, "deadline", &mut problems);
+    if let Some(s) = deadline_s.filter(|s| !(s.is_finite() && *s > 0.0)) {
+        problems.push(format!("deadline {s} is not a positive number of seconds"));
+    }
+    let Some(rho) = rho.filter(|_| problems.is_empty()) else {
         return show(
             &d,
             &s,
-            Some(&format!("ρ {:?} is not a number", f.rho)),
+            Some(&problems.join("; ")),
             StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await;
-    };
-    let iterations = match f.iterations.trim() {
-        "" => None,
-        v => match v.parse::<u32>() {
-            Ok(n) => Some(n),
-            Err(_) => {
-                return show(
-                    &d,
-                    &s,
-                    Some(&format!("iterations {v:?} is not a whole number")),
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                )
-                .await;
-            }
-        },
     };
     let Some(live) = d.live.clone() else {
         return show(
@@ -222,8 +242,8 @@ pub(super) async fn start(
     let request = StartRequest {
         kind: f.kind,
         rho,
-        threshold: None,
-        deadline_s: None,
+        threshold,
+        deadline_s,
         dim: None,
         plain: false,
         domains: Vec::new(),

@@ -921,7 +921,34 @@ async fn the_network_screen_and_its_round_form_are_the_coordinators_alone() {
     )
     .await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(text(r).await.contains("ρ &quot;lots&quot; is not a number"));
+    assert!(
+        text(r)
+            .await
+            .contains("ρ &quot;lots&quot; is not a valid number")
+    );
+    // Every problem of the form at once.
+    let r = call(
+        &f.app,
+        post(
+            "/network/rounds",
+            Some(&cora),
+            &[
+                ("csrf", &csrf),
+                ("kind", "benchmark"),
+                ("rho", "0.1"),
+                ("threshold", "2.5"),
+                ("deadline", "-3"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = text(r).await;
+    assert!(
+        page.contains("threshold &quot;2.5&quot; is not a valid number")
+            && page.contains("deadline -3 is not a positive number of seconds"),
+        "{page}"
+    );
     for who in ["cleo", "sven", "ada"] {
         let (c, t) = session(&f.app, who).await;
         assert_eq!(
