@@ -152,6 +152,7 @@ async fn guard(State(d): State<Dashboard>, request: Request, next: Next) -> Resp
             "dashboard: refused a request addressed to another host"
         );
         return with_headers(
+            d.tls,
             (
                 StatusCode::MISDIRECTED_REQUEST,
                 "this dashboard answers its own address only",
@@ -166,21 +167,22 @@ async fn guard(State(d): State<Dashboard>, request: Request, next: Next) -> Resp
     if !open {
         let session = auth::session_of(&d, request.headers());
         let Some(session) = session else {
-            return with_headers(page::redirect("/login"));
+            return with_headers(d.tls, page::redirect("/login"));
         };
         if request.method() == Method::POST {
             match auth::check_csrf(request, &session).await {
                 Ok(checked) => request = checked,
-                Err(refused) => return with_headers(refused),
+                Err(refused) => return with_headers(d.tls, refused),
             }
         }
         request.extensions_mut().insert(session);
     }
-    with_headers(next.run(request).await)
+    with_headers(d.tls, next.run(request).await)
 }
 
-/// The headers every answer carries.
-fn with_headers(mut response: Response) -> Response {
+/// The headers every answer carries; under TLS, HSTS too (a browser that reached the
+/// dashboard over HTTPS once never tries it over plain HTTP again).
+fn with_headers(tls: bool, mut response: Response) -> Response {
     let h = response.headers_mut();
     for (name, value) in [
         (header::CONTENT_SECURITY_POLICY, CSP),
@@ -189,6 +191,12 @@ fn with_headers(mut response: Response) -> Response {
         (header::X_FRAME_OPTIONS, "DENY"),
     ] {
         h.insert(name, HeaderValue::from_static(value));
+    }
+    if tls {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
     }
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -465,6 +465,10 @@ fn with_its_own_tls_the_dashboard_serves_https_and_secure_cookies() {
         .find(|l| l.starts_with("set-cookie: mbc_login="))
         .unwrap_or_else(|| panic!("no sign-in cookie:\n{head}"));
     assert!(login.contains("; Secure"), "{login}");
+    assert!(
+        head.contains("strict-transport-security: max-age=31536000"),
+        "{head}"
+    );
     // Plain HTTP to the same port gets no page.
     let mut s = TcpStream::connect(&addr).unwrap();
     let _ = write!(

@@ -332,7 +332,7 @@ fn shortlist(s: &Session, m: &Matched) -> Markup {
             "."
         }
         @if let Some(why) = &m.intake.urgent { p.problem role="alert" { b { "Urgent: " } (why) ". The first available safe therapist is listed first; no waiting is offered." } }
-        @for n in &l.notes { p.note { (n) } }
+        @for n in &l.notes { p.note { (sentence(n)) } }
         p.tradeoff { b { "Wait or fit: " } (l.trade_off) }
         ol.offers {
             @for o in &l.offers {
@@ -383,6 +383,14 @@ fn aspect(a: protocol::matching::Aspect) -> &'static str {
         protocol::matching::Aspect::Fit => "Fit",
         protocol::matching::Aspect::Logistics => "Logistics",
     }
+}
+
+/// `text` with its first letter in capitals (the shortlist's notes are clauses).
+fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map_or_else(String::new, |c| c.to_uppercase().chain(chars).collect())
 }
 
 /// The form recording what happened.

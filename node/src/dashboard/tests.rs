@@ -184,6 +184,8 @@ async fn requests_to_another_host_are_refused_and_every_answer_carries_the_polic
     ] {
         assert_eq!(r.headers()[header::CONTENT_SECURITY_POLICY], CSP);
         assert_eq!(r.headers()[header::X_FRAME_OPTIONS], "DENY");
+        // HSTS only where the dashboard serves TLS itself.
+        assert!(!r.headers().contains_key(header::STRICT_TRANSPORT_SECURITY));
     }
     // Nothing inline: no script or style element, no style attribute.
     let page = text(call(&f.app, get("/login", None)).await).await;
