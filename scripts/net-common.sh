@@ -3,7 +3,9 @@
 # Needs $bin and $work. Defines init_node, admit_node, start_node, wait_peers, form_network,
 # stop_all.
 pids=()
-port_base=$((20000 + RANDOM % 20000))
+# Below Linux's ephemeral range (32768 up), which outgoing connections and port-0 binds draw
+# from: a node's port taken between init and start would stop it (net::port in the node).
+port_base=$((20000 + RANDOM % 12000))
 
 # init_node NAME -> prints the data dir; listens on port_base + the number of nodes so far
 # (counted from the directories, since this runs in a command substitution's subshell)
