@@ -167,19 +167,7 @@ fn form(s: &Session, given: &Given, sites: &[String], problems: &[String]) -> Ma
 /// The form as a request, or every problem with it.
 fn request(given: &Given) -> Result<RequestFile, Vec<String>> {
     let mut problems = Vec::new();
-    let mut number = |name: &str, label: &str| -> Option<f64> {
-        let v = given.get(name);
-        if v.is_empty() {
-            return None;
-        }
-        match v.parse::<f64>() {
-            Ok(x) if x.is_finite() => Some(x),
-            _ => {
-                problems.push(format!("{label}: {v:?} is not a number"));
-                None
-            }
-        }
-    };
+    let mut number = |name: &str, label: &str| page::number(given.get(name), label, &mut problems);
     let mut scores = BTreeMap::new();
     for (name, id) in [("phq9", "PHQ-9"), ("gad7", "GAD-7"), ("core10", "CORE-10")] {
         if let Some(v) = number(name, id) {
@@ -190,19 +178,9 @@ fn request(given: &Given) -> Result<RequestFile, Vec<String>> {
     let max_wait = number("max_wait_days", "Longest wait, days");
     let age = number("age", "Age");
     let decile = number("deprivation_decile", "Deprivation decile");
-    let whole = |v: Option<f64>, label: &str, problems: &mut Vec<String>| -> Option<i64> {
-        v.and_then(|x| {
-            if x.fract() == 0.0 && x >= 0.0 {
-                Some(x as i64)
-            } else {
-                problems.push(format!("{label}: {x} is not a whole number"));
-                None
-            }
-        })
-    };
-    let max_wait_days = whole(max_wait, "Longest wait, days", &mut problems).map(|d| d as u32);
-    let age = whole(age, "Age", &mut problems);
-    let deprivation_decile = whole(decile, "Deprivation decile", &mut problems);
+    let max_wait_days = page::whole(max_wait, "Longest wait, days", &mut problems);
+    let age = page::whole(age, "Age", &mut problems);
+    let deprivation_decile = page::whole(decile, "Deprivation decile", &mut problems);
     let list = |k: &str| -> Vec<String> {
         given
             .get(k)

@@ -184,20 +184,6 @@ pub(super) struct StartForm {
     deadline: String,
 }
 
-/// `v` as a number of the form's field `what` (blank: `None`), or a problem saying why not.
-fn optional<T: std::str::FromStr>(v: &str, what: &str, problems: &mut Vec<String>) -> Option<T> {
-    match v.trim() {
-        "" => None,
-        t => t.parse().map_or_else(
-            |_| {
-                problems.push(format!("{what} {t:?} is not a valid number"));
-                None
-            },
-            Some,
-        ),
-    }
-}
-
 /// `POST /network/rounds`: starts a round, then back to the screen (its row shows it).
 pub(super) async fn start(
     State(d): State<Dashboard>,
@@ -211,15 +197,19 @@ pub(super) async fn start(
         );
     }
     let mut problems = Vec::new();
-    let rho = optional::<f64>(&f.rho, "ρ", &mut problems);
+    let rho = page::number(&f.rho, "ρ of the release", &mut problems);
     if rho.is_none() && problems.is_empty() {
         problems.push("say the ρ each clinic is charged".into());
     }
-    let iterations = optional::<u32>(&f.iterations, "iterations", &mut problems);
-    let threshold = optional::<u32>(&f.threshold, "threshold", &mut problems);
-    let deadline_s = optional::<f64>(&f.deadline, "deadline", &mut problems);
-    if let Some(s) = deadline_s.filter(|s| !(s.is_finite() && *s > 0.0)) {
-        problems.push(format!("deadline {s} is not a positive number of seconds"));
+    let iterations = page::number(&f.iterations, "Iterations", &mut problems);
+    let iterations = page::whole(iterations, "Iterations", &mut problems);
+    let threshold = page::number(&f.threshold, "Threshold t", &mut problems);
+    let threshold = page::whole(threshold, "Threshold t", &mut problems);
+    let deadline_s = page::number(&f.deadline, "Step deadline, s", &mut problems);
+    if let Some(s) = deadline_s.filter(|s| *s <= 0.0) {
+        problems.push(format!(
+            "Step deadline, s: {s} is not a positive number of seconds"
+        ));
     }
     let Some(rho) = rho.filter(|_| problems.is_empty()) else {
         return show(

@@ -109,6 +109,39 @@ pub(super) fn therapist(staff: &crate::staff::StaffList, id: &str) -> Markup {
     }
 }
 
+/// A form's number field `v` (blank: `None`); anything but a finite number is one of the
+/// form's `problems`, named by the field's `label`.
+pub(super) fn number(v: &str, label: &str, problems: &mut Vec<String>) -> Option<f64> {
+    let v = v.trim();
+    if v.is_empty() {
+        return None;
+    }
+    match v.parse::<f64>() {
+        Ok(x) if x.is_finite() => Some(x),
+        _ => {
+            problems.push(format!("{label}: {v:?} is not a number"));
+            None
+        }
+    }
+}
+
+/// A number of a form ([`number`]) that must be a whole one, at least 0, that fits `T`;
+/// anything else is one of the form's `problems`.
+pub(super) fn whole<T: TryFrom<i64>>(
+    v: Option<f64>,
+    label: &str,
+    problems: &mut Vec<String>,
+) -> Option<T> {
+    let x = v?;
+    let fits = (x.fract() == 0.0 && x >= 0.0)
+        .then(|| T::try_from(x as i64).ok())
+        .flatten();
+    if fits.is_none() {
+        problems.push(format!("{label}: {x} is not a whole number"));
+    }
+    fits
+}
+
 /// A moment stored as RFC 3339 as pages show it: "4 Dec 2026, 21:57 UTC", the exact value in
 /// its `datetime` and title. Anything else is shown as it is.
 pub(super) fn when(at: &str) -> Markup {

@@ -926,7 +926,7 @@ async fn the_network_screen_and_its_round_form_are_the_coordinators_alone() {
     assert!(
         text(r)
             .await
-            .contains("ρ &quot;lots&quot; is not a valid number")
+            .contains("ρ of the release: &quot;lots&quot; is not a number")
     );
     // Every problem of the form at once.
     let r = call(
@@ -947,8 +947,8 @@ async fn the_network_screen_and_its_round_form_are_the_coordinators_alone() {
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let page = text(r).await;
     assert!(
-        page.contains("threshold &quot;2.5&quot; is not a valid number")
-            && page.contains("deadline -3 is not a positive number of seconds"),
+        page.contains("Threshold t: 2.5 is not a whole number")
+            && page.contains("Step deadline, s: -3 is not a positive number of seconds"),
         "{page}"
     );
     for who in ["cleo", "sven", "ada"] {
@@ -1160,4 +1160,32 @@ async fn with_a_staff_list_therapists_are_shown_by_staff_id_and_stored_by_pseudo
     for raw in &f.therapists {
         assert!(!stored_anywhere(&f.node, raw), "{raw} is in the store");
     }
+}
+
+#[test]
+fn a_forms_numbers_are_read_whole_and_in_range_or_named_as_problems() {
+    use super::page::{number, whole};
+    let mut problems = Vec::new();
+    assert_eq!(number(" 18 ", "PHQ-9", &mut problems), Some(18.0));
+    assert_eq!(number("", "PHQ-9", &mut problems), None);
+    assert_eq!(number("inf", "PHQ-9", &mut problems), None);
+    assert_eq!(whole::<u32>(Some(21.0), "Wait", &mut problems), Some(21));
+    assert_eq!(whole::<u32>(None, "Wait", &mut problems), None);
+    assert_eq!(problems.len(), 1);
+    for bad in [2.5, -1.0, 5e9] {
+        assert_eq!(whole::<u32>(Some(bad), "Wait", &mut problems), None);
+    }
+    assert_eq!(
+        whole::<i64>(Some(5e9), "Age", &mut problems),
+        Some(5_000_000_000)
+    );
+    assert_eq!(
+        problems,
+        [
+            "PHQ-9: \"inf\" is not a number",
+            "Wait: 2.5 is not a whole number",
+            "Wait: -1 is not a whole number",
+            "Wait: 5000000000 is not a whole number",
+        ]
+    );
 }
