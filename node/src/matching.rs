@@ -30,6 +30,7 @@ pub use audit::{Choice, Recorded, record};
 pub use report::{MatchReport, report};
 
 use crate::node::{Node, Reference};
+use crate::staff::StaffList;
 use crate::stats::output::short;
 use crate::{clock, stats};
 
@@ -152,10 +153,10 @@ struct Loaded {
     candidate: Candidate,
 }
 
-/// Matches `ask` and logs it (module doc). `revealed`: pseudonym → the clinic's staff id,
-/// for display (`--reveal`): the shortlist returned shows them, the one logged does not (nor
-/// does the ranking depend on them).
-pub fn shortlist(node: &Node, ask: &Ask, revealed: &HashMap<String, String>) -> Result<Matched> {
+/// Matches `ask` and logs it (module doc). The shortlist returned shows therapists by the
+/// staff ids of `staff` (`--reveal`, `[dashboard] staff_list`); the one logged does not, nor
+/// does the ranking depend on them.
+pub fn shortlist(node: &Node, ask: &Ask, staff: &StaffList) -> Result<Matched> {
     let config = node.config();
     let settings = config.matching.settings(&config.stats)?;
     let now = clock::now_utc();
@@ -227,12 +228,7 @@ pub fn shortlist(node: &Node, ask: &Ask, revealed: &HashMap<String, String>) -> 
         },
         intake: request.intake,
         // Staff ids for this screen only: the log above holds pseudonyms.
-        shortlist: list.shown_as(|id| {
-            revealed
-                .iter()
-                .find(|(pseudonym, _)| short(pseudonym) == id)
-                .map(|(_, staff)| staff.clone())
-        }),
+        shortlist: list.shown_as(|id| staff.get(id).map(str::to_owned)),
         reference,
     })
 }

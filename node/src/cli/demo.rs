@@ -559,7 +559,7 @@ fn demo_match((node, name): &(PathBuf, String)) -> Result<()> {
         max_wait_days: Some(60),
         by: Some("demo".into()),
     };
-    let m = matching::shortlist(&node, &ask, &Default::default())?;
+    let m = matching::shortlist(&node, &ask, &crate::staff::StaffList::default())?;
     let levels: Vec<String> = m
         .shortlist
         .offers

@@ -183,8 +183,8 @@ pub(super) fn match_cmd(a: MatchArgs) -> Result<()> {
         ..ask
     };
     let node = Node::open(&data_dir(a.data_dir)?)?;
-    let revealed = a.reveal.by_pseudonym(&node)?;
-    let matched = matching::shortlist(&node, &ask, &revealed)?;
+    let staff = a.reveal.staff(&node)?;
+    let matched = matching::shortlist(&node, &ask, &staff)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&matched)?);
     } else {
@@ -389,8 +389,8 @@ fn report(a: ReportArgs) -> Result<()> {
         bail!("--since {s:?}: expected YYYY, YYYY-MM or YYYY-MM-DD");
     }
     let node = Node::open(&a.dir.data_dir)?;
-    let revealed = a.reveal.by_pseudonym(&node)?;
-    let r = matching::report(&node, a.since.as_deref(), &revealed)?;
+    let staff = a.reveal.staff(&node)?;
+    let r = matching::report(&node, a.since.as_deref(), &staff)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

@@ -106,17 +106,12 @@ impl RevealArgs {
 }
 
 impl RevealArgs {
-    /// Therapist pseudonym → the clinic's staff id, from the display list (empty without one).
-    pub(super) fn by_pseudonym(
-        &self,
-        node: &Node,
-    ) -> Result<std::collections::HashMap<String, String>> {
-        let Some(path) = &self.reveal else {
-            return Ok(Default::default());
-        };
-        Ok(crate::staff::StaffList::read(node, path)?
-            .by_pseudonym()
-            .clone())
+    /// The display list given (empty without one).
+    pub(super) fn staff(&self, node: &Node) -> Result<crate::staff::StaffList> {
+        match &self.reveal {
+            Some(path) => crate::staff::StaffList::read(node, path),
+            None => Ok(Default::default()),
+        }
     }
 }
 

@@ -266,12 +266,10 @@ pub(super) async fn run(
                         "no patient {raw} among your patients"
                     )]));
                 }
-                Ok(
-                    match matching::shortlist(node, &asked, staff.by_pseudonym()) {
-                        Ok(m) => Outcome::Listed(Box::new(m)),
-                        Err(e) => Outcome::Refused(vec![format!("{e:#}")]),
-                    },
-                )
+                Ok(match matching::shortlist(node, &asked, &staff) {
+                    Ok(m) => Outcome::Listed(Box::new(m)),
+                    Err(e) => Outcome::Refused(vec![format!("{e:#}")]),
+                })
             })
             .await;
             match run {

@@ -152,9 +152,10 @@ pub fn record(
         Choice::Chosen(t) => ("chosen", Some(t.as_str())),
         Choice::Declined(t) => ("declined", t.as_deref()),
     };
-    let offer = who
+    let found = who
         .map(|t| find(node, &offered, t, request_id))
         .transpose()?;
+    let offer = found.as_ref().map(|(o, _)| *o);
     if kind == "chosen" {
         let before: Option<(String, String)> = tx
             .query_row(
@@ -188,15 +189,7 @@ pub fn record(
     Ok(Recorded {
         request_id,
         kind,
-        // As given when it was a staff id (the audit shows pseudonyms only).
-        therapist: offer.map(|o| match who {
-            Some(w)
-                if o.pseudonym == node.pseudonymiser().pseudonym(IdKind::Therapist, w.trim()) =>
-            {
-                w.trim().to_string()
-            }
-            _ => o.shown.clone(),
-        }),
+        therapist: found.map(|(_, named)| named),
         level: offer.map(|o| o.level),
         at,
         by: by.trim().to_string(),
@@ -204,18 +197,25 @@ pub fn record(
 }
 
 /// The offered therapist `who` means: as shown, by staff id, or by pseudonym prefix.
-fn find<'o>(node: &Node, offered: &'o [Offered], who: &str, request: i64) -> Result<&'o Offered> {
+/// Also how to name them in the answer: the staff id when `who` was one (the audit shows
+/// pseudonyms only), else as the shortlist showed them.
+fn find<'o>(
+    node: &Node,
+    offered: &'o [Offered],
+    who: &str,
+    request: i64,
+) -> Result<(&'o Offered, String)> {
     let who = who.trim();
     let own = node.pseudonymiser().pseudonym(IdKind::Therapist, who);
     let prefix = who.to_ascii_lowercase();
     let hex = prefix.len() >= 6 && prefix.chars().all(|c| c.is_ascii_hexdigit());
+    if let Some(o) = offered.iter().find(|o| o.pseudonym == own) {
+        return Ok((o, who.to_string()));
+    }
     offered
         .iter()
-        .find(|o| {
-            o.shown.eq_ignore_ascii_case(who)
-                || o.pseudonym == own
-                || (hex && o.pseudonym.starts_with(&prefix))
-        })
+        .find(|o| o.shown.eq_ignore_ascii_case(who) || (hex && o.pseudonym.starts_with(&prefix)))
+        .map(|o| (o, o.shown.clone()))
         .with_context(|| {
             let names: Vec<&str> = offered.iter().map(|o| o.shown.as_str()).collect();
             format!(

@@ -4,8 +4,6 @@
 //! allocations by ethnicity, sex, age band and deprivation decile; a group below 0.8× the
 //! overall share is flagged).
 
-use std::collections::HashMap;
-
 use anyhow::Result;
 use protocol::matching::{Equity, Level, LevelOutcome, Load, equity, fairness, outcomes_by_level};
 use rusqlite::OptionalExtension;
@@ -13,6 +11,7 @@ use serde::Serialize;
 
 use super::Groups;
 use crate::node::{Node, Reference};
+use crate::staff::StaffList;
 use crate::stats;
 use crate::stats::output::short;
 
@@ -54,12 +53,8 @@ struct Allocation {
 }
 
 /// The report over shortlists logged since `since` (an RFC 3339 prefix such as `2026-01`, or
-/// all). `revealed`: pseudonym → staff id, for display.
-pub fn report(
-    node: &Node,
-    since: Option<&str>,
-    revealed: &HashMap<String, String>,
-) -> Result<MatchReport> {
+/// all), therapists shown by the staff ids of `staff` where it names them.
+pub fn report(node: &Node, since: Option<&str>, staff: &StaffList) -> Result<MatchReport> {
     // Outcomes are the engine's residuals: bring them up to date first.
     node.derive(&stats::Overrides::default(), &Reference::Latest)?;
     let store = node.store();
@@ -87,10 +82,10 @@ pub fn report(
             Ok(Allocation {
                 patient: r.get(0)?,
                 therapist_id: r.get(1)?,
-                therapist: revealed
+                therapist: staff
                     .get(&pseudonym)
-                    .cloned()
-                    .unwrap_or_else(|| short(&pseudonym).to_string()),
+                    .unwrap_or_else(|| short(&pseudonym))
+                    .to_string(),
                 level: Level::from_number(r.get(3)?).unwrap_or(Level::L0),
                 month: at.get(..7).unwrap_or(&at).to_string(),
                 groups: serde_json::from_str(&groups).unwrap_or_default(),
