@@ -79,6 +79,7 @@ fn cbor_len<T: Serialize>(value: &T) -> u64 {
 impl Aggregation {
     /// For `node`, reaching the participants through `client`; its own contribution goes
     /// through `participation` in process.
+    ///
     /// Rounds the store records as running were interrupted by the last stop and are recorded
     /// as aborted here ([`record::close_interrupted`]).
     pub fn new(node: Arc<Node>, client: Client, participation: Arc<Participation>) -> Self {
